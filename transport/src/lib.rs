@@ -1,0 +1,25 @@
+//! The I/O half of the KubeChat tunnel, shared by relay and agent.
+//!
+//! Code above this crate sees a tunnel as an [`Connection`] that opens and
+//! accepts bidirectional streams; it never knows whether QUIC or (later) the
+//! WebSocket fallback carries them.
+//!
+//! # Layout
+//! - [`connection`]: the transport trait, [`Connection`], and its errors.
+//! - [`quic`]: the QUIC transport (quinn + rustls).
+//! - [`framed`]: reading and writing protocol frames on a stream.
+//! - [`tls`]: certificate loading, rustls configurations, peer identity.
+//! - [`pki`]: certificate authorities and certificates for development and tests.
+//! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` HTTP listener.
+//! - [`metrics`]: minimal Prometheus counters, gauges and text encoding.
+
+pub mod admin;
+pub mod connection;
+pub mod framed;
+pub mod metrics;
+pub mod pki;
+pub mod quic;
+pub mod tls;
+
+pub use connection::{BiStream, Connection, RecvHalf, SendHalf, TransportError, TransportKind};
+pub use framed::{FramedRecv, FramedSend, StreamError};
