@@ -12,12 +12,14 @@
 //! - [`pki`]: certificate authorities and certificates for development and tests.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` HTTP listener.
 //! - [`metrics`]: minimal Prometheus counters, gauges and text encoding.
+//! - [`process`]: what every binary's `main` does: logging, signals, exit codes.
 
 pub mod admin;
 pub mod connection;
 pub mod framed;
 pub mod metrics;
 pub mod pki;
+pub mod process;
 pub mod quic;
 pub mod tls;
 

@@ -1,0 +1,220 @@
+//! Command line, configuration file and environment, and `main`.
+//!
+//! Precedence: defaults < file (`--config`, TOML) < environment
+//! (`KUBECHAT_*`) < flags.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use kubechat_protocol::ClusterIdentity;
+use kubechat_transport::pki::DevPki;
+use kubechat_transport::process;
+use kubechat_transport::tls::{self, Identity};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// The KubeChat relay.
+#[derive(Debug, Parser)]
+#[command(name = "kubechat-relay", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: RawConfig,
+    /// Configuration file (TOML, keys as the long flags).
+    #[arg(long, env = "KUBECHAT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a development CA set and certificates for a relay, an agent and
+    /// the internal client.
+    DevCerts(DevCertsArgs),
+}
+
+#[derive(Debug, Args)]
+struct DevCertsArgs {
+    /// Directory to write into (created if missing).
+    #[arg(long, default_value = ".dev/certs")]
+    out: PathBuf,
+    /// Tenant of the agent certificate.
+    #[arg(long, default_value = "demo")]
+    tenant: String,
+    /// Cluster of the agent certificate.
+    #[arg(long, default_value = "dev")]
+    cluster: String,
+    /// Names (DNS or IP) for the relay certificate; repeatable.
+    #[arg(long = "name", default_values_t = vec!["localhost".to_string(), "127.0.0.1".to_string()])]
+    names: Vec<String>,
+}
+
+/// Every setting, all optional, as flags/environment and as file keys.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    /// Relay instance id.
+    #[arg(long, env = "KUBECHAT_RELAY_ID")]
+    relay_id: Option<String>,
+    /// Region served.
+    #[arg(long, env = "KUBECHAT_REGION")]
+    region: Option<String>,
+    /// UDP address of the QUIC tunnel listener [default: 0.0.0.0:7443].
+    #[arg(long, env = "KUBECHAT_QUIC_LISTEN")]
+    quic_listen: Option<String>,
+    /// TCP address of the internal HTTPS listener [default: 0.0.0.0:7444].
+    #[arg(long, env = "KUBECHAT_INTERNAL_LISTEN")]
+    internal_listen: Option<String>,
+    /// TCP address of the admin listener [default: 127.0.0.1:9090]; "off" disables it.
+    #[arg(long, env = "KUBECHAT_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// Relay certificate chain (PEM).
+    #[arg(long, env = "KUBECHAT_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Relay private key (PEM).
+    #[arg(long, env = "KUBECHAT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// CA bundle agent certificates must chain to (PEM).
+    #[arg(long, env = "KUBECHAT_AGENT_CA")]
+    agent_ca: Option<PathBuf>,
+    /// CA bundle control-plane client certificates must chain to (PEM).
+    #[arg(long, env = "KUBECHAT_INTERNAL_CA")]
+    internal_ca: Option<PathBuf>,
+    /// Request streams one tunnel may carry at once [default: 1024].
+    #[arg(long, env = "KUBECHAT_MAX_STREAMS_PER_TUNNEL")]
+    max_streams_per_tunnel: Option<usize>,
+    /// Largest request head in bytes [default: 65536].
+    #[arg(long, env = "KUBECHAT_MAX_HEADER_BYTES")]
+    max_header_bytes: Option<usize>,
+    /// Heartbeat interval asked of agents, seconds [default: 5].
+    #[arg(long, env = "KUBECHAT_HEARTBEAT_SECS")]
+    heartbeat_secs: Option<u64>,
+    /// Drop a silent tunnel after this many seconds [default: 15].
+    #[arg(long, env = "KUBECHAT_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Seconds in-flight streams get on shutdown [default: 30].
+    #[arg(long, env = "KUBECHAT_GRACE_PERIOD_SECS")]
+    grace_period_secs: Option<u64>,
+}
+
+macro_rules! merge {
+    ($a:ident, $b:ident, $($f:ident),*) => { RawConfig { $($f: $a.$f.or($b.$f)),* } };
+}
+
+impl RawConfig {
+    /// `self` (flags and environment) over `file`.
+    fn over(self, file: Self) -> Self {
+        merge!(self, file, relay_id, region, quic_listen, internal_listen, admin_listen, tls_cert, tls_key, agent_ca,
+            internal_ca, max_streams_per_tunnel, max_header_bytes, heartbeat_secs, idle_timeout_secs, grace_period_secs)
+    }
+
+    fn validate(self) -> anyhow::Result<Config> {
+        fn need<T>(v: Option<T>, flag: &str) -> anyhow::Result<T> {
+            v.with_context(|| format!("--{flag} is required (or KUBECHAT_{} / `{flag}` in the file)", flag.to_uppercase().replace('-', "_")))
+        }
+        fn addr(v: Option<String>, default: &str, flag: &str) -> anyhow::Result<std::net::SocketAddr> {
+            let s = v.unwrap_or_else(|| default.to_string());
+            s.parse().with_context(|| format!("--{flag} {s:?} is not an address like 0.0.0.0:7443"))
+        }
+        let cert = need(self.tls_cert, "tls-cert")?;
+        let key = need(self.tls_key, "tls-key")?;
+        let identity = Identity::from_files(&cert, &key)?;
+        let agent_ca = tls::load_certs(&need(self.agent_ca, "agent-ca")?, "agent CA bundle")?;
+        let internal_ca = tls::load_certs(&need(self.internal_ca, "internal-ca")?, "internal CA bundle")?;
+        let mut c = Config::new(identity, agent_ca, internal_ca);
+        c.relay_id = self.relay_id.unwrap_or_else(|| "relay-0".into());
+        c.region = self.region.unwrap_or_else(|| "local".into());
+        c.quic_listen = addr(self.quic_listen, "0.0.0.0:7443", "quic-listen")?;
+        c.internal_listen = addr(self.internal_listen, "0.0.0.0:7444", "internal-listen")?;
+        c.admin_listen = match self.admin_listen.as_deref() {
+            Some("off") => None,
+            other => Some(addr(other.map(str::to_string), "127.0.0.1:9090", "admin-listen")?),
+        };
+        if let Some(n) = self.max_streams_per_tunnel {
+            anyhow::ensure!(n > 0, "--max-streams-per-tunnel must be at least 1");
+            c.max_streams_per_tunnel = n;
+        }
+        if let Some(n) = self.max_header_bytes {
+            anyhow::ensure!(n >= 1024, "--max-header-bytes must be at least 1024");
+            c.max_header_bytes = n;
+        }
+        if let Some(s) = self.heartbeat_secs {
+            anyhow::ensure!(s > 0, "--heartbeat-secs must be at least 1");
+            c.heartbeat_interval = Duration::from_secs(s);
+        }
+        if let Some(s) = self.idle_timeout_secs {
+            anyhow::ensure!(s > c.heartbeat_interval.as_secs(), "--idle-timeout-secs must exceed the heartbeat interval");
+            c.idle_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = self.grace_period_secs {
+            c.grace_period = Duration::from_secs(s);
+        }
+        Ok(c)
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<RawConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn dev_certs(args: &DevCertsArgs) -> anyhow::Result<()> {
+    let id = ClusterIdentity::new(&args.tenant, &args.cluster)?;
+    let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
+    DevPki::generate()?.write_dev_set(&args.out, &names, &id).context("writing dev certificates")?;
+    println!("wrote a development CA set and certificates to {}", args.out.display());
+    Ok(())
+}
+
+/// The relay binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    process::init_tracing();
+    if let Some(Command::DevCerts(args)) = &cli.command {
+        return match dev_certs(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(process::EXIT_FAILURE)
+            }
+        };
+    }
+    let file = match cli.config.as_deref().map(load_file).transpose() {
+        Ok(f) => f.unwrap_or_default(),
+        Err(e) => return process::config_error(&format!("{e:#}")),
+    };
+    let config = match cli.serve.over(file).validate() {
+        Ok(c) => c,
+        Err(e) => return process::config_error(&format!("{e:#}")),
+    };
+    if cli.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let rt = match process::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(process::EXIT_FAILURE);
+        }
+    };
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        process::cancel_on_signals(shutdown.clone());
+        match crate::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "relay failed");
+                ExitCode::from(process::EXIT_FAILURE)
+            }
+        }
+    })
+}

@@ -1,0 +1,39 @@
+//! State shared by the relay's listeners.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::RelayMetrics;
+use crate::registry::Registry;
+
+/// Shared by every task of one relay.
+pub(crate) struct RelayState {
+    pub(crate) config: Config,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: RelayMetrics,
+    /// Cancelled when the relay starts draining.
+    pub(crate) shutdown: CancellationToken,
+    /// Every spawned task (tunnels, requests, upgrades).
+    pub(crate) tasks: TaskTracker,
+    next_tunnel: AtomicU64,
+}
+
+impl RelayState {
+    pub(crate) fn new(config: Config, shutdown: CancellationToken) -> Self {
+        Self {
+            config,
+            registry: Registry::default(),
+            metrics: RelayMetrics::default(),
+            shutdown,
+            tasks: TaskTracker::new(),
+            next_tunnel: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn next_tunnel_id(&self) -> u64 {
+        self.next_tunnel.fetch_add(1, Ordering::Relaxed)
+    }
+}
