@@ -1,0 +1,115 @@
+//! The agent's validated configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kubechat_transport::tls::Identity;
+use rustls_pki_types::CertificateDer;
+
+/// One relay to keep a tunnel to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayEndpoint {
+    /// `host:port` of the relay's QUIC listener.
+    pub address: String,
+    /// The name the relay's certificate must carry (default: the host).
+    pub server_name: String,
+}
+
+impl RelayEndpoint {
+    /// Parses `host:port`; the server name defaults to the host.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("relay {s:?} is not host:port"))?;
+        port.parse::<u16>().map_err(|_| format!("relay {s:?} has an invalid port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("relay {s:?} has no host"));
+        }
+        Ok(Self { address: s.to_string(), server_name: host.to_string() })
+    }
+}
+
+/// Everything the agent needs to run.
+#[derive(Clone)]
+pub struct Config {
+    /// Relays to connect to (one tunnel each).
+    pub relays: Vec<RelayEndpoint>,
+    /// The agent's client certificate and key.
+    pub tls: Identity,
+    /// The relay CA to pin.
+    pub relay_ca: Vec<CertificateDer<'static>>,
+    /// How to reach the Kubernetes API server (in-cluster or kubeconfig).
+    pub kube: kube::Config,
+    /// Admin listener address, if any.
+    pub admin_listen: Option<SocketAddr>,
+    /// This agent instance's id (pod name), for operators.
+    pub agent_id: String,
+    /// Request streams a relay may open at once on one tunnel.
+    pub max_concurrent_streams: u32,
+    /// Largest request body forwarded (the API server's own limit is ~3 MiB).
+    pub max_request_body: usize,
+    /// Largest frame accepted from a relay.
+    pub max_frame_size: usize,
+    /// Interval between heartbeats when the relay does not say otherwise.
+    pub heartbeat_interval: Duration,
+    /// A tunnel without a heartbeat answer for this long is dead.
+    pub heartbeat_timeout: Duration,
+    /// First reconnect delay ceiling.
+    pub backoff_base: Duration,
+    /// Largest reconnect delay.
+    pub backoff_cap: Duration,
+    /// A tunnel up this long resets the backoff.
+    pub stable_after: Duration,
+    /// How long to wait for a relay's handshake.
+    pub connect_timeout: Duration,
+    /// How long in-flight streams get on shutdown.
+    pub grace_period: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("relays", &self.relays)
+            .field("api_server", &self.kube.cluster_url.to_string())
+            .field("agent_id", &self.agent_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Defaults for everything but the relays, identity and API server.
+    pub fn new(relays: Vec<RelayEndpoint>, tls: Identity, relay_ca: Vec<CertificateDer<'static>>, kube: kube::Config) -> Self {
+        Self {
+            relays,
+            tls,
+            relay_ca,
+            kube,
+            admin_listen: Some(([127, 0, 0, 1], 0).into()),
+            agent_id: "agent-0".into(),
+            max_concurrent_streams: 1024,
+            max_request_body: 128 << 20,
+            max_frame_size: kubechat_protocol::frame::DEFAULT_MAX_FRAME_SIZE,
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(15),
+            backoff_base: Duration::from_millis(250),
+            backoff_cap: Duration::from_secs(30),
+            stable_after: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_relay_endpoints() {
+        let r = RelayEndpoint::parse("relay.eu.kubechat.io:7443").expect("valid");
+        assert_eq!(r.server_name, "relay.eu.kubechat.io");
+        assert_eq!(RelayEndpoint::parse("[::1]:7443").expect("valid").server_name, "::1");
+        assert!(RelayEndpoint::parse("relay").is_err());
+        assert!(RelayEndpoint::parse(":7443").is_err());
+        assert!(RelayEndpoint::parse("relay:99999").is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! State shared by the agent's tasks.
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::AgentMetrics;
+
+/// Shared by every task of one agent.
+pub(crate) struct AgentState {
+    pub(crate) config: Config,
+    /// The kube client for the API server (retries off, no read timeout).
+    pub(crate) client: kube::Client,
+    pub(crate) metrics: AgentMetrics,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
