@@ -89,15 +89,30 @@ impl Agent {
         // Watches, logs -f and exec sessions last as long as the caller wants.
         kube_config.read_timeout = None;
         if kube_config.proxy_url.take().is_some() {
-            warn!("ignoring the kubeconfig's proxy-url: the agent dials only its API server and relays");
+            warn!(
+                "ignoring the kubeconfig's proxy-url: the agent dials only its API server and relays"
+            );
         }
         let client = kube::Client::try_from(kube_config)?;
         let admin = match config.admin_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AgentError::Bind { addr, source })?,
+            ),
             None => None,
         };
-        let state = AgentState { config, client, metrics: AgentMetrics::default(), shutdown, tasks: TaskTracker::new() };
-        Ok(Self { state: Arc::new(state), admin })
+        let state = AgentState {
+            config,
+            client,
+            metrics: AgentMetrics::default(),
+            shutdown,
+            tasks: TaskTracker::new(),
+        };
+        Ok(Self {
+            state: Arc::new(state),
+            admin,
+        })
     }
 
     /// The bound admin address.
@@ -107,7 +122,9 @@ impl Agent {
 
     /// A handle for inspecting the agent while it runs.
     pub fn handle(&self) -> AgentHandle {
-        AgentHandle { state: self.state.clone() }
+        AgentHandle {
+            state: self.state.clone(),
+        }
     }
 
     /// Keeps a tunnel to every relay until shutdown; then lets in-flight
@@ -117,7 +134,11 @@ impl Agent {
         info!(relays = state.config.relays.len(), api_server = %state.config.kube.cluster_url, "agent starting");
         let admin_token = CancellationToken::new();
         let admin_task = self.admin.map(|l| {
-            tokio::spawn(kubechat_transport::admin::serve(l, Arc::new(admin::AgentAdmin::new(state.clone())), admin_token.clone()))
+            tokio::spawn(kubechat_transport::admin::serve(
+                l,
+                Arc::new(admin::AgentAdmin::new(state.clone())),
+                admin_token.clone(),
+            ))
         });
         let relays = TaskTracker::new();
         for relay in state.config.relays.clone() {

@@ -31,16 +31,58 @@ impl AgentMetrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         Encoder::new()
-            .gauge("kubechat_agent_tunnels_connected", "Tunnels to relays up now.", self.tunnels_connected.get())
-            .counter("kubechat_agent_connect_attempts_total", "Connection attempts to relays.", self.connect_attempts.get())
-            .labeled("kubechat_agent_connect_failures_total", "Failed connection attempts, by reason.", "reason", &self.connect_failures)
-            .counter("kubechat_agent_goaways_total", "GOAWAYs received from draining relays.", self.goaways.get())
-            .gauge("kubechat_agent_streams_open", "Request streams open now.", self.streams_open.get())
-            .counter("kubechat_agent_streams_total", "Request streams handled since start.", self.streams_total.get())
-            .labeled("kubechat_agent_stream_errors_total", "Streams that failed, by reason.", "reason", &self.stream_errors)
-            .counter("kubechat_agent_request_bytes_total", "Request bytes sent to the API server.", self.request_bytes.get())
-            .counter("kubechat_agent_response_bytes_total", "Response bytes read from the API server.", self.response_bytes.get())
-            .gauge("kubechat_agent_heartbeat_rtt_microseconds", "Last heartbeat round trip.", self.heartbeat_rtt_us.get())
+            .gauge(
+                "kubechat_agent_tunnels_connected",
+                "Tunnels to relays up now.",
+                self.tunnels_connected.get(),
+            )
+            .counter(
+                "kubechat_agent_connect_attempts_total",
+                "Connection attempts to relays.",
+                self.connect_attempts.get(),
+            )
+            .labeled(
+                "kubechat_agent_connect_failures_total",
+                "Failed connection attempts, by reason.",
+                "reason",
+                &self.connect_failures,
+            )
+            .counter(
+                "kubechat_agent_goaways_total",
+                "GOAWAYs received from draining relays.",
+                self.goaways.get(),
+            )
+            .gauge(
+                "kubechat_agent_streams_open",
+                "Request streams open now.",
+                self.streams_open.get(),
+            )
+            .counter(
+                "kubechat_agent_streams_total",
+                "Request streams handled since start.",
+                self.streams_total.get(),
+            )
+            .labeled(
+                "kubechat_agent_stream_errors_total",
+                "Streams that failed, by reason.",
+                "reason",
+                &self.stream_errors,
+            )
+            .counter(
+                "kubechat_agent_request_bytes_total",
+                "Request bytes sent to the API server.",
+                self.request_bytes.get(),
+            )
+            .counter(
+                "kubechat_agent_response_bytes_total",
+                "Response bytes read from the API server.",
+                self.response_bytes.get(),
+            )
+            .gauge(
+                "kubechat_agent_heartbeat_rtt_microseconds",
+                "Last heartbeat round trip.",
+                self.heartbeat_rtt_us.get(),
+            )
             .finish()
     }
 }

@@ -264,8 +264,14 @@ mod tests {
     }
 
     fn arb_header() -> impl Strategy<Value = Header> {
-        ("[a-zA-Z-]{1,20}", proptest::collection::vec(any::<u8>(), 0..40))
-            .prop_map(|(name, value)| Header { name, value: value.into() })
+        (
+            "[a-zA-Z-]{1,20}",
+            proptest::collection::vec(any::<u8>(), 0..40),
+        )
+            .prop_map(|(name, value)| Header {
+                name,
+                value: value.into(),
+            })
     }
 
     fn arb_stream_kind() -> impl Strategy<Value = stream_message::Kind> {
@@ -280,26 +286,43 @@ mod tests {
                 proptest::collection::vec(any::<u8>(), 0..64),
                 any::<bool>()
             )
-                .prop_map(|(request_id, method, uri, headers, user, groups, grant, upgrade)| {
-                    stream_message::Kind::Open(StreamOpen {
-                        request_id,
-                        method,
-                        uri,
-                        headers,
-                        identity: Some(Identity { user, groups }),
-                        grant: grant.into(),
-                        upgrade,
+                .prop_map(
+                    |(request_id, method, uri, headers, user, groups, grant, upgrade)| {
+                        stream_message::Kind::Open(StreamOpen {
+                            request_id,
+                            method,
+                            uri,
+                            headers,
+                            identity: Some(Identity { user, groups }),
+                            grant: grant.into(),
+                            upgrade,
+                        })
+                    }
+                ),
+            (any::<u32>(), proptest::collection::vec(arb_header(), 0..8)).prop_map(
+                |(status, headers)| stream_message::Kind::ResponseHead(ResponseHead {
+                    status,
+                    headers
+                })
+            ),
+            (
+                any::<u32>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                0..16i32
+            )
+                .prop_map(|(status, bytes_in, bytes_out, duration_us, error)| {
+                    stream_message::Kind::End(StreamEnd {
+                        status,
+                        bytes_in,
+                        bytes_out,
+                        duration_us,
+                        error,
                     })
                 }),
-            (any::<u32>(), proptest::collection::vec(arb_header(), 0..8)).prop_map(
-                |(status, headers)| stream_message::Kind::ResponseHead(ResponseHead { status, headers })
-            ),
-            (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>(), 0..16i32).prop_map(
-                |(status, bytes_in, bytes_out, duration_us, error)| {
-                    stream_message::Kind::End(StreamEnd { status, bytes_in, bytes_out, duration_us, error })
-                }
-            ),
-            (0..16i32, ".{0,80}").prop_map(|(code, message)| stream_message::Kind::Reset(Reset { code, message })),
+            (0..16i32, ".{0,80}")
+                .prop_map(|(code, message)| stream_message::Kind::Reset(Reset { code, message })),
         ]
     }
 
@@ -312,17 +335,36 @@ mod tests {
                 ".{0,20}"
             )
                 .prop_map(|(versions, capabilities, agent_version, agent_id)| {
-                    control_message::Kind::Hello(Hello { versions, capabilities, agent_version, agent_id })
+                    control_message::Kind::Hello(Hello {
+                        versions,
+                        capabilities,
+                        agent_version,
+                        agent_id,
+                    })
                 }),
-            (any::<u32>(), proptest::collection::vec("[a-z-]{0,12}", 0..4), ".{0,20}", any::<u32>()).prop_map(
-                |(version, capabilities, relay_id, heartbeat_interval_ms)| {
-                    control_message::Kind::HelloAck(HelloAck { version, capabilities, relay_id, heartbeat_interval_ms })
-                }
-            ),
+            (
+                any::<u32>(),
+                proptest::collection::vec("[a-z-]{0,12}", 0..4),
+                ".{0,20}",
+                any::<u32>()
+            )
+                .prop_map(
+                    |(version, capabilities, relay_id, heartbeat_interval_ms)| {
+                        control_message::Kind::HelloAck(HelloAck {
+                            version,
+                            capabilities,
+                            relay_id,
+                            heartbeat_interval_ms,
+                        })
+                    }
+                ),
             any::<u64>().prop_map(|nonce| control_message::Kind::Ping(Ping { nonce })),
             any::<u64>().prop_map(|nonce| control_message::Kind::Pong(Pong { nonce })),
             (".{0,40}", any::<u32>()).prop_map(|(reason, grace_period_ms)| {
-                control_message::Kind::GoAway(GoAway { reason, grace_period_ms })
+                control_message::Kind::GoAway(GoAway {
+                    reason,
+                    grace_period_ms,
+                })
             }),
         ]
     }

@@ -69,7 +69,11 @@ impl AdminHandler for RelayAdmin {
                 agent_id: t.agent_id.clone(),
                 transport: t.conn.kind().as_str(),
                 remote_addr: t.conn.remote_addr().to_string(),
-                connected_since_unix_ms: t.connected_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                connected_since_unix_ms: t
+                    .connected_at
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
                 rtt_us: t.conn.rtt().as_micros() as u64,
                 open_streams: t.open_streams(),
                 bytes_to_agent: t.bytes_to_agent.load(Relaxed),
@@ -78,6 +82,9 @@ impl AdminHandler for RelayAdmin {
                 draining: t.is_draining(),
             })
             .collect();
-        Some(("application/json", serde_json::to_vec(&serde_json::json!({ "tunnels": rows })).unwrap_or_default()))
+        Some((
+            "application/json",
+            serde_json::to_vec(&serde_json::json!({ "tunnels": rows })).unwrap_or_default(),
+        ))
     }
 }

@@ -22,8 +22,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn handshake_reason(e: &quinn::ConnectionError) -> &'static str {
     let crypto_alert = |code: u64| (0x100..0x200).contains(&code).then(|| (code - 0x100) as u8);
     match e {
-        quinn::ConnectionError::TransportError(te) => tls::handshake_failure_reason(crypto_alert(u64::from(te.code))),
-        quinn::ConnectionError::ConnectionClosed(c) => tls::handshake_failure_reason(crypto_alert(u64::from(c.error_code))),
+        quinn::ConnectionError::TransportError(te) => {
+            tls::handshake_failure_reason(crypto_alert(u64::from(te.code)))
+        }
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            tls::handshake_failure_reason(crypto_alert(u64::from(c.error_code)))
+        }
         quinn::ConnectionError::TimedOut => "timeout",
         quinn::ConnectionError::VersionMismatch => "quic_version",
         _ => "other",
@@ -36,7 +40,9 @@ fn peer_identity(conn: &quinn::Connection) -> Result<ClusterIdentity, String> {
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or_else(|| "no client certificate".to_string())?;
-    let leaf = certs.first().ok_or_else(|| "empty client certificate chain".to_string())?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| "empty client certificate chain".to_string())?;
     tls::cluster_identity(leaf).map_err(|e| e.to_string())
 }
 

@@ -1,1 +1,17 @@
-//! placeholder
+//! End-to-end harness for KubeChat: fresh certificates per test, a built-in
+//! HTTP backend standing in for an API server, in-process relays and agents
+//! (or the real relay binary as a child process), mutual-TLS clients of the
+//! relay's internal listener, and an `eventually` helper.
+//!
+//! # Layout
+//! - [`pki`]: a fresh CA set and certificates per test.
+//! - [`backend`]: the HTTP backend (echo, checksums, gates, WebSocket, redirects).
+//! - [`client`]: HTTP/1.1, HTTP/2 and WebSocket clients of the relay's internal listener.
+//! - [`stack`]: starting relays and agents on 127.0.0.1:0.
+//! - [`wait`]: `eventually` and a panic counter.
+
+pub mod backend;
+pub mod client;
+pub mod pki;
+pub mod stack;
+pub mod wait;

@@ -72,7 +72,10 @@ impl TransportError {
         matches!(
             self,
             Self::ClosedLocally
-                | Self::ClosedByPeer { code: Some(ErrorCode::Ok | ErrorCode::GoingAway), .. }
+                | Self::ClosedByPeer {
+                    code: Some(ErrorCode::Ok | ErrorCode::GoingAway),
+                    ..
+                }
         )
     }
 }

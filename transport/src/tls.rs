@@ -44,20 +44,29 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("chain_len", &self.chain.len()).field("key", &"***").finish()
+        f.debug_struct("Identity")
+            .field("chain_len", &self.chain.len())
+            .field("key", &"***")
+            .finish()
     }
 }
 
 impl Clone for Identity {
     fn clone(&self) -> Self {
-        Self { chain: self.chain.clone(), key: self.key.clone_key() }
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
     }
 }
 
 impl Identity {
     /// Loads a PEM certificate chain and a PEM private key from files.
     pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        Ok(Self { chain: load_certs(cert, "certificate chain")?, key: load_key(key)? })
+        Ok(Self {
+            chain: load_certs(cert, "certificate chain")?,
+            key: load_key(key)?,
+        })
     }
 
     /// Parses a PEM certificate chain and a PEM private key.
@@ -77,18 +86,33 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn parse_certs(pem: &[u8], what: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn parse_certs(
+    pem: &[u8],
+    what: &'static str,
+    path: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { what, path: path.into(), detail: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            what,
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem { what, path: path.into(), detail: "no PEM certificate found".into() });
+        return Err(TlsError::Pem {
+            what,
+            path: path.into(),
+            detail: "no PEM certificate found".into(),
+        });
     }
     Ok(certs)
 }
 
 /// Loads every certificate of a PEM file.
-pub fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = std::fs::read(path).map_err(|e| TlsError::Pem {
         what,
         path: path.display().to_string(),
@@ -114,12 +138,16 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 fn roots(cas: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsError> {
     let mut store = RootCertStore::empty();
     for ca in cas {
-        store.add(ca.clone()).map_err(|e| TlsError::Config(format!("bad CA certificate: {e}")))?;
+        store
+            .add(ca.clone())
+            .map_err(|e| TlsError::Config(format!("bad CA certificate: {e}")))?;
     }
     Ok(Arc::new(store))
 }
 
-fn client_verifier(cas: &[CertificateDer<'static>]) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+fn client_verifier(
+    cas: &[CertificateDer<'static>],
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
     WebPkiClientVerifier::builder_with_provider(roots(cas)?, provider())
         .build()
         .map_err(|e| TlsError::Config(format!("client verifier: {e}")))
@@ -127,7 +155,10 @@ fn client_verifier(cas: &[CertificateDer<'static>]) -> Result<Arc<dyn rustls::se
 
 /// Server side of the tunnel: TLS 1.3 only, client certificate required and
 /// chaining to `agent_ca`, ALPN `kubechat-tunnel/1`.
-pub fn tunnel_server_config(id: &Identity, agent_ca: &[CertificateDer<'static>]) -> Result<rustls::ServerConfig, TlsError> {
+pub fn tunnel_server_config(
+    id: &Identity,
+    agent_ca: &[CertificateDer<'static>],
+) -> Result<rustls::ServerConfig, TlsError> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -140,7 +171,10 @@ pub fn tunnel_server_config(id: &Identity, agent_ca: &[CertificateDer<'static>])
 
 /// Client side of the tunnel: TLS 1.3, trusts only `relay_ca` (pinned, never
 /// the web PKI), presents the agent's certificate.
-pub fn tunnel_client_config(id: &Identity, relay_ca: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, TlsError> {
+pub fn tunnel_client_config(
+    id: &Identity,
+    relay_ca: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -153,7 +187,10 @@ pub fn tunnel_client_config(id: &Identity, relay_ca: &[CertificateDer<'static>])
 
 /// The relay's internal HTTPS listener: client certificate required and
 /// chaining to `internal_ca`; ALPN h2 and http/1.1.
-pub fn internal_server_config(id: &Identity, internal_ca: &[CertificateDer<'static>]) -> Result<rustls::ServerConfig, TlsError> {
+pub fn internal_server_config(
+    id: &Identity,
+    internal_ca: &[CertificateDer<'static>],
+) -> Result<rustls::ServerConfig, TlsError> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?

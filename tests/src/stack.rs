@@ -1,0 +1,271 @@
+//! Starting relays and agents in-process on 127.0.0.1:0, and the relay
+//! binary as a child process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kubechat_agent::{AgentHandle, RelayEndpoint};
+use kubechat_relay::RelayHandle;
+use kubechat_transport::pki::IssuedCert;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Backend;
+use crate::client::InternalClient;
+use crate::pki::TestPki;
+use crate::wait::eventually;
+
+/// The tenant of the default stack.
+pub const TENANT: &str = "acme";
+/// The cluster of the default stack.
+pub const CLUSTER: &str = "prod";
+
+/// An in-process relay.
+pub struct TestRelay {
+    /// Inspect tunnels and metrics.
+    pub handle: RelayHandle,
+    /// QUIC address.
+    pub quic: SocketAddr,
+    /// Internal HTTPS address.
+    pub internal: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Cancel to drain and stop.
+    pub shutdown: CancellationToken,
+    /// Resolves when the relay has stopped.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts a relay with test defaults, after `tweak` edits its config.
+pub async fn start_relay(
+    pki: &TestPki,
+    tweak: impl FnOnce(&mut kubechat_relay::Config),
+) -> TestRelay {
+    let mut cfg =
+        kubechat_relay::Config::new(pki.relay_identity(), pki.agent_ca(), pki.internal_ca());
+    cfg.grace_period = Duration::from_secs(10);
+    tweak(&mut cfg);
+    let shutdown = CancellationToken::new();
+    let relay = kubechat_relay::Relay::bind(cfg, shutdown.clone())
+        .await
+        .expect("bind relay");
+    let (handle, quic, internal) = (relay.handle(), relay.quic_addr(), relay.internal_addr());
+    let admin = relay.admin_addr().expect("admin listener");
+    let task = tokio::spawn(async move { relay.run().await.expect("relay run") });
+    TestRelay {
+        handle,
+        quic,
+        internal,
+        admin,
+        shutdown,
+        task,
+    }
+}
+
+/// An in-process agent.
+pub struct TestAgent {
+    /// Inspect tunnels and metrics.
+    pub handle: AgentHandle,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Cancel to stop.
+    pub shutdown: CancellationToken,
+    /// Resolves when the agent has stopped.
+    pub task: JoinHandle<()>,
+}
+
+impl TestAgent {
+    /// Waits until `n` tunnels are up.
+    pub async fn wait_tunnels(&self, n: i64) {
+        let h = self.handle.clone();
+        eventually(
+            &format!("agent has {n} tunnels"),
+            Duration::from_secs(30),
+            || {
+                let h = h.clone();
+                async move { h.tunnels_connected() >= n }
+            },
+        )
+        .await;
+    }
+}
+
+/// Starts an agent for `cert` dialling `relays`, forwarding to `api_url`.
+pub async fn start_agent(
+    pki: &TestPki,
+    relays: &[SocketAddr],
+    cert: &IssuedCert,
+    api_url: &str,
+    tweak: impl FnOnce(&mut kubechat_agent::Config),
+) -> TestAgent {
+    let relays = relays
+        .iter()
+        .map(|a| RelayEndpoint {
+            address: a.to_string(),
+            server_name: "127.0.0.1".into(),
+        })
+        .collect();
+    let kube = kube::Config::new(api_url.parse().expect("api url"));
+    let mut cfg = kubechat_agent::Config::new(
+        relays,
+        cert.identity().expect("agent identity"),
+        pki.relay_ca(),
+        kube,
+    );
+    cfg.backoff_base = Duration::from_millis(20);
+    cfg.backoff_cap = Duration::from_millis(500);
+    cfg.grace_period = Duration::from_secs(10);
+    tweak(&mut cfg);
+    let shutdown = CancellationToken::new();
+    let agent = kubechat_agent::Agent::new(cfg, shutdown.clone())
+        .await
+        .expect("agent");
+    let handle = agent.handle();
+    let admin = agent.admin_addr().expect("admin listener");
+    let task = tokio::spawn(agent.run());
+    TestAgent {
+        handle,
+        admin,
+        shutdown,
+        task,
+    }
+}
+
+/// Backend + relay + agent for one tenant/cluster, and a client.
+pub struct Stack {
+    /// The test's certificates.
+    pub pki: TestPki,
+    /// The API-server stand-in.
+    pub backend: Backend,
+    /// The relay.
+    pub relay: TestRelay,
+    /// The agent.
+    pub agent: TestAgent,
+    /// A control-plane client of the relay.
+    pub client: InternalClient,
+}
+
+impl Stack {
+    /// Starts everything and waits until the tunnel is up.
+    pub async fn start() -> Self {
+        crate::wait::count_panics();
+        crate::wait::init_logging();
+        let pki = TestPki::new();
+        let backend = Backend::start(CLUSTER).await;
+        let relay = start_relay(&pki, |_| {}).await;
+        let agent = start_agent(
+            &pki,
+            &[relay.quic],
+            &pki.agent_cert(TENANT, CLUSTER),
+            &backend.url(),
+            |_| {},
+        )
+        .await;
+        agent.wait_tunnels(1).await;
+        let client = InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
+        Self {
+            pki,
+            backend,
+            relay,
+            agent,
+            client,
+        }
+    }
+}
+
+/// Plain GET of `http://addr/path`, returning status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The relay binary running as a child process.
+pub struct RelayProcess {
+    /// The child.
+    pub child: Child,
+    /// QUIC address.
+    pub quic: SocketAddr,
+    /// Internal address.
+    pub internal: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+}
+
+/// A free TCP and UDP port pair on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RelayProcess {
+    /// Starts the relay binary `bin` (an integration test passes
+    /// `env!("CARGO_BIN_EXE_test-relay")`) with certificates from `dir`, on
+    /// the given ports (so a restart can reuse them).
+    pub fn spawn(
+        bin: &str,
+        dir: &std::path::Path,
+        quic_port: u16,
+        internal_port: u16,
+        admin_port: u16,
+    ) -> Self {
+        let p = |f: &str| -> PathBuf { dir.join(f) };
+        let child = Command::new(bin)
+            .args(["--quic-listen", &format!("127.0.0.1:{quic_port}")])
+            .args(["--internal-listen", &format!("127.0.0.1:{internal_port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .arg("--tls-cert")
+            .arg(p("relay.crt"))
+            .arg("--tls-key")
+            .arg(p("relay.key"))
+            .arg("--agent-ca")
+            .arg(p("agent-ca.crt"))
+            .arg("--internal-ca")
+            .arg(p("internal-ca.crt"))
+            .env("KUBECHAT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn relay binary");
+        let a = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Self {
+            child,
+            quic: a(quic_port),
+            internal: a(internal_port),
+            admin: a(admin_port),
+        }
+    }
+
+    /// SIGKILL: no GOAWAY, no close frames.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
