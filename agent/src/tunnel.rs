@@ -81,6 +81,7 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState) -> Result<Session, C
         .await
         .map_err(|_| ConnectError::Timeout)?
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+    let quinn_conn = conn.clone();
     let conn: Arc<dyn Connection> = Arc::new(QuicConnection::new(conn));
 
     let hello = async {
@@ -114,6 +115,14 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState) -> Result<Session, C
         match tokio::time::timeout(state.config.connect_timeout, hello).await {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
+                // TLS 1.3 lets the client finish before the relay has checked
+                // its certificate: a refusal shows up here, as the close reason.
+                if let Some(quinn::ConnectionError::ConnectionClosed(c)) = quinn_conn.close_reason()
+                {
+                    return Err(ConnectError::Handshake(format!(
+                        "relay refused the connection: {c}"
+                    )));
+                }
                 conn.close(ErrorCode::Protocol, "hello failed");
                 return Err(e);
             }

@@ -23,11 +23,12 @@ pub(crate) fn handshake_reason(e: &quinn::ConnectionError) -> &'static str {
     let crypto_alert = |code: u64| (0x100..0x200).contains(&code).then(|| (code - 0x100) as u8);
     match e {
         quinn::ConnectionError::TransportError(te) => {
-            tls::handshake_failure_reason(crypto_alert(u64::from(te.code)))
+            tls::handshake_failure_reason(crypto_alert(u64::from(te.code)), &te.reason)
         }
-        quinn::ConnectionError::ConnectionClosed(c) => {
-            tls::handshake_failure_reason(crypto_alert(u64::from(c.error_code)))
-        }
+        quinn::ConnectionError::ConnectionClosed(c) => tls::handshake_failure_reason(
+            crypto_alert(u64::from(c.error_code)),
+            &String::from_utf8_lossy(&c.reason),
+        ),
         quinn::ConnectionError::TimedOut => "timeout",
         quinn::ConnectionError::VersionMismatch => "quic_version",
         _ => "other",

@@ -120,12 +120,14 @@ async fn serve_inner(conn: Arc<dyn Connection>, identity: ClusterIdentity, state
         Ok(Ok(other)) => {
             warn!(got = ?other.map(|_| "another message"), "expected hello on the control stream");
             state.metrics.handshake_failures.inc("protocol");
+            state.metrics.protocol_errors.inc();
             conn.close(ErrorCode::Protocol, "expected hello");
             return;
         }
         Ok(Err(e)) => {
             warn!(error = %e, "bad hello");
             state.metrics.handshake_failures.inc("protocol");
+            state.metrics.protocol_errors.inc();
             conn.close(close_code_for(&e), &e.to_string());
             return;
         }

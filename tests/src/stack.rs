@@ -175,6 +175,26 @@ impl Stack {
     }
 }
 
+/// Plain GET of `http://addr/path`, or `None` if nothing answers.
+pub async fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .ok()?;
+    let resp = send.send_request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .ok()?
+        .to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// Plain GET of `http://addr/path`, returning status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -245,7 +265,11 @@ impl RelayProcess {
             .env("KUBECHAT_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn relay binary");
         let a = |port| SocketAddr::from(([127, 0, 0, 1], port));

@@ -246,9 +246,23 @@ pub fn cluster_identity(leaf: &CertificateDer<'_>) -> Result<ClusterIdentity, Id
     }
 }
 
-/// Names the reason of a failed TLS handshake from the alert it produced,
-/// for metrics labels and logs.
-pub fn handshake_failure_reason(alert: Option<u8>) -> &'static str {
+/// Names the reason of a failed TLS handshake from rustls's error text when
+/// it is specific, else from the alert it produced; for metrics labels and
+/// logs.
+pub fn handshake_failure_reason(alert: Option<u8>, detail: &str) -> &'static str {
+    const BY_DETAIL: &[(&str, &str)] = &[
+        ("Expired", "certificate_expired"),
+        ("NotValidYet", "certificate_not_yet_valid"),
+        ("UnknownIssuer", "unknown_ca"),
+        ("BadSignature", "bad_signature"),
+        ("Revoked", "certificate_revoked"),
+        ("NoCertificatesPresented", "certificate_required"),
+        ("InvalidPurpose", "wrong_key_usage"),
+        ("NotValidForName", "wrong_name"),
+    ];
+    if let Some((_, label)) = BY_DETAIL.iter().find(|(needle, _)| detail.contains(needle)) {
+        return label;
+    }
     use rustls::AlertDescription as A;
     match alert.map(A::from) {
         Some(A::CertificateExpired) => "certificate_expired",
