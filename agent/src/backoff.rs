@@ -14,11 +14,7 @@ pub struct Backoff {
 impl Backoff {
     /// Delays start at up to `base` and double per failure up to `cap`.
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-        }
+        Self { base, cap, attempt: 0 }
     }
 
     /// The ceiling of the next delay (before jitter).

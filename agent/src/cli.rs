@@ -77,11 +77,7 @@ impl RawConfig {
     /// `self` (flags and environment) over `file`.
     fn over(self, file: Self) -> Self {
         Self {
-            relay: if self.relay.is_empty() {
-                file.relay
-            } else {
-                self.relay
-            },
+            relay: if self.relay.is_empty() { file.relay } else { self.relay },
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             relay_ca: self.relay_ca.or(file.relay_ca),
@@ -105,42 +101,28 @@ impl RawConfig {
                 )
             })
         }
-        anyhow::ensure!(
-            !self.relay.is_empty(),
-            "at least one --relay host:port is required (or KUBECHAT_RELAYS)"
-        );
+        anyhow::ensure!(!self.relay.is_empty(), "at least one --relay host:port is required (or KUBECHAT_RELAYS)");
         let relays = self
             .relay
             .iter()
             .map(|r| RelayEndpoint::parse(r.trim()).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let identity = Identity::from_files(
-            &need(self.tls_cert, "tls-cert")?,
-            &need(self.tls_key, "tls-key")?,
-        )?;
+        let identity = Identity::from_files(&need(self.tls_cert, "tls-cert")?, &need(self.tls_key, "tls-key")?)?;
         let relay_ca = tls::load_certs(&need(self.relay_ca, "relay-ca")?, "relay CA bundle")?;
         let kube = match &self.kubeconfig {
             Some(path) => {
                 let kc = kube::config::Kubeconfig::read_from(path)
                     .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(
-                    kc,
-                    &kube::config::KubeConfigOptions::default(),
-                )
-                .await
-                .with_context(|| format!("invalid kubeconfig {}", path.display()))?
+                kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                    .await
+                    .with_context(|| format!("invalid kubeconfig {}", path.display()))?
             }
-            None => kube::Config::infer()
-                .await
-                .context("no in-cluster service account and no usable $KUBECONFIG")?,
+            None => kube::Config::infer().await.context("no in-cluster service account and no usable $KUBECONFIG")?,
         };
         let mut c = Config::new(relays, identity, relay_ca, kube);
         c.admin_listen = match self.admin_listen.as_deref() {
             Some("off") => None,
-            Some(a) => Some(
-                a.parse()
-                    .with_context(|| format!("--admin-listen {a:?} is not an address"))?,
-            ),
+            Some(a) => Some(a.parse().with_context(|| format!("--admin-listen {a:?} is not an address"))?),
             None => Some(([0, 0, 0, 0], 9090).into()),
         };
         c.agent_id = self
@@ -158,10 +140,7 @@ impl RawConfig {
         if let Some(s) = self.heartbeat_timeout_secs {
             anyhow::ensure!(s >= 2, "--heartbeat-timeout-secs must be at least 2");
             c.heartbeat_timeout = Duration::from_secs(s);
-            c.heartbeat_interval = c
-                .heartbeat_interval
-                .min(Duration::from_secs(s) / 3)
-                .max(Duration::from_millis(500));
+            c.heartbeat_interval = c.heartbeat_interval.min(Duration::from_secs(s) / 3).max(Duration::from_millis(500));
         }
         if let Some(s) = self.backoff_cap_secs {
             anyhow::ensure!(s >= 1, "--backoff-cap-secs must be at least 1");
@@ -175,8 +154,7 @@ impl RawConfig {
 }
 
 fn load_file(path: &Path) -> anyhow::Result<RawConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 

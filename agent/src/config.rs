@@ -18,19 +18,13 @@ pub struct RelayEndpoint {
 impl RelayEndpoint {
     /// Parses `host:port`; the server name defaults to the host.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("relay {s:?} is not host:port"))?;
-        port.parse::<u16>()
-            .map_err(|_| format!("relay {s:?} has an invalid port"))?;
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("relay {s:?} is not host:port"))?;
+        port.parse::<u16>().map_err(|_| format!("relay {s:?} has an invalid port"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(format!("relay {s:?} has no host"));
         }
-        Ok(Self {
-            address: s.to_string(),
-            server_name: host.to_string(),
-        })
+        Ok(Self { address: s.to_string(), server_name: host.to_string() })
     }
 }
 
@@ -118,12 +112,7 @@ mod tests {
     fn parses_relay_endpoints() {
         let r = RelayEndpoint::parse("relay.eu.kubechat.io:7443").expect("valid");
         assert_eq!(r.server_name, "relay.eu.kubechat.io");
-        assert_eq!(
-            RelayEndpoint::parse("[::1]:7443")
-                .expect("valid")
-                .server_name,
-            "::1"
-        );
+        assert_eq!(RelayEndpoint::parse("[::1]:7443").expect("valid").server_name, "::1");
         assert!(RelayEndpoint::parse("relay").is_err());
         assert!(RelayEndpoint::parse(":7443").is_err());
         assert!(RelayEndpoint::parse("relay:99999").is_err());

@@ -10,9 +10,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use kubechat_protocol::frame::Frame;
 use kubechat_protocol::headers::{impersonation, sanitize_request};
-use kubechat_protocol::messages::{
-    Header, Reset, ResponseHead, StreamEnd, StreamOpen, stream_message,
-};
+use kubechat_protocol::messages::{Header, Reset, ResponseHead, StreamEnd, StreamOpen, stream_message};
 use kubechat_protocol::{ErrorCode, ErrorCodeExt, frame};
 use kubechat_transport::framed::{FramesEnd, copy_from_frames, copy_into_frames};
 use kubechat_transport::{BiStream, FramedRecv, FramedSend, StreamError};
@@ -29,10 +27,7 @@ struct Refusal {
 
 impl Refusal {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -43,88 +38,58 @@ pub(crate) async fn serve_stream(stream: BiStream, state: Arc<AgentState>) {
     let open = match recv.next_stream_message("the request head").await {
         Ok(stream_message::Kind::Open(o)) => o,
         Ok(_) => {
-            reset(
-                &mut send,
-                &state,
-                Refusal::new(ErrorCode::Protocol, "expected StreamOpen"),
-            )
-            .await;
+            reset(&mut send, &state, Refusal::new(ErrorCode::Protocol, "expected StreamOpen")).await;
             return;
         }
         Err(e) => {
             debug!(error = %e, "unreadable request head");
-            let code = if matches!(
-                e,
-                StreamError::Frame(kubechat_protocol::FrameError::TooLarge { .. })
-            ) {
+            let code = if matches!(e, StreamError::Frame(kubechat_protocol::FrameError::TooLarge { .. })) {
                 ErrorCode::FrameTooLarge
             } else {
                 ErrorCode::Protocol
             };
-            reset(
-                &mut send,
-                &state,
-                Refusal::new(code, format!("unreadable request head: {e}")),
-            )
-            .await;
+            reset(&mut send, &state, Refusal::new(code, format!("unreadable request head: {e}"))).await;
             return;
         }
     };
     let span = tracing::info_span!("stream", request_id = %open.request_id, method = %open.method);
     state.metrics.streams_open.inc();
     state.metrics.streams_total.inc();
-    forward(open, recv, &mut send, &state)
-        .instrument(span)
-        .await;
+    forward(open, recv, &mut send, &state).instrument(span).await;
     state.metrics.streams_open.dec();
 }
 
 async fn reset(send: &mut FramedSend, state: &AgentState, r: Refusal) {
     state.metrics.stream_errors.inc(r.code.label());
-    let msg = stream_message::Kind::Reset(Reset {
-        code: r.code as i32,
-        message: r.message,
-    });
+    let msg = stream_message::Kind::Reset(Reset { code: r.code as i32, message: r.message });
     let _ = send.send_stream_message(msg).await;
     let _ = send.finish().await;
 }
 
 fn build_request(open: &StreamOpen, body: Bytes) -> Result<Request<kube::client::Body>, Refusal> {
     let refused = |m: String| Refusal::new(ErrorCode::Refused, m);
-    let method = Method::from_bytes(open.method.as_bytes())
-        .map_err(|_| refused(format!("invalid method {:?}", open.method)))?;
+    let method =
+        Method::from_bytes(open.method.as_bytes()).map_err(|_| refused(format!("invalid method {:?}", open.method)))?;
     if !open.uri.starts_with('/') {
-        return Err(refused(format!(
-            "request uri {:?} must be a path",
-            open.uri
-        )));
+        return Err(refused(format!("request uri {:?} must be a path", open.uri)));
     }
-    let uri: http::uri::PathAndQuery = open
-        .uri
-        .parse()
-        .map_err(|_| refused(format!("invalid request uri {:?}", open.uri)))?;
+    let uri: http::uri::PathAndQuery =
+        open.uri.parse().map_err(|_| refused(format!("invalid request uri {:?}", open.uri)))?;
     let identity = open
         .identity
         .as_ref()
         .filter(|i| !i.user.is_empty())
         .ok_or_else(|| refused("the request carries no identity to impersonate".into()))?;
     let mut req = Request::builder().method(method).uri(uri.as_str());
-    let headers = req
-        .headers_mut()
-        .ok_or_else(|| refused("invalid request".into()))?;
+    let headers = req.headers_mut().ok_or_else(|| refused("invalid request".into()))?;
     let sanitized = sanitize_request(&open.headers, open.upgrade);
-    for Header { name, value } in sanitized
-        .iter()
-        .chain(impersonation(identity, &open.request_id).iter())
-    {
-        let n = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| refused(format!("invalid header name {name:?}")))?;
-        let v = HeaderValue::from_bytes(value)
-            .map_err(|_| refused(format!("invalid value for header {name:?}")))?;
+    for Header { name, value } in sanitized.iter().chain(impersonation(identity, &open.request_id).iter()) {
+        let n =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| refused(format!("invalid header name {name:?}")))?;
+        let v = HeaderValue::from_bytes(value).map_err(|_| refused(format!("invalid value for header {name:?}")))?;
         headers.append(n, v);
     }
-    req.body(kube::client::Body::from(body))
-        .map_err(|e| refused(format!("invalid request: {e}")))
+    req.body(kube::client::Body::from(body)).map_err(|e| refused(format!("invalid request: {e}")))
 }
 
 /// Reads the request body (DATA frames until the relay ends the stream).
@@ -143,22 +108,15 @@ async fn read_body(recv: &mut FramedRecv, limit: usize) -> Result<Bytes, Refusal
             }
             Ok(Some(Frame::Message(m))) => {
                 return Err(match frame::decode_stream_message(m) {
-                    Ok(stream_message::Kind::Reset(r)) => Refusal::new(
-                        ErrorCode::Cancelled,
-                        format!("relay cancelled the request: {}", r.message),
-                    ),
-                    _ => Refusal::new(
-                        ErrorCode::Protocol,
-                        "unexpected message in the request body",
-                    ),
+                    Ok(stream_message::Kind::Reset(r)) => {
+                        Refusal::new(ErrorCode::Cancelled, format!("relay cancelled the request: {}", r.message))
+                    }
+                    _ => Refusal::new(ErrorCode::Protocol, "unexpected message in the request body"),
                 });
             }
             Ok(None) => return Ok(body.freeze()),
             Err(e) => {
-                return Err(Refusal::new(
-                    ErrorCode::Protocol,
-                    format!("request body: {e}"),
-                ));
+                return Err(Refusal::new(ErrorCode::Protocol, format!("request body: {e}")));
             }
         }
     }
@@ -169,20 +127,12 @@ fn response_head(status: StatusCode, headers: &http::HeaderMap) -> stream_messag
         status: u32::from(status.as_u16()),
         headers: headers
             .iter()
-            .map(|(k, v)| Header {
-                name: k.as_str().to_string(),
-                value: Bytes::copy_from_slice(v.as_bytes()),
-            })
+            .map(|(k, v)| Header { name: k.as_str().to_string(), value: Bytes::copy_from_slice(v.as_bytes()) })
             .collect(),
     })
 }
 
-async fn forward(
-    open: StreamOpen,
-    mut recv: FramedRecv,
-    send: &mut FramedSend,
-    state: &AgentState,
-) {
+async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, state: &AgentState) {
     let started = Instant::now();
     let body = if open.upgrade {
         Bytes::new()
@@ -218,11 +168,7 @@ async fn forward(
         }
     };
     let status = resp.status();
-    if send
-        .send_stream_message(response_head(status, resp.headers()))
-        .await
-        .is_err()
-    {
+    if send.send_stream_message(response_head(status, resp.headers())).await.is_err() {
         debug!("relay went away before the response head");
         return;
     }
@@ -231,12 +177,8 @@ async fn forward(
         let upgraded = match hyper::upgrade::on(&mut resp).await {
             Ok(u) => u,
             Err(e) => {
-                return reset(
-                    send,
-                    state,
-                    Refusal::new(ErrorCode::UpstreamFailed, format!("upgrade failed: {e}")),
-                )
-                .await;
+                return reset(send, state, Refusal::new(ErrorCode::UpstreamFailed, format!("upgrade failed: {e}")))
+                    .await;
             }
         };
         let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
@@ -281,10 +223,7 @@ async fn forward(
                 return reset(
                     send,
                     state,
-                    Refusal::new(
-                        ErrorCode::UpstreamFailed,
-                        format!("the API server's response failed: {e}"),
-                    ),
+                    Refusal::new(ErrorCode::UpstreamFailed, format!("the API server's response failed: {e}")),
                 )
                 .await;
             }

@@ -89,30 +89,16 @@ impl Agent {
         // Watches, logs -f and exec sessions last as long as the caller wants.
         kube_config.read_timeout = None;
         if kube_config.proxy_url.take().is_some() {
-            warn!(
-                "ignoring the kubeconfig's proxy-url: the agent dials only its API server and relays"
-            );
+            warn!("ignoring the kubeconfig's proxy-url: the agent dials only its API server and relays");
         }
         let client = kube::Client::try_from(kube_config)?;
         let admin = match config.admin_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AgentError::Bind { addr, source })?,
-            ),
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?),
             None => None,
         };
-        let state = AgentState {
-            config,
-            client,
-            metrics: AgentMetrics::default(),
-            shutdown,
-            tasks: TaskTracker::new(),
-        };
-        Ok(Self {
-            state: Arc::new(state),
-            admin,
-        })
+        let state =
+            AgentState { config, client, metrics: AgentMetrics::default(), shutdown, tasks: TaskTracker::new() };
+        Ok(Self { state: Arc::new(state), admin })
     }
 
     /// The bound admin address.
@@ -122,9 +108,7 @@ impl Agent {
 
     /// A handle for inspecting the agent while it runs.
     pub fn handle(&self) -> AgentHandle {
-        AgentHandle {
-            state: self.state.clone(),
-        }
+        AgentHandle { state: self.state.clone() }
     }
 
     /// Keeps a tunnel to every relay until shutdown; then lets in-flight

@@ -31,11 +31,7 @@ impl AgentMetrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         Encoder::new()
-            .gauge(
-                "kubechat_agent_tunnels_connected",
-                "Tunnels to relays up now.",
-                self.tunnels_connected.get(),
-            )
+            .gauge("kubechat_agent_tunnels_connected", "Tunnels to relays up now.", self.tunnels_connected.get())
             .counter(
                 "kubechat_agent_connect_attempts_total",
                 "Connection attempts to relays.",
@@ -47,21 +43,9 @@ impl AgentMetrics {
                 "reason",
                 &self.connect_failures,
             )
-            .counter(
-                "kubechat_agent_goaways_total",
-                "GOAWAYs received from draining relays.",
-                self.goaways.get(),
-            )
-            .gauge(
-                "kubechat_agent_streams_open",
-                "Request streams open now.",
-                self.streams_open.get(),
-            )
-            .counter(
-                "kubechat_agent_streams_total",
-                "Request streams handled since start.",
-                self.streams_total.get(),
-            )
+            .counter("kubechat_agent_goaways_total", "GOAWAYs received from draining relays.", self.goaways.get())
+            .gauge("kubechat_agent_streams_open", "Request streams open now.", self.streams_open.get())
+            .counter("kubechat_agent_streams_total", "Request streams handled since start.", self.streams_total.get())
             .labeled(
                 "kubechat_agent_stream_errors_total",
                 "Streams that failed, by reason.",

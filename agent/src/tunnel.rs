@@ -62,17 +62,15 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState) -> Result<Session, C
         .map_err(|e| ConnectError::Resolve(relay.address.clone(), e.to_string()))?
         .next()
         .ok_or_else(|| ConnectError::Resolve(relay.address.clone(), "no addresses".into()))?;
-    let tls =
-        kubechat_transport::tls::tunnel_client_config(&state.config.tls, &state.config.relay_ca)
-            .map_err(|e| ConnectError::Setup(e.to_string()))?;
+    let tls = kubechat_transport::tls::tunnel_client_config(&state.config.tls, &state.config.relay_ca)
+        .map_err(|e| ConnectError::Setup(e.to_string()))?;
     let settings = quic::QuicSettings {
         idle_timeout: state.config.heartbeat_timeout,
         keep_alive: state.config.heartbeat_interval,
         max_incoming_streams: state.config.max_concurrent_streams,
         ..Default::default()
     };
-    let client =
-        quic::client_config(tls, &settings).map_err(|e| ConnectError::Setup(e.to_string()))?;
+    let client = quic::client_config(tls, &settings).map_err(|e| ConnectError::Setup(e.to_string()))?;
     let endpoint = quic::client_endpoint(addr).map_err(|e| ConnectError::Setup(e.to_string()))?;
     let connecting = endpoint
         .connect_with(client, addr, &relay.server_name)
@@ -85,70 +83,53 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState) -> Result<Session, C
     let conn: Arc<dyn Connection> = Arc::new(QuicConnection::new(conn));
 
     let hello = async {
-        let stream = conn
-            .open_stream()
-            .await
-            .map_err(|e| ConnectError::Hello(e.to_string()))?;
+        let stream = conn.open_stream().await.map_err(|e| ConnectError::Hello(e.to_string()))?;
         let mut send = FramedSend::new(stream.send);
         let mut recv = FramedRecv::new(stream.recv, MAX_CONTROL_FRAME);
         let hello = control_message::Kind::Hello(Hello {
             versions: version::SUPPORTED_VERSIONS.to_vec(),
-            capabilities: version::CAPABILITIES
-                .iter()
-                .map(|c| (*c).to_string())
-                .collect(),
+            capabilities: version::CAPABILITIES.iter().map(|c| (*c).to_string()).collect(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             agent_id: state.config.agent_id.clone(),
         });
-        send.send_control_message(hello)
-            .await
-            .map_err(|e| ConnectError::Hello(e.to_string()))?;
+        send.send_control_message(hello).await.map_err(|e| ConnectError::Hello(e.to_string()))?;
         match recv.next_control_message().await {
             Ok(Some(control_message::Kind::HelloAck(ack))) => Ok((send, recv, ack)),
-            Ok(other) => Err(ConnectError::Hello(format!(
-                "expected HelloAck, got {other:?}"
-            ))),
+            Ok(other) => Err(ConnectError::Hello(format!("expected HelloAck, got {other:?}"))),
             Err(e) => Err(ConnectError::Hello(e.to_string())),
         }
     };
-    let (control_send, control_recv, ack) =
-        match tokio::time::timeout(state.config.connect_timeout, hello).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                // TLS 1.3 lets the client finish before the relay has checked
-                // its certificate: a refusal shows up here, as the close reason.
-                if let Some(quinn::ConnectionError::ConnectionClosed(c)) = quinn_conn.close_reason()
-                {
-                    return Err(ConnectError::Handshake(format!(
-                        "relay refused the connection: {c}"
-                    )));
+    let (control_send, control_recv, ack) = match tokio::time::timeout(state.config.connect_timeout, hello).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            // TLS 1.3 lets the client finish before the relay has checked
+            // its certificate: a refusal shows up here, as the close reason.
+            match quinn_conn.close_reason() {
+                Some(quinn::ConnectionError::ConnectionClosed(c)) => {
+                    return Err(ConnectError::Handshake(format!("relay refused the connection: {c}")));
                 }
-                conn.close(ErrorCode::Protocol, "hello failed");
-                return Err(e);
+                Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+                    return Err(ConnectError::Handshake(format!("relay refused the tunnel: {c}")));
+                }
+                _ => {}
             }
-            Err(_) => {
-                conn.close(ErrorCode::Protocol, "hello timed out");
-                return Err(ConnectError::Timeout);
-            }
-        };
+            conn.close(ErrorCode::Protocol, "hello failed");
+            return Err(e);
+        }
+        Err(_) => {
+            conn.close(ErrorCode::Protocol, "hello timed out");
+            return Err(ConnectError::Timeout);
+        }
+    };
     if !version::SUPPORTED_VERSIONS.contains(&ack.version) {
         conn.close(ErrorCode::VersionMismatch, "relay chose an unknown version");
-        return Err(ConnectError::Hello(format!(
-            "relay chose unknown version {}",
-            ack.version
-        )));
+        return Err(ConnectError::Hello(format!("relay chose unknown version {}", ack.version)));
     }
     let heartbeat = match ack.heartbeat_interval_ms {
         0 => state.config.heartbeat_interval,
         ms => Duration::from_millis(u64::from(ms)).min(state.config.heartbeat_interval),
     };
-    Ok(Session {
-        conn,
-        control_send,
-        control_recv,
-        heartbeat,
-        relay_id: ack.relay_id,
-    })
+    Ok(Session { conn, control_send, control_recv, heartbeat, relay_id: ack.relay_id })
 }
 
 /// How a session ended.
@@ -162,11 +143,7 @@ enum SessionEnd {
 /// Runs one tunnel: accepts request streams, answers and sends heartbeats,
 /// reports a GOAWAY through `goaway` (the tunnel keeps serving in-flight
 /// streams until the relay closes it).
-async fn run_session(
-    mut s: Session,
-    state: Arc<AgentState>,
-    goaway: oneshot::Sender<()>,
-) -> SessionEnd {
+async fn run_session(mut s: Session, state: Arc<AgentState>, goaway: oneshot::Sender<()>) -> SessionEnd {
     let mut goaway = Some(goaway);
     let mut ticker = tokio::time::interval(s.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

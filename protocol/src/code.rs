@@ -21,9 +21,7 @@ impl ErrorCodeExt for ErrorCode {
     }
 
     fn from_close_code(code: u64) -> Option<Self> {
-        i32::try_from(code)
-            .ok()
-            .and_then(|c| Self::try_from(c).ok())
+        i32::try_from(code).ok().and_then(|c| Self::try_from(c).ok())
     }
 
     fn label(self) -> &'static str {
@@ -56,10 +54,7 @@ mod tests {
     fn close_codes_round_trip() {
         for c in 0..=15 {
             let code = ErrorCode::try_from(c).expect("codes 0..=15 exist");
-            assert_eq!(
-                ErrorCode::from_close_code(u64::from(code.close_code())),
-                Some(code)
-            );
+            assert_eq!(ErrorCode::from_close_code(u64::from(code.close_code())), Some(code));
             assert!(!code.label().is_empty());
         }
         assert_eq!(ErrorCode::from_close_code(u64::MAX), None);

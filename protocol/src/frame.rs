@@ -115,10 +115,7 @@ impl FrameDecoder {
         }
         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
         if len > self.max_frame_size {
-            return Err(FrameError::TooLarge {
-                size: len,
-                max: self.max_frame_size,
-            });
+            return Err(FrameError::TooLarge { size: len, max: self.max_frame_size });
         }
         if buf.len() < HEADER_LEN + len {
             buf.reserve(HEADER_LEN + len - buf.len());
@@ -126,11 +123,7 @@ impl FrameDecoder {
         }
         buf.advance(HEADER_LEN);
         let payload = buf.split_to(len).freeze();
-        Ok(Some(if kind == KIND_DATA {
-            Frame::Data(payload)
-        } else {
-            Frame::Message(payload)
-        }))
+        Ok(Some(if kind == KIND_DATA { Frame::Data(payload) } else { Frame::Message(payload) }))
     }
 
     /// Like [`FrameDecoder::decode`], for when the input has ended: leftover
@@ -139,9 +132,7 @@ impl FrameDecoder {
         match self.decode(buf)? {
             Some(frame) => Ok(Some(frame)),
             None if buf.is_empty() => Ok(None),
-            None => Err(FrameError::Truncated {
-                buffered: buf.len(),
-            }),
+            None => Err(FrameError::Truncated { buffered: buf.len() }),
         }
     }
 }
@@ -169,8 +160,7 @@ pub fn encode_message<M: Message>(msg: &M) -> Bytes {
     let len = msg.encoded_len();
     let mut out = BytesMut::with_capacity(HEADER_LEN + len);
     out.put_slice(&header(KIND_MESSAGE, len));
-    msg.encode(&mut out)
-        .expect("BytesMut grows, so encoding cannot run out of space");
+    msg.encode(&mut out).expect("BytesMut grows, so encoding cannot run out of space");
     out.freeze()
 }
 
@@ -186,16 +176,12 @@ pub fn encode_control_message(kind: control_message::Kind) -> Bytes {
 
 /// Decodes the payload of a MESSAGE frame on a request stream.
 pub fn decode_stream_message(payload: Bytes) -> Result<stream_message::Kind, MessageError> {
-    StreamMessage::decode(payload)?
-        .kind
-        .ok_or(MessageError::Empty)
+    StreamMessage::decode(payload)?.kind.ok_or(MessageError::Empty)
 }
 
 /// Decodes the payload of a MESSAGE frame on the control stream.
 pub fn decode_control_message(payload: Bytes) -> Result<control_message::Kind, MessageError> {
-    ControlMessage::decode(payload)?
-        .kind
-        .ok_or(MessageError::Empty)
+    ControlMessage::decode(payload)?.kind.ok_or(MessageError::Empty)
 }
 
 #[cfg(test)]
@@ -217,10 +203,7 @@ mod tests {
     fn refuses_oversized_frame_before_buffering_it() {
         let dec = FrameDecoder::new(16);
         let mut buf = BytesMut::from(&header(KIND_DATA, 17)[..]);
-        assert_eq!(
-            dec.decode(&mut buf),
-            Err(FrameError::TooLarge { size: 17, max: 16 })
-        );
+        assert_eq!(dec.decode(&mut buf), Err(FrameError::TooLarge { size: 17, max: 16 }));
     }
 
     #[test]
@@ -237,10 +220,7 @@ mod tests {
         encode_data(b"hello", &mut buf);
         buf.truncate(buf.len() - 1);
         assert_eq!(dec.decode(&mut buf), Ok(None));
-        assert_eq!(
-            dec.decode_eof(&mut buf),
-            Err(FrameError::Truncated { buffered: 9 })
-        );
+        assert_eq!(dec.decode_eof(&mut buf), Err(FrameError::Truncated { buffered: 9 }));
     }
 
     #[test]
@@ -251,10 +231,7 @@ mod tests {
         let Frame::Message(payload) = &frames[0] else {
             panic!("expected a message frame");
         };
-        assert_eq!(
-            decode_stream_message(payload.clone()),
-            Err(MessageError::Empty)
-        );
+        assert_eq!(decode_stream_message(payload.clone()), Err(MessageError::Empty));
     }
 
     #[test]
@@ -264,14 +241,8 @@ mod tests {
     }
 
     fn arb_header() -> impl Strategy<Value = Header> {
-        (
-            "[a-zA-Z-]{1,20}",
-            proptest::collection::vec(any::<u8>(), 0..40),
-        )
-            .prop_map(|(name, value)| Header {
-                name,
-                value: value.into(),
-            })
+        ("[a-zA-Z-]{1,20}", proptest::collection::vec(any::<u8>(), 0..40))
+            .prop_map(|(name, value)| Header { name, value: value.into() })
     }
 
     fn arb_stream_kind() -> impl Strategy<Value = stream_message::Kind> {
@@ -286,43 +257,25 @@ mod tests {
                 proptest::collection::vec(any::<u8>(), 0..64),
                 any::<bool>()
             )
-                .prop_map(
-                    |(request_id, method, uri, headers, user, groups, grant, upgrade)| {
-                        stream_message::Kind::Open(StreamOpen {
-                            request_id,
-                            method,
-                            uri,
-                            headers,
-                            identity: Some(Identity { user, groups }),
-                            grant: grant.into(),
-                            upgrade,
-                        })
-                    }
-                ),
-            (any::<u32>(), proptest::collection::vec(arb_header(), 0..8)).prop_map(
-                |(status, headers)| stream_message::Kind::ResponseHead(ResponseHead {
-                    status,
-                    headers
-                })
-            ),
-            (
-                any::<u32>(),
-                any::<u64>(),
-                any::<u64>(),
-                any::<u64>(),
-                0..16i32
-            )
-                .prop_map(|(status, bytes_in, bytes_out, duration_us, error)| {
-                    stream_message::Kind::End(StreamEnd {
-                        status,
-                        bytes_in,
-                        bytes_out,
-                        duration_us,
-                        error,
+                .prop_map(|(request_id, method, uri, headers, user, groups, grant, upgrade)| {
+                    stream_message::Kind::Open(StreamOpen {
+                        request_id,
+                        method,
+                        uri,
+                        headers,
+                        identity: Some(Identity { user, groups }),
+                        grant: grant.into(),
+                        upgrade,
                     })
                 }),
-            (0..16i32, ".{0,80}")
-                .prop_map(|(code, message)| stream_message::Kind::Reset(Reset { code, message })),
+            (any::<u32>(), proptest::collection::vec(arb_header(), 0..8))
+                .prop_map(|(status, headers)| stream_message::Kind::ResponseHead(ResponseHead { status, headers })),
+            (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>(), 0..16i32).prop_map(
+                |(status, bytes_in, bytes_out, duration_us, error)| {
+                    stream_message::Kind::End(StreamEnd { status, bytes_in, bytes_out, duration_us, error })
+                }
+            ),
+            (0..16i32, ".{0,80}").prop_map(|(code, message)| stream_message::Kind::Reset(Reset { code, message })),
         ]
     }
 
@@ -335,36 +288,17 @@ mod tests {
                 ".{0,20}"
             )
                 .prop_map(|(versions, capabilities, agent_version, agent_id)| {
-                    control_message::Kind::Hello(Hello {
-                        versions,
-                        capabilities,
-                        agent_version,
-                        agent_id,
-                    })
+                    control_message::Kind::Hello(Hello { versions, capabilities, agent_version, agent_id })
                 }),
-            (
-                any::<u32>(),
-                proptest::collection::vec("[a-z-]{0,12}", 0..4),
-                ".{0,20}",
-                any::<u32>()
-            )
-                .prop_map(
-                    |(version, capabilities, relay_id, heartbeat_interval_ms)| {
-                        control_message::Kind::HelloAck(HelloAck {
-                            version,
-                            capabilities,
-                            relay_id,
-                            heartbeat_interval_ms,
-                        })
-                    }
-                ),
+            (any::<u32>(), proptest::collection::vec("[a-z-]{0,12}", 0..4), ".{0,20}", any::<u32>()).prop_map(
+                |(version, capabilities, relay_id, heartbeat_interval_ms)| {
+                    control_message::Kind::HelloAck(HelloAck { version, capabilities, relay_id, heartbeat_interval_ms })
+                }
+            ),
             any::<u64>().prop_map(|nonce| control_message::Kind::Ping(Ping { nonce })),
             any::<u64>().prop_map(|nonce| control_message::Kind::Pong(Pong { nonce })),
             (".{0,40}", any::<u32>()).prop_map(|(reason, grace_period_ms)| {
-                control_message::Kind::GoAway(GoAway {
-                    reason,
-                    grace_period_ms,
-                })
+                control_message::Kind::GoAway(GoAway { reason, grace_period_ms })
             }),
         ]
     }

@@ -62,18 +62,9 @@ pub fn sanitize_request(headers: &[Header], upgrade: bool) -> Vec<Header> {
         .cloned()
         .collect();
     if upgrade {
-        if let Some(up) = headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
-        {
-            out.push(Header {
-                name: "Connection".into(),
-                value: "Upgrade".into(),
-            });
-            out.push(Header {
-                name: "Upgrade".into(),
-                value: up.value.clone(),
-            });
+        if let Some(up) = headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")) {
+            out.push(Header { name: "Connection".into(), value: "Upgrade".into() });
+            out.push(Header { name: "Upgrade".into(), value: up.value.clone() });
         }
     }
     out
@@ -99,21 +90,12 @@ pub fn sanitize_response(status: u16, headers: &[Header]) -> Vec<Header> {
 /// The impersonation headers for `identity`, with the request id as extra.
 pub fn impersonation(identity: &Identity, request_id: &str) -> Vec<Header> {
     let mut out = Vec::with_capacity(identity.groups.len() + 2);
-    out.push(Header {
-        name: "Impersonate-User".into(),
-        value: identity.user.clone().into_bytes().into(),
-    });
+    out.push(Header { name: "Impersonate-User".into(), value: identity.user.clone().into_bytes().into() });
     for g in &identity.groups {
-        out.push(Header {
-            name: "Impersonate-Group".into(),
-            value: g.clone().into_bytes().into(),
-        });
+        out.push(Header { name: "Impersonate-Group".into(), value: g.clone().into_bytes().into() });
     }
     if !request_id.is_empty() {
-        out.push(Header {
-            name: REQUEST_ID_EXTRA.into(),
-            value: request_id.to_string().into_bytes().into(),
-        });
+        out.push(Header { name: REQUEST_ID_EXTRA.into(), value: request_id.to_string().into_bytes().into() });
     }
     out
 }
@@ -123,10 +105,7 @@ mod tests {
     use super::*;
 
     fn h(name: &str, value: &str) -> Header {
-        Header {
-            name: name.into(),
-            value: value.to_string().into_bytes().into(),
-        }
+        Header { name: name.into(), value: value.to_string().into_bytes().into() }
     }
 
     fn names(hs: &[Header]) -> Vec<String> {
@@ -157,46 +136,26 @@ mod tests {
             h("Transfer-Encoding", "chunked"),
             h("Kubectl-Command", "kubectl get"),
         ];
-        assert_eq!(
-            names(&sanitize_request(&hs, false)),
-            vec!["kubectl-command"]
-        );
+        assert_eq!(names(&sanitize_request(&hs, false)), vec!["kubectl-command"]);
     }
 
     #[test]
     fn keeps_upgrade_for_upgrades_only() {
-        let hs = vec![
-            h("Connection", "Upgrade"),
-            h("Upgrade", "websocket"),
-            h("Sec-WebSocket-Key", "k"),
-        ];
-        assert_eq!(
-            names(&sanitize_request(&hs, false)),
-            vec!["sec-websocket-key"]
-        );
-        assert_eq!(
-            names(&sanitize_request(&hs, true)),
-            vec!["sec-websocket-key", "connection", "upgrade"]
-        );
+        let hs = vec![h("Connection", "Upgrade"), h("Upgrade", "websocket"), h("Sec-WebSocket-Key", "k")];
+        assert_eq!(names(&sanitize_request(&hs, false)), vec!["sec-websocket-key"]);
+        assert_eq!(names(&sanitize_request(&hs, true)), vec!["sec-websocket-key", "connection", "upgrade"]);
     }
 
     #[test]
     fn response_keeps_upgrade_headers_on_101() {
-        let hs = vec![
-            h("Connection", "Upgrade"),
-            h("Upgrade", "websocket"),
-            h("Content-Type", "x"),
-        ];
+        let hs = vec![h("Connection", "Upgrade"), h("Upgrade", "websocket"), h("Content-Type", "x")];
         assert_eq!(sanitize_response(101, &hs).len(), 3);
         assert_eq!(names(&sanitize_response(200, &hs)), vec!["content-type"]);
     }
 
     #[test]
     fn impersonation_names_user_groups_and_request_id() {
-        let id = Identity {
-            user: "kubechat:user:a@b.c".into(),
-            groups: vec!["g1".into(), "g2".into()],
-        };
+        let id = Identity { user: "kubechat:user:a@b.c".into(), groups: vec!["g1".into(), "g2".into()] };
         let hs = impersonation(&id, "r1");
         assert_eq!(
             names(&hs),

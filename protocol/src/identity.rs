@@ -21,14 +21,10 @@ pub struct ClusterIdentity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     /// The URI is not `spiffe://kubechat/tenant/<t>/cluster/<c>`.
-    #[error(
-        "{0:?} is not a kubechat cluster identity (want spiffe://kubechat/tenant/<tenant>/cluster/<cluster>)"
-    )]
+    #[error("{0:?} is not a kubechat cluster identity (want spiffe://kubechat/tenant/<tenant>/cluster/<cluster>)")]
     Malformed(String),
     /// A tenant or cluster id is not a DNS label.
-    #[error(
-        "{what} id {value:?} is not a DNS label (lowercase letters, digits and '-', at most 63)"
-    )]
+    #[error("{what} id {value:?} is not a DNS label (lowercase letters, digits and '-', at most 63)")]
     BadName {
         /// "tenant" or "cluster".
         what: &'static str,
@@ -45,30 +41,20 @@ pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
 
 impl ClusterIdentity {
     /// Builds an identity, checking both ids are DNS labels.
-    pub fn new(
-        tenant: impl Into<String>,
-        cluster: impl Into<String>,
-    ) -> Result<Self, IdentityError> {
+    pub fn new(tenant: impl Into<String>, cluster: impl Into<String>) -> Result<Self, IdentityError> {
         let (tenant, cluster) = (tenant.into(), cluster.into());
         if !is_dns_label(&tenant) {
-            return Err(IdentityError::BadName {
-                what: "tenant",
-                value: tenant,
-            });
+            return Err(IdentityError::BadName { what: "tenant", value: tenant });
         }
         if !is_dns_label(&cluster) {
-            return Err(IdentityError::BadName {
-                what: "cluster",
-                value: cluster,
-            });
+            return Err(IdentityError::BadName { what: "cluster", value: cluster });
         }
         Ok(Self { tenant, cluster })
     }
@@ -95,10 +81,7 @@ impl ClusterIdentity {
 
     /// The SPIFFE URI of this identity.
     pub fn spiffe_uri(&self) -> String {
-        format!(
-            "spiffe://{TRUST_DOMAIN}/tenant/{}/cluster/{}",
-            self.tenant, self.cluster
-        )
+        format!("spiffe://{TRUST_DOMAIN}/tenant/{}/cluster/{}", self.tenant, self.cluster)
     }
 }
 
@@ -115,8 +98,7 @@ mod tests {
 
     #[test]
     fn parses_valid_uri() {
-        let id = ClusterIdentity::from_spiffe_uri("spiffe://kubechat/tenant/acme/cluster/prod-eu")
-            .expect("valid");
+        let id = ClusterIdentity::from_spiffe_uri("spiffe://kubechat/tenant/acme/cluster/prod-eu").expect("valid");
         assert_eq!(id, ClusterIdentity::new("acme", "prod-eu").expect("valid"));
     }
 
@@ -135,10 +117,7 @@ mod tests {
             "spiffe://kubechat/tenant/acme/cluster/-x",
             "spiffe://kubechat/tenant/acme/cluster/../x",
         ] {
-            assert!(
-                ClusterIdentity::from_spiffe_uri(bad).is_err(),
-                "{bad} should be rejected"
-            );
+            assert!(ClusterIdentity::from_spiffe_uri(bad).is_err(), "{bad} should be rejected");
         }
     }
 

@@ -11,20 +11,12 @@ pub const CAPABILITIES: &[&str] = &[CAP_UPGRADE];
 
 /// Picks the highest version both sides speak, or `None` when there is none.
 pub fn negotiate(offered: &[u32]) -> Option<u32> {
-    offered
-        .iter()
-        .copied()
-        .filter(|v| SUPPORTED_VERSIONS.contains(v))
-        .max()
+    offered.iter().copied().filter(|v| SUPPORTED_VERSIONS.contains(v)).max()
 }
 
 /// Capabilities offered by the peer that this build also supports.
 pub fn common_capabilities(offered: &[String]) -> Vec<String> {
-    offered
-        .iter()
-        .filter(|c| CAPABILITIES.contains(&c.as_str()))
-        .cloned()
-        .collect()
+    offered.iter().filter(|c| CAPABILITIES.contains(&c.as_str())).cloned().collect()
 }
 
 #[cfg(test)]

@@ -82,9 +82,6 @@ impl AdminHandler for RelayAdmin {
                 draining: t.is_draining(),
             })
             .collect();
-        Some((
-            "application/json",
-            serde_json::to_vec(&serde_json::json!({ "tunnels": rows })).unwrap_or_default(),
-        ))
+        Some(("application/json", serde_json::to_vec(&serde_json::json!({ "tunnels": rows })).unwrap_or_default()))
     }
 }

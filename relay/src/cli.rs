@@ -141,23 +141,15 @@ impl RawConfig {
                 )
             })
         }
-        fn addr(
-            v: Option<String>,
-            default: &str,
-            flag: &str,
-        ) -> anyhow::Result<std::net::SocketAddr> {
+        fn addr(v: Option<String>, default: &str, flag: &str) -> anyhow::Result<std::net::SocketAddr> {
             let s = v.unwrap_or_else(|| default.to_string());
-            s.parse()
-                .with_context(|| format!("--{flag} {s:?} is not an address like 0.0.0.0:7443"))
+            s.parse().with_context(|| format!("--{flag} {s:?} is not an address like 0.0.0.0:7443"))
         }
         let cert = need(self.tls_cert, "tls-cert")?;
         let key = need(self.tls_key, "tls-key")?;
         let identity = Identity::from_files(&cert, &key)?;
         let agent_ca = tls::load_certs(&need(self.agent_ca, "agent-ca")?, "agent CA bundle")?;
-        let internal_ca = tls::load_certs(
-            &need(self.internal_ca, "internal-ca")?,
-            "internal CA bundle",
-        )?;
+        let internal_ca = tls::load_certs(&need(self.internal_ca, "internal-ca")?, "internal CA bundle")?;
         let mut c = Config::new(identity, agent_ca, internal_ca);
         c.relay_id = self.relay_id.unwrap_or_else(|| "relay-0".into());
         c.region = self.region.unwrap_or_else(|| "local".into());
@@ -165,11 +157,7 @@ impl RawConfig {
         c.internal_listen = addr(self.internal_listen, "0.0.0.0:7444", "internal-listen")?;
         c.admin_listen = match self.admin_listen.as_deref() {
             Some("off") => None,
-            other => Some(addr(
-                other.map(str::to_string),
-                "127.0.0.1:9090",
-                "admin-listen",
-            )?),
+            other => Some(addr(other.map(str::to_string), "127.0.0.1:9090", "admin-listen")?),
         };
         if let Some(n) = self.max_streams_per_tunnel {
             anyhow::ensure!(n > 0, "--max-streams-per-tunnel must be at least 1");
@@ -198,21 +186,15 @@ impl RawConfig {
 }
 
 fn load_file(path: &Path) -> anyhow::Result<RawConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
 fn dev_certs(args: &DevCertsArgs) -> anyhow::Result<()> {
     let id = ClusterIdentity::new(&args.tenant, &args.cluster)?;
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
-    DevPki::generate()?
-        .write_dev_set(&args.out, &names, &id)
-        .context("writing dev certificates")?;
-    println!(
-        "wrote a development CA set and certificates to {}",
-        args.out.display()
-    );
+    DevPki::generate()?.write_dev_set(&args.out, &names, &id).context("writing dev certificates")?;
+    println!("wrote a development CA set and certificates to {}", args.out.display());
     Ok(())
 }
 

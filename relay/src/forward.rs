@@ -45,25 +45,16 @@ pub const REQUEST_ID_HEADER: &str = "kubechat-request-id";
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A response with a Kubernetes `Status` body.
-pub(crate) fn status_response(
-    code: StatusCode,
-    reason: &str,
-    message: impl Into<String>,
-) -> Response<RespBody> {
+pub(crate) fn status_response(code: StatusCode, reason: &str, message: impl Into<String>) -> Response<RespBody> {
     let body = Status::failure(code.as_u16(), reason, message).to_json();
     let mut r = Response::new(full(Bytes::from(body)));
     *r.status_mut() = code;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(status::CONTENT_TYPE),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(status::CONTENT_TYPE));
     r
 }
 
 fn full(b: Bytes) -> RespBody {
-    http_body_util::Full::new(b)
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    http_body_util::Full::new(b).map_err(|never| match never {}).boxed_unsync()
 }
 
 fn empty() -> RespBody {
@@ -79,11 +70,7 @@ pub(crate) fn parse_target(path: &str, query: Option<&str>) -> Option<(String, S
     if !is_dns_label(cluster) || !(k8s_path.is_empty() || k8s_path.starts_with('/')) {
         return None;
     }
-    let mut uri = if k8s_path.is_empty() {
-        "/".to_string()
-    } else {
-        k8s_path.to_string()
-    };
+    let mut uri = if k8s_path.is_empty() { "/".to_string() } else { k8s_path.to_string() };
     if let Some(q) = query {
         uri.push('?');
         uri.push_str(q);
@@ -92,10 +79,7 @@ pub(crate) fn parse_target(path: &str, query: Option<&str>) -> Option<(String, S
 }
 
 fn ago(t: SystemTime) -> String {
-    let secs = SystemTime::now()
-        .duration_since(t)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
     match secs {
         s if s < 120 => format!("{s}s ago"),
         s if s < 7200 => format!("{}m ago", s / 60),
@@ -105,12 +89,10 @@ fn ago(t: SystemTime) -> String {
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-        })
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
 }
 
 fn status_for_reset(code: ErrorCode) -> (StatusCode, &'static str) {
@@ -133,10 +115,7 @@ pub(crate) async fn handle(req: Request<Incoming>, state: Arc<RelayState>) -> Re
         return status_response(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!(
-                "no such relay endpoint {:?}; use /v1/clusters/<cluster>/k8s/<path>",
-                req.uri().path()
-            ),
+            format!("no such relay endpoint {:?}; use /v1/clusters/<cluster>/k8s/<path>", req.uri().path()),
         );
     };
     let request_id = req
@@ -147,9 +126,7 @@ pub(crate) async fn handle(req: Request<Incoming>, state: Arc<RelayState>) -> Re
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let span = tracing::info_span!("stream", request_id = %request_id, cluster = %cluster);
-    forward(req, state, cluster, uri, request_id)
-        .instrument(span)
-        .await
+    forward(req, state, cluster, uri, request_id).instrument(span).await
 }
 
 async fn forward(
@@ -159,34 +136,18 @@ async fn forward(
     uri: String,
     request_id: String,
 ) -> Response<RespBody> {
-    let head_bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
+    let head_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
     if head_bytes > state.config.max_header_bytes {
         state.metrics.requests_refused.inc("header_too_large");
         return status_response(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "BadRequest",
-            format!(
-                "request headers are {head_bytes} bytes; the limit is {}",
-                state.config.max_header_bytes
-            ),
+            format!("request headers are {head_bytes} bytes; the limit is {}", state.config.max_header_bytes),
         );
     }
-    let Some(user) = req
-        .headers()
-        .get(USER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|u| !u.is_empty())
-    else {
+    let Some(user) = req.headers().get(USER_HEADER).and_then(|v| v.to_str().ok()).filter(|u| !u.is_empty()) else {
         state.metrics.requests_refused.inc("no_identity");
-        return status_response(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("missing {USER_HEADER} header"),
-        );
+        return status_response(StatusCode::BAD_REQUEST, "BadRequest", format!("missing {USER_HEADER} header"));
     };
     let identity = Identity {
         user: user.to_string(),
@@ -204,17 +165,12 @@ async fn forward(
             state.metrics.requests_refused.inc("no_tunnel");
             let since = match last_seen {
                 Some(t) => format!("last seen {} on relay {}", ago(t), state.config.relay_id),
-                None => format!(
-                    "not seen on relay {} since it started",
-                    state.config.relay_id
-                ),
+                None => format!("not seen on relay {} since it started", state.config.relay_id),
             };
             return status_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
-                format!(
-                    "cluster {cluster} has no connected agent ({since}); check the agent's pod and logs"
-                ),
+                format!("cluster {cluster} has no connected agent ({since}); check the agent's pod and logs"),
             );
         }
         Err(PickError::Busy { limit }) => {
@@ -222,12 +178,9 @@ async fn forward(
             let mut r = status_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequests",
-                format!(
-                    "cluster {cluster} has {limit} requests in flight on every tunnel; retry shortly"
-                ),
+                format!("cluster {cluster} has {limit} requests in flight on every tunnel; retry shortly"),
             );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         }
     };
@@ -238,10 +191,7 @@ async fn forward(
         .headers()
         .iter()
         .filter(|(k, _)| !k.as_str().starts_with("kubechat-"))
-        .map(|(k, v)| Header {
-            name: k.as_str().to_string(),
-            value: Bytes::copy_from_slice(v.as_bytes()),
-        })
+        .map(|(k, v)| Header { name: k.as_str().to_string(), value: Bytes::copy_from_slice(v.as_bytes()) })
         .collect();
     let open = StreamOpen {
         request_id: request_id.clone(),
@@ -275,16 +225,9 @@ async fn forward(
     let mut send = FramedSend::new(stream.send);
     let mut recv = FramedRecv::new(stream.recv, state.config.max_frame_size);
 
-    if let Err(e) = send
-        .send_stream_message(stream_message::Kind::Open(open))
-        .await
-    {
+    if let Err(e) = send.send_stream_message(stream_message::Kind::Open(open)).await {
         debug!(error = %e, "stream lost while sending the request head");
-        return status_response(
-            StatusCode::BAD_GATEWAY,
-            "InternalError",
-            "the tunnel stream failed; retry",
-        );
+        return status_response(StatusCode::BAD_GATEWAY, "InternalError", "the tunnel stream failed; retry");
     }
 
     // Upgrades carry no body before the 101; the sender waits for the
@@ -294,9 +237,7 @@ async fn forward(
         upgrade_send = Some(send);
     } else {
         let body = req.into_body();
-        state
-            .tasks
-            .spawn(pump_request(body, send, guard.clone()).in_current_span());
+        state.tasks.spawn(pump_request(body, send, guard.clone()).in_current_span());
     }
 
     let head = match recv.next_stream_message("the response head").await {
@@ -308,11 +249,7 @@ async fn forward(
         }
         Ok(_) => {
             guard.protocol_violation(ErrorCode::Protocol, "expected a response head");
-            return status_response(
-                StatusCode::BAD_GATEWAY,
-                "InternalError",
-                "the agent broke the tunnel protocol",
-            );
+            return status_response(StatusCode::BAD_GATEWAY, "InternalError", "the agent broke the tunnel protocol");
         }
         Err(e) => {
             if !matches!(e, StreamError::Io(_) | StreamError::UnexpectedEnd(_)) {
@@ -327,15 +264,11 @@ async fn forward(
         }
     };
 
-    let status = StatusCode::from_u16(u16::try_from(head.status).unwrap_or(502))
-        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let status = StatusCode::from_u16(u16::try_from(head.status).unwrap_or(502)).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = Response::builder().status(status);
     if let Some(h) = builder.headers_mut() {
         for Header { name, value } in sanitize_response(status.as_u16(), &head.headers) {
-            match (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(&value),
-            ) {
+            match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
                 (Ok(n), Ok(v)) => {
                     h.append(n, v);
                 }
@@ -346,36 +279,20 @@ async fn forward(
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(on_upgrade), Some(send)) = (on_upgrade, upgrade_send) else {
-            guard.protocol_violation(
-                ErrorCode::Protocol,
-                "101 for a request that asked no upgrade",
-            );
-            return status_response(
-                StatusCode::BAD_GATEWAY,
-                "InternalError",
-                "the agent broke the tunnel protocol",
-            );
+            guard.protocol_violation(ErrorCode::Protocol, "101 for a request that asked no upgrade");
+            return status_response(StatusCode::BAD_GATEWAY, "InternalError", "the agent broke the tunnel protocol");
         };
-        state
-            .tasks
-            .spawn(pump_upgraded(on_upgrade, send, recv, guard).in_current_span());
-        return builder.body(empty()).unwrap_or_else(|_| {
-            status_response(StatusCode::BAD_GATEWAY, "InternalError", "bad head")
-        });
+        state.tasks.spawn(pump_upgraded(on_upgrade, send, recv, guard).in_current_span());
+        return builder
+            .body(empty())
+            .unwrap_or_else(|_| status_response(StatusCode::BAD_GATEWAY, "InternalError", "bad head"));
     }
     if let Some(mut send) = upgrade_send {
         // The API server refused the upgrade: nothing else goes upstream.
         let _ = send.finish().await;
     }
-    let body = TunnelBody {
-        recv: Some(recv),
-        guard,
-        pending_error: None,
-    }
-    .boxed_unsync();
-    builder
-        .body(body)
-        .unwrap_or_else(|_| status_response(StatusCode::BAD_GATEWAY, "InternalError", "bad head"))
+    let body = TunnelBody { recv: Some(recv), guard, pending_error: None }.boxed_unsync();
+    builder.body(body).unwrap_or_else(|_| status_response(StatusCode::BAD_GATEWAY, "InternalError", "bad head"))
 }
 
 /// Keeps a stream's slot and gauges for as long as any part of it lives.
@@ -392,11 +309,7 @@ impl StreamGuard {
     fn new(state: Arc<RelayState>, tunnel: Arc<Tunnel>, permit: OwnedSemaphorePermit) -> Self {
         state.metrics.streams_open.inc();
         state.metrics.streams_total.inc();
-        Self(Arc::new(GuardInner {
-            state,
-            tunnel,
-            _permit: permit,
-        }))
+        Self(Arc::new(GuardInner { state, tunnel, _permit: permit }))
     }
 
     fn to_agent(&self, n: u64) {
@@ -405,19 +318,13 @@ impl StreamGuard {
     }
 
     fn from_agent(&self, n: u64) {
-        self.0
-            .tunnel
-            .bytes_from_agent
-            .fetch_add(n, Ordering::Relaxed);
+        self.0.tunnel.bytes_from_agent.fetch_add(n, Ordering::Relaxed);
         self.0.state.metrics.bytes_from_agents.add(n);
     }
 
     /// The agent broke the protocol: close its whole tunnel.
     fn protocol_violation(&self, code: ErrorCode, why: &str) {
-        warn!(
-            code = code.label(),
-            why, "agent broke the tunnel protocol; closing tunnel"
-        );
+        warn!(code = code.label(), why, "agent broke the tunnel protocol; closing tunnel");
         self.0.state.metrics.protocol_errors.inc();
         self.0.tunnel.conn.close(code, why);
     }
@@ -443,13 +350,9 @@ async fn pump_request(mut body: Incoming, mut send: FramedSend, guard: StreamGua
             }
             Some(Err(e)) => {
                 debug!(error = %e, "caller's request body failed");
-                let reset = Reset {
-                    code: ErrorCode::Cancelled as i32,
-                    message: "the caller's request body failed".into(),
-                };
-                let _ = send
-                    .send_stream_message(stream_message::Kind::Reset(reset))
-                    .await;
+                let reset =
+                    Reset { code: ErrorCode::Cancelled as i32, message: "the caller's request body failed".into() };
+                let _ = send.send_stream_message(stream_message::Kind::Reset(reset)).await;
                 let _ = send.finish().await;
                 return;
             }
@@ -469,13 +372,8 @@ async fn pump_upgraded(
         Ok(u) => u,
         Err(e) => {
             debug!(error = %e, "caller did not complete the upgrade");
-            let reset = Reset {
-                code: ErrorCode::Cancelled as i32,
-                message: "caller went away".into(),
-            };
-            let _ = send
-                .send_stream_message(stream_message::Kind::Reset(reset))
-                .await;
+            let reset = Reset { code: ErrorCode::Cancelled as i32, message: "caller went away".into() };
+            let _ = send.send_stream_message(stream_message::Kind::Reset(reset)).await;
             let _ = send.finish().await;
             return;
         }
@@ -512,17 +410,13 @@ impl TunnelBody {
     fn on_message(&self, m: Bytes) -> Result<(), String> {
         match frame::decode_stream_message(m) {
             Ok(stream_message::Kind::End(_)) => Ok(()),
-            Ok(stream_message::Kind::Reset(r)) => {
-                Err(format!("the agent aborted the response: {}", r.message))
-            }
+            Ok(stream_message::Kind::Reset(r)) => Err(format!("the agent aborted the response: {}", r.message)),
             Ok(_) => {
-                self.guard
-                    .protocol_violation(ErrorCode::Protocol, "unexpected message in response body");
+                self.guard.protocol_violation(ErrorCode::Protocol, "unexpected message in response body");
                 Err("the agent broke the tunnel protocol".to_string())
             }
             Err(e) => {
-                self.guard
-                    .protocol_violation(ErrorCode::Protocol, &e.to_string());
+                self.guard.protocol_violation(ErrorCode::Protocol, &e.to_string());
                 Err(format!("the agent broke the tunnel protocol: {e}"))
             }
         }
@@ -533,10 +427,7 @@ impl http_body::Body for TunnelBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<BodyFrame<Bytes>, BodyError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<BodyFrame<Bytes>, BodyError>>> {
         let this = &mut *self;
         if let Some(e) = this.pending_error.take() {
             return Poll::Ready(Some(Err(e.into())));
@@ -562,8 +453,7 @@ impl http_body::Body for TunnelBody {
             Ok(None) => Err("the tunnel stream ended before the response was complete".to_string()),
             Err(e) => {
                 if !matches!(e, StreamError::Io(_)) {
-                    this.guard
-                        .protocol_violation(close_code_for(&e), &e.to_string());
+                    this.guard.protocol_violation(close_code_for(&e), &e.to_string());
                 }
                 Err(format!("the tunnel stream failed: {e}"))
             }
@@ -590,10 +480,7 @@ mod tests {
             parse_target("/v1/clusters/prod/k8s/api/v1/pods", Some("limit=500")),
             Some(("prod".into(), "/api/v1/pods?limit=500".into()))
         );
-        assert_eq!(
-            parse_target("/v1/clusters/prod/k8s", None),
-            Some(("prod".into(), "/".into()))
-        );
+        assert_eq!(parse_target("/v1/clusters/prod/k8s", None), Some(("prod".into(), "/".into())));
         assert_eq!(parse_target("/v1/clusters/prod/k8sx/api", None), None);
         assert_eq!(parse_target("/v1/clusters/a%2Fb/k8s/api", None), None);
         assert_eq!(parse_target("/v1/clusters/../k8s/api", None), None);

@@ -82,10 +82,7 @@ pub(crate) async fn serve(listener: TcpListener, tls: TlsAcceptor, state: Arc<Re
     // Stop accepting at once: a listener kept open would let new clients
     // connect and then hang until the grace period ends.
     drop(listener);
-    if tokio::time::timeout(state.config.grace_period, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(state.config.grace_period, graceful.shutdown()).await.is_err() {
         debug!("internal connections still open after the grace period");
     }
 }

@@ -87,12 +87,7 @@ impl RelayHandle {
 
     /// Live tunnels as `(tenant, cluster)` pairs.
     pub fn tunnels(&self) -> Vec<(String, String)> {
-        self.state
-            .registry
-            .all()
-            .iter()
-            .map(|t| (t.identity.tenant.clone(), t.identity.cluster.clone()))
-            .collect()
+        self.state.registry.all().iter().map(|t| (t.identity.tenant.clone(), t.identity.cluster.clone())).collect()
     }
 
     /// Number of live tunnels.
@@ -112,47 +107,30 @@ impl Relay {
             ..QuicSettings::default()
         };
         let endpoint = quic::server_endpoint(config.quic_listen, tunnel_tls, &settings)?;
-        let internal = TcpListener::bind(config.internal_listen)
-            .await
-            .map_err(|source| RelayError::Bind {
-                what: "the internal listener",
-                addr: config.internal_listen,
-                source,
-            })?;
+        let internal = TcpListener::bind(config.internal_listen).await.map_err(|source| RelayError::Bind {
+            what: "the internal listener",
+            addr: config.internal_listen,
+            source,
+        })?;
         let admin = match config.admin_listen {
-            Some(addr) => {
-                Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| RelayError::Bind {
-                            what: "the admin listener",
-                            addr,
-                            source,
-                        })?,
-                )
-            }
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| RelayError::Bind {
+                what: "the admin listener",
+                addr,
+                source,
+            })?),
             None => None,
         };
-        Ok(Self {
-            state: Arc::new(RelayState::new(config, shutdown)),
-            endpoint,
-            internal,
-            admin,
-        })
+        Ok(Self { state: Arc::new(RelayState::new(config, shutdown)), endpoint, internal, admin })
     }
 
     /// The bound UDP address of the QUIC listener.
     pub fn quic_addr(&self) -> SocketAddr {
-        self.endpoint
-            .local_addr()
-            .unwrap_or(self.state.config.quic_listen)
+        self.endpoint.local_addr().unwrap_or(self.state.config.quic_listen)
     }
 
     /// The bound address of the internal HTTPS listener.
     pub fn internal_addr(&self) -> SocketAddr {
-        self.internal
-            .local_addr()
-            .unwrap_or(self.state.config.internal_listen)
+        self.internal.local_addr().unwrap_or(self.state.config.internal_listen)
     }
 
     /// The bound address of the admin listener.
@@ -162,9 +140,7 @@ impl Relay {
 
     /// A handle for inspecting the relay while it runs.
     pub fn handle(&self) -> RelayHandle {
-        RelayHandle {
-            state: self.state.clone(),
-        }
+        RelayHandle { state: self.state.clone() }
     }
 
     /// Serves until the shutdown token is cancelled, then drains: GOAWAY to
@@ -172,8 +148,7 @@ impl Relay {
     /// grace period, tunnels closed with `GOING_AWAY`.
     pub async fn run(self) -> Result<(), RelayError> {
         let state = self.state;
-        let internal_tls =
-            tls::internal_server_config(&state.config.tls, &state.config.internal_ca)?;
+        let internal_tls = tls::internal_server_config(&state.config.tls, &state.config.internal_ca)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(internal_tls));
         info!(
             relay = %state.config.relay_id,
@@ -208,10 +183,7 @@ impl Relay {
         for t in state.registry.all() {
             t.conn.close(ErrorCode::GoingAway, "relay shutting down");
         }
-        self.endpoint.close(
-            quinn::VarInt::from_u32(ErrorCode::GoingAway.close_code()),
-            b"relay shutting down",
-        );
+        self.endpoint.close(quinn::VarInt::from_u32(ErrorCode::GoingAway.close_code()), b"relay shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         state.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), state.tasks.wait()).await;

@@ -25,10 +25,9 @@ pub(crate) fn handshake_reason(e: &quinn::ConnectionError) -> &'static str {
         quinn::ConnectionError::TransportError(te) => {
             tls::handshake_failure_reason(crypto_alert(u64::from(te.code)), &te.reason)
         }
-        quinn::ConnectionError::ConnectionClosed(c) => tls::handshake_failure_reason(
-            crypto_alert(u64::from(c.error_code)),
-            &String::from_utf8_lossy(&c.reason),
-        ),
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            tls::handshake_failure_reason(crypto_alert(u64::from(c.error_code)), &String::from_utf8_lossy(&c.reason))
+        }
         quinn::ConnectionError::TimedOut => "timeout",
         quinn::ConnectionError::VersionMismatch => "quic_version",
         _ => "other",
@@ -41,9 +40,7 @@ fn peer_identity(conn: &quinn::Connection) -> Result<ClusterIdentity, String> {
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or_else(|| "no client certificate".to_string())?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| "empty client certificate chain".to_string())?;
+    let leaf = certs.first().ok_or_else(|| "empty client certificate chain".to_string())?;
     tls::cluster_identity(leaf).map_err(|e| e.to_string())
 }
 

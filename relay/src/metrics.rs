@@ -29,26 +29,10 @@ impl RelayMetrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         Encoder::new()
-            .gauge(
-                "kubechat_relay_tunnels_connected",
-                "Agent tunnels connected now.",
-                self.tunnels_connected.get(),
-            )
-            .counter(
-                "kubechat_relay_tunnels_total",
-                "Agent tunnels accepted since start.",
-                self.tunnels_total.get(),
-            )
-            .gauge(
-                "kubechat_relay_streams_open",
-                "Request streams open now.",
-                self.streams_open.get(),
-            )
-            .counter(
-                "kubechat_relay_streams_total",
-                "Request streams opened since start.",
-                self.streams_total.get(),
-            )
+            .gauge("kubechat_relay_tunnels_connected", "Agent tunnels connected now.", self.tunnels_connected.get())
+            .counter("kubechat_relay_tunnels_total", "Agent tunnels accepted since start.", self.tunnels_total.get())
+            .gauge("kubechat_relay_streams_open", "Request streams open now.", self.streams_open.get())
+            .counter("kubechat_relay_streams_total", "Request streams opened since start.", self.streams_total.get())
             .counter(
                 "kubechat_relay_to_agent_bytes_total",
                 "Request bytes carried to agents.",

@@ -40,15 +40,8 @@ impl Registry {
     /// already held by tunnels of another tenant: cluster ids are unique, so
     /// this can only be a mis-issued certificate.
     pub(crate) fn insert(&self, tunnel: Arc<Tunnel>) -> bool {
-        let mut entry = self
-            .clusters
-            .entry(tunnel.identity.cluster.clone())
-            .or_default();
-        if entry
-            .tunnels
-            .iter()
-            .any(|t| t.identity.tenant != tunnel.identity.tenant)
-        {
+        let mut entry = self.clusters.entry(tunnel.identity.cluster.clone()).or_default();
+        if entry.tunnels.iter().any(|t| t.identity.tenant != tunnel.identity.tenant) {
             return false;
         }
         entry.tunnels.push(tunnel);
@@ -64,18 +57,13 @@ impl Registry {
     }
 
     /// Picks a tunnel for `cluster` and reserves a stream slot on it.
-    pub(crate) fn pick(
-        &self,
-        cluster: &str,
-    ) -> Result<(Arc<Tunnel>, OwnedSemaphorePermit), PickError> {
+    pub(crate) fn pick(&self, cluster: &str) -> Result<(Arc<Tunnel>, OwnedSemaphorePermit), PickError> {
         let Some(entry) = self.clusters.get(cluster) else {
             return Err(PickError::NoTunnel { last_seen: None });
         };
         let live: Vec<&Arc<Tunnel>> = entry.tunnels.iter().filter(|t| !t.is_draining()).collect();
         if live.is_empty() {
-            return Err(PickError::NoTunnel {
-                last_seen: entry.last_seen,
-            });
+            return Err(PickError::NoTunnel { last_seen: entry.last_seen });
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..live.len() {
@@ -84,17 +72,12 @@ impl Registry {
                 return Ok((t.clone(), permit));
             }
         }
-        Err(PickError::Busy {
-            limit: live[0].max_streams,
-        })
+        Err(PickError::Busy { limit: live[0].max_streams })
     }
 
     /// Every live tunnel, for draining and for `/v1/tunnels`.
     pub(crate) fn all(&self) -> Vec<Arc<Tunnel>> {
-        self.clusters
-            .iter()
-            .flat_map(|e| e.tunnels.clone())
-            .collect()
+        self.clusters.iter().flat_map(|e| e.tunnels.clone()).collect()
     }
 
     /// Number of live tunnels.

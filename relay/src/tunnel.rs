@@ -46,10 +46,7 @@ pub(crate) struct Tunnel {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Tunnel {
@@ -90,11 +87,7 @@ pub(crate) fn close_code_for(e: &StreamError) -> ErrorCode {
 }
 
 /// Serves an authenticated tunnel until it ends.
-pub(crate) async fn serve(
-    conn: Arc<dyn Connection>,
-    identity: ClusterIdentity,
-    state: Arc<RelayState>,
-) {
+pub(crate) async fn serve(conn: Arc<dyn Connection>, identity: ClusterIdentity, state: Arc<RelayState>) {
     let span = tracing::info_span!("tunnel", tenant = %identity.tenant, cluster = %identity.cluster, relay = %state.config.relay_id, peer = %conn.remote_addr());
     serve_inner(conn, identity, state).instrument(span).await;
 }
@@ -148,8 +141,7 @@ async fn serve_inner(conn: Arc<dyn Connection>, identity: ClusterIdentity, state
         version: v,
         capabilities: version::common_capabilities(&hello.capabilities),
         relay_id: state.config.relay_id.clone(),
-        heartbeat_interval_ms: u32::try_from(state.config.heartbeat_interval.as_millis())
-            .unwrap_or(u32::MAX),
+        heartbeat_interval_ms: u32::try_from(state.config.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
     });
     if let Err(e) = send.send_control_message(ack).await {
         debug!(error = %e, "tunnel lost during hello");
@@ -176,10 +168,7 @@ async fn serve_inner(conn: Arc<dyn Connection>, identity: ClusterIdentity, state
     if !state.registry.insert(tunnel.clone()) {
         warn!("cluster id is connected under another tenant; refusing tunnel");
         state.metrics.handshake_failures.inc("identity_conflict");
-        conn.close(
-            ErrorCode::IdentityInvalid,
-            "cluster id held by another tenant",
-        );
+        conn.close(ErrorCode::IdentityInvalid, "cluster id held by another tenant");
         return;
     }
     if state.shutdown.is_cancelled() {

@@ -25,9 +25,7 @@ type Body = BoxBody<Bytes, Infallible>;
 
 /// The deterministic content of `/bytes?n=N`.
 pub fn pattern(n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i.wrapping_mul(31) ^ (i >> 13)) as u8)
-        .collect()
+    (0..n).map(|i| (i.wrapping_mul(31) ^ (i >> 13)) as u8).collect()
 }
 
 /// Hex SHA-256.
@@ -59,11 +57,7 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 fn reply(status: StatusCode, ct: &str, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, ct)
-        .body(full(body))
-        .expect("valid response")
+    Response::builder().status(status).header(header::CONTENT_TYPE, ct).body(full(body)).expect("valid response")
 }
 
 fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
@@ -76,14 +70,9 @@ fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
 impl Backend {
     /// Starts a backend named `name` on 127.0.0.1:0.
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
         let addr = listener.local_addr().expect("addr");
-        let shared = Arc::new(Shared {
-            name: name.to_string(),
-            ..Default::default()
-        });
+        let shared = Arc::new(Shared { name: name.to_string(), ..Default::default() });
         let s = shared.clone();
         tokio::spawn(async move {
             loop {
@@ -118,13 +107,7 @@ impl Backend {
 
     /// Requests seen for `path`.
     pub fn hits(&self, path: &str) -> usize {
-        self.shared
-            .hits
-            .lock()
-            .expect("lock")
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.shared.hits.lock().expect("lock").get(path).copied().unwrap_or(0)
     }
 
     /// Requests seen in all.
@@ -136,39 +119,25 @@ impl Backend {
     /// sent on the returned sender and ends when it is dropped.
     pub fn open_gate(&self, name: &str) -> mpsc::Sender<Bytes> {
         let (tx, rx) = mpsc::channel(16);
-        self.shared
-            .gates
-            .lock()
-            .expect("lock")
-            .insert(name.to_string(), rx);
+        self.shared.gates.lock().expect("lock").insert(name.to_string(), rx);
         tx
     }
 }
 
 async fn route(req: Request<Incoming>, s: Arc<Shared>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    *s.hits
-        .lock()
-        .expect("lock")
-        .entry(path.clone())
-        .or_default() += 1;
+    *s.hits.lock().expect("lock").entry(path.clone()).or_default() += 1;
     match path.as_str() {
         "/small" => reply(StatusCode::OK, "text/plain", "hello"),
         "/whoami" => reply(StatusCode::OK, "text/plain", s.name.clone()),
         "/bytes" => {
-            let n: usize = query_param(&req, "n")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let n: usize = query_param(&req, "n").and_then(|v| v.parse().ok()).unwrap_or(0);
             let data = Bytes::from(pattern(n));
-            let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..n)
-                .step_by(64 * 1024)
-                .map(|i| Ok(Frame::data(data.slice(i..(i + 64 * 1024).min(n)))))
-                .collect();
+            let chunks: Vec<Result<Frame<Bytes>, Infallible>> =
+                (0..n).step_by(64 * 1024).map(|i| Ok(Frame::data(data.slice(i..(i + 64 * 1024).min(n))))).collect();
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/octet-stream")
-                .body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
-                    chunks,
-                ))))
+                .body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks))))
                 .expect("valid response")
         }
         "/sha256" => {
@@ -187,15 +156,9 @@ async fn route(req: Request<Incoming>, s: Arc<Shared>) -> Response<Body> {
         "/headers" => {
             let mut map: HashMap<String, Vec<String>> = HashMap::new();
             for (k, v) in req.headers() {
-                map.entry(k.as_str().to_string())
-                    .or_default()
-                    .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+                map.entry(k.as_str().to_string()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into_owned());
             }
-            reply(
-                StatusCode::OK,
-                "application/json",
-                serde_json::to_vec(&map).expect("json"),
-            )
+            reply(StatusCode::OK, "application/json", serde_json::to_vec(&map).expect("json"))
         }
         "/redirect" => Response::builder()
             .status(StatusCode::FOUND)
@@ -203,15 +166,8 @@ async fn route(req: Request<Incoming>, s: Arc<Shared>) -> Response<Body> {
             .body(full("redirecting"))
             .expect("valid response"),
         "/hold" => {
-            let n: usize = query_param(&req, "n")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
-            let barrier = s
-                .barrier
-                .lock()
-                .expect("lock")
-                .get_or_insert_with(|| Arc::new(Barrier::new(n)))
-                .clone();
+            let n: usize = query_param(&req, "n").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let barrier = s.barrier.lock().expect("lock").get_or_insert_with(|| Arc::new(Barrier::new(n))).clone();
             barrier.wait().await;
             reply(StatusCode::OK, "text/plain", "released")
         }
@@ -222,9 +178,7 @@ async fn route(req: Request<Incoming>, s: Arc<Shared>) -> Response<Body> {
                 return reply(StatusCode::NOT_FOUND, "text/plain", "no such gate");
             };
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv()
-                    .await
-                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+                rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
             });
             Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain")
@@ -237,11 +191,7 @@ async fn route(req: Request<Incoming>, s: Arc<Shared>) -> Response<Body> {
 
 fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            "not a websocket request",
-        );
+        return reply(StatusCode::BAD_REQUEST, "text/plain", "not a websocket request");
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -249,8 +199,7 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_close() {
                 break;

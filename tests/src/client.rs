@@ -40,8 +40,7 @@ pub struct Buffered {
 impl Buffered {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not json ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not json ({e}): {:?}", self.body))
     }
 }
 
@@ -50,11 +49,7 @@ impl InternalClient {
     pub fn new(addr: SocketAddr, id: &Identity, relay_ca: &[CertificateDer<'static>]) -> Self {
         let h1 = tls::internal_client_config(id, relay_ca, &[b"http/1.1"]).expect("client tls");
         let h2 = tls::internal_client_config(id, relay_ca, &[b"h2"]).expect("client tls");
-        Self {
-            addr,
-            h1: Arc::new(h1),
-            h2: Arc::new(h2),
-        }
+        Self { addr, h1: Arc::new(h1), h2: Arc::new(h2) }
     }
 
     /// The relay's address.
@@ -74,9 +69,7 @@ impl InternalClient {
     /// A new HTTP/1.1 connection.
     pub async fn h1(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
         let io = TokioIo::new(self.tls(false).await.expect("tls connect"));
-        let (send, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .expect("h1 handshake");
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await.expect("h1 handshake");
         tokio::spawn(conn.with_upgrades());
         send
     }
@@ -95,23 +88,10 @@ impl InternalClient {
 
     /// A request builder for `path` on `cluster`'s API, as [`TEST_USER`].
     /// `absolute` gives an absolute URI (needed on HTTP/2).
-    pub fn request(
-        &self,
-        method: &str,
-        cluster: &str,
-        path: &str,
-        absolute: bool,
-    ) -> http::request::Builder {
+    pub fn request(&self, method: &str, cluster: &str, path: &str, absolute: bool) -> http::request::Builder {
         let p = format!("/v1/clusters/{cluster}/k8s{path}");
-        let uri = if absolute {
-            format!("https://{}{p}", self.addr)
-        } else {
-            p
-        };
-        let mut b = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("kubechat-user", TEST_USER);
+        let uri = if absolute { format!("https://{}{p}", self.addr) } else { p };
+        let mut b = Request::builder().method(method).uri(uri).header("kubechat-user", TEST_USER);
         if !absolute {
             b = b.header(http::header::HOST, self.addr.to_string());
         }
@@ -120,41 +100,25 @@ impl InternalClient {
 
     /// Sends `req` on a new HTTP/1.1 connection and returns the streaming response.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> http::Response<Incoming> {
-        self.h1()
-            .await
-            .send_request(req)
-            .await
-            .expect("send request")
+        self.h1().await.send_request(req).await.expect("send request")
     }
 
     /// GET over a new HTTP/1.1 connection, returning connection-level
     /// failures (refused, reset) as errors instead of panicking.
     pub async fn try_get(&self, cluster: &str, path: &str) -> Result<Buffered, String> {
         let io = TokioIo::new(self.tls(false).await.map_err(|e| e.to_string())?);
-        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let req = self
-            .request("GET", cluster, path, false)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
+        let req = self.request("GET", cluster, path, false).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
         let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Buffered {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        Ok(Buffered { status: parts.status, headers: parts.headers, body })
     }
 
     /// GET `path` on `cluster` over a new HTTP/1.1 connection; buffers the response.
     pub async fn get(&self, cluster: &str, path: &str) -> Buffered {
-        let req = self
-            .request("GET", cluster, path, false)
-            .body(Full::new(Bytes::new()))
-            .expect("request");
+        let req = self.request("GET", cluster, path, false).body(Full::new(Bytes::new())).expect("request");
         buffer(self.send(req).await).await
     }
 
@@ -167,12 +131,9 @@ impl InternalClient {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!("wss://{}/v1/clusters/{cluster}/k8s{path}", self.addr);
         let mut req = url.into_client_request().expect("ws request");
-        req.headers_mut()
-            .insert("kubechat-user", TEST_USER.parse().expect("header"));
+        req.headers_mut().insert("kubechat-user", TEST_USER.parse().expect("header"));
         let stream = self.tls(false).await.expect("tls connect");
-        let (ws, resp) = tokio_tungstenite::client_async(req, stream)
-            .await
-            .expect("websocket handshake");
+        let (ws, resp) = tokio_tungstenite::client_async(req, stream).await.expect("websocket handshake");
         assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
         ws
     }
@@ -182,9 +143,5 @@ impl InternalClient {
 pub async fn buffer(resp: http::Response<Incoming>) -> Buffered {
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("read body").to_bytes();
-    Buffered {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Buffered { status: parts.status, headers: parts.headers, body }
 }

@@ -23,16 +23,12 @@ impl Default for TestPki {
 impl TestPki {
     /// Fresh CAs.
     pub fn new() -> Self {
-        Self {
-            pki: DevPki::generate().expect("generate test CAs"),
-        }
+        Self { pki: DevPki::generate().expect("generate test CAs") }
     }
 
     /// The relay's certificate for 127.0.0.1 and localhost.
     pub fn relay_cert(&self) -> IssuedCert {
-        self.pki
-            .relay_cert(&["127.0.0.1", "localhost"])
-            .expect("relay cert")
+        self.pki.relay_cert(&["127.0.0.1", "localhost"]).expect("relay cert")
     }
 
     /// The relay's identity for 127.0.0.1 and localhost.
@@ -42,11 +38,7 @@ impl TestPki {
 
     /// A valid agent certificate for `tenant`/`cluster`.
     pub fn agent_cert(&self, tenant: &str, cluster: &str) -> IssuedCert {
-        self.agent_cert_valid(
-            tenant,
-            cluster,
-            Validity::for_duration(Duration::from_secs(3600)),
-        )
+        self.agent_cert_valid(tenant, cluster, Validity::for_duration(Duration::from_secs(3600)))
     }
 
     /// An agent certificate with the given validity.
@@ -57,11 +49,7 @@ impl TestPki {
 
     /// The control plane's client certificate.
     pub fn internal_client(&self) -> Identity {
-        self.pki
-            .internal_client_cert("test-control-plane")
-            .expect("internal cert")
-            .identity()
-            .expect("identity")
+        self.pki.internal_client_cert("test-control-plane").expect("internal cert").identity().expect("identity")
     }
 
     /// The agent CA.
@@ -81,11 +69,8 @@ impl TestPki {
 
     /// Writes the relay's files (for running the relay binary) into `dir`.
     pub fn write_relay_files(&self, dir: &Path) {
-        self.relay_cert()
-            .write(dir, "relay")
-            .expect("write relay cert");
+        self.relay_cert().write(dir, "relay").expect("write relay cert");
         std::fs::write(dir.join("agent-ca.crt"), self.pki.agent_ca.cert_pem()).expect("write");
-        std::fs::write(dir.join("internal-ca.crt"), self.pki.internal_ca.cert_pem())
-            .expect("write");
+        std::fs::write(dir.join("internal-ca.crt"), self.pki.internal_ca.cert_pem()).expect("write");
     }
 }

@@ -39,29 +39,16 @@ pub struct TestRelay {
 }
 
 /// Starts a relay with test defaults, after `tweak` edits its config.
-pub async fn start_relay(
-    pki: &TestPki,
-    tweak: impl FnOnce(&mut kubechat_relay::Config),
-) -> TestRelay {
-    let mut cfg =
-        kubechat_relay::Config::new(pki.relay_identity(), pki.agent_ca(), pki.internal_ca());
+pub async fn start_relay(pki: &TestPki, tweak: impl FnOnce(&mut kubechat_relay::Config)) -> TestRelay {
+    let mut cfg = kubechat_relay::Config::new(pki.relay_identity(), pki.agent_ca(), pki.internal_ca());
     cfg.grace_period = Duration::from_secs(10);
     tweak(&mut cfg);
     let shutdown = CancellationToken::new();
-    let relay = kubechat_relay::Relay::bind(cfg, shutdown.clone())
-        .await
-        .expect("bind relay");
+    let relay = kubechat_relay::Relay::bind(cfg, shutdown.clone()).await.expect("bind relay");
     let (handle, quic, internal) = (relay.handle(), relay.quic_addr(), relay.internal_addr());
     let admin = relay.admin_addr().expect("admin listener");
     let task = tokio::spawn(async move { relay.run().await.expect("relay run") });
-    TestRelay {
-        handle,
-        quic,
-        internal,
-        admin,
-        shutdown,
-        task,
-    }
+    TestRelay { handle, quic, internal, admin, shutdown, task }
 }
 
 /// An in-process agent.
@@ -80,14 +67,10 @@ impl TestAgent {
     /// Waits until `n` tunnels are up.
     pub async fn wait_tunnels(&self, n: i64) {
         let h = self.handle.clone();
-        eventually(
-            &format!("agent has {n} tunnels"),
-            Duration::from_secs(30),
-            || {
-                let h = h.clone();
-                async move { h.tunnels_connected() >= n }
-            },
-        )
+        eventually(&format!("agent has {n} tunnels"), Duration::from_secs(30), || {
+            let h = h.clone();
+            async move { h.tunnels_connected() >= n }
+        })
         .await;
     }
 }
@@ -100,37 +83,20 @@ pub async fn start_agent(
     api_url: &str,
     tweak: impl FnOnce(&mut kubechat_agent::Config),
 ) -> TestAgent {
-    let relays = relays
-        .iter()
-        .map(|a| RelayEndpoint {
-            address: a.to_string(),
-            server_name: "127.0.0.1".into(),
-        })
-        .collect();
+    let relays =
+        relays.iter().map(|a| RelayEndpoint { address: a.to_string(), server_name: "127.0.0.1".into() }).collect();
     let kube = kube::Config::new(api_url.parse().expect("api url"));
-    let mut cfg = kubechat_agent::Config::new(
-        relays,
-        cert.identity().expect("agent identity"),
-        pki.relay_ca(),
-        kube,
-    );
+    let mut cfg = kubechat_agent::Config::new(relays, cert.identity().expect("agent identity"), pki.relay_ca(), kube);
     cfg.backoff_base = Duration::from_millis(20);
     cfg.backoff_cap = Duration::from_millis(500);
     cfg.grace_period = Duration::from_secs(10);
     tweak(&mut cfg);
     let shutdown = CancellationToken::new();
-    let agent = kubechat_agent::Agent::new(cfg, shutdown.clone())
-        .await
-        .expect("agent");
+    let agent = kubechat_agent::Agent::new(cfg, shutdown.clone()).await.expect("agent");
     let handle = agent.handle();
     let admin = agent.admin_addr().expect("admin listener");
     let task = tokio::spawn(agent.run());
-    TestAgent {
-        handle,
-        admin,
-        shutdown,
-        task,
-    }
+    TestAgent { handle, admin, shutdown, task }
 }
 
 /// Backend + relay + agent for one tenant/cluster, and a client.
@@ -155,32 +121,17 @@ impl Stack {
         let pki = TestPki::new();
         let backend = Backend::start(CLUSTER).await;
         let relay = start_relay(&pki, |_| {}).await;
-        let agent = start_agent(
-            &pki,
-            &[relay.quic],
-            &pki.agent_cert(TENANT, CLUSTER),
-            &backend.url(),
-            |_| {},
-        )
-        .await;
+        let agent = start_agent(&pki, &[relay.quic], &pki.agent_cert(TENANT, CLUSTER), &backend.url(), |_| {}).await;
         agent.wait_tunnels(1).await;
         let client = InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
-        Self {
-            pki,
-            backend,
-            relay,
-            agent,
-            client,
-        }
+        Self { pki, backend, relay, agent, client }
     }
 }
 
 /// Plain GET of `http://addr/path`, or `None` if nothing answers.
 pub async fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.ok()?;
     tokio::spawn(conn);
     let req = http::Request::get(path)
         .header(http::header::HOST, addr.to_string())
@@ -188,19 +139,15 @@ pub async fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)>
         .ok()?;
     let resp = send.send_request(req).await.ok()?;
     let status = resp.status().as_u16();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .ok()?
-        .to_bytes();
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.ok()?.to_bytes();
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Plain GET of `http://addr/path`, returning status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .expect("handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("handshake");
     tokio::spawn(conn);
     let req = http::Request::get(path)
         .header(http::header::HOST, addr.to_string())
@@ -208,10 +155,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .expect("request");
     let resp = send.send_request(req).await.expect("send");
     let status = resp.status().as_u16();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .expect("body")
-        .to_bytes();
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -242,13 +186,7 @@ impl RelayProcess {
     /// Starts the relay binary `bin` (an integration test passes
     /// `env!("CARGO_BIN_EXE_test-relay")`) with certificates from `dir`, on
     /// the given ports (so a restart can reuse them).
-    pub fn spawn(
-        bin: &str,
-        dir: &std::path::Path,
-        quic_port: u16,
-        internal_port: u16,
-        admin_port: u16,
-    ) -> Self {
+    pub fn spawn(bin: &str, dir: &std::path::Path, quic_port: u16, internal_port: u16, admin_port: u16) -> Self {
         let p = |f: &str| -> PathBuf { dir.join(f) };
         let child = Command::new(bin)
             .args(["--quic-listen", &format!("127.0.0.1:{quic_port}")])
@@ -265,20 +203,11 @@ impl RelayProcess {
             .env("KUBECHAT_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .expect("spawn relay binary");
         let a = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        Self {
-            child,
-            quic: a(quic_port),
-            internal: a(internal_port),
-            admin: a(admin_port),
-        }
+        Self { child, quic: a(quic_port), internal: a(internal_port), admin: a(admin_port) }
     }
 
     /// SIGKILL: no GOAWAY, no close frames.

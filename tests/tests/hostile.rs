@@ -21,37 +21,23 @@ const LONG: Duration = Duration::from_secs(30);
 
 /// Dials the relay as the agent of `cluster`.
 async fn dial(s: &Stack, cluster: &str) -> quinn::Connection {
-    let cert = s
-        .pki
-        .agent_cert(TENANT, cluster)
-        .identity()
-        .expect("identity");
+    let cert = s.pki.agent_cert(TENANT, cluster).identity().expect("identity");
     let tls = tls::tunnel_client_config(&cert, &s.pki.relay_ca()).expect("tls");
     let cfg = quic::client_config(tls, &QuicSettings::default()).expect("quic config");
     let ep = quic::client_endpoint(s.relay.quic).expect("endpoint");
-    ep.connect_with(cfg, s.relay.quic, "127.0.0.1")
-        .expect("connect")
-        .await
-        .expect("handshake")
+    ep.connect_with(cfg, s.relay.quic, "127.0.0.1").expect("connect").await.expect("handshake")
 }
 
 /// The close code the relay closed `conn` with.
 async fn close_code(conn: &quinn::Connection) -> Option<ErrorCode> {
     match within("relay closes the connection", LONG, conn.closed()).await {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            ErrorCode::from_close_code(c.error_code.into_inner())
-        }
+        quinn::ConnectionError::ApplicationClosed(c) => ErrorCode::from_close_code(c.error_code.into_inner()),
         other => panic!("expected an application close, got {other}"),
     }
 }
 
 /// Sends `bytes` as the first thing on the control stream.
-async fn control_garbage(
-    s: &Stack,
-    cluster: &str,
-    bytes: &[u8],
-    finish: bool,
-) -> Option<ErrorCode> {
+async fn control_garbage(s: &Stack, cluster: &str, bytes: &[u8], finish: bool) -> Option<ErrorCode> {
     let conn = dial(s, cluster).await;
     let (mut send, _recv) = conn.open_bi().await.expect("open control stream");
     send.write_all(bytes).await.expect("write");
@@ -67,13 +53,8 @@ async fn hello(conn: &quinn::Connection) -> (FramedSend, FramedRecv) {
     let (send, recv) = conn.open_bi().await.expect("open control stream");
     let mut send = FramedSend::new(Box::new(send));
     let mut recv = FramedRecv::new(Box::new(recv), 1 << 16);
-    let h = Hello {
-        versions: version::SUPPORTED_VERSIONS.to_vec(),
-        ..Default::default()
-    };
-    send.send_control_message(control_message::Kind::Hello(h))
-        .await
-        .expect("hello");
+    let h = Hello { versions: version::SUPPORTED_VERSIONS.to_vec(), ..Default::default() };
+    send.send_control_message(control_message::Kind::Hello(h)).await.expect("hello");
     match recv.next_control_message().await.expect("ack") {
         Some(control_message::Kind::HelloAck(_)) => {}
         other => panic!("expected HelloAck, got {other:?}"),
@@ -97,9 +78,7 @@ async fn bad_response(
     let client = s.client.clone();
     let c = cluster.to_string();
     let caller = tokio::spawn(async move { client.get(&c, "/api/v1/pods").await });
-    let (mut send, recv) = within("relay opens a request stream", LONG, conn.accept_bi())
-        .await
-        .expect("stream");
+    let (mut send, recv) = within("relay opens a request stream", LONG, conn.accept_bi()).await.expect("stream");
     let mut framed = FramedRecv::new(Box::new(recv), 1 << 20);
     match framed.next_stream_message("open").await.expect("open") {
         stream_message::Kind::Open(o) => assert_eq!(o.uri, "/api/v1/pods"),
@@ -108,9 +87,7 @@ async fn bad_response(
     send.write_all(&reply).await.expect("write reply");
     let _ = send.finish();
     let code = close_code(&conn).await;
-    let resp = within("caller's answer", LONG, caller)
-        .await
-        .expect("caller task");
+    let resp = within("caller's answer", LONG, caller).await.expect("caller task");
     (code, resp)
 }
 
@@ -154,13 +131,8 @@ async fn hostile_frames_close_only_the_offending_tunnel() {
     let conn = dial(&s, "evil-6").await;
     let (send, _recv) = conn.open_bi().await.expect("open");
     let mut send = FramedSend::new(Box::new(send));
-    let h = Hello {
-        versions: vec![99],
-        ..Default::default()
-    };
-    send.send_control_message(control_message::Kind::Hello(h))
-        .await
-        .expect("hello");
+    let h = Hello { versions: vec![99], ..Default::default() };
+    send.send_control_message(control_message::Kind::Hello(h)).await.expect("hello");
     assert_eq!(close_code(&conn).await, Some(ErrorCode::VersionMismatch));
     assert_stack_serves(&s).await;
 
@@ -177,21 +149,12 @@ async fn hostile_frames_close_only_the_offending_tunnel() {
 
     // A truncated response head.
     let head = frame::encode_stream_message(stream_message::Kind::ResponseHead(Default::default()));
-    let (code, resp) = bad_response(
-        &s,
-        "evil-9",
-        head[..head.len().saturating_sub(1).max(3)].to_vec(),
-    )
-    .await;
+    let (code, resp) = bad_response(&s, "evil-9", head[..head.len().saturating_sub(1).max(3)].to_vec()).await;
     assert_eq!(code, Some(ErrorCode::Protocol));
     assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
 
     assert_stack_serves(&s).await;
     assert!(s.relay.handle.metrics().protocol_errors.get() >= 8);
-    assert_eq!(
-        s.relay.handle.tunnel_count(),
-        1,
-        "only the legit tunnel remains"
-    );
+    assert_eq!(s.relay.handle.tunnel_count(), 1, "only the legit tunnel remains");
     assert_eq!(panics(), before, "something panicked");
 }

@@ -10,9 +10,7 @@ use kubechat_protocol::{ErrorCode, ErrorCodeExt, version};
 use kubechat_tests::backend::Backend;
 use kubechat_tests::client::InternalClient;
 use kubechat_tests::pki::TestPki;
-use kubechat_tests::stack::{
-    CLUSTER, RelayProcess, TENANT, free_port, start_agent, start_relay, try_http_get,
-};
+use kubechat_tests::stack::{CLUSTER, RelayProcess, TENANT, free_port, start_agent, start_relay, try_http_get};
 use kubechat_tests::wait::{eventually, init_logging, within};
 use kubechat_transport::pki::{LeafSpec, Validity};
 use kubechat_transport::quic::{self, QuicSettings};
@@ -31,21 +29,12 @@ async fn relay_killed_and_restarted_the_agent_comes_back() {
     let mut relay = RelayProcess::spawn(bin, dir.path(), q, i, a);
     let admin = relay.admin;
     eventually("relay binary ready", LONG, || async move {
-        try_http_get(admin, "/readyz")
-            .await
-            .is_some_and(|r| r.0 == 200)
+        try_http_get(admin, "/readyz").await.is_some_and(|r| r.0 == 200)
     })
     .await;
 
     let backend = Backend::start(CLUSTER).await;
-    let agent = start_agent(
-        &pki,
-        &[relay.quic],
-        &pki.agent_cert(TENANT, CLUSTER),
-        &backend.url(),
-        |_| {},
-    )
-    .await;
+    let agent = start_agent(&pki, &[relay.quic], &pki.agent_cert(TENANT, CLUSTER), &backend.url(), |_| {}).await;
     agent.wait_tunnels(1).await;
     let client = InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
     assert_eq!(client.get(CLUSTER, "/small").await.status, StatusCode::OK);
@@ -63,16 +52,10 @@ async fn relay_killed_and_restarted_the_agent_comes_back() {
     let c = client.clone();
     eventually("requests succeed through the restarted relay", LONG, || {
         let c = c.clone();
-        async move {
-            c.try_get(CLUSTER, "/small")
-                .await
-                .is_ok_and(|r| r.status == StatusCode::OK)
-        }
+        async move { c.try_get(CLUSTER, "/small").await.is_ok_and(|r| r.status == StatusCode::OK) }
     })
     .await;
-    let (_, tunnels) = try_http_get(relay.admin, "/v1/tunnels")
-        .await
-        .expect("admin");
+    let (_, tunnels) = try_http_get(relay.admin, "/v1/tunnels").await.expect("admin");
     assert!(tunnels.contains(CLUSTER), "{tunnels}");
 }
 
@@ -91,10 +74,7 @@ async fn assert_refused(cert: &kubechat_transport::pki::IssuedCert, pki: &TestPk
     assert_eq!(agent.handle.tunnels_connected(), 0);
     assert!(agent.handle.metrics().connect_failures.get("handshake") >= 1);
     let client = InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
-    assert_eq!(
-        client.get(CLUSTER, "/small").await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(client.get(CLUSTER, "/small").await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(backend.total_hits(), 0);
 }
 
@@ -105,15 +85,9 @@ async fn certificate_from_another_ca_is_refused() {
     // A CA nobody trusts...
     let stranger = kubechat_transport::pki::CertAuthority::new("Stranger CA").expect("ca");
     let id = kubechat_protocol::ClusterIdentity::new(TENANT, CLUSTER).expect("id");
-    let spec = LeafSpec {
-        common_name: "agent".into(),
-        uris: vec![id.spiffe_uri()],
-        client: true,
-        ..Default::default()
-    };
-    let cert = stranger
-        .issue(&spec, Validity::for_duration(Duration::from_secs(600)))
-        .expect("cert");
+    let spec =
+        LeafSpec { common_name: "agent".into(), uris: vec![id.spiffe_uri()], client: true, ..Default::default() };
+    let cert = stranger.issue(&spec, Validity::for_duration(Duration::from_secs(600))).expect("cert");
     assert_refused(&cert, &pki, "unknown_ca").await;
     // ...and an impostor CA with the very same name as the real one.
     let impostor = TestPki::new();
@@ -124,12 +98,7 @@ async fn certificate_from_another_ca_is_refused() {
 async fn expired_certificate_is_refused() {
     init_logging();
     let pki = TestPki::new();
-    assert_refused(
-        &pki.agent_cert_valid(TENANT, CLUSTER, Validity::expired()),
-        &pki,
-        "certificate_expired",
-    )
-    .await;
+    assert_refused(&pki.agent_cert_valid(TENANT, CLUSTER, Validity::expired()), &pki, "certificate_expired").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,11 +111,7 @@ async fn certificate_without_identity_is_refused() {
         client: true,
         ..Default::default()
     };
-    let cert = pki
-        .pki
-        .agent_ca
-        .issue(&spec, Validity::for_duration(Duration::from_secs(600)))
-        .expect("cert");
+    let cert = pki.pki.agent_ca.issue(&spec, Validity::for_duration(Duration::from_secs(600))).expect("cert");
     assert_refused(&cert, &pki, "identity_invalid").await;
 }
 
@@ -158,14 +123,7 @@ async fn agent_refuses_a_relay_it_does_not_pin() {
     // The relay presents a certificate from another relay CA.
     let relay = start_relay(&impostor, |c| c.agent_ca = pki.agent_ca()).await;
     let backend = Backend::start(CLUSTER).await;
-    let agent = start_agent(
-        &pki,
-        &[relay.quic],
-        &pki.agent_cert(TENANT, CLUSTER),
-        &backend.url(),
-        |_| {},
-    )
-    .await;
+    let agent = start_agent(&pki, &[relay.quic], &pki.agent_cert(TENANT, CLUSTER), &backend.url(), |_| {}).await;
     let h = agent.handle.clone();
     eventually("agent refuses the impostor relay", LONG, || {
         let h = h.clone();
@@ -181,63 +139,33 @@ async fn silent_relay_is_detected_by_heartbeats_and_replaced() {
     init_logging();
     let pki = TestPki::new();
     // A relay that completes Hello and then never answers a ping.
-    let server_tls =
-        tls::tunnel_server_config(&pki.relay_identity(), &pki.agent_ca()).expect("tls");
-    let endpoint = quic::server_endpoint(
-        ([127, 0, 0, 1], 0).into(),
-        server_tls,
-        &QuicSettings::default(),
-    )
-    .expect("endpoint");
+    let server_tls = tls::tunnel_server_config(&pki.relay_identity(), &pki.agent_ca()).expect("tls");
+    let endpoint =
+        quic::server_endpoint(([127, 0, 0, 1], 0).into(), server_tls, &QuicSettings::default()).expect("endpoint");
     let addr = endpoint.local_addr().expect("addr");
     let backend = Backend::start(CLUSTER).await;
-    let agent = start_agent(
-        &pki,
-        &[addr],
-        &pki.agent_cert(TENANT, CLUSTER),
-        &backend.url(),
-        |c| {
-            c.heartbeat_interval = Duration::from_millis(200);
-            c.heartbeat_timeout = Duration::from_secs(1);
-        },
-    )
+    let agent = start_agent(&pki, &[addr], &pki.agent_cert(TENANT, CLUSTER), &backend.url(), |c| {
+        c.heartbeat_interval = Duration::from_millis(200);
+        c.heartbeat_timeout = Duration::from_secs(1);
+    })
     .await;
 
     let mut codes = Vec::new();
     for _ in 0..2 {
-        let conn = within("agent dials", LONG, endpoint.accept())
-            .await
-            .expect("incoming")
-            .await
-            .expect("handshake");
-        let (send, recv) = within("control stream", LONG, conn.accept_bi())
-            .await
-            .expect("stream");
+        let conn = within("agent dials", LONG, endpoint.accept()).await.expect("incoming").await.expect("handshake");
+        let (send, recv) = within("control stream", LONG, conn.accept_bi()).await.expect("stream");
         let mut send = FramedSend::new(Box::new(send));
         let mut recv = FramedRecv::new(Box::new(recv), 1 << 16);
-        assert!(matches!(
-            recv.next_control_message().await,
-            Ok(Some(control_message::Kind::Hello(_)))
-        ));
-        let ack = HelloAck {
-            version: version::SUPPORTED_VERSIONS[0],
-            heartbeat_interval_ms: 200,
-            ..Default::default()
-        };
-        send.send_control_message(control_message::Kind::HelloAck(ack))
-            .await
-            .expect("ack");
+        assert!(matches!(recv.next_control_message().await, Ok(Some(control_message::Kind::Hello(_)))));
+        let ack =
+            HelloAck { version: version::SUPPORTED_VERSIONS[0], heartbeat_interval_ms: 200, ..Default::default() };
+        send.send_control_message(control_message::Kind::HelloAck(ack)).await.expect("ack");
         // Read pings, answer nothing; QUIC itself stays alive (acks flow).
-        let reader =
-            tokio::spawn(
-                async move { while let Ok(Some(_)) = recv.next_control_message().await {} },
-            );
+        let reader = tokio::spawn(async move { while let Ok(Some(_)) = recv.next_control_message().await {} });
         let err = within("agent gives up on the silent relay", LONG, conn.closed()).await;
         reader.abort();
         let code = match err {
-            quinn::ConnectionError::ApplicationClosed(c) => {
-                ErrorCode::from_close_code(c.error_code.into_inner())
-            }
+            quinn::ConnectionError::ApplicationClosed(c) => ErrorCode::from_close_code(c.error_code.into_inner()),
             other => panic!("expected the agent to close the connection, got {other}"),
         };
         codes.push(code);

@@ -25,11 +25,7 @@ async fn small_request_round_trips_over_http1_and_http2() {
 
     let mut h2 = s.client.h2().await;
     for _ in 0..5 {
-        let req = s
-            .client
-            .request("GET", CLUSTER, "/small", true)
-            .body(Full::new(Bytes::new()))
-            .expect("request");
+        let req = s.client.request("GET", CLUSTER, "/small", true).body(Full::new(Bytes::new())).expect("request");
         let r = buffer(h2.send_request(req).await.expect("h2 send")).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(&r.body[..], b"hello");
@@ -44,26 +40,14 @@ async fn hundred_mib_each_way_arrive_intact() {
     let data = pattern(N);
     let expect = sha256_hex(&data);
 
-    let req = s
-        .client
-        .request("POST", CLUSTER, "/sha256", false)
-        .body(Full::new(Bytes::from(data)))
-        .expect("request");
-    let r = within("upload 100 MiB", LONG, async {
-        buffer(s.client.send(req).await).await
-    })
-    .await;
+    let req = s.client.request("POST", CLUSTER, "/sha256", false).body(Full::new(Bytes::from(data))).expect("request");
+    let r = within("upload 100 MiB", LONG, async { buffer(s.client.send(req).await).await }).await;
     assert_eq!(r.status, StatusCode::OK);
     let v = r.json();
     assert_eq!(v["len"], N);
     assert_eq!(v["sha256"], expect.as_str());
 
-    let r = within(
-        "download 100 MiB",
-        LONG,
-        s.client.get(CLUSTER, &format!("/bytes?n={N}")),
-    )
-    .await;
+    let r = within("download 100 MiB", LONG, s.client.get(CLUSTER, &format!("/bytes?n={N}"))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body.len(), N);
     assert_eq!(sha256_hex(&r.body), expect);
@@ -73,11 +57,7 @@ async fn hundred_mib_each_way_arrive_intact() {
 async fn chunked_response_arrives_chunk_by_chunk() {
     let s = Stack::start().await;
     let gate = s.backend.open_gate("g1");
-    let req = s
-        .client
-        .request("GET", CLUSTER, "/gate/g1", false)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
+    let req = s.client.request("GET", CLUSTER, "/gate/g1", false).body(Full::new(Bytes::new())).expect("request");
     let resp = within("response head", LONG, s.client.send(req)).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
@@ -86,10 +66,7 @@ async fn chunked_response_arrives_chunk_by_chunk() {
         gate.send(chunk.clone()).await.expect("backend gate open");
         // The backend has not finished (the gate is still open), yet the
         // chunk must arrive: nothing between buffers the whole response.
-        let got = within("next chunk", LONG, body.frame())
-            .await
-            .expect("a frame")
-            .expect("ok frame");
+        let got = within("next chunk", LONG, body.frame()).await.expect("a frame").expect("ok frame");
         assert_eq!(got.into_data().expect("data"), chunk);
     }
     drop(gate);
@@ -102,15 +79,9 @@ async fn two_hundred_concurrent_streams() {
     let mut h2 = s.client.h2().await;
     let mut tasks = Vec::new();
     for _ in 0..200 {
-        let req = s
-            .client
-            .request("GET", CLUSTER, "/hold?n=200", true)
-            .body(Full::new(Bytes::new()))
-            .expect("request");
+        let req = s.client.request("GET", CLUSTER, "/hold?n=200", true).body(Full::new(Bytes::new())).expect("request");
         let fut = h2.send_request(req);
-        tasks.push(tokio::spawn(async move {
-            buffer(fut.await.expect("send")).await
-        }));
+        tasks.push(tokio::spawn(async move { buffer(fut.await.expect("send")).await }));
         h2.ready().await.expect("h2 ready");
     }
     // The backend releases nobody until all 200 are held at once.
@@ -136,22 +107,11 @@ async fn a_stalled_reader_does_not_stall_other_streams() {
         stalled.push(within("stalled response head", LONG, s.client.send(req)).await);
     }
     for _ in 0..20 {
-        let r = within(
-            "small request beside stalled streams",
-            LONG,
-            s.client.get(CLUSTER, "/small"),
-        )
-        .await;
+        let r = within("small request beside stalled streams", LONG, s.client.get(CLUSTER, "/small")).await;
         assert_eq!(&r.body[..], b"hello");
     }
     // The stalled streams are still alive and readable.
-    let first = stalled
-        .remove(0)
-        .into_body()
-        .frame()
-        .await
-        .expect("frame")
-        .expect("ok");
+    let first = stalled.remove(0).into_body().frame().await.expect("frame").expect("ok");
     assert!(!first.into_data().expect("data").is_empty());
     drop(stalled);
     // Dropping them releases their stream slots on the relay.
@@ -166,26 +126,13 @@ async fn a_stalled_reader_does_not_stall_other_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_carries_bytes_both_ways() {
     let s = Stack::start().await;
-    let mut ws = within(
-        "websocket handshake",
-        LONG,
-        s.client.websocket(CLUSTER, "/ws"),
-    )
-    .await;
+    let mut ws = within("websocket handshake", LONG, s.client.websocket(CLUSTER, "/ws")).await;
     ws.send(Message::text("ping")).await.expect("send text");
-    let m = within("echo", LONG, ws.next())
-        .await
-        .expect("message")
-        .expect("ok");
+    let m = within("echo", LONG, ws.next()).await.expect("message").expect("ok");
     assert_eq!(m, Message::text("ping"));
     let big: Vec<u8> = pattern(1 << 20);
-    ws.send(Message::binary(big.clone()))
-        .await
-        .expect("send binary");
-    let m = within("binary echo", LONG, ws.next())
-        .await
-        .expect("message")
-        .expect("ok");
+    ws.send(Message::binary(big.clone())).await.expect("send binary");
+    let m = within("binary echo", LONG, ws.next()).await.expect("message").expect("ok");
     assert_eq!(m.into_data().to_vec(), big);
     ws.close(None).await.expect("close");
 }
@@ -213,23 +160,11 @@ async fn caller_impersonation_headers_never_reach_the_backend() {
     assert_eq!(r.status, StatusCode::OK);
     let h = r.json();
     assert_eq!(h["impersonate-user"], serde_json::json!([TEST_USER]));
-    assert_eq!(
-        h["impersonate-group"],
-        serde_json::json!(["kubechat:tenant:acme", "kubechat:role:tenant_user"])
-    );
-    assert!(
-        h["impersonate-extra-kubechat.io%2frequest-id"][0]
-            .as_str()
-            .is_some_and(|v| !v.is_empty())
-    );
-    for gone in [
-        "impersonate-uid",
-        "impersonate-extra-scopes",
-        "authorization",
-        "x-hop",
-        "kubechat-user",
-        "kubechat-group",
-    ] {
+    assert_eq!(h["impersonate-group"], serde_json::json!(["kubechat:tenant:acme", "kubechat:role:tenant_user"]));
+    assert!(h["impersonate-extra-kubechat.io%2frequest-id"][0].as_str().is_some_and(|v| !v.is_empty()));
+    for gone in
+        ["impersonate-uid", "impersonate-extra-scopes", "authorization", "x-hop", "kubechat-user", "kubechat-group"]
+    {
         assert!(h.get(gone).is_none(), "{gone} reached the backend: {h}");
     }
     assert_eq!(h["kubectl-command"], serde_json::json!(["kubectl get"]));
@@ -254,10 +189,7 @@ async fn cluster_without_tunnel_gets_a_status_503() {
     assert_eq!(v["code"], 503);
     assert_eq!(v["reason"], "ServiceUnavailable");
     let msg = v["message"].as_str().expect("message");
-    assert!(
-        msg.contains("cluster nowhere has no connected agent"),
-        "{msg}"
-    );
+    assert!(msg.contains("cluster nowhere has no connected agent"), "{msg}");
     assert!(msg.contains("not seen"), "{msg}");
 
     // After the agent goes away, the message says when it was last seen.
@@ -271,45 +203,25 @@ async fn cluster_without_tunnel_gets_a_status_503() {
     let r = s.client.get(CLUSTER, "/small").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     let msg = r.json()["message"].as_str().expect("message").to_string();
-    assert!(
-        msg.contains(&format!(
-            "cluster {CLUSTER} has no connected agent (last seen"
-        )),
-        "{msg}"
-    );
+    assert!(msg.contains(&format!("cluster {CLUSTER} has no connected agent (last seen")), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_only_ever_receives_its_own_clusters_traffic() {
     let s = Stack::start().await;
     let other_backend = Backend::start("other").await;
-    let other = start_agent(
-        &s.pki,
-        &[s.relay.quic],
-        &s.pki.agent_cert(TENANT, "other"),
-        &other_backend.url(),
-        |_| {},
-    )
-    .await;
+    let other =
+        start_agent(&s.pki, &[s.relay.quic], &s.pki.agent_cert(TENANT, "other"), &other_backend.url(), |_| {}).await;
     other.wait_tunnels(1).await;
     for _ in 0..10 {
-        assert_eq!(
-            &s.client.get(CLUSTER, "/whoami").await.body[..],
-            CLUSTER.as_bytes()
-        );
+        assert_eq!(&s.client.get(CLUSTER, "/whoami").await.body[..], CLUSTER.as_bytes());
         assert_eq!(&s.client.get("other", "/whoami").await.body[..], b"other");
     }
     assert_eq!(s.backend.total_hits(), 10);
     assert_eq!(other_backend.total_hits(), 10);
     let mut tunnels = s.relay.handle.tunnels();
     tunnels.sort();
-    assert_eq!(
-        tunnels,
-        vec![
-            (TENANT.into(), "other".into()),
-            (TENANT.into(), CLUSTER.into())
-        ]
-    );
+    assert_eq!(tunnels, vec![(TENANT.into(), "other".into()), (TENANT.into(), CLUSTER.into())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,10 +231,7 @@ async fn readiness_follows_the_tunnel() {
     assert_eq!(http_get(s.agent.admin, "/healthz").await.0, 200);
     let (code, metrics) = http_get(s.relay.admin, "/metrics").await;
     assert_eq!(code, 200);
-    assert!(
-        metrics.contains("kubechat_relay_tunnels_connected 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("kubechat_relay_tunnels_connected 1"), "{metrics}");
     let (code, tunnels) = http_get(s.relay.admin, "/v1/tunnels").await;
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&tunnels).expect("json");
@@ -331,25 +240,17 @@ async fn readiness_follows_the_tunnel() {
 
     s.relay.shutdown.cancel();
     let admin = s.agent.admin;
-    eventually("agent not ready without a tunnel", LONG, || async move {
-        http_get(admin, "/readyz").await.0 == 503
-    })
-    .await;
+    eventually("agent not ready without a tunnel", LONG, || async move { http_get(admin, "/readyz").await.0 == 503 })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_relay_finishes_in_flight_streams_and_sends_goaway() {
     let s = Stack::start().await;
     let gate = s.backend.open_gate("drain");
-    let req = s
-        .client
-        .request("GET", CLUSTER, "/gate/drain", false)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
+    let req = s.client.request("GET", CLUSTER, "/gate/drain", false).body(Full::new(Bytes::new())).expect("request");
     let resp = within("response head", LONG, s.client.send(req)).await;
-    gate.send(Bytes::from_static(b"before "))
-        .await
-        .expect("gate");
+    gate.send(Bytes::from_static(b"before ")).await.expect("gate");
 
     s.relay.shutdown.cancel();
     let h = s.agent.handle.clone();
@@ -365,14 +266,9 @@ async fn draining_relay_finishes_in_flight_streams_and_sends_goaway() {
     // ...but the in-flight one completes.
     gate.send(Bytes::from_static(b"after")).await.expect("gate");
     drop(gate);
-    let body = within("drained body", LONG, resp.into_body().collect())
-        .await
-        .expect("body")
-        .to_bytes();
+    let body = within("drained body", LONG, resp.into_body().collect()).await.expect("body").to_bytes();
     assert_eq!(&body[..], b"before after");
-    within("relay stops", LONG, s.relay.task)
-        .await
-        .expect("relay task");
+    within("relay stops", LONG, s.relay.task).await.expect("relay task");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,9 +277,6 @@ async fn two_relays_share_a_registry_shape() {
     let s = Stack::start().await;
     let second = start_relay(&s.pki, |_| {}).await;
     let c2 = InternalClient::new(second.internal, &s.pki.internal_client(), &s.pki.relay_ca());
-    assert_eq!(
-        c2.get(CLUSTER, "/small").await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(c2.get(CLUSTER, "/small").await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(s.client.get(CLUSTER, "/small").await.status, StatusCode::OK);
 }

@@ -26,11 +26,7 @@ pub trait AdminHandler: Send + Sync + 'static {
     }
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     if let Ok(v) = header::HeaderValue::from_str(content_type) {
@@ -41,27 +37,15 @@ fn respond(
 
 fn handle(handler: &dyn AdminHandler, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
-        return respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "only GET is supported\n",
-        );
+        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET is supported\n");
     }
     match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => match handler.ready() {
             Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n"),
-            Err(why) => respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("not ready: {why}\n"),
-            ),
+            Err(why) => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
         },
-        "/metrics" => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            handler.metrics(),
-        ),
+        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", handler.metrics()),
         path => match handler.route(path) {
             Some((ct, body)) => respond(StatusCode::OK, ct, body),
             None => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
@@ -70,11 +54,7 @@ fn handle(handler: &dyn AdminHandler, req: &Request<Incoming>) -> Response<Full<
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    handler: Arc<dyn AdminHandler>,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, handler: Arc<dyn AdminHandler>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {

@@ -71,11 +71,7 @@ impl TransportError {
     pub fn is_normal_close(&self) -> bool {
         matches!(
             self,
-            Self::ClosedLocally
-                | Self::ClosedByPeer {
-                    code: Some(ErrorCode::Ok | ErrorCode::GoingAway),
-                    ..
-                }
+            Self::ClosedLocally | Self::ClosedByPeer { code: Some(ErrorCode::Ok | ErrorCode::GoingAway), .. }
         )
     }
 }

@@ -4,9 +4,7 @@ use std::io;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use kubechat_protocol::frame::{
-    self, DATA_CHUNK_SIZE, Frame, FrameDecoder, FrameError, MessageError,
-};
+use kubechat_protocol::frame::{self, DATA_CHUNK_SIZE, Frame, FrameDecoder, FrameError, MessageError};
 use kubechat_protocol::messages::{control_message, stream_message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -43,12 +41,7 @@ pub struct FramedRecv {
 impl FramedRecv {
     /// Reads frames from `io`, refusing any above `max_frame_size` bytes.
     pub fn new(io: RecvHalf, max_frame_size: usize) -> Self {
-        Self {
-            io,
-            buf: BytesMut::with_capacity(16 * 1024),
-            decoder: FrameDecoder::new(max_frame_size),
-            eof: false,
-        }
+        Self { io, buf: BytesMut::with_capacity(16 * 1024), decoder: FrameDecoder::new(max_frame_size), eof: false }
     }
 
     /// Polls for the next frame; `Ready(Ok(None))` at a clean end of stream.
@@ -63,11 +56,8 @@ impl FramedRecv {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(DATA_CHUNK_SIZE);
             }
-            let n = std::task::ready!(tokio_util::io::poll_read_buf(
-                std::pin::Pin::new(&mut self.io),
-                cx,
-                &mut self.buf
-            ))?;
+            let n =
+                std::task::ready!(tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf))?;
             if n == 0 {
                 self.eof = true;
             }
@@ -94,10 +84,7 @@ impl FramedRecv {
     }
 
     /// The next frame, which must be a stream message. Cancel-safe.
-    pub async fn next_stream_message(
-        &mut self,
-        what: &'static str,
-    ) -> Result<stream_message::Kind, StreamError> {
+    pub async fn next_stream_message(&mut self, what: &'static str) -> Result<stream_message::Kind, StreamError> {
         match self.next_frame().await? {
             Some(Frame::Message(p)) => Ok(frame::decode_stream_message(p)?),
             Some(Frame::Data(_)) => Err(MessageError::UnexpectedData.into()),
@@ -106,9 +93,7 @@ impl FramedRecv {
     }
 
     /// The next control message, or `None` at end of stream. Cancel-safe.
-    pub async fn next_control_message(
-        &mut self,
-    ) -> Result<Option<control_message::Kind>, StreamError> {
+    pub async fn next_control_message(&mut self) -> Result<Option<control_message::Kind>, StreamError> {
         match self.next_frame().await? {
             Some(Frame::Message(p)) => Ok(Some(frame::decode_control_message(p)?)),
             Some(Frame::Data(_)) => Err(MessageError::UnexpectedData.into()),
@@ -142,17 +127,13 @@ impl FramedSend {
 
     /// Sends one control message.
     pub async fn send_control_message(&mut self, kind: control_message::Kind) -> io::Result<()> {
-        self.io
-            .write_all(&frame::encode_control_message(kind))
-            .await
+        self.io.write_all(&frame::encode_control_message(kind)).await
     }
 
     /// Sends `data` as DATA frames of at most [`DATA_CHUNK_SIZE`] bytes.
     pub async fn send_data(&mut self, data: &[u8]) -> io::Result<()> {
         for chunk in data.chunks(DATA_CHUNK_SIZE) {
-            self.io
-                .write_all(&frame::header(frame::KIND_DATA, chunk.len()))
-                .await?;
+            self.io.write_all(&frame::header(frame::KIND_DATA, chunk.len())).await?;
             self.io.write_all(chunk).await?;
         }
         Ok(())
@@ -171,10 +152,7 @@ impl FramedSend {
 
 /// Copies `reader` into DATA frames until it ends; returns the bytes copied.
 /// Does not finish `out`.
-pub async fn copy_into_frames<R: AsyncRead + Unpin + ?Sized>(
-    reader: &mut R,
-    out: &mut FramedSend,
-) -> io::Result<u64> {
+pub async fn copy_into_frames<R: AsyncRead + Unpin + ?Sized>(reader: &mut R, out: &mut FramedSend) -> io::Result<u64> {
     let mut buf = vec![0u8; DATA_CHUNK_SIZE];
     let mut total = 0u64;
     loop {

@@ -61,20 +61,10 @@ impl LabeledCounter {
     }
     /// The count for `label`.
     pub fn get(&self, label: &str) -> u64 {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(label)
-            .copied()
-            .unwrap_or(0)
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(label).copied().unwrap_or(0)
     }
     fn snapshot(&self) -> Vec<(String, u64)> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 }
 
@@ -85,9 +75,7 @@ pub struct Encoder {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Encoder {
@@ -115,13 +103,7 @@ impl Encoder {
     }
 
     /// Writes a labelled counter.
-    pub fn labeled(
-        &mut self,
-        name: &str,
-        help: &str,
-        label: &str,
-        c: &LabeledCounter,
-    ) -> &mut Self {
+    pub fn labeled(&mut self, name: &str, help: &str, label: &str, c: &LabeledCounter) -> &mut Self {
         self.head(name, help, "counter");
         for (v, n) in c.snapshot() {
             let _ = writeln!(self.out, "{name}{{{label}=\"{}\"}} {n}", escape(&v));
@@ -130,18 +112,10 @@ impl Encoder {
     }
 
     /// Writes a gauge with one sample per label set.
-    pub fn gauge_samples(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: &[(Vec<(&str, String)>, i64)],
-    ) -> &mut Self {
+    pub fn gauge_samples(&mut self, name: &str, help: &str, samples: &[(Vec<(&str, String)>, i64)]) -> &mut Self {
         self.head(name, help, "gauge");
         for (labels, v) in samples {
-            let l: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
+            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
             let _ = writeln!(self.out, "{name}{{{}}} {v}", l.join(","));
         }
         self

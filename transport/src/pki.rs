@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use kubechat_protocol::ClusterIdentity;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use time::OffsetDateTime;
 
@@ -53,19 +53,13 @@ impl Validity {
     /// Valid from an hour ago for `life`.
     pub fn for_duration(life: Duration) -> Self {
         let now = OffsetDateTime::now_utc();
-        Self {
-            not_before: now - time::Duration::hours(1),
-            not_after: now + life,
-        }
+        Self { not_before: now - time::Duration::hours(1), not_after: now + life }
     }
 
     /// Expired a day ago (for tests of refusal).
     pub fn expired() -> Self {
         let now = OffsetDateTime::now_utc();
-        Self {
-            not_before: now - time::Duration::days(2),
-            not_after: now - time::Duration::days(1),
-        }
+        Self { not_before: now - time::Duration::days(2), not_after: now - time::Duration::days(1) }
     }
 }
 
@@ -80,9 +74,7 @@ pub struct IssuedCert {
 
 impl std::fmt::Debug for IssuedCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedCert")
-            .field("key_pem", &"***")
-            .finish_non_exhaustive()
+        f.debug_struct("IssuedCert").field("key_pem", &"***").finish_non_exhaustive()
     }
 }
 
@@ -100,10 +92,7 @@ impl IssuedCert {
 }
 
 fn write_file(path: &Path, contents: &str) -> Result<(), PkiError> {
-    std::fs::write(path, contents).map_err(|source| PkiError::Write {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::write(path, contents).map_err(|source| PkiError::Write { path: path.display().to_string(), source })
 }
 
 /// What a leaf certificate is for.
@@ -140,36 +129,23 @@ impl CertAuthority {
     pub fn new(common_name: &str) -> Result<Self, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "KubeChat");
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::OrganizationName, "KubeChat");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let v = Validity::for_duration(Duration::from_secs(10 * 365 * 24 * 3600));
         params.not_before = v.not_before;
         params.not_after = v.not_after;
         let cert = params.self_signed(&key)?;
-        Ok(Self {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
+        Ok(Self { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
     }
 
     /// Loads a CA from its PEM certificate and PEM private key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
-        Ok(Self {
-            issuer,
-            cert_pem: cert_pem.to_string(),
-        })
+        Ok(Self { issuer, cert_pem: cert_pem.to_string() })
     }
 
     /// The CA certificate, PEM.
@@ -181,45 +157,30 @@ impl CertAuthority {
     pub fn issue(&self, spec: &LeafSpec, validity: Validity) -> Result<IssuedCert, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, spec.common_name.as_str());
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "KubeChat");
+        params.distinguished_name.push(DnType::CommonName, spec.common_name.as_str());
+        params.distinguished_name.push(DnType::OrganizationName, "KubeChat");
         for d in &spec.dns_names {
-            params
-                .subject_alt_names
-                .push(SanType::DnsName(d.as_str().try_into()?));
+            params.subject_alt_names.push(SanType::DnsName(d.as_str().try_into()?));
         }
         for ip in &spec.ips {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
         for u in &spec.uris {
-            params
-                .subject_alt_names
-                .push(SanType::URI(u.as_str().try_into()?));
+            params.subject_alt_names.push(SanType::URI(u.as_str().try_into()?));
         }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if spec.server {
-            params
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ServerAuth);
+            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         if spec.client {
-            params
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ClientAuth);
+            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         params.use_authority_key_identifier_extension = true;
         params.not_before = validity.not_before;
         params.not_after = validity.not_after;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -247,29 +208,18 @@ impl DevPki {
     /// A relay server certificate for `names` (DNS names or IP addresses),
     /// used for both the tunnel and the internal listener.
     pub fn relay_cert(&self, names: &[&str]) -> Result<IssuedCert, PkiError> {
-        let mut spec = LeafSpec {
-            common_name: "kubechat-relay".into(),
-            server: true,
-            ..Default::default()
-        };
+        let mut spec = LeafSpec { common_name: "kubechat-relay".into(), server: true, ..Default::default() };
         for n in names {
             match n.parse::<IpAddr>() {
                 Ok(ip) => spec.ips.push(ip),
                 Err(_) => spec.dns_names.push((*n).to_string()),
             }
         }
-        self.relay_ca.issue(
-            &spec,
-            Validity::for_duration(Duration::from_secs(365 * 24 * 3600)),
-        )
+        self.relay_ca.issue(&spec, Validity::for_duration(Duration::from_secs(365 * 24 * 3600)))
     }
 
     /// An agent client certificate naming `id`.
-    pub fn agent_cert(
-        &self,
-        id: &ClusterIdentity,
-        validity: Validity,
-    ) -> Result<IssuedCert, PkiError> {
+    pub fn agent_cert(&self, id: &ClusterIdentity, validity: Validity) -> Result<IssuedCert, PkiError> {
         let spec = LeafSpec {
             common_name: format!("kubechat-agent {id}"),
             uris: vec![id.spiffe_uri()],
@@ -281,41 +231,21 @@ impl DevPki {
 
     /// The control plane's client certificate for relays' internal listeners.
     pub fn internal_client_cert(&self, name: &str) -> Result<IssuedCert, PkiError> {
-        let spec = LeafSpec {
-            common_name: name.into(),
-            client: true,
-            ..Default::default()
-        };
-        self.internal_ca.issue(
-            &spec,
-            Validity::for_duration(Duration::from_secs(365 * 24 * 3600)),
-        )
+        let spec = LeafSpec { common_name: name.into(), client: true, ..Default::default() };
+        self.internal_ca.issue(&spec, Validity::for_duration(Duration::from_secs(365 * 24 * 3600)))
     }
 
     /// Writes a complete development set into `dir`: the CA certificates,
     /// `relay.{crt,key}` (for `names`), `agent.{crt,key}` (for `agent`) and
     /// `internal-client.{crt,key}`. CA keys are not written.
-    pub fn write_dev_set(
-        &self,
-        dir: &Path,
-        names: &[&str],
-        agent: &ClusterIdentity,
-    ) -> Result<(), PkiError> {
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Write {
-            path: dir.display().to_string(),
-            source,
-        })?;
+    pub fn write_dev_set(&self, dir: &Path, names: &[&str], agent: &ClusterIdentity) -> Result<(), PkiError> {
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.display().to_string(), source })?;
         write_file(&dir.join("agent-ca.crt"), self.agent_ca.cert_pem())?;
         write_file(&dir.join("relay-ca.crt"), self.relay_ca.cert_pem())?;
         write_file(&dir.join("internal-ca.crt"), self.internal_ca.cert_pem())?;
         self.relay_cert(names)?.write(dir, "relay")?;
-        self.agent_cert(
-            agent,
-            Validity::for_duration(Duration::from_secs(30 * 24 * 3600)),
-        )?
-        .write(dir, "agent")?;
-        self.internal_client_cert("kubechat-control-plane")?
-            .write(dir, "internal-client")
+        self.agent_cert(agent, Validity::for_duration(Duration::from_secs(30 * 24 * 3600)))?.write(dir, "agent")?;
+        self.internal_client_cert("kubechat-control-plane")?.write(dir, "internal-client")
     }
 }
 
@@ -328,24 +258,15 @@ mod tests {
     fn agent_cert_carries_its_identity() {
         let pki = DevPki::generate().expect("pki");
         let id = ClusterIdentity::new("acme", "prod").expect("valid");
-        let cert = pki
-            .agent_cert(&id, Validity::for_duration(Duration::from_secs(60)))
-            .expect("cert");
+        let cert = pki.agent_cert(&id, Validity::for_duration(Duration::from_secs(60))).expect("cert");
         let identity = cert.identity().expect("loads");
-        assert_eq!(
-            tls::cluster_identity(&identity.chain[0]).expect("has identity"),
-            id
-        );
+        assert_eq!(tls::cluster_identity(&identity.chain[0]).expect("has identity"), id);
     }
 
     #[test]
     fn cert_without_identity_is_rejected() {
         let pki = DevPki::generate().expect("pki");
-        let cert = pki
-            .relay_cert(&["localhost"])
-            .expect("cert")
-            .identity()
-            .expect("loads");
+        let cert = pki.relay_cert(&["localhost"]).expect("cert").identity().expect("loads");
         assert!(tls::cluster_identity(&cert.chain[0]).is_err());
     }
 

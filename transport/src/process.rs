@@ -15,10 +15,7 @@ pub const EXIT_FAILURE: u8 = 1;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBECHAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT; a second signal exits
@@ -36,10 +33,7 @@ pub fn cancel_on_signals(token: CancellationToken) {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         // Without signal handlers there is nothing to wait for.
         std::future::pending::<()>().await;
         return;
@@ -58,7 +52,5 @@ pub fn config_error(e: &dyn std::fmt::Display) -> ExitCode {
 
 /// Builds the multi-threaded tokio runtime every binary uses.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }

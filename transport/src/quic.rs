@@ -65,27 +65,17 @@ pub fn server_endpoint(
     tls: rustls::ServerConfig,
     settings: &QuicSettings,
 ) -> Result<quinn::Endpoint, TlsError> {
-    let crypto = QuicServerConfig::try_from(tls)
-        .map_err(|e| TlsError::Config(format!("quic server tls: {e}")))?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(format!("quic server tls: {e}")))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(settings.transport_config()?));
     let socket = bind_udp(addr, SERVER_SOCKET_BUFFER)?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| TlsError::Io(format!("cannot start quic endpoint on {addr}: {e}")))
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, Arc::new(quinn::TokioRuntime))
+        .map_err(|e| TlsError::Io(format!("cannot start quic endpoint on {addr}: {e}")))
 }
 
 /// A QUIC client configuration for dialling relays.
-pub fn client_config(
-    tls: rustls::ClientConfig,
-    settings: &QuicSettings,
-) -> Result<quinn::ClientConfig, TlsError> {
-    let crypto = QuicClientConfig::try_from(tls)
-        .map_err(|e| TlsError::Config(format!("quic client tls: {e}")))?;
+pub fn client_config(tls: rustls::ClientConfig, settings: &QuicSettings) -> Result<quinn::ClientConfig, TlsError> {
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(format!("quic client tls: {e}")))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     client.transport_config(Arc::new(settings.transport_config()?));
     Ok(client)
@@ -94,26 +84,16 @@ pub fn client_config(
 /// Binds a client endpoint on an ephemeral port of the unspecified address
 /// of the same family as `peer`.
 pub fn client_endpoint(peer: SocketAddr) -> Result<quinn::Endpoint, TlsError> {
-    let bind: SocketAddr = if peer.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
+    let bind: SocketAddr = if peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let socket = bind_udp(bind, 1 << 20)?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| TlsError::Io(format!("cannot start quic client endpoint: {e}")))
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))
+        .map_err(|e| TlsError::Io(format!("cannot start quic client endpoint: {e}")))
 }
 
 fn bind_udp(addr: SocketAddr, buffer: usize) -> Result<UdpSocket, TlsError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let io = |e: std::io::Error| TlsError::Io(format!("cannot bind udp {addr}: {e}"));
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(io)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(io)?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
     let _ = socket.set_recv_buffer_size(buffer);
     let _ = socket.set_send_buffer_size(buffer);
@@ -155,35 +135,20 @@ impl QuicConnection {
 impl Connection for QuicConnection {
     fn open_stream(&self) -> BoxFuture<'_, Result<BiStream, TransportError>> {
         Box::pin(async move {
-            let (send, recv) = self
-                .inner
-                .open_bi()
-                .await
-                .map_err(|e| map_connection_error(&e))?;
-            Ok(BiStream {
-                send: Box::new(send),
-                recv: Box::new(recv),
-            })
+            let (send, recv) = self.inner.open_bi().await.map_err(|e| map_connection_error(&e))?;
+            Ok(BiStream { send: Box::new(send), recv: Box::new(recv) })
         })
     }
 
     fn accept_stream(&self) -> BoxFuture<'_, Result<BiStream, TransportError>> {
         Box::pin(async move {
-            let (send, recv) = self
-                .inner
-                .accept_bi()
-                .await
-                .map_err(|e| map_connection_error(&e))?;
-            Ok(BiStream {
-                send: Box::new(send),
-                recv: Box::new(recv),
-            })
+            let (send, recv) = self.inner.accept_bi().await.map_err(|e| map_connection_error(&e))?;
+            Ok(BiStream { send: Box::new(send), recv: Box::new(recv) })
         })
     }
 
     fn close(&self, code: ErrorCode, reason: &str) {
-        self.inner
-            .close(VarInt::from_u32(code.close_code()), reason.as_bytes());
+        self.inner.close(VarInt::from_u32(code.close_code()), reason.as_bytes());
     }
 
     fn closed(&self) -> BoxFuture<'_, TransportError> {

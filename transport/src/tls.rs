@@ -44,29 +44,20 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity")
-            .field("chain_len", &self.chain.len())
-            .field("key", &"***")
-            .finish()
+        f.debug_struct("Identity").field("chain_len", &self.chain.len()).field("key", &"***").finish()
     }
 }
 
 impl Clone for Identity {
     fn clone(&self) -> Self {
-        Self {
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
+        Self { chain: self.chain.clone(), key: self.key.clone_key() }
     }
 }
 
 impl Identity {
     /// Loads a PEM certificate chain and a PEM private key from files.
     pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        Ok(Self {
-            chain: load_certs(cert, "certificate chain")?,
-            key: load_key(key)?,
-        })
+        Ok(Self { chain: load_certs(cert, "certificate chain")?, key: load_key(key)? })
     }
 
     /// Parses a PEM certificate chain and a PEM private key.
@@ -86,33 +77,20 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn parse_certs(
-    pem: &[u8],
-    what: &'static str,
-    path: &str,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            what,
-            path: path.into(),
-            detail: e.to_string(),
-        })?;
+fn parse_certs(pem: &[u8], what: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| TlsError::Pem {
+        what,
+        path: path.into(),
+        detail: e.to_string(),
+    })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem {
-            what,
-            path: path.into(),
-            detail: "no PEM certificate found".into(),
-        });
+        return Err(TlsError::Pem { what, path: path.into(), detail: "no PEM certificate found".into() });
     }
     Ok(certs)
 }
 
 /// Loads every certificate of a PEM file.
-pub fn load_certs(
-    path: &Path,
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = std::fs::read(path).map_err(|e| TlsError::Pem {
         what,
         path: path.display().to_string(),
@@ -138,9 +116,7 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 fn roots(cas: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsError> {
     let mut store = RootCertStore::empty();
     for ca in cas {
-        store
-            .add(ca.clone())
-            .map_err(|e| TlsError::Config(format!("bad CA certificate: {e}")))?;
+        store.add(ca.clone()).map_err(|e| TlsError::Config(format!("bad CA certificate: {e}")))?;
     }
     Ok(Arc::new(store))
 }
@@ -224,9 +200,8 @@ pub fn cluster_identity(leaf: &CertificateDer<'_>) -> Result<ClusterIdentity, Id
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| IdentityError::Malformed(format!("unparsable certificate: {e}")))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| IdentityError::Malformed(format!("bad subjectAltName: {e}")))?;
+    let san =
+        cert.subject_alternative_name().map_err(|e| IdentityError::Malformed(format!("bad subjectAltName: {e}")))?;
     let uris: Vec<&str> = san
         .map(|s| {
             s.value
