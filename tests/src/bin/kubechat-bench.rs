@@ -1,1 +1,228 @@
-fn main() {}
+//! `kubechat-bench`: measures the tunnel against a direct baseline in the
+//! same process, on loopback, and prints a table and one JSON line.
+//!
+//! ```text
+//! cargo run --release --bin kubechat-bench -- tunnel [--quick]
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use kubechat_tests::backend::Backend;
+use kubechat_tests::client::InternalClient;
+use kubechat_tests::pki::TestPki;
+use kubechat_tests::stack::{CLUSTER, TENANT, start_agent, start_relay};
+
+/// One way to reach the backend.
+#[derive(Clone)]
+enum Path {
+    Direct(SocketAddr),
+    Tunnel(InternalClient),
+}
+
+enum Conn {
+    Plain(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+}
+
+impl Path {
+    async fn connect(&self) -> Conn {
+        match self {
+            Self::Direct(addr) => {
+                let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect backend");
+                tcp.set_nodelay(true).expect("nodelay");
+                let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
+                tokio::spawn(conn);
+                Conn::Plain(send)
+            }
+            Self::Tunnel(c) => Conn::Plain(c.h1().await),
+        }
+    }
+
+    fn request(&self, path: &str) -> Request<Full<Bytes>> {
+        match self {
+            Self::Direct(addr) => Request::get(path)
+                .header(http::header::HOST, addr.to_string())
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+            Self::Tunnel(c) => c.request("GET", CLUSTER, path, false).body(Full::new(Bytes::new())).expect("request"),
+        }
+    }
+}
+
+impl Conn {
+    /// Sends one request and reads the whole body; returns its length.
+    async fn get(&mut self, req: Request<Full<Bytes>>) -> usize {
+        let Self::Plain(send) = self;
+        send.ready().await.expect("ready");
+        let resp = send.send_request(req).await.expect("send");
+        assert!(resp.status().is_success(), "status {}", resp.status());
+        let mut body = resp.into_body();
+        let mut n = 0;
+        while let Some(f) = body.frame().await {
+            if let Ok(d) = f.expect("body").into_data() {
+                n += d.len();
+            }
+        }
+        n
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn reused_latency(path: &Path, n: usize) -> Latency {
+    let mut conn = path.connect().await;
+    for _ in 0..n / 10 {
+        conn.get(path.request("/small")).await;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        conn.get(path.request("/small")).await;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    Latency { p50: percentile(&samples, 0.5), p99: percentile(&samples, 0.99) }
+}
+
+async fn new_connection_latency(path: &Path, n: usize) -> Latency {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        let mut conn = path.connect().await;
+        conn.get(path.request("/small")).await;
+        if i >= n / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    samples.sort();
+    Latency { p50: percentile(&samples, 0.5), p99: percentile(&samples, 0.99) }
+}
+
+async fn throughput(path: &Path, conns: usize, dur: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (path, done, stop) = (path.clone(), done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = path.connect().await;
+            while !stop.load(Ordering::Relaxed) {
+                conn.get(path.request("/small")).await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Warm up, then count.
+    tokio::time::sleep(dur / 5).await;
+    let start_count = done.load(Ordering::Relaxed);
+    let t = Instant::now();
+    tokio::time::sleep(dur).await;
+    let counted = done.load(Ordering::Relaxed) - start_count;
+    let rps = counted as f64 / t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    rps
+}
+
+async fn bulk_mb_s(path: &Path, bytes: usize) -> f64 {
+    let mut conn = path.connect().await;
+    conn.get(path.request(&format!("/bytes?n={}", 1 << 20))).await;
+    let t = Instant::now();
+    let n = conn.get(path.request(&format!("/bytes?n={bytes}"))).await;
+    assert_eq!(n, bytes);
+    n as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
+async fn upload_mb_s(path: &Path, client: Option<&InternalClient>, addr: SocketAddr, bytes: usize) -> f64 {
+    let data = Bytes::from(vec![7u8; bytes]);
+    let req = match client {
+        Some(c) => c.request("POST", CLUSTER, "/sha256", false).body(Full::new(data)).expect("request"),
+        None => Request::post("/sha256")
+            .header(http::header::HOST, addr.to_string())
+            .body(Full::new(data))
+            .expect("request"),
+    };
+    let mut conn = path.connect().await;
+    let t = Instant::now();
+    conn.get(req).await;
+    bytes as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn tunnel_bench(quick: bool) {
+    let (n_lat, n_conn, dur, bulk) =
+        if quick { (500, 100, Duration::from_secs(1), 16 << 20) } else { (5000, 1000, Duration::from_secs(3), 100 << 20) };
+    let pki = TestPki::new();
+    let backend = Backend::start(CLUSTER).await;
+    let relay = start_relay(&pki, |_| {}).await;
+    let agent = start_agent(&pki, &[relay.quic], &pki.agent_cert(TENANT, CLUSTER), &backend.url(), |_| {}).await;
+    agent.wait_tunnels(1).await;
+    let client = InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
+    let direct = Path::Direct(backend.addr());
+    let tunnel = Path::Tunnel(client.clone());
+
+    let d_lat = reused_latency(&direct, n_lat).await;
+    let t_lat = reused_latency(&tunnel, n_lat).await;
+    let d_new = new_connection_latency(&direct, n_conn).await;
+    let t_new = new_connection_latency(&tunnel, n_conn).await;
+    let d_rps = throughput(&direct, 32, dur).await;
+    let t_rps = throughput(&tunnel, 32, dur).await;
+    let d_bulk = bulk_mb_s(&direct, bulk).await;
+    let t_bulk = bulk_mb_s(&tunnel, bulk).await;
+    let t_up = upload_mb_s(&tunnel, Some(&client), backend.addr(), bulk).await;
+    let d_up = upload_mb_s(&direct, None, backend.addr(), bulk).await;
+
+    println!("kubechat-bench tunnel (loopback, direct = plain HTTP/1.1 to the backend; tunnel = mTLS HTTP/1.1 to the relay, QUIC to the agent, kube client to the backend)");
+    println!("{:<44} {:>12} {:>12} {:>12}", "measure", "direct", "tunnel", "delta/ratio");
+    println!("{:<44} {:>12.1} {:>12.1} {:>+12.1}", "small GET p50, reused connection (us)", us(d_lat.p50), us(t_lat.p50), us(t_lat.p50) - us(d_lat.p50));
+    println!("{:<44} {:>12.1} {:>12.1} {:>+12.1}", "small GET p99, reused connection (us)", us(d_lat.p99), us(t_lat.p99), us(t_lat.p99) - us(d_lat.p99));
+    println!("{:<44} {:>12.1} {:>12.1} {:>+12.1}", "small GET p50, new connection each (us)", us(d_new.p50), us(t_new.p50), us(t_new.p50) - us(d_new.p50));
+    println!("{:<44} {:>12.0} {:>12.0} {:>11.2}x", "32 connections, requests/s", d_rps, t_rps, t_rps / d_rps);
+    println!("{:<44} {:>12.0} {:>12.0} {:>11.2}x", &format!("{} MiB download, MB/s", bulk >> 20), d_bulk, t_bulk, t_bulk / d_bulk);
+    println!("{:<44} {:>12.0} {:>12.0} {:>11.2}x", &format!("{} MiB upload, MB/s", bulk >> 20), d_up, t_up, t_up / d_up);
+    let json = serde_json::json!({
+        "bench": "tunnel",
+        "quick": quick,
+        "reused_p50_us": { "direct": us(d_lat.p50), "tunnel": us(t_lat.p50), "delta": us(t_lat.p50) - us(d_lat.p50) },
+        "reused_p99_us": { "direct": us(d_lat.p99), "tunnel": us(t_lat.p99), "delta": us(t_lat.p99) - us(d_lat.p99) },
+        "new_conn_p50_us": { "direct": us(d_new.p50), "tunnel": us(t_new.p50), "delta": us(t_new.p50) - us(d_new.p50) },
+        "rps_32_conns": { "direct": d_rps, "tunnel": t_rps, "ratio": t_rps / d_rps },
+        "download_mb_s": { "bytes": bulk, "direct": d_bulk, "tunnel": t_bulk, "ratio": t_bulk / d_bulk },
+        "upload_mb_s": { "bytes": bulk, "direct": d_up, "tunnel": t_up, "ratio": t_up / d_up },
+    });
+    println!("{json}");
+    relay.shutdown.cancel();
+    agent.shutdown.cancel();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    match args.first().map(String::as_str) {
+        Some("tunnel") => rt.block_on(tunnel_bench(quick)),
+        _ => {
+            eprintln!("usage: kubechat-bench tunnel [--quick]");
+            std::process::exit(64);
+        }
+    }
+}
