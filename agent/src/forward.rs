@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use kubechat_protocol::frame::DATA_CHUNK_SIZE;
 use kubechat_protocol::frame::Frame;
 use kubechat_protocol::headers::{impersonation, sanitize_request};
 use kubechat_protocol::messages::{Header, Reset, ResponseHead, StreamEnd, StreamOpen, stream_message};
 use kubechat_protocol::{ErrorCode, ErrorCodeExt, frame};
-use kubechat_transport::framed::{FramesEnd, copy_from_frames, copy_into_frames};
+use kubechat_transport::framed::{COALESCE_LIMIT, FramesEnd, copy_from_frames, copy_into_frames};
 use kubechat_transport::{BiStream, FramedRecv, FramedSend, StreamError};
 use tokio::io::AsyncWriteExt;
 use tracing::{Instrument, debug, warn};
@@ -168,12 +170,13 @@ async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, 
         }
     };
     let status = resp.status();
-    if send.send_stream_message(response_head(status, resp.headers())).await.is_err() {
-        debug!("relay went away before the response head");
-        return;
-    }
+    send.queue_stream_message(response_head(status, resp.headers()));
 
     if status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade {
+        if send.flush().await.is_err() {
+            debug!("relay went away before the response head");
+            return;
+        }
         let upgraded = match hyper::upgrade::on(&mut resp).await {
             Ok(u) => u,
             Err(e) => {
@@ -204,19 +207,39 @@ async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, 
     }
     drop(recv);
 
+    // The head stays queued while body chunks are ready at once, so a small
+    // response leaves as one write (head, data, end); whenever the API
+    // server makes us wait (a watch, logs -f), what is queued goes first.
     let mut body = resp.into_body();
     let mut bytes_out = 0u64;
     loop {
-        match body.frame().await {
-            Some(Ok(f)) => {
-                let Ok(data) = f.into_data() else { continue };
-                if let Err(e) = send.send_data(&data).await {
+        let next = match body.frame().now_or_never() {
+            Some(next) => next,
+            None => {
+                if let Err(e) = send.flush().await {
                     debug!(error = %e, "relay stopped reading the response; cancelling upstream");
                     state.metrics.stream_errors.inc("cancelled");
                     return;
                 }
+                body.frame().await
+            }
+        };
+        match next {
+            Some(Ok(f)) => {
+                let Ok(data) = f.into_data() else { continue };
                 bytes_out += data.len() as u64;
                 state.metrics.response_bytes.add(data.len() as u64);
+                let written = if data.len() <= COALESCE_LIMIT && send.queued() < DATA_CHUNK_SIZE {
+                    send.queue_data(&data);
+                    Ok(())
+                } else {
+                    send.send_data(&data).await
+                };
+                if let Err(e) = written {
+                    debug!(error = %e, "relay stopped reading the response; cancelling upstream");
+                    state.metrics.stream_errors.inc("cancelled");
+                    return;
+                }
             }
             Some(Err(e)) => {
                 warn!(error = %e, "api server response failed midway");
@@ -248,7 +271,6 @@ async fn end(
         duration_us: started.elapsed().as_micros() as u64,
         error: error as i32,
     });
-    if send.send_stream_message(msg).await.is_ok() {
-        let _ = send.finish().await;
-    }
+    send.queue_stream_message(msg);
+    let _ = send.finish().await;
 }

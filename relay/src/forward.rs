@@ -225,7 +225,11 @@ async fn forward(
     let mut send = FramedSend::new(stream.send);
     let mut recv = FramedRecv::new(stream.recv, state.config.max_frame_size);
 
-    if let Err(e) = send.send_stream_message(stream_message::Kind::Open(open)).await {
+    // A request without a body leaves as one write: head and end of stream.
+    let bodyless = !upgrade && http_body::Body::is_end_stream(req.body());
+    send.queue_stream_message(stream_message::Kind::Open(open));
+    let sent = if bodyless { send.finish().await } else { send.flush().await };
+    if let Err(e) = sent {
         debug!(error = %e, "stream lost while sending the request head");
         return status_response(StatusCode::BAD_GATEWAY, "InternalError", "the tunnel stream failed; retry");
     }
@@ -235,7 +239,7 @@ async fn forward(
     let mut upgrade_send = None;
     if upgrade {
         upgrade_send = Some(send);
-    } else {
+    } else if !bodyless {
         let body = req.into_body();
         state.tasks.spawn(pump_request(body, send, guard.clone()).in_current_span());
     }

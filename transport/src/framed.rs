@@ -108,44 +108,91 @@ impl FramedRecv {
     }
 }
 
+/// Chunks up to this size are copied into the queue so that a frame header
+/// and its payload (and neighbouring small frames) leave in one write.
+pub const COALESCE_LIMIT: usize = 16 * 1024;
+
 /// The sending side of a stream, encoding frames. Not cancel-safe: a
 /// dropped write may leave half a frame, so drop the stream with it.
+///
+/// `queue_*` methods only append to an internal buffer; `send_*` methods
+/// append and then write everything queued. Coalescing a response head, a
+/// small body and its end into one write lets them leave in one packet.
 pub struct FramedSend {
     io: SendHalf,
+    queue: BytesMut,
 }
 
 impl FramedSend {
     /// Writes frames to `io`.
     pub fn new(io: SendHalf) -> Self {
-        Self { io }
+        Self { io, queue: BytesMut::new() }
     }
 
-    /// Sends one stream message.
+    /// Queues one stream message without writing it.
+    pub fn queue_stream_message(&mut self, kind: stream_message::Kind) {
+        self.queue.extend_from_slice(&frame::encode_stream_message(kind));
+    }
+
+    /// Queues small `data` as DATA frames without writing; large data is
+    /// better sent with [`FramedSend::send_data`], which avoids the copy.
+    pub fn queue_data(&mut self, data: &[u8]) {
+        for chunk in data.chunks(DATA_CHUNK_SIZE) {
+            frame::encode_data(chunk, &mut self.queue);
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.queue.is_empty() {
+            self.io.write_all(&self.queue).await?;
+            self.queue.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends one stream message (and anything queued before it).
     pub async fn send_stream_message(&mut self, kind: stream_message::Kind) -> io::Result<()> {
-        self.io.write_all(&frame::encode_stream_message(kind)).await
+        self.queue_stream_message(kind);
+        self.flush().await
     }
 
-    /// Sends one control message.
+    /// Sends one control message (and anything queued before it).
     pub async fn send_control_message(&mut self, kind: control_message::Kind) -> io::Result<()> {
-        self.io.write_all(&frame::encode_control_message(kind)).await
+        self.queue.extend_from_slice(&frame::encode_control_message(kind));
+        self.flush().await
     }
 
-    /// Sends `data` as DATA frames of at most [`DATA_CHUNK_SIZE`] bytes.
+    /// Sends `data` as DATA frames of at most [`DATA_CHUNK_SIZE`] bytes
+    /// (after anything queued).
     pub async fn send_data(&mut self, data: &[u8]) -> io::Result<()> {
         for chunk in data.chunks(DATA_CHUNK_SIZE) {
-            self.io.write_all(&frame::header(frame::KIND_DATA, chunk.len())).await?;
-            self.io.write_all(chunk).await?;
+            if chunk.len() <= COALESCE_LIMIT {
+                frame::encode_data(chunk, &mut self.queue);
+                self.flush().await?;
+            } else {
+                self.queue.extend_from_slice(&frame::header(frame::KIND_DATA, chunk.len()));
+                self.flush().await?;
+                self.io.write_all(chunk).await?;
+            }
         }
         Ok(())
     }
 
     /// Sends raw, already-encoded bytes (for tests of malformed input).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.flush().await?;
         self.io.write_all(bytes).await
     }
 
-    /// Ends the stream in this direction (QUIC FIN).
+    /// Writes anything queued and ends the stream in this direction (QUIC FIN).
     pub async fn finish(&mut self) -> io::Result<()> {
+        self.flush().await?;
         self.io.shutdown().await
     }
 }

@@ -164,13 +164,37 @@ async fn upload_mb_s(path: &Path, client: Option<&InternalClient>, addr: SocketA
     bytes as f64 / t.elapsed().as_secs_f64() / 1e6
 }
 
+/// The agent's upstream hop alone: kube `Client::send` (as the agent
+/// configures it) straight to the backend, one request at a time.
+async fn kube_client_latency(backend: &Backend, n: usize) -> Latency {
+    let mut cfg = kube::Config::new(backend.url().parse().expect("url"));
+    cfg.default_retry = false;
+    cfg.read_timeout = None;
+    let client = kube::Client::try_from(cfg).expect("kube client");
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let req = Request::get("/small").body(kube::client::Body::from(Bytes::new())).expect("request");
+        let t = Instant::now();
+        let resp = client.send(req).await.expect("send");
+        let _ = resp.into_body().collect().await.expect("body");
+        if i >= n / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    samples.sort();
+    Latency { p50: percentile(&samples, 0.5), p99: percentile(&samples, 0.99) }
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
 async fn tunnel_bench(quick: bool) {
-    let (n_lat, n_conn, dur, bulk) =
-        if quick { (500, 100, Duration::from_secs(1), 16 << 20) } else { (5000, 1000, Duration::from_secs(3), 100 << 20) };
+    let (n_lat, n_conn, dur, bulk) = if quick {
+        (500, 100, Duration::from_secs(1), 16 << 20)
+    } else {
+        (5000, 1000, Duration::from_secs(3), 100 << 20)
+    };
     let pki = TestPki::new();
     let backend = Backend::start(CLUSTER).await;
     let relay = start_relay(&pki, |_| {}).await;
@@ -180,8 +204,22 @@ async fn tunnel_bench(quick: bool) {
     let direct = Path::Direct(backend.addr());
     let tunnel = Path::Tunnel(client.clone());
 
+    if let Ok(only) = std::env::var("KUBECHAT_BENCH_PROFILE") {
+        // For profilers: run one tunnelled measurement for a while, alone.
+        match only.as_str() {
+            "rps" => println!("tunnel rps {:.0}", throughput(&tunnel, 32, Duration::from_secs(8)).await),
+            "bulk" => {
+                for _ in 0..8 {
+                    println!("tunnel MB/s {:.0}", bulk_mb_s(&tunnel, bulk).await);
+                }
+            }
+            _ => println!("tunnel p50 {:.1} us", us(reused_latency(&tunnel, 20_000).await.p50)),
+        }
+        return;
+    }
     let d_lat = reused_latency(&direct, n_lat).await;
     let t_lat = reused_latency(&tunnel, n_lat).await;
+    let k_lat = kube_client_latency(&backend, n_lat).await;
     let d_new = new_connection_latency(&direct, n_conn).await;
     let t_new = new_connection_latency(&tunnel, n_conn).await;
     let d_rps = throughput(&direct, 32, dur).await;
@@ -191,19 +229,59 @@ async fn tunnel_bench(quick: bool) {
     let t_up = upload_mb_s(&tunnel, Some(&client), backend.addr(), bulk).await;
     let d_up = upload_mb_s(&direct, None, backend.addr(), bulk).await;
 
-    println!("kubechat-bench tunnel (loopback, direct = plain HTTP/1.1 to the backend; tunnel = mTLS HTTP/1.1 to the relay, QUIC to the agent, kube client to the backend)");
+    println!(
+        "kubechat-bench tunnel (loopback, direct = plain HTTP/1.1 to the backend; tunnel = mTLS HTTP/1.1 to the relay, QUIC to the agent, kube client to the backend)"
+    );
     println!("{:<44} {:>12} {:>12} {:>12}", "measure", "direct", "tunnel", "delta/ratio");
-    println!("{:<44} {:>12.1} {:>12.1} {:>+12.1}", "small GET p50, reused connection (us)", us(d_lat.p50), us(t_lat.p50), us(t_lat.p50) - us(d_lat.p50));
-    println!("{:<44} {:>12.1} {:>12.1} {:>+12.1}", "small GET p99, reused connection (us)", us(d_lat.p99), us(t_lat.p99), us(t_lat.p99) - us(d_lat.p99));
-    println!("{:<44} {:>12.1} {:>12.1} {:>+12.1}", "small GET p50, new connection each (us)", us(d_new.p50), us(t_new.p50), us(t_new.p50) - us(d_new.p50));
+    println!(
+        "{:<44} {:>12.1} {:>12.1} {:>+12.1}",
+        "small GET p50, reused connection (us)",
+        us(d_lat.p50),
+        us(t_lat.p50),
+        us(t_lat.p50) - us(d_lat.p50)
+    );
+    println!(
+        "{:<44} {:>12.1} {:>12.1} {:>+12.1}",
+        "small GET p99, reused connection (us)",
+        us(d_lat.p99),
+        us(t_lat.p99),
+        us(t_lat.p99) - us(d_lat.p99)
+    );
+    println!(
+        "{:<44} {:>12.1} {:>12.1} {:>+12.1}",
+        "  of which kube Client::send alone, p50 (us)",
+        us(d_lat.p50),
+        us(k_lat.p50),
+        us(k_lat.p50) - us(d_lat.p50)
+    );
+    println!(
+        "{:<44} {:>12.1} {:>12.1} {:>+12.1}",
+        "small GET p50, new connection each (us)",
+        us(d_new.p50),
+        us(t_new.p50),
+        us(t_new.p50) - us(d_new.p50)
+    );
     println!("{:<44} {:>12.0} {:>12.0} {:>11.2}x", "32 connections, requests/s", d_rps, t_rps, t_rps / d_rps);
-    println!("{:<44} {:>12.0} {:>12.0} {:>11.2}x", &format!("{} MiB download, MB/s", bulk >> 20), d_bulk, t_bulk, t_bulk / d_bulk);
-    println!("{:<44} {:>12.0} {:>12.0} {:>11.2}x", &format!("{} MiB upload, MB/s", bulk >> 20), d_up, t_up, t_up / d_up);
+    println!(
+        "{:<44} {:>12.0} {:>12.0} {:>11.2}x",
+        &format!("{} MiB download, MB/s", bulk >> 20),
+        d_bulk,
+        t_bulk,
+        t_bulk / d_bulk
+    );
+    println!(
+        "{:<44} {:>12.0} {:>12.0} {:>11.2}x",
+        &format!("{} MiB upload, MB/s", bulk >> 20),
+        d_up,
+        t_up,
+        t_up / d_up
+    );
     let json = serde_json::json!({
         "bench": "tunnel",
         "quick": quick,
         "reused_p50_us": { "direct": us(d_lat.p50), "tunnel": us(t_lat.p50), "delta": us(t_lat.p50) - us(d_lat.p50) },
         "reused_p99_us": { "direct": us(d_lat.p99), "tunnel": us(t_lat.p99), "delta": us(t_lat.p99) - us(d_lat.p99) },
+        "kube_client_p50_us": { "direct": us(d_lat.p50), "kube_client": us(k_lat.p50), "delta": us(k_lat.p50) - us(d_lat.p50) },
         "new_conn_p50_us": { "direct": us(d_new.p50), "tunnel": us(t_new.p50), "delta": us(t_new.p50) - us(d_new.p50) },
         "rps_32_conns": { "direct": d_rps, "tunnel": t_rps, "ratio": t_rps / d_rps },
         "download_mb_s": { "bytes": bulk, "direct": d_bulk, "tunnel": t_bulk, "ratio": t_bulk / d_bulk },
