@@ -162,10 +162,8 @@ async fn run_session(mut s: Session, state: Arc<AgentState>, goaway: oneshot::Se
             msg = s.control_recv.next_control_message() => match msg {
                 Ok(Some(control_message::Kind::Pong(p))) => {
                     last_answer = Instant::now();
-                    if let Some((n, at)) = ping_sent.take() {
-                        if n == p.nonce {
-                            state.metrics.heartbeat_rtt_us.set(at.elapsed().as_micros() as i64);
-                        }
+                    if let Some((_, at)) = ping_sent.take().filter(|(n, _)| *n == p.nonce) {
+                        state.metrics.heartbeat_rtt_us.set(at.elapsed().as_micros() as i64);
                     }
                 }
                 Ok(Some(control_message::Kind::Ping(p))) => {

@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn garbage_message_is_a_decode_error() {
-        let err = decode_control_message(Bytes::from_static(&[0xff, 0xff, 0xff])).unwrap_err();
+        let err = decode_control_message(Bytes::from_static(&[0xff, 0xff, 0xff])).expect_err("garbage must not decode");
         assert!(matches!(err, MessageError::Decode(_)), "{err:?}");
     }
 

@@ -61,11 +61,9 @@ pub fn sanitize_request(headers: &[Header], upgrade: bool) -> Vec<Header> {
         .filter(|h| !is_forbidden_request_header(&h.name.to_ascii_lowercase(), &named))
         .cloned()
         .collect();
-    if upgrade {
-        if let Some(up) = headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")) {
-            out.push(Header { name: "Connection".into(), value: "Upgrade".into() });
-            out.push(Header { name: "Upgrade".into(), value: up.value.clone() });
-        }
+    if let Some(up) = headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")).filter(|_| upgrade) {
+        out.push(Header { name: "Connection".into(), value: "Upgrade".into() });
+        out.push(Header { name: "Upgrade".into(), value: up.value.clone() });
     }
     out
 }

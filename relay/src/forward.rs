@@ -316,12 +316,12 @@ impl StreamGuard {
         Self(Arc::new(GuardInner { state, tunnel, _permit: permit }))
     }
 
-    fn to_agent(&self, n: u64) {
+    fn count_to_agent(&self, n: u64) {
         self.0.tunnel.bytes_to_agent.fetch_add(n, Ordering::Relaxed);
         self.0.state.metrics.bytes_to_agents.add(n);
     }
 
-    fn from_agent(&self, n: u64) {
+    fn count_from_agent(&self, n: u64) {
         self.0.tunnel.bytes_from_agent.fetch_add(n, Ordering::Relaxed);
         self.0.state.metrics.bytes_from_agents.add(n);
     }
@@ -349,7 +349,7 @@ async fn pump_request(mut body: Incoming, mut send: FramedSend, guard: StreamGua
                         debug!(error = %e, "agent stopped reading the request body");
                         return;
                     }
-                    guard.to_agent(data.len() as u64);
+                    guard.count_to_agent(data.len() as u64);
                 }
             }
             Some(Err(e)) => {
@@ -387,12 +387,12 @@ async fn pump_upgraded(
         let n = copy_into_frames(&mut rd, &mut send).await;
         let _ = send.finish().await;
         if let Ok(n) = n {
-            guard.to_agent(n);
+            guard.count_to_agent(n);
         }
     };
     let down = async {
         match copy_from_frames(&mut recv, &mut wr).await {
-            Ok(FramesEnd::Eof(n) | FramesEnd::Message(_, n)) => guard.from_agent(n),
+            Ok(FramesEnd::Eof(n) | FramesEnd::Message(_, n)) => guard.count_from_agent(n),
             Err(e) => debug!(error = %e, "upgraded stream from agent ended"),
         }
         let _ = wr.shutdown().await;
@@ -442,7 +442,7 @@ impl http_body::Body for TunnelBody {
         let result = std::task::ready!(recv.poll_frame(cx));
         let outcome = match result {
             Ok(Some(Frame::Data(d))) => {
-                this.guard.from_agent(d.len() as u64);
+                this.guard.count_from_agent(d.len() as u64);
                 // If StreamEnd is already here, end with this chunk, so
                 // HTTP/2 marks it END_STREAM instead of sending an empty frame.
                 if let Some(m) = recv.take_buffered_message() {

@@ -185,6 +185,49 @@ async fn kube_client_latency(backend: &Backend, n: usize) -> Latency {
     Latency { p50: percentile(&samples, 0.5), p99: percentile(&samples, 0.99) }
 }
 
+/// The floor of one tunnel hop: a bare quinn stream round trip (100 bytes
+/// each way, new stream per request) between two threads, mutual TLS as the
+/// tunnel uses it.
+async fn bare_quic_latency(pki: &Arc<TestPki>, n: usize) -> Latency {
+    use kubechat_transport::{quic, tls};
+    use tokio::io::AsyncWriteExt;
+    let p = pki.clone();
+    let addr = in_own_runtime("quic-echo", move || async move {
+        let st = tls::tunnel_server_config(&p.relay_identity(), &p.agent_ca()).expect("tls");
+        let ep = quic::server_endpoint(([127, 0, 0, 1], 0).into(), st, &Default::default()).expect("endpoint");
+        let addr = ep.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let conn = ep.accept().await.expect("incoming").await.expect("handshake");
+            while let Ok((mut s, mut r)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    let _ = r.read_to_end(1 << 20).await;
+                    let _ = s.write_all(&[1u8; 100]).await;
+                    let _ = s.finish();
+                });
+            }
+        });
+        addr
+    });
+    let ct = tls::tunnel_client_config(&pki.agent_cert("bench", "quic").identity().expect("id"), &pki.relay_ca())
+        .expect("tls");
+    let cc = quic::client_config(ct, &Default::default()).expect("config");
+    let ep = quic::client_endpoint(addr).expect("endpoint");
+    let conn = ep.connect_with(cc, addr, "127.0.0.1").expect("dial").await.expect("handshake");
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        let (mut s, mut r) = conn.open_bi().await.expect("open");
+        s.write_all(&[0u8; 100]).await.expect("write");
+        s.shutdown().await.expect("finish");
+        let _ = r.read_to_end(1 << 20).await.expect("read");
+        if i >= n / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    samples.sort();
+    Latency { p50: percentile(&samples, 0.5), p99: percentile(&samples, 0.99) }
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -195,12 +238,29 @@ async fn tunnel_bench(quick: bool) {
     } else {
         (5000, 1000, Duration::from_secs(3), 100 << 20)
     };
-    let pki = TestPki::new();
-    let backend = Backend::start(CLUSTER).await;
-    let relay = start_relay(&pki, |_| {}).await;
-    let agent = start_agent(&pki, &[relay.quic], &pki.agent_cert(TENANT, CLUSTER), &backend.url(), |_| {}).await;
-    agent.wait_tunnels(1).await;
-    let client = InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
+    // Each component runs on its own single-threaded runtime in its own
+    // thread, as separate processes would (`--worker-threads 1`); the
+    // client runs on the main thread's runtime.
+    let pki = Arc::new(TestPki::new());
+    let backend = in_own_runtime("backend", || Backend::start(CLUSTER));
+    let p = pki.clone();
+    let (relay_quic, relay_internal) = in_own_runtime("relay", move || async move {
+        let r = start_relay(&p, |_| {}).await;
+        let addrs = (r.quic, r.internal);
+        std::mem::forget(r);
+        addrs
+    });
+    let (p, url) = (pki.clone(), backend.url());
+    let agent = in_own_runtime("agent", move || async move {
+        let a = start_agent(&p, &[relay_quic], &p.agent_cert(TENANT, CLUSTER), &url, |_| {}).await;
+        let h = a.handle.clone();
+        std::mem::forget(a);
+        h
+    });
+    while agent.tunnels_connected() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let client = InternalClient::new(relay_internal, &pki.internal_client(), &pki.relay_ca());
     let direct = Path::Direct(backend.addr());
     let tunnel = Path::Tunnel(client.clone());
 
@@ -220,6 +280,7 @@ async fn tunnel_bench(quick: bool) {
     let d_lat = reused_latency(&direct, n_lat).await;
     let t_lat = reused_latency(&tunnel, n_lat).await;
     let k_lat = kube_client_latency(&backend, n_lat).await;
+    let q_lat = bare_quic_latency(&pki, n_lat).await;
     let d_new = new_connection_latency(&direct, n_conn).await;
     let t_new = new_connection_latency(&tunnel, n_conn).await;
     let d_rps = throughput(&direct, 32, dur).await;
@@ -230,7 +291,7 @@ async fn tunnel_bench(quick: bool) {
     let d_up = upload_mb_s(&direct, None, backend.addr(), bulk).await;
 
     println!(
-        "kubechat-bench tunnel (loopback, direct = plain HTTP/1.1 to the backend; tunnel = mTLS HTTP/1.1 to the relay, QUIC to the agent, kube client to the backend)"
+        "kubechat-bench tunnel (loopback; client, backend, relay and agent each on its own single-threaded runtime and thread; direct = plain HTTP/1.1 to the backend; tunnel = mTLS HTTP/1.1 to the relay, QUIC to the agent, kube client to the backend)"
     );
     println!("{:<44} {:>12} {:>12} {:>12}", "measure", "direct", "tunnel", "delta/ratio");
     println!(
@@ -254,6 +315,7 @@ async fn tunnel_bench(quick: bool) {
         us(k_lat.p50),
         us(k_lat.p50) - us(d_lat.p50)
     );
+    println!("{:<44} {:>12} {:>12.1}", "  floor: bare QUIC stream round trip p50 (us)", "", us(q_lat.p50));
     println!(
         "{:<44} {:>12.1} {:>12.1} {:>+12.1}",
         "small GET p50, new connection each (us)",
@@ -282,20 +344,40 @@ async fn tunnel_bench(quick: bool) {
         "reused_p50_us": { "direct": us(d_lat.p50), "tunnel": us(t_lat.p50), "delta": us(t_lat.p50) - us(d_lat.p50) },
         "reused_p99_us": { "direct": us(d_lat.p99), "tunnel": us(t_lat.p99), "delta": us(t_lat.p99) - us(d_lat.p99) },
         "kube_client_p50_us": { "direct": us(d_lat.p50), "kube_client": us(k_lat.p50), "delta": us(k_lat.p50) - us(d_lat.p50) },
+        "bare_quic_rtt_us": { "p50": us(q_lat.p50), "p99": us(q_lat.p99) },
         "new_conn_p50_us": { "direct": us(d_new.p50), "tunnel": us(t_new.p50), "delta": us(t_new.p50) - us(d_new.p50) },
         "rps_32_conns": { "direct": d_rps, "tunnel": t_rps, "ratio": t_rps / d_rps },
         "download_mb_s": { "bytes": bulk, "direct": d_bulk, "tunnel": t_bulk, "ratio": t_bulk / d_bulk },
         "upload_mb_s": { "bytes": bulk, "direct": d_up, "tunnel": t_up, "ratio": t_up / d_up },
     });
     println!("{json}");
-    relay.shutdown.cancel();
-    agent.shutdown.cancel();
+}
+
+/// Starts a component on its own current-thread runtime in a new thread,
+/// which keeps running until the process exits; returns what `start` made.
+fn in_own_runtime<T, Fut>(name: &str, start: impl FnOnce() -> Fut + Send + 'static) -> T
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                tx.send(start().await).expect("main thread waits");
+                std::future::pending::<()>().await;
+            });
+        })
+        .expect("spawn thread");
+    rx.recv().expect("component started")
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     match args.first().map(String::as_str) {
         Some("tunnel") => rt.block_on(tunnel_bench(quick)),
         _ => {
