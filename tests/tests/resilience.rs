@@ -57,6 +57,61 @@ async fn relay_killed_and_restarted_the_agent_comes_back() {
     .await;
     let (_, tunnels) = try_http_get(relay.admin, "/v1/tunnels").await.expect("admin");
     assert!(tunnels.contains(CLUSTER), "{tunnels}");
+
+    // SIGTERM: the relay drains (GOAWAY to the agent) and exits cleanly.
+    let mut relay = relay;
+    let goaways = agent.handle.metrics().goaways.get();
+    let pid = relay.child.id().to_string();
+    let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(sent.success());
+    let status = within("relay exits after SIGTERM", LONG, async {
+        loop {
+            if let Some(s) = relay.child.try_wait().expect("wait") {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "relay exited with {status}");
+    assert!(agent.handle.metrics().goaways.get() > goaways, "the agent got no GOAWAY");
+}
+
+#[test]
+fn relay_binary_writes_dev_certs_and_checks_config() {
+    let bin = env!("CARGO_BIN_EXE_test-relay");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("certs");
+    let st = std::process::Command::new(bin).args(["dev-certs", "--out"]).arg(&out).status().expect("run");
+    assert!(st.success());
+    for f in ["agent-ca.crt", "relay-ca.crt", "internal-ca.crt", "relay.crt", "relay.key", "agent.crt", "agent.key"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let check = |extra: &[&str]| {
+        std::process::Command::new(bin)
+            .arg("--check-config")
+            .arg("--tls-cert")
+            .arg(out.join("relay.crt"))
+            .arg("--tls-key")
+            .arg(out.join("relay.key"))
+            .arg("--agent-ca")
+            .arg(out.join("agent-ca.crt"))
+            .arg("--internal-ca")
+            .arg(out.join("internal-ca.crt"))
+            .args(extra)
+            .output()
+            .expect("run")
+    };
+    assert!(check(&[]).status.success());
+    let bad = check(&["--quic-listen", "not-an-address"]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--quic-listen"), "{}", String::from_utf8_lossy(&bad.stderr));
+    // A config file with an unknown key is refused, naming the key.
+    let file = dir.path().join("relay.toml");
+    std::fs::write(&file, "quic-listen = \"127.0.0.1:0\"\nmax-streams = 3\n").expect("write");
+    let bad = check(&["--config", file.to_str().expect("utf-8 path")]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("max-streams"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
 
 /// Starts an agent with `cert` and waits until the relay refuses it for `reason`.

@@ -254,9 +254,10 @@ async fn draining_relay_finishes_in_flight_streams_and_sends_goaway() {
 
     s.relay.shutdown.cancel();
     let h = s.agent.handle.clone();
-    eventually("agent got goaway", LONG, || {
+    let attempts = h.metrics().connect_attempts.get();
+    eventually("agent got goaway and dialled a replacement", LONG, || {
         let h = h.clone();
-        async move { h.metrics().goaways.get() >= 1 }
+        async move { h.metrics().goaways.get() >= 1 && h.metrics().connect_attempts.get() > attempts }
     })
     .await;
     // New requests are refused while draining (the listener is closed)...
