@@ -1,0 +1,127 @@
+//! kube-sim: a simulated Kubernetes API server, in memory, faithful enough
+//! that the real kubectl (and the Helm library) work against it unchanged.
+//! It is the stand-in for a cluster in tests and in the dev stack.
+//!
+//! # Layout
+//! - [`server`]: authentication, impersonation, authorization, handlers.
+//! - [`request`]: parsing paths like the API server's RequestInfo.
+//! - [`cluster`]: the store plus simulated kubelet, deployment controller, CRDs.
+//! - [`store`]: objects, resource versions, watch history.
+//! - [`resources`]: built-in and CRD resource types, discovery entries.
+//! - [`rbac`]: the RBAC evaluator and the API server's forbidden messages.
+//! - [`review`]: (Self)SubjectAccessReview bodies, JSON and protobuf.
+//! - [`patch`]: merge, JSON and strategic merge patches, server-side apply.
+//! - [`selector`]: label and field selectors.
+//! - [`table`]: `Table` answers for kubectl's columns.
+//! - [`error`]: `Status` errors.
+//! - [`seed`]: system RBAC and the demo data set.
+
+pub mod cluster;
+pub mod error;
+pub mod patch;
+pub mod rbac;
+pub mod request;
+pub mod resources;
+pub mod review;
+pub mod seed;
+pub mod selector;
+pub mod server;
+pub mod store;
+pub mod table;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+pub use rbac::UserInfo;
+pub use server::{KubeSim, SimConfig};
+
+
+impl KubeSim {
+    /// A simulated cluster with system RBAC and, if `demo`, the demo data.
+    pub fn new(config: SimConfig, demo: bool) -> Arc<Self> {
+        let sim = Self { cluster: cluster::Cluster::new(), config };
+        seed::system(&sim.cluster);
+        if demo {
+            seed::demo(&sim.cluster);
+        }
+        Arc::new(sim)
+    }
+}
+
+impl SimConfig {
+    /// Settings with the given tokens and one-second log lines.
+    pub fn with_tokens(tokens: HashMap<String, UserInfo>) -> Self {
+        Self { tokens, log_interval: Duration::from_secs(1), bookmark_interval: Duration::from_secs(30) }
+    }
+}
+
+/// Serves HTTP (or HTTPS with `tls`) on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, sim: Arc<KubeSim>, shutdown: CancellationToken) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (sim, tls, builder, shutdown) = (sim.clone(), tls.clone(), builder.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let sim = sim.clone();
+                async move { Ok::<_, Infallible>(server::handle(sim, req).await) }
+            });
+            let served = async {
+                match tls {
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(stream) => builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "tls handshake failed");
+                            Ok(())
+                        }
+                    },
+                    None => builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).await,
+                }
+            };
+            tokio::select! {
+                r = served => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection ended") },
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// A running kube-sim for tests: plain HTTP on 127.0.0.1:0.
+pub struct TestSim {
+    /// The simulator (inspect or change its cluster directly).
+    pub sim: Arc<KubeSim>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Cancel to stop.
+    pub shutdown: CancellationToken,
+}
+
+impl TestSim {
+    /// Starts kube-sim with `config` (and the demo data if `demo`).
+    pub async fn start(config: SimConfig, demo: bool) -> Self {
+        let sim = KubeSim::new(config, demo);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind kube-sim");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(listener, None, sim.clone(), shutdown.clone()));
+        Self { sim, addr, shutdown }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}

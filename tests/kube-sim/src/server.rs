@@ -1,0 +1,619 @@
+//! The HTTP(S) front: authentication, impersonation, authorization, and
+//! the handlers for discovery, CRUD, watch, logs and access reviews.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::cluster::Cluster;
+use crate::error::ApiError;
+use crate::rbac::{self, Attributes, UserInfo};
+use crate::request::{self, RequestInfo};
+use crate::resources::Resource;
+use crate::selector::Selector;
+use crate::store::resource_key;
+use crate::{patch, review, table};
+
+/// Response body type.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted (the real API server's limit is 3 MiB).
+const MAX_BODY: usize = 3 << 20;
+
+/// Settings of a simulated API server.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Bearer token → identity.
+    pub tokens: HashMap<String, UserInfo>,
+    /// How often simulated containers write a log line.
+    pub log_interval: Duration,
+    /// Interval between BOOKMARK events on watches that ask for them.
+    pub bookmark_interval: Duration,
+}
+
+/// The simulated API server.
+pub struct KubeSim {
+    /// The cluster state.
+    pub cluster: Cluster,
+    /// Settings.
+    pub config: SimConfig,
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(v).unwrap_or_default())).boxed_unsync());
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.status())
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+impl KubeSim {
+    /// Authenticates the bearer token.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+        let token = header_str(headers, "authorization").strip_prefix("Bearer ").map(str::trim).unwrap_or("");
+        let mut user = self.config.tokens.get(token).cloned().ok_or_else(ApiError::unauthorized)?;
+        if !user.groups.iter().any(|g| g == "system:authenticated") {
+            user.groups.push("system:authenticated".into());
+        }
+        Ok(user)
+    }
+
+    /// Applies `Impersonate-*` headers, checking the caller's `impersonate`
+    /// permission for the user, each group and each extra, like the API server.
+    fn impersonate(&self, caller: UserInfo, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+        let user = header_str(headers, "impersonate-user").to_string();
+        let groups: Vec<String> = headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
+        let extras: Vec<(String, String)> = headers
+            .iter()
+            .filter_map(|(k, v)| {
+                let key = k.as_str().strip_prefix("impersonate-extra-")?;
+                Some((request::percent_decode(key), v.to_str().ok()?.to_string()))
+            })
+            .collect();
+        if user.is_empty() {
+            if !groups.is_empty() || !extras.is_empty() {
+                return Err(ApiError::bad_request("requested impersonation of groups or extras without impersonating a user"));
+            }
+            return Ok(caller);
+        }
+        let check = |a: Attributes| -> Result<(), ApiError> {
+            rbac::authorize(&self.cluster.store, &caller, &a).map(|_| ()).map_err(|()| ApiError::forbidden(rbac::forbidden_message(&caller, &a)))
+        };
+        let imp = |resource: &str, group: &str, sub: &str, name: &str| Attributes {
+            verb: "impersonate".into(),
+            resource_request: true,
+            api_group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        check(imp("users", "", "", &user))?;
+        for g in &groups {
+            check(imp("groups", "", "", g))?;
+        }
+        for (k, v) in &extras {
+            check(imp("userextras", "authentication.k8s.io", k, v))?;
+        }
+        let mut groups = groups;
+        groups.push("system:authenticated".into());
+        Ok(UserInfo { name: user, groups })
+    }
+
+    fn authorize(&self, user: &UserInfo, info: &RequestInfo) -> Result<(), ApiError> {
+        let a = Attributes {
+            verb: info.verb.clone(),
+            resource_request: info.resource_request,
+            api_group: info.api_group.clone(),
+            resource: info.resource.clone(),
+            subresource: info.subresource.clone(),
+            namespace: info.namespace.clone(),
+            name: info.name.clone(),
+            path: info.path.clone(),
+        };
+        rbac::authorize(&self.cluster.store, user, &a).map(|_| ()).map_err(|()| ApiError::forbidden(rbac::forbidden_message(user, &a)))
+    }
+}
+
+/// Serves one request.
+pub async fn handle(sim: Arc<KubeSim>, req: Request<Incoming>) -> Response<Body> {
+    match route(&sim, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    let bytes = limited
+        .collect()
+        .await
+        .map_err(|e| ApiError { code: 413, reason: "RequestEntityTooLarge", message: format!("request body too large or unreadable: {e}"), details: None })?
+        .to_bytes();
+    Ok((parts, bytes))
+}
+
+async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let caller = sim.authenticate(req.headers())?;
+    let user = sim.impersonate(caller, req.headers())?;
+    let query: HashMap<String, String> = request::query_pairs(req.uri().query()).into_iter().collect();
+    let watching = query.get("watch").is_some_and(|v| v == "true" || v == "1");
+    let info = request::parse(req.method().as_str(), req.uri().path(), watching);
+    sim.authorize(&user, &info)?;
+    if !info.resource_request {
+        return discovery(sim, &info, req.headers());
+    }
+    let r = sim
+        .cluster
+        .resource(&info.api_group, &info.api_version, &info.resource)
+        .ok_or_else(|| ApiError::no_route(&info.path))?;
+    if r.namespaced && info.namespace.is_empty() && !matches!(info.verb.as_str(), "list" | "watch") && r.plural != "namespaces" {
+        return Err(ApiError::no_route(&info.path));
+    }
+    let ns = if r.plural == "namespaces" { String::new() } else { info.namespace.clone() };
+    let accept = header_str(req.headers(), "accept").to_string();
+    match (info.verb.as_str(), info.subresource.as_str()) {
+        ("create", "") if r.group == "authorization.k8s.io" => {
+            let (_, body) = read_body(req).await?;
+            access_review(sim, &r, &user, &body)
+        }
+        ("get", "log") => logs(sim, &r, &ns, &info.name, &query).await,
+        (_, "exec" | "attach" | "portforward") => Err(ApiError {
+            code: 501,
+            reason: "NotImplemented",
+            message: format!("kube-sim does not simulate pods/{} yet", info.subresource),
+            details: None,
+        }),
+        ("get", "" | "status") => {
+            let obj = sim.cluster.store.get(&r, &ns, &info.name)?;
+            if table::wants_table(&accept) {
+                let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+                return Ok(json_response(StatusCode::OK, &table::table(&r.kind, &[obj], &rv, None)));
+            }
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        ("list", "") => list(sim, &r, &info, &query, &accept),
+        ("watch", "") => watch(sim, &r, &info, &query, &accept),
+        ("create", "") => {
+            let (_, body) = read_body(req).await?;
+            let obj = parse_object(&body, &r, &ns)?;
+            if dry_run(&query) {
+                return Ok(json_response(StatusCode::CREATED, &obj));
+            }
+            let created = sim.cluster.create(&r, &ns, obj)?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        ("update", "" | "status") => {
+            let (_, body) = read_body(req).await?;
+            let mut obj = parse_object(&body, &r, &ns)?;
+            if obj.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != info.name) {
+                return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+            }
+            obj["metadata"]["name"] = json!(info.name);
+            let updated = sim.cluster.update(&r, &ns, &info.name, obj)?;
+            Ok(json_response(StatusCode::OK, &updated))
+        }
+        ("patch", "" | "status") => {
+            let ct = header_str(req.headers(), "content-type").split(';').next().unwrap_or("").trim().to_string();
+            let (_, body) = read_body(req).await?;
+            patch_object(sim, &r, &ns, &info.name, &ct, &body, &query)
+        }
+        ("delete", "") => {
+            let gone = sim.cluster.delete(&r, &ns, &info.name)?;
+            Ok(json_response(StatusCode::OK, &gone))
+        }
+        ("deletecollection", "") => {
+            let (items, _) = sim.cluster.store.list(&r, Some(&ns));
+            let labels = selector(&query, "labelSelector")?;
+            let mut gone = Vec::new();
+            for o in items.into_iter().filter(|o| labels.matches_labels(o)) {
+                let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+                if let Ok(g) = sim.cluster.delete(&r, &ns, &name) {
+                    gone.push(g);
+                }
+            }
+            Ok(json_response(StatusCode::OK, &list_object(&r, gone, sim.cluster.store.resource_version(), None)))
+        }
+        (verb, sub) => Err(ApiError::method_not_allowed(&format!("{verb} {}{}", r.plural, if sub.is_empty() { String::new() } else { format!("/{sub}") }))),
+    }
+}
+
+fn dry_run(query: &HashMap<String, String>) -> bool {
+    query.get("dryRun").is_some_and(|v| v == "All")
+}
+
+fn selector(query: &HashMap<String, String>, key: &str) -> Result<Selector, ApiError> {
+    Selector::parse(query.get(key).map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)
+}
+
+fn parse_object(body: &[u8], r: &Resource, ns: &str) -> Result<Value, ApiError> {
+    if body.starts_with(b"k8s\x00") {
+        return Err(ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf"));
+    }
+    let obj: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
+        if kind != r.kind {
+            return Err(ApiError::bad_request(format!("the kind {kind:?} does not match the resource {:?} ({})", r.plural, r.kind)));
+        }
+    }
+    if let Some(obj_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+        if r.namespaced && !obj_ns.is_empty() && obj_ns != ns {
+            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        }
+    }
+    Ok(obj)
+}
+
+fn list_object(r: &Resource, items: Vec<Value>, rv: u64, cont: Option<String>) -> Value {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    json!({"kind": format!("{}List", r.kind), "apiVersion": r.group_version(), "metadata": meta, "items": items})
+}
+
+fn list(sim: &KubeSim, r: &Resource, info: &RequestInfo, query: &HashMap<String, String>, accept: &str) -> Result<Response<Body>, ApiError> {
+    let ns = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
+    let (items, rv) = sim.cluster.store.list(r, ns);
+    let labels = selector(query, "labelSelector")?;
+    let fields = selector(query, "fieldSelector")?;
+    let items: Vec<Value> = items.into_iter().filter(|o| labels.matches_labels(o) && fields.matches_fields(o)).collect();
+    let start: usize = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(c) => c.strip_prefix("offset-").and_then(|n| n.parse().ok()).ok_or_else(|| ApiError::bad_request("invalid continue token"))?,
+        None => 0,
+    };
+    let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let end = start.saturating_add(limit).min(items.len());
+    let page: Vec<Value> = items.get(start.min(items.len())..end).map(<[Value]>::to_vec).unwrap_or_default();
+    let cont = (end < items.len()).then(|| format!("offset-{end}"));
+    if table::wants_table(accept) {
+        return Ok(json_response(StatusCode::OK, &table::table(&r.kind, &page, &rv.to_string(), cont.as_deref())));
+    }
+    Ok(json_response(StatusCode::OK, &list_object(r, page, rv, cont)))
+}
+
+fn watch(sim: &Arc<KubeSim>, r: &Resource, info: &RequestInfo, query: &HashMap<String, String>, accept: &str) -> Result<Response<Body>, ApiError> {
+    let labels = selector(query, "labelSelector")?;
+    let mut fields = selector(query, "fieldSelector")?;
+    if !info.name.is_empty() {
+        fields = Selector::parse(&format!("metadata.name={}", info.name)).map_err(ApiError::bad_request)?;
+    }
+    let rv: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let as_table = table::wants_table(accept);
+    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
+    let ns = info.namespace.clone();
+    let resource = resource_key(r);
+    let (initial, mut rx) = if rv == 0 {
+        // No resource version: synthetic ADDED for what exists, then changes.
+        let (items, now, rx) = sim.cluster.store.list_and_watch(r, (!ns.is_empty()).then_some(ns.as_str()));
+        let evs: Vec<crate::store::Event> =
+            items.into_iter().map(|o| crate::store::Event { rv: now, resource: resource.clone(), kind: "ADDED", object: o }).collect();
+        (evs, rx)
+    } else {
+        sim.cluster.store.watch_from(rv)?
+    };
+    let r2 = r.clone();
+    let matches = move |e: &crate::store::Event| {
+        e.resource == resource
+            && (ns.is_empty() || !r2.namespaced || e.object.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns.as_str()))
+            && labels.matches_labels(&e.object)
+            && fields.matches_fields(&e.object)
+    };
+    let kind = r.kind.clone();
+    let encode = move |e: &crate::store::Event| -> Bytes {
+        let obj = if as_table {
+            let rv = e.object.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+            table::table(&kind, std::slice::from_ref(&e.object), &rv, None)
+        } else {
+            e.object.clone()
+        };
+        let mut line = serde_json::to_vec(&json!({"type": e.kind, "object": obj})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    };
+    let (tx, out) = mpsc::channel::<Bytes>(64);
+    let bookmark_every = sim.config.bookmark_interval;
+    let sim2 = sim.clone();
+    let bookmark_kind = r.kind.clone();
+    let api_version = r.group_version();
+    tokio::spawn(async move {
+        for e in initial.iter().filter(|e| matches(e)) {
+            if tx.send(encode(e)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut tick = tokio::time::interval(bookmark_every);
+        tick.tick().await;
+        loop {
+            let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Ok(e) if matches(&e) => {
+                        if tx.send(encode(&e)).await.is_err() { return; }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let line = json!({"type": "ERROR", "object": ApiError::gone(0).status()});
+                        let _ = tx.send(Bytes::from(format!("{line}\n"))).await;
+                        return;
+                    }
+                    Err(_) => return,
+                },
+                _ = tick.tick(), if bookmarks => {
+                    let rv = sim2.cluster.store.resource_version().to_string();
+                    let line = json!({"type": "BOOKMARK", "object": {"kind": bookmark_kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv}}});
+                    if tx.send(Bytes::from(format!("{line}\n"))).await.is_err() { return; }
+                }
+                () = tokio::time::sleep_until(sleep_until) => return,
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(out, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx)) });
+    let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache, private"));
+    Ok(resp)
+}
+
+fn patch_object(
+    sim: &KubeSim,
+    r: &Resource,
+    ns: &str,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+    query: &HashMap<String, String>,
+) -> Result<Response<Body>, ApiError> {
+    let p: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    let existing = sim.cluster.store.get(r, ns, name);
+    if content_type == "application/apply-patch+yaml" {
+        // Server-side apply: create when missing, else merge the applied
+        // configuration into the live object.
+        let manager = query.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
+        return match existing {
+            Err(e) if e.code == 404 => {
+                let mut obj = parse_object(body, r, ns)?;
+                obj["metadata"]["name"] = json!(name);
+                obj["metadata"]["managedFields"] = json!([{"manager": manager, "operation": "Apply", "apiVersion": r.group_version(), "fieldsType": "FieldsV1"}]);
+                if dry_run(query) {
+                    return Ok(json_response(StatusCode::CREATED, &obj));
+                }
+                Ok(json_response(StatusCode::CREATED, &sim.cluster.create(r, ns, obj)?))
+            }
+            Err(e) => Err(e),
+            Ok(mut live) => {
+                patch::strategic(&mut live, &p);
+                strip_rv(&mut live);
+                if dry_run(query) {
+                    return Ok(json_response(StatusCode::OK, &live));
+                }
+                Ok(json_response(StatusCode::OK, &sim.cluster.update(r, ns, name, live)?))
+            }
+        };
+    }
+    let mut live = existing?;
+    match content_type {
+        "application/merge-patch+json" => patch::merge(&mut live, &p),
+        "application/strategic-merge-patch+json" => patch::strategic(&mut live, &p),
+        "application/json-patch+json" => patch::json_patch(&mut live, &p).map_err(|e| ApiError::invalid(&r.kind, name, &e))?,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
+    // A patch that names a resourceVersion must match; otherwise it applies to the latest.
+    if p.pointer("/metadata/resourceVersion").is_none() {
+        strip_rv(&mut live);
+    }
+    if dry_run(query) {
+        return Ok(json_response(StatusCode::OK, &live));
+    }
+    Ok(json_response(StatusCode::OK, &sim.cluster.update(r, ns, name, live)?))
+}
+
+fn strip_rv(o: &mut Value) {
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+}
+
+fn access_review(sim: &KubeSim, r: &Resource, user: &UserInfo, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let rev = review::parse(body).map_err(ApiError::bad_request)?;
+    let subject = if r.plural == "subjectaccessreviews" {
+        UserInfo { name: rev.user.clone().unwrap_or_default(), groups: rev.groups.clone() }
+    } else {
+        user.clone()
+    };
+    let decision = rbac::authorize(&sim.cluster.store, &subject, &rev.attrs);
+    let (allowed, reason) = match &decision {
+        Ok(by) => (true, format!("RBAC: allowed by {by}")),
+        Err(()) => (false, String::new()),
+    };
+    let mut spec = json!({});
+    if rev.attrs.resource_request {
+        spec["resourceAttributes"] = json!({"namespace": rev.attrs.namespace, "verb": rev.attrs.verb, "group": rev.attrs.api_group,
+            "resource": rev.attrs.resource, "subresource": rev.attrs.subresource, "name": rev.attrs.name});
+    } else {
+        spec["nonResourceAttributes"] = json!({"path": rev.attrs.path, "verb": rev.attrs.verb});
+    }
+    if r.plural == "subjectaccessreviews" {
+        spec["user"] = json!(subject.name);
+        spec["groups"] = json!(subject.groups);
+    }
+    let out = json!({"kind": r.kind, "apiVersion": r.group_version(), "metadata": {"creationTimestamp": null}, "spec": spec,
+        "status": {"allowed": allowed, "reason": reason}});
+    Ok(json_response(StatusCode::CREATED, &out))
+}
+
+async fn logs(sim: &Arc<KubeSim>, r: &Resource, ns: &str, name: &str, query: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+    let pod = sim.cluster.store.get(r, ns, name)?;
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string)).collect())
+        .unwrap_or_default();
+    let container = match query.get("container").filter(|c| !c.is_empty()) {
+        Some(c) if containers.contains(c) => c.clone(),
+        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    let started = pod.pointer("/status/startTime").and_then(Value::as_str).unwrap_or("");
+    let start = time::OffsetDateTime::parse(started, &time::format_description::well_known::Rfc3339).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let follow = query.get("follow").is_some_and(|v| v == "true");
+    let timestamps = query.get("timestamps").is_some_and(|v| v == "true");
+    let tail: Option<usize> = query.get("tailLines").and_then(|t| t.parse().ok());
+    let interval = sim.config.log_interval;
+    let name = name.to_string();
+    let line = move |i: u64| -> Bytes {
+        let at = start + time::Duration::nanoseconds((interval.as_nanos() as i64).saturating_mul(i as i64));
+        let ts = at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let text = format!("{name}/{container}: handled request {i}\n");
+        Bytes::from(if timestamps { format!("{ts} {text}") } else { text })
+    };
+    let written_by = move |now: time::OffsetDateTime| -> u64 {
+        let elapsed = (now - start).whole_nanoseconds().max(0) as u128;
+        (elapsed / interval.as_nanos().max(1)) as u64 + 1
+    };
+    let n = written_by(time::OffsetDateTime::now_utc());
+    let first = tail.map_or(0, |t| n.saturating_sub(t as u64));
+    let (tx, out) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        for i in first..n {
+            if tx.send(line(i)).await.is_err() {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        let mut next = n;
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let upto = written_by(time::OffsetDateTime::now_utc());
+                    while next < upto {
+                        if tx.send(line(next)).await.is_err() { return; }
+                        next += 1;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(out, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx)) });
+    let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    Ok(resp)
+}
+
+fn discovery(sim: &KubeSim, info: &RequestInfo, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    if info.verb != "get" {
+        return Err(ApiError::method_not_allowed(&info.path));
+    }
+    let accept = header_str(headers, "accept");
+    let aggregated = accept.split(',').next().is_some_and(|a| a.contains("as=APIGroupDiscoveryList"));
+    let resources = sim.cluster.resources();
+    let path = info.path.trim_end_matches('/');
+    let gv_of = |g: &str, v: &str| -> Vec<Resource> { resources.iter().filter(|r| r.group == g && r.version == v).cloned().collect() };
+    let mut groups: Vec<(String, String)> = Vec::new();
+    for r in &resources {
+        if !r.group.is_empty() && !groups.contains(&(r.group.clone(), r.version.clone())) {
+            groups.push((r.group.clone(), r.version.clone()));
+        }
+    }
+    match path {
+        "/version" => Ok(json_response(
+            StatusCode::OK,
+            &json!({"major": "1", "minor": "37", "emulationMajor": "1", "emulationMinor": "37", "minCompatibilityMajor": "1", "minCompatibilityMinor": "36",
+                    "gitVersion": "v1.37.1-kube-sim", "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+                    "buildDate": "2026-11-01T00:00:00Z", "goVersion": "go1.25.0", "compiler": "gc", "platform": "linux/amd64"}),
+        )),
+        "/healthz" | "/readyz" | "/livez" => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"ok")).boxed_unsync());
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+            Ok(r)
+        }
+        "/openapi/v2" => {
+            let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"));
+            Ok(r)
+        }
+        p if p == "/openapi/v3" || p.starts_with("/openapi/v3/") => Ok(json_response(StatusCode::OK, &json!({"paths": {}}))),
+        "/api" if aggregated => Ok(aggregated_response(&[(String::new(), "v1".to_string())], &resources)),
+        "/apis" if aggregated => Ok(aggregated_response(&groups, &resources)),
+        "/api" => Ok(json_response(StatusCode::OK, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}))),
+        "/apis" => {
+            let list: Vec<Value> = groups
+                .iter()
+                .map(|(g, v)| json!({"name": g, "versions": [{"groupVersion": format!("{g}/{v}"), "version": v}], "preferredVersion": {"groupVersion": format!("{g}/{v}"), "version": v}}))
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list})))
+        }
+        "/api/v1" => Ok(resource_list("v1", &gv_of("", "v1"))),
+        p => {
+            let parts: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+            match parts.as_slice() {
+                ["apis", g, v] if !gv_of(g, v).is_empty() => Ok(resource_list(&format!("{g}/{v}"), &gv_of(g, v))),
+                ["apis", g] if groups.iter().any(|(gg, _)| gg == g) => {
+                    let v = groups.iter().find(|(gg, _)| gg == g).map(|(_, v)| v.clone()).unwrap_or_default();
+                    Ok(json_response(StatusCode::OK, &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [{"groupVersion": format!("{g}/{v}"), "version": v}], "preferredVersion": {"groupVersion": format!("{g}/{v}"), "version": v}})))
+                }
+                _ => Err(ApiError::no_route(p)),
+            }
+        }
+    }
+}
+
+fn resource_list(gv: &str, rs: &[Resource]) -> Response<Body> {
+    let resources: Vec<Value> = rs.iter().flat_map(Resource::api_resources).collect();
+    json_response(StatusCode::OK, &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+fn aggregated_response(groups: &[(String, String)], resources: &[Resource]) -> Response<Body> {
+    let items: Vec<Value> = groups
+        .iter()
+        .map(|(g, v)| {
+            let rs: Vec<Value> = resources.iter().filter(|r| r.group == *g && r.version == *v).map(Resource::aggregated).collect();
+            json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": [{"version": v, "resources": rs, "freshness": "Current"}]})
+        })
+        .collect();
+    let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items});
+    let mut r = json_response(StatusCode::OK, &body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"),
+    );
+    r
+}
+
+/// Whether this is a method kube-sim answers at all.
+pub fn known_method(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+}
