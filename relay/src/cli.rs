@@ -103,6 +103,10 @@ struct RawConfig {
     /// Seconds in-flight streams get on shutdown [default: 30].
     #[arg(long, env = "KUBECHAT_GRACE_PERIOD_SECS")]
     grace_period_secs: Option<u64>,
+    /// Development only: without a kubechat-user header, take the identity
+    /// from Impersonate-User/Group (kubectl --as) [default: false].
+    #[arg(long, env = "KUBECHAT_DEV_IDENTITY_FROM_IMPERSONATION")]
+    dev_identity_from_impersonation: Option<bool>,
 }
 
 macro_rules! merge {
@@ -128,7 +132,8 @@ impl RawConfig {
             max_header_bytes,
             heartbeat_secs,
             idle_timeout_secs,
-            grace_period_secs
+            grace_period_secs,
+            dev_identity_from_impersonation
         )
     }
 
@@ -181,6 +186,7 @@ impl RawConfig {
         if let Some(s) = self.grace_period_secs {
             c.grace_period = Duration::from_secs(s);
         }
+        c.identity_from_impersonation = self.dev_identity_from_impersonation.unwrap_or(false);
         Ok(c)
     }
 }

@@ -39,6 +39,12 @@ pub struct Config {
     pub grace_period: Duration,
     /// TLS handshakes in progress at once; more are refused.
     pub max_concurrent_handshakes: usize,
+    /// Development only: when a request carries no `kubechat-user` header,
+    /// take the identity from its `Impersonate-User`/`Impersonate-Group`
+    /// headers (what kubectl's `--as` sends), so kubectl can talk to the
+    /// relay directly before the control plane exists. The caller is still
+    /// the authenticated internal client.
+    pub identity_from_impersonation: bool,
 }
 
 impl Config {
@@ -66,6 +72,7 @@ impl Config {
             idle_timeout: Duration::from_secs(15),
             grace_period: Duration::from_secs(30),
             max_concurrent_handshakes: 512,
+            identity_from_impersonation: false,
         }
     }
 }

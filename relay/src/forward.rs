@@ -145,7 +145,11 @@ async fn forward(
             format!("request headers are {head_bytes} bytes; the limit is {}", state.config.max_header_bytes),
         );
     }
-    let Some(user) = req.headers().get(USER_HEADER).and_then(|v| v.to_str().ok()).filter(|u| !u.is_empty()) else {
+    let (user_header, group_header) = match req.headers().get(USER_HEADER) {
+        None if state.config.identity_from_impersonation => ("impersonate-user", "impersonate-group"),
+        _ => (USER_HEADER, GROUP_HEADER),
+    };
+    let Some(user) = req.headers().get(user_header).and_then(|v| v.to_str().ok()).filter(|u| !u.is_empty()) else {
         state.metrics.requests_refused.inc("no_identity");
         return status_response(StatusCode::BAD_REQUEST, "BadRequest", format!("missing {USER_HEADER} header"));
     };
@@ -153,7 +157,7 @@ async fn forward(
         user: user.to_string(),
         groups: req
             .headers()
-            .get_all(GROUP_HEADER)
+            .get_all(group_header)
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect(),

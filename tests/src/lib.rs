@@ -7,11 +7,13 @@
 //! - [`pki`]: a fresh CA set and certificates per test.
 //! - [`backend`]: the HTTP backend (echo, checksums, gates, WebSocket, redirects).
 //! - [`client`]: HTTP/1.1, HTTP/2 and WebSocket clients of the relay's internal listener.
+//! - [`kubectl`]: the real kubectl, installed on first use, one cache per test.
 //! - [`stack`]: starting relays and agents on 127.0.0.1:0.
 //! - [`wait`]: `eventually` and a panic counter.
 
 pub mod backend;
 pub mod client;
+pub mod kubectl;
 pub mod pki;
 pub mod stack;
 pub mod wait;

@@ -222,3 +222,76 @@ impl Drop for RelayProcess {
         self.kill();
     }
 }
+
+/// kube-sim behind a relay and an agent, and kubectl pointed at the relay.
+pub struct KubeStack {
+    /// The test's certificates.
+    pub pki: TestPki,
+    /// The simulated API server.
+    pub sim: kube_sim::TestSim,
+    /// The relay.
+    pub relay: TestRelay,
+    /// The agent.
+    pub agent: TestAgent,
+}
+
+/// The agent's service-account token in kube-sim.
+pub const AGENT_TOKEN: &str = "agent-token-for-tests";
+
+impl KubeStack {
+    /// Starts kube-sim (demo data, fast logs), a relay that takes kubectl's
+    /// `--as` as the identity, and an agent with the agent's token.
+    pub async fn start() -> Self {
+        crate::wait::count_panics();
+        crate::wait::init_logging();
+        let mut tokens = std::collections::HashMap::new();
+        tokens.insert(
+            AGENT_TOKEN.to_string(),
+            kube_sim::UserInfo {
+                name: kube_sim::seed::AGENT_USER.into(),
+                groups: vec!["system:serviceaccounts".into()],
+            },
+        );
+        let mut config = kube_sim::SimConfig::with_tokens(tokens);
+        config.log_interval = Duration::from_millis(200);
+        let sim = kube_sim::TestSim::start(config, true).await;
+        let pki = TestPki::new();
+        let relay = start_relay(&pki, |c| c.identity_from_impersonation = true).await;
+        let kubeconfig = kube_sim::kubeconfig::KubeconfigSpec {
+            name: "sim".into(),
+            server: sim.url(),
+            ca_pem: None,
+            credentials: kube_sim::kubeconfig::Credentials::Token(AGENT_TOKEN.into()),
+            impersonate_user: None,
+            impersonate_groups: Vec::new(),
+            namespace: None,
+        };
+        let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig.to_yaml()).expect("kubeconfig");
+        let kube_config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("kube config");
+        let agent =
+            start_agent(&pki, &[relay.quic], &pki.agent_cert(TENANT, CLUSTER), &sim.url(), |c| c.kube = kube_config)
+                .await;
+        agent.wait_tunnels(1).await;
+        Self { pki, sim, relay, agent }
+    }
+
+    /// kubectl talking to the relay as `user` in `groups`.
+    pub fn kubectl(&self, user: &str, groups: &[&str]) -> crate::kubectl::Kubectl {
+        let client = self.pki.pki.internal_client_cert("test-control-plane").expect("client cert");
+        let spec = kube_sim::kubeconfig::KubeconfigSpec {
+            name: "kubechat".into(),
+            server: format!("https://{}/v1/clusters/{CLUSTER}/k8s", self.relay.internal),
+            ca_pem: Some(self.pki.pki.relay_ca.cert_pem().to_string()),
+            credentials: kube_sim::kubeconfig::Credentials::ClientCert {
+                cert_pem: client.cert_pem,
+                key_pem: client.key_pem,
+            },
+            impersonate_user: Some(user.into()),
+            impersonate_groups: groups.iter().map(|g| (*g).to_string()).collect(),
+            namespace: None,
+        };
+        crate::kubectl::Kubectl::new(&spec.to_yaml())
+    }
+}

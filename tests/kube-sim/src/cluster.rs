@@ -53,7 +53,10 @@ impl Cluster {
     pub fn create(&self, r: &Resource, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
         if r.namespaced && r.plural != "events" && r.plural != "namespaces" {
             let ns_res = self.resource_by_plural("namespaces").expect("namespaces are built in");
-            if !ns.is_empty() && self.store.get(&ns_res, "", ns).is_err() && !self.store.list(&ns_res, None).0.is_empty() {
+            if !ns.is_empty()
+                && self.store.get(&ns_res, "", ns).is_err()
+                && !self.store.list(&ns_res, None).0.is_empty()
+            {
                 return Err(ApiError {
                     code: 404,
                     reason: "NotFound",
@@ -93,7 +96,10 @@ impl Cluster {
         }
         if r.plural == "customresourcedefinitions" {
             if let Some(def) = resources::from_crd(&gone) {
-                self.resources.write().unwrap_or_else(|p| p.into_inner()).retain(|x| !(x.group == def.group && x.plural == def.plural));
+                self.resources
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|x| !(x.group == def.group && x.plural == def.plural));
             }
         }
         Ok(gone)
@@ -104,7 +110,9 @@ impl Cluster {
             .list(pods, Some(ns))
             .0
             .into_iter()
-            .filter(|p| p.pointer("/metadata/labels/kube-sim.io~1deployment").and_then(Value::as_str) == Some(deployment))
+            .filter(|p| {
+                p.pointer("/metadata/labels/kube-sim.io~1deployment").and_then(Value::as_str) == Some(deployment)
+            })
             .collect()
     }
 
@@ -126,7 +134,9 @@ impl Cluster {
     fn pod_events(&self, ns: &str, pod: &Value) {
         let Some(events) = self.resource_by_plural("events") else { return };
         let name = s(pod, "/metadata/name");
-        if s(pod, "/metadata/resourceVersion").is_empty() || pod.pointer("/metadata/generation").and_then(Value::as_i64) != Some(1) {
+        if s(pod, "/metadata/resourceVersion").is_empty()
+            || pod.pointer("/metadata/generation").and_then(Value::as_i64) != Some(1)
+        {
             return;
         }
         let now = now_rfc3339();

@@ -14,10 +14,12 @@
 //! - [`selector`]: label and field selectors.
 //! - [`table`]: `Table` answers for kubectl's columns.
 //! - [`error`]: `Status` errors.
+//! - [`kubeconfig`]: kubeconfig files for kubectl and the agent.
 //! - [`seed`]: system RBAC and the demo data set.
 
 pub mod cluster;
 pub mod error;
+pub mod kubeconfig;
 pub mod patch;
 pub mod rbac;
 pub mod request;
@@ -43,7 +45,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use rbac::UserInfo;
 pub use server::{KubeSim, SimConfig};
-
 
 impl KubeSim {
     /// A simulated cluster with system RBAC and, if `demo`, the demo data.

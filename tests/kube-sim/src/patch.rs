@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 /// Lists merged by a key in strategic merge patches, by field name.
 fn merge_key(field: &str) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => Some("name"),
+        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => {
+            Some("name")
+        }
         "volumeMounts" => Some("mountPath"),
         "ports" => Some("containerPort"),
         "tolerations" => Some("key"),
@@ -196,13 +198,16 @@ mod tests {
     #[test]
     fn json_patch_operations() {
         let mut d = json!({"metadata": {"labels": {"a": "1"}}, "list": [1, 2]});
-        json_patch(&mut d, &json!([
-            {"op": "add", "path": "/metadata/labels/b", "value": "2"},
-            {"op": "replace", "path": "/metadata/labels/a", "value": "3"},
-            {"op": "add", "path": "/list/-", "value": 3},
-            {"op": "remove", "path": "/list/0"},
-            {"op": "test", "path": "/list/0", "value": 2},
-        ]))
+        json_patch(
+            &mut d,
+            &json!([
+                {"op": "add", "path": "/metadata/labels/b", "value": "2"},
+                {"op": "replace", "path": "/metadata/labels/a", "value": "3"},
+                {"op": "add", "path": "/list/-", "value": 3},
+                {"op": "remove", "path": "/list/0"},
+                {"op": "test", "path": "/list/0", "value": 2},
+            ]),
+        )
         .expect("applies");
         assert_eq!(d, json!({"metadata": {"labels": {"a": "3", "b": "2"}}, "list": [2, 3]}));
         assert!(json_patch(&mut d, &json!([{"op": "test", "path": "/list/0", "value": 9}])).is_err());

@@ -36,7 +36,9 @@ pub struct Attributes {
 }
 
 fn strs(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 fn rule_allows(rule: &Value, a: &Attributes) -> bool {
@@ -45,21 +47,23 @@ fn rule_allows(rule: &Value, a: &Attributes) -> bool {
         return false;
     }
     if !a.resource_request {
-        return strs(rule.get("nonResourceURLs")).iter().any(|u| {
-            u == "*" || *u == a.path || u.strip_suffix('*').is_some_and(|prefix| a.path.starts_with(prefix))
-        });
+        return strs(rule.get("nonResourceURLs"))
+            .iter()
+            .any(|u| u == "*" || *u == a.path || u.strip_suffix('*').is_some_and(|prefix| a.path.starts_with(prefix)));
     }
     let groups = strs(rule.get("apiGroups"));
     if !groups.iter().any(|g| g == "*" || *g == a.api_group) {
         return false;
     }
-    let combined = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
+    let combined =
+        if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
     let resources = strs(rule.get("resources"));
     let resource_ok = resources.iter().any(|r| {
         r == "*"
             || *r == combined
             || (a.subresource.is_empty() && *r == a.resource)
-            || (!a.subresource.is_empty() && (*r == format!("*/{}", a.subresource) || *r == format!("{}/*", a.resource)))
+            || (!a.subresource.is_empty()
+                && (*r == format!("*/{}", a.subresource) || *r == format!("{}/*", a.resource)))
     });
     if !resource_ok {
         return false;
@@ -97,7 +101,11 @@ pub fn authorize(store: &Store, user: &UserInfo, a: &Attributes) -> Result<Strin
     let rbac = "rbac.authorization.k8s.io";
     let cluster_roles = store.all_of(&format!("{rbac}/clusterroles"));
     let roles = store.all_of(&format!("{rbac}/roles"));
-    let allows = |role: Option<&Value>| role.is_some_and(|r| r.get("rules").and_then(Value::as_array).is_some_and(|rules| rules.iter().any(|rule| rule_allows(rule, a))));
+    let allows = |role: Option<&Value>| {
+        role.is_some_and(|r| {
+            r.get("rules").and_then(Value::as_array).is_some_and(|rules| rules.iter().any(|rule| rule_allows(rule, a)))
+        })
+    };
     for b in store.all_of(&format!("{rbac}/clusterrolebindings")) {
         let subjects = b.get("subjects").and_then(Value::as_array).cloned().unwrap_or_default();
         if !subjects.iter().any(|s| subject_matches(s, user, "")) {
@@ -105,7 +113,10 @@ pub fn authorize(store: &Store, user: &UserInfo, a: &Attributes) -> Result<Strin
         }
         let role_name = b.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or_default();
         if allows(find(&cluster_roles, role_name, "")) {
-            return Ok(format!("ClusterRoleBinding {}", b.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()));
+            return Ok(format!(
+                "ClusterRoleBinding {}",
+                b.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+            ));
         }
     }
     if a.namespace.is_empty() {
@@ -126,7 +137,10 @@ pub fn authorize(store: &Store, user: &UserInfo, a: &Attributes) -> Result<Strin
             _ => find(&roles, role_name, ns),
         };
         if allows(role) {
-            return Ok(format!("RoleBinding {ns}/{}", b.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()));
+            return Ok(format!(
+                "RoleBinding {ns}/{}",
+                b.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+            ));
         }
     }
     Err(())
@@ -137,10 +151,15 @@ pub fn forbidden_message(user: &UserInfo, a: &Attributes) -> String {
     if !a.resource_request {
         return format!("forbidden: User \"{}\" cannot {} path \"{}\"", user.name, a.verb, a.path);
     }
-    let resource = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
+    let resource =
+        if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
     let qualified = if a.api_group.is_empty() { a.resource.clone() } else { format!("{}.{}", a.resource, a.api_group) };
     let subject = if a.name.is_empty() { qualified } else { format!("{qualified} \"{}\"", a.name) };
-    let scope = if a.namespace.is_empty() { "at the cluster scope".to_string() } else { format!("in the namespace \"{}\"", a.namespace) };
+    let scope = if a.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", a.namespace)
+    };
     format!(
         "{subject} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
         user.name, a.verb, a.api_group
@@ -164,7 +183,14 @@ mod tests {
     }
 
     fn attrs(verb: &str, resource: &str, ns: &str, name: &str) -> Attributes {
-        Attributes { verb: verb.into(), resource_request: true, resource: resource.into(), namespace: ns.into(), name: name.into(), ..Default::default() }
+        Attributes {
+            verb: verb.into(),
+            resource_request: true,
+            resource: resource.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            ..Default::default()
+        }
     }
 
     fn alice() -> UserInfo {
@@ -174,12 +200,26 @@ mod tests {
     #[test]
     fn role_binding_grants_only_its_namespace_and_verbs() {
         let s = store_with(vec![
-            ("roles", "web", json!({"metadata": {"name": "reader"}, "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}]})),
-            ("rolebindings", "web", json!({"metadata": {"name": "rb"}, "roleRef": {"kind": "Role", "name": "reader"}, "subjects": [{"kind": "Group", "name": "devs"}]})),
+            (
+                "roles",
+                "web",
+                json!({"metadata": {"name": "reader"}, "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}]}),
+            ),
+            (
+                "rolebindings",
+                "web",
+                json!({"metadata": {"name": "rb"}, "roleRef": {"kind": "Role", "name": "reader"}, "subjects": [{"kind": "Group", "name": "devs"}]}),
+            ),
         ]);
         assert!(authorize(&s, &alice(), &attrs("list", "pods", "web", "")).is_ok());
-        assert!(authorize(&s, &alice(), &Attributes { subresource: "log".into(), ..attrs("get", "pods", "web", "p") }).is_ok());
-        assert!(authorize(&s, &alice(), &Attributes { subresource: "exec".into(), ..attrs("get", "pods", "web", "p") }).is_err());
+        assert!(
+            authorize(&s, &alice(), &Attributes { subresource: "log".into(), ..attrs("get", "pods", "web", "p") })
+                .is_ok()
+        );
+        assert!(
+            authorize(&s, &alice(), &Attributes { subresource: "exec".into(), ..attrs("get", "pods", "web", "p") })
+                .is_err()
+        );
         assert!(authorize(&s, &alice(), &attrs("delete", "pods", "web", "p")).is_err());
         assert!(authorize(&s, &alice(), &attrs("list", "pods", "default", "")).is_err());
         assert!(authorize(&s, &alice(), &attrs("list", "pods", "", "")).is_err());
@@ -188,19 +228,49 @@ mod tests {
     #[test]
     fn resource_names_wildcards_and_cluster_roles() {
         let s = store_with(vec![
-            ("clusterroles", "", json!({"metadata": {"name": "one-cm"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["settings"], "verbs": ["*"]}]})),
-            ("clusterroles", "", json!({"metadata": {"name": "all-apps"}, "rules": [{"apiGroups": ["apps"], "resources": ["*"], "verbs": ["get"]}]})),
-            ("clusterroles", "", json!({"metadata": {"name": "health"}, "rules": [{"nonResourceURLs": ["/healthz", "/metrics/*"], "verbs": ["get"]}]})),
-            ("clusterrolebindings", "", json!({"metadata": {"name": "a"}, "roleRef": {"kind": "ClusterRole", "name": "all-apps"}, "subjects": [{"kind": "User", "name": "alice"}]})),
-            ("clusterrolebindings", "", json!({"metadata": {"name": "h"}, "roleRef": {"kind": "ClusterRole", "name": "health"}, "subjects": [{"kind": "Group", "name": "system:authenticated"}]})),
-            ("rolebindings", "web", json!({"metadata": {"name": "cm"}, "roleRef": {"kind": "ClusterRole", "name": "one-cm"}, "subjects": [{"kind": "User", "name": "alice"}]})),
+            (
+                "clusterroles",
+                "",
+                json!({"metadata": {"name": "one-cm"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["settings"], "verbs": ["*"]}]}),
+            ),
+            (
+                "clusterroles",
+                "",
+                json!({"metadata": {"name": "all-apps"}, "rules": [{"apiGroups": ["apps"], "resources": ["*"], "verbs": ["get"]}]}),
+            ),
+            (
+                "clusterroles",
+                "",
+                json!({"metadata": {"name": "health"}, "rules": [{"nonResourceURLs": ["/healthz", "/metrics/*"], "verbs": ["get"]}]}),
+            ),
+            (
+                "clusterrolebindings",
+                "",
+                json!({"metadata": {"name": "a"}, "roleRef": {"kind": "ClusterRole", "name": "all-apps"}, "subjects": [{"kind": "User", "name": "alice"}]}),
+            ),
+            (
+                "clusterrolebindings",
+                "",
+                json!({"metadata": {"name": "h"}, "roleRef": {"kind": "ClusterRole", "name": "health"}, "subjects": [{"kind": "Group", "name": "system:authenticated"}]}),
+            ),
+            (
+                "rolebindings",
+                "web",
+                json!({"metadata": {"name": "cm"}, "roleRef": {"kind": "ClusterRole", "name": "one-cm"}, "subjects": [{"kind": "User", "name": "alice"}]}),
+            ),
         ]);
         let u = alice();
         assert!(authorize(&s, &u, &attrs("delete", "configmaps", "web", "settings")).is_ok());
         assert!(authorize(&s, &u, &attrs("delete", "configmaps", "web", "other")).is_err());
         assert!(authorize(&s, &u, &attrs("delete", "configmaps", "default", "settings")).is_err());
-        assert!(authorize(&s, &u, &Attributes { api_group: "apps".into(), ..attrs("get", "deployments", "x", "d") }).is_ok());
-        assert!(authorize(&s, &u, &Attributes { api_group: "apps".into(), ..attrs("delete", "deployments", "x", "d") }).is_err());
+        assert!(
+            authorize(&s, &u, &Attributes { api_group: "apps".into(), ..attrs("get", "deployments", "x", "d") })
+                .is_ok()
+        );
+        assert!(
+            authorize(&s, &u, &Attributes { api_group: "apps".into(), ..attrs("delete", "deployments", "x", "d") })
+                .is_err()
+        );
         let path = |p: &str| Attributes { verb: "get".into(), path: p.into(), ..Default::default() };
         assert!(authorize(&s, &u, &path("/healthz")).is_ok());
         assert!(authorize(&s, &u, &path("/metrics/cadvisor")).is_ok());
@@ -210,8 +280,16 @@ mod tests {
     #[test]
     fn service_account_subjects_and_masters() {
         let s = store_with(vec![
-            ("clusterroles", "", json!({"metadata": {"name": "imp"}, "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}]})),
-            ("clusterrolebindings", "", json!({"metadata": {"name": "imp"}, "roleRef": {"kind": "ClusterRole", "name": "imp"}, "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "kubechat"}]})),
+            (
+                "clusterroles",
+                "",
+                json!({"metadata": {"name": "imp"}, "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}]}),
+            ),
+            (
+                "clusterrolebindings",
+                "",
+                json!({"metadata": {"name": "imp"}, "roleRef": {"kind": "ClusterRole", "name": "imp"}, "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "kubechat"}]}),
+            ),
         ]);
         let sa = UserInfo { name: "system:serviceaccount:kubechat:agent".into(), groups: vec![] };
         assert!(authorize(&s, &sa, &attrs("impersonate", "users", "", "bob")).is_ok());
@@ -224,8 +302,17 @@ mod tests {
     #[test]
     fn forbidden_message_matches_the_api_server() {
         let m = forbidden_message(&alice(), &attrs("delete", "pods", "default", "web-1"));
-        assert_eq!(m, "pods \"web-1\" is forbidden: User \"alice\" cannot delete resource \"pods\" in API group \"\" in the namespace \"default\"");
-        let m = forbidden_message(&alice(), &Attributes { api_group: "apps".into(), ..attrs("list", "deployments", "", "") });
-        assert_eq!(m, "deployments.apps is forbidden: User \"alice\" cannot list resource \"deployments\" in API group \"apps\" at the cluster scope");
+        assert_eq!(
+            m,
+            "pods \"web-1\" is forbidden: User \"alice\" cannot delete resource \"pods\" in API group \"\" in the namespace \"default\""
+        );
+        let m = forbidden_message(
+            &alice(),
+            &Attributes { api_group: "apps".into(), ..attrs("list", "deployments", "", "") },
+        );
+        assert_eq!(
+            m,
+            "deployments.apps is forbidden: User \"alice\" cannot list resource \"deployments\" in API group \"apps\" at the cluster scope"
+        );
     }
 }

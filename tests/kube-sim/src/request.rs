@@ -111,11 +111,17 @@ mod tests {
     #[test]
     fn parses_like_the_api_server() {
         let i = parse("GET", "/api/v1/namespaces/web/pods/p1/log", false);
-        assert_eq!((i.verb.as_str(), i.namespace.as_str(), i.resource.as_str(), i.name.as_str(), i.subresource.as_str()), ("get", "web", "pods", "p1", "log"));
+        assert_eq!(
+            (i.verb.as_str(), i.namespace.as_str(), i.resource.as_str(), i.name.as_str(), i.subresource.as_str()),
+            ("get", "web", "pods", "p1", "log")
+        );
         let i = parse("GET", "/apis/apps/v1/deployments", true);
         assert_eq!((i.verb.as_str(), i.api_group.as_str(), i.resource.as_str()), ("watch", "apps", "deployments"));
         let i = parse("GET", "/api/v1/namespaces/web", false);
-        assert_eq!((i.verb.as_str(), i.resource.as_str(), i.name.as_str(), i.namespace.as_str()), ("get", "namespaces", "web", "web"));
+        assert_eq!(
+            (i.verb.as_str(), i.resource.as_str(), i.name.as_str(), i.namespace.as_str()),
+            ("get", "namespaces", "web", "web")
+        );
         let i = parse("DELETE", "/api/v1/namespaces/web/pods", false);
         assert_eq!(i.verb, "deletecollection");
         let i = parse("GET", "/apis/apps/v1", false);

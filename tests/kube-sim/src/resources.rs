@@ -70,7 +70,15 @@ pub fn builtins() -> Vec<Resource> {
         r(rbac, "RoleBinding", "rolebindings", true, &[], &[], &[]),
         r(rbac, "ClusterRole", "clusterroles", false, &[], &[], &[]),
         r(rbac, "ClusterRoleBinding", "clusterrolebindings", false, &[], &[], &[]),
-        r("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", false, &["crd", "crds"], &[], &["status"]),
+        r(
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+            &["crd", "crds"],
+            &[],
+            &["status"],
+        ),
     ];
     for review in [
         r("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, &[], &[], &[]),
@@ -95,7 +103,9 @@ pub fn from_crd(crd: &Value) -> Option<Resource> {
         .as_str()?
         .to_string();
     let strs = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        v.and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
     };
     let plural = names.get("plural")?.as_str()?.to_string();
     Some(Resource {

@@ -161,13 +161,19 @@ mod tests {
             }),
         };
         let unknown = Unknown {
-            type_meta: Some(TypeMeta { api_version: Some("authorization.k8s.io/v1".into()), kind: Some("SelfSubjectAccessReview".into()) }),
+            type_meta: Some(TypeMeta {
+                api_version: Some("authorization.k8s.io/v1".into()),
+                kind: Some("SelfSubjectAccessReview".into()),
+            }),
             raw: Some(review.encode_to_vec()),
         };
         let mut body = MAGIC.to_vec();
         body.extend(unknown.encode_to_vec());
         let r = parse(&body).expect("parses");
-        assert_eq!((r.attrs.verb.as_str(), r.attrs.resource.as_str(), r.attrs.namespace.as_str()), ("delete", "pods", "web"));
+        assert_eq!(
+            (r.attrs.verb.as_str(), r.attrs.resource.as_str(), r.attrs.namespace.as_str()),
+            ("delete", "pods", "web")
+        );
         assert!(r.attrs.resource_request);
         assert!(parse(b"k8s\x00\xff\xff").is_err());
     }

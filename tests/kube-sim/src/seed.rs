@@ -29,9 +29,25 @@ fn binding(name: &str, role_kind: &str, role: &str, subjects: Value) -> Value {
 pub fn system(c: &Cluster) {
     let read = json!(["get", "list", "watch"]);
     let write = json!(["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]);
-    let workloads = json!(["pods", "pods/log", "services", "configmaps", "events", "serviceaccounts", "replicasets", "deployments", "deployments/scale", "replicasets/scale", "namespaces", "nodes"]);
+    let workloads = json!([
+        "pods",
+        "pods/log",
+        "services",
+        "configmaps",
+        "events",
+        "serviceaccounts",
+        "replicasets",
+        "deployments",
+        "deployments/scale",
+        "replicasets/scale",
+        "namespaces",
+        "nodes"
+    ]);
     for (name, rules) in [
-        ("cluster-admin", json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}])),
+        (
+            "cluster-admin",
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
+        ),
         ("view", json!([{"apiGroups": ["", "apps"], "resources": workloads, "verbs": read}])),
         (
             "edit",
@@ -60,12 +76,23 @@ pub fn system(c: &Cluster) {
         create(c, "clusterroles", "", cluster_role(name, rules));
     }
     let everyone = json!([{"kind": "Group", "name": "system:authenticated", "apiGroup": "rbac.authorization.k8s.io"}]);
-    create(c, "clusterrolebindings", "", binding("system:discovery", "ClusterRole", "system:discovery", everyone.clone()));
-    create(c, "clusterrolebindings", "", binding("system:basic-user", "ClusterRole", "system:basic-user", everyone));
-    create(c,
+    create(
+        c,
         "clusterrolebindings",
         "",
-        binding("kubechat:agent-impersonator", "ClusterRole", "kubechat:agent-impersonator", json!([{"kind": "ServiceAccount", "name": "kubechat-agent", "namespace": "kubechat"}])),
+        binding("system:discovery", "ClusterRole", "system:discovery", everyone.clone()),
+    );
+    create(c, "clusterrolebindings", "", binding("system:basic-user", "ClusterRole", "system:basic-user", everyone));
+    create(
+        c,
+        "clusterrolebindings",
+        "",
+        binding(
+            "kubechat:agent-impersonator",
+            "ClusterRole",
+            "kubechat:agent-impersonator",
+            json!([{"kind": "ServiceAccount", "name": "kubechat-agent", "namespace": "kubechat"}]),
+        ),
     );
 }
 
@@ -78,7 +105,8 @@ pub fn demo(c: &Cluster) {
     }
     create(c, "serviceaccounts", "kubechat", json!({"metadata": {"name": "kubechat-agent"}}));
     for (i, node) in ["sim-node-1", "sim-node-2"].iter().enumerate() {
-        create(c,
+        create(
+            c,
             "nodes",
             "",
             json!({
@@ -88,8 +116,11 @@ pub fn demo(c: &Cluster) {
             }),
         );
     }
-    for (ns, name, replicas) in [("web", "frontend", 2), ("web", "api", 1), ("kube-system", "coredns", 2), ("default", "hello", 1)] {
-        create(c,
+    for (ns, name, replicas) in
+        [("web", "frontend", 2), ("web", "api", 1), ("kube-system", "coredns", 2), ("default", "hello", 1)]
+    {
+        create(
+            c,
             "deployments",
             ns,
             json!({
@@ -99,20 +130,42 @@ pub fn demo(c: &Cluster) {
             }),
         );
     }
-    create(c, "secrets", "web", json!({"metadata": {"name": "db-password"}, "type": "Opaque", "data": {"password": "c2VjcmV0"}}));
-    for (ns, name, port) in [("web", "frontend", 80), ("web", "api", 8080), ("default", "kubernetes", 443), ("kube-system", "kube-dns", 53)] {
-        create(c,
+    create(
+        c,
+        "secrets",
+        "web",
+        json!({"metadata": {"name": "db-password"}, "type": "Opaque", "data": {"password": "c2VjcmV0"}}),
+    );
+    for (ns, name, port) in
+        [("web", "frontend", 80), ("web", "api", 8080), ("default", "kubernetes", 443), ("kube-system", "kube-dns", 53)]
+    {
+        create(
+            c,
             "services",
             ns,
             json!({"metadata": {"name": name}, "spec": {"type": "ClusterIP", "clusterIP": format!("10.96.0.{}", port % 250 + 1), "selector": {"app": name}, "ports": [{"port": port, "protocol": "TCP", "targetPort": 8080}]}}),
         );
     }
-    for (name, role) in [("kubechat-tenant-admins", "cluster-admin"), ("kubechat-tenant-users", "edit"), ("kubechat-tenant-viewers", "view")] {
+    for (name, role) in [
+        ("kubechat-tenant-admins", "cluster-admin"),
+        ("kubechat-tenant-users", "edit"),
+        ("kubechat-tenant-viewers", "view"),
+    ] {
         let group = match role {
             "cluster-admin" => "kubechat:role:tenant_admin",
             "edit" => "kubechat:role:tenant_user",
             _ => "kubechat:role:tenant_viewer",
         };
-        create(c, "clusterrolebindings", "", binding(name, "ClusterRole", role, json!([{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}])));
+        create(
+            c,
+            "clusterrolebindings",
+            "",
+            binding(
+                name,
+                "ClusterRole",
+                role,
+                json!([{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}]),
+            ),
+        );
     }
 }

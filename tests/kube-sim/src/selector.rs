@@ -124,7 +124,11 @@ mod tests {
     #[test]
     fn field_selectors() {
         let o = json!({"metadata": {"name": "e1", "namespace": "web"}, "involvedObject": {"uid": "u1", "name": "p"}});
-        assert!(Selector::parse("involvedObject.uid=u1,involvedObject.name=p,metadata.namespace=web").expect("parses").matches_fields(&o));
+        assert!(
+            Selector::parse("involvedObject.uid=u1,involvedObject.name=p,metadata.namespace=web")
+                .expect("parses")
+                .matches_fields(&o)
+        );
         assert!(!Selector::parse("metadata.name!=e1").expect("parses").matches_fields(&o));
     }
 }

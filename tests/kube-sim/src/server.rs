@@ -78,7 +78,8 @@ impl KubeSim {
     /// permission for the user, each group and each extra, like the API server.
     fn impersonate(&self, caller: UserInfo, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
         let user = header_str(headers, "impersonate-user").to_string();
-        let groups: Vec<String> = headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
+        let groups: Vec<String> =
+            headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
         let extras: Vec<(String, String)> = headers
             .iter()
             .filter_map(|(k, v)| {
@@ -88,12 +89,16 @@ impl KubeSim {
             .collect();
         if user.is_empty() {
             if !groups.is_empty() || !extras.is_empty() {
-                return Err(ApiError::bad_request("requested impersonation of groups or extras without impersonating a user"));
+                return Err(ApiError::bad_request(
+                    "requested impersonation of groups or extras without impersonating a user",
+                ));
             }
             return Ok(caller);
         }
         let check = |a: Attributes| -> Result<(), ApiError> {
-            rbac::authorize(&self.cluster.store, &caller, &a).map(|_| ()).map_err(|()| ApiError::forbidden(rbac::forbidden_message(&caller, &a)))
+            rbac::authorize(&self.cluster.store, &caller, &a)
+                .map(|_| ())
+                .map_err(|()| ApiError::forbidden(rbac::forbidden_message(&caller, &a)))
         };
         let imp = |resource: &str, group: &str, sub: &str, name: &str| Attributes {
             verb: "impersonate".into(),
@@ -127,7 +132,9 @@ impl KubeSim {
             name: info.name.clone(),
             path: info.path.clone(),
         };
-        rbac::authorize(&self.cluster.store, user, &a).map(|_| ()).map_err(|()| ApiError::forbidden(rbac::forbidden_message(user, &a)))
+        rbac::authorize(&self.cluster.store, user, &a)
+            .map(|_| ())
+            .map_err(|()| ApiError::forbidden(rbac::forbidden_message(user, &a)))
     }
 }
 
@@ -145,7 +152,12 @@ async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Byte
     let bytes = limited
         .collect()
         .await
-        .map_err(|e| ApiError { code: 413, reason: "RequestEntityTooLarge", message: format!("request body too large or unreadable: {e}"), details: None })?
+        .map_err(|e| ApiError {
+            code: 413,
+            reason: "RequestEntityTooLarge",
+            message: format!("request body too large or unreadable: {e}"),
+            details: None,
+        })?
         .to_bytes();
     Ok((parts, bytes))
 }
@@ -164,7 +176,11 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Bo
         .cluster
         .resource(&info.api_group, &info.api_version, &info.resource)
         .ok_or_else(|| ApiError::no_route(&info.path))?;
-    if r.namespaced && info.namespace.is_empty() && !matches!(info.verb.as_str(), "list" | "watch") && r.plural != "namespaces" {
+    if r.namespaced
+        && info.namespace.is_empty()
+        && !matches!(info.verb.as_str(), "list" | "watch")
+        && r.plural != "namespaces"
+    {
         return Err(ApiError::no_route(&info.path));
     }
     let ns = if r.plural == "namespaces" { String::new() } else { info.namespace.clone() };
@@ -231,7 +247,11 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Bo
             }
             Ok(json_response(StatusCode::OK, &list_object(&r, gone, sim.cluster.store.resource_version(), None)))
         }
-        (verb, sub) => Err(ApiError::method_not_allowed(&format!("{verb} {}{}", r.plural, if sub.is_empty() { String::new() } else { format!("/{sub}") }))),
+        (verb, sub) => Err(ApiError::method_not_allowed(&format!(
+            "{verb} {}{}",
+            r.plural,
+            if sub.is_empty() { String::new() } else { format!("/{sub}") }
+        ))),
     }
 }
 
@@ -247,18 +267,24 @@ fn parse_object(body: &[u8], r: &Resource, ns: &str) -> Result<Value, ApiError> 
     if body.starts_with(b"k8s\x00") {
         return Err(ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf"));
     }
-    let obj: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let obj: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     if !obj.is_object() {
         return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
         if kind != r.kind {
-            return Err(ApiError::bad_request(format!("the kind {kind:?} does not match the resource {:?} ({})", r.plural, r.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the kind {kind:?} does not match the resource {:?} ({})",
+                r.plural, r.kind
+            )));
         }
     }
     if let Some(obj_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
         if r.namespaced && !obj_ns.is_empty() && obj_ns != ns {
-            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
     }
     Ok(obj)
@@ -272,14 +298,24 @@ fn list_object(r: &Resource, items: Vec<Value>, rv: u64, cont: Option<String>) -
     json!({"kind": format!("{}List", r.kind), "apiVersion": r.group_version(), "metadata": meta, "items": items})
 }
 
-fn list(sim: &KubeSim, r: &Resource, info: &RequestInfo, query: &HashMap<String, String>, accept: &str) -> Result<Response<Body>, ApiError> {
+fn list(
+    sim: &KubeSim,
+    r: &Resource,
+    info: &RequestInfo,
+    query: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
     let ns = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
     let (items, rv) = sim.cluster.store.list(r, ns);
     let labels = selector(query, "labelSelector")?;
     let fields = selector(query, "fieldSelector")?;
-    let items: Vec<Value> = items.into_iter().filter(|o| labels.matches_labels(o) && fields.matches_fields(o)).collect();
+    let items: Vec<Value> =
+        items.into_iter().filter(|o| labels.matches_labels(o) && fields.matches_fields(o)).collect();
     let start: usize = match query.get("continue").filter(|c| !c.is_empty()) {
-        Some(c) => c.strip_prefix("offset-").and_then(|n| n.parse().ok()).ok_or_else(|| ApiError::bad_request("invalid continue token"))?,
+        Some(c) => c
+            .strip_prefix("offset-")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ApiError::bad_request("invalid continue token"))?,
         None => 0,
     };
     let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
@@ -292,7 +328,13 @@ fn list(sim: &KubeSim, r: &Resource, info: &RequestInfo, query: &HashMap<String,
     Ok(json_response(StatusCode::OK, &list_object(r, page, rv, cont)))
 }
 
-fn watch(sim: &Arc<KubeSim>, r: &Resource, info: &RequestInfo, query: &HashMap<String, String>, accept: &str) -> Result<Response<Body>, ApiError> {
+fn watch(
+    sim: &Arc<KubeSim>,
+    r: &Resource,
+    info: &RequestInfo,
+    query: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
     let labels = selector(query, "labelSelector")?;
     let mut fields = selector(query, "fieldSelector")?;
     if !info.name.is_empty() {
@@ -307,8 +349,10 @@ fn watch(sim: &Arc<KubeSim>, r: &Resource, info: &RequestInfo, query: &HashMap<S
     let (initial, mut rx) = if rv == 0 {
         // No resource version: synthetic ADDED for what exists, then changes.
         let (items, now, rx) = sim.cluster.store.list_and_watch(r, (!ns.is_empty()).then_some(ns.as_str()));
-        let evs: Vec<crate::store::Event> =
-            items.into_iter().map(|o| crate::store::Event { rv: now, resource: resource.clone(), kind: "ADDED", object: o }).collect();
+        let evs: Vec<crate::store::Event> = items
+            .into_iter()
+            .map(|o| crate::store::Event { rv: now, resource: resource.clone(), kind: "ADDED", object: o })
+            .collect();
         (evs, rx)
     } else {
         sim.cluster.store.watch_from(rv)?
@@ -316,7 +360,9 @@ fn watch(sim: &Arc<KubeSim>, r: &Resource, info: &RequestInfo, query: &HashMap<S
     let r2 = r.clone();
     let matches = move |e: &crate::store::Event| {
         e.resource == resource
-            && (ns.is_empty() || !r2.namespaced || e.object.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns.as_str()))
+            && (ns.is_empty()
+                || !r2.namespaced
+                || e.object.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns.as_str()))
             && labels.matches_labels(&e.object)
             && fields.matches_fields(&e.object)
     };
@@ -371,7 +417,9 @@ fn watch(sim: &Arc<KubeSim>, r: &Resource, info: &RequestInfo, query: &HashMap<S
             }
         }
     });
-    let stream = futures_util::stream::unfold(out, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx)) });
+    let stream = futures_util::stream::unfold(out, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
     let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
     resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache, private"));
@@ -387,7 +435,8 @@ fn patch_object(
     body: &[u8],
     query: &HashMap<String, String>,
 ) -> Result<Response<Body>, ApiError> {
-    let p: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    let p: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     let existing = sim.cluster.store.get(r, ns, name);
     if content_type == "application/apply-patch+yaml" {
         // Server-side apply: create when missing, else merge the applied
@@ -418,7 +467,9 @@ fn patch_object(
     match content_type {
         "application/merge-patch+json" => patch::merge(&mut live, &p),
         "application/strategic-merge-patch+json" => patch::strategic(&mut live, &p),
-        "application/json-patch+json" => patch::json_patch(&mut live, &p).map_err(|e| ApiError::invalid(&r.kind, name, &e))?,
+        "application/json-patch+json" => {
+            patch::json_patch(&mut live, &p).map_err(|e| ApiError::invalid(&r.kind, name, &e))?
+        }
         other => return Err(ApiError::unsupported_media_type(other)),
     }
     // A patch that names a resourceVersion must match; otherwise it applies to the latest.
@@ -465,7 +516,13 @@ fn access_review(sim: &KubeSim, r: &Resource, user: &UserInfo, body: &[u8]) -> R
     Ok(json_response(StatusCode::CREATED, &out))
 }
 
-async fn logs(sim: &Arc<KubeSim>, r: &Resource, ns: &str, name: &str, query: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+async fn logs(
+    sim: &Arc<KubeSim>,
+    r: &Resource,
+    ns: &str,
+    name: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response<Body>, ApiError> {
     let pod = sim.cluster.store.get(r, ns, name)?;
     let containers: Vec<String> = pod
         .pointer("/spec/containers")
@@ -484,7 +541,8 @@ async fn logs(sim: &Arc<KubeSim>, r: &Resource, ns: &str, name: &str, query: &Ha
         }
     };
     let started = pod.pointer("/status/startTime").and_then(Value::as_str).unwrap_or("");
-    let start = time::OffsetDateTime::parse(started, &time::format_description::well_known::Rfc3339).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let start = time::OffsetDateTime::parse(started, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     let follow = query.get("follow").is_some_and(|v| v == "true");
     let timestamps = query.get("timestamps").is_some_and(|v| v == "true");
     let tail: Option<usize> = query.get("tailLines").and_then(|t| t.parse().ok());
@@ -527,7 +585,9 @@ async fn logs(sim: &Arc<KubeSim>, r: &Resource, ns: &str, name: &str, query: &Ha
             }
         }
     });
-    let stream = futures_util::stream::unfold(out, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx)) });
+    let stream = futures_util::stream::unfold(out, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
     let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
     resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
     Ok(resp)
@@ -541,7 +601,9 @@ fn discovery(sim: &KubeSim, info: &RequestInfo, headers: &HeaderMap) -> Result<R
     let aggregated = accept.split(',').next().is_some_and(|a| a.contains("as=APIGroupDiscoveryList"));
     let resources = sim.cluster.resources();
     let path = info.path.trim_end_matches('/');
-    let gv_of = |g: &str, v: &str| -> Vec<Resource> { resources.iter().filter(|r| r.group == g && r.version == v).cloned().collect() };
+    let gv_of = |g: &str, v: &str| -> Vec<Resource> {
+        resources.iter().filter(|r| r.group == g && r.version == v).cloned().collect()
+    };
     let mut groups: Vec<(String, String)> = Vec::new();
     for r in &resources {
         if !r.group.is_empty() && !groups.contains(&(r.group.clone(), r.version.clone())) {
@@ -562,13 +624,21 @@ fn discovery(sim: &KubeSim, info: &RequestInfo, headers: &HeaderMap) -> Result<R
         }
         "/openapi/v2" => {
             let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
-            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+            );
             Ok(r)
         }
-        p if p == "/openapi/v3" || p.starts_with("/openapi/v3/") => Ok(json_response(StatusCode::OK, &json!({"paths": {}}))),
+        p if p == "/openapi/v3" || p.starts_with("/openapi/v3/") => {
+            Ok(json_response(StatusCode::OK, &json!({"paths": {}})))
+        }
         "/api" if aggregated => Ok(aggregated_response(&[(String::new(), "v1".to_string())], &resources)),
         "/apis" if aggregated => Ok(aggregated_response(&groups, &resources)),
-        "/api" => Ok(json_response(StatusCode::OK, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}))),
+        "/api" => Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
+        )),
         "/apis" => {
             let list: Vec<Value> = groups
                 .iter()
@@ -583,7 +653,10 @@ fn discovery(sim: &KubeSim, info: &RequestInfo, headers: &HeaderMap) -> Result<R
                 ["apis", g, v] if !gv_of(g, v).is_empty() => Ok(resource_list(&format!("{g}/{v}"), &gv_of(g, v))),
                 ["apis", g] if groups.iter().any(|(gg, _)| gg == g) => {
                     let v = groups.iter().find(|(gg, _)| gg == g).map(|(_, v)| v.clone()).unwrap_or_default();
-                    Ok(json_response(StatusCode::OK, &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [{"groupVersion": format!("{g}/{v}"), "version": v}], "preferredVersion": {"groupVersion": format!("{g}/{v}"), "version": v}})))
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [{"groupVersion": format!("{g}/{v}"), "version": v}], "preferredVersion": {"groupVersion": format!("{g}/{v}"), "version": v}}),
+                    ))
                 }
                 _ => Err(ApiError::no_route(p)),
             }
@@ -593,7 +666,10 @@ fn discovery(sim: &KubeSim, info: &RequestInfo, headers: &HeaderMap) -> Result<R
 
 fn resource_list(gv: &str, rs: &[Resource]) -> Response<Body> {
     let resources: Vec<Value> = rs.iter().flat_map(Resource::api_resources).collect();
-    json_response(StatusCode::OK, &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn aggregated_response(groups: &[(String, String)], resources: &[Resource]) -> Response<Body> {

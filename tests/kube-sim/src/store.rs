@@ -90,7 +90,11 @@ impl Store {
         let name = if name.is_empty() {
             let prefix = meta(&obj, "generateName");
             if prefix.is_empty() {
-                return Err(ApiError::invalid(&r.kind, "", "metadata.name: Required value: name or generateName is required"));
+                return Err(ApiError::invalid(
+                    &r.kind,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ));
             }
             format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..5])
         } else {

@@ -23,11 +23,44 @@ pub fn age(ts: &str) -> String {
 
 fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
     match kind {
-        "Pod" => vec![("Name", "string"), ("Ready", "string"), ("Status", "string"), ("Restarts", "string"), ("Age", "string"), ("IP", "string"), ("Node", "string")],
-        "Deployment" => vec![("Name", "string"), ("Ready", "string"), ("Up-to-date", "string"), ("Available", "string"), ("Age", "string")],
-        "Service" => vec![("Name", "string"), ("Type", "string"), ("Cluster-IP", "string"), ("External-IP", "string"), ("Port(s)", "string"), ("Age", "string")],
-        "Node" => vec![("Name", "string"), ("Status", "string"), ("Roles", "string"), ("Age", "string"), ("Version", "string")],
-        "Event" => vec![("Last Seen", "string"), ("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
+        "Pod" => vec![
+            ("Name", "string"),
+            ("Ready", "string"),
+            ("Status", "string"),
+            ("Restarts", "string"),
+            ("Age", "string"),
+            ("IP", "string"),
+            ("Node", "string"),
+        ],
+        "Deployment" => vec![
+            ("Name", "string"),
+            ("Ready", "string"),
+            ("Up-to-date", "string"),
+            ("Available", "string"),
+            ("Age", "string"),
+        ],
+        "Service" => vec![
+            ("Name", "string"),
+            ("Type", "string"),
+            ("Cluster-IP", "string"),
+            ("External-IP", "string"),
+            ("Port(s)", "string"),
+            ("Age", "string"),
+        ],
+        "Node" => vec![
+            ("Name", "string"),
+            ("Status", "string"),
+            ("Roles", "string"),
+            ("Age", "string"),
+            ("Version", "string"),
+        ],
+        "Event" => vec![
+            ("Last Seen", "string"),
+            ("Type", "string"),
+            ("Reason", "string"),
+            ("Object", "string"),
+            ("Message", "string"),
+        ],
         "Namespace" => vec![("Name", "string"), ("Status", "string"), ("Age", "string")],
         _ => vec![("Name", "string"), ("Age", "string")],
     }
@@ -39,10 +72,12 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
     match kind {
         "Pod" => {
             let total = o.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
-            let statuses = o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+            let statuses =
+                o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
             let ready = statuses.iter().filter(|c| c.get("ready").and_then(Value::as_bool).unwrap_or(false)).count();
             let restarts: i64 = statuses.iter().filter_map(|c| c.get("restartCount").and_then(Value::as_i64)).sum();
-            let phase = if o.pointer("/metadata/deletionTimestamp").is_some() { "Terminating" } else { s(o, "/status/phase") };
+            let phase =
+                if o.pointer("/metadata/deletionTimestamp").is_some() { "Terminating" } else { s(o, "/status/phase") };
             vec![
                 json!(name),
                 json!(format!("{ready}/{total}")),
@@ -70,7 +105,13 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 .and_then(Value::as_array)
                 .map(|ps| {
                     ps.iter()
-                        .map(|p| format!("{}/{}", p.get("port").and_then(Value::as_i64).unwrap_or(0), p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")))
+                        .map(|p| {
+                            format!(
+                                "{}/{}",
+                                p.get("port").and_then(Value::as_i64).unwrap_or(0),
+                                p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -84,15 +125,25 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(a),
             ]
         }
-        "Node" => vec![json!(name), json!("Ready"), json!("<none>"), json!(a), json!(s(o, "/status/nodeInfo/kubeletVersion"))],
+        "Node" => {
+            vec![json!(name), json!("Ready"), json!("<none>"), json!(a), json!(s(o, "/status/nodeInfo/kubeletVersion"))]
+        }
         "Event" => vec![
-            json!(age(if s(o, "/lastTimestamp").is_empty() { s(o, "/metadata/creationTimestamp") } else { s(o, "/lastTimestamp") })),
+            json!(age(if s(o, "/lastTimestamp").is_empty() {
+                s(o, "/metadata/creationTimestamp")
+            } else {
+                s(o, "/lastTimestamp")
+            })),
             json!(s(o, "/type")),
             json!(s(o, "/reason")),
             json!(format!("{}/{}", s(o, "/involvedObject/kind").to_ascii_lowercase(), s(o, "/involvedObject/name"))),
             json!(s(o, "/message")),
         ],
-        "Namespace" => vec![json!(name), json!(if s(o, "/status/phase").is_empty() { "Active" } else { s(o, "/status/phase") }), json!(a)],
+        "Namespace" => vec![
+            json!(name),
+            json!(if s(o, "/status/phase").is_empty() { "Active" } else { s(o, "/status/phase") }),
+            json!(a),
+        ],
         _ => vec![json!(name), json!(a)],
     }
 }
@@ -110,7 +161,8 @@ pub fn table(kind: &str, items: &[Value], resource_version: &str, continue_token
             json!({"name": n, "type": t, "format": if *n == "Name" { "name" } else { "" }, "description": n, "priority": if i > 4 { 1 } else { 0 }})
         })
         .collect();
-    let rows: Vec<Value> = items.iter().map(|o| json!({"cells": cells(kind, o), "object": partial_metadata(o)})).collect();
+    let rows: Vec<Value> =
+        items.iter().map(|o| json!({"cells": cells(kind, o), "object": partial_metadata(o)})).collect();
     let mut meta = json!({"resourceVersion": resource_version});
     if let Some(c) = continue_token {
         meta["continue"] = json!(c);

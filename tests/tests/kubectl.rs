@@ -1,0 +1,175 @@
+//! The real kubectl through relay → agent → kube-sim.
+
+use std::time::Duration;
+
+use kubechat_tests::stack::KubeStack;
+use kubechat_tests::wait::within;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const USER: &str = "kubechat:user:alice@example.com";
+const USER_GROUPS: &[&str] = &["kubechat:tenant:acme", "kubechat:role:tenant_user"];
+const VIEWER: &str = "kubechat:user:victor@example.com";
+const VIEWER_GROUPS: &[&str] = &["kubechat:tenant:acme", "kubechat:role:tenant_viewer"];
+const LONG: Duration = Duration::from_secs(60);
+
+/// Reads lines from a child's stdout until one satisfies `pred`.
+async fn read_until(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    within(what, LONG, async {
+        while let Some(l) = lines.next_line().await.expect("read kubectl output") {
+            let done = pred(&l);
+            seen.push(l);
+            if done {
+                return;
+            }
+        }
+        panic!("kubectl ended before {what}; saw {seen:?}");
+    })
+    .await;
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_and_get_pods_across_namespaces() {
+    let s = KubeStack::start().await;
+    let k = s.kubectl(USER, USER_GROUPS);
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["version", "-o", "json"]).await).expect("json");
+    assert!(v["serverVersion"]["gitVersion"].as_str().is_some_and(|g| g.starts_with("v1.37")), "{v}");
+    let out = k.ok(&["get", "pods", "-A"]).await;
+    let header = out.lines().next().expect("a header line");
+    for col in ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"] {
+        assert!(header.contains(col), "{out}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("web") && l.contains("frontend-") && l.contains("1/1") && l.contains("Running")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("kube-system") && l.contains("coredns-")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_watch_sees_a_pod_created_meanwhile() {
+    let s = KubeStack::start().await;
+    let k = s.kubectl(USER, USER_GROUPS);
+    let mut child =
+        k.command(&["get", "pods", "-n", "web", "-w"]).stdout(std::process::Stdio::piped()).spawn().expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    read_until(&mut lines, "the initial list", |l| l.contains("frontend-")).await;
+    let manifest = k.dir().join("pod.yaml");
+    std::fs::write(&manifest, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: watched-pod\n  namespace: web\nspec:\n  containers:\n  - name: main\n    image: busybox\n").expect("write");
+    k.ok(&["create", "-f", manifest.to_str().expect("path")]).await;
+    let seen = read_until(&mut lines, "the new pod in the watch", |l| l.contains("watched-pod")).await;
+    assert!(seen.last().is_some_and(|l| l.contains("watched-pod")));
+    let _ = child.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_pod_shows_its_events() {
+    let s = KubeStack::start().await;
+    let k = s.kubectl(USER, USER_GROUPS);
+    let pods = k.ok(&["get", "pods", "-n", "web", "-l", "app=api", "-o", "name"]).await;
+    let pod = pods.lines().next().expect("an api pod").trim_start_matches("pod/").to_string();
+    let out = k.ok(&["describe", "pod", &pod, "-n", "web"]).await;
+    assert!(out.contains(&format!("Name:         {pod}")), "{out}");
+    assert!(out.contains("Status:       Running"), "{out}");
+    assert!(out.contains("Events:"), "{out}");
+    assert!(out.contains("Scheduled") && out.contains("Successfully assigned"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_streams_lines_as_they_are_written() {
+    let s = KubeStack::start().await;
+    let k = s.kubectl(USER, USER_GROUPS);
+    let pods = k.ok(&["get", "pods", "-n", "web", "-l", "app=api", "-o", "name"]).await;
+    let pod = pods.lines().next().expect("an api pod").trim_start_matches("pod/").to_string();
+    let printed = k.ok(&["logs", &pod, "-n", "web", "--tail=2"]).await;
+    assert_eq!(printed.lines().count(), 2, "{printed}");
+    let mut child = k
+        .command(&["logs", "-f", &pod, "-n", "web", "--tail=1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = read_until(&mut lines, "the first line", |_| true).await;
+    let n = |l: &str| l.rsplit(' ').next().and_then(|x| x.parse::<u64>().ok()).expect("line number");
+    let start = n(&first[0]);
+    // Lines written after kubectl started arrive while it keeps following.
+    let later = read_until(&mut lines, "a line written later", |l| n(l) >= start + 3).await;
+    assert!(later.iter().all(|l| l.contains(&format!("{pod}/main: handled request"))), "{later:?}");
+    let _ = child.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_patch_server_side_apply_and_delete() {
+    let s = KubeStack::start().await;
+    let k = s.kubectl(USER, USER_GROUPS);
+    let file = k.dir().join("cm.yaml");
+    let path = file.to_str().expect("path");
+    let cm = |v: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: web\ndata:\n  mode: {v}\n")
+    };
+    std::fs::write(&file, cm("one")).expect("write");
+    assert!(k.ok(&["apply", "-f", path]).await.contains("configmap/settings created"));
+    std::fs::write(&file, cm("two")).expect("write");
+    assert!(k.ok(&["apply", "-f", path]).await.contains("configmap/settings configured"));
+    let got: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "configmap", "settings", "-n", "web", "-o", "json"]).await).expect("json");
+    assert_eq!(got["data"]["mode"], "two");
+    assert!(got["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string());
+
+    let ssa = k.dir().join("ssa.yaml");
+    std::fs::write(
+        &ssa,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: web\ndata:\n  k: v\n",
+    )
+    .expect("write");
+    let out = k.ok(&["apply", "--server-side", "-f", ssa.to_str().expect("path")]).await;
+    assert!(out.contains("configmap/applied serverside-applied"), "{out}");
+    std::fs::write(
+        &ssa,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: web\ndata:\n  k: w\n",
+    )
+    .expect("write");
+    k.ok(&["apply", "--server-side", "-f", ssa.to_str().expect("path")]).await;
+    assert_eq!(k.ok(&["get", "cm", "applied", "-n", "web", "-o", "jsonpath={.data.k}"]).await, "w");
+
+    assert!(k.ok(&["delete", "-f", path]).await.contains("configmap \"settings\" deleted"));
+    let err = k.fails(&["get", "configmap", "settings", "-n", "web"]).await;
+    assert!(err.contains("Error from server (NotFound): configmaps \"settings\" not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_can_i_answers_for_the_impersonated_user() {
+    let s = KubeStack::start().await;
+    let user = s.kubectl(USER, USER_GROUPS);
+    assert_eq!(user.ok(&["auth", "can-i", "delete", "pods", "-n", "web"]).await.trim(), "yes");
+    let r = user.run(&["auth", "can-i", "delete", "nodes"]).await;
+    assert_eq!(r.stdout.trim(), "no", "{r:?}");
+    assert_eq!(r.code, Some(1));
+    let viewer = s.kubectl(VIEWER, VIEWER_GROUPS);
+    assert_eq!(viewer.ok(&["auth", "can-i", "list", "pods", "-n", "web"]).await.trim(), "yes");
+    assert_eq!(viewer.run(&["auth", "can-i", "delete", "pods", "-n", "web"]).await.stdout.trim(), "no");
+    assert_eq!(viewer.run(&["auth", "can-i", "get", "secrets", "-n", "web"]).await.stdout.trim(), "no");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_and_not_found_print_like_a_real_cluster() {
+    let s = KubeStack::start().await;
+    let viewer = s.kubectl(VIEWER, VIEWER_GROUPS);
+    let pods = viewer.ok(&["get", "pods", "-n", "web", "-o", "name"]).await;
+    let pod = pods.lines().next().expect("a pod").trim_start_matches("pod/").to_string();
+    let err = viewer.fails(&["delete", "pod", &pod, "-n", "web"]).await;
+    let want = format!(
+        "Error from server (Forbidden): pods \"{pod}\" is forbidden: User \"{VIEWER}\" cannot delete resource \"pods\" in API group \"\" in the namespace \"web\""
+    );
+    assert!(err.contains(&want), "{err}");
+    let err = viewer.fails(&["get", "pod", "no-such-pod", "-n", "web"]).await;
+    assert!(err.contains("Error from server (NotFound): pods \"no-such-pod\" not found"), "{err}");
+    // The pod is still there.
+    viewer.ok(&["get", "pod", &pod, "-n", "web"]).await;
+}
