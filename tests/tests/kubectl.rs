@@ -173,3 +173,81 @@ async fn forbidden_and_not_found_print_like_a_real_cluster() {
     // The pod is still there.
     viewer.ok(&["get", "pod", &pod, "-n", "web"]).await;
 }
+
+async fn api_pod(k: &kubechat_tests::kubectl::Kubectl) -> String {
+    let pods = k.ok(&["get", "pods", "-n", "web", "-l", "app=api", "-o", "name"]).await;
+    pods.lines().next().expect("an api pod").trim_start_matches("pod/").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_commands_and_cat_echoes_stdin() {
+    let s = KubeStack::start().await;
+    let k = s.kubectl(USER, USER_GROUPS);
+    let pod = api_pod(&k).await;
+    assert_eq!(k.ok(&["exec", &pod, "-n", "web", "--", "hostname"]).await.trim(), pod);
+    assert!(k.ok(&["exec", &pod, "-n", "web", "--", "env"]).await.contains(&format!("HOSTNAME={pod}")));
+
+    let mut child = k
+        .command(&["exec", "-i", &pod, "-n", "web", "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    use tokio::io::AsyncWriteExt;
+    stdin.write_all(b"first line\nsecond line\n").await.expect("write");
+    drop(stdin);
+    let out = within("exec -i cat", LONG, child.wait_with_output()).await.expect("output");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "first line\nsecond line\n");
+
+    let r = k.run(&["exec", &pod, "-n", "web", "--", "sh", "-c", "exit 3"]).await;
+    assert_eq!(r.code, Some(3), "{r:?}");
+    let r = k.run(&["exec", &pod, "-n", "web", "--", "no-such-command"]).await;
+    assert_eq!(r.code, Some(127), "{r:?}");
+    assert!(r.stderr.contains("no-such-command: not found"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_it_shell_under_a_pseudo_terminal() {
+    let s = KubeStack::start().await;
+    let k = s.kubectl(USER, USER_GROUPS);
+    let pod = api_pod(&k).await;
+    // `script` gives kubectl a real pseudo-terminal, as a person's shell would.
+    let kubectl = k.command(&["exec", "-it", &pod, "-n", "web", "--", "sh"]);
+    let cmdline: Vec<String> = std::iter::once(kubechat_tests::kubectl::kubectl_bin().display().to_string())
+        .chain(kubectl.as_std().get_args().map(|a| format!("'{}'", a.to_string_lossy())))
+        .collect();
+    let mut child = tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", &cmdline.join(" "), "/dev/null"])
+        .env("HOME", k.dir())
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut seen = Vec::new();
+    let mut wait_for = async |needle: &str, seen: &mut Vec<u8>| {
+        within(&format!("tty output {needle:?}"), LONG, async {
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(seen).contains(needle) {
+                let n = stdout.read(&mut buf).await.expect("read");
+                assert!(n > 0, "terminal closed early; saw {:?}", String::from_utf8_lossy(seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+    };
+    wait_for("/ # ", &mut seen).await;
+    stdin.write_all(b"hostname\r").await.expect("type");
+    wait_for(&format!("{pod}\r\n/ # "), &mut seen).await;
+    stdin.write_all(b"echo tty-works\r").await.expect("type");
+    wait_for("tty-works\r\n/ # ", &mut seen).await;
+    stdin.write_all(b"exit\r").await.expect("type");
+    let status = within("kubectl exits", LONG, child.wait()).await.expect("wait");
+    assert!(status.success(), "exit {status}; saw {:?}", String::from_utf8_lossy(&seen));
+}

@@ -87,20 +87,16 @@ impl Cluster {
     /// a CRD unregisters its resource.
     pub fn delete(&self, r: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
         let gone = self.store.delete(r, ns, name)?;
-        if r.plural == "deployments" {
-            if let Some(pods) = self.resource_by_plural("pods") {
-                for p in self.owned_pods(&pods, ns, name) {
-                    let _ = self.store.delete(&pods, ns, s(&p, "/metadata/name"));
-                }
+        if let Some(pods) = self.resource_by_plural("pods").filter(|_| r.plural == "deployments") {
+            for p in self.owned_pods(&pods, ns, name) {
+                let _ = self.store.delete(&pods, ns, s(&p, "/metadata/name"));
             }
         }
-        if r.plural == "customresourcedefinitions" {
-            if let Some(def) = resources::from_crd(&gone) {
-                self.resources
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(|x| !(x.group == def.group && x.plural == def.plural));
-            }
+        if let Some(def) = resources::from_crd(&gone).filter(|_| r.plural == "customresourcedefinitions") {
+            self.resources
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|x| !(x.group == def.group && x.plural == def.plural));
         }
         Ok(gone)
     }

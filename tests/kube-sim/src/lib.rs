@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`server`]: authentication, impersonation, authorization, handlers.
+//! - [`exec`]: pods/exec over WebSocket with a tiny shell.
 //! - [`request`]: parsing paths like the API server's RequestInfo.
 //! - [`cluster`]: the store plus simulated kubelet, deployment controller, CRDs.
 //! - [`store`]: objects, resource versions, watch history.
@@ -19,6 +20,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod exec;
 pub mod kubeconfig;
 pub mod patch;
 pub mod rbac;

@@ -69,7 +69,7 @@ fn rule_allows(rule: &Value, a: &Attributes) -> bool {
         return false;
     }
     let names = strs(rule.get("resourceNames"));
-    names.is_empty() || names.iter().any(|n| *n == a.name)
+    names.is_empty() || names.contains(&a.name)
 }
 
 fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
@@ -93,8 +93,12 @@ fn find<'a>(objs: &'a [Value], name: &str, ns: &str) -> Option<&'a Value> {
     })
 }
 
+/// No rule of any binding allows the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied;
+
 /// Whether `user` may do `a`, and which binding allowed it.
-pub fn authorize(store: &Store, user: &UserInfo, a: &Attributes) -> Result<String, ()> {
+pub fn authorize(store: &Store, user: &UserInfo, a: &Attributes) -> Result<String, Denied> {
     if user.groups.iter().any(|g| g == "system:masters") {
         return Ok("system:masters".into());
     }
@@ -120,7 +124,7 @@ pub fn authorize(store: &Store, user: &UserInfo, a: &Attributes) -> Result<Strin
         }
     }
     if a.namespace.is_empty() {
-        return Err(());
+        return Err(Denied);
     }
     for b in store.all_of(&format!("{rbac}/rolebindings")) {
         let ns = b.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
@@ -143,7 +147,7 @@ pub fn authorize(store: &Store, user: &UserInfo, a: &Attributes) -> Result<Strin
             ));
         }
     }
-    Err(())
+    Err(Denied)
 }
 
 /// The API server's message for a refusal.

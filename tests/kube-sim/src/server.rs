@@ -98,7 +98,7 @@ impl KubeSim {
         let check = |a: Attributes| -> Result<(), ApiError> {
             rbac::authorize(&self.cluster.store, &caller, &a)
                 .map(|_| ())
-                .map_err(|()| ApiError::forbidden(rbac::forbidden_message(&caller, &a)))
+                .map_err(|rbac::Denied| ApiError::forbidden(rbac::forbidden_message(&caller, &a)))
         };
         let imp = |resource: &str, group: &str, sub: &str, name: &str| Attributes {
             verb: "impersonate".into(),
@@ -134,7 +134,7 @@ impl KubeSim {
         };
         rbac::authorize(&self.cluster.store, user, &a)
             .map(|_| ())
-            .map_err(|()| ApiError::forbidden(rbac::forbidden_message(user, &a)))
+            .map_err(|rbac::Denied| ApiError::forbidden(rbac::forbidden_message(user, &a)))
     }
 }
 
@@ -191,6 +191,15 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Bo
             access_review(sim, &r, &user, &body)
         }
         ("get", "log") => logs(sim, &r, &ns, &info.name, &query).await,
+        ("get" | "create", "exec") => {
+            let pod = sim.cluster.store.get(&r, &ns, &info.name)?;
+            let container = pick_container(&pod, &info.name, query.get("container"))?;
+            if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
+                return Err(ApiError::bad_request(format!("pod {} is not running", info.name)));
+            }
+            let pairs = request::query_pairs(req.uri().query());
+            crate::exec::upgrade(req, crate::exec::ExecRequest::from_query(&info.name, &container, &pairs))
+        }
         (_, "exec" | "attach" | "portforward") => Err(ApiError {
             code: 501,
             reason: "NotImplemented",
@@ -272,20 +281,17 @@ fn parse_object(body: &[u8], r: &Resource, ns: &str) -> Result<Value, ApiError> 
     if !obj.is_object() {
         return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
-    if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
-        if kind != r.kind {
-            return Err(ApiError::bad_request(format!(
-                "the kind {kind:?} does not match the resource {:?} ({})",
-                r.plural, r.kind
-            )));
-        }
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str).filter(|k| *k != r.kind) {
+        return Err(ApiError::bad_request(format!(
+            "the kind {kind:?} does not match the resource {:?} ({})",
+            r.plural, r.kind
+        )));
     }
-    if let Some(obj_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
-        if r.namespaced && !obj_ns.is_empty() && obj_ns != ns {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
+    let obj_ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+    if r.namespaced && !obj_ns.is_empty() && obj_ns != ns {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
     }
     Ok(obj)
 }
@@ -498,7 +504,7 @@ fn access_review(sim: &KubeSim, r: &Resource, user: &UserInfo, body: &[u8]) -> R
     let decision = rbac::authorize(&sim.cluster.store, &subject, &rev.attrs);
     let (allowed, reason) = match &decision {
         Ok(by) => (true, format!("RBAC: allowed by {by}")),
-        Err(()) => (false, String::new()),
+        Err(rbac::Denied) => (false, String::new()),
     };
     let mut spec = json!({});
     if rev.attrs.resource_request {
@@ -516,6 +522,24 @@ fn access_review(sim: &KubeSim, r: &Resource, user: &UserInfo, body: &[u8]) -> R
     Ok(json_response(StatusCode::CREATED, &out))
 }
 
+/// The container a logs/exec request means, like the API server picks it.
+fn pick_container(pod: &Value, name: &str, asked: Option<&String>) -> Result<String, ApiError> {
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string)).collect())
+        .unwrap_or_default();
+    match asked.filter(|c| !c.is_empty()) {
+        Some(c) if containers.contains(c) => Ok(c.clone()),
+        Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if containers.len() == 1 => Ok(containers[0].clone()),
+        None => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: [{}]",
+            containers.join(" ")
+        ))),
+    }
+}
+
 async fn logs(
     sim: &Arc<KubeSim>,
     r: &Resource,
@@ -524,22 +548,7 @@ async fn logs(
     query: &HashMap<String, String>,
 ) -> Result<Response<Body>, ApiError> {
     let pod = sim.cluster.store.get(r, ns, name)?;
-    let containers: Vec<String> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map(|cs| cs.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string)).collect())
-        .unwrap_or_default();
-    let container = match query.get("container").filter(|c| !c.is_empty()) {
-        Some(c) if containers.contains(c) => c.clone(),
-        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
-        None if containers.len() == 1 => containers[0].clone(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )));
-        }
-    };
+    let container = pick_container(&pod, name, query.get("container"))?;
     let started = pod.pointer("/status/startTime").and_then(Value::as_str).unwrap_or("");
     let start = time::OffsetDateTime::parse(started, &time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc());

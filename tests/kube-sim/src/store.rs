@@ -202,10 +202,8 @@ impl Store {
     pub fn watch_from(&self, rv: u64) -> Result<(Vec<Event>, broadcast::Receiver<Event>), ApiError> {
         let inner = self.lock();
         let rx = self.events.subscribe();
-        if let Some(first) = inner.history.front() {
-            if rv + 1 < first.rv {
-                return Err(ApiError::gone(rv));
-            }
+        if inner.history.front().is_some_and(|first| rv + 1 < first.rv) {
+            return Err(ApiError::gone(rv));
         }
         Ok((inner.history.iter().filter(|e| e.rv > rv).cloned().collect(), rx))
     }
