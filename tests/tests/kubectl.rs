@@ -251,3 +251,32 @@ async fn exec_it_shell_under_a_pseudo_terminal() {
     let status = within("kubectl exits", LONG, child.wait()).await.expect("wait");
     assert!(status.success(), "exit {status}; saw {:?}", String::from_utf8_lossy(&seen));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_reaches_the_pods_service() {
+    let s = KubeStack::start().await;
+    let k = s.kubectl(USER, USER_GROUPS);
+    let pod = api_pod(&k).await;
+    let mut child = k
+        .command(&["port-forward", &format!("pod/{pod}"), "-n", "web", "--address", "127.0.0.1", ":8080"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let seen = read_until(&mut lines, "the forwarding line", |l| l.starts_with("Forwarding from 127.0.0.1:")).await;
+    let line = seen.last().expect("a line");
+    let port: u16 =
+        line["Forwarding from 127.0.0.1:".len()..].split(' ').next().and_then(|p| p.parse().ok()).expect("local port");
+    for _ in 0..2 {
+        // Two connections: each is its own pair of SPDY streams.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn =
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect to the forwarded port");
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("write");
+        let mut resp = String::new();
+        within("forwarded response", LONG, conn.read_to_string(&mut resp)).await.expect("read");
+        assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+        assert!(resp.ends_with(&format!("hello from {pod} port 8080\n")), "{resp}");
+    }
+    let _ = child.kill().await;
+}

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`server`]: authentication, impersonation, authorization, handlers.
 //! - [`exec`]: pods/exec over WebSocket with a tiny shell.
+//! - [`portforward`]: pods/portforward, SPDY/3.1 inside WebSocket, to a simulated in-pod HTTP service.
 //! - [`request`]: parsing paths like the API server's RequestInfo.
 //! - [`cluster`]: the store plus simulated kubelet, deployment controller, CRDs.
 //! - [`store`]: objects, resource versions, watch history.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod exec;
 pub mod kubeconfig;
 pub mod patch;
+pub mod portforward;
 pub mod rbac;
 pub mod request;
 pub mod resources;

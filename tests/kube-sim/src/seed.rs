@@ -126,7 +126,7 @@ pub fn demo(c: &Cluster) {
             json!({
                 "metadata": {"name": name, "labels": {"app": name}},
                 "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                         "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "main", "image": format!("registry.example/{name}:1.0")}]}}},
+                         "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "main", "image": format!("registry.example/{name}:1.0"), "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]}}},
             }),
         );
     }

@@ -200,6 +200,21 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Bo
             let pairs = request::query_pairs(req.uri().query());
             crate::exec::upgrade(req, crate::exec::ExecRequest::from_query(&info.name, &container, &pairs))
         }
+        ("get" | "create", "portforward") => {
+            let pod = sim.cluster.store.get(&r, &ns, &info.name)?;
+            if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
+                return Err(ApiError::bad_request(format!("pod {} is not running", info.name)));
+            }
+            let ports: Vec<u16> = pod
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c.get("ports").and_then(Value::as_array).cloned().unwrap_or_default())
+                .filter_map(|p| p.get("containerPort").and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok()))
+                .collect();
+            crate::portforward::upgrade(req, info.name.clone(), ports)
+        }
         (_, "exec" | "attach" | "portforward") => Err(ApiError {
             code: 501,
             reason: "NotImplemented",
