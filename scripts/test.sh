@@ -4,11 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "==> tools"
+KUBECHAT_KUBECTL=$(bash scripts/install-kubectl.sh)
+export KUBECHAT_KUBECTL
+"$KUBECHAT_KUBECTL" version --client
+
 echo "==> formatting"
 cargo fmt --all -- --check
 
 echo "==> lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> dev stack smoke test (the README's first command)"
+bash scripts/dev-smoke.sh
 
 echo "==> tests"
 cargo test --workspace --all-targets --locked

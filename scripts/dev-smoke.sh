@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# CI smoke test of the README's first command: starts scripts/dev.sh (debug
+# build, free ports, its own directory), runs kubectl through the stack it
+# printed, and stops it with SIGTERM.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+export KUBECHAT_DEV_SIM_PORT=$(free_port) KUBECHAT_DEV_QUIC_PORT=$(free_port) KUBECHAT_DEV_INTERNAL_PORT=$(free_port)
+export KUBECHAT_DEV_RELAY_ADMIN_PORT=$(free_port) KUBECHAT_DEV_AGENT_ADMIN_PORT=$(free_port)
+export KUBECHAT_DEV_PROFILE=debug
+export KUBECHAT_DEV_DIR=$(mktemp -d)
+OUT="$KUBECHAT_DEV_DIR/dev.out"
+
+bash scripts/dev.sh > "$OUT" 2>&1 &
+DEV_PID=$!
+stop() { kill -TERM "$DEV_PID" 2>/dev/null || true; wait "$DEV_PID" 2>/dev/null || true; }
+trap stop EXIT
+
+for _ in $(seq 1 600); do
+  grep -q "dev stack is up" "$OUT" && break
+  kill -0 "$DEV_PID" 2>/dev/null || { cat "$OUT"; echo "dev.sh exited early"; exit 1; }
+  sleep 0.5
+done
+grep -q "dev stack is up" "$OUT" || { cat "$OUT"; echo "dev stack did not come up"; exit 1; }
+
+KUBECTL=$(bash scripts/install-kubectl.sh)
+export KUBECONFIG="$KUBECHAT_DEV_DIR/kubeconfig"
+CACHE=$(mktemp -d)
+k() { "$KUBECTL" --cache-dir "$CACHE" "$@"; }
+fail=0
+check() { # name, expected substring, command...
+  local name=$1 want=$2; shift 2
+  local got
+  got=$("$@" 2>&1) || true
+  if grep -qF -- "$want" <<< "$got"; then echo "ok: $name"; else echo "FAILED: $name: want '$want', got: $got"; fail=1; fi
+}
+check "get pods through the tunnel" "Running" k get pods -A
+check "exec through the tunnel" "api-" k exec -n web deploy/api -- hostname
+check "tunnel listed by the relay" '"cluster":"dev"' curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_RELAY_ADMIN_PORT/v1/tunnels"
+check "agent ready" "ready" curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_AGENT_ADMIN_PORT/readyz"
+if [ $fail -ne 0 ]; then echo "--- dev.sh output"; cat "$OUT"; exit 1; fi
+echo "smoke: 4 passed, 0 failed"
