@@ -260,7 +260,7 @@ impl KubeStack {
         let kubeconfig = kube_sim::kubeconfig::KubeconfigSpec {
             name: "sim".into(),
             server: sim.url(),
-            ca_pem: None,
+            ca_pem: Some(sim.ca_pem.clone()),
             credentials: kube_sim::kubeconfig::Credentials::Token(AGENT_TOKEN.into()),
             impersonate_user: None,
             impersonate_groups: Vec::new(),

@@ -104,12 +104,41 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, sim: Arc<Kub
     }
 }
 
-/// A running kube-sim for tests: plain HTTP on 127.0.0.1:0.
+/// An HTTPS acceptor with a fresh CA; returns it and the CA's PEM.
+pub fn test_tls(ip: std::net::IpAddr) -> (TlsAcceptor, String) {
+    use kubechat_transport::pki::{CertAuthority, LeafSpec, Validity};
+    let ca = CertAuthority::new("kube-sim cluster CA").expect("ca");
+    let spec = LeafSpec {
+        common_name: "kube-apiserver".into(),
+        dns_names: vec!["localhost".into()],
+        ips: vec![ip],
+        server: true,
+        ..Default::default()
+    };
+    let id = ca
+        .issue(&spec, Validity::for_duration(Duration::from_secs(24 * 3600)))
+        .expect("cert")
+        .identity()
+        .expect("identity");
+    let mut tls = rustls::ServerConfig::builder_with_provider(kubechat_transport::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_no_client_auth()
+        .with_single_cert(id.chain, id.key)
+        .expect("server cert");
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (TlsAcceptor::from(Arc::new(tls)), ca.cert_pem().to_string())
+}
+
+/// A running kube-sim for tests on 127.0.0.1:0, over HTTPS with a fresh CA
+/// (kubectl sends bearer tokens only over TLS).
 pub struct TestSim {
     /// The simulator (inspect or change its cluster directly).
     pub sim: Arc<KubeSim>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The CA that signed its serving certificate.
+    pub ca_pem: String,
     /// Cancel to stop.
     pub shutdown: CancellationToken,
 }
@@ -120,13 +149,14 @@ impl TestSim {
         let sim = KubeSim::new(config, demo);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind kube-sim");
         let addr = listener.local_addr().expect("addr");
+        let (tls, ca_pem) = test_tls(addr.ip());
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve(listener, None, sim.clone(), shutdown.clone()));
-        Self { sim, addr, shutdown }
+        tokio::spawn(serve(listener, Some(tls), sim.clone(), shutdown.clone()));
+        Self { sim, addr, ca_pem, shutdown }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 }

@@ -45,13 +45,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.out_dir).with_context(|| format!("cannot create {}", cli.out_dir.display()))?;
     let (admin_token, agent_token) = (token(), token());
     let mut tokens = HashMap::new();
-    tokens.insert(admin_token.clone(), UserInfo { name: "kube-sim:admin".into(), groups: vec!["system:masters".into()] });
-    tokens.insert(agent_token.clone(), UserInfo { name: kube_sim::seed::AGENT_USER.into(), groups: vec!["system:serviceaccounts".into()] });
+    tokens
+        .insert(admin_token.clone(), UserInfo { name: "kube-sim:admin".into(), groups: vec!["system:masters".into()] });
+    tokens.insert(
+        agent_token.clone(),
+        UserInfo { name: kube_sim::seed::AGENT_USER.into(), groups: vec!["system:serviceaccounts".into()] },
+    );
     let mut config = SimConfig::with_tokens(tokens);
     config.log_interval = Duration::from_millis(cli.log_interval_ms.max(10));
     let sim = KubeSim::new(config, !cli.empty);
 
-    let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("cannot listen on {}", cli.listen))?;
     let addr = listener.local_addr()?;
     let (scheme, tls, ca_pem) = if cli.plain_http {
         ("http", None, None)
@@ -75,7 +80,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ("https", Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), Some(ca.cert_pem().to_string()))
     };
     let server = format!("{scheme}://{addr}");
-    for (file, name, tok) in [("admin.kubeconfig", "kube-sim-admin", &admin_token), ("agent.kubeconfig", "kube-sim-agent", &agent_token)] {
+    for (file, name, tok) in
+        [("admin.kubeconfig", "kube-sim-admin", &admin_token), ("agent.kubeconfig", "kube-sim-agent", &agent_token)]
+    {
         let spec = KubeconfigSpec {
             name: name.into(),
             server: server.clone(),

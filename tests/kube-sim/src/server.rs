@@ -200,6 +200,45 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Bo
             let pairs = request::query_pairs(req.uri().query());
             crate::exec::upgrade(req, crate::exec::ExecRequest::from_query(&info.name, &container, &pairs))
         }
+        ("get" | "patch" | "update", "scale") => {
+            let live = sim.cluster.store.get(&r, &ns, &info.name)?;
+            let scale_of = |o: &Value| {
+                let replicas = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+                let labels: Vec<String> = o
+                    .pointer("/spec/selector/matchLabels")
+                    .and_then(Value::as_object)
+                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+                    .unwrap_or_default();
+                json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+                       "metadata": {"name": info.name, "namespace": ns, "resourceVersion": o.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))},
+                       "spec": {"replicas": replicas},
+                       "status": {"replicas": o.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": labels.join(",")}})
+            };
+            if info.verb == "get" {
+                return Ok(json_response(StatusCode::OK, &scale_of(&live)));
+            }
+            let ct = header_str(req.headers(), "content-type").split(';').next().unwrap_or("").trim().to_string();
+            let (_, body) = read_body(req).await?;
+            let sent: Value =
+                serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+            let mut scale = scale_of(&live);
+            match (info.verb.as_str(), ct.as_str()) {
+                ("update", _) => scale = sent,
+                (_, "application/json-patch+json") => {
+                    patch::json_patch(&mut scale, &sent).map_err(|e| ApiError::invalid("Scale", &info.name, &e))?
+                }
+                _ => patch::merge(&mut scale, &sent),
+            }
+            let replicas = scale
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| ApiError::invalid("Scale", &info.name, "spec.replicas: Required value"))?;
+            let mut updated = live;
+            updated["spec"]["replicas"] = json!(replicas);
+            strip_rv(&mut updated);
+            let updated = sim.cluster.update(&r, &ns, &info.name, updated)?;
+            Ok(json_response(StatusCode::OK, &scale_of(&updated)))
+        }
         ("get" | "create", "portforward") => {
             let pod = sim.cluster.store.get(&r, &ns, &info.name)?;
             if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
