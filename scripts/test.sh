@@ -8,6 +8,8 @@ echo "==> tools"
 KUBECHAT_KUBECTL=$(bash scripts/install-kubectl.sh)
 export KUBECHAT_KUBECTL
 "$KUBECHAT_KUBECTL" version --client
+KUBECHAT_TEST_POSTGRES_URL=$(bash scripts/postgres.sh)
+export KUBECHAT_TEST_POSTGRES_URL
 
 echo "==> formatting"
 cargo fmt --all -- --check

@@ -1,0 +1,565 @@
+//! The REST API under `/v1`: tenants, settings, usage, users, tokens,
+//! clusters; bearer-token authentication, roles, tenant isolation (another
+//! tenant's ids get the same 404 as missing ones), plan limits, suspension,
+//! rate limits and strict JSON bodies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::auth::{self, Principal};
+use crate::db::{Db, Scope, now};
+use crate::error::ApiError;
+use crate::model::*;
+use crate::ratelimit::RateLimiter;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Shared state of the API.
+pub struct App {
+    /// Storage.
+    pub db: Db,
+    /// Per-token limit.
+    pub per_token: RateLimiter,
+    /// Per-tenant limit.
+    pub per_tenant: RateLimiter,
+    /// Region of new tenants when none is given.
+    pub default_region: String,
+}
+
+type Reply = Result<(StatusCode, Value), ApiError>;
+
+fn respond(r: Reply) -> Response<Full<Bytes>> {
+    let (status, body, retry) = match r {
+        Ok((s, v)) => (s, v, None),
+        Err(e) => (e.status, e.body(), e.retry_after),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    if let Some(v) = retry.and_then(|s| header::HeaderValue::from_str(&s.to_string()).ok()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// Serves one request.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    respond(route(&app, req).await)
+}
+
+async fn body_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let bytes =
+        Limited::new(req.into_body(), MAX_BODY).collect().await.map_err(|_| ApiError::too_large(MAX_BODY))?.to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the request body is not valid: {e}")))
+}
+
+async fn authenticate(app: &App, req: &Request<Incoming>) -> Result<Principal, ApiError> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| t.starts_with(auth::TOKEN_PREFIX))
+        .ok_or_else(|| ApiError::unauthenticated("send an API token: Authorization: Bearer kc_…"))?;
+    let owner = app
+        .db
+        .token_owner(&auth::hash(token))
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("the API token is not valid"))?;
+    if owner.revoked_at.is_some() {
+        return Err(ApiError::unauthenticated("the API token was revoked; create a new one"));
+    }
+    if owner.expires_at.is_some_and(|e| e <= now()) {
+        return Err(ApiError::unauthenticated("the API token has expired; create a new one"));
+    }
+    Ok(Principal { user: owner.user, token_id: owner.token_id })
+}
+
+fn limited(rl: &RateLimiter, key: &str, scope: &str) -> Result<(), ApiError> {
+    rl.check(key, Instant::now()).map_err(|wait| ApiError::rate_limited(scope, wait.as_secs().max(1)))
+}
+
+async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let method = req.method().clone();
+    match (method.clone(), path.as_str()) {
+        (Method::GET, "/healthz") => return Ok((StatusCode::OK, json!({"status": "ok"}))),
+        (Method::GET, "/v1/openapi.json") => return Ok((StatusCode::OK, crate::openapi::document())),
+        _ => {}
+    }
+    let p = authenticate(app, &req).await?;
+    limited(&app.per_token, &p.token_id, "API token")?;
+    if let Some(t) = p.user.tenant_id.clone() {
+        limited(&app.per_tenant, &t, "tenant")?;
+        // A suspended tenant is refused everywhere.
+        let tenant = app
+            .db
+            .tenant(&Scope::Tenant(t.clone()), &t)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("the API token is not valid"))?;
+        if tenant.status == TenantStatus::Suspended {
+            return Err(ApiError::forbidden(
+                "tenant_suspended",
+                format!("tenant {} is suspended; contact support to reactivate it", tenant.slug),
+            ));
+        }
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match (method, segs.as_slice()) {
+        (Method::POST, ["v1", "tenants"]) => create_tenant(app, &p, body_json(req).await?).await,
+        (Method::GET, ["v1", "tenants"]) => {
+            let scope = if p.is_platform() {
+                Scope::Platform
+            } else {
+                Scope::Tenant(p.user.tenant_id.clone().unwrap_or_default())
+            };
+            Ok((StatusCode::OK, json!({"items": app.db.tenants(&scope).await?})))
+        }
+        (Method::GET, ["v1", "tenants", id]) => Ok((StatusCode::OK, json!(tenant_for(app, &p, id).await?))),
+        (Method::PUT, ["v1", "tenants", id]) => update_tenant(app, &p, id, body_json(req).await?).await,
+        (Method::DELETE, ["v1", "tenants", id]) => delete_tenant(app, &p, id).await,
+        (Method::GET, ["v1", "tenants", id, "settings"]) => {
+            Ok((StatusCode::OK, tenant_for(app, &p, id).await?.settings))
+        }
+        (Method::PUT, ["v1", "tenants", id, "settings"]) => {
+            let mut t = admin_tenant(app, &p, id).await?;
+            let settings: Value = body_json(req).await?;
+            if !settings.is_object() {
+                return Err(ApiError::bad_request("invalid_settings", "settings must be a JSON object"));
+            }
+            t.settings = settings;
+            app.db.update_tenant(&Scope::Tenant(t.id.clone()), &t).await?;
+            Ok((StatusCode::OK, t.settings))
+        }
+        (Method::GET, ["v1", "tenants", id, "usage"]) => {
+            let t = tenant_for(app, &p, id).await?;
+            Ok((StatusCode::OK, json!(app.db.usage(&t).await?)))
+        }
+        (Method::POST, ["v1", "tenants", id, "users"]) => create_user(app, &p, id, body_json(req).await?).await,
+        (Method::GET, ["v1", "tenants", id, "users"]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            Ok((StatusCode::OK, json!({"items": app.db.users(&t.id).await?})))
+        }
+        (Method::GET, ["v1", "tenants", id, "users", uid]) => {
+            let t = tenant_for(app, &p, id).await?;
+            if !p.is_admin_of(&t.id) && p.user.id != *uid {
+                return Err(ApiError::not_found("user", uid));
+            }
+            Ok((StatusCode::OK, json!(app.db.user(&t.id, uid).await?.ok_or_else(|| ApiError::not_found("user", uid))?)))
+        }
+        (Method::PUT, ["v1", "tenants", id, "users", uid]) => {
+            update_user(app, &p, id, uid, body_json(req).await?).await
+        }
+        (Method::DELETE, ["v1", "tenants", id, "users", uid]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            app.db.user(&t.id, uid).await?.ok_or_else(|| ApiError::not_found("user", uid))?;
+            app.db.delete_user(&t.id, uid).await?;
+            Ok((StatusCode::OK, json!({"deleted": uid})))
+        }
+        (Method::POST, ["v1", "tenants", id, "tokens"]) => create_token(app, &p, id, body_json(req).await?).await,
+        (Method::GET, ["v1", "tenants", id, "tokens"]) => {
+            let t = tenant_for(app, &p, id).await?;
+            let mut tokens = app.db.tokens(&t.id).await?;
+            if !p.is_admin_of(&t.id) {
+                tokens.retain(|k| k.user_id == p.user.id);
+            }
+            Ok((StatusCode::OK, json!({"items": tokens})))
+        }
+        (Method::DELETE, ["v1", "tenants", id, "tokens", tid]) => {
+            let t = tenant_for(app, &p, id).await?;
+            let owned = app.db.tokens(&t.id).await?.into_iter().find(|k| k.id == *tid);
+            match owned {
+                Some(k) if p.is_admin_of(&t.id) || k.user_id == p.user.id => {
+                    app.db.revoke_token(&t.id, tid).await?;
+                    Ok((StatusCode::OK, json!({"revoked": tid})))
+                }
+                _ => Err(ApiError::not_found("token", tid)),
+            }
+        }
+        (Method::POST, ["v1", "tenants", id, "clusters"]) => create_cluster(app, &p, id, body_json(req).await?).await,
+        (Method::GET, ["v1", "tenants", id, "clusters"]) => {
+            let t = tenant_for(app, &p, id).await?;
+            Ok((StatusCode::OK, json!({"items": app.db.clusters(&t.id).await?})))
+        }
+        (Method::GET, ["v1", "tenants", id, "clusters", cid]) => {
+            let t = tenant_for(app, &p, id).await?;
+            let c = app
+                .db
+                .clusters(&t.id)
+                .await?
+                .into_iter()
+                .find(|c| c.id == *cid)
+                .ok_or_else(|| ApiError::not_found("cluster", cid))?;
+            Ok((StatusCode::OK, json!(c)))
+        }
+        (Method::PUT, ["v1", "tenants", id, "clusters", cid]) => {
+            update_cluster(app, &p, id, cid, body_json(req).await?).await
+        }
+        (Method::DELETE, ["v1", "tenants", id, "clusters", cid]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            if !app.db.delete_cluster(&t.id, cid).await? {
+                return Err(ApiError::not_found("cluster", cid));
+            }
+            Ok((StatusCode::OK, json!({"deleted": cid, "credentialsRevoked": true})))
+        }
+        _ => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "no_route",
+            message: format!("no endpoint {path}; see /v1/openapi.json"),
+            retry_after: None,
+        }),
+    }
+}
+
+/// The tenant `id` if the caller may see it; another tenant's id is a 404
+/// exactly like a missing one.
+async fn tenant_for(app: &App, p: &Principal, id: &str) -> Result<Tenant, ApiError> {
+    if !p.can_see(id) {
+        return Err(ApiError::not_found("tenant", id));
+    }
+    let scope = if p.is_platform() { Scope::Platform } else { Scope::Tenant(id.to_string()) };
+    app.db.tenant(&scope, id).await?.ok_or_else(|| ApiError::not_found("tenant", id))
+}
+
+/// Like [`tenant_for`], and the caller must administer it.
+async fn admin_tenant(app: &App, p: &Principal, id: &str) -> Result<Tenant, ApiError> {
+    let t = tenant_for(app, p, id).await?;
+    if !p.is_admin_of(&t.id) {
+        return Err(ApiError::forbidden(
+            "role",
+            format!("role {} cannot do this; ask a tenant admin", p.user.role.as_str()),
+        ));
+    }
+    Ok(t)
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn valid_email(e: &str) -> bool {
+    e.len() <= 254
+        && e.split_once('@').is_some_and(|(a, d)| !a.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && !e.contains(char::is_whitespace)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TenantCreate {
+    name: String,
+    slug: String,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    home_region: Option<String>,
+    #[serde(default)]
+    plan: Option<Plan>,
+    #[serde(default)]
+    status: Option<TenantStatus>,
+    admin_email: String,
+    #[serde(default)]
+    admin_name: Option<String>,
+}
+
+fn next_billing_date() -> String {
+    let d = time::OffsetDateTime::now_utc().date();
+    let (y, m) = if d.month() == time::Month::December {
+        (d.year() + 1, time::Month::January)
+    } else {
+        (d.year(), d.month().next())
+    };
+    format!("{y:04}-{:02}-01", u8::from(m))
+}
+
+async fn create_tenant(app: &App, p: &Principal, b: TenantCreate) -> Reply {
+    if !p.is_platform() {
+        return Err(ApiError::forbidden("role", "only platform administrators can onboard tenants"));
+    }
+    if !is_dns_label(&b.slug) {
+        return Err(ApiError::bad_request(
+            "invalid_slug",
+            "slug must be lowercase letters, digits and '-', at most 40 characters",
+        ));
+    }
+    if b.name.trim().is_empty() || b.name.len() > 200 {
+        return Err(ApiError::bad_request("invalid_name", "name must be 1 to 200 characters"));
+    }
+    if !valid_email(&b.admin_email) {
+        return Err(ApiError::bad_request(
+            "invalid_email",
+            format!("adminEmail {:?} is not an email address", b.admin_email),
+        ));
+    }
+    let plan = b.plan.unwrap_or(Plan::Free);
+    let status = b.status.unwrap_or(TenantStatus::Trial);
+    let tenant = Tenant {
+        id: auth::new_id('t'),
+        name: b.name.trim().to_string(),
+        slug: b.slug,
+        domain: b.domain,
+        status,
+        home_region: b.home_region.unwrap_or_else(|| app.default_region.clone()),
+        settings: json!({}),
+        subscription: Subscription {
+            plan,
+            limits: plan.limits(),
+            billing_cycle: "monthly".into(),
+            next_billing_date: next_billing_date(),
+        },
+        created_at: now(),
+    };
+    let admin = User {
+        id: auth::new_id('u'),
+        tenant_id: Some(tenant.id.clone()),
+        email: b.admin_email.to_ascii_lowercase(),
+        name: b.admin_name.unwrap_or_default(),
+        role: Role::TenantAdmin,
+        created_at: now(),
+    };
+    let secret = auth::new_token();
+    let token = ApiToken {
+        id: auth::new_id('k'),
+        tenant_id: Some(tenant.id.clone()),
+        user_id: admin.id.clone(),
+        name: "onboarding".into(),
+        prefix: auth::prefix(&secret.0),
+        expires_at: None,
+        revoked_at: None,
+        created_at: now(),
+    };
+    app.db.create_tenant(&tenant, &admin, &token, &auth::hash(&secret.0)).await?;
+    tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant onboarded");
+    Ok((StatusCode::CREATED, json!({"tenant": tenant, "admin": admin, "token": secret.0, "apiToken": token})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TenantUpdate {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    status: Option<TenantStatus>,
+    #[serde(default)]
+    plan: Option<Plan>,
+    #[serde(default)]
+    home_region: Option<String>,
+}
+
+async fn update_tenant(app: &App, p: &Principal, id: &str, b: TenantUpdate) -> Reply {
+    let mut t = admin_tenant(app, p, id).await?;
+    if (b.status.is_some() || b.plan.is_some() || b.home_region.is_some()) && !p.is_platform() {
+        return Err(ApiError::forbidden("role", "only platform administrators can change status, plan or home region"));
+    }
+    if let Some(n) = b.name {
+        if n.trim().is_empty() || n.len() > 200 {
+            return Err(ApiError::bad_request("invalid_name", "name must be 1 to 200 characters"));
+        }
+        t.name = n.trim().to_string();
+    }
+    if b.domain.is_some() {
+        t.domain = b.domain;
+    }
+    if let Some(s) = b.status {
+        t.status = s;
+    }
+    if let Some(plan) = b.plan {
+        t.subscription.plan = plan;
+        t.subscription.limits = plan.limits();
+    }
+    if let Some(r) = b.home_region {
+        t.home_region = r;
+    }
+    let scope = if p.is_platform() { Scope::Platform } else { Scope::Tenant(t.id.clone()) };
+    app.db.update_tenant(&scope, &t).await?;
+    Ok((StatusCode::OK, json!(t)))
+}
+
+async fn delete_tenant(app: &App, p: &Principal, id: &str) -> Reply {
+    if !p.is_platform() {
+        // Tenants cannot offboard themselves through the API; and another
+        // tenant's id must look missing.
+        tenant_for(app, p, id).await?;
+        return Err(ApiError::forbidden("role", "only platform administrators can offboard a tenant"));
+    }
+    tenant_for(app, p, id).await?;
+    let revoked = app.db.purge_tenant(id).await?;
+    tracing::info!(tenant = %id, clusters = revoked.len(), "tenant offboarded and purged");
+    Ok((StatusCode::OK, json!({"deleted": id, "revokedClusters": revoked})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UserCreate {
+    email: String,
+    #[serde(default)]
+    name: Option<String>,
+    role: Role,
+}
+
+async fn create_user(app: &App, p: &Principal, id: &str, b: UserCreate) -> Reply {
+    let t = admin_tenant(app, p, id).await?;
+    if b.role == Role::PlatformAdmin {
+        return Err(ApiError::bad_request("invalid_role", "role must be tenant_admin, tenant_user or tenant_viewer"));
+    }
+    if !valid_email(&b.email) {
+        return Err(ApiError::bad_request("invalid_email", format!("email {:?} is not an email address", b.email)));
+    }
+    let u = User {
+        id: auth::new_id('u'),
+        tenant_id: Some(t.id.clone()),
+        email: b.email.to_ascii_lowercase(),
+        name: b.name.unwrap_or_default(),
+        role: b.role,
+        created_at: now(),
+    };
+    app.db.add_user(&t, &u).await?;
+    Ok((StatusCode::CREATED, json!(u)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UserUpdate {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    role: Option<Role>,
+}
+
+async fn update_user(app: &App, p: &Principal, id: &str, uid: &str, b: UserUpdate) -> Reply {
+    let t = admin_tenant(app, p, id).await?;
+    let mut u = app.db.user(&t.id, uid).await?.ok_or_else(|| ApiError::not_found("user", uid))?;
+    if b.role == Some(Role::PlatformAdmin) {
+        return Err(ApiError::bad_request("invalid_role", "role must be tenant_admin, tenant_user or tenant_viewer"));
+    }
+    if let Some(n) = b.name {
+        u.name = n;
+    }
+    if let Some(r) = b.role {
+        u.role = r;
+    }
+    app.db.update_user(&u).await?;
+    Ok((StatusCode::OK, json!(u)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenCreate {
+    name: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+    #[serde(default)]
+    expires_in_seconds: Option<u32>,
+}
+
+async fn create_token(app: &App, p: &Principal, id: &str, b: TokenCreate) -> Reply {
+    let t = tenant_for(app, p, id).await?;
+    let owner = b.user_id.unwrap_or_else(|| p.user.id.clone());
+    if owner != p.user.id && !p.is_admin_of(&t.id) {
+        return Err(ApiError::forbidden("role", "only tenant admins can create tokens for other users"));
+    }
+    app.db.user(&t.id, &owner).await?.ok_or_else(|| ApiError::not_found("user", &owner))?;
+    if b.name.trim().is_empty() || b.name.len() > 100 {
+        return Err(ApiError::bad_request("invalid_name", "name must be 1 to 100 characters"));
+    }
+    let life = match (b.expires_in_days, b.expires_in_seconds) {
+        (Some(d), None) => Some(Duration::from_secs(u64::from(d) * 86_400)),
+        (None, Some(s)) => Some(Duration::from_secs(u64::from(s))),
+        (None, None) => Some(Duration::from_secs(90 * 86_400)),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("invalid_expiry", "give expiresInDays or expiresInSeconds, not both"));
+        }
+    };
+    let secret = auth::new_token();
+    let token = ApiToken {
+        id: auth::new_id('k'),
+        tenant_id: Some(t.id.clone()),
+        user_id: owner,
+        name: b.name,
+        prefix: auth::prefix(&secret.0),
+        expires_at: life.map(|l| now() + l.as_secs() as i64),
+        revoked_at: None,
+        created_at: now(),
+    };
+    app.db.add_token(&token, &auth::hash(&secret.0)).await?;
+    Ok((StatusCode::CREATED, json!({"token": secret.0, "apiToken": token})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClusterCreate {
+    name: String,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    labels: serde_json::Map<String, Value>,
+    #[serde(default)]
+    policy: ClusterPolicy,
+}
+
+async fn create_cluster(app: &App, p: &Principal, id: &str, b: ClusterCreate) -> Reply {
+    let t = admin_tenant(app, p, id).await?;
+    if !is_dns_label(&b.name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "cluster name must be lowercase letters, digits and '-', at most 40 characters",
+        ));
+    }
+    let c = Cluster {
+        id: auth::new_id('c'),
+        tenant_id: t.id.clone(),
+        name: b.name,
+        region: b.region.unwrap_or_else(|| t.home_region.clone()),
+        labels: b.labels,
+        policy: b.policy,
+        created_at: now(),
+    };
+    app.db.add_cluster(&t, &c).await?;
+    Ok((StatusCode::CREATED, json!(c)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClusterUpdate {
+    #[serde(default)]
+    labels: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    policy: Option<ClusterPolicy>,
+}
+
+async fn update_cluster(app: &App, p: &Principal, id: &str, cid: &str, b: ClusterUpdate) -> Reply {
+    let t = admin_tenant(app, p, id).await?;
+    let mut c = app
+        .db
+        .clusters(&t.id)
+        .await?
+        .into_iter()
+        .find(|c| c.id == cid)
+        .ok_or_else(|| ApiError::not_found("cluster", cid))?;
+    if let Some(l) = b.labels {
+        c.labels = l;
+    }
+    if let Some(pol) = b.policy {
+        c.policy = pol;
+    }
+    app.db.update_cluster(&c).await?;
+    Ok((StatusCode::OK, json!(c)))
+}

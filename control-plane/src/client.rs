@@ -1,0 +1,95 @@
+//! A small REST client of the control plane, for the CLI and tests.
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::auth::Secret;
+
+/// A response: status, `Retry-After` if any, JSON body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Seconds, for 429.
+    pub retry_after: Option<u64>,
+    /// The body (JSON, or a string if it was not JSON).
+    pub body: Value,
+}
+
+/// Talks to one control plane as one token.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<Secret>,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    /// A client of `base` (e.g. `http://127.0.0.1:8443`) using `token`.
+    pub fn new(base: &str, token: Option<Secret>) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// The same server as another token.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self { token: Some(Secret(token.to_string())), ..self.clone() }
+    }
+
+    /// Sends raw bytes (tests of malformed bodies use this).
+    pub async fn raw(&self, method: Method, path: &str, body: Bytes) -> Result<Reply, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {}", t.0));
+        }
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| format!("cannot reach the control plane at {}: {e}", self.base))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok(Reply { status, retry_after, body })
+    }
+
+    /// Sends `body` as JSON.
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, String> {
+        let bytes = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default())).unwrap_or_default();
+        self.raw(method, path, bytes).await
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Result<Reply, String> {
+        self.send(Method::GET, path, None).await
+    }
+
+    /// POST JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Reply, String> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// PUT JSON.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Reply, String> {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> Result<Reply, String> {
+        self.send(Method::DELETE, path, None).await
+    }
+}

@@ -1,0 +1,642 @@
+//! The data-access layer: one API over SQLite (embedded default) and
+//! PostgreSQL (several replicas sharing one database), through sqlx's `Any`
+//! driver with runtime-built queries (no database at compile time).
+//!
+//! On PostgreSQL every tenant-scoped table has row-level security: each
+//! transaction states its scope ([`Scope`]) with `set_config`, and a query
+//! without one sees nothing of any tenant. SQLite has no RLS; the same
+//! scoping is enforced by the queries themselves (every one filters by tenant).
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row, Transaction};
+
+use crate::error::ApiError;
+use crate::model::*;
+
+/// Which backend a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Whose rows a transaction may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One tenant's rows.
+    Tenant(String),
+    /// Every row (platform administration, token lookup).
+    Platform,
+}
+
+/// The database.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+const SQLITE_V1: &[&str] = &[
+    "CREATE TABLE tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL, slug TEXT NOT NULL UNIQUE, domain TEXT, status TEXT NOT NULL, home_region TEXT NOT NULL, settings TEXT NOT NULL, plan TEXT NOT NULL, max_users BIGINT NOT NULL, max_clusters BIGINT NOT NULL, max_commands_per_month BIGINT NOT NULL, max_audit_retention_days BIGINT NOT NULL, billing_cycle TEXT NOT NULL, next_billing_date TEXT NOT NULL, created_at BIGINT NOT NULL)",
+    "CREATE TABLE users (id TEXT PRIMARY KEY, tenant_id TEXT REFERENCES tenants(id), email TEXT NOT NULL, name TEXT NOT NULL, role TEXT NOT NULL, created_at BIGINT NOT NULL)",
+    "CREATE UNIQUE INDEX users_tenant_email ON users(COALESCE(tenant_id, ''), email)",
+    "CREATE TABLE api_tokens (id TEXT PRIMARY KEY, tenant_id TEXT REFERENCES tenants(id), user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, expires_at BIGINT, revoked_at BIGINT, created_at BIGINT NOT NULL, last_used_at BIGINT)",
+    "CREATE TABLE clusters (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), name TEXT NOT NULL, region TEXT NOT NULL, labels TEXT NOT NULL, policy TEXT NOT NULL, created_at BIGINT NOT NULL)",
+    "CREATE UNIQUE INDEX clusters_tenant_name ON clusters(tenant_id, name)",
+    "CREATE TABLE cross_tenant_access (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), user_id TEXT NOT NULL REFERENCES users(id), role TEXT NOT NULL, expires_at BIGINT, created_at BIGINT NOT NULL)",
+    "CREATE TABLE revoked_clusters (cluster_id TEXT PRIMARY KEY, revoked_at BIGINT NOT NULL)",
+];
+
+/// Tables holding a tenant's rows, in the order a purge deletes them.
+pub const TENANT_TABLES: &[&str] = &["cross_tenant_access", "api_tokens", "clusters", "users", "tenants"];
+
+fn postgres_v1() -> Vec<String> {
+    // The tables are the same in both dialects; PostgreSQL adds RLS.
+    let mut v: Vec<String> = SQLITE_V1.iter().map(|s| (*s).to_string()).collect();
+    for table in ["users", "api_tokens", "clusters", "cross_tenant_access", "tenants"] {
+        let column = if table == "tenants" { "id" } else { "tenant_id" };
+        v.push(format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"));
+        v.push(format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"));
+        v.push(format!(
+            "CREATE POLICY tenant_isolation ON {table} USING (current_setting('kubechat.platform', true) = 'on' OR {column} = current_setting('kubechat.tenant', true)) WITH CHECK (current_setting('kubechat.platform', true) = 'on' OR {column} = current_setting('kubechat.tenant', true))"
+        ));
+    }
+    v
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn tenant_from_row(r: &AnyRow) -> Result<Tenant, sqlx::Error> {
+    let plan = Plan::parse(&r.try_get::<String, _>("plan")?).unwrap_or(Plan::Free);
+    Ok(Tenant {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        slug: r.try_get("slug")?,
+        domain: r.try_get("domain")?,
+        status: TenantStatus::parse(&r.try_get::<String, _>("status")?).unwrap_or(TenantStatus::Suspended),
+        home_region: r.try_get("home_region")?,
+        settings: serde_json::from_str(&r.try_get::<String, _>("settings")?).unwrap_or_default(),
+        subscription: Subscription {
+            plan,
+            limits: UsageLimits {
+                max_users: r.try_get("max_users")?,
+                max_clusters: r.try_get("max_clusters")?,
+                max_commands_per_month: r.try_get("max_commands_per_month")?,
+                max_audit_retention_days: r.try_get("max_audit_retention_days")?,
+            },
+            billing_cycle: r.try_get("billing_cycle")?,
+            next_billing_date: r.try_get("next_billing_date")?,
+        },
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn user_from_row(r: &AnyRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        email: r.try_get("email")?,
+        name: r.try_get("name")?,
+        role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::TenantViewer),
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn token_from_row(r: &AnyRow) -> Result<ApiToken, sqlx::Error> {
+    Ok(ApiToken {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        user_id: r.try_get("user_id")?,
+        name: r.try_get("name")?,
+        prefix: r.try_get("prefix")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn cluster_from_row(r: &AnyRow) -> Result<Cluster, sqlx::Error> {
+    Ok(Cluster {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        name: r.try_get("name")?,
+        region: r.try_get("region")?,
+        labels: serde_json::from_str(&r.try_get::<String, _>("labels")?).unwrap_or_default(),
+        policy: serde_json::from_str(&r.try_get::<String, _>("policy")?).unwrap_or_default(),
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const TENANT_COLUMNS: &str = "id, name, slug, domain, status, home_region, settings, plan, max_users, max_clusters, max_commands_per_month, max_audit_retention_days, billing_cycle, next_billing_date, created_at";
+
+/// A user found by an API token.
+#[derive(Debug, Clone)]
+pub struct TokenOwner {
+    /// The user.
+    pub user: User,
+    /// The token's id.
+    pub token_id: String,
+    /// Expiry, unix seconds.
+    pub expires_at: Option<i64>,
+    /// Revocation, unix seconds.
+    pub revoked_at: Option<i64>,
+}
+
+impl Db {
+    /// Connects (`sqlite://file.db?mode=rwc`, `sqlite::memory:`,
+    /// `postgres://…`) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+        let mut opts = AnyPoolOptions::new().max_connections(if url.contains(":memory:") { 1 } else { 8 });
+        if backend == Backend::Sqlite {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = opts.connect(url).await?;
+        let db = Self { pool, backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The raw pool (for tests that check what the database holds).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // One migrator at a time across replicas.
+            sqlx::query("SELECT pg_advisory_xact_lock(7041)").execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Option<i64> =
+            sqlx::query("SELECT MAX(version) AS v FROM schema_migrations").fetch_one(&mut *tx).await?.try_get("v")?;
+        let migrations: Vec<Vec<String>> = match self.backend {
+            Backend::Sqlite => vec![SQLITE_V1.iter().map(|s| (*s).to_string()).collect()],
+            Backend::Postgres => vec![postgres_v1()],
+        };
+        for (i, statements) in migrations.iter().enumerate() {
+            let version = i as i64 + 1;
+            if applied.is_some_and(|a| a >= version) {
+                continue;
+            }
+            for s in statements {
+                sqlx::query(s).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// A transaction limited to `scope`.
+    pub async fn begin(&self, scope: &Scope) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            let (tenant, platform) = match scope {
+                Scope::Tenant(t) => (t.as_str(), "off"),
+                Scope::Platform => ("", "on"),
+            };
+            sqlx::query("SELECT set_config('kubechat.tenant', $1, true), set_config('kubechat.platform', $2, true)")
+                .bind(tenant.to_string())
+                .bind(platform.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    /// Creates a tenant with its first admin user and token (hash given).
+    pub async fn create_tenant(
+        &self,
+        t: &Tenant,
+        admin: &User,
+        token: &ApiToken,
+        token_hash: &str,
+    ) -> Result<(), ApiError> {
+        let mut tx = self.begin(&Scope::Platform).await?;
+        let l = t.subscription.limits;
+        sqlx::query(&format!("INSERT INTO tenants ({TENANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"))
+            .bind(t.id.clone())
+            .bind(t.name.clone())
+            .bind(t.slug.clone())
+            .bind(t.domain.clone())
+            .bind(t.status.as_str().to_string())
+            .bind(t.home_region.clone())
+            .bind(t.settings.to_string())
+            .bind(t.subscription.plan.as_str().to_string())
+            .bind(l.max_users)
+            .bind(l.max_clusters)
+            .bind(l.max_commands_per_month)
+            .bind(l.max_audit_retention_days)
+            .bind(t.subscription.billing_cycle.clone())
+            .bind(t.subscription.next_billing_date.clone())
+            .bind(t.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::conflict(format!("a tenant with slug {} already exists", t.slug)),
+                _ => ApiError::from(e),
+            })?;
+        insert_user(&mut tx, admin).await?;
+        insert_token(&mut tx, token, token_hash).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates the platform admin and its token, unless a platform admin exists.
+    /// Returns whether it was created.
+    pub async fn ensure_platform_admin(
+        &self,
+        admin: &User,
+        token: &ApiToken,
+        token_hash: &str,
+    ) -> Result<bool, ApiError> {
+        let mut tx = self.begin(&Scope::Platform).await?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'platform_admin'")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if n > 0 {
+            return Ok(false);
+        }
+        insert_user(&mut tx, admin).await?;
+        insert_token(&mut tx, token, token_hash).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// One tenant, as seen in `scope`.
+    pub async fn tenant(&self, scope: &Scope, id: &str) -> Result<Option<Tenant>, ApiError> {
+        let mut tx = self.begin(scope).await?;
+        let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.as_ref().map(tenant_from_row).transpose()?)
+    }
+
+    /// All tenants visible in `scope`.
+    pub async fn tenants(&self, scope: &Scope) -> Result<Vec<Tenant>, ApiError> {
+        let mut tx = self.begin(scope).await?;
+        let sql = match scope {
+            Scope::Platform => format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id"),
+            Scope::Tenant(_) => format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1 ORDER BY id"),
+        };
+        let mut q = sqlx::query(&sql);
+        if let Scope::Tenant(t) = scope {
+            q = q.bind(t.clone());
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces a tenant's mutable fields.
+    pub async fn update_tenant(&self, scope: &Scope, t: &Tenant) -> Result<(), ApiError> {
+        let mut tx = self.begin(scope).await?;
+        let l = t.subscription.limits;
+        sqlx::query("UPDATE tenants SET name = $1, domain = $2, status = $3, settings = $4, plan = $5, max_users = $6, max_clusters = $7, max_commands_per_month = $8, max_audit_retention_days = $9, home_region = $10 WHERE id = $11")
+            .bind(t.name.clone())
+            .bind(t.domain.clone())
+            .bind(t.status.as_str().to_string())
+            .bind(t.settings.to_string())
+            .bind(t.subscription.plan.as_str().to_string())
+            .bind(l.max_users)
+            .bind(l.max_clusters)
+            .bind(l.max_commands_per_month)
+            .bind(l.max_audit_retention_days)
+            .bind(t.home_region.clone())
+            .bind(t.id.clone())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes everything of a tenant; returns its cluster ids (now revoked).
+    pub async fn purge_tenant(&self, id: &str) -> Result<Vec<String>, ApiError> {
+        let mut tx = self.begin(&Scope::Platform).await?;
+        let clusters: Vec<String> = sqlx::query("SELECT id FROM clusters WHERE tenant_id = $1")
+            .bind(id.to_string())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        for c in &clusters {
+            sqlx::query("INSERT INTO revoked_clusters (cluster_id, revoked_at) VALUES ($1, $2)")
+                .bind(c.clone())
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for table in TENANT_TABLES {
+            let column = if *table == "tenants" { "id" } else { "tenant_id" };
+            sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1"))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(clusters)
+    }
+
+    /// Counts for the usage endpoint and plan limits.
+    pub async fn usage(&self, tenant: &Tenant) -> Result<Usage, ApiError> {
+        let scope = Scope::Tenant(tenant.id.clone());
+        let mut tx = self.begin(&scope).await?;
+        let tenant_id = tenant.id.clone();
+        let users: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE tenant_id = $1")
+            .bind(tenant_id.clone())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        let clusters: i64 = sqlx::query("SELECT COUNT(*) AS n FROM clusters WHERE tenant_id = $1")
+            .bind(tenant_id.clone())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        let active_tokens: i64 = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens WHERE tenant_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)")
+            .bind(tenant_id)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        tx.commit().await?;
+        Ok(Usage { tenant_id: tenant.id.clone(), users, clusters, active_tokens, limits: tenant.subscription.limits })
+    }
+
+    /// Adds a user, refusing above the plan's `maxUsers` (checked in the same
+    /// transaction).
+    pub async fn add_user(&self, tenant: &Tenant, u: &User) -> Result<(), ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant.id.clone())).await?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE tenant_id = $1")
+            .bind(tenant.id.clone())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if n >= tenant.subscription.limits.max_users {
+            return Err(ApiError::forbidden(
+                "plan_limit",
+                format!(
+                    "tenant {} is on the {} plan, which allows {} users (maxUsers); remove a user or upgrade the plan",
+                    tenant.slug,
+                    tenant.subscription.plan.as_str(),
+                    tenant.subscription.limits.max_users
+                ),
+            ));
+        }
+        insert_user(&mut tx, u).await.map_err(|e| {
+            if e.status == http::StatusCode::CONFLICT {
+                ApiError::conflict(format!("a user with email {} already exists in this tenant", u.email))
+            } else {
+                e
+            }
+        })?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Users of a tenant.
+    pub async fn users(&self, tenant_id: &str) -> Result<Vec<User>, ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+        let rows = sqlx::query("SELECT id, tenant_id, email, name, role, created_at FROM users WHERE tenant_id = $1 ORDER BY created_at, id")
+            .bind(tenant_id.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// One user of a tenant.
+    pub async fn user(&self, tenant_id: &str, id: &str) -> Result<Option<User>, ApiError> {
+        Ok(self.users(tenant_id).await?.into_iter().find(|u| u.id == id))
+    }
+
+    /// Changes a user's name and role.
+    pub async fn update_user(&self, u: &User) -> Result<(), ApiError> {
+        let tenant = u.tenant_id.clone().unwrap_or_default();
+        let mut tx = self.begin(&Scope::Tenant(tenant.clone())).await?;
+        sqlx::query("UPDATE users SET name = $1, role = $2 WHERE id = $3 AND tenant_id = $4")
+            .bind(u.name.clone())
+            .bind(u.role.as_str().to_string())
+            .bind(u.id.clone())
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a user and their tokens.
+    pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+        for sql in [
+            "DELETE FROM cross_tenant_access WHERE user_id = $1 AND tenant_id = $2",
+            "DELETE FROM api_tokens WHERE user_id = $1 AND tenant_id = $2",
+            "DELETE FROM users WHERE id = $1 AND tenant_id = $2",
+        ] {
+            sqlx::query(sql).bind(id.to_string()).bind(tenant_id.to_string()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a new token (its hash only).
+    pub async fn add_token(&self, t: &ApiToken, hash: &str) -> Result<(), ApiError> {
+        let scope = t.tenant_id.clone().map_or(Scope::Platform, Scope::Tenant);
+        let mut tx = self.begin(&scope).await?;
+        insert_token(&mut tx, t, hash).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Tokens of a tenant.
+    pub async fn tokens(&self, tenant_id: &str) -> Result<Vec<ApiToken>, ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+        let rows = sqlx::query("SELECT id, tenant_id, user_id, name, prefix, expires_at, revoked_at, created_at FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at, id")
+            .bind(tenant_id.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(token_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes a token of a tenant; `false` if there is no such token.
+    pub async fn revoke_token(&self, tenant_id: &str, id: &str) -> Result<bool, ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+        let r = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Finds a token's owner by the token's hash (across tenants).
+    pub async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>, ApiError> {
+        let mut tx = self.begin(&Scope::Platform).await?;
+        let row = sqlx::query("SELECT u.id, u.tenant_id, u.email, u.name, u.role, u.created_at, t.id AS token_id, t.expires_at, t.revoked_at FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1")
+            .bind(hash.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(TokenOwner {
+            user: user_from_row(&r)?,
+            token_id: r.try_get("token_id")?,
+            expires_at: r.try_get("expires_at")?,
+            revoked_at: r.try_get("revoked_at")?,
+        }))
+    }
+
+    /// Registers a cluster, refusing above the plan's `maxClusters`.
+    pub async fn add_cluster(&self, tenant: &Tenant, c: &Cluster) -> Result<(), ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant.id.clone())).await?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM clusters WHERE tenant_id = $1")
+            .bind(tenant.id.clone())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if n >= tenant.subscription.limits.max_clusters {
+            return Err(ApiError::forbidden(
+                "plan_limit",
+                format!(
+                    "tenant {} is on the {} plan, which allows {} clusters (maxClusters); remove a cluster or upgrade the plan",
+                    tenant.slug,
+                    tenant.subscription.plan.as_str(),
+                    tenant.subscription.limits.max_clusters
+                ),
+            ));
+        }
+        sqlx::query("INSERT INTO clusters (id, tenant_id, name, region, labels, policy, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(c.id.clone())
+            .bind(c.tenant_id.clone())
+            .bind(c.name.clone())
+            .bind(c.region.clone())
+            .bind(serde_json::Value::Object(c.labels.clone()).to_string())
+            .bind(serde_json::to_string(&c.policy).unwrap_or_default())
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::conflict(format!("a cluster named {} already exists in this tenant", c.name)),
+                _ => ApiError::from(e),
+            })?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Clusters of a tenant.
+    pub async fn clusters(&self, tenant_id: &str) -> Result<Vec<Cluster>, ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+        let rows = sqlx::query("SELECT id, tenant_id, name, region, labels, policy, created_at FROM clusters WHERE tenant_id = $1 ORDER BY created_at, id")
+            .bind(tenant_id.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(cluster_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Updates a cluster's labels and policy.
+    pub async fn update_cluster(&self, c: &Cluster) -> Result<(), ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(c.tenant_id.clone())).await?;
+        sqlx::query("UPDATE clusters SET labels = $1, policy = $2 WHERE id = $3 AND tenant_id = $4")
+            .bind(serde_json::Value::Object(c.labels.clone()).to_string())
+            .bind(serde_json::to_string(&c.policy).unwrap_or_default())
+            .bind(c.id.clone())
+            .bind(c.tenant_id.clone())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a cluster and revokes its credentials.
+    pub async fn delete_cluster(&self, tenant_id: &str, id: &str) -> Result<bool, ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+        let r = sqlx::query("DELETE FROM clusters WHERE id = $1 AND tenant_id = $2")
+            .bind(id.to_string())
+            .bind(tenant_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() > 0 {
+            sqlx::query("INSERT INTO revoked_clusters (cluster_id, revoked_at) VALUES ($1, $2)")
+                .bind(id.to_string())
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Whether a cluster's credentials were revoked.
+    pub async fn cluster_revoked(&self, id: &str) -> Result<bool, ApiError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM revoked_clusters WHERE cluster_id = $1")
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok(n > 0)
+    }
+}
+
+async fn insert_user(tx: &mut Transaction<'static, sqlx::Any>, u: &User) -> Result<(), ApiError> {
+    sqlx::query("INSERT INTO users (id, tenant_id, email, name, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(u.id.clone())
+        .bind(u.tenant_id.clone())
+        .bind(u.email.clone())
+        .bind(u.name.clone())
+        .bind(u.role.as_str().to_string())
+        .bind(u.created_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_token(tx: &mut Transaction<'static, sqlx::Any>, t: &ApiToken, hash: &str) -> Result<(), ApiError> {
+    sqlx::query("INSERT INTO api_tokens (id, tenant_id, user_id, name, token_hash, prefix, expires_at, revoked_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(t.id.clone())
+        .bind(t.tenant_id.clone())
+        .bind(t.user_id.clone())
+        .bind(t.name.clone())
+        .bind(hash.to_string())
+        .bind(t.prefix.clone())
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .bind(t.created_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The KubeChat control plane: tenants, users, roles, API tokens and
+//! clusters, on SQLite (embedded default) or PostgreSQL (several replicas,
+//! row-level security per tenant), served as a REST API; and the `kubechat`
+//! CLI that talks to it.
+//!
+//! # Layout
+//! - [`api`]: the `/v1` REST API (authentication, roles, isolation, limits).
+//! - [`db`]: the data-access layer over SQLite and PostgreSQL, migrations, RLS.
+//! - [`model`]: tenants, subscriptions, plans, users, roles, tokens, clusters.
+//! - [`auth`]: API tokens and the authenticated caller.
+//! - [`ratelimit`]: token buckets per token and per tenant.
+//! - [`openapi`]: the OpenAPI document.
+//! - [`error`]: JSON errors with a code and a message a person can act on.
+//! - [`client`]: the REST client the CLI and tests use.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod db;
+pub mod error;
+pub mod model;
+pub mod openapi;
+pub mod ratelimit;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use api::App;
+pub use auth::Secret;
+pub use db::Db;
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// The database is unreachable or its schema could not be migrated.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Bootstrapping the platform admin failed.
+    #[error("bootstrap: {0}")]
+    Bootstrap(#[from] error::ApiError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A given bootstrap token is not a `kc_` token.
+    #[error("the platform admin token must start with kc_ and be at least 32 characters")]
+    BadBootstrapToken,
+}
+
+/// Control-plane settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: Secret,
+    /// The platform admin's token to create on first start (else generated
+    /// and printed once).
+    pub platform_admin_token: Option<Secret>,
+    /// Requests per second per API token (burst 2×).
+    pub per_token_rps: f64,
+    /// Requests per second per tenant (burst 2×).
+    pub per_tenant_rps: f64,
+    /// Home region of new tenants when none is given.
+    pub default_region: String,
+}
+
+impl Config {
+    /// Defaults for `database_url`, listening on 127.0.0.1:0.
+    pub fn new(database_url: &str) -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 0).into(),
+            database_url: Secret(database_url.to_string()),
+            platform_admin_token: None,
+            per_token_rps: 50.0,
+            per_tenant_rps: 200.0,
+            default_region: "local".into(),
+        }
+    }
+}
+
+/// A bound control plane.
+pub struct ControlPlane {
+    app: Arc<App>,
+    listener: TcpListener,
+    /// The platform admin token, if this start created it.
+    pub created_admin_token: Option<Secret>,
+}
+
+impl ControlPlane {
+    /// Connects the database, migrates, creates the platform admin on first
+    /// start, and binds the listener.
+    pub async fn bind(config: Config) -> Result<Self, ControlPlaneError> {
+        let db = Db::connect(&config.database_url.0).await?;
+        let token = match config.platform_admin_token.clone() {
+            Some(t) if t.0.starts_with(auth::TOKEN_PREFIX) && t.0.len() >= 32 => t,
+            Some(_) => return Err(ControlPlaneError::BadBootstrapToken),
+            None => auth::new_token(),
+        };
+        let admin = model::User {
+            id: auth::new_id('u'),
+            tenant_id: None,
+            email: "platform-admin@kubechat.local".into(),
+            name: "Platform admin".into(),
+            role: model::Role::PlatformAdmin,
+            created_at: db::now(),
+        };
+        let api_token = model::ApiToken {
+            id: auth::new_id('k'),
+            tenant_id: None,
+            user_id: admin.id.clone(),
+            name: "bootstrap".into(),
+            prefix: auth::prefix(&token.0),
+            expires_at: None,
+            revoked_at: None,
+            created_at: db::now(),
+        };
+        let created = db.ensure_platform_admin(&admin, &api_token, &auth::hash(&token.0)).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ControlPlaneError::Bind { addr: config.listen, source })?;
+        let app = Arc::new(App {
+            db,
+            per_token: ratelimit::RateLimiter::new(config.per_token_rps, config.per_token_rps * 2.0),
+            per_tenant: ratelimit::RateLimiter::new(config.per_tenant_rps, config.per_tenant_rps * 2.0),
+            default_region: config.default_region,
+        });
+        Ok(Self { app, listener, created_admin_token: created.then_some(token) })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The shared state (tests reach the database through it).
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// Serves until `shutdown`, then lets in-flight requests finish.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        loop {
+            let (tcp, _) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                r = self.listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            };
+            let (app, builder, shutdown) = (self.app.clone(), builder.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(api::handle(app, req).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+}
