@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`messages`]: protobuf messages generated from `proto/` (prost).
+//! - [`grant`]: Ed25519-signed per-request grants and their verification.
 //! - [`frame`]: length-prefixed framing with a maximum frame size; typed
 //!   decode errors, never a panic.
 //! - [`version`]: protocol versions and negotiation.
@@ -17,6 +18,7 @@
 
 pub mod code;
 pub mod frame;
+pub mod grant;
 pub mod headers;
 pub mod identity;
 pub mod status;
