@@ -63,6 +63,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long in-flight streams get on shutdown.
     pub grace_period: Duration,
+    /// Control-plane keys that sign grants. When set, every stream must carry
+    /// a valid grant for this agent's own cluster (from its certificate),
+    /// method and path; the impersonated identity comes from the grant.
+    pub grants: kubechat_protocol::grant::GrantVerifier,
 }
 
 impl std::fmt::Debug for Config {
@@ -100,6 +104,7 @@ impl Config {
             stable_after: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(30),
+            grants: kubechat_protocol::grant::GrantVerifier::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ use kubechat_protocol::frame::DATA_CHUNK_SIZE;
 use kubechat_protocol::frame::Frame;
 use kubechat_protocol::headers::{impersonation, sanitize_request};
 use kubechat_protocol::messages::{Header, Reset, ResponseHead, StreamEnd, StreamOpen, stream_message};
-use kubechat_protocol::{ErrorCode, ErrorCodeExt, frame};
+use kubechat_protocol::{ErrorCode, ErrorCodeExt, frame, grant};
 use kubechat_transport::framed::{COALESCE_LIMIT, FramesEnd, copy_from_frames, copy_into_frames};
 use kubechat_transport::{BiStream, FramedRecv, FramedSend, StreamError};
 use tokio::io::AsyncWriteExt;
@@ -136,6 +136,21 @@ fn response_head(status: StatusCode, headers: &http::HeaderMap) -> stream_messag
 
 async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, state: &AgentState) {
     let started = Instant::now();
+    let mut open = open;
+    if !state.config.grants.is_empty() {
+        match verify_grant(&open, state) {
+            Ok(g) => {
+                // The grant alone says who the request is made as.
+                open.identity = Some(kubechat_protocol::messages::Identity { user: g.user, groups: g.groups });
+                open.request_id = g.request_id;
+            }
+            Err(e) => {
+                warn!(error = %e, "stream refused: invalid grant");
+                let refusal = Refusal::new(ErrorCode::GrantInvalid, format!("the agent refused the request: {e}"));
+                return reset(send, state, refusal).await;
+            }
+        }
+    }
     let body = if open.upgrade {
         Bytes::new()
     } else {
@@ -254,6 +269,24 @@ async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, 
         }
     }
     end(send, status, bytes_in, bytes_out, started, ErrorCode::Ok).await;
+}
+
+fn verify_grant(
+    open: &StreamOpen,
+    state: &AgentState,
+) -> Result<kubechat_protocol::messages::Grant, grant::GrantError> {
+    let own = state.identity.as_ref().map(|i| i.cluster.as_str()).unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let expected = grant::Expected { cluster: own, method: &open.method, path: &open.uri };
+    let g = state.config.grants.verify(&open.grant, now, expected)?;
+    if state.identity.as_ref().is_some_and(|i| i.tenant != g.tenant) {
+        return Err(grant::GrantError::WrongCluster {
+            granted: format!("{}/{}", g.tenant, g.cluster),
+            actual: own.to_string(),
+        });
+    }
+    Ok(g)
 }
 
 async fn end(

@@ -96,8 +96,18 @@ impl Agent {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?),
             None => None,
         };
-        let state =
-            AgentState { config, client, metrics: AgentMetrics::default(), shutdown, tasks: TaskTracker::new() };
+        let identity = config.tls.chain.first().and_then(|leaf| kubechat_transport::tls::cluster_identity(leaf).ok());
+        if identity.is_none() {
+            warn!("the agent certificate carries no kubechat identity; relays will refuse it");
+        }
+        let state = AgentState {
+            config,
+            client,
+            metrics: AgentMetrics::default(),
+            identity,
+            shutdown,
+            tasks: TaskTracker::new(),
+        };
         Ok(Self { state: Arc::new(state), admin })
     }
 

@@ -12,6 +12,8 @@ pub(crate) struct AgentState {
     /// The kube client for the API server (retries off, no read timeout).
     pub(crate) client: kube::Client,
     pub(crate) metrics: AgentMetrics,
+    /// This agent's tenant and cluster, from its own certificate.
+    pub(crate) identity: Option<kubechat_protocol::ClusterIdentity>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }

@@ -155,10 +155,16 @@ impl GrantVerifier {
             return Err(GrantError::Expired(now_ms - grant.expires_at_ms));
         }
         if grant.cluster != expected.cluster {
-            return Err(GrantError::WrongCluster { granted: grant.cluster.clone(), actual: expected.cluster.to_string() });
+            return Err(GrantError::WrongCluster {
+                granted: grant.cluster.clone(),
+                actual: expected.cluster.to_string(),
+            });
         }
         if !grant.method.eq_ignore_ascii_case(expected.method) || grant.path != expected.path {
-            return Err(GrantError::WrongRequest { method: expected.method.to_string(), path: expected.path.to_string() });
+            return Err(GrantError::WrongRequest {
+                method: expected.method.to_string(),
+                path: expected.path.to_string(),
+            });
         }
         Ok(grant)
     }

@@ -45,6 +45,10 @@ pub struct Config {
     /// relay directly before the control plane exists. The caller is still
     /// the authenticated internal client.
     pub identity_from_impersonation: bool,
+    /// Control-plane keys that sign grants. When set, every request must
+    /// carry a valid grant for its cluster, method and path, and the
+    /// identity comes from the grant only.
+    pub grants: kubechat_protocol::grant::GrantVerifier,
 }
 
 impl Config {
@@ -73,6 +77,7 @@ impl Config {
             grace_period: Duration::from_secs(30),
             max_concurrent_handshakes: 512,
             identity_from_impersonation: false,
+            grants: kubechat_protocol::grant::GrantVerifier::default(),
         }
     }
 }

@@ -18,7 +18,7 @@ use kubechat_protocol::headers::sanitize_response;
 use kubechat_protocol::identity::is_dns_label;
 use kubechat_protocol::messages::{Header, Identity, Reset, StreamOpen, stream_message};
 use kubechat_protocol::status::{self, Status};
-use kubechat_protocol::{ErrorCode, ErrorCodeExt};
+use kubechat_protocol::{ErrorCode, ErrorCodeExt, grant};
 use kubechat_transport::framed::{FramesEnd, copy_from_frames, copy_into_frames};
 use kubechat_transport::{FramedRecv, FramedSend, StreamError};
 use tokio::io::AsyncWriteExt;
@@ -76,6 +76,10 @@ pub(crate) fn parse_target(path: &str, query: Option<&str>) -> Option<(String, S
         uri.push_str(q);
     }
     Some((cluster.to_string(), uri))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn ago(t: SystemTime) -> String {
@@ -145,22 +149,52 @@ async fn forward(
             format!("request headers are {head_bytes} bytes; the limit is {}", state.config.max_header_bytes),
         );
     }
+    // With grant keys configured, the grant alone says who and what.
+    let mut granted: Option<(kubechat_protocol::messages::Grant, Bytes)> = None;
+    if !state.config.grants.is_empty() {
+        let verified = req
+            .headers()
+            .get(grant::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(grant::GrantError::Missing)
+            .and_then(grant::from_header)
+            .and_then(|signed| {
+                let expected = grant::Expected { cluster: &cluster, method: req.method().as_str(), path: &uri };
+                state.config.grants.verify(&signed, unix_ms(), expected).map(|g| (g, Bytes::from(signed)))
+            });
+        match verified {
+            Ok(g) => granted = Some(g),
+            Err(e) => {
+                state.metrics.requests_refused.inc("grant_invalid");
+                warn!(error = %e, "request refused: invalid grant");
+                return status_response(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    format!("the relay refused the request: {e}"),
+                );
+            }
+        }
+    }
     let (user_header, group_header) = match req.headers().get(USER_HEADER) {
         None if state.config.identity_from_impersonation => ("impersonate-user", "impersonate-group"),
         _ => (USER_HEADER, GROUP_HEADER),
     };
-    let Some(user) = req.headers().get(user_header).and_then(|v| v.to_str().ok()).filter(|u| !u.is_empty()) else {
+    let header_user = req.headers().get(user_header).and_then(|v| v.to_str().ok()).filter(|u| !u.is_empty());
+    let Some(user) = header_user.or(granted.as_ref().map(|(g, _)| g.user.as_str())) else {
         state.metrics.requests_refused.inc("no_identity");
         return status_response(StatusCode::BAD_REQUEST, "BadRequest", format!("missing {USER_HEADER} header"));
     };
-    let identity = Identity {
-        user: user.to_string(),
-        groups: req
-            .headers()
-            .get_all(group_header)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect(),
+    let identity = match &granted {
+        Some((g, _)) => Identity { user: g.user.clone(), groups: g.groups.clone() },
+        None => Identity {
+            user: user.to_string(),
+            groups: req
+                .headers()
+                .get_all(group_header)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_string))
+                .collect(),
+        },
     };
 
     let (tunnel, permit) = match state.registry.pick(&cluster) {
@@ -189,6 +223,14 @@ async fn forward(
         }
     };
 
+    if granted.as_ref().is_some_and(|(g, _)| g.tenant != tunnel.identity.tenant) {
+        state.metrics.requests_refused.inc("grant_invalid");
+        return status_response(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "the relay refused the request: the grant is for another tenant",
+        );
+    }
     let upgrade = is_upgrade(req.headers());
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let headers: Vec<Header> = req
@@ -198,12 +240,20 @@ async fn forward(
         .map(|(k, v)| Header { name: k.as_str().to_string(), value: Bytes::copy_from_slice(v.as_bytes()) })
         .collect();
     let open = StreamOpen {
-        request_id: request_id.clone(),
+        request_id: granted.as_ref().map_or_else(|| request_id.clone(), |(g, _)| g.request_id.clone()),
         method: req.method().as_str().to_string(),
         uri,
         headers,
         identity: Some(identity),
-        grant: Bytes::new(),
+        // Verified or not here, the grant travels on: the agent checks it again.
+        grant: granted.as_ref().map(|(_, signed)| signed.clone()).unwrap_or_else(|| {
+            req.headers()
+                .get(grant::HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| grant::from_header(v).ok())
+                .map(Bytes::from)
+                .unwrap_or_default()
+        }),
         upgrade,
     };
 

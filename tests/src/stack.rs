@@ -116,12 +116,21 @@ pub struct Stack {
 impl Stack {
     /// Starts everything and waits until the tunnel is up.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}, |_| {}).await
+    }
+
+    /// Like [`Stack::start`], with the relay's and agent's configs tweaked.
+    pub async fn start_with(
+        relay_tweak: impl FnOnce(&mut kubechat_relay::Config),
+        agent_tweak: impl FnOnce(&mut kubechat_agent::Config),
+    ) -> Self {
         crate::wait::count_panics();
         crate::wait::init_logging();
         let pki = TestPki::new();
         let backend = Backend::start(CLUSTER).await;
-        let relay = start_relay(&pki, |_| {}).await;
-        let agent = start_agent(&pki, &[relay.quic], &pki.agent_cert(TENANT, CLUSTER), &backend.url(), |_| {}).await;
+        let relay = start_relay(&pki, relay_tweak).await;
+        let agent =
+            start_agent(&pki, &[relay.quic], &pki.agent_cert(TENANT, CLUSTER), &backend.url(), agent_tweak).await;
         agent.wait_tunnels(1).await;
         let client = InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
         Self { pki, backend, relay, agent, client }

@@ -1,0 +1,109 @@
+//! Signed grants: with control-plane keys configured, the relay and the
+//! agent each refuse forged, expired and other-cluster grants on their own,
+//! and take the identity from the grant alone.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::Full;
+use kubechat_protocol::grant::{self, GrantSigner, GrantVerifier};
+use kubechat_protocol::messages::Grant;
+use kubechat_tests::client::Buffered;
+use kubechat_tests::stack::{CLUSTER, Stack, TENANT};
+use ring::rand::SystemRandom;
+use ring::signature::Ed25519KeyPair;
+
+fn signer(id: &str) -> GrantSigner {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("keygen");
+    GrantSigner::from_pkcs8(id, pkcs8.as_ref()).expect("signer")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as u64
+}
+
+fn grant_for(cluster: &str, path: &str) -> Grant {
+    let now = now_ms();
+    Grant {
+        request_id: "req-42".into(),
+        tenant: TENANT.into(),
+        cluster: cluster.into(),
+        user: "kubechat:user:granted@example.com".into(),
+        groups: vec!["kubechat:role:tenant_viewer".into()],
+        method: "GET".into(),
+        path: path.into(),
+        issued_at_ms: now,
+        expires_at_ms: now + 30_000,
+        key_id: String::new(),
+    }
+}
+
+async fn get_with_grant(s: &Stack, path: &str, signed: Option<Vec<u8>>) -> Buffered {
+    let mut req =
+        s.client.request("GET", CLUSTER, path, false).header("kubechat-user", "kubechat:user:header@example.com");
+    if let Some(g) = signed {
+        req = req.header(grant::HEADER, grant::to_header(&g));
+    }
+    kubechat_tests::client::buffer(s.client.send(req.body(Full::new(Bytes::new())).expect("request")).await).await
+}
+
+async fn assert_refused(s: &Stack, signed: Option<Vec<u8>>, by: &str, why: &str) {
+    let r = get_with_grant(s, "/headers", signed).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let v = r.json();
+    assert_eq!(v["kind"], "Status");
+    let msg = v["message"].as_str().expect("message");
+    assert!(msg.contains(&format!("the {by} refused the request")) && msg.contains(why), "{msg}");
+    assert_eq!(s.backend.hits("/headers"), 0, "a refused request reached the API server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_and_agent_accept_a_valid_grant_and_impersonate_its_identity() {
+    let cp = signer("cp-1");
+    let keys = || GrantVerifier::new([("cp-1".to_string(), cp.public_key())]);
+    let s = Stack::start_with(|r| r.grants = keys(), |a| a.grants = keys()).await;
+    let r = get_with_grant(&s, "/headers", Some(cp.sign(grant_for(CLUSTER, "/headers")))).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let h = r.json();
+    // The grant's identity, not the header's.
+    assert_eq!(h["impersonate-user"], serde_json::json!(["kubechat:user:granted@example.com"]));
+    assert_eq!(h["impersonate-group"], serde_json::json!(["kubechat:role:tenant_viewer"]));
+    assert_eq!(h["impersonate-extra-kubechat.io%2frequest-id"], serde_json::json!(["req-42"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_refuses_bad_grants_on_its_own() {
+    let cp = signer("cp-1");
+    // The agent trusts nothing here: only the relay checks.
+    let s = Stack::start_with(|r| r.grants = GrantVerifier::new([("cp-1".to_string(), cp.public_key())]), |_| {}).await;
+    assert_refused(&s, None, "relay", "carries no grant").await;
+    assert_refused(&s, Some(signer("cp-1").sign(grant_for(CLUSTER, "/headers"))), "relay", "signature is invalid")
+        .await;
+    let mut expired = grant_for(CLUSTER, "/headers");
+    expired.issued_at_ms -= 120_000;
+    expired.expires_at_ms -= 120_000;
+    assert_refused(&s, Some(cp.sign(expired)), "relay", "expired").await;
+    assert_refused(&s, Some(cp.sign(grant_for("other", "/headers"))), "relay", "is for cluster \"other\"").await;
+    assert_refused(&s, Some(cp.sign(grant_for(CLUSTER, "/api/v1/secrets"))), "relay", "does not cover").await;
+    assert!(s.relay.handle.metrics().requests_refused.get("grant_invalid") >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_bad_grants_on_its_own() {
+    let cp = signer("cp-1");
+    // The relay checks nothing here (a compromised relay): the agent still refuses.
+    let s = Stack::start_with(|_| {}, |a| a.grants = GrantVerifier::new([("cp-1".to_string(), cp.public_key())])).await;
+    assert_refused(&s, None, "agent", "carries no grant").await;
+    assert_refused(&s, Some(signer("cp-1").sign(grant_for(CLUSTER, "/headers"))), "agent", "signature is invalid")
+        .await;
+    let mut expired = grant_for(CLUSTER, "/headers");
+    expired.issued_at_ms -= 120_000;
+    expired.expires_at_ms -= 120_000;
+    assert_refused(&s, Some(cp.sign(expired)), "agent", "expired").await;
+    assert_refused(&s, Some(cp.sign(grant_for("other", "/headers"))), "agent", "is for cluster \"other\"").await;
+    let mut other_tenant = grant_for(CLUSTER, "/headers");
+    other_tenant.tenant = "someone-else".into();
+    assert_refused(&s, Some(cp.sign(other_tenant)), "agent", "someone-else").await;
+    assert!(s.agent.handle.metrics().stream_errors.get("grant_invalid") >= 5);
+}
