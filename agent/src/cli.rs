@@ -71,6 +71,12 @@ struct RawConfig {
     /// Seconds in-flight streams get on shutdown [default: 30].
     #[arg(long, env = "KUBECHAT_GRACE_PERIOD_SECS")]
     grace_period_secs: Option<u64>,
+    /// Control-plane grant key, `key-id=base64url-ed25519-public-key`;
+    /// repeat (or comma-separate). With any set, every request must carry a
+    /// valid grant for this agent's cluster.
+    #[arg(long = "grant-key", env = "KUBECHAT_GRANT_KEYS", value_delimiter = ',')]
+    #[serde(default)]
+    grant_key: Vec<String>,
 }
 
 impl RawConfig {
@@ -89,6 +95,7 @@ impl RawConfig {
             heartbeat_timeout_secs: self.heartbeat_timeout_secs.or(file.heartbeat_timeout_secs),
             backoff_cap_secs: self.backoff_cap_secs.or(file.backoff_cap_secs),
             grace_period_secs: self.grace_period_secs.or(file.grace_period_secs),
+            grant_key: if self.grant_key.is_empty() { file.grant_key } else { self.grant_key },
         }
     }
 
@@ -149,6 +156,15 @@ impl RawConfig {
         if let Some(s) = self.grace_period_secs {
             c.grace_period = Duration::from_secs(s);
         }
+        let keys = self
+            .grant_key
+            .iter()
+            .map(|k| kubechat_protocol::grant::parse_key_spec(k).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if keys.is_empty() {
+            tracing::warn!("no --grant-key: requests are not checked against control-plane grants (development only)");
+        }
+        c.grants = kubechat_protocol::grant::GrantVerifier::new(keys);
         Ok(c)
     }
 }

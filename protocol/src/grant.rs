@@ -60,6 +60,20 @@ pub enum GrantError {
     },
 }
 
+/// Parses a `key-id=base64url-public-key` setting (as given to
+/// `--grant-key`) into a key id and a raw 32-byte Ed25519 public key.
+pub fn parse_key_spec(spec: &str) -> Result<(String, Vec<u8>), String> {
+    let (id, key) =
+        spec.split_once('=').ok_or_else(|| format!("grant key {spec:?} is not key-id=base64url-public-key"))?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(key.trim())
+        .map_err(|_| format!("grant key {id:?} is not base64url (no padding)"))?;
+    if id.trim().is_empty() || raw.len() != 32 {
+        return Err(format!("grant key {id:?} must name an id and a 32-byte Ed25519 public key"));
+    }
+    Ok((id.trim().to_string(), raw))
+}
+
 /// Encodes a signed grant for the `kubechat-grant` header.
 pub fn to_header(signed: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signed)
@@ -197,6 +211,16 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000_000;
     const OK: Expected<'static> = Expected { cluster: "prod", method: "GET", path: "/api/v1/pods?limit=500" };
+
+    #[test]
+    fn parses_key_specs() {
+        let s = signer("cp-1");
+        let spec = format!("cp-1={}", to_header(&s.public_key()));
+        assert_eq!(parse_key_spec(&spec).expect("valid"), ("cp-1".to_string(), s.public_key()));
+        assert!(parse_key_spec("cp-1").is_err());
+        assert!(parse_key_spec("cp-1=AAAA").is_err());
+        assert!(parse_key_spec("=AAAA").is_err());
+    }
 
     #[test]
     fn valid_grant_verifies_and_round_trips_through_the_header() {

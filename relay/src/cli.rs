@@ -107,6 +107,11 @@ struct RawConfig {
     /// from Impersonate-User/Group (kubectl --as) [default: false].
     #[arg(long, env = "KUBECHAT_DEV_IDENTITY_FROM_IMPERSONATION")]
     dev_identity_from_impersonation: Option<bool>,
+    /// Control-plane grant key, `key-id=base64url-ed25519-public-key`;
+    /// repeat (or comma-separate) for rotation. With any set, every request
+    /// must carry a valid grant.
+    #[arg(long = "grant-key", env = "KUBECHAT_GRANT_KEYS", value_delimiter = ',')]
+    grant_key: Option<Vec<String>>,
 }
 
 macro_rules! merge {
@@ -133,7 +138,8 @@ impl RawConfig {
             heartbeat_secs,
             idle_timeout_secs,
             grace_period_secs,
-            dev_identity_from_impersonation
+            dev_identity_from_impersonation,
+            grant_key
         )
     }
 
@@ -187,6 +193,16 @@ impl RawConfig {
             c.grace_period = Duration::from_secs(s);
         }
         c.identity_from_impersonation = self.dev_identity_from_impersonation.unwrap_or(false);
+        let keys = self
+            .grant_key
+            .unwrap_or_default()
+            .iter()
+            .map(|k| kubechat_protocol::grant::parse_key_spec(k).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if keys.is_empty() {
+            tracing::warn!("no --grant-key: requests are not checked against control-plane grants (development only)");
+        }
+        c.grants = kubechat_protocol::grant::GrantVerifier::new(keys);
         Ok(c)
     }
 }

@@ -106,6 +106,15 @@ fn relay_binary_writes_dev_certs_and_checks_config() {
     let bad = check(&["--quic-listen", "not-an-address"]);
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--quic-listen"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let bad = check(&["--grant-key", "cp-1=not-a-key"]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("grant key \"cp-1\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let good_key = format!("cp-1={}", "A".repeat(43));
+    assert!(check(&["--grant-key", &good_key]).status.success());
     // A config file with an unknown key is refused, naming the key.
     let file = dir.path().join("relay.toml");
     std::fs::write(&file, "quic-listen = \"127.0.0.1:0\"\nmax-streams = 3\n").expect("write");
