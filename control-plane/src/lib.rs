@@ -8,6 +8,7 @@
 //! - [`db`]: the data-access layer over SQLite and PostgreSQL, migrations, RLS.
 //! - [`model`]: tenants, subscriptions, plans, users, roles, tokens, clusters.
 //! - [`auth`]: API tokens and the authenticated caller.
+//! - [`kube_authz`]: the role matrix and cluster policy for kubectl requests.
 //! - [`ratelimit`]: token buckets per token and per tenant.
 //! - [`openapi`]: the OpenAPI document.
 //! - [`error`]: JSON errors with a code and a message a person can act on.
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod client;
 pub mod db;
 pub mod error;
+pub mod kube_authz;
 pub mod model;
 pub mod openapi;
 pub mod ratelimit;

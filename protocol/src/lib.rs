@@ -13,6 +13,7 @@
 //! - [`version`]: protocol versions and negotiation.
 //! - [`code`]: error codes and QUIC close codes.
 //! - [`identity`]: the SPIFFE identity `spiffe://kubechat/tenant/<t>/cluster/<c>`.
+//! - [`kube_request`]: Kubernetes API requests parsed like the API server does.
 //! - [`headers`]: which request headers may travel to the API server.
 //! - [`status`]: Kubernetes `Status` JSON for errors on the kube path.
 
@@ -21,6 +22,7 @@ pub mod frame;
 pub mod grant;
 pub mod headers;
 pub mod identity;
+pub mod kube_request;
 pub mod status;
 pub mod version;
 
