@@ -134,8 +134,10 @@ mod tests {
         assert!(check(V, &p, "GET", "/api/v1/namespaces/web/pods").is_ok());
         assert!(check(V, &p, "GET", "/api/v1/pods").is_ok());
         assert!(check(V, &p, "GET", "/api/v1/namespaces/web/pods/p/log").is_ok());
-        assert!(check(V, &p, "GET", "/api/v1/namespaces/web/secrets").unwrap_err().contains("secrets"));
-        assert!(check(V, &p, "DELETE", "/api/v1/namespaces/web/pods/p").unwrap_err().contains("can only read"));
+        assert!(check(V, &p, "GET", "/api/v1/namespaces/web/secrets").expect_err("refused").contains("secrets"));
+        assert!(
+            check(V, &p, "DELETE", "/api/v1/namespaces/web/pods/p").expect_err("refused").contains("can only read")
+        );
         assert!(check(V, &p, "GET", "/api/v1/namespaces/web/pods/p/exec").is_err());
         assert!(check(V, &p, "POST", "/api/v1/namespaces/web/pods/p/portforward").is_err());
         assert!(check(V, &p, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews").is_ok());
@@ -150,13 +152,13 @@ mod tests {
         assert!(check(U, &p, "DELETE", "/api/v1/namespaces/web/pods/p").is_ok());
         assert!(check(U, &p, "GET", "/api/v1/namespaces/web/pods/p/exec").is_ok());
         assert!(check(U, &p, "GET", "/api/v1/namespaces/web/secrets/s").is_ok());
-        let e = check(U, &p, "GET", "/api/v1/namespaces/default/pods").unwrap_err();
+        let e = check(U, &p, "GET", "/api/v1/namespaces/default/pods").expect_err("refused");
         assert!(e.contains("only namespaces web") && e.contains("default"), "{e}");
-        assert!(check(U, &p, "GET", "/api/v1/pods").unwrap_err().contains("-n"));
+        assert!(check(U, &p, "GET", "/api/v1/pods").expect_err("refused").contains("-n"));
         assert!(check(U, &p, "GET", "/api/v1/nodes").is_ok());
         assert!(check(U, &p, "GET", "/api/v1/namespaces/web").is_ok());
-        assert!(check(U, &p, "DELETE", "/api/v1/nodes/n1").unwrap_err().contains("cluster-scoped"));
-        assert!(check(U, &p, "GET", "/api/v1/namespaces/web/services/s/proxy").unwrap_err().contains("proxy"));
+        assert!(check(U, &p, "DELETE", "/api/v1/nodes/n1").expect_err("refused").contains("cluster-scoped"));
+        assert!(check(U, &p, "GET", "/api/v1/namespaces/web/services/s/proxy").expect_err("refused").contains("proxy"));
         // An admin is not restricted to the allowed namespaces.
         assert!(check(A, &p, "DELETE", "/api/v1/namespaces/default/pods/p").is_ok());
         assert!(check(A, &p, "DELETE", "/api/v1/nodes/n1").is_ok());
@@ -169,7 +171,7 @@ mod tests {
         for role in [V, U, A, Role::PlatformAdmin] {
             assert!(
                 check(role, &ro, "PATCH", "/apis/apps/v1/namespaces/web/deployments/d")
-                    .unwrap_err()
+                    .expect_err("refused")
                     .contains("read-only")
             );
             assert!(check(role, &ro, "GET", "/apis/apps/v1/namespaces/web/deployments/d").is_ok());
@@ -178,7 +180,7 @@ mod tests {
         let denied = ClusterPolicy { denied_resources: vec!["configmaps".into()], ..Default::default() };
         assert!(
             check(A, &denied, "GET", "/api/v1/namespaces/web/configmaps")
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("denies access to configmaps")
         );
     }
