@@ -83,7 +83,7 @@ async fn authenticate(app: &App, req: &Request<Incoming>) -> Result<Principal, A
     if owner.expires_at.is_some_and(|e| e <= now()) {
         return Err(ApiError::unauthenticated("the API token has expired; create a new one"));
     }
-    Ok(Principal { user: owner.user, token_id: owner.token_id })
+    Ok(Principal { user: owner.user, token_id: owner.token_id, tenant_slug: None })
 }
 
 fn limited(rl: &RateLimiter, key: &str, scope: &str) -> Result<(), ApiError> {
@@ -98,7 +98,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
         (Method::GET, "/v1/openapi.json") => return Ok((StatusCode::OK, crate::openapi::document())),
         _ => {}
     }
-    let p = authenticate(app, &req).await?;
+    let mut p = authenticate(app, &req).await?;
     limited(&app.per_token, &p.token_id, "API token")?;
     if let Some(t) = p.user.tenant_id.clone() {
         limited(&app.per_tenant, &t, "tenant")?;
@@ -114,6 +114,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
                 format!("tenant {} is suspended; contact support to reactivate it", tenant.slug),
             ));
         }
+        p.tenant_slug = Some(tenant.slug);
     }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
@@ -187,6 +188,26 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
                 _ => Err(ApiError::not_found("token", tid)),
             }
         }
+        (Method::POST, ["v1", "tenants", id, "cross-tenant-access"]) => {
+            grant_access(app, &p, id, body_json(req).await?).await
+        }
+        (Method::GET, ["v1", "tenants", id, "cross-tenant-access"]) => {
+            let t = tenant_for(app, &p, id).await?;
+            if !p.is_admin_of(&t.id) {
+                return Err(ApiError::forbidden("role", "only the tenant's own admins manage cross-tenant access"));
+            }
+            Ok((StatusCode::OK, json!({"items": app.db.accesses(&t.id).await?})))
+        }
+        (Method::DELETE, ["v1", "tenants", id, "cross-tenant-access", gid]) => {
+            let t = tenant_for(app, &p, id).await?;
+            if !p.is_admin_of(&t.id) {
+                return Err(ApiError::forbidden("role", "only the tenant's own admins manage cross-tenant access"));
+            }
+            if !app.db.revoke_access(&t.id, gid).await? {
+                return Err(ApiError::not_found("cross-tenant access", gid));
+            }
+            Ok((StatusCode::OK, json!({"revoked": gid})))
+        }
         (Method::POST, ["v1", "tenants", id, "clusters"]) => create_cluster(app, &p, id, body_json(req).await?).await,
         (Method::GET, ["v1", "tenants", id, "clusters"]) => {
             let t = tenant_for(app, &p, id).await?;
@@ -222,24 +243,39 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
     }
 }
 
-/// The tenant `id` if the caller may see it; another tenant's id is a 404
-/// exactly like a missing one.
-async fn tenant_for(app: &App, p: &Principal, id: &str) -> Result<Tenant, ApiError> {
-    if !p.can_see(id) {
-        return Err(ApiError::not_found("tenant", id));
+/// The caller's role in tenant `id`: their own, the platform's, or one
+/// granted by a cross-tenant access grant; `None` if they have no access.
+async fn role_in(app: &App, p: &Principal, id: &str) -> Result<Option<Role>, ApiError> {
+    if p.can_see(id) {
+        return Ok(Some(p.user.role));
     }
+    match &p.tenant_slug {
+        Some(slug) => app.db.access_role(id, &p.user.email, slug).await,
+        None => Ok(None),
+    }
+}
+
+/// The tenant `id` if the caller may see it, with the caller's role there;
+/// another tenant's id is a 404 exactly like a missing one.
+async fn tenant_and_role(app: &App, p: &Principal, id: &str) -> Result<(Tenant, Role), ApiError> {
+    let Some(role) = role_in(app, p, id).await? else {
+        return Err(ApiError::not_found("tenant", id));
+    };
     let scope = if p.is_platform() { Scope::Platform } else { Scope::Tenant(id.to_string()) };
-    app.db.tenant(&scope, id).await?.ok_or_else(|| ApiError::not_found("tenant", id))
+    let t = app.db.tenant(&scope, id).await?.ok_or_else(|| ApiError::not_found("tenant", id))?;
+    Ok((t, role))
+}
+
+/// The tenant `id` if the caller may see it.
+async fn tenant_for(app: &App, p: &Principal, id: &str) -> Result<Tenant, ApiError> {
+    Ok(tenant_and_role(app, p, id).await?.0)
 }
 
 /// Like [`tenant_for`], and the caller must administer it.
 async fn admin_tenant(app: &App, p: &Principal, id: &str) -> Result<Tenant, ApiError> {
-    let t = tenant_for(app, p, id).await?;
-    if !p.is_admin_of(&t.id) {
-        return Err(ApiError::forbidden(
-            "role",
-            format!("role {} cannot do this; ask a tenant admin", p.user.role.as_str()),
-        ));
+    let (t, role) = tenant_and_role(app, p, id).await?;
+    if !matches!(role, Role::TenantAdmin | Role::PlatformAdmin) {
+        return Err(ApiError::forbidden("role", format!("role {} cannot do this; ask a tenant admin", role.as_str())));
     }
     Ok(t)
 }
@@ -501,6 +537,59 @@ async fn create_token(app: &App, p: &Principal, id: &str, b: TokenCreate) -> Rep
     };
     app.db.add_token(&token, &auth::hash(&secret.0)).await?;
     Ok((StatusCode::CREATED, json!({"token": secret.0, "apiToken": token})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AccessCreate {
+    grantee_email: String,
+    grantee_tenant: String,
+    role: Role,
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+    #[serde(default)]
+    expires_in_seconds: Option<u32>,
+}
+
+async fn grant_access(app: &App, p: &Principal, id: &str, b: AccessCreate) -> Reply {
+    let t = tenant_for(app, p, id).await?;
+    if !p.is_admin_of(&t.id) {
+        return Err(ApiError::forbidden("role", "only the tenant's own admins manage cross-tenant access"));
+    }
+    if b.role == Role::PlatformAdmin {
+        return Err(ApiError::bad_request("invalid_role", "role must be tenant_admin, tenant_user or tenant_viewer"));
+    }
+    if !valid_email(&b.grantee_email) || !is_dns_label(&b.grantee_tenant) {
+        return Err(ApiError::bad_request(
+            "invalid_grantee",
+            "granteeEmail must be an email and granteeTenant a tenant slug",
+        ));
+    }
+    if b.grantee_tenant == t.slug {
+        return Err(ApiError::bad_request(
+            "invalid_grantee",
+            "members of this tenant need no cross-tenant access; add them as users",
+        ));
+    }
+    let life = match (b.expires_in_days, b.expires_in_seconds) {
+        (Some(d), None) => Some(i64::from(d) * 86_400),
+        (None, Some(s)) => Some(i64::from(s)),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("invalid_expiry", "give expiresInDays or expiresInSeconds, not both"));
+        }
+    };
+    let a = CrossTenantAccess {
+        id: auth::new_id('x'),
+        tenant_id: t.id.clone(),
+        grantee_email: b.grantee_email.to_ascii_lowercase(),
+        grantee_tenant: b.grantee_tenant,
+        role: b.role,
+        expires_at: life.map(|l| now() + l),
+        created_at: now(),
+    };
+    app.db.add_access(&a).await?;
+    Ok((StatusCode::CREATED, json!(a)))
 }
 
 #[derive(Deserialize)]

@@ -48,6 +48,8 @@ pub struct Principal {
     pub user: User,
     /// The token used.
     pub token_id: String,
+    /// The slug of the caller's own tenant (none for platform admins).
+    pub tenant_slug: Option<String>,
 }
 
 impl Principal {

@@ -45,7 +45,8 @@ const SQLITE_V1: &[&str] = &[
     "CREATE TABLE api_tokens (id TEXT PRIMARY KEY, tenant_id TEXT REFERENCES tenants(id), user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, expires_at BIGINT, revoked_at BIGINT, created_at BIGINT NOT NULL, last_used_at BIGINT)",
     "CREATE TABLE clusters (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), name TEXT NOT NULL, region TEXT NOT NULL, labels TEXT NOT NULL, policy TEXT NOT NULL, created_at BIGINT NOT NULL)",
     "CREATE UNIQUE INDEX clusters_tenant_name ON clusters(tenant_id, name)",
-    "CREATE TABLE cross_tenant_access (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), user_id TEXT NOT NULL REFERENCES users(id), role TEXT NOT NULL, expires_at BIGINT, created_at BIGINT NOT NULL)",
+    "CREATE TABLE cross_tenant_access (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), grantee_email TEXT NOT NULL, grantee_tenant TEXT NOT NULL, role TEXT NOT NULL, expires_at BIGINT, created_at BIGINT NOT NULL)",
+    "CREATE INDEX cross_tenant_access_grantee ON cross_tenant_access(grantee_tenant, grantee_email)",
     "CREATE TABLE revoked_clusters (cluster_id TEXT PRIMARY KEY, revoked_at BIGINT NOT NULL)",
 ];
 
@@ -356,6 +357,19 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Grants elsewhere naming this tenant's people go too.
+        let slug: Option<String> = sqlx::query("SELECT slug FROM tenants WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("slug"))
+            .transpose()?;
+        if let Some(slug) = slug {
+            sqlx::query("DELETE FROM cross_tenant_access WHERE grantee_tenant = $1")
+                .bind(slug)
+                .execute(&mut *tx)
+                .await?;
+        }
         for table in TENANT_TABLES {
             let column = if *table == "tenants" { "id" } else { "tenant_id" };
             sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1"))
@@ -458,7 +472,6 @@ impl Db {
     pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), ApiError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         for sql in [
-            "DELETE FROM cross_tenant_access WHERE user_id = $1 AND tenant_id = $2",
             "DELETE FROM api_tokens WHERE user_id = $1 AND tenant_id = $2",
             "DELETE FROM users WHERE id = $1 AND tenant_id = $2",
         ] {
@@ -599,6 +612,79 @@ impl Db {
         }
         tx.commit().await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    /// Grants another tenant's user access to `access.tenant_id`.
+    pub async fn add_access(&self, a: &CrossTenantAccess) -> Result<(), ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(a.tenant_id.clone())).await?;
+        sqlx::query("INSERT INTO cross_tenant_access (id, tenant_id, grantee_email, grantee_tenant, role, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(a.id.clone())
+            .bind(a.tenant_id.clone())
+            .bind(a.grantee_email.clone())
+            .bind(a.grantee_tenant.clone())
+            .bind(a.role.as_str().to_string())
+            .bind(a.expires_at)
+            .bind(a.created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The cross-tenant grants of a tenant.
+    pub async fn accesses(&self, tenant_id: &str) -> Result<Vec<CrossTenantAccess>, ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+        let rows = sqlx::query("SELECT id, tenant_id, grantee_email, grantee_tenant, role, expires_at, created_at FROM cross_tenant_access WHERE tenant_id = $1 ORDER BY created_at, id")
+            .bind(tenant_id.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CrossTenantAccess {
+                    id: r.try_get("id")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    grantee_email: r.try_get("grantee_email")?,
+                    grantee_tenant: r.try_get("grantee_tenant")?,
+                    role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::TenantViewer),
+                    expires_at: r.try_get("expires_at")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ApiError::from)
+    }
+
+    /// Removes a grant; `false` if there is none.
+    pub async fn revoke_access(&self, tenant_id: &str, id: &str) -> Result<bool, ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+        let r = sqlx::query("DELETE FROM cross_tenant_access WHERE id = $1 AND tenant_id = $2")
+            .bind(id.to_string())
+            .bind(tenant_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// The role a user of another tenant holds in `tenant_id` through an
+    /// unexpired grant, if any.
+    pub async fn access_role(
+        &self,
+        tenant_id: &str,
+        email: &str,
+        grantee_tenant: &str,
+    ) -> Result<Option<Role>, ApiError> {
+        let mut tx = self.begin(&Scope::Platform).await?;
+        let row = sqlx::query("SELECT role FROM cross_tenant_access WHERE tenant_id = $1 AND grantee_email = $2 AND grantee_tenant = $3 AND (expires_at IS NULL OR expires_at > $4) ORDER BY created_at DESC")
+            .bind(tenant_id.to_string())
+            .bind(email.to_string())
+            .bind(grantee_tenant.to_string())
+            .bind(now())
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.map(|r| r.try_get::<String, _>("role")).transpose()?.and_then(|s| Role::parse(&s)))
     }
 
     /// Whether a cluster's credentials were revoked.

@@ -258,6 +258,28 @@ pub struct Cluster {
     pub created_at: i64,
 }
 
+/// Access to a tenant granted to a user of another tenant (the seed's
+/// CrossTenantAccess), named by email and tenant slug so granting reveals
+/// nothing about whether that user exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrossTenantAccess {
+    /// Id.
+    pub id: String,
+    /// The tenant access is granted to.
+    pub tenant_id: String,
+    /// The grantee's email.
+    pub grantee_email: String,
+    /// The grantee's tenant (slug).
+    pub grantee_tenant: String,
+    /// The role the grantee holds in `tenant_id`.
+    pub role: Role,
+    /// Unix seconds, if it expires.
+    pub expires_at: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
 /// Counts against the plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

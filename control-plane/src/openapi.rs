@@ -30,6 +30,8 @@ pub fn document() -> Value {
             "/v1/tenants/{id}/users/{userId}": {"get": op("get a user", "200"), "put": op("change name or role", "200"), "delete": op("remove a user and their tokens", "200")},
             "/v1/tenants/{id}/tokens": {"post": op("create an API token (shown once)", "201"), "get": op("list tokens (metadata only)", "200")},
             "/v1/tenants/{id}/tokens/{tokenId}": {"delete": op("revoke a token", "200")},
+            "/v1/tenants/{id}/cross-tenant-access": {"post": op("grant a user of another tenant (email + tenant slug) a role here", "201"), "get": op("list grants", "200")},
+            "/v1/tenants/{id}/cross-tenant-access/{grantId}": {"delete": op("revoke a grant", "200")},
             "/v1/tenants/{id}/clusters": {"post": op("register a cluster (plan maxClusters)", "201"), "get": op("list clusters", "200")},
             "/v1/tenants/{id}/clusters/{clusterId}": {"get": op("get a cluster", "200"), "put": op("change labels or policy", "200"), "delete": op("delete a cluster and revoke its credentials", "200")}
         }

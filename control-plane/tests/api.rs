@@ -475,3 +475,66 @@ async fn two_control_planes_on_one_postgres_see_each_others_writes() {
     let listed = admin_one.get(&format!("/v1/tenants/{tid}/clusters")).await.expect("reach").body;
     assert_eq!(listed["items"][0]["name"], "made-on-two");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_tenant_access_grants_a_role_until_revoked_or_expired() {
+    for (url, _dir) in databases().await {
+        let env = start(&url, |_| {}).await;
+        let (a, admin_a) = onboard(&env, "host", "team").await;
+        let (_b, admin_b) = onboard(&env, "consultants", "team").await;
+        let ca = admin_a
+            .post(&format!("/v1/tenants/{a}/clusters"), &json!({"name": "prod"}))
+            .await
+            .expect("reach")
+            .body["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        // Before any grant: the other tenant is invisible.
+        assert_eq!(admin_b.get(&format!("/v1/tenants/{a}/clusters")).await.expect("reach").status, 404);
+        let g = admin_a
+            .post(&format!("/v1/tenants/{a}/cross-tenant-access"), &json!({"granteeEmail": "admin@consultants.example", "granteeTenant": "consultants", "role": "tenant_viewer"}))
+            .await
+            .expect("reach");
+        assert_eq!(g.status, 201, "{}", g.body);
+        let gid = g.body["id"].as_str().expect("id").to_string();
+        // The grantee reads with the granted role, and no more.
+        let r = admin_b.get(&format!("/v1/tenants/{a}/clusters/{ca}")).await.expect("reach");
+        assert_eq!((r.status, r.body["name"].as_str()), (200, Some("prod")), "{}", r.body);
+        let r = admin_b.post(&format!("/v1/tenants/{a}/clusters"), &json!({"name": "sneaky"})).await.expect("reach");
+        assert_eq!((r.status, code(&r)), (403, "role"));
+        let r = admin_b.post(&format!("/v1/tenants/{a}/cross-tenant-access"), &json!({"granteeEmail": "x@consultants.example", "granteeTenant": "consultants", "role": "tenant_admin"})).await.expect("reach");
+        assert_eq!(r.status, 403, "a grantee cannot grant further");
+        // Revoked: invisible again.
+        assert_eq!(
+            admin_a.delete(&format!("/v1/tenants/{a}/cross-tenant-access/{gid}")).await.expect("reach").status,
+            200
+        );
+        assert_eq!(admin_b.get(&format!("/v1/tenants/{a}/clusters")).await.expect("reach").status, 404);
+        // An expired grant gives nothing.
+        admin_a
+            .post(&format!("/v1/tenants/{a}/cross-tenant-access"), &json!({"granteeEmail": "admin@consultants.example", "granteeTenant": "consultants", "role": "tenant_admin", "expiresInSeconds": 1}))
+            .await
+            .expect("reach");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while admin_b.get(&format!("/v1/tenants/{a}")).await.expect("reach").status == 200 {
+            assert!(tokio::time::Instant::now() < deadline, "grant never expired");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(admin_b.get(&format!("/v1/tenants/{a}")).await.expect("reach").status, 404);
+        // Offboarding the grantee's tenant removes grants naming its people.
+        admin_a
+            .post(&format!("/v1/tenants/{a}/cross-tenant-access"), &json!({"granteeEmail": "admin@consultants.example", "granteeTenant": "consultants", "role": "tenant_user"}))
+            .await
+            .expect("reach");
+        let b_id =
+            admin_b.get("/v1/tenants").await.expect("reach").body["items"][0]["id"].as_str().expect("id").to_string();
+        assert_eq!(env.admin.delete(&format!("/v1/tenants/{b_id}")).await.expect("reach").status, 200);
+        let left = admin_a.get(&format!("/v1/tenants/{a}/cross-tenant-access")).await.expect("reach").body;
+        assert_eq!(
+            left["items"].as_array().map(Vec::len),
+            Some(0),
+            "grants naming the purged tenant's people remain: {left}"
+        );
+    }
+}
