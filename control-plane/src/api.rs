@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -33,16 +33,20 @@ pub struct App {
     pub per_tenant: RateLimiter,
     /// Region of new tenants when none is given.
     pub default_region: String,
+    /// The relay to forward kube requests to, if configured.
+    pub relay: Option<crate::kube::RelayTarget>,
+    /// Signs per-request grants.
+    pub signer: kubechat_protocol::grant::GrantSigner,
 }
 
 type Reply = Result<(StatusCode, Value), ApiError>;
 
-fn respond(r: Reply) -> Response<Full<Bytes>> {
+fn respond(r: Reply) -> Response<crate::kube::Body> {
     let (status, body, retry) = match r {
         Ok((s, v)) => (s, v, None),
         Err(e) => (e.status, e.body(), e.retry_after),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())));
+    let mut resp = Response::new(crate::kube::full(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     if let Some(v) = retry.and_then(|s| header::HeaderValue::from_str(&s.to_string()).ok()) {
@@ -52,7 +56,12 @@ fn respond(r: Reply) -> Response<Full<Bytes>> {
 }
 
 /// Serves one request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<crate::kube::Body> {
+    if let Some(rest) = req.uri().path().strip_prefix("/k8s/clusters/") {
+        let (cluster, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(c, p)| (c, format!("/{p}")));
+        let (cluster, path) = (cluster.to_string(), path);
+        return crate::kube::handle(&app, req, &cluster, &path).await;
+    }
     respond(route(&app, req).await)
 }
 
@@ -63,7 +72,8 @@ async fn body_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the request body is not valid: {e}")))
 }
 
-async fn authenticate(app: &App, req: &Request<Incoming>) -> Result<Principal, ApiError> {
+/// Authenticates the bearer token of `req`.
+pub(crate) async fn authenticate(app: &App, req: &Request<Incoming>) -> Result<Principal, ApiError> {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -26,16 +27,36 @@ pub struct Reply {
 pub struct Client {
     base: String,
     token: Option<Secret>,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Client {
     /// A client of `base` (e.g. `http://127.0.0.1:8443`) using `token`.
     pub fn new(base: &str, token: Option<Secret>) -> Self {
+        Self::with_roots(base, token, rustls::RootCertStore::empty())
+    }
+
+    /// A client of an HTTPS `base` that trusts the CA in `ca_pem`.
+    pub fn new_tls(base: &str, token: Option<Secret>, ca_pem: &str) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in kubechat_transport::tls::parse_ca_pem(ca_pem).unwrap_or_default() {
+            let _ = roots.add(ca);
+        }
+        Self::with_roots(base, token, roots)
+    }
+
+    fn with_roots(base: &str, token: Option<Secret>, roots: rustls::RootCertStore) -> Self {
+        let tls = rustls::ClientConfig::builder_with_provider(kubechat_transport::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("the ring provider supports the default versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         Self {
             base: base.trim_end_matches('/').to_string(),
             token,
-            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+            http: HyperClient::builder(TokioExecutor::new()).build(https),
         }
     }
 

@@ -81,9 +81,10 @@ pub fn authorize(role: Role, policy: &ClusterPolicy, info: &RequestInfo) -> Resu
     match role {
         Role::TenantViewer => {
             if write || interactive {
+                let what = if info.subresource.is_empty() { info.resource.clone() } else { with_sub.clone() };
                 return Err(format!(
-                    "tenant_viewer can only read; {} {} needs tenant_user or tenant_admin",
-                    info.verb, info.resource
+                    "tenant_viewer can only read; {} {what} needs tenant_user or tenant_admin",
+                    info.verb
                 ));
             }
             if info.resource == "secrets" {

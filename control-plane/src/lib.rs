@@ -12,6 +12,7 @@
 //! - [`ratelimit`]: token buckets per token and per tenant.
 //! - [`openapi`]: the OpenAPI document.
 //! - [`error`]: JSON errors with a code and a message a person can act on.
+//! - [`kube`]: the kube path: authorize, sign a grant, forward to the relay.
 //! - [`client`]: the REST client the CLI and tests use.
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod client;
 pub mod db;
 pub mod error;
+pub mod kube;
 pub mod kube_authz;
 pub mod model;
 pub mod openapi;
@@ -56,6 +58,12 @@ pub enum ControlPlaneError {
         #[source]
         source: std::io::Error,
     },
+    /// The grant signing key is not `key-id=base64url-pkcs8`.
+    #[error("the grant signing key must be key-id=base64url(PKCS#8 Ed25519)")]
+    BadSigningKey,
+    /// The serving certificate is unusable.
+    #[error("tls: {0}")]
+    Tls(String),
     /// A given bootstrap token is not a `kc_` token.
     #[error("the platform admin token must start with kc_ and be at least 32 characters")]
     BadBootstrapToken,
@@ -77,6 +85,13 @@ pub struct Config {
     pub per_tenant_rps: f64,
     /// Home region of new tenants when none is given.
     pub default_region: String,
+    /// The relay kube requests go to (until the presence directory exists).
+    pub relay: Option<kube::RelayTarget>,
+    /// Grant signing key: `key-id=base64url(PKCS#8 Ed25519)`; generated at
+    /// start when absent (then every replica has its own key).
+    pub grant_signing_key: Option<Secret>,
+    /// Serve HTTPS with this certificate (kubectl sends tokens only over TLS).
+    pub tls: Option<kubechat_transport::tls::Identity>,
 }
 
 impl Config {
@@ -89,6 +104,9 @@ impl Config {
             per_token_rps: 50.0,
             per_tenant_rps: 200.0,
             default_region: "local".into(),
+            relay: None,
+            grant_signing_key: None,
+            tls: None,
         }
     }
 }
@@ -97,6 +115,7 @@ impl Config {
 pub struct ControlPlane {
     app: Arc<App>,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     /// The platform admin token, if this start created it.
     pub created_admin_token: Option<Secret>,
 }
@@ -130,6 +149,31 @@ impl ControlPlane {
             created_at: db::now(),
         };
         let created = db.ensure_platform_admin(&admin, &api_token, &auth::hash(&token.0)).await?;
+        let signer = match &config.grant_signing_key {
+            Some(Secret(spec)) => {
+                use base64::Engine;
+                let (id, key) = spec.split_once('=').ok_or(ControlPlaneError::BadSigningKey)?;
+                let pkcs8 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key)
+                    .map_err(|_| ControlPlaneError::BadSigningKey)?;
+                kubechat_protocol::grant::GrantSigner::from_pkcs8(id, &pkcs8)
+                    .map_err(|_| ControlPlaneError::BadSigningKey)?
+            }
+            None => kube::generated_signer(&auth::new_id('g')),
+        };
+        let tls = match &config.tls {
+            Some(id) => {
+                let mut cfg = rustls::ServerConfig::builder_with_provider(kubechat_transport::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| ControlPlaneError::Tls(e.to_string()))?
+                    .with_no_client_auth()
+                    .with_single_cert(id.chain.clone(), id.key.clone_key())
+                    .map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
+                cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ControlPlaneError::Bind { addr: config.listen, source })?;
@@ -138,13 +182,20 @@ impl ControlPlane {
             per_token: ratelimit::RateLimiter::new(config.per_token_rps, config.per_token_rps * 2.0),
             per_tenant: ratelimit::RateLimiter::new(config.per_tenant_rps, config.per_tenant_rps * 2.0),
             default_region: config.default_region,
+            relay: config.relay,
+            signer,
         });
-        Ok(Self { app, listener, created_admin_token: created.then_some(token) })
+        Ok(Self { app, listener, tls, created_admin_token: created.then_some(token) })
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The grant key id and raw Ed25519 public key relays and agents must trust.
+    pub fn grant_public_key(&self) -> (String, Vec<u8>) {
+        (self.app.signer.key_id().to_string(), self.app.signer.public_key())
     }
 
     /// The shared state (tests reach the database through it).
@@ -155,29 +206,35 @@ impl ControlPlane {
     /// Serves until `shutdown`, then lets in-flight requests finish.
     pub async fn run(self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         loop {
             let (tcp, _) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = self.listener.accept() => match r { Ok(c) => c, Err(_) => continue },
             };
-            let (app, builder, shutdown) = (self.app.clone(), builder.clone(), shutdown.clone());
+            let (app, builder, tls, watcher) =
+                (self.app.clone(), builder.clone(), self.tls.clone(), graceful.watcher());
             tasks.spawn(async move {
                 let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let app = app.clone();
                     async move { Ok::<_, Infallible>(api::handle(app, req).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    () = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(tcp).await else { return };
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    }
+                    None => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                        let _ = watcher.watch(conn.into_owned()).await;
                     }
                 }
             });
         }
+        drop(self.listener);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
         tasks.close();
         tasks.wait().await;
     }

@@ -1,0 +1,229 @@
+//! The kube path: `https://<control-plane>/k8s/clusters/<cluster>/…`.
+//!
+//! kubectl authenticates with a KubeChat token; the control plane parses the
+//! request like the API server, authorizes it (tenant role and cluster
+//! policy, [`crate::kube_authz`]), signs an Ed25519 grant for exactly this
+//! request, and forwards it to the relay over mutual TLS. Responses stream
+//! back; upgraded connections (exec, attach, port-forward) are piped both
+//! ways. Every refusal is a Kubernetes `Status` that kubectl prints as usual.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use kubechat_protocol::grant::{self, GrantSigner};
+use kubechat_protocol::kube_request;
+use kubechat_protocol::messages::Grant;
+use kubechat_protocol::status::Status;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+
+use crate::api::App;
+use crate::db::Scope;
+use crate::model::TenantStatus;
+
+/// Error type of streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body of every control-plane response.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Where the relay holding the tunnels listens, and how to reach it.
+#[derive(Clone)]
+pub struct RelayTarget {
+    /// `host:port` of the relay's internal listener.
+    pub addr: String,
+    /// The name its certificate carries.
+    pub server_name: ServerName<'static>,
+    /// mTLS client configuration (the control plane's internal certificate,
+    /// the relay CA), ALPN http/1.1.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for RelayTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayTarget").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+/// A full body.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(full(Status::failure(code.as_u16(), reason, message).to_json()));
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Serves one kube-path request for `cluster_id`; `rest` is the API path.
+pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str, rest: &str) -> Response<Body> {
+    let p = match crate::api::authenticate(app, &req).await {
+        Ok(p) => p,
+        Err(e) => return status(StatusCode::UNAUTHORIZED, "Unauthorized", e.message),
+    };
+    let not_found = || status(StatusCode::NOT_FOUND, "NotFound", format!("cluster {cluster_id} not found"));
+    let Some(tenant_id) = p.user.tenant_id.clone() else { return not_found() };
+    if let Err(e) = app.per_token.check(&p.token_id, std::time::Instant::now()) {
+        let mut r = status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "too many requests for this API token; retry shortly",
+        );
+        if let Ok(v) = HeaderValue::from_str(&e.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let tenant = match app.db.tenant(&Scope::Tenant(tenant_id.clone()), &tenant_id).await {
+        Ok(Some(t)) => t,
+        _ => return not_found(),
+    };
+    if tenant.status == TenantStatus::Suspended {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("tenant {} is suspended; contact support to reactivate it", tenant.slug),
+        );
+    }
+    let cluster = match app.db.clusters(&tenant.id).await {
+        Ok(cs) => match cs.into_iter().find(|c| c.id == cluster_id) {
+            Some(c) => c,
+            None => return not_found(),
+        },
+        Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "storage failure; retry"),
+    };
+    let query = req.uri().query().map(str::to_string);
+    let pairs = kube_request::query_pairs(query.as_deref());
+    let watch = pairs.iter().any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
+    let info = kube_request::parse(req.method().as_str(), rest, watch);
+    if let Err(reason) = crate::kube_authz::authorize(p.user.role, &cluster.policy, &info) {
+        let what = if info.resource.is_empty() { info.path.clone() } else { info.resource.clone() };
+        return status(StatusCode::FORBIDDEN, "Forbidden", format!("{what} is forbidden: KubeChat: {reason}"));
+    }
+    let Some(relay) = app.relay.clone() else {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("cluster {} has no relay configured", cluster.name),
+        );
+    };
+    let path_and_query = match &query {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let user = format!("kubechat:user:{}", p.user.email);
+    let groups = vec![format!("kubechat:tenant:{}", tenant.slug), format!("kubechat:role:{}", p.user.role.as_str())];
+    let now = now_ms();
+    let signed = app.signer.sign(Grant {
+        request_id: request_id.clone(),
+        tenant: tenant.id.clone(),
+        cluster: cluster.id.clone(),
+        user: user.clone(),
+        groups: groups.clone(),
+        method: req.method().as_str().to_string(),
+        path: path_and_query.clone(),
+        issued_at_ms: now,
+        expires_at_ms: now + grant::MAX_VALIDITY_MS,
+        key_id: String::new(),
+    });
+
+    let upgrade = req.headers().get(header::UPGRADE).is_some();
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut out =
+        Request::builder().method(parts.method.clone()).uri(format!("/v1/clusters/{}/k8s{path_and_query}", cluster.id));
+    if let Some(h) = out.headers_mut() {
+        for (k, v) in &parts.headers {
+            let name = k.as_str();
+            if name == "authorization"
+                || name == "host"
+                || name.starts_with("kubechat-")
+                || name.starts_with("impersonate-")
+            {
+                continue;
+            }
+            h.append(k.clone(), v.clone());
+        }
+        if let Ok(v) = HeaderValue::from_str(&relay.addr) {
+            h.insert(header::HOST, v);
+        }
+        let mut set = |n: &'static str, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.append(n, v);
+            }
+        };
+        set(grant::HEADER, &grant::to_header(&signed));
+        set("kubechat-request-id", &request_id);
+        set("kubechat-user", &user);
+        for g in &groups {
+            set("kubechat-group", g);
+        }
+    }
+    let Ok(out) = out.body(body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "the request could not be forwarded");
+    };
+    let sender = async {
+        let tcp = TcpStream::connect(&relay.addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let tls = tokio_rustls::TlsConnector::from(relay.tls.clone())
+            .connect(relay.server_name.clone(), tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok::<_, String>(send)
+    };
+    let mut send = match sender.await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reach the relay");
+            return status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("the relay for cluster {} is unreachable; retry", cluster.name),
+            );
+        }
+    };
+    let mut resp = match send.send_request(out).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "relay request failed");
+            return status(
+                StatusCode::BAD_GATEWAY,
+                "InternalError",
+                format!("the relay failed while forwarding to cluster {}", cluster.name),
+            );
+        }
+    };
+    if let Some(client_upgrade) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+        let relay_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(c), Ok(r)) = (client_upgrade.await, relay_upgrade.await) {
+                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(r)).await;
+            }
+        });
+    }
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
+}
+
+/// A fresh Ed25519 grant signer (when none is configured).
+pub fn generated_signer(key_id: &str) -> GrantSigner {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("the system random source works");
+    GrantSigner::from_pkcs8(key_id, pkcs8.as_ref()).expect("a freshly generated key parses")
+}

@@ -1,0 +1,216 @@
+//! The kubectl path through the control plane: kubectl with a KubeChat token
+//! → control plane (authorize, sign a grant) → relay (verify) → agent
+//! (verify, impersonate) → kube-sim.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use kube_sim::kubeconfig::{Credentials, KubeconfigSpec};
+use kubechat_control_plane::client::Client;
+use kubechat_control_plane::kube::RelayTarget;
+use kubechat_control_plane::{Config, ControlPlane, Secret};
+use kubechat_protocol::grant::{GrantSigner, GrantVerifier};
+use kubechat_tests::kubectl::Kubectl;
+use kubechat_tests::pki::TestPki;
+use kubechat_tests::stack::{AGENT_TOKEN, start_agent, start_relay};
+use kubechat_transport::pki::Validity;
+use kubechat_transport::tls;
+use rustls_pki_types::ServerName;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const ADMIN: &str = "kc_platformadmintokenforkubepathtests000000";
+
+struct World {
+    _pki: TestPki,
+    cp_url: String,
+    cp_ca: String,
+    api: Client,
+    _sim: kube_sim::TestSim,
+    _relay: kubechat_tests::stack::TestRelay,
+    _agent: kubechat_tests::stack::TestAgent,
+    _dir: tempfile::TempDir,
+    _shutdown: CancellationToken,
+    tenant: String,
+    cluster: String,
+}
+
+impl World {
+    fn kubectl(&self, token: &str, cluster: &str) -> Kubectl {
+        Kubectl::new(
+            &KubeconfigSpec {
+                name: "kubechat".into(),
+                server: format!("{}/k8s/clusters/{cluster}", self.cp_url),
+                ca_pem: Some(self.cp_ca.clone()),
+                credentials: Credentials::Token(token.into()),
+                impersonate_user: None,
+                impersonate_groups: Vec::new(),
+                namespace: None,
+            }
+            .to_yaml(),
+        )
+    }
+
+    /// A user of the tenant with `role`; returns their token.
+    async fn user(&self, email: &str, role: &str) -> String {
+        let r = self
+            .api
+            .post(&format!("/v1/tenants/{}/users", self.tenant), &json!({"email": email, "role": role}))
+            .await
+            .expect("reach");
+        assert_eq!(r.status, 201, "{}", r.body);
+        let uid = r.body["id"].as_str().expect("id").to_string();
+        let t = self
+            .api
+            .post(&format!("/v1/tenants/{}/tokens", self.tenant), &json!({"name": "kubectl", "userId": uid}))
+            .await
+            .expect("reach");
+        t.body["token"].as_str().expect("token").to_string()
+    }
+}
+
+async fn world(policy: serde_json::Value) -> World {
+    kubechat_tests::wait::init_logging();
+    let pki = TestPki::new();
+    // The control plane's grant key, and what relays and agents trust.
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("keygen");
+    let signer = GrantSigner::from_pkcs8("cp-1", pkcs8.as_ref()).expect("signer");
+    let trust = || GrantVerifier::new([("cp-1".to_string(), signer.public_key())]);
+    let relay = start_relay(&pki, |c| c.grants = trust()).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = Config::new(&format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()));
+    cfg.platform_admin_token = Some(Secret(ADMIN.into()));
+    cfg.grant_signing_key =
+        Some(Secret(format!("cp-1={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref()))));
+    let serving = pki.relay_cert();
+    cfg.tls = Some(serving.identity().expect("identity"));
+    let client_tls = tls::internal_client_config(&pki.internal_client(), &pki.relay_ca(), &[b"http/1.1"]).expect("tls");
+    cfg.relay = Some(RelayTarget {
+        addr: relay.internal.to_string(),
+        server_name: ServerName::IpAddress(relay.internal.ip().into()),
+        tls: Arc::new(client_tls),
+    });
+    let cp = ControlPlane::bind(cfg).await.expect("control plane");
+    let cp_url = format!("https://{}", cp.addr());
+    let http_api = cp_url.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cp.run(shutdown.clone()));
+
+    let api_admin = kubechat_control_plane::client::Client::new_tls(
+        &http_api,
+        Some(Secret(ADMIN.into())),
+        pki.pki.relay_ca.cert_pem(),
+    );
+    let r = api_admin
+        .post(
+            "/v1/tenants",
+            &json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "admin@acme.example"}),
+        )
+        .await
+        .expect("reach");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tenant = r.body["tenant"]["id"].as_str().expect("id").to_string();
+    let api = api_admin.with_token(r.body["token"].as_str().expect("token"));
+    let c = api
+        .post(&format!("/v1/tenants/{tenant}/clusters"), &json!({"name": "prod", "policy": policy}))
+        .await
+        .expect("reach");
+    assert_eq!(c.status, 201, "{}", c.body);
+    let cluster = c.body["id"].as_str().expect("id").to_string();
+
+    let mut tokens = HashMap::new();
+    tokens.insert(
+        AGENT_TOKEN.to_string(),
+        kube_sim::UserInfo { name: kube_sim::seed::AGENT_USER.into(), groups: vec!["system:serviceaccounts".into()] },
+    );
+    let mut sim_cfg = kube_sim::SimConfig::with_tokens(tokens);
+    sim_cfg.log_interval = Duration::from_millis(200);
+    let sim = kube_sim::TestSim::start(sim_cfg, true).await;
+    let kc = KubeconfigSpec {
+        name: "sim".into(),
+        server: sim.url(),
+        ca_pem: Some(sim.ca_pem.clone()),
+        credentials: Credentials::Token(AGENT_TOKEN.into()),
+        impersonate_user: None,
+        impersonate_groups: Vec::new(),
+        namespace: None,
+    };
+    let kube_config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&kc.to_yaml()).expect("yaml"),
+        &Default::default(),
+    )
+    .await
+    .expect("kube config");
+    let cert = pki.agent_cert_valid(&tenant, &cluster, Validity::for_duration(Duration::from_secs(3600)));
+    let agent = start_agent(&pki, &[relay.quic], &cert, &sim.url(), |a| {
+        a.kube = kube_config;
+        a.grants = trust();
+    })
+    .await;
+    agent.wait_tunnels(1).await;
+    World {
+        cp_ca: pki.pki.relay_ca.cert_pem().to_string(),
+        _pki: pki,
+        cp_url,
+        api,
+        _sim: sim,
+        _relay: relay,
+        _agent: agent,
+        _dir: dir,
+        _shutdown: shutdown,
+        tenant,
+        cluster,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_through_the_control_plane_follows_the_role_matrix() {
+    let w = world(json!({})).await;
+    let user = w.kubectl(&w.user("ursula@acme.example", "tenant_user").await, &w.cluster);
+    let out = user.ok(&["get", "pods", "-A"]).await;
+    assert!(out.contains("frontend-") && out.contains("Running"), "{out}");
+    let pod = user
+        .ok(&["get", "pods", "-n", "web", "-l", "app=api", "-o", "name"])
+        .await
+        .trim()
+        .trim_start_matches("pod/")
+        .to_string();
+    assert_eq!(user.ok(&["exec", &pod, "-n", "web", "--", "hostname"]).await.trim(), pod);
+    // The customer's RBAC sees the KubeChat identity.
+    assert_eq!(user.ok(&["auth", "can-i", "delete", "pods", "-n", "web"]).await.trim(), "yes");
+
+    let viewer = w.kubectl(&w.user("victor@acme.example", "tenant_viewer").await, &w.cluster);
+    assert!(viewer.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
+    assert!(viewer.ok(&["logs", &pod, "-n", "web", "--tail=1"]).await.contains("handled request"));
+    let err = viewer.fails(&["delete", "pod", &pod, "-n", "web"]).await;
+    assert!(
+        err.contains("Error from server (Forbidden): pods is forbidden: KubeChat: tenant_viewer can only read"),
+        "{err}"
+    );
+    let err = viewer.fails(&["get", "secrets", "-n", "web"]).await;
+    assert!(err.contains("tenant_viewer cannot read secrets"), "{err}");
+    let err = viewer.fails(&["exec", &pod, "-n", "web", "--", "hostname"]).await;
+    assert!(err.contains("pods is forbidden: KubeChat: tenant_viewer can only read; create pods/exec needs"), "{err}");
+
+    // A token that is not valid, and a cluster id that is not the tenant's.
+    let bogus = w.kubectl("kc_not-a-real-token-000000000000000000000", &w.cluster);
+    let err = bogus.fails(&["get", "pods"]).await;
+    assert!(err.contains("Unauthorized") || err.contains("must be logged in"), "{err}");
+    let missing = w.kubectl(&w.user("mia@acme.example", "tenant_admin").await, "c000000000000");
+    let err = missing.fails(&["get", "pods"]).await;
+    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_policy_limits_namespaces_and_writes() {
+    let w = world(json!({"allowedNamespaces": ["web"]})).await;
+    let user = w.kubectl(&w.user("ursula@acme.example", "tenant_user").await, &w.cluster);
+    assert!(user.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
+    let err = user.fails(&["get", "pods", "-n", "default"]).await;
+    assert!(err.contains("allows only namespaces web, not default"), "{err}");
+    let admin = w.kubectl(&w.user("ada@acme.example", "tenant_admin").await, &w.cluster);
+    assert!(admin.ok(&["get", "pods", "-n", "default"]).await.contains("hello-"));
+}
