@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export KUBECHAT_DEV_SIM_PORT=$(free_port) KUBECHAT_DEV_QUIC_PORT=$(free_port) KUBECHAT_DEV_INTERNAL_PORT=$(free_port)
+export KUBECHAT_DEV_SIM_PORT=$(free_port) KUBECHAT_DEV_QUIC_PORT=$(free_port) KUBECHAT_DEV_INTERNAL_PORT=$(free_port) KUBECHAT_DEV_CP_PORT=$(free_port)
 export KUBECHAT_DEV_RELAY_ADMIN_PORT=$(free_port) KUBECHAT_DEV_AGENT_ADMIN_PORT=$(free_port)
 export KUBECHAT_DEV_PROFILE=debug
 export KUBECHAT_DEV_DIR=$(mktemp -d)
@@ -37,7 +37,8 @@ check() { # name, expected substring, command...
 }
 check "get pods through the tunnel" "Running" k get pods -A
 check "exec through the tunnel" "api-" k exec -n web deploy/api -- hostname
-check "tunnel listed by the relay" '"cluster":"dev"' curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_RELAY_ADMIN_PORT/v1/tunnels"
+check "tunnel listed by the relay" '"tenant":"t' curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_RELAY_ADMIN_PORT/v1/tunnels"
 check "agent ready" "ready" curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_AGENT_ADMIN_PORT/readyz"
+check "control plane lists the tenant" "demo" "$PWD/target/debug/kubechat" --server "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT" --ca-file "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" --token "$(cat "$KUBECHAT_DEV_DIR/admin-token")" tenants list
 if [ $fail -ne 0 ]; then echo "--- dev.sh output"; cat "$OUT"; exit 1; fi
-echo "smoke: 4 passed, 0 failed"
+echo "smoke: 5 passed, 0 failed"

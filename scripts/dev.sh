@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Starts the whole stack on this machine: kube-sim (the simulated cluster),
-# a relay and an agent that enrolls with development certificates, writes a
-# kubeconfig for you, and prints what to type next. Ctrl-C stops everything.
+# the control plane, a relay and an agent; creates a demo tenant and cluster,
+# writes a kubeconfig for you, and prints what to type next.
+# kubectl -> control plane (token, role, grant) -> relay -> QUIC -> agent -> kube-sim.
+# Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Ports and build profile can be overridden (the CI smoke test does).
 SIM_PORT=${KUBECHAT_DEV_SIM_PORT:-6443}
+CP_PORT=${KUBECHAT_DEV_CP_PORT:-8443}
 QUIC_PORT=${KUBECHAT_DEV_QUIC_PORT:-7443}
 INTERNAL_PORT=${KUBECHAT_DEV_INTERNAL_PORT:-7444}
 RELAY_ADMIN_PORT=${KUBECHAT_DEV_RELAY_ADMIN_PORT:-9090}
@@ -16,10 +19,10 @@ DEV=${KUBECHAT_DEV_DIR:-.dev}
 
 KUBECTL=$(bash scripts/install-kubectl.sh)
 if [ "$PROFILE" = release ]; then
-  cargo build --release -p kubechat-relay -p kubechat-agent -p kube-sim
+  cargo build --release -p kubechat-relay -p kubechat-agent -p kube-sim -p kubechat-control-plane
   BIN=target/release
 else
-  cargo build -p kubechat-relay -p kubechat-agent -p kube-sim
+  cargo build -p kubechat-relay -p kubechat-agent -p kube-sim -p kubechat-control-plane
   BIN=target/debug
 fi
 mkdir -p "$DEV"
@@ -30,24 +33,48 @@ cleanup() {
   echo "stopped"
 }
 trap cleanup INT TERM EXIT
+wait_for() { # what, command...
+  local what=$1; shift
+  for _ in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "error: $what did not come up; see the logs in $DEV" >&2; exit 1
+}
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-rm -rf "$DEV/kube-sim"
-"$BIN/kube-sim" --listen 127.0.0.1:$SIM_PORT --out-dir "$DEV/kube-sim" 2> "$DEV/kube-sim.log" > "$DEV/kube-sim.out" &
+rm -rf "$DEV/kube-sim" "$DEV/certs" "$DEV/cp.db"*
+"$BIN/kube-sim" --listen "127.0.0.1:$SIM_PORT" --out-dir "$DEV/kube-sim" 2> "$DEV/kube-sim.log" > "$DEV/kube-sim.out" &
 PIDS+=($!)
-"$BIN/kubechat-relay" dev-certs --out "$DEV/certs" --tenant demo --cluster dev > /dev/null
-for _ in $(seq 1 100); do [ -f "$DEV/kube-sim/agent.kubeconfig" ] && break; sleep 0.1; done
+"$BIN/kubechat-relay" dev-certs --out "$DEV/certs" > /dev/null
+C="$DEV/certs"
 
+ADMIN_TOKEN=kc_$(python3 -c 'import secrets; print(secrets.token_hex(20))')
+"$BIN/kubechat-control-plane" --listen "127.0.0.1:$CP_PORT" --database-url "sqlite://$DEV/cp.db?mode=rwc" \
+  --platform-admin-token "$ADMIN_TOKEN" --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" \
+  --relay "127.0.0.1:$INTERNAL_PORT" --relay-ca "$C/relay-ca.crt" \
+  --relay-client-cert "$C/internal-client.crt" --relay-client-key "$C/internal-client.key" \
+  2> "$DEV/control-plane.log" > "$DEV/control-plane.out" &
+PIDS+=($!)
+CP="https://127.0.0.1:$CP_PORT"
+wait_for "the control plane" curl -fsS --cacert "$C/relay-ca.crt" "$CP/v1/grant-keys"
+GRANT_KEY=$(curl -fsS --cacert "$C/relay-ca.crt" "$CP/v1/grant-keys" | json 'd["keys"][0]["flag"]')
+
+kc() { "$BIN/kubechat" --server "$CP" --ca-file "$C/relay-ca.crt" "$@"; }
+TENANT_JSON=$(kc --token "$ADMIN_TOKEN" -o json tenants create --name Demo --slug demo --admin-email admin@demo.example --plan team)
+TENANT=$(json 'd["tenant"]["id"]' <<< "$TENANT_JSON")
+TOKEN=$(json 'd["token"]' <<< "$TENANT_JSON")
+CLUSTER=$(kc --token "$TOKEN" -o json clusters add --tenant "$TENANT" --name dev | json 'd["id"]')
+"$BIN/kubechat-relay" dev-agent-cert --dir "$C" --tenant "$TENANT" --cluster "$CLUSTER" > /dev/null
+
+wait_for "kube-sim" test -f "$DEV/kube-sim/agent.kubeconfig"
 "$BIN/kubechat-relay" \
-  --quic-listen 127.0.0.1:$QUIC_PORT --internal-listen 127.0.0.1:$INTERNAL_PORT --admin-listen 127.0.0.1:$RELAY_ADMIN_PORT \
-  --tls-cert "$DEV/certs/relay.crt" --tls-key "$DEV/certs/relay.key" \
-  --agent-ca "$DEV/certs/agent-ca.crt" --internal-ca "$DEV/certs/internal-ca.crt" \
-  --dev-identity-from-impersonation true \
+  --quic-listen "127.0.0.1:$QUIC_PORT" --internal-listen "127.0.0.1:$INTERNAL_PORT" --admin-listen "127.0.0.1:$RELAY_ADMIN_PORT" \
+  --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" \
+  --agent-ca "$C/agent-ca.crt" --internal-ca "$C/internal-ca.crt" --grant-key "$GRANT_KEY" \
   2> "$DEV/relay.log" &
 PIDS+=($!)
 "$BIN/kubechat-agent" \
-  --relay 127.0.0.1:$QUIC_PORT --admin-listen 127.0.0.1:$AGENT_ADMIN_PORT \
-  --tls-cert "$DEV/certs/agent.crt" --tls-key "$DEV/certs/agent.key" --relay-ca "$DEV/certs/relay-ca.crt" \
-  --kubeconfig "$DEV/kube-sim/agent.kubeconfig" \
+  --relay "127.0.0.1:$QUIC_PORT" --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" \
+  --tls-cert "$C/agent.crt" --tls-key "$C/agent.key" --relay-ca "$C/relay-ca.crt" \
+  --kubeconfig "$DEV/kube-sim/agent.kubeconfig" --grant-key "$GRANT_KEY" \
   2> "$DEV/agent.log" &
 PIDS+=($!)
 
@@ -58,43 +85,39 @@ kind: Config
 clusters:
 - name: kubechat-dev
   cluster:
-    server: https://127.0.0.1:$INTERNAL_PORT/v1/clusters/dev/k8s
-    certificate-authority-data: $(b64 "$DEV/certs/relay-ca.crt")
+    server: $CP/k8s/clusters/$CLUSTER
+    certificate-authority-data: $(b64 "$C/relay-ca.crt")
 users:
-- name: dev
+- name: demo-admin
   user:
-    client-certificate-data: $(b64 "$DEV/certs/internal-client.crt")
-    client-key-data: $(b64 "$DEV/certs/internal-client.key")
-    as: kubechat:user:dev@example.com
-    as-groups:
-    - kubechat:tenant:demo
-    - kubechat:role:tenant_admin
+    token: $TOKEN
 contexts:
 - name: kubechat-dev
   context:
     cluster: kubechat-dev
-    user: dev
+    user: demo-admin
 current-context: kubechat-dev
 KC
-
-for _ in $(seq 1 200); do
-  curl -fsS http://127.0.0.1:$AGENT_ADMIN_PORT/readyz >/dev/null 2>&1 && break
-  sleep 0.1
-done
+chmod 600 "$DEV/kubeconfig"
+echo "$ADMIN_TOKEN" > "$DEV/admin-token"; chmod 600 "$DEV/admin-token"
+wait_for "the agent's tunnel" curl -fsS "http://127.0.0.1:$AGENT_ADMIN_PORT/readyz"
 cat <<MSG
 
 KubeChat dev stack is up:
-  kube-sim  https://127.0.0.1:$SIM_PORT        (log $DEV/kube-sim.log; admin kubeconfig $DEV/kube-sim/admin.kubeconfig)
-  relay     quic 127.0.0.1:$QUIC_PORT, internal https://127.0.0.1:$INTERNAL_PORT, admin http://127.0.0.1:$RELAY_ADMIN_PORT  (log $DEV/relay.log)
-  agent     admin http://127.0.0.1:$AGENT_ADMIN_PORT   (log $DEV/agent.log)
+  control plane  $CP   (log $DEV/control-plane.log; platform admin token in $DEV/admin-token)
+  kube-sim       https://127.0.0.1:$SIM_PORT   (admin kubeconfig $DEV/kube-sim/admin.kubeconfig)
+  relay          quic 127.0.0.1:$QUIC_PORT, internal 127.0.0.1:$INTERNAL_PORT, admin http://127.0.0.1:$RELAY_ADMIN_PORT
+  agent          admin http://127.0.0.1:$AGENT_ADMIN_PORT
+  tenant id      $TENANT (demo), cluster id $CLUSTER (dev)
 
-Your kubeconfig goes kubectl -> relay -> QUIC tunnel -> agent -> kube-sim, as
-kubechat:user:dev@example.com (group kubechat:role:tenant_admin). Try:
+Your kubeconfig goes kubectl -> control plane -> relay -> QUIC tunnel -> agent -> kube-sim,
+as admin@demo.example (tenant_admin). Try:
 
   export KUBECONFIG=$(realpath "$DEV")/kubeconfig
   $KUBECTL get pods -A
   $KUBECTL logs -f -n web deploy/frontend
   $KUBECTL exec -it -n web deploy/api -- sh
+  $BIN/kubechat --server $CP --ca-file $C/relay-ca.crt --token \$(cat $DEV/admin-token) tenants list
   curl http://127.0.0.1:$RELAY_ADMIN_PORT/v1/tunnels
 
 Ctrl-C stops everything.

@@ -106,6 +106,15 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
     match (method.clone(), path.as_str()) {
         (Method::GET, "/healthz") => return Ok((StatusCode::OK, json!({"status": "ok"}))),
         (Method::GET, "/v1/openapi.json") => return Ok((StatusCode::OK, crate::openapi::document())),
+        (Method::GET, "/v1/grant-keys") => {
+            // Public keys only: what relays and agents pass to --grant-key.
+            let id = app.signer.key_id().to_string();
+            let key = kubechat_protocol::grant::to_header(&app.signer.public_key());
+            return Ok((
+                StatusCode::OK,
+                json!({"keys": [{"id": id, "publicKey": key, "flag": format!("{id}={key}")}]}),
+            ));
+        }
         _ => {}
     }
     let mut p = authenticate(app, &req).await?;

@@ -3,9 +3,15 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use std::path::PathBuf;
+
+use anyhow::Context as _;
 use clap::Parser;
+use kubechat_control_plane::kube::RelayTarget;
 use kubechat_control_plane::{Config, ControlPlane, Secret};
 use kubechat_transport::process;
+use kubechat_transport::tls;
+use rustls_pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
 
 /// The KubeChat control plane.
@@ -36,6 +42,43 @@ struct Cli {
     /// Requests per second per tenant.
     #[arg(long, env = "KUBECHAT_PER_TENANT_RPS", default_value_t = 200.0)]
     per_tenant_rps: f64,
+    /// Serving certificate (PEM); with --tls-key, serve HTTPS (kubectl sends
+    /// tokens only over TLS).
+    #[arg(long, env = "KUBECHAT_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Serving key (PEM).
+    #[arg(long, env = "KUBECHAT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The relay's internal listener, host:port.
+    #[arg(long, env = "KUBECHAT_RELAY")]
+    relay: Option<String>,
+    /// CA bundle the relay's certificate chains to (PEM).
+    #[arg(long, env = "KUBECHAT_RELAY_CA")]
+    relay_ca: Option<PathBuf>,
+    /// The control plane's client certificate for the relay (PEM).
+    #[arg(long, env = "KUBECHAT_RELAY_CLIENT_CERT")]
+    relay_client_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(long, env = "KUBECHAT_RELAY_CLIENT_KEY")]
+    relay_client_key: Option<PathBuf>,
+    /// Grant signing key, key-id=base64url(PKCS#8 Ed25519) [default: generated per start].
+    #[arg(long, env = "KUBECHAT_GRANT_SIGNING_KEY", hide_env_values = true)]
+    grant_signing_key: Option<String>,
+}
+
+fn relay_target(cli: &Cli) -> anyhow::Result<Option<RelayTarget>> {
+    let Some(addr) = &cli.relay else { return Ok(None) };
+    let need = |v: &Option<PathBuf>, flag: &str| v.clone().with_context(|| format!("--relay needs --{flag}"));
+    let ca = tls::load_certs(&need(&cli.relay_ca, "relay-ca")?, "relay CA bundle")?;
+    let id = tls::Identity::from_files(
+        &need(&cli.relay_client_cert, "relay-client-cert")?,
+        &need(&cli.relay_client_key, "relay-client-key")?,
+    )?;
+    let host = addr.rsplit_once(':').map(|(h, _)| h).context("--relay must be host:port")?.trim_matches(['[', ']']);
+    let server_name = ServerName::try_from(host.to_string())
+        .map_err(|_| anyhow::anyhow!("--relay host {host:?} is not a valid name"))?;
+    let cfg = tls::internal_client_config(&id, &ca, &[b"http/1.1"])?;
+    Ok(Some(RelayTarget { addr: addr.clone(), server_name, tls: std::sync::Arc::new(cfg) }))
 }
 
 fn main() -> ExitCode {
@@ -44,7 +87,22 @@ fn main() -> ExitCode {
     if cli.per_token_rps <= 0.0 || cli.per_tenant_rps <= 0.0 {
         return process::config_error(&"rate limits must be positive");
     }
+    let relay = match relay_target(&cli) {
+        Ok(r) => r,
+        Err(e) => return process::config_error(&format!("{e:#}")),
+    };
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(c), Some(k)) => match tls::Identity::from_files(c, k) {
+            Ok(id) => Some(id),
+            Err(e) => return process::config_error(&e),
+        },
+        (None, None) => None,
+        _ => return process::config_error(&"--tls-cert and --tls-key go together"),
+    };
     let mut config = Config::new(&cli.database_url);
+    config.relay = relay;
+    config.tls = tls;
+    config.grant_signing_key = cli.grant_signing_key.clone().map(Secret);
     config.listen = cli.listen;
     config.platform_admin_token = cli.platform_admin_token.map(Secret);
     config.default_region = cli.default_region;
@@ -69,7 +127,8 @@ fn main() -> ExitCode {
             // Printed once, to stdout only; never logged.
             println!("platform admin token (shown once, store it now): {}", t.0);
         }
-        tracing::info!(addr = %cp.addr(), "control plane serving");
+        let (key_id, _) = cp.grant_public_key();
+        tracing::info!(addr = %cp.addr(), grant_key = %key_id, "control plane serving; relays and agents get the grant key from /v1/grant-keys");
         let shutdown = CancellationToken::new();
         process::cancel_on_signals(shutdown.clone());
         cp.run(shutdown).await;

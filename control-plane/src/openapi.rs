@@ -22,6 +22,7 @@ pub fn document() -> Value {
                 "type": "object", "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}}}}}
         },
         "paths": {
+            "/v1/grant-keys": {"get": {"summary": "the grant-verification public keys (for relays' and agents' --grant-key)", "responses": {"200": {"description": "keys"}}}},
             "/v1/tenants": {"post": op("onboard a tenant (platform admin): tenant, first admin, token", "201"), "get": op("list tenants visible to the caller", "200")},
             "/v1/tenants/{id}": {"get": op("get a tenant", "200"), "put": op("update a tenant", "200"), "delete": op("offboard: purge everything of the tenant, revoke its clusters", "200")},
             "/v1/tenants/{id}/settings": {"get": op("get settings", "200"), "put": op("replace settings", "200")},

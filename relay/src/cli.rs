@@ -39,6 +39,25 @@ enum Command {
     /// Write a development CA set and certificates for a relay, an agent and
     /// the internal client.
     DevCerts(DevCertsArgs),
+    /// Issue another agent certificate from a dev-certs directory's agent CA
+    /// (development only; enrollment replaces this).
+    DevAgentCert(DevAgentCertArgs),
+}
+
+#[derive(Debug, Args)]
+struct DevAgentCertArgs {
+    /// The dev-certs directory (holds agent-ca.crt and agent-ca.key).
+    #[arg(long, default_value = ".dev/certs")]
+    dir: PathBuf,
+    /// Tenant id.
+    #[arg(long)]
+    tenant: String,
+    /// Cluster id.
+    #[arg(long)]
+    cluster: String,
+    /// File stem to write (`<stem>.crt`, `<stem>.key`) in the directory.
+    #[arg(long, default_value = "agent")]
+    stem: String,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +231,24 @@ fn load_file(path: &Path) -> anyhow::Result<RawConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
+fn dev_agent_cert(args: &DevAgentCertArgs) -> anyhow::Result<()> {
+    let read = |f: &str| {
+        std::fs::read_to_string(args.dir.join(f)).with_context(|| format!("cannot read {f} in {}", args.dir.display()))
+    };
+    let ca = kubechat_transport::pki::CertAuthority::from_pem(&read("agent-ca.crt")?, &read("agent-ca.key")?)?;
+    let id = ClusterIdentity::new(&args.tenant, &args.cluster)?;
+    let spec = kubechat_transport::pki::LeafSpec {
+        common_name: format!("kubechat-agent {id}"),
+        uris: vec![id.spiffe_uri()],
+        client: true,
+        ..Default::default()
+    };
+    ca.issue(&spec, kubechat_transport::pki::Validity::for_duration(Duration::from_secs(30 * 24 * 3600)))?
+        .write(&args.dir, &args.stem)?;
+    println!("wrote {}/{}.crt for {id}", args.dir.display(), args.stem);
+    Ok(())
+}
+
 fn dev_certs(args: &DevCertsArgs) -> anyhow::Result<()> {
     let id = ClusterIdentity::new(&args.tenant, &args.cluster)?;
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
@@ -224,6 +261,15 @@ fn dev_certs(args: &DevCertsArgs) -> anyhow::Result<()> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     process::init_tracing();
+    if let Some(Command::DevAgentCert(args)) = &cli.command {
+        return match dev_agent_cert(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(process::EXIT_FAILURE)
+            }
+        };
+    }
     if let Some(Command::DevCerts(args)) = &cli.command {
         return match dev_certs(args) {
             Ok(()) => ExitCode::SUCCESS,

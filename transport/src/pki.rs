@@ -116,6 +116,7 @@ pub struct LeafSpec {
 pub struct CertAuthority {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
+    key_pem: String,
 }
 
 impl std::fmt::Debug for CertAuthority {
@@ -138,14 +139,14 @@ impl CertAuthority {
         params.not_before = v.not_before;
         params.not_after = v.not_after;
         let cert = params.self_signed(&key)?;
-        Ok(Self { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
+        Ok(Self { cert_pem: cert.pem(), key_pem: key.serialize_pem(), issuer: Issuer::new(params, key) })
     }
 
     /// Loads a CA from its PEM certificate and PEM private key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
-        Ok(Self { issuer, cert_pem: cert_pem.to_string() })
+        Ok(Self { issuer, cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string() })
     }
 
     /// The CA certificate, PEM.
@@ -237,10 +238,13 @@ impl DevPki {
 
     /// Writes a complete development set into `dir`: the CA certificates,
     /// `relay.{crt,key}` (for `names`), `agent.{crt,key}` (for `agent`) and
-    /// `internal-client.{crt,key}`. CA keys are not written.
+    /// `internal-client.{crt,key}`, and the agent CA's key (`agent-ca.key`,
+    /// development only, so more agent certificates can be issued until
+    /// enrollment exists). The other CA keys are not written.
     pub fn write_dev_set(&self, dir: &Path, names: &[&str], agent: &ClusterIdentity) -> Result<(), PkiError> {
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.display().to_string(), source })?;
         write_file(&dir.join("agent-ca.crt"), self.agent_ca.cert_pem())?;
+        write_file(&dir.join("agent-ca.key"), &self.agent_ca.key_pem)?;
         write_file(&dir.join("relay-ca.crt"), self.relay_ca.cert_pem())?;
         write_file(&dir.join("internal-ca.crt"), self.internal_ca.cert_pem())?;
         self.relay_cert(names)?.write(dir, "relay")?;

@@ -14,6 +14,9 @@ struct Cli {
     /// Control plane URL.
     #[arg(long, env = "KUBECHAT_SERVER", default_value = "http://127.0.0.1:8443", global = true)]
     server: String,
+    /// CA bundle to trust for an https:// server (PEM).
+    #[arg(long, env = "KUBECHAT_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     /// API token (kc_…).
     #[arg(long, env = "KUBECHAT_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
@@ -201,7 +204,13 @@ const TOKEN_COLS: &[(&str, &str)] = &[
 const CLUSTER_COLS: &[(&str, &str)] = &[("ID", "/id"), ("NAME", "/name"), ("REGION", "/region")];
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let c = Client::new(&cli.server, cli.token.map(Secret));
+    let c = match &cli.ca_file {
+        Some(f) => {
+            let pem = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            Client::new_tls(&cli.server, cli.token.map(Secret), &pem)
+        }
+        None => Client::new(&cli.server, cli.token.map(Secret)),
+    };
     let out = cli.output;
     let ok = |r: Reply| -> Result<Value, String> {
         if (200..300).contains(&r.status) {
