@@ -7,7 +7,7 @@ use std::time::Duration;
 use kubechat_protocol::messages::{Hello, Ping, Pong, control_message};
 use kubechat_protocol::{ErrorCode, version};
 use kubechat_transport::quic::{self, QuicConnection};
-use kubechat_transport::{Connection, FramedRecv, FramedSend, StreamError};
+use kubechat_transport::{Connection, FramedRecv, FramedSend, StreamError, TransportError};
 use rand::Rng;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -136,6 +136,9 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState) -> Result<Session, C
 enum SessionEnd {
     /// The connection closed or was judged dead.
     Closed(String),
+    /// The relay closed the tunnel with GOING_AWAY (it is draining); the
+    /// GOAWAY message itself may not have arrived before the close.
+    Drained,
     /// The agent is shutting down.
     Shutdown,
 }
@@ -156,6 +159,12 @@ async fn run_session(mut s: Session, state: Arc<AgentState>, goaway: oneshot::Se
                 Ok(stream) => {
                     let st = state.clone();
                     state.tasks.spawn(forward::serve_stream(stream, st).in_current_span());
+                }
+                Err(TransportError::ClosedByPeer { code: Some(ErrorCode::GoingAway), .. }) => {
+                    if goaway.is_some() {
+                        state.metrics.goaways.inc();
+                    }
+                    return SessionEnd::Drained;
                 }
                 Err(e) => return SessionEnd::Closed(e.to_string()),
             },
@@ -257,6 +266,12 @@ pub(crate) async fn maintain(relay: RelayEndpoint, state: Arc<AgentState>) {
                         end = &mut task => {
                             match end {
                                 Ok(SessionEnd::Shutdown) => return,
+                                Ok(SessionEnd::Drained) => {
+                                    // Dial a replacement at once, as for a GOAWAY.
+                                    info!(relay_id = %relay_id, "relay closed the tunnel while draining; reconnecting");
+                                    backoff.reset();
+                                    continue;
+                                }
                                 Ok(SessionEnd::Closed(why)) => info!(relay_id = %relay_id, reason = %why, "tunnel down"),
                                 Err(e) => warn!(error = %e, "tunnel task failed"),
                             }

@@ -175,6 +175,13 @@ impl Relay {
             t.go_away("relay shutting down", grace);
         }
         let _ = quic_task.await;
+        // Give every GOAWAY the chance to leave before anything is closed.
+        let written = tokio::time::Instant::now() + Duration::from_secs(2);
+        while state.registry.all().iter().any(|t| !t.goaway_written.load(std::sync::atomic::Ordering::Relaxed))
+            && tokio::time::Instant::now() < written
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let deadline = tokio::time::Instant::now() + grace;
         let _ = tokio::time::timeout_at(deadline, internal_task).await;
         while state.metrics.streams_open.get() > 0 && tokio::time::Instant::now() < deadline {

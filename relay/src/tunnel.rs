@@ -42,6 +42,8 @@ pub(crate) struct Tunnel {
     pub(crate) bytes_from_agent: AtomicU64,
     last_heartbeat_ms: AtomicU64,
     draining: AtomicBool,
+    /// The GOAWAY message was written to the control stream.
+    pub(crate) goaway_written: AtomicBool,
     control: mpsc::Sender<control_message::Kind>,
 }
 
@@ -163,6 +165,7 @@ async fn serve_inner(conn: Arc<dyn Connection>, identity: ClusterIdentity, state
         bytes_from_agent: AtomicU64::new(0),
         last_heartbeat_ms: AtomicU64::new(now_ms()),
         draining: AtomicBool::new(false),
+        goaway_written: AtomicBool::new(false),
         control: control_tx,
     });
     if !state.registry.insert(tunnel.clone()) {
@@ -207,8 +210,12 @@ async fn serve_inner(conn: Arc<dyn Connection>, identity: ClusterIdentity, state
                 }
             },
             Some(out) = control_rx.recv() => {
+                let is_goaway = matches!(out, control_message::Kind::GoAway(_));
                 if let Err(e) = send.send_control_message(out).await {
                     break format!("control stream write failed: {e}");
+                }
+                if is_goaway {
+                    tunnel.goaway_written.store(true, Ordering::Relaxed);
                 }
             }
             e = conn.closed() => break e.to_string(),
