@@ -462,18 +462,37 @@ async fn malformed_bodies_get_400_or_413_and_write_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_control_planes_on_one_postgres_see_each_others_writes() {
+async fn two_control_plane_processes_on_one_postgres_see_each_others_writes() {
     let (url, _) = databases().await.into_iter().nth(1).expect("postgres");
     let one = start(&url, |_| {}).await;
-    let two = start(&url, |_| {}).await;
+    // The second replica is the real binary, in its own process.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut two = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubechat-control-plane"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", &url])
+        .env("KUBECHAT_PLATFORM_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the control plane binary");
+    let two_base = format!("http://127.0.0.1:{port}");
+    let probe = Client::new(&two_base, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while probe.get("/healthz").await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the second replica never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (tid, admin_one, token) = onboard_with_token(&one, "shared", "team").await;
-    let admin_two = Client::new(&two.base, None).with_token(&token);
+    let admin_two = Client::new(&two_base, None).with_token(&token);
     assert_eq!(admin_two.get(&format!("/v1/tenants/{tid}")).await.expect("reach").body["slug"], "shared");
-    let c =
-        admin_two.post(&format!("/v1/tenants/{tid}/clusters"), &json!({"name": "made-on-two"})).await.expect("reach");
-    assert_eq!(c.status, 201);
+    let c = admin_two.post(&format!("/v1/tenants/{tid}/clusters"), &json!({"name": "made-on-two"})).await.expect("reach");
+    assert_eq!(c.status, 201, "{}", c.body);
     let listed = admin_one.get(&format!("/v1/tenants/{tid}/clusters")).await.expect("reach").body;
     assert_eq!(listed["items"][0]["name"], "made-on-two");
+    // Suspension on one replica is seen by the other at once.
+    assert_eq!(one.admin.put(&format!("/v1/tenants/{tid}"), &json!({"status": "suspended"})).await.expect("reach").status, 200);
+    assert_eq!(admin_two.get(&format!("/v1/tenants/{tid}")).await.expect("reach").status, 403);
+    let _ = two.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
