@@ -40,5 +40,14 @@ check "exec through the tunnel" "api-" k exec -n web deploy/api -- hostname
 check "tunnel listed by the relay" '"tenant":"t' curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_RELAY_ADMIN_PORT/v1/tunnels"
 check "agent ready" "ready" curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_AGENT_ADMIN_PORT/readyz"
 check "control plane lists the tenant" "demo" "$PWD/target/debug/kubechat" --server "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT" --ca-file "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" --token "$(cat "$KUBECHAT_DEV_DIR/admin-token")" tenants list
+# No log of any component may contain a token or a private key.
+TENANT_TOKEN=$(grep -o 'token: kc_[0-9a-f]*' "$KUBECHAT_DEV_DIR/kubeconfig" | cut -d' ' -f2)
+leaks=0
+for secret in "$(cat "$KUBECHAT_DEV_DIR/admin-token")" "$TENANT_TOKEN" "PRIVATE KEY" "$(sed -n 2p "$KUBECHAT_DEV_DIR/certs/agent.key")"; do
+  if [ -n "$secret" ] && grep -rqF -- "$secret" "$KUBECHAT_DEV_DIR"/*.log "$OUT"; then
+    echo "FAILED: a secret appears in the logs: ${secret:0:12}…"; leaks=1
+  fi
+done
+if [ $leaks -eq 0 ]; then echo "ok: no token or private key in any log"; else fail=1; fi
 if [ $fail -ne 0 ]; then echo "--- dev.sh output"; cat "$OUT"; exit 1; fi
-echo "smoke: 5 passed, 0 failed"
+echo "smoke: 6 passed, 0 failed"
