@@ -214,3 +214,36 @@ async fn cluster_policy_limits_namespaces_and_writes() {
     let admin = w.kubectl(&w.user("ada@acme.example", "tenant_admin").await, &w.cluster);
     assert!(admin.ok(&["get", "pods", "-n", "default"]).await.contains("hello-"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_tenants_and_path_tricks_get_the_same_not_found_as_a_missing_cluster() {
+    let w = world(json!({})).await;
+    let platform = Client::new_tls(&w.cp_url, Some(Secret(ADMIN.into())), &w.cp_ca);
+    let r = platform.post("/v1/tenants", &json!({"name": "Other", "slug": "other", "plan": "team", "adminEmail": "admin@other.example"})).await.expect("reach");
+    let other = platform.with_token(r.body["token"].as_str().expect("token"));
+    let mine = w.api.clone();
+    let missing = mine.get("/k8s/clusters/c000000000000/api/v1/pods").await.expect("reach");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.body["kind"], "Status");
+    let shape = |r: &kubechat_control_plane::client::Reply| (r.status, r.body["reason"].clone(), r.body["code"].clone());
+    // Another tenant's token on this tenant's cluster id.
+    let theirs = other.get(&format!("/k8s/clusters/{}/api/v1/pods", w.cluster)).await.expect("reach");
+    assert_eq!(shape(&theirs), shape(&missing), "{}", theirs.body);
+    assert_eq!(theirs.body["message"], format!("cluster {} not found", w.cluster));
+    // Path tricks never reach another cluster, or this one under a twisted name.
+    let c = &w.cluster;
+    for path in [
+        format!("/k8s/clusters/{c}%2F..%2Fc000000000000/api/v1/pods"),
+        format!("/k8s/clusters/..%2F{c}/api/v1/pods"),
+        format!("/k8s/clusters/{c}%252F/api/v1/pods"),
+        format!("/k8s/clusters/{c}x/api/v1/pods"),
+        format!("/k8s/clusters/%63{}/api/v1/pods", &c[1..]),
+    ] {
+        let r = mine.get(&path).await.expect("reach");
+        assert_eq!(shape(&r), shape(&missing), "{path}: {}", r.body);
+    }
+    // The real path works for the owner.
+    let ok = mine.get(&format!("/k8s/clusters/{c}/api/v1/namespaces/web/pods")).await.expect("reach");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["kind"], "PodList");
+}
