@@ -37,6 +37,10 @@ pub struct App {
     pub relay: Option<crate::kube::RelayTarget>,
     /// Signs per-request grants.
     pub signer: kubechat_protocol::grant::GrantSigner,
+    /// The URL kubectl reaches this control plane at, for kubeconfigs.
+    pub public_url: String,
+    /// The CA (PEM) kubectl should trust for `public_url`, if not public.
+    pub public_ca_pem: Option<String>,
 }
 
 type Reply = Result<(StatusCode, Value), ApiError>;
@@ -246,6 +250,27 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
         (Method::PUT, ["v1", "tenants", id, "clusters", cid]) => {
             update_cluster(app, &p, id, cid, body_json(req).await?).await
         }
+        (Method::GET, ["v1", "tenants", id, "clusters", cid, "kubeconfig"]) => {
+            let t = tenant_for(app, &p, id).await?;
+            if p.user.tenant_id.as_deref() != Some(t.id.as_str()) {
+                return Err(ApiError::forbidden("role", "kubeconfigs are for the tenant's own users"));
+            }
+            let c = app
+                .db
+                .clusters(&t.id)
+                .await?
+                .into_iter()
+                .find(|c| c.id == *cid)
+                .ok_or_else(|| ApiError::not_found("cluster", cid))?;
+            let token = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .to_string();
+            Ok((StatusCode::OK, json!({"kubeconfig": kubeconfig(app, &t, &c, &p.user.email, &token)})))
+        }
         (Method::DELETE, ["v1", "tenants", id, "clusters", cid]) => {
             let t = admin_tenant(app, &p, id).await?;
             if !app.db.delete_cluster(&t.id, cid).await? {
@@ -297,6 +322,32 @@ async fn admin_tenant(app: &App, p: &Principal, id: &str) -> Result<Tenant, ApiE
         return Err(ApiError::forbidden("role", format!("role {} cannot do this; ask a tenant admin", role.as_str())));
     }
     Ok(t)
+}
+
+/// A kubeconfig for `user` on `cluster`, carrying the caller's own token.
+fn kubeconfig(app: &App, t: &Tenant, c: &Cluster, email: &str, token: &str) -> String {
+    use base64::Engine;
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let name = format!("kubechat-{}-{}", t.slug, c.name);
+    let server = format!("{}/k8s/clusters/{}", app.public_url.trim_end_matches('/'), c.id);
+    let mut y = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {}\n  cluster:\n    server: {}\n",
+        q(&name),
+        q(&server)
+    );
+    if let Some(ca) = &app.public_ca_pem {
+        y += &format!(
+            "    certificate-authority-data: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(ca.as_bytes())
+        );
+    }
+    y += &format!("users:\n- name: {}\n  user:\n    token: {}\n", q(email), q(token));
+    y += &format!(
+        "contexts:\n- name: {n}\n  context:\n    cluster: {n}\n    user: {u}\ncurrent-context: {n}\n",
+        n = q(&name),
+        u = q(email)
+    );
+    y
 }
 
 fn is_dns_label(s: &str) -> bool {

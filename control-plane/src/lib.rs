@@ -92,6 +92,11 @@ pub struct Config {
     pub grant_signing_key: Option<Secret>,
     /// Serve HTTPS with this certificate (kubectl sends tokens only over TLS).
     pub tls: Option<kubechat_transport::tls::Identity>,
+    /// The URL users reach this control plane at (for kubeconfigs);
+    /// default `https://<listen>`.
+    pub public_url: Option<String>,
+    /// The CA (PEM) kubeconfigs should tell kubectl to trust.
+    pub public_ca_pem: Option<String>,
 }
 
 impl Config {
@@ -107,6 +112,8 @@ impl Config {
             relay: None,
             grant_signing_key: None,
             tls: None,
+            public_url: None,
+            public_ca_pem: None,
         }
     }
 }
@@ -184,6 +191,11 @@ impl ControlPlane {
             default_region: config.default_region,
             relay: config.relay,
             signer,
+            public_url: config.public_url.clone().unwrap_or_else(|| {
+                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                format!("{}://{addr}", if tls.is_some() { "https" } else { "http" })
+            }),
+            public_ca_pem: config.public_ca_pem,
         });
         Ok(Self { app, listener, tls, created_admin_token: created.then_some(token) })
     }

@@ -61,6 +61,12 @@ struct Cli {
     /// Its key (PEM).
     #[arg(long, env = "KUBECHAT_RELAY_CLIENT_KEY")]
     relay_client_key: Option<PathBuf>,
+    /// URL users reach the control plane at, for kubeconfigs [default: https://<listen>].
+    #[arg(long, env = "KUBECHAT_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// CA bundle (PEM) kubeconfigs tell kubectl to trust.
+    #[arg(long, env = "KUBECHAT_PUBLIC_CA")]
+    public_ca: Option<PathBuf>,
     /// Grant signing key, key-id=base64url(PKCS#8 Ed25519) [default: generated per start].
     #[arg(long, env = "KUBECHAT_GRANT_SIGNING_KEY", hide_env_values = true)]
     grant_signing_key: Option<String>,
@@ -103,6 +109,14 @@ fn main() -> ExitCode {
     config.relay = relay;
     config.tls = tls;
     config.grant_signing_key = cli.grant_signing_key.clone().map(Secret);
+    config.public_url = cli.public_url.clone();
+    config.public_ca_pem = match &cli.public_ca {
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(pem) => Some(pem),
+            Err(e) => return process::config_error(&format!("cannot read --public-ca {}: {e}", f.display())),
+        },
+        None => None,
+    };
     config.listen = cli.listen;
     config.platform_admin_token = cli.platform_admin_token.map(Secret);
     config.default_region = cli.default_region;

@@ -485,12 +485,16 @@ async fn two_control_plane_processes_on_one_postgres_see_each_others_writes() {
     let (tid, admin_one, token) = onboard_with_token(&one, "shared", "team").await;
     let admin_two = Client::new(&two_base, None).with_token(&token);
     assert_eq!(admin_two.get(&format!("/v1/tenants/{tid}")).await.expect("reach").body["slug"], "shared");
-    let c = admin_two.post(&format!("/v1/tenants/{tid}/clusters"), &json!({"name": "made-on-two"})).await.expect("reach");
+    let c =
+        admin_two.post(&format!("/v1/tenants/{tid}/clusters"), &json!({"name": "made-on-two"})).await.expect("reach");
     assert_eq!(c.status, 201, "{}", c.body);
     let listed = admin_one.get(&format!("/v1/tenants/{tid}/clusters")).await.expect("reach").body;
     assert_eq!(listed["items"][0]["name"], "made-on-two");
     // Suspension on one replica is seen by the other at once.
-    assert_eq!(one.admin.put(&format!("/v1/tenants/{tid}"), &json!({"status": "suspended"})).await.expect("reach").status, 200);
+    assert_eq!(
+        one.admin.put(&format!("/v1/tenants/{tid}"), &json!({"status": "suspended"})).await.expect("reach").status,
+        200
+    );
     assert_eq!(admin_two.get(&format!("/v1/tenants/{tid}")).await.expect("reach").status, 403);
     let _ = two.kill().await;
 }

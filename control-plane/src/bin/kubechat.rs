@@ -138,6 +138,12 @@ enum Clusters {
         #[arg(long)]
         tenant: String,
     },
+    /// Print a kubeconfig for this cluster, with your token.
+    Kubeconfig {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
     /// Delete a cluster (revokes its credentials).
     Delete {
         #[arg(long)]
@@ -313,6 +319,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Clusters::List { tenant } => {
                 show(out, &ok(c.get(&format!("/v1/tenants/{tenant}/clusters")).await?)?, CLUSTER_COLS)
+            }
+            Clusters::Kubeconfig { tenant, id } => {
+                let r = ok(c.get(&format!("/v1/tenants/{tenant}/clusters/{id}/kubeconfig")).await?)?;
+                print!("{}", r["kubeconfig"].as_str().unwrap_or_default());
             }
             Clusters::Delete { tenant, id } => show(
                 out,
