@@ -41,6 +41,8 @@ pub struct App {
     pub public_url: String,
     /// The CA (PEM) kubectl should trust for `public_url`, if not public.
     pub public_ca_pem: Option<String>,
+    /// Agent enrollment, if an agent CA is configured.
+    pub enrollment: Option<crate::enroll::Enrollment>,
 }
 
 type Reply = Result<(StatusCode, Value), ApiError>;
@@ -110,6 +112,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
     match (method.clone(), path.as_str()) {
         (Method::GET, "/healthz") => return Ok((StatusCode::OK, json!({"status": "ok"}))),
         (Method::GET, "/v1/openapi.json") => return Ok((StatusCode::OK, crate::openapi::document())),
+        (Method::POST, "/v1/enroll") => return crate::enroll::enroll(app, body_json(req).await?).await,
         (Method::GET, "/v1/grant-keys") => {
             // Public keys only: what relays and agents pass to --grant-key.
             let id = app.signer.key_id().to_string();
@@ -249,6 +252,33 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
         }
         (Method::PUT, ["v1", "tenants", id, "clusters", cid]) => {
             update_cluster(app, &p, id, cid, body_json(req).await?).await
+        }
+        (Method::POST, ["v1", "tenants", id, "clusters", cid, "bootstrap-tokens"]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            app.db
+                .clusters(&t.id)
+                .await?
+                .into_iter()
+                .find(|c| c.id == *cid)
+                .ok_or_else(|| ApiError::not_found("cluster", cid))?;
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase", deny_unknown_fields)]
+            struct Life {
+                #[serde(default)]
+                expires_in_seconds: Option<u32>,
+            }
+            let life: Life = body_json(req).await?;
+            let (token, expires) = crate::enroll::issue_bootstrap(
+                app,
+                &t.id,
+                cid,
+                life.expires_in_seconds.map(|s| Duration::from_secs(u64::from(s))),
+            )
+            .await?;
+            Ok((
+                StatusCode::CREATED,
+                json!({"bootstrapToken": token, "expiresAt": expires, "helmInstall": crate::enroll::helm_command(app, &token)}),
+            ))
         }
         (Method::GET, ["v1", "tenants", id, "clusters", cid, "kubeconfig"]) => {
             let t = tenant_for(app, &p, id).await?;
@@ -692,7 +722,14 @@ async fn create_cluster(app: &App, p: &Principal, id: &str, b: ClusterCreate) ->
         created_at: now(),
     };
     app.db.add_cluster(&t, &c).await?;
-    Ok((StatusCode::CREATED, json!(c)))
+    let mut out = json!(c);
+    if app.enrollment.is_some() {
+        let (token, expires) = crate::enroll::issue_bootstrap(app, &t.id, &c.id, None).await?;
+        out["bootstrapToken"] = json!(token);
+        out["bootstrapExpiresAt"] = json!(expires);
+        out["helmInstall"] = json!(crate::enroll::helm_command(app, &token));
+    }
+    Ok((StatusCode::CREATED, out))
 }
 
 #[derive(Deserialize)]

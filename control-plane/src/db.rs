@@ -48,15 +48,17 @@ const SQLITE_V1: &[&str] = &[
     "CREATE TABLE cross_tenant_access (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), grantee_email TEXT NOT NULL, grantee_tenant TEXT NOT NULL, role TEXT NOT NULL, expires_at BIGINT, created_at BIGINT NOT NULL)",
     "CREATE INDEX cross_tenant_access_grantee ON cross_tenant_access(grantee_tenant, grantee_email)",
     "CREATE TABLE revoked_clusters (cluster_id TEXT PRIMARY KEY, revoked_at BIGINT NOT NULL)",
+    "CREATE TABLE bootstrap_tokens (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), cluster_id TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, expires_at BIGINT NOT NULL, used_at BIGINT, created_at BIGINT NOT NULL)",
 ];
 
 /// Tables holding a tenant's rows, in the order a purge deletes them.
-pub const TENANT_TABLES: &[&str] = &["cross_tenant_access", "api_tokens", "clusters", "users", "tenants"];
+pub const TENANT_TABLES: &[&str] =
+    &["cross_tenant_access", "bootstrap_tokens", "api_tokens", "clusters", "users", "tenants"];
 
 fn postgres_v1() -> Vec<String> {
     // The tables are the same in both dialects; PostgreSQL adds RLS.
     let mut v: Vec<String> = SQLITE_V1.iter().map(|s| (*s).to_string()).collect();
-    for table in ["users", "api_tokens", "clusters", "cross_tenant_access", "tenants"] {
+    for table in ["users", "api_tokens", "clusters", "cross_tenant_access", "bootstrap_tokens", "tenants"] {
         let column = if table == "tenants" { "id" } else { "tenant_id" };
         v.push(format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"));
         v.push(format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"));
@@ -685,6 +687,53 @@ impl Db {
             .await?;
         tx.commit().await?;
         Ok(row.map(|r| r.try_get::<String, _>("role")).transpose()?.and_then(|s| Role::parse(&s)))
+    }
+
+    /// Stores a one-time bootstrap token (its hash) for a cluster.
+    pub async fn add_bootstrap_token(
+        &self,
+        tenant_id: &str,
+        cluster_id: &str,
+        hash: &str,
+        expires_at: i64,
+    ) -> Result<(), ApiError> {
+        let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+        sqlx::query("INSERT INTO bootstrap_tokens (id, tenant_id, cluster_id, token_hash, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(crate::auth::new_id('b'))
+            .bind(tenant_id.to_string())
+            .bind(cluster_id.to_string())
+            .bind(hash.to_string())
+            .bind(expires_at)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Uses a bootstrap token: returns (tenant, cluster) once, if it is
+    /// unexpired, unused and its cluster still exists; marks it used in the
+    /// same transaction.
+    pub async fn use_bootstrap_token(&self, hash: &str) -> Result<Option<(String, String)>, ApiError> {
+        let mut tx = self.begin(&Scope::Platform).await?;
+        let row = sqlx::query("SELECT b.id, b.tenant_id, b.cluster_id FROM bootstrap_tokens b JOIN clusters c ON c.id = b.cluster_id WHERE b.token_hash = $1 AND b.used_at IS NULL AND b.expires_at > $2")
+            .bind(hash.to_string())
+            .bind(now())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let id: String = r.try_get("id")?;
+        let used = sqlx::query("UPDATE bootstrap_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if used.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let pair = (r.try_get("tenant_id")?, r.try_get("cluster_id")?);
+        tx.commit().await?;
+        Ok(Some(pair))
     }
 
     /// Whether a cluster's credentials were revoked.

@@ -11,6 +11,7 @@
 //! - [`kube_authz`]: the role matrix and cluster policy for kubectl requests.
 //! - [`ratelimit`]: token buckets per token and per tenant.
 //! - [`openapi`]: the OpenAPI document.
+//! - [`enroll`]: bootstrap tokens and agent enrollment (CSR → certificate).
 //! - [`error`]: JSON errors with a code and a message a person can act on.
 //! - [`kube`]: the kube path: authorize, sign a grant, forward to the relay.
 //! - [`client`]: the REST client the CLI and tests use.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod db;
+pub mod enroll;
 pub mod error;
 pub mod kube;
 pub mod kube_authz;
@@ -97,6 +99,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The CA (PEM) kubeconfigs should tell kubectl to trust.
     pub public_ca_pem: Option<String>,
+    /// Agent enrollment (agent CA, relay CA and endpoints), if enabled.
+    pub enrollment: Option<enroll::Enrollment>,
 }
 
 impl Config {
@@ -114,6 +118,7 @@ impl Config {
             tls: None,
             public_url: None,
             public_ca_pem: None,
+            enrollment: None,
         }
     }
 }
@@ -196,6 +201,7 @@ impl ControlPlane {
                 format!("{}://{addr}", if tls.is_some() { "https" } else { "http" })
             }),
             public_ca_pem: config.public_ca_pem,
+            enrollment: config.enrollment,
         });
         Ok(Self { app, listener, tls, created_admin_token: created.then_some(token) })
     }

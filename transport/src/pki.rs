@@ -154,6 +154,29 @@ impl CertAuthority {
         &self.cert_pem
     }
 
+    /// Signs an agent's certificate signing request for `identity`. Only the
+    /// CSR's public key is used (its signature proves possession); names,
+    /// extensions and validity come from here, whatever the CSR asked for.
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        identity: &ClusterIdentity,
+        validity: Validity,
+    ) -> Result<String, PkiError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, format!("kubechat-agent {identity}"));
+        params.distinguished_name.push(DnType::OrganizationName, "KubeChat");
+        params.subject_alt_names = vec![SanType::URI(identity.spiffe_uri().as_str().try_into()?)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+    }
+
     /// Issues a leaf certificate with a fresh key.
     pub fn issue(&self, spec: &LeafSpec, validity: Validity) -> Result<IssuedCert, PkiError> {
         let key = KeyPair::generate()?;
@@ -183,6 +206,18 @@ impl CertAuthority {
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+}
+
+/// A fresh key and a certificate signing request (PEM) for it, as an agent
+/// makes them: the key never leaves the caller. `uri` is what the CSR asks
+/// for (the signer decides what the certificate says).
+pub fn new_csr(uri: &str) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "kubechat-agent");
+    params.subject_alt_names.push(SanType::URI(uri.try_into()?));
+    let csr = params.serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
 }
 
 /// The three CAs of a KubeChat deployment.
@@ -265,6 +300,20 @@ mod tests {
         let cert = pki.agent_cert(&id, Validity::for_duration(Duration::from_secs(60))).expect("cert");
         let identity = cert.identity().expect("loads");
         assert_eq!(tls::cluster_identity(&identity.chain[0]).expect("has identity"), id);
+    }
+
+    #[test]
+    fn signed_csr_names_only_the_given_identity() {
+        let pki = DevPki::generate().expect("pki");
+        let (key, csr) = new_csr("spiffe://kubechat/tenant/evil/cluster/other").expect("csr");
+        let id = ClusterIdentity::new("acme", "prod").expect("valid");
+        let cert =
+            pki.agent_ca.sign_agent_csr(&csr, &id, Validity::for_duration(Duration::from_secs(60))).expect("signed");
+        let identity = Identity::from_pem(&cert, &key).expect("loads");
+        assert_eq!(tls::cluster_identity(&identity.chain[0]).expect("identity"), id);
+        assert!(
+            pki.agent_ca.sign_agent_csr("not a csr", &id, Validity::for_duration(Duration::from_secs(60))).is_err()
+        );
     }
 
     #[test]

@@ -619,7 +619,8 @@ async fn logs(
     };
     let written_by = move |now: time::OffsetDateTime| -> u64 {
         let elapsed = (now - start).whole_nanoseconds().max(0) as u128;
-        (elapsed / interval.as_nanos().max(1)) as u64 + 1
+        // Three lines are written at start, then one per interval.
+        (elapsed / interval.as_nanos().max(1)) as u64 + 3
     };
     let n = written_by(time::OffsetDateTime::now_utc());
     let first = tail.map_or(0, |t| n.saturating_sub(t as u64));

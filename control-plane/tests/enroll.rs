@@ -1,0 +1,125 @@
+//! Enrollment: one-time expiring bootstrap tokens and CSRs, on SQLite and
+//! PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubechat_control_plane::client::Client;
+use kubechat_control_plane::enroll::Enrollment;
+use kubechat_control_plane::{Config, ControlPlane, Secret};
+use kubechat_transport::pki::{self, DevPki};
+use kubechat_transport::tls;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+const ADMIN: &str = "kc_enrollmenttestplatformadmintoken0000000";
+
+async fn databases() -> Vec<(String, Option<tempfile::TempDir>)> {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
+    let base = std::env::var("KUBECHAT_TEST_POSTGRES_URL")
+        .expect("KUBECHAT_TEST_POSTGRES_URL is not set: run `bash scripts/test.sh`");
+    let name = format!("kc_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(&base).await.expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a test database");
+    let pg = format!("{}/{name}", base.rsplit_once('/').expect("url has a database").0);
+    vec![(sqlite, Some(dir)), (pg, None)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_issues_only_the_tokens_identity_once() {
+    for (url, _dir) in databases().await {
+        let ca = DevPki::generate().expect("pki");
+        let mut cfg = Config::new(&url);
+        cfg.platform_admin_token = Some(Secret(ADMIN.into()));
+        cfg.enrollment = Some(Enrollment {
+            agent_ca: Arc::new(ca.agent_ca),
+            relay_ca_pem: ca.relay_ca.cert_pem().to_string(),
+            relays: vec!["relay.eu.example:7443".into()],
+            cert_lifetime: Duration::from_secs(24 * 3600),
+            bootstrap_lifetime: Duration::from_secs(3600),
+        });
+        let cp = ControlPlane::bind(cfg).await.expect("start");
+        let base = format!("http://{}", cp.addr());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cp.run(shutdown.clone()));
+        let admin = Client::new(&base, Some(Secret(ADMIN.into())));
+        let t = admin
+            .post(
+                "/v1/tenants",
+                &json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "a@acme.example"}),
+            )
+            .await
+            .expect("reach");
+        let tid = t.body["tenant"]["id"].as_str().expect("id").to_string();
+        let ta = admin.with_token(t.body["token"].as_str().expect("token"));
+        let c = ta.post(&format!("/v1/tenants/{tid}/clusters"), &json!({"name": "prod"})).await.expect("reach");
+        assert_eq!(c.status, 201, "{}", c.body);
+        let cid = c.body["id"].as_str().expect("id").to_string();
+        let token = c.body["bootstrapToken"].as_str().expect("bootstrap token").to_string();
+        assert!(token.starts_with("kcb_"));
+        assert!(c.body["helmInstall"].as_str().expect("helm").contains(&format!("bootstrapToken={token}")));
+
+        // A CSR asking for another tenant's cluster still gets only the token's identity.
+        let (key, csr) = pki::new_csr("spiffe://kubechat/tenant/someone-else/cluster/theirs").expect("csr");
+        let anon = Client::new(&base, None);
+        let r = anon.post("/v1/enroll", &json!({"bootstrapToken": token, "csr": csr})).await.expect("reach");
+        assert_eq!(r.status, 201, "{}", r.body);
+        let cert = r.body["certificate"].as_str().expect("certificate");
+        let id = tls::Identity::from_pem(cert, &key).expect("certificate matches the agent's key");
+        let named = tls::cluster_identity(&id.chain[0]).expect("identity");
+        assert_eq!((named.tenant.as_str(), named.cluster.as_str()), (tid.as_str(), cid.as_str()));
+        assert_eq!(r.body["relays"], json!(["relay.eu.example:7443"]));
+        assert!(r.body["relayCa"].as_str().is_some_and(|p| p.contains("BEGIN CERTIFICATE")));
+        assert!(r.body["grantKeys"][0].as_str().is_some_and(|k| k.contains('=')));
+        let life = r.body["expiresAt"].as_i64().expect("expiry") - time_now();
+        assert!(life <= 24 * 3600 && life > 23 * 3600, "{life}");
+
+        // Reused: refused.
+        let (_, csr2) = pki::new_csr("spiffe://kubechat/tenant/x/cluster/y").expect("csr");
+        let again = anon.post("/v1/enroll", &json!({"bootstrapToken": token, "csr": csr2})).await.expect("reach");
+        assert_eq!(again.status, 401, "{}", again.body);
+        // Expired: refused.
+        let short = ta
+            .post(&format!("/v1/tenants/{tid}/clusters/{cid}/bootstrap-tokens"), &json!({"expiresInSeconds": 1}))
+            .await
+            .expect("reach");
+        let short_token = short.body["bootstrapToken"].as_str().expect("token").to_string();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, csr3) = pki::new_csr("spiffe://kubechat/tenant/x/cluster/y").expect("csr");
+            // Probe with a malformed CSR first: it must not spend the token.
+            let bad =
+                anon.post("/v1/enroll", &json!({"bootstrapToken": short_token, "csr": "nope"})).await.expect("reach");
+            assert_eq!(bad.status, 400);
+            if time_now() >= short.body["expiresAt"].as_i64().expect("expiry") + 1 {
+                let r =
+                    anon.post("/v1/enroll", &json!({"bootstrapToken": short_token, "csr": csr3})).await.expect("reach");
+                assert_eq!(r.status, 401, "an expired bootstrap token enrolled: {}", r.body);
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A deleted cluster's token: refused.
+        let fresh =
+            ta.post(&format!("/v1/tenants/{tid}/clusters/{cid}/bootstrap-tokens"), &json!({})).await.expect("reach");
+        let fresh_token = fresh.body["bootstrapToken"].as_str().expect("token").to_string();
+        assert_eq!(ta.delete(&format!("/v1/tenants/{tid}/clusters/{cid}")).await.expect("reach").status, 200);
+        let (_, csr4) = pki::new_csr("spiffe://kubechat/tenant/x/cluster/y").expect("csr");
+        let r = anon.post("/v1/enroll", &json!({"bootstrapToken": fresh_token, "csr": csr4})).await.expect("reach");
+        assert_eq!(r.status, 401);
+        // Garbage tokens and bodies.
+        let r = anon.post("/v1/enroll", &json!({"bootstrapToken": "kc_wrong-kind", "csr": "x"})).await.expect("reach");
+        assert_eq!(r.status, 401);
+        let r: Value = anon.post("/v1/enroll", &json!({"bootstrapToken": "kcb_x"})).await.expect("reach").body;
+        assert_eq!(r["error"]["code"], "invalid_json");
+        shutdown.cancel();
+    }
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+}
