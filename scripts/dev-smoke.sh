@@ -43,7 +43,7 @@ check "control plane lists the tenant" "demo" "$PWD/target/debug/kubechat" --ser
 # No log of any component may contain a token or a private key.
 TENANT_TOKEN=$(grep -o 'token: kc_[0-9a-f]*' "$KUBECHAT_DEV_DIR/kubeconfig" | cut -d' ' -f2)
 leaks=0
-for secret in "$(cat "$KUBECHAT_DEV_DIR/admin-token")" "$TENANT_TOKEN" "PRIVATE KEY" "$(sed -n 2p "$KUBECHAT_DEV_DIR/certs/agent.key")"; do
+for secret in "$(cat "$KUBECHAT_DEV_DIR/admin-token")" "$TENANT_TOKEN" "PRIVATE KEY" "$(sed -n 2p "$KUBECHAT_DEV_DIR/agent/agent.key")" "kcb_"; do
   if [ -n "$secret" ] && grep -rqF -- "$secret" "$KUBECHAT_DEV_DIR"/*.log "$OUT"; then
     echo "FAILED: a secret appears in the logs: ${secret:0:12}…"; leaks=1
   fi

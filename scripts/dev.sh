@@ -51,6 +51,7 @@ ADMIN_TOKEN=kc_$(python3 -c 'import secrets; print(secrets.token_hex(20))')
   --platform-admin-token "$ADMIN_TOKEN" --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" \
   --relay "127.0.0.1:$INTERNAL_PORT" --relay-ca "$C/relay-ca.crt" \
   --relay-client-cert "$C/internal-client.crt" --relay-client-key "$C/internal-client.key" \
+  --agent-ca-cert "$C/agent-ca.crt" --agent-ca-key "$C/agent-ca.key" --enroll-relay "127.0.0.1:$QUIC_PORT" \
   2> "$DEV/control-plane.log" > "$DEV/control-plane.out" &
 PIDS+=($!)
 CP="https://127.0.0.1:$CP_PORT"
@@ -61,8 +62,14 @@ kc() { "$BIN/kubechat" --server "$CP" --ca-file "$C/relay-ca.crt" "$@"; }
 TENANT_JSON=$(kc --token "$ADMIN_TOKEN" -o json tenants create --name Demo --slug demo --admin-email admin@demo.example --plan team)
 TENANT=$(json 'd["tenant"]["id"]' <<< "$TENANT_JSON")
 TOKEN=$(json 'd["token"]' <<< "$TENANT_JSON")
-CLUSTER=$(kc --token "$TOKEN" -o json clusters add --tenant "$TENANT" --name dev | json 'd["id"]')
-"$BIN/kubechat-relay" dev-agent-cert --dir "$C" --tenant "$TENANT" --cluster "$CLUSTER" > /dev/null
+CLUSTER_JSON=$(kc --token "$TOKEN" -o json clusters add --tenant "$TENANT" --name dev)
+CLUSTER=$(json 'd["id"]' <<< "$CLUSTER_JSON")
+BOOTSTRAP=$(json 'd["bootstrapToken"]' <<< "$CLUSTER_JSON")
+# The agent enrolls through the real bootstrap-token path: its key never leaves it.
+rm -rf "$DEV/agent"
+"$BIN/kubechat-agent" enroll --control-plane "$CP" --ca-file "$C/relay-ca.crt" --bootstrap-token "$BOOTSTRAP" --out "$DEV/agent" > /dev/null
+AGENT_RELAY=$(json 'd["relays"][0]' < "$DEV/agent/enrollment.json")
+AGENT_GRANT_KEY=$(json 'd["grantKeys"][0]' < "$DEV/agent/enrollment.json")
 
 wait_for "kube-sim" test -f "$DEV/kube-sim/agent.kubeconfig"
 "$BIN/kubechat-relay" \
@@ -72,9 +79,9 @@ wait_for "kube-sim" test -f "$DEV/kube-sim/agent.kubeconfig"
   2> "$DEV/relay.log" &
 PIDS+=($!)
 "$BIN/kubechat-agent" \
-  --relay "127.0.0.1:$QUIC_PORT" --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" \
-  --tls-cert "$C/agent.crt" --tls-key "$C/agent.key" --relay-ca "$C/relay-ca.crt" \
-  --kubeconfig "$DEV/kube-sim/agent.kubeconfig" --grant-key "$GRANT_KEY" \
+  --relay "$AGENT_RELAY" --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" \
+  --tls-cert "$DEV/agent/agent.crt" --tls-key "$DEV/agent/agent.key" --relay-ca "$DEV/agent/relay-ca.crt" \
+  --kubeconfig "$DEV/kube-sim/agent.kubeconfig" --grant-key "$AGENT_GRANT_KEY" \
   2> "$DEV/agent.log" &
 PIDS+=($!)
 

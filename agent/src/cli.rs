@@ -20,6 +20,8 @@ use crate::config::{Config, RelayEndpoint};
 #[derive(Debug, Parser)]
 #[command(name = "kubechat-agent", version, about)]
 pub struct Cli {
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
     #[command(flatten)]
     raw: RawConfig,
     /// Configuration file (TOML, keys as the long flags).
@@ -28,6 +30,26 @@ pub struct Cli {
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AgentCommand {
+    /// Enroll with the control plane: make a key, send a CSR with the
+    /// bootstrap token, write agent.key/agent.crt/relay-ca.crt/enrollment.json.
+    Enroll {
+        /// Control plane URL.
+        #[arg(long, env = "KUBECHAT_CONTROL_PLANE_URL")]
+        control_plane: String,
+        /// The one-time bootstrap token (kcb_…).
+        #[arg(long, env = "KUBECHAT_BOOTSTRAP_TOKEN", hide_env_values = true)]
+        bootstrap_token: String,
+        /// CA bundle to trust for the control plane (PEM).
+        #[arg(long, env = "KUBECHAT_CONTROL_PLANE_CA")]
+        ca_file: Option<PathBuf>,
+        /// Directory to write into.
+        #[arg(long, default_value = "/var/run/kubechat")]
+        out: PathBuf,
+    },
 }
 
 /// Every setting, all optional, as flags/environment and as file keys.
@@ -185,6 +207,24 @@ pub fn main() -> ExitCode {
             return ExitCode::from(process::EXIT_FAILURE);
         }
     };
+    if let Some(AgentCommand::Enroll { control_plane, bootstrap_token, ca_file, out }) = &cli.command {
+        return rt.block_on(async {
+            let ca = match ca_file.as_deref().map(std::fs::read_to_string).transpose() {
+                Ok(ca) => ca,
+                Err(e) => return process::config_error(&format!("cannot read --ca-file: {e}")),
+            };
+            match crate::enroll::enroll(control_plane, bootstrap_token, ca.as_deref(), out).await {
+                Ok(e) => {
+                    println!("enrolled as {}; relays {}; wrote {}", e.identity, e.relays.join(","), out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(process::EXIT_FAILURE)
+                }
+            }
+        });
+    }
     rt.block_on(async {
         let file = match cli.config.as_deref().map(load_file).transpose() {
             Ok(f) => f.unwrap_or_default(),

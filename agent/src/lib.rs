@@ -7,6 +7,7 @@
 //! - [`cli`]: command line, configuration file and environment; `main`.
 //! - `tunnel`: dialling relays, Hello, heartbeats, reconnects, GOAWAY.
 //! - [`backoff`]: exponential backoff with full jitter.
+//! - [`enroll`]: key, CSR and bootstrap token → certificate and relay settings.
 //! - `forward`: one request to the API server and its response back.
 //! - [`metrics`]: Prometheus metrics.
 //! - `admin`: `/healthz`, `/readyz` (ready while a tunnel is up), `/metrics`.
@@ -14,6 +15,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod enroll;
 pub mod metrics;
 
 mod admin;

@@ -61,6 +61,18 @@ struct Cli {
     /// Its key (PEM).
     #[arg(long, env = "KUBECHAT_RELAY_CLIENT_KEY")]
     relay_client_key: Option<PathBuf>,
+    /// The agent CA certificate (PEM); with --agent-ca-key, enables enrollment.
+    #[arg(long, env = "KUBECHAT_AGENT_CA_CERT")]
+    agent_ca_cert: Option<PathBuf>,
+    /// The agent CA key (PEM).
+    #[arg(long, env = "KUBECHAT_AGENT_CA_KEY")]
+    agent_ca_key: Option<PathBuf>,
+    /// Relay endpoints (host:port) given to enrolling agents; repeatable.
+    #[arg(long = "enroll-relay", env = "KUBECHAT_ENROLL_RELAYS", value_delimiter = ',')]
+    enroll_relays: Vec<String>,
+    /// Life of agent certificates, hours.
+    #[arg(long, env = "KUBECHAT_AGENT_CERT_HOURS", default_value_t = 24)]
+    agent_cert_hours: u64,
     /// URL users reach the control plane at, for kubeconfigs [default: https://<listen>].
     #[arg(long, env = "KUBECHAT_PUBLIC_URL")]
     public_url: Option<String>,
@@ -70,6 +82,28 @@ struct Cli {
     /// Grant signing key, key-id=base64url(PKCS#8 Ed25519) [default: generated per start].
     #[arg(long, env = "KUBECHAT_GRANT_SIGNING_KEY", hide_env_values = true)]
     grant_signing_key: Option<String>,
+}
+
+fn enrollment(cli: &Cli) -> anyhow::Result<Option<kubechat_control_plane::enroll::Enrollment>> {
+    let (Some(cert), Some(key)) = (&cli.agent_ca_cert, &cli.agent_ca_key) else {
+        anyhow::ensure!(
+            cli.agent_ca_cert.is_none() && cli.agent_ca_key.is_none(),
+            "--agent-ca-cert and --agent-ca-key go together"
+        );
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
+    let ca = kubechat_transport::pki::CertAuthority::from_pem(&read(cert)?, &read(key)?)?;
+    let relay_ca = read(cli.relay_ca.as_ref().context("enrollment needs --relay-ca (the CA agents pin)")?)?;
+    anyhow::ensure!(!cli.enroll_relays.is_empty(), "enrollment needs at least one --enroll-relay host:port");
+    anyhow::ensure!(cli.agent_cert_hours >= 1, "--agent-cert-hours must be at least 1");
+    Ok(Some(kubechat_control_plane::enroll::Enrollment {
+        agent_ca: std::sync::Arc::new(ca),
+        relay_ca_pem: relay_ca,
+        relays: cli.enroll_relays.clone(),
+        cert_lifetime: std::time::Duration::from_secs(cli.agent_cert_hours * 3600),
+        bootstrap_lifetime: std::time::Duration::from_secs(3600),
+    }))
 }
 
 fn relay_target(cli: &Cli) -> anyhow::Result<Option<RelayTarget>> {
@@ -105,7 +139,12 @@ fn main() -> ExitCode {
         (None, None) => None,
         _ => return process::config_error(&"--tls-cert and --tls-key go together"),
     };
+    let enrollment = match enrollment(&cli) {
+        Ok(e) => e,
+        Err(e) => return process::config_error(&format!("{e:#}")),
+    };
     let mut config = Config::new(&cli.database_url);
+    config.enrollment = enrollment;
     config.relay = relay;
     config.tls = tls;
     config.grant_signing_key = cli.grant_signing_key.clone().map(Secret);
