@@ -144,6 +144,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
     }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
+        (Method::GET, ["v1", "revoked-clusters"]) => {
+            if !p.is_platform() {
+                return Err(ApiError::forbidden("role", "only platform identities (relays) read the revocation list"));
+            }
+            Ok((StatusCode::OK, json!({"clusters": app.db.revoked_clusters().await?})))
+        }
         (Method::POST, ["v1", "tenants"]) => create_tenant(app, &p, body_json(req).await?).await,
         (Method::GET, ["v1", "tenants"]) => {
             let scope = if p.is_platform() {

@@ -736,6 +736,13 @@ impl Db {
         Ok(Some(pair))
     }
 
+    /// Every revoked cluster id (for relays).
+    pub async fn revoked_clusters(&self) -> Result<Vec<String>, ApiError> {
+        let rows =
+            sqlx::query("SELECT cluster_id FROM revoked_clusters ORDER BY revoked_at").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.try_get::<String, _>("cluster_id")).collect::<Result<_, _>>()?)
+    }
+
     /// Whether a cluster's credentials were revoked.
     pub async fn cluster_revoked(&self, id: &str) -> Result<bool, ApiError> {
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM revoked_clusters WHERE cluster_id = $1")

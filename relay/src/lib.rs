@@ -26,6 +26,7 @@ mod forward;
 mod internal;
 mod listener;
 mod registry;
+pub mod revocation;
 mod state;
 mod tunnel;
 
@@ -166,6 +167,9 @@ impl Relay {
             ))
         });
         let quic_task = tokio::spawn(listener::serve(self.endpoint.clone(), state.clone()));
+        if let Some(src) = state.config.revocations.clone() {
+            state.tasks.spawn(revocation::poll(src, state.clone()));
+        }
         let internal_task = tokio::spawn(internal::serve(self.internal, acceptor, state.clone()));
 
         state.shutdown.cancelled().await;

@@ -87,6 +87,12 @@ pub(crate) async fn serve(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
                     return;
                 }
             };
+            if state2.revoked.read().unwrap_or_else(|p| p.into_inner()).contains(&identity.cluster) {
+                warn!(%peer, cluster = %identity.cluster, reason = "revoked", "tunnel refused: the cluster's credentials were revoked");
+                state2.metrics.handshake_failures.inc("revoked");
+                conn.close(quinn::VarInt::from_u32(ErrorCode::IdentityInvalid as u32), b"cluster revoked");
+                return;
+            }
             tunnel::serve(Arc::new(QuicConnection::new(conn)), identity, state2).await;
         });
     }

@@ -18,6 +18,8 @@ pub(crate) struct RelayState {
     pub(crate) shutdown: CancellationToken,
     /// Every spawned task (tunnels, requests, upgrades).
     pub(crate) tasks: TaskTracker,
+    /// Clusters whose credentials the control plane revoked.
+    pub(crate) revoked: std::sync::RwLock<std::collections::HashSet<String>>,
     next_tunnel: AtomicU64,
 }
 
@@ -29,6 +31,7 @@ impl RelayState {
             metrics: RelayMetrics::default(),
             shutdown,
             tasks: TaskTracker::new(),
+            revoked: std::sync::RwLock::new(std::collections::HashSet::new()),
             next_tunnel: AtomicU64::new(1),
         }
     }

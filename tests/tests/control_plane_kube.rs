@@ -29,7 +29,7 @@ struct World {
     cp_ca: String,
     api: Client,
     _sim: kube_sim::TestSim,
-    _relay: kubechat_tests::stack::TestRelay,
+    relay: kubechat_tests::stack::TestRelay,
     _agent: kubechat_tests::stack::TestAgent,
     _dir: tempfile::TempDir,
     _shutdown: CancellationToken,
@@ -87,10 +87,33 @@ async fn world(policy: serde_json::Value) -> World {
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("keygen");
     let signer = GrantSigner::from_pkcs8("cp-1", pkcs8.as_ref()).expect("signer");
     let trust = || GrantVerifier::new([("cp-1".to_string(), signer.public_key())]);
-    let relay = start_relay(&pki, |c| c.grants = trust()).await;
+    // The control plane's port is chosen first: the relay polls its revocation list.
+    let cp_port = kubechat_tests::stack::free_port();
+    let revocation_tls = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates({
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in pki.relay_ca() {
+                roots.add(ca).expect("ca");
+            }
+            roots
+        })
+        .with_no_client_auth();
+    let relay = start_relay(&pki, |c| {
+        c.grants = trust();
+        c.revocations = Some(kubechat_relay::revocation::RevocationSource {
+            url: format!("https://127.0.0.1:{cp_port}/v1/revoked-clusters"),
+            token: ADMIN.into(),
+            tls: revocation_tls,
+            interval: Duration::from_millis(200),
+        });
+    })
+    .await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = Config::new(&format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()));
+    cfg.listen = ([127, 0, 0, 1], cp_port).into();
     cfg.platform_admin_token = Some(Secret(ADMIN.into()));
     cfg.grant_signing_key =
         Some(Secret(format!("cp-1={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref()))));
@@ -167,7 +190,7 @@ async fn world(policy: serde_json::Value) -> World {
         cp_url,
         api,
         _sim: sim,
-        _relay: relay,
+        relay,
         _agent: agent,
         _dir: dir,
         _shutdown: shutdown,
@@ -264,4 +287,27 @@ async fn other_tenants_and_path_tricks_get_the_same_not_found_as_a_missing_clust
     let ok = mine.get(&format!("/k8s/clusters/{c}/api/v1/namespaces/web/pods")).await.expect("reach");
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.body["kind"], "PodList");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cluster_drops_its_tunnel_and_refuses_reconnects() {
+    let w = world(json!({})).await;
+    assert_eq!(w.relay.handle.tunnel_count(), 1);
+    let r = w.api.delete(&format!("/v1/tenants/{}/clusters/{}", w.tenant, w.cluster)).await.expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Gone within the 5 s the product promises (the relay polls every 200 ms here).
+    let h = w.relay.handle.clone();
+    kubechat_tests::wait::eventually("tunnel dropped after the cluster was deleted", Duration::from_secs(5), || {
+        let h = h.clone();
+        async move { h.tunnel_count() == 0 }
+    })
+    .await;
+    // The agent keeps dialling; every attempt is refused as revoked.
+    let before = w.relay.handle.metrics().handshake_failures.get("revoked");
+    kubechat_tests::wait::eventually("reconnects refused", Duration::from_secs(30), || {
+        let h = h.clone();
+        async move { h.metrics().handshake_failures.get("revoked") >= before + 2 }
+    })
+    .await;
+    assert_eq!(w.relay.handle.tunnel_count(), 0);
 }
