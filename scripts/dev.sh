@@ -72,10 +72,11 @@ AGENT_RELAY=$(json 'd["relays"][0]' < "$DEV/agent/enrollment.json")
 AGENT_GRANT_KEY=$(json 'd["grantKeys"][0]' < "$DEV/agent/enrollment.json")
 
 wait_for "kube-sim" test -f "$DEV/kube-sim/agent.kubeconfig"
-"$BIN/kubechat-relay" \
+KUBECHAT_REVOCATIONS_TOKEN="$ADMIN_TOKEN" "$BIN/kubechat-relay" \
   --quic-listen "127.0.0.1:$QUIC_PORT" --internal-listen "127.0.0.1:$INTERNAL_PORT" --admin-listen "127.0.0.1:$RELAY_ADMIN_PORT" \
   --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" \
   --agent-ca "$C/agent-ca.crt" --internal-ca "$C/internal-ca.crt" --grant-key "$GRANT_KEY" \
+  --revocations-url "$CP/v1/revoked-clusters" --revocations-ca "$C/relay-ca.crt" \
   2> "$DEV/relay.log" &
 PIDS+=($!)
 "$BIN/kubechat-agent" \

@@ -131,6 +131,17 @@ struct RawConfig {
     /// must carry a valid grant.
     #[arg(long = "grant-key", env = "KUBECHAT_GRANT_KEYS", value_delimiter = ',')]
     grant_key: Option<Vec<String>>,
+    /// The control plane's revoked-cluster list, e.g.
+    /// https://cp:8443/v1/revoked-clusters (polled every second).
+    #[arg(long, env = "KUBECHAT_REVOCATIONS_URL")]
+    revocations_url: Option<String>,
+    /// Token allowed to read the revocation list.
+    #[arg(long, env = "KUBECHAT_REVOCATIONS_TOKEN", hide_env_values = true)]
+    #[serde(skip)]
+    revocations_token: Option<String>,
+    /// CA bundle to trust for the revocation URL (PEM).
+    #[arg(long, env = "KUBECHAT_REVOCATIONS_CA")]
+    revocations_ca: Option<PathBuf>,
 }
 
 macro_rules! merge {
@@ -158,7 +169,10 @@ impl RawConfig {
             idle_timeout_secs,
             grace_period_secs,
             dev_identity_from_impersonation,
-            grant_key
+            grant_key,
+            revocations_url,
+            revocations_token,
+            revocations_ca
         )
     }
 
@@ -222,6 +236,23 @@ impl RawConfig {
             tracing::warn!("no --grant-key: requests are not checked against control-plane grants (development only)");
         }
         c.grants = kubechat_protocol::grant::GrantVerifier::new(keys);
+        if let Some(url) = self.revocations_url {
+            let token = self
+                .revocations_token
+                .context("--revocations-url needs --revocations-token (KUBECHAT_REVOCATIONS_TOKEN)")?;
+            let mut roots = rustls::RootCertStore::empty();
+            if let Some(ca) = &self.revocations_ca {
+                for cert in tls::load_certs(ca, "revocations CA bundle")? {
+                    roots.add(cert).context("bad --revocations-ca certificate")?;
+                }
+            }
+            let client = rustls::ClientConfig::builder_with_provider(tls::provider())
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            c.revocations =
+                Some(crate::revocation::RevocationSource { url, token, tls: client, interval: Duration::from_secs(1) });
+        }
         Ok(c)
     }
 }

@@ -16,6 +16,7 @@
 //! - `forward`: one request carried to an agent and its response back.
 //! - [`metrics`]: Prometheus metrics.
 //! - `admin`: `/healthz`, `/readyz`, `/metrics`, `/v1/tunnels`.
+//! - [`revocation`]: polling revoked clusters; dropping and refusing their tunnels.
 
 pub mod cli;
 pub mod config;
