@@ -42,6 +42,7 @@ pub(crate) async fn serve(listener: TcpListener, tls: TlsAcceptor, state: Arc<Re
     let builder = builder(&state);
     loop {
         let (tcp, peer) = tokio::select! {
+            biased;
             () = state.shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(c) => c,

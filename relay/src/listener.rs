@@ -49,6 +49,7 @@ pub(crate) async fn serve(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
     let handshakes = Arc::new(Semaphore::new(state.config.max_concurrent_handshakes));
     loop {
         let incoming = tokio::select! {
+            biased;
             () = state.shutdown.cancelled() => break,
             i = endpoint.accept() => match i {
                 Some(i) => i,

@@ -175,7 +175,11 @@ async fn serve_inner(conn: Arc<dyn Connection>, identity: ClusterIdentity, state
         return;
     }
     if state.shutdown.is_cancelled() {
-        tunnel.go_away("relay shutting down", state.config.grace_period);
+        // A tunnel that slipped in while the relay started draining is not
+        // kept: the agent must find another relay.
+        state.registry.remove(&tunnel);
+        conn.close(ErrorCode::GoingAway, "relay shutting down");
+        return;
     }
     state.metrics.tunnels_connected.inc();
     state.metrics.tunnels_total.inc();
