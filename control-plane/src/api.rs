@@ -386,6 +386,18 @@ fn kubeconfig(app: &App, t: &Tenant, c: &Cluster, email: &str, token: &str) -> S
     y
 }
 
+/// An optional lifetime given as days or seconds (not both).
+fn lifetime(days: Option<u32>, seconds: Option<u32>) -> Result<Option<Duration>, ApiError> {
+    match (days, seconds) {
+        (Some(d), None) => Ok(Some(Duration::from_secs(u64::from(d) * 86_400))),
+        (None, Some(s)) => Ok(Some(Duration::from_secs(u64::from(s)))),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => {
+            Err(ApiError::bad_request("invalid_expiry", "give expiresInDays or expiresInSeconds, not both"))
+        }
+    }
+}
+
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
@@ -622,14 +634,7 @@ async fn create_token(app: &App, p: &Principal, id: &str, b: TokenCreate) -> Rep
     if b.name.trim().is_empty() || b.name.len() > 100 {
         return Err(ApiError::bad_request("invalid_name", "name must be 1 to 100 characters"));
     }
-    let life = match (b.expires_in_days, b.expires_in_seconds) {
-        (Some(d), None) => Some(Duration::from_secs(u64::from(d) * 86_400)),
-        (None, Some(s)) => Some(Duration::from_secs(u64::from(s))),
-        (None, None) => Some(Duration::from_secs(90 * 86_400)),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("invalid_expiry", "give expiresInDays or expiresInSeconds, not both"));
-        }
-    };
+    let life = Some(lifetime(b.expires_in_days, b.expires_in_seconds)?.unwrap_or(Duration::from_secs(90 * 86_400)));
     let secret = auth::new_token();
     let token = ApiToken {
         id: auth::new_id('k'),
@@ -677,14 +682,7 @@ async fn grant_access(app: &App, p: &Principal, id: &str, b: AccessCreate) -> Re
             "members of this tenant need no cross-tenant access; add them as users",
         ));
     }
-    let life = match (b.expires_in_days, b.expires_in_seconds) {
-        (Some(d), None) => Some(i64::from(d) * 86_400),
-        (None, Some(s)) => Some(i64::from(s)),
-        (None, None) => None,
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("invalid_expiry", "give expiresInDays or expiresInSeconds, not both"));
-        }
-    };
+    let life = lifetime(b.expires_in_days, b.expires_in_seconds)?.map(|d| d.as_secs() as i64);
     let a = CrossTenantAccess {
         id: auth::new_id('x'),
         tenant_id: t.id.clone(),
