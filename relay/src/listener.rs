@@ -97,6 +97,16 @@ pub(crate) async fn serve(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
             tunnel::serve(Arc::new(QuicConnection::new(conn)), identity, state2).await;
         });
     }
-    // Refuse new connections while in-flight streams drain.
-    endpoint.set_server_config(None);
+    // While in-flight streams drain, refuse every new connection at once (an
+    // agent dialling its replacement learns immediately to go elsewhere,
+    // instead of waiting for its connect timeout), until the endpoint closes.
+    // (Removing the server config instead would make quinn drop the packets
+    // silently.)
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            state.metrics.handshake_failures.inc("draining");
+            incoming.refuse();
+        }
+    });
 }

@@ -246,32 +246,26 @@ async fn readiness_follows_the_tunnel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_relay_finishes_in_flight_streams_and_sends_goaway() {
-    // KNOWN INTERMITTENT BUG (see the closing note of session 1): an in-flight
-    // stream is occasionally cut during a drain. Until it is fixed, up to three
-    // fresh stacks are tried; the drain must work in at least one.
-    let mut last = String::new();
-    for _ in 0..3 {
-        match drain_once().await {
-            Ok(()) => return,
-            Err(e) => last = e,
-        }
-    }
-    panic!("an in-flight stream never survived a drain in 3 attempts: {last}");
-}
-
-async fn drain_once() -> Result<(), String> {
     let s = Stack::start().await;
     let gate = s.backend.open_gate("drain");
     let req = s.client.request("GET", CLUSTER, "/gate/drain", false).body(Full::new(Bytes::new())).expect("request");
     let resp = within("response head", LONG, s.client.send(req)).await;
     gate.send(Bytes::from_static(b"before ")).await.expect("gate");
 
-    s.relay.shutdown.cancel();
+    // Read before the drain starts: the agent dials its replacement at once.
     let h = s.agent.handle.clone();
     let attempts = h.metrics().connect_attempts.get();
+    s.relay.shutdown.cancel();
     eventually("agent got goaway and dialled a replacement", LONG, || {
         let h = h.clone();
         async move { h.metrics().goaways.get() >= 1 && h.metrics().connect_attempts.get() > attempts }
+    })
+    .await;
+    // The draining relay refuses the replacement at once instead of leaving
+    // it to time out.
+    eventually("replacement refused", LONG, || {
+        let h = h.clone();
+        async move { h.metrics().connect_failures.get("handshake") >= 1 }
     })
     .await;
     // New requests are refused while draining (the listener is closed)...
@@ -281,13 +275,9 @@ async fn drain_once() -> Result<(), String> {
     // ...but the in-flight one completes.
     gate.send(Bytes::from_static(b"after")).await.expect("gate");
     drop(gate);
-    let body =
-        within("drained body", LONG, resp.into_body().collect()).await.map_err(|e| format!("body: {e}"))?.to_bytes();
-    if &body[..] != b"before after" {
-        return Err(format!("drained body was {body:?}"));
-    }
+    let body = within("drained body", LONG, resp.into_body().collect()).await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"before after");
     within("relay stops", LONG, s.relay.task).await.expect("relay task");
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
