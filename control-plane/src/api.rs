@@ -33,8 +33,8 @@ pub struct App {
     pub per_tenant: RateLimiter,
     /// Region of new tenants when none is given.
     pub default_region: String,
-    /// The relay to forward kube requests to, if configured.
-    pub relay: Option<crate::kube::RelayTarget>,
+    /// Pooled connections to relays, if a relay client certificate is configured.
+    pub relays: Option<crate::relays::RelayClients>,
     /// Signs per-request grants.
     pub signer: kubechat_protocol::grant::GrantSigner,
     /// The URL kubectl reaches this control plane at, for kubeconfigs.
@@ -113,6 +113,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
         (Method::GET, "/healthz") => return Ok((StatusCode::OK, json!({"status": "ok"}))),
         (Method::GET, "/v1/openapi.json") => return Ok((StatusCode::OK, crate::openapi::document())),
         (Method::POST, "/v1/enroll") => return crate::enroll::enroll(app, body_json(req).await?).await,
+        (Method::POST, "/v1/renew") => {
+            let peer = req.extensions().get::<crate::enroll::AgentPeer>().cloned();
+            return crate::enroll::renew(app, peer.as_ref(), body_json(req).await?).await;
+        }
         (Method::GET, "/v1/grant-keys") => {
             // Public keys only: what relays and agents pass to --grant-key.
             let id = app.signer.key_id().to_string();
@@ -254,7 +258,41 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
                 .into_iter()
                 .find(|c| c.id == *cid)
                 .ok_or_else(|| ApiError::not_found("cluster", cid))?;
-            Ok((StatusCode::OK, json!(c)))
+            let tunnels = crate::directory::tunnels(&app.db, &Scope::Tenant(t.id.clone()), Some(cid)).await?;
+            let mut v = json!(c);
+            v["connected"] = json!(!tunnels.is_empty());
+            v["tunnels"] = json!(tunnels);
+            Ok((StatusCode::OK, v))
+        }
+        (Method::GET, ["v1", "tenants", id, "clusters", cid, "certificates"]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            cluster_of(app, &t, cid).await?;
+            Ok((StatusCode::OK, json!({"items": app.db.agent_certificates(&t.id, cid).await?})))
+        }
+        (Method::POST, ["v1", "tenants", id, "clusters", cid, "certificates", serial, "revoke"]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            cluster_of(app, &t, cid).await?;
+            if !app.db.revoke_agent_certificate(&t.id, cid, serial).await? {
+                return Err(ApiError::not_found("certificate", serial));
+            }
+            tracing::info!(tenant = %t.id, cluster = %cid, %serial, "agent certificate revoked");
+            Ok((StatusCode::OK, json!({"revoked": serial})))
+        }
+        (Method::GET, ["v1", "tunnels"]) => {
+            if !p.is_platform() {
+                return Err(ApiError::forbidden(
+                    "role",
+                    "only platform admins see every tunnel; use /v1/tenants/{id}/tunnels",
+                ));
+            }
+            Ok((StatusCode::OK, json!({"items": crate::directory::tunnels(&app.db, &Scope::Platform, None).await?})))
+        }
+        (Method::GET, ["v1", "tenants", id, "tunnels"]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            Ok((
+                StatusCode::OK,
+                json!({"items": crate::directory::tunnels(&app.db, &Scope::Tenant(t.id.clone()), None).await?}),
+            ))
         }
         (Method::PUT, ["v1", "tenants", id, "clusters", cid]) => {
             update_cluster(app, &p, id, cid, body_json(req).await?).await
@@ -321,6 +359,11 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
             retry_after: None,
         }),
     }
+}
+
+/// Cluster `cid` of tenant `t`, or the same 404 as a missing one.
+async fn cluster_of(app: &App, t: &Tenant, cid: &str) -> Result<Cluster, ApiError> {
+    app.db.clusters(&t.id).await?.into_iter().find(|c| c.id == cid).ok_or_else(|| ApiError::not_found("cluster", cid))
 }
 
 /// The caller's role in tenant `id`: their own, the platform's, or one

@@ -45,12 +45,36 @@ impl Client {
         Self::with_roots(base, token, roots)
     }
 
+    /// A client of an HTTPS `base` trusting `ca_pem` that presents
+    /// `identity` as its TLS client certificate (an agent renewing).
+    pub fn new_mtls(base: &str, ca_pem: &str, identity: &kubechat_transport::tls::Identity) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in kubechat_transport::tls::parse_ca_pem(ca_pem).unwrap_or_default() {
+            let _ = roots.add(ca);
+        }
+        Self::build(base, None, roots, Some(identity))
+    }
+
     fn with_roots(base: &str, token: Option<Secret>, roots: rustls::RootCertStore) -> Self {
-        let tls = rustls::ClientConfig::builder_with_provider(kubechat_transport::tls::provider())
+        Self::build(base, token, roots, None)
+    }
+
+    fn build(
+        base: &str,
+        token: Option<Secret>,
+        roots: rustls::RootCertStore,
+        identity: Option<&kubechat_transport::tls::Identity>,
+    ) -> Self {
+        let builder = rustls::ClientConfig::builder_with_provider(kubechat_transport::tls::provider())
             .with_safe_default_protocol_versions()
             .expect("the ring provider supports the default versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let tls = match identity {
+            Some(id) => builder
+                .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+                .expect("a loaded identity is a usable client certificate"),
+            None => builder.with_no_client_auth(),
+        };
         let https =
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         Self {

@@ -51,20 +51,53 @@ const SQLITE_V1: &[&str] = &[
     "CREATE TABLE bootstrap_tokens (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), cluster_id TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, expires_at BIGINT NOT NULL, used_at BIGINT, created_at BIGINT NOT NULL)",
 ];
 
+/// Version 2: the tunnel directory (relays and their tunnels, with leases)
+/// and every agent certificate issued (for renewal and revocation).
+const V2: &[&str] = &[
+    "CREATE TABLE relays (relay_id TEXT PRIMARY KEY, region TEXT NOT NULL, internal_address TEXT NOT NULL, epoch TEXT NOT NULL, seq BIGINT NOT NULL, lease_expires_at_ms BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+    "CREATE TABLE relay_tunnels (relay_id TEXT NOT NULL, tunnel_id BIGINT NOT NULL, tenant_id TEXT NOT NULL, cluster_id TEXT NOT NULL, agent_id TEXT NOT NULL, agent_version TEXT NOT NULL, transport TEXT NOT NULL, remote_addr TEXT NOT NULL, connected_at_ms BIGINT NOT NULL, certificate_serial TEXT NOT NULL, PRIMARY KEY (relay_id, tunnel_id))",
+    "CREATE INDEX relay_tunnels_cluster ON relay_tunnels(tenant_id, cluster_id)",
+    "CREATE TABLE agent_certificates (serial TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, cluster_id TEXT NOT NULL, issued_at BIGINT NOT NULL, not_after BIGINT NOT NULL, revoked_at BIGINT, replaced_by TEXT)",
+    "CREATE INDEX agent_certificates_cluster ON agent_certificates(tenant_id, cluster_id)",
+];
+
 /// Tables holding a tenant's rows, in the order a purge deletes them.
-pub const TENANT_TABLES: &[&str] =
-    &["cross_tenant_access", "bootstrap_tokens", "api_tokens", "clusters", "users", "tenants"];
+pub const TENANT_TABLES: &[&str] = &[
+    "cross_tenant_access",
+    "bootstrap_tokens",
+    "api_tokens",
+    "relay_tunnels",
+    "agent_certificates",
+    "clusters",
+    "users",
+    "tenants",
+];
+
+/// Version 2 on PostgreSQL: the same tables, tenant rows under RLS.
+fn postgres_v2() -> Vec<String> {
+    let mut v: Vec<String> = V2.iter().map(|s| (*s).to_string()).collect();
+    for table in ["relay_tunnels", "agent_certificates"] {
+        v.extend(rls(table, "tenant_id"));
+    }
+    v
+}
+
+fn rls(table: &str, column: &str) -> [String; 3] {
+    [
+        format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"),
+        format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"),
+        format!(
+            "CREATE POLICY tenant_isolation ON {table} USING (current_setting('kubechat.platform', true) = 'on' OR {column} = current_setting('kubechat.tenant', true)) WITH CHECK (current_setting('kubechat.platform', true) = 'on' OR {column} = current_setting('kubechat.tenant', true))"
+        ),
+    ]
+}
 
 fn postgres_v1() -> Vec<String> {
     // The tables are the same in both dialects; PostgreSQL adds RLS.
     let mut v: Vec<String> = SQLITE_V1.iter().map(|s| (*s).to_string()).collect();
     for table in ["users", "api_tokens", "clusters", "cross_tenant_access", "bootstrap_tokens", "tenants"] {
         let column = if table == "tenants" { "id" } else { "tenant_id" };
-        v.push(format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"));
-        v.push(format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"));
-        v.push(format!(
-            "CREATE POLICY tenant_isolation ON {table} USING (current_setting('kubechat.platform', true) = 'on' OR {column} = current_setting('kubechat.tenant', true)) WITH CHECK (current_setting('kubechat.platform', true) = 'on' OR {column} = current_setting('kubechat.tenant', true))"
-        ));
+        v.extend(rls(table, column));
     }
     v
 }
@@ -196,8 +229,11 @@ impl Db {
         let applied: Option<i64> =
             sqlx::query("SELECT MAX(version) AS v FROM schema_migrations").fetch_one(&mut *tx).await?.try_get("v")?;
         let migrations: Vec<Vec<String>> = match self.backend {
-            Backend::Sqlite => vec![SQLITE_V1.iter().map(|s| (*s).to_string()).collect()],
-            Backend::Postgres => vec![postgres_v1()],
+            Backend::Sqlite => vec![
+                SQLITE_V1.iter().map(|s| (*s).to_string()).collect(),
+                V2.iter().map(|s| (*s).to_string()).collect(),
+            ],
+            Backend::Postgres => vec![postgres_v1(), postgres_v2()],
         };
         for (i, statements) in migrations.iter().enumerate() {
             let version = i as i64 + 1;

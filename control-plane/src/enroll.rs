@@ -3,6 +3,13 @@
 //! certificate whose URI SAN is the identity bound to the token — whatever
 //! the CSR asked for — with the relay CA to pin, the relays of the tenant's
 //! region and the grant-verification keys.
+//!
+//! Renewal (`POST /v1/renew`) happens over the agent's current identity: the
+//! agent presents its certificate as the TLS client certificate (verified
+//! against the agent CA by the listener) and sends a CSR for a new key. The
+//! new certificate names the same identity; the old one is revoked after
+//! `renewal_overlap` (relays then refuse it). Every issued certificate is
+//! recorded, so an admin can list and revoke them one by one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +41,29 @@ pub struct Enrollment {
     pub cert_lifetime: Duration,
     /// Life of a bootstrap token (1 h by default).
     pub bootstrap_lifetime: Duration,
+    /// How long a renewed certificate stays valid next to its successor
+    /// (the agent moves its tunnels to the new one at once).
+    pub renewal_overlap: Duration,
+}
+
+/// The agent certificate a TLS connection presented (verified by the
+/// listener against the agent CA).
+#[derive(Debug, Clone)]
+pub struct AgentPeer {
+    /// Tenant and cluster, from the certificate.
+    pub identity: ClusterIdentity,
+    /// Hex serial.
+    pub serial: String,
+}
+
+impl AgentPeer {
+    /// Reads the identity and serial of a verified agent certificate.
+    pub fn from_certificate(leaf: &rustls_pki_types::CertificateDer<'_>) -> Option<Self> {
+        Some(Self {
+            identity: kubechat_transport::tls::cluster_identity(leaf).ok()?,
+            serial: kubechat_transport::tls::certificate_serial(leaf)?,
+        })
+    }
 }
 
 /// Creates a bootstrap token for a cluster; returns (token, expiry).
@@ -91,23 +121,77 @@ pub(crate) async fn enroll(app: &App, b: EnrollRequest) -> Result<(StatusCode, V
     }
     let (tenant, cluster) = app.db.use_bootstrap_token(&auth::hash(&b.bootstrap_token)).await?.ok_or_else(refused)?;
     let identity = ClusterIdentity::new(&tenant, &cluster).map_err(|_| ApiError::internal())?;
+    let (answer, serial) = issue(app, e, &b.csr, &identity).await?;
+    tracing::info!(tenant = %tenant, cluster = %cluster, %serial, "agent enrolled");
+    Ok((StatusCode::CREATED, answer))
+}
+
+/// Signs `csr` for `identity`, records the certificate, and builds the
+/// answer enrollment and renewal share; returns it and the new serial.
+async fn issue(app: &App, e: &Enrollment, csr: &str, identity: &ClusterIdentity) -> Result<(Value, String), ApiError> {
     let validity = Validity::for_duration(e.cert_lifetime);
     let cert = e
         .agent_ca
-        .sign_agent_csr(&b.csr, &identity, validity)
+        .sign_agent_csr(csr, identity, validity)
         .map_err(|err| ApiError::bad_request("invalid_csr", format!("the CSR could not be signed: {err}")))?;
-    tracing::info!(tenant = %tenant, cluster = %cluster, "agent enrolled");
+    let der = kubechat_transport::tls::parse_ca_pem(&cert).map_err(|_| ApiError::internal())?;
+    let serial = der.first().and_then(kubechat_transport::tls::certificate_serial).ok_or_else(ApiError::internal)?;
+    let not_after = validity.not_after.unix_timestamp();
+    app.db.add_agent_certificate(&identity.tenant, &identity.cluster, &serial, not_after).await?;
     let key = kubechat_protocol::grant::to_header(&app.signer.public_key());
     Ok((
-        StatusCode::CREATED,
         json!({
             "identity": identity.spiffe_uri(),
             "certificate": cert,
+            "serial": serial,
             "caCertificate": e.agent_ca.cert_pem(),
             "relayCa": e.relay_ca_pem,
             "relays": e.relays,
             "grantKeys": [format!("{}={key}", app.signer.key_id())],
-            "expiresAt": validity.not_after.unix_timestamp(),
+            "expiresAt": not_after,
         }),
+        serial,
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RenewRequest {
+    csr: String,
+}
+
+/// `POST /v1/renew`: a new certificate for the identity of the agent
+/// certificate this connection presented.
+pub(crate) async fn renew(
+    app: &App,
+    peer: Option<&AgentPeer>,
+    b: RenewRequest,
+) -> Result<(StatusCode, Value), ApiError> {
+    let e = app.enrollment.as_ref().ok_or_else(not_configured)?;
+    let peer = peer.ok_or_else(|| {
+        ApiError::unauthenticated(
+            "renewal needs the current agent certificate as the TLS client certificate (and a TLS connection straight to the control plane)",
+        )
+    })?;
+    if !b.csr.contains("CERTIFICATE REQUEST") || b.csr.len() > 16 * 1024 {
+        return Err(ApiError::bad_request("invalid_csr", "csr must be a PEM certificate signing request"));
+    }
+    let refused = |why: &str| ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "revoked",
+        message: format!("{why}; enroll again with a new bootstrap token"),
+        retry_after: None,
+    };
+    let id = &peer.identity;
+    if app.db.cluster_revoked(&id.cluster).await? || !app.db.cluster_exists(&id.tenant, &id.cluster).await? {
+        return Err(refused("the cluster was deleted or its credentials revoked"));
+    }
+    if app.db.agent_certificate_revoked(&peer.serial).await? {
+        return Err(refused("this certificate was revoked"));
+    }
+    let (answer, serial) = issue(app, e, &b.csr, id).await?;
+    let retire_at = now() + e.renewal_overlap.as_secs() as i64;
+    app.db.supersede_agent_certificate(&peer.serial, &serial, retire_at).await?;
+    tracing::info!(tenant = %id.tenant, cluster = %id.cluster, old = %peer.serial, new = %serial, "agent certificate renewed");
+    Ok((StatusCode::CREATED, answer))
 }

@@ -3,7 +3,9 @@
 //! kubectl authenticates with a KubeChat token; the control plane parses the
 //! request like the API server, authorizes it (tenant role and cluster
 //! policy, [`crate::kube_authz`]), signs an Ed25519 grant for exactly this
-//! request, and forwards it to the relay over mutual TLS. Responses stream
+//! request, finds a relay holding the cluster's tunnel in the directory
+//! ([`crate::directory`]) and forwards it there over mutual TLS (pooled
+//! HTTP/2; a fresh HTTP/1.1 connection for upgrades). Responses stream
 //! back; upgraded connections (exec, attach, port-forward) are piped both
 //! ways. Every refusal is a Kubernetes `Status` that kubectl prints as usual.
 
@@ -20,8 +22,7 @@ use kubechat_protocol::grant::{self, GrantSigner};
 use kubechat_protocol::kube_request;
 use kubechat_protocol::messages::Grant;
 use kubechat_protocol::status::Status;
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use rand::seq::IndexedRandom;
 
 use crate::api::App;
 use crate::db::Scope;
@@ -31,24 +32,6 @@ use crate::model::TenantStatus;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body of every control-plane response.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Where the relay holding the tunnels listens, and how to reach it.
-#[derive(Clone)]
-pub struct RelayTarget {
-    /// `host:port` of the relay's internal listener.
-    pub addr: String,
-    /// The name its certificate carries.
-    pub server_name: ServerName<'static>,
-    /// mTLS client configuration (the control plane's internal certificate,
-    /// the relay CA), ALPN http/1.1.
-    pub tls: Arc<rustls::ClientConfig>,
-}
-
-impl std::fmt::Debug for RelayTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RelayTarget").field("addr", &self.addr).finish_non_exhaustive()
-    }
-}
 
 /// A full body.
 pub fn full(b: impl Into<Bytes>) -> Body {
@@ -111,11 +94,25 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         let what = if info.resource.is_empty() { info.path.clone() } else { info.resource.clone() };
         return status(StatusCode::FORBIDDEN, "Forbidden", format!("{what} is forbidden: KubeChat: {reason}"));
     }
-    let Some(relay) = app.relay.clone() else {
+    let Some(relays) = app.relays.clone() else {
         return status(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
-            format!("cluster {} has no relay configured", cluster.name),
+            "this control plane has no relay client certificate configured",
+        );
+    };
+    let routes = match crate::directory::routes(&app.db, &tenant.id, &cluster.id).await {
+        Ok(r) => r,
+        Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "storage failure; retry"),
+    };
+    let Some(route) = routes.choose(&mut rand::rng()).cloned() else {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!(
+                "cluster {} is not connected: no agent tunnel is up on any relay; check the agent (kubectl -n kubechat logs deploy/kubechat-agent)",
+                cluster.name
+            ),
         );
     };
     let path_and_query = match &query {
@@ -142,8 +139,9 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     let upgrade = req.headers().get(header::UPGRADE).is_some();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let mut out =
-        Request::builder().method(parts.method.clone()).uri(format!("/v1/clusters/{}/k8s{path_and_query}", cluster.id));
+    let relay_path = format!("/v1/clusters/{}/k8s{path_and_query}", cluster.id);
+    let uri = if upgrade { relay_path } else { format!("https://{}{relay_path}", route.internal_address) };
+    let mut out = Request::builder().method(parts.method.clone()).uri(uri);
     if let Some(h) = out.headers_mut() {
         for (k, v) in &parts.headers {
             let name = k.as_str();
@@ -156,7 +154,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
             }
             h.append(k.clone(), v.clone());
         }
-        if let Ok(v) = HeaderValue::from_str(&relay.addr) {
+        if upgrade && let Ok(v) = HeaderValue::from_str(&route.internal_address) {
             h.insert(header::HOST, v);
         }
         let mut set = |n: &'static str, v: &str| {
@@ -174,34 +172,27 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     let Ok(out) = out.body(body) else {
         return status(StatusCode::BAD_REQUEST, "BadRequest", "the request could not be forwarded");
     };
-    let sender = async {
-        let tcp = TcpStream::connect(&relay.addr).await.map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        let tls = tokio_rustls::TlsConnector::from(relay.tls.clone())
-            .connect(relay.server_name.clone(), tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        Ok::<_, String>(send)
+    let unreachable = |e: String| {
+        tracing::warn!(relay = %route.relay_id, error = %e, "cannot reach the relay");
+        status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("the relay for cluster {} is unreachable; retry", cluster.name),
+        )
     };
-    let mut send = match sender.await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot reach the relay");
-            return status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!("the relay for cluster {} is unreachable; retry", cluster.name),
-            );
+    let sent = if upgrade {
+        match relays.upgrade_connection(&route.internal_address).await {
+            Ok(mut send) => send.send_request(out).await.map_err(|e| (true, e.to_string())),
+            Err(e) => return unreachable(e),
         }
+    } else {
+        relays.send(out).await.map_err(|e| (!e.is_connect(), e.to_string()))
     };
-    let mut resp = match send.send_request(out).await {
+    let mut resp = match sent {
         Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "relay request failed");
+        Err((false, e)) => return unreachable(e),
+        Err((true, e)) => {
+            tracing::warn!(relay = %route.relay_id, error = %e, "relay request failed");
             return status(
                 StatusCode::BAD_GATEWAY,
                 "InternalError",

@@ -14,12 +14,17 @@
 //! - [`enroll`]: bootstrap tokens and agent enrollment (CSR → certificate).
 //! - [`error`]: JSON errors with a code and a message a person can act on.
 //! - [`kube`]: the kube path: authorize, sign a grant, forward to the relay.
+//! - [`directory`]: cluster → relay, from relays' presence reports, with leases.
+//! - `presence`: the internal gRPC listener relays report to (mutual TLS).
+//! - [`relays`]: pooled mutual-TLS connections to relays.
 //! - [`client`]: the REST client the CLI and tests use.
 
 pub mod api;
 pub mod auth;
+pub mod certificates;
 pub mod client;
 pub mod db;
+pub mod directory;
 pub mod enroll;
 pub mod error;
 pub mod kube;
@@ -27,6 +32,9 @@ pub mod kube_authz;
 pub mod model;
 pub mod openapi;
 pub mod ratelimit;
+pub mod relays;
+
+mod presence;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -87,8 +95,12 @@ pub struct Config {
     pub per_tenant_rps: f64,
     /// Home region of new tenants when none is given.
     pub default_region: String,
-    /// The relay kube requests go to (until the presence directory exists).
-    pub relay: Option<kube::RelayTarget>,
+    /// Mutual TLS with relays: dialling them for kube requests, and
+    /// verifying their presence reports.
+    pub relays: Option<RelayTls>,
+    /// Address of the internal gRPC listener relays report presence to
+    /// (needs `tls` and `relays`).
+    pub internal_listen: Option<SocketAddr>,
     /// Grant signing key: `key-id=base64url(PKCS#8 Ed25519)`; generated at
     /// start when absent (then every replica has its own key).
     pub grant_signing_key: Option<Secret>,
@@ -113,7 +125,8 @@ impl Config {
             per_token_rps: 50.0,
             per_tenant_rps: 200.0,
             default_region: "local".into(),
-            relay: None,
+            relays: None,
+            internal_listen: None,
             grant_signing_key: None,
             tls: None,
             public_url: None,
@@ -123,11 +136,23 @@ impl Config {
     }
 }
 
+/// Certificates for talking with relays.
+#[derive(Debug, Clone)]
+pub struct RelayTls {
+    /// The control plane's client certificate for relays' internal listeners
+    /// (chains to the relays' internal CA).
+    pub client: kubechat_transport::tls::Identity,
+    /// The CA relays' certificates chain to (their internal listeners, and
+    /// the client certificates they report presence with).
+    pub relay_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+}
+
 /// A bound control plane.
 pub struct ControlPlane {
     app: Arc<App>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    internal: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     /// The platform admin token, if this start created it.
     pub created_admin_token: Option<Secret>,
 }
@@ -174,16 +199,27 @@ impl ControlPlane {
             None => kube::generated_signer(&auth::new_id('g')),
         };
         let tls = match &config.tls {
-            Some(id) => {
-                let mut cfg = rustls::ServerConfig::builder_with_provider(kubechat_transport::tls::provider())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| ControlPlaneError::Tls(e.to_string()))?
-                    .with_no_client_auth()
-                    .with_single_cert(id.chain.clone(), id.key.clone_key())
+            Some(id) => Some(public_tls(id, config.enrollment.as_ref())?),
+            None => None,
+        };
+        let internal = match (config.internal_listen, &config.tls, &config.relays) {
+            (None, _, _) => None,
+            (Some(addr), Some(id), Some(relays)) => {
+                let cfg = kubechat_transport::tls::internal_server_config(id, &relays.relay_ca)
                     .map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
-                cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+                let l = TcpListener::bind(addr).await.map_err(|source| ControlPlaneError::Bind { addr, source })?;
+                Some((l, tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
             }
+            (Some(_), _, _) => {
+                return Err(ControlPlaneError::Tls(
+                    "the internal listener needs a serving certificate and the relay CA".into(),
+                ));
+            }
+        };
+        let relays = match &config.relays {
+            Some(r) => Some(
+                relays::RelayClients::new(&r.client, &r.relay_ca).map_err(|e| ControlPlaneError::Tls(e.to_string()))?,
+            ),
             None => None,
         };
         let listener = TcpListener::bind(config.listen)
@@ -194,7 +230,7 @@ impl ControlPlane {
             per_token: ratelimit::RateLimiter::new(config.per_token_rps, config.per_token_rps * 2.0),
             per_tenant: ratelimit::RateLimiter::new(config.per_tenant_rps, config.per_tenant_rps * 2.0),
             default_region: config.default_region,
-            relay: config.relay,
+            relays,
             signer,
             public_url: config.public_url.clone().unwrap_or_else(|| {
                 let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -203,12 +239,17 @@ impl ControlPlane {
             public_ca_pem: config.public_ca_pem,
             enrollment: config.enrollment,
         });
-        Ok(Self { app, listener, tls, created_admin_token: created.then_some(token) })
+        Ok(Self { app, listener, tls, internal, created_admin_token: created.then_some(token) })
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The bound address of the internal gRPC listener, if any.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The grant key id and raw Ed25519 public key relays and agents must trust.
@@ -224,6 +265,9 @@ impl ControlPlane {
     /// Serves until `shutdown`, then lets in-flight requests finish.
     pub async fn run(self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
+        if let Some((listener, acceptor)) = self.internal {
+            tasks.spawn(presence::serve(listener, acceptor, self.app.clone(), shutdown.clone()));
+        }
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         loop {
@@ -234,18 +278,30 @@ impl ControlPlane {
             let (app, builder, tls, watcher) =
                 (self.app.clone(), builder.clone(), self.tls.clone(), graceful.watcher());
             tasks.spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    let app = app.clone();
-                    async move { Ok::<_, Infallible>(api::handle(app, req).await) }
-                });
+                let service = move |peer: Option<enroll::AgentPeer>| {
+                    hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                        if let Some(p) = &peer {
+                            req.extensions_mut().insert(p.clone());
+                        }
+                        let app = app.clone();
+                        async move { Ok::<_, Infallible>(api::handle(app, req).await) }
+                    })
+                };
                 match tls {
                     Some(acceptor) => {
                         let Ok(stream) = acceptor.accept(tcp).await else { return };
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        // An agent renewing its certificate presents it here.
+                        let peer = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(enroll::AgentPeer::from_certificate);
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(peer));
                         let _ = watcher.watch(conn.into_owned()).await;
                     }
                     None => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service(None));
                         let _ = watcher.watch(conn.into_owned()).await;
                     }
                 }
@@ -256,4 +312,38 @@ impl ControlPlane {
         tasks.close();
         tasks.wait().await;
     }
+}
+
+/// The public listener's TLS: the serving certificate; when enrollment is on,
+/// an optional client certificate from the agent CA (agents renew over their
+/// current identity; everyone else presents none).
+fn public_tls(
+    id: &kubechat_transport::tls::Identity,
+    enrollment: Option<&enroll::Enrollment>,
+) -> Result<tokio_rustls::TlsAcceptor, ControlPlaneError> {
+    let provider = kubechat_transport::tls::provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
+    let builder = match enrollment {
+        Some(e) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in kubechat_transport::tls::parse_ca_pem(e.agent_ca.cert_pem())
+                .map_err(|e| ControlPlaneError::Tls(e.to_string()))?
+            {
+                roots.add(ca).map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
+        .with_single_cert(id.chain.clone(), id.key.clone_key())
+        .map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }

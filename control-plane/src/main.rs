@@ -7,11 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use kubechat_control_plane::kube::RelayTarget;
-use kubechat_control_plane::{Config, ControlPlane, Secret};
+use kubechat_control_plane::{Config, ControlPlane, RelayTls, Secret};
 use kubechat_transport::process;
 use kubechat_transport::tls;
-use rustls_pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
 
 /// The KubeChat control plane.
@@ -49,13 +47,15 @@ struct Cli {
     /// Serving key (PEM).
     #[arg(long, env = "KUBECHAT_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// The relay's internal listener, host:port.
-    #[arg(long, env = "KUBECHAT_RELAY")]
-    relay: Option<String>,
-    /// CA bundle the relay's certificate chains to (PEM).
+    /// Address of the internal gRPC listener relays report tunnel presence
+    /// to (mutual TLS; needs --tls-cert, --relay-ca and the relay client
+    /// certificate). Kube requests go to whichever relay reports the cluster.
+    #[arg(long, env = "KUBECHAT_INTERNAL_LISTEN")]
+    internal_listen: Option<SocketAddr>,
+    /// CA bundle relays' certificates chain to (PEM).
     #[arg(long, env = "KUBECHAT_RELAY_CA")]
     relay_ca: Option<PathBuf>,
-    /// The control plane's client certificate for the relay (PEM).
+    /// The control plane's client certificate for relays (PEM).
     #[arg(long, env = "KUBECHAT_RELAY_CLIENT_CERT")]
     relay_client_cert: Option<PathBuf>,
     /// Its key (PEM).
@@ -73,6 +73,9 @@ struct Cli {
     /// Life of agent certificates, hours.
     #[arg(long, env = "KUBECHAT_AGENT_CERT_HOURS", default_value_t = 24)]
     agent_cert_hours: u64,
+    /// Seconds a renewed agent certificate stays valid next to its successor.
+    #[arg(long, env = "KUBECHAT_RENEWAL_OVERLAP_SECS", default_value_t = 300)]
+    renewal_overlap_secs: u64,
     /// URL users reach the control plane at, for kubeconfigs [default: https://<listen>].
     #[arg(long, env = "KUBECHAT_PUBLIC_URL")]
     public_url: Option<String>,
@@ -103,22 +106,27 @@ fn enrollment(cli: &Cli) -> anyhow::Result<Option<kubechat_control_plane::enroll
         relays: cli.enroll_relays.clone(),
         cert_lifetime: std::time::Duration::from_secs(cli.agent_cert_hours * 3600),
         bootstrap_lifetime: std::time::Duration::from_secs(3600),
+        renewal_overlap: std::time::Duration::from_secs(cli.renewal_overlap_secs),
     }))
 }
 
-fn relay_target(cli: &Cli) -> anyhow::Result<Option<RelayTarget>> {
-    let Some(addr) = &cli.relay else { return Ok(None) };
-    let need = |v: &Option<PathBuf>, flag: &str| v.clone().with_context(|| format!("--relay needs --{flag}"));
-    let ca = tls::load_certs(&need(&cli.relay_ca, "relay-ca")?, "relay CA bundle")?;
-    let id = tls::Identity::from_files(
-        &need(&cli.relay_client_cert, "relay-client-cert")?,
-        &need(&cli.relay_client_key, "relay-client-key")?,
-    )?;
-    let host = addr.rsplit_once(':').map(|(h, _)| h).context("--relay must be host:port")?.trim_matches(['[', ']']);
-    let server_name = ServerName::try_from(host.to_string())
-        .map_err(|_| anyhow::anyhow!("--relay host {host:?} is not a valid name"))?;
-    let cfg = tls::internal_client_config(&id, &ca, &[b"http/1.1"])?;
-    Ok(Some(RelayTarget { addr: addr.clone(), server_name, tls: std::sync::Arc::new(cfg) }))
+fn relay_tls(cli: &Cli) -> anyhow::Result<Option<RelayTls>> {
+    let (Some(cert), Some(key)) = (&cli.relay_client_cert, &cli.relay_client_key) else {
+        anyhow::ensure!(
+            cli.relay_client_cert.is_none() && cli.relay_client_key.is_none(),
+            "--relay-client-cert and --relay-client-key go together"
+        );
+        anyhow::ensure!(
+            cli.internal_listen.is_none(),
+            "--internal-listen needs --relay-client-cert/--relay-client-key"
+        );
+        return Ok(None);
+    };
+    let ca = cli.relay_ca.as_ref().context("--relay-client-cert needs --relay-ca")?;
+    Ok(Some(RelayTls {
+        client: tls::Identity::from_files(cert, key)?,
+        relay_ca: tls::load_certs(ca, "relay CA bundle")?,
+    }))
 }
 
 fn main() -> ExitCode {
@@ -127,7 +135,7 @@ fn main() -> ExitCode {
     if cli.per_token_rps <= 0.0 || cli.per_tenant_rps <= 0.0 {
         return process::config_error(&"rate limits must be positive");
     }
-    let relay = match relay_target(&cli) {
+    let relays = match relay_tls(&cli) {
         Ok(r) => r,
         Err(e) => return process::config_error(&format!("{e:#}")),
     };
@@ -145,7 +153,8 @@ fn main() -> ExitCode {
     };
     let mut config = Config::new(&cli.database_url);
     config.enrollment = enrollment;
-    config.relay = relay;
+    config.relays = relays;
+    config.internal_listen = cli.internal_listen;
     config.tls = tls;
     config.grant_signing_key = cli.grant_signing_key.clone().map(Secret);
     config.public_url = cli.public_url.clone();

@@ -40,6 +40,7 @@ async fn enrollment_issues_only_the_tokens_identity_once() {
             relays: vec!["relay.eu.example:7443".into()],
             cert_lifetime: Duration::from_secs(24 * 3600),
             bootstrap_lifetime: Duration::from_secs(3600),
+            renewal_overlap: Duration::from_secs(0),
         });
         let cp = ControlPlane::bind(cfg).await.expect("start");
         let base = format!("http://{}", cp.addr());

@@ -33,6 +33,14 @@ pub mod messages {
     include!(concat!(env!("OUT_DIR"), "/kubechat.tunnel.v1.rs"));
 }
 
+/// Relay → control-plane tunnel presence (gRPC), from
+/// `proto/kubechat/presence/v1/presence.proto`.
+#[cfg(feature = "grpc")]
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod presence {
+    include!(concat!(env!("OUT_DIR"), "/kubechat.presence.v1.rs"));
+}
+
 pub use code::ErrorCodeExt;
 pub use frame::{Frame, FrameDecoder, FrameError, MessageError};
 pub use identity::{ClusterIdentity, IdentityError};

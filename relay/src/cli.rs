@@ -71,6 +71,9 @@ struct DevCertsArgs {
     /// Cluster of the agent certificate.
     #[arg(long, default_value = "dev")]
     cluster: String,
+    /// The relay id the relay certificate names.
+    #[arg(long, default_value = "relay-0")]
+    relay_id: String,
     /// Names (DNS or IP) for the relay certificate; repeatable.
     #[arg(long = "name", default_values_t = vec!["localhost".to_string(), "127.0.0.1".to_string()])]
     names: Vec<String>,
@@ -131,17 +134,22 @@ struct RawConfig {
     /// must carry a valid grant.
     #[arg(long = "grant-key", env = "KUBECHAT_GRANT_KEYS", value_delimiter = ',')]
     grant_key: Option<Vec<String>>,
-    /// The control plane's revoked-cluster list, e.g.
-    /// https://cp:8443/v1/revoked-clusters (polled every second).
-    #[arg(long, env = "KUBECHAT_REVOCATIONS_URL")]
-    revocations_url: Option<String>,
-    /// Token allowed to read the revocation list.
-    #[arg(long, env = "KUBECHAT_REVOCATIONS_TOKEN", hide_env_values = true)]
-    #[serde(skip)]
-    revocations_token: Option<String>,
-    /// CA bundle to trust for the revocation URL (PEM).
-    #[arg(long, env = "KUBECHAT_REVOCATIONS_CA")]
-    revocations_ca: Option<PathBuf>,
+    /// The control plane's internal gRPC endpoint, e.g. https://cp:8444:
+    /// tunnel presence is reported there (mutual TLS with this relay's
+    /// certificate) and revocations come back.
+    #[arg(long, env = "KUBECHAT_CONTROL_PLANE_URL")]
+    control_plane_url: Option<String>,
+    /// CA bundle to trust for the control plane's internal endpoint (PEM).
+    #[arg(long, env = "KUBECHAT_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<PathBuf>,
+    /// The internal listener's address as the control plane should dial it
+    /// [default: the bound --internal-listen address].
+    #[arg(long, env = "KUBECHAT_ADVERTISE_INTERNAL")]
+    advertise_internal: Option<String>,
+    /// Report presence at least this often, milliseconds (the lease is three
+    /// intervals) [default: 2000].
+    #[arg(long, env = "KUBECHAT_PRESENCE_INTERVAL_MS")]
+    presence_interval_ms: Option<u64>,
 }
 
 macro_rules! merge {
@@ -170,9 +178,10 @@ impl RawConfig {
             grace_period_secs,
             dev_identity_from_impersonation,
             grant_key,
-            revocations_url,
-            revocations_token,
-            revocations_ca
+            control_plane_url,
+            control_plane_ca,
+            advertise_internal,
+            presence_interval_ms
         )
     }
 
@@ -236,22 +245,22 @@ impl RawConfig {
             tracing::warn!("no --grant-key: requests are not checked against control-plane grants (development only)");
         }
         c.grants = kubechat_protocol::grant::GrantVerifier::new(keys);
-        if let Some(url) = self.revocations_url {
-            let token = self
-                .revocations_token
-                .context("--revocations-url needs --revocations-token (KUBECHAT_REVOCATIONS_TOKEN)")?;
-            let mut roots = rustls::RootCertStore::empty();
-            if let Some(ca) = &self.revocations_ca {
-                for cert in tls::load_certs(ca, "revocations CA bundle")? {
-                    roots.add(cert).context("bad --revocations-ca certificate")?;
-                }
-            }
-            let client = rustls::ClientConfig::builder_with_provider(tls::provider())
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            c.revocations =
-                Some(crate::revocation::RevocationSource { url, token, tls: client, interval: Duration::from_secs(1) });
+        if let Some(url) = self.control_plane_url {
+            anyhow::ensure!(url.starts_with("https://"), "--control-plane-url must be https://host:port");
+            let ca = need(self.control_plane_ca, "control-plane-ca")?;
+            let roots = tls::load_certs(&ca, "control-plane CA bundle")?;
+            let client = tls::internal_client_config(&c.tls, &roots, &[b"h2"])?;
+            let interval = Duration::from_millis(self.presence_interval_ms.unwrap_or(2000).max(100));
+            c.presence = Some(crate::presence::PresenceTarget {
+                url,
+                tls: client,
+                interval,
+                advertise: self.advertise_internal,
+            });
+        } else {
+            tracing::warn!(
+                "no --control-plane-url: tunnels are not reported and revocations are not received (development only)"
+            );
         }
         Ok(c)
     }
@@ -283,7 +292,7 @@ fn dev_agent_cert(args: &DevAgentCertArgs) -> anyhow::Result<()> {
 fn dev_certs(args: &DevCertsArgs) -> anyhow::Result<()> {
     let id = ClusterIdentity::new(&args.tenant, &args.cluster)?;
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
-    DevPki::generate()?.write_dev_set(&args.out, &names, &id).context("writing dev certificates")?;
+    DevPki::generate()?.write_dev_set(&args.out, &args.relay_id, &names, &id).context("writing dev certificates")?;
     println!("wrote a development CA set and certificates to {}", args.out.display());
     Ok(())
 }

@@ -49,8 +49,8 @@ pub struct Config {
     /// carry a valid grant for its cluster, method and path, and the
     /// identity comes from the grant only.
     pub grants: kubechat_protocol::grant::GrantVerifier,
-    /// Where to poll for revoked clusters, if anywhere.
-    pub revocations: Option<crate::revocation::RevocationSource>,
+    /// Where to report tunnel presence (and learn revocations), if anywhere.
+    pub presence: Option<crate::presence::PresenceTarget>,
 }
 
 impl Config {
@@ -80,7 +80,7 @@ impl Config {
             max_concurrent_handshakes: 512,
             identity_from_impersonation: false,
             grants: kubechat_protocol::grant::GrantVerifier::default(),
-            revocations: None,
+            presence: None,
         }
     }
 }

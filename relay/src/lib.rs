@@ -16,7 +16,8 @@
 //! - `forward`: one request carried to an agent and its response back.
 //! - [`metrics`]: Prometheus metrics.
 //! - `admin`: `/healthz`, `/readyz`, `/metrics`, `/v1/tunnels`.
-//! - [`revocation`]: polling revoked clusters; dropping and refusing their tunnels.
+//! - [`presence`]: reporting tunnels to the control plane over gRPC; the
+//!   revocation list that comes back (revoked tunnels are dropped and refused).
 
 pub mod cli;
 pub mod config;
@@ -26,8 +27,8 @@ mod admin;
 mod forward;
 mod internal;
 mod listener;
+pub mod presence;
 mod registry;
-pub mod revocation;
 mod state;
 mod tunnel;
 
@@ -168,8 +169,9 @@ impl Relay {
             ))
         });
         let quic_task = tokio::spawn(listener::serve(self.endpoint.clone(), state.clone()));
-        if let Some(src) = state.config.revocations.clone() {
-            state.tasks.spawn(revocation::poll(src, state.clone()));
+        if let Some(target) = state.config.presence.clone() {
+            let internal = self.internal.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            state.tasks.spawn(presence::run(target, state.clone(), internal));
         }
         let internal_task = tokio::spawn(internal::serve(self.internal, acceptor, state.clone()));
 

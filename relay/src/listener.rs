@@ -44,6 +44,14 @@ fn peer_identity(conn: &quinn::Connection) -> Result<ClusterIdentity, String> {
     tls::cluster_identity(leaf).map_err(|e| e.to_string())
 }
 
+/// The hex serial of the peer's leaf certificate ("" if unavailable).
+fn peer_serial(conn: &quinn::Connection) -> String {
+    conn.peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|certs| certs.first().and_then(tls::certificate_serial))
+        .unwrap_or_default()
+}
+
 /// Accepts tunnels until shutdown.
 pub(crate) async fn serve(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
     let handshakes = Arc::new(Semaphore::new(state.config.max_concurrent_handshakes));
@@ -88,13 +96,15 @@ pub(crate) async fn serve(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
                     return;
                 }
             };
-            if state2.revoked.read().unwrap_or_else(|p| p.into_inner()).contains(&identity.cluster) {
-                warn!(%peer, cluster = %identity.cluster, reason = "revoked", "tunnel refused: the cluster's credentials were revoked");
+            let serial = peer_serial(&conn);
+            let refused = state2.revocations.read().unwrap_or_else(|p| p.into_inner()).refuses(&identity.cluster, &serial);
+            if let Some(why) = refused {
+                warn!(%peer, cluster = %identity.cluster, %serial, reason = "revoked", why, "tunnel refused: the credentials were revoked");
                 state2.metrics.handshake_failures.inc("revoked");
-                conn.close(quinn::VarInt::from_u32(ErrorCode::IdentityInvalid as u32), b"cluster revoked");
+                conn.close(quinn::VarInt::from_u32(ErrorCode::IdentityInvalid as u32), why.as_bytes());
                 return;
             }
-            tunnel::serve(Arc::new(QuicConnection::new(conn)), identity, state2).await;
+            tunnel::serve(Arc::new(QuicConnection::new(conn)), identity, serial, state2).await;
         });
     }
     // While in-flight streams drain, refuse every new connection at once (an

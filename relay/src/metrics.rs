@@ -23,6 +23,8 @@ pub struct RelayMetrics {
     pub protocol_errors: Counter,
     /// Requests answered with an error before reaching an agent, by reason.
     pub requests_refused: LabeledCounter,
+    /// Presence reports to the control plane, by result.
+    pub presence_reports: LabeledCounter,
 }
 
 impl RelayMetrics {
@@ -53,6 +55,12 @@ impl RelayMetrics {
                 "kubechat_relay_protocol_errors_total",
                 "Tunnels closed for malformed frames or messages.",
                 self.protocol_errors.get(),
+            )
+            .labeled(
+                "kubechat_relay_presence_reports_total",
+                "Presence reports sent to the control plane, by result (ok, refused, timeout).",
+                "result",
+                &self.presence_reports,
             )
             .labeled(
                 "kubechat_relay_requests_refused_total",

@@ -18,8 +18,10 @@ pub(crate) struct RelayState {
     pub(crate) shutdown: CancellationToken,
     /// Every spawned task (tunnels, requests, upgrades).
     pub(crate) tasks: TaskTracker,
-    /// Clusters whose credentials the control plane revoked.
-    pub(crate) revoked: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// Clusters and certificates the control plane revoked.
+    pub(crate) revocations: std::sync::RwLock<crate::presence::Revocations>,
+    /// Notified when a tunnel comes up, goes down or starts draining.
+    pub(crate) presence_changed: tokio::sync::Notify,
     next_tunnel: AtomicU64,
 }
 
@@ -31,7 +33,8 @@ impl RelayState {
             metrics: RelayMetrics::default(),
             shutdown,
             tasks: TaskTracker::new(),
-            revoked: std::sync::RwLock::new(std::collections::HashSet::new()),
+            revocations: std::sync::RwLock::new(crate::presence::Revocations::default()),
+            presence_changed: tokio::sync::Notify::new(),
             next_tunnel: AtomicU64::new(1),
         }
     }

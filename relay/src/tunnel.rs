@@ -36,6 +36,8 @@ pub(crate) struct Tunnel {
     pub(crate) agent_version: String,
     /// The agent's instance id (from Hello).
     pub(crate) agent_id: String,
+    /// Hex serial of the agent certificate (for per-certificate revocation).
+    pub(crate) certificate_serial: String,
     /// Request bytes carried to the agent.
     pub(crate) bytes_to_agent: AtomicU64,
     /// Response bytes carried from the agent.
@@ -89,12 +91,22 @@ pub(crate) fn close_code_for(e: &StreamError) -> ErrorCode {
 }
 
 /// Serves an authenticated tunnel until it ends.
-pub(crate) async fn serve(conn: Arc<dyn Connection>, identity: ClusterIdentity, state: Arc<RelayState>) {
+pub(crate) async fn serve(
+    conn: Arc<dyn Connection>,
+    identity: ClusterIdentity,
+    certificate_serial: String,
+    state: Arc<RelayState>,
+) {
     let span = tracing::info_span!("tunnel", tenant = %identity.tenant, cluster = %identity.cluster, relay = %state.config.relay_id, peer = %conn.remote_addr());
-    serve_inner(conn, identity, state).instrument(span).await;
+    serve_inner(conn, identity, certificate_serial, state).instrument(span).await;
 }
 
-async fn serve_inner(conn: Arc<dyn Connection>, identity: ClusterIdentity, state: Arc<RelayState>) {
+async fn serve_inner(
+    conn: Arc<dyn Connection>,
+    identity: ClusterIdentity,
+    certificate_serial: String,
+    state: Arc<RelayState>,
+) {
     let stream = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_stream()).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -161,6 +173,7 @@ async fn serve_inner(conn: Arc<dyn Connection>, identity: ClusterIdentity, state
         connected_at: SystemTime::now(),
         agent_version: hello.agent_version,
         agent_id: hello.agent_id,
+        certificate_serial,
         bytes_to_agent: AtomicU64::new(0),
         bytes_from_agent: AtomicU64::new(0),
         last_heartbeat_ms: AtomicU64::new(now_ms()),
@@ -183,6 +196,7 @@ async fn serve_inner(conn: Arc<dyn Connection>, identity: ClusterIdentity, state
     }
     state.metrics.tunnels_connected.inc();
     state.metrics.tunnels_total.inc();
+    state.presence_changed.notify_one();
     info!(agent_version = %tunnel.agent_version, agent_id = %tunnel.agent_id, transport = conn.kind().as_str(), "tunnel up");
 
     let reason = loop {
@@ -227,5 +241,6 @@ async fn serve_inner(conn: Arc<dyn Connection>, identity: ClusterIdentity, state
     };
     state.registry.remove(&tunnel);
     state.metrics.tunnels_connected.dec();
+    state.presence_changed.notify_one();
     info!(%reason, "tunnel down");
 }

@@ -26,9 +26,14 @@ impl TestPki {
         Self { pki: DevPki::generate().expect("generate test CAs") }
     }
 
-    /// The relay's certificate for 127.0.0.1 and localhost.
+    /// The certificate of relay `relay-0` for 127.0.0.1 and localhost.
     pub fn relay_cert(&self) -> IssuedCert {
-        self.pki.relay_cert(&["127.0.0.1", "localhost"]).expect("relay cert")
+        self.relay_cert_for("relay-0")
+    }
+
+    /// The certificate of relay `relay_id` for 127.0.0.1 and localhost.
+    pub fn relay_cert_for(&self, relay_id: &str) -> IssuedCert {
+        self.pki.relay_cert(relay_id, &["127.0.0.1", "localhost"]).expect("relay cert")
     }
 
     /// The relay's identity for 127.0.0.1 and localhost.

@@ -3,21 +3,19 @@
 //! (verify, impersonate) → kube-sim.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use kube_sim::kubeconfig::{Credentials, KubeconfigSpec};
 use kubechat_control_plane::client::Client;
-use kubechat_control_plane::kube::RelayTarget;
-use kubechat_control_plane::{Config, ControlPlane, Secret};
+use kubechat_control_plane::{Config, ControlPlane, RelayTls, Secret};
 use kubechat_protocol::grant::{GrantSigner, GrantVerifier};
+use kubechat_relay::presence::PresenceTarget;
 use kubechat_tests::kubectl::Kubectl;
 use kubechat_tests::pki::TestPki;
 use kubechat_tests::stack::{AGENT_TOKEN, start_agent, start_relay};
 use kubechat_transport::pki::Validity;
 use kubechat_transport::tls;
-use rustls_pki_types::ServerName;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -87,50 +85,33 @@ async fn world(policy: serde_json::Value) -> World {
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("keygen");
     let signer = GrantSigner::from_pkcs8("cp-1", pkcs8.as_ref()).expect("signer");
     let trust = || GrantVerifier::new([("cp-1".to_string(), signer.public_key())]);
-    // The control plane's port is chosen first: the relay polls its revocation list.
-    let cp_port = kubechat_tests::stack::free_port();
-    let revocation_tls = rustls::ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates({
-            let mut roots = rustls::RootCertStore::empty();
-            for ca in pki.relay_ca() {
-                roots.add(ca).expect("ca");
-            }
-            roots
-        })
-        .with_no_client_auth();
-    let relay = start_relay(&pki, |c| {
-        c.grants = trust();
-        c.revocations = Some(kubechat_relay::revocation::RevocationSource {
-            url: format!("https://127.0.0.1:{cp_port}/v1/revoked-clusters"),
-            token: ADMIN.into(),
-            tls: revocation_tls,
-            interval: Duration::from_millis(200),
-        });
-    })
-    .await;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = Config::new(&format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()));
-    cfg.listen = ([127, 0, 0, 1], cp_port).into();
     cfg.platform_admin_token = Some(Secret(ADMIN.into()));
     cfg.grant_signing_key =
         Some(Secret(format!("cp-1={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref()))));
-    let serving = pki.relay_cert();
+    let serving = pki.relay_cert_for("control-plane");
     cfg.tls = Some(serving.identity().expect("identity"));
     cfg.public_ca_pem = Some(pki.pki.relay_ca.cert_pem().to_string());
-    let client_tls = tls::internal_client_config(&pki.internal_client(), &pki.relay_ca(), &[b"http/1.1"]).expect("tls");
-    cfg.relay = Some(RelayTarget {
-        addr: relay.internal.to_string(),
-        server_name: ServerName::IpAddress(relay.internal.ip().into()),
-        tls: Arc::new(client_tls),
-    });
+    cfg.relays = Some(RelayTls { client: pki.internal_client(), relay_ca: pki.relay_ca() });
+    cfg.internal_listen = Some(([127, 0, 0, 1], 0).into());
     let cp = ControlPlane::bind(cfg).await.expect("control plane");
     let cp_url = format!("https://{}", cp.addr());
+    let internal = cp.internal_addr().expect("internal listener");
     let http_api = cp_url.clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(cp.run(shutdown.clone()));
+    // The relay reports its tunnels to the control plane, which routes by them.
+    let relay = start_relay(&pki, |c| {
+        c.grants = trust();
+        c.presence = Some(PresenceTarget {
+            url: format!("https://{internal}"),
+            tls: tls::internal_client_config(&pki.relay_identity(), &pki.relay_ca(), &[b"h2"]).expect("tls"),
+            interval: Duration::from_millis(200),
+            advertise: None,
+        });
+    })
+    .await;
 
     let api_admin = kubechat_control_plane::client::Client::new_tls(
         &http_api,
@@ -184,6 +165,16 @@ async fn world(policy: serde_json::Value) -> World {
     })
     .await;
     agent.wait_tunnels(1).await;
+    // The directory knows the tunnel once the relay reported it.
+    let (a, t, c) = (api.clone(), tenant.clone(), cluster.clone());
+    kubechat_tests::wait::eventually("the directory lists the tunnel", Duration::from_secs(10), || {
+        let (a, t, c) = (a.clone(), t.clone(), c.clone());
+        async move {
+            let r = a.get(&format!("/v1/tenants/{t}/clusters/{c}")).await.expect("reach");
+            r.body["connected"] == json!(true)
+        }
+    })
+    .await;
     World {
         cp_ca: pki.pki.relay_ca.cert_pem().to_string(),
         _pki: pki,

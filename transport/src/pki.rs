@@ -172,6 +172,7 @@ impl CertAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
         params.not_before = validity.not_before;
         params.not_after = validity.not_after;
         Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
@@ -201,11 +202,23 @@ impl CertAuthority {
             params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
         params.not_before = validity.not_before;
         params.not_after = validity.not_after;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+}
+
+/// A random positive 128-bit serial: every certificate gets its own, so one
+/// can be revoked without touching its renewal.
+fn random_serial() -> rcgen::SerialNumber {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the system random source works");
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    rcgen::SerialNumber::from_slice(&bytes)
 }
 
 /// A fresh key and a certificate signing request (PEM) for it, as an agent
@@ -241,10 +254,18 @@ impl DevPki {
         })
     }
 
-    /// A relay server certificate for `names` (DNS names or IP addresses),
-    /// used for both the tunnel and the internal listener.
-    pub fn relay_cert(&self, names: &[&str]) -> Result<IssuedCert, PkiError> {
-        let mut spec = LeafSpec { common_name: "kubechat-relay".into(), server: true, ..Default::default() };
+    /// A relay certificate for `names` (DNS names or IP addresses), used for
+    /// the tunnel and internal listeners and, as a client certificate naming
+    /// `spiffe://kubechat/relay/<relay_id>`, for reporting presence to the
+    /// control plane.
+    pub fn relay_cert(&self, relay_id: &str, names: &[&str]) -> Result<IssuedCert, PkiError> {
+        let mut spec = LeafSpec {
+            common_name: format!("kubechat-relay {relay_id}"),
+            uris: vec![crate::tls::relay_spiffe_uri(relay_id)],
+            server: true,
+            client: true,
+            ..Default::default()
+        };
         for n in names {
             match n.parse::<IpAddr>() {
                 Ok(ip) => spec.ips.push(ip),
@@ -276,13 +297,19 @@ impl DevPki {
     /// `internal-client.{crt,key}`, and the agent CA's key (`agent-ca.key`,
     /// development only, so more agent certificates can be issued until
     /// enrollment exists). The other CA keys are not written.
-    pub fn write_dev_set(&self, dir: &Path, names: &[&str], agent: &ClusterIdentity) -> Result<(), PkiError> {
+    pub fn write_dev_set(
+        &self,
+        dir: &Path,
+        relay_id: &str,
+        names: &[&str],
+        agent: &ClusterIdentity,
+    ) -> Result<(), PkiError> {
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.display().to_string(), source })?;
         write_file(&dir.join("agent-ca.crt"), self.agent_ca.cert_pem())?;
         write_file(&dir.join("agent-ca.key"), &self.agent_ca.key_pem)?;
         write_file(&dir.join("relay-ca.crt"), self.relay_ca.cert_pem())?;
         write_file(&dir.join("internal-ca.crt"), self.internal_ca.cert_pem())?;
-        self.relay_cert(names)?.write(dir, "relay")?;
+        self.relay_cert(relay_id, names)?.write(dir, "relay")?;
         self.agent_cert(agent, Validity::for_duration(Duration::from_secs(30 * 24 * 3600)))?.write(dir, "agent")?;
         self.internal_client_cert("kubechat-control-plane")?.write(dir, "internal-client")
     }
@@ -319,8 +346,20 @@ mod tests {
     #[test]
     fn cert_without_identity_is_rejected() {
         let pki = DevPki::generate().expect("pki");
-        let cert = pki.relay_cert(&["localhost"]).expect("cert").identity().expect("loads");
+        let cert = pki.relay_cert("relay-0", &["localhost"]).expect("cert").identity().expect("loads");
         assert!(tls::cluster_identity(&cert.chain[0]).is_err());
+    }
+
+    #[test]
+    fn relay_cert_names_its_relay_and_serials_differ() {
+        let pki = DevPki::generate().expect("pki");
+        let a = pki.relay_cert("eu-1", &["localhost"]).expect("cert").identity().expect("loads");
+        let b = pki.relay_cert("eu-1", &["localhost"]).expect("cert").identity().expect("loads");
+        assert_eq!(tls::relay_identity(&a.chain[0]).expect("relay id"), "eu-1");
+        assert_ne!(tls::certificate_serial(&a.chain[0]), tls::certificate_serial(&b.chain[0]));
+        let id = ClusterIdentity::new("acme", "prod").expect("valid");
+        let agent = pki.agent_cert(&id, Validity::for_duration(Duration::from_secs(60))).expect("cert");
+        assert!(tls::relay_identity(&agent.identity().expect("loads").chain[0]).is_err());
     }
 
     #[test]

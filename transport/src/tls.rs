@@ -197,28 +197,64 @@ pub fn internal_client_config(
 /// certificate. Exactly one `spiffe://kubechat/…` URI must be present; other
 /// URI SANs (a service mesh's, say) are ignored.
 pub fn cluster_identity(leaf: &CertificateDer<'_>) -> Result<ClusterIdentity, IdentityError> {
+    match kubechat_uris(leaf)?.as_slice() {
+        [one] => ClusterIdentity::from_spiffe_uri(one),
+        other => Err(IdentityError::Count(other.len())),
+    }
+}
+
+/// The SPIFFE URI naming relay `relay_id`.
+pub fn relay_spiffe_uri(relay_id: &str) -> String {
+    format!("spiffe://{}/relay/{relay_id}", kubechat_protocol::identity::TRUST_DOMAIN)
+}
+
+fn kubechat_uris(leaf: &CertificateDer<'_>) -> Result<Vec<String>, IdentityError> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| IdentityError::Malformed(format!("unparsable certificate: {e}")))?;
     let san =
         cert.subject_alternative_name().map_err(|e| IdentityError::Malformed(format!("bad subjectAltName: {e}")))?;
-    let uris: Vec<&str> = san
+    Ok(san
         .map(|s| {
             s.value
                 .general_names
                 .iter()
                 .filter_map(|n| match n {
-                    GeneralName::URI(u) => Some(*u),
+                    GeneralName::URI(u) => Some((*u).to_string()),
                     _ => None,
                 })
                 .filter(|u| ClusterIdentity::is_kubechat_uri(u))
                 .collect()
         })
-        .unwrap_or_default();
-    match uris.as_slice() {
-        [one] => ClusterIdentity::from_spiffe_uri(one),
+        .unwrap_or_default())
+}
+
+/// Reads a relay's id from the single `spiffe://kubechat/relay/<id>` URI SAN
+/// of its verified certificate.
+pub fn relay_identity(leaf: &CertificateDer<'_>) -> Result<String, IdentityError> {
+    match kubechat_uris(leaf)?.as_slice() {
+        [one] => {
+            let id = one
+                .strip_prefix(&relay_spiffe_uri(""))
+                .filter(|id| kubechat_protocol::identity::is_dns_label(id))
+                .ok_or_else(|| IdentityError::Malformed(one.clone()))?;
+            Ok(id.to_string())
+        }
         other => Err(IdentityError::Count(other.len())),
     }
+}
+
+/// The certificate's serial number as lower-case hex (how revocation lists
+/// name individual certificates); `None` if it does not parse.
+pub fn certificate_serial(leaf: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The certificate's `notAfter`, in Unix seconds; `None` if it does not parse.
+pub fn certificate_not_after(leaf: &CertificateDer<'_>) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// Names the reason of a failed TLS handshake from rustls's error text when

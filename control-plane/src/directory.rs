@@ -1,0 +1,248 @@
+//! The tunnel directory: which relay holds which cluster's tunnels, from the
+//! relays' presence reports, with leases so a relay that stops reporting
+//! (crashed, partitioned) drops out on its own; and the revocation list that
+//! goes back to relays in every answer.
+
+use kubechat_protocol::presence::PresenceReport;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::db::{Db, Scope, now};
+use crate::error::ApiError;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A relay that holds a live tunnel of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// The relay's id (from its certificate).
+    pub relay_id: String,
+    /// Its region.
+    pub region: String,
+    /// `host:port` of its internal listener.
+    pub internal_address: String,
+}
+
+/// One live tunnel, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelView {
+    /// The relay holding it.
+    pub relay_id: String,
+    /// The relay's region.
+    pub region: String,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Cluster id.
+    pub cluster_id: String,
+    /// The agent instance (pod name).
+    pub agent_id: String,
+    /// The agent's version.
+    pub agent_version: String,
+    /// `quic` or `websocket`.
+    pub transport: String,
+    /// The agent's address as the relay sees it.
+    pub remote_addr: String,
+    /// When the tunnel came up (Unix ms).
+    pub connected_at_ms: i64,
+    /// Serial of the agent certificate in use.
+    pub certificate_serial: String,
+    /// Until when the relay's last report counts (Unix ms).
+    pub lease_expires_at_ms: i64,
+}
+
+/// Applies a relay's report. Returns `false` (nothing applied) when it is a
+/// delta the directory cannot place (unknown relay or epoch, or not newer
+/// than the last report): the relay must send a full snapshot.
+pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<bool, ApiError> {
+    let mut tx = db.begin(&Scope::Platform).await?;
+    let known = sqlx::query("SELECT epoch, seq FROM relays WHERE relay_id = $1")
+        .bind(r.relay_id.clone())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let follows = match &known {
+        Some(row) => {
+            let epoch: String = row.try_get("epoch")?;
+            let seq: i64 = row.try_get("seq")?;
+            epoch == r.epoch && i64::try_from(r.seq).unwrap_or(i64::MAX) > seq
+        }
+        None => false,
+    };
+    if !r.full && !follows {
+        return Ok(false);
+    }
+    if r.full {
+        sqlx::query("DELETE FROM relay_tunnels WHERE relay_id = $1").bind(r.relay_id.clone()).execute(&mut *tx).await?;
+    }
+    let lease = now_ms() + i64::from(r.lease_ms);
+    sqlx::query(
+        "INSERT INTO relays (relay_id, region, internal_address, epoch, seq, lease_expires_at_ms, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (relay_id) DO UPDATE SET region = excluded.region, internal_address = excluded.internal_address, epoch = excluded.epoch, seq = excluded.seq, lease_expires_at_ms = excluded.lease_expires_at_ms, updated_at = excluded.updated_at",
+    )
+    .bind(r.relay_id.clone())
+    .bind(r.region.clone())
+    .bind(r.internal_address.clone())
+    .bind(r.epoch.clone())
+    .bind(i64::try_from(r.seq).unwrap_or(i64::MAX))
+    .bind(lease)
+    .bind(now())
+    .execute(&mut *tx)
+    .await?;
+    for t in &r.down {
+        sqlx::query("DELETE FROM relay_tunnels WHERE relay_id = $1 AND tunnel_id = $2")
+            .bind(r.relay_id.clone())
+            .bind(i64::try_from(t.tunnel_id).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+    }
+    for t in &r.up {
+        sqlx::query(
+            "INSERT INTO relay_tunnels (relay_id, tunnel_id, tenant_id, cluster_id, agent_id, agent_version, transport, remote_addr, connected_at_ms, certificate_serial) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (relay_id, tunnel_id) DO UPDATE SET tenant_id = excluded.tenant_id, cluster_id = excluded.cluster_id, agent_id = excluded.agent_id, agent_version = excluded.agent_version, transport = excluded.transport, remote_addr = excluded.remote_addr, connected_at_ms = excluded.connected_at_ms, certificate_serial = excluded.certificate_serial",
+        )
+        .bind(r.relay_id.clone())
+        .bind(i64::try_from(t.tunnel_id).unwrap_or(i64::MAX))
+        .bind(t.tenant.clone())
+        .bind(t.cluster.clone())
+        .bind(t.agent_id.clone())
+        .bind(t.agent_version.clone())
+        .bind(t.transport.clone())
+        .bind(t.remote_addr.clone())
+        .bind(t.connected_at_ms)
+        .bind(t.certificate_serial.clone())
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Relays gone for an hour are forgotten entirely.
+    let stale = now_ms() - 3_600_000;
+    sqlx::query(
+        "DELETE FROM relay_tunnels WHERE relay_id IN (SELECT relay_id FROM relays WHERE lease_expires_at_ms < $1)",
+    )
+    .bind(stale)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM relays WHERE lease_expires_at_ms < $1").bind(stale).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Relays with a live lease that hold a tunnel of `cluster`.
+pub async fn routes(db: &Db, tenant_id: &str, cluster_id: &str) -> Result<Vec<Route>, ApiError> {
+    let mut tx = db.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+    let rows = sqlx::query(
+        "SELECT DISTINCT r.relay_id, r.region, r.internal_address FROM relay_tunnels t JOIN relays r ON r.relay_id = t.relay_id \
+         WHERE t.tenant_id = $1 AND t.cluster_id = $2 AND r.lease_expires_at_ms > $3 ORDER BY r.relay_id",
+    )
+    .bind(tenant_id.to_string())
+    .bind(cluster_id.to_string())
+    .bind(now_ms())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            Ok(Route {
+                relay_id: r.try_get("relay_id")?,
+                region: r.try_get("region")?,
+                internal_address: r.try_get("internal_address")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
+/// Live tunnels, of one tenant (and optionally one cluster) or, with
+/// `Scope::Platform`, of everyone.
+pub async fn tunnels(db: &Db, scope: &Scope, cluster_id: Option<&str>) -> Result<Vec<TunnelView>, ApiError> {
+    let mut tx = db.begin(scope).await?;
+    let mut sql = "SELECT t.*, r.region, r.lease_expires_at_ms FROM relay_tunnels t JOIN relays r ON r.relay_id = t.relay_id WHERE r.lease_expires_at_ms > $1".to_string();
+    if let Scope::Tenant(_) = scope {
+        sql.push_str(" AND t.tenant_id = $2");
+    } else {
+        sql.push_str(" AND $2 = $2");
+    }
+    sql.push_str(" AND ($3 = '' OR t.cluster_id = $3) ORDER BY t.tenant_id, t.cluster_id, t.relay_id, t.tunnel_id");
+    let tenant = match scope {
+        Scope::Tenant(t) => t.clone(),
+        Scope::Platform => String::new(),
+    };
+    let rows = sqlx::query(&sql)
+        .bind(now_ms())
+        .bind(tenant)
+        .bind(cluster_id.unwrap_or_default().to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            Ok(TunnelView {
+                relay_id: r.try_get("relay_id")?,
+                region: r.try_get("region")?,
+                tenant_id: r.try_get("tenant_id")?,
+                cluster_id: r.try_get("cluster_id")?,
+                agent_id: r.try_get("agent_id")?,
+                agent_version: r.try_get("agent_version")?,
+                transport: r.try_get("transport")?,
+                remote_addr: r.try_get("remote_addr")?,
+                connected_at_ms: r.try_get("connected_at_ms")?,
+                certificate_serial: r.try_get("certificate_serial")?,
+                lease_expires_at_ms: r.try_get("lease_expires_at_ms")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
+/// What relays must refuse: revoked clusters and individually revoked
+/// (unexpired) agent certificates, with a version that changes whenever
+/// either list does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationList {
+    /// Cluster ids.
+    pub clusters: Vec<String>,
+    /// Hex certificate serials.
+    pub certificates: Vec<String>,
+    /// Nonzero digest of both lists.
+    pub version: u64,
+}
+
+/// The current revocation list.
+pub async fn revocations(db: &Db) -> Result<RevocationList, ApiError> {
+    let mut tx = db.begin(&Scope::Platform).await?;
+    let clusters: Vec<String> = sqlx::query("SELECT cluster_id FROM revoked_clusters ORDER BY cluster_id")
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("cluster_id"))
+        .collect::<Result<_, _>>()?;
+    let certificates: Vec<String> = sqlx::query(
+        "SELECT serial FROM agent_certificates WHERE revoked_at IS NOT NULL AND revoked_at <= $1 AND not_after > $1 ORDER BY serial",
+    )
+    .bind(now())
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| r.try_get("serial"))
+    .collect::<Result<_, _>>()?;
+    tx.commit().await?;
+    let mut h = Sha256::new();
+    for c in &clusters {
+        h.update(b"c:");
+        h.update(c.as_bytes());
+        h.update(b"\n");
+    }
+    for s in &certificates {
+        h.update(b"s:");
+        h.update(s.as_bytes());
+        h.update(b"\n");
+    }
+    let digest = h.finalize();
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&digest[..8]);
+    Ok(RevocationList { clusters, certificates, version: u64::from_be_bytes(v).max(1) })
+}

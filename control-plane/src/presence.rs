@@ -1,0 +1,133 @@
+//! The internal gRPC listener relays report tunnel presence to: mutual TLS,
+//! client certificates chaining to the relay CA, the relay's id taken from
+//! its certificate (`spiffe://kubechat/relay/<id>`) and never from the report.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kubechat_protocol::presence::presence_server::{Presence, PresenceServer};
+use kubechat_protocol::presence::{PresenceAck, PresenceReport};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::codegen::Service as _;
+
+use crate::api::App;
+use crate::directory;
+
+/// Most tunnels one report may carry (a full snapshot of a busy relay).
+const MAX_TUNNELS_PER_REPORT: usize = 200_000;
+
+/// The relay a connection authenticated as.
+#[derive(Debug, Clone)]
+struct RelayPeer(String);
+
+/// The `Presence` service.
+struct PresenceService {
+    app: Arc<App>,
+}
+
+#[tonic::async_trait]
+impl Presence for PresenceService {
+    async fn report(
+        &self,
+        request: tonic::Request<PresenceReport>,
+    ) -> Result<tonic::Response<PresenceAck>, tonic::Status> {
+        let peer = request
+            .extensions()
+            .get::<RelayPeer>()
+            .cloned()
+            .ok_or_else(|| tonic::Status::unauthenticated("no relay certificate"))?;
+        let r = request.into_inner();
+        if r.relay_id != peer.0 {
+            return Err(tonic::Status::permission_denied(format!(
+                "the certificate names relay {:?} but the report says {:?}",
+                peer.0, r.relay_id
+            )));
+        }
+        if r.internal_address.is_empty() || r.epoch.is_empty() {
+            return Err(tonic::Status::invalid_argument("internal_address and epoch are required"));
+        }
+        if r.up.len() + r.down.len() > MAX_TUNNELS_PER_REPORT {
+            return Err(tonic::Status::invalid_argument(format!(
+                "at most {MAX_TUNNELS_PER_REPORT} tunnels per report"
+            )));
+        }
+        let storage = |e: crate::error::ApiError| {
+            tracing::warn!(error = %e.message, "presence report not stored");
+            tonic::Status::unavailable("storage failure; retry")
+        };
+        let applied = directory::apply_report(&self.app.db, &r).await.map_err(storage)?;
+        let list = directory::revocations(&self.app.db).await.map_err(storage)?;
+        let changed = list.version != r.revocations_version;
+        Ok(tonic::Response::new(PresenceAck {
+            resend_full: !applied,
+            revocations_version: list.version,
+            revocations_changed: changed,
+            revoked_clusters: if changed { list.clusters } else { Vec::new() },
+            revoked_certificates: if changed { list.certificates } else { Vec::new() },
+        }))
+    }
+}
+
+/// Serves the presence service on `listener` until `shutdown`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+) {
+    let server = PresenceServer::new(PresenceService { app });
+    let tasks = TaskTracker::new();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+        };
+        let (tls, server, shutdown) = (tls.clone(), server.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %addr, error = %e, "relay TLS handshake refused on the internal listener");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let relay = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(kubechat_transport::tls::relay_identity);
+            let peer = match relay {
+                Some(Ok(id)) => RelayPeer(id),
+                other => {
+                    tracing::warn!(peer = %addr, error = ?other.map(|r| r.err()), "relay certificate names no relay; closing");
+                    return;
+                }
+            };
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(peer.clone());
+                let mut server = server.clone();
+                async move { Ok::<_, Infallible>(server.call(req).await.unwrap_or_else(|never| match never {})) }
+            });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tasks.close();
+    tasks.wait().await;
+}

@@ -1,0 +1,291 @@
+//! The tunnel directory and agent certificate lifecycle, seen from a relay
+//! (gRPC presence over mutual TLS) and an agent (renewal over its current
+//! certificate), on SQLite and PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kubechat_control_plane::client::Client;
+use kubechat_control_plane::enroll::Enrollment;
+use kubechat_control_plane::{Config, ControlPlane, RelayTls, Secret};
+use kubechat_protocol::presence::presence_client::PresenceClient;
+use kubechat_protocol::presence::{PresenceReport, TunnelInfo};
+use kubechat_transport::pki::{self, DevPki, LeafSpec, Validity};
+use kubechat_transport::tls::{self, Identity};
+use serde_json::json;
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+const ADMIN: &str = "kc_presencetestplatformadmintoken000000000";
+
+type Grpc = PresenceClient<HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>>;
+
+async fn databases() -> Vec<(String, Option<tempfile::TempDir>)> {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
+    let base = std::env::var("KUBECHAT_TEST_POSTGRES_URL")
+        .expect("KUBECHAT_TEST_POSTGRES_URL is not set: run `bash scripts/test.sh`");
+    let name = format!("kc_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(&base).await.expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a test database");
+    let pg = format!("{}/{name}", base.rsplit_once('/').expect("url has a database").0);
+    vec![(sqlite, Some(dir)), (pg, None)]
+}
+
+struct Env {
+    pki: DevPki,
+    base: String,
+    internal: std::net::SocketAddr,
+    admin: Client,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+async fn start(url: &str) -> Env {
+    let pki = DevPki::generate().expect("pki");
+    let mut cfg = Config::new(url);
+    cfg.platform_admin_token = Some(Secret(ADMIN.into()));
+    cfg.tls = Some(pki.relay_cert("control-plane", &["127.0.0.1"]).expect("cert").identity().expect("identity"));
+    cfg.relays = Some(RelayTls {
+        client: pki.internal_client_cert("cp").expect("cert").identity().expect("identity"),
+        relay_ca: tls::parse_ca_pem(pki.relay_ca.cert_pem()).expect("ca"),
+    });
+    cfg.internal_listen = Some(([127, 0, 0, 1], 0).into());
+    cfg.enrollment = Some(Enrollment {
+        agent_ca: Arc::new(pki::CertAuthority::from_pem(pki.agent_ca.cert_pem(), &agent_ca_key(&pki)).expect("ca")),
+        relay_ca_pem: pki.relay_ca.cert_pem().to_string(),
+        relays: vec!["127.0.0.1:7443".into()],
+        cert_lifetime: Duration::from_secs(3600),
+        bootstrap_lifetime: Duration::from_secs(3600),
+        renewal_overlap: Duration::from_secs(0),
+    });
+    let cp = ControlPlane::bind(cfg).await.expect("start");
+    let base = format!("https://{}", cp.addr());
+    let internal = cp.internal_addr().expect("internal listener");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cp.run(shutdown.clone()));
+    let admin = Client::new_tls(&base, Some(Secret(ADMIN.into())), pki.relay_ca.cert_pem());
+    Env { pki, base, internal, admin, _shutdown: shutdown.drop_guard() }
+}
+
+/// The agent CA's key, through the dev set a relay operator would write.
+fn agent_ca_key(pki: &DevPki) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = kubechat_protocol::ClusterIdentity::new("x", "y").expect("id");
+    pki.write_dev_set(dir.path(), "relay-0", &["127.0.0.1"], &id).expect("write");
+    std::fs::read_to_string(dir.path().join("agent-ca.key")).expect("read")
+}
+
+fn relay_client(env: &Env, identity: &Identity) -> Grpc {
+    let roots = tls::parse_ca_pem(env.pki.relay_ca.cert_pem()).expect("ca");
+    let cfg = tls::internal_client_config(identity, &roots, &[]).expect("tls");
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_only().enable_http2().build();
+    let http = HyperClient::builder(TokioExecutor::new()).http2_only(true).build(https);
+    PresenceClient::with_origin(http, format!("https://{}", env.internal).parse().expect("uri"))
+}
+
+fn relay_identity(env: &Env, id: &str) -> Identity {
+    env.pki.relay_cert(id, &["127.0.0.1"]).expect("cert").identity().expect("identity")
+}
+
+fn tunnel(id: u64, tenant: &str, cluster: &str) -> TunnelInfo {
+    TunnelInfo {
+        tunnel_id: id,
+        tenant: tenant.into(),
+        cluster: cluster.into(),
+        agent_id: "agent-0".into(),
+        agent_version: "0.1.0".into(),
+        transport: "quic".into(),
+        remote_addr: "127.0.0.1:5000".into(),
+        connected_at_ms: 1,
+        certificate_serial: "01".into(),
+    }
+}
+
+fn report(relay: &str, epoch: &str, seq: u64, full: bool, up: Vec<TunnelInfo>, lease_ms: u32) -> PresenceReport {
+    PresenceReport {
+        relay_id: relay.into(),
+        region: "eu-west".into(),
+        internal_address: "127.0.0.1:7444".into(),
+        epoch: epoch.into(),
+        seq,
+        full,
+        up,
+        down: Vec::new(),
+        lease_ms,
+        revocations_version: 0,
+    }
+}
+
+async fn tenant_and_cluster(env: &Env) -> (Client, String, String, String) {
+    let t = env
+        .admin
+        .post("/v1/tenants", &json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "a@acme.example"}))
+        .await
+        .expect("reach");
+    assert_eq!(t.status, 201, "{}", t.body);
+    let tid = t.body["tenant"]["id"].as_str().expect("id").to_string();
+    let ta = env.admin.with_token(t.body["token"].as_str().expect("token"));
+    let c = ta.post(&format!("/v1/tenants/{tid}/clusters"), &json!({"name": "prod"})).await.expect("reach");
+    assert_eq!(c.status, 201, "{}", c.body);
+    let cid = c.body["id"].as_str().expect("id").to_string();
+    let token = c.body["bootstrapToken"].as_str().expect("token").to_string();
+    (ta, tid, cid, token)
+}
+
+async fn connected(ta: &Client, tid: &str, cid: &str) -> bool {
+    let r = ta.get(&format!("/v1/tenants/{tid}/clusters/{cid}")).await.expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["connected"] == json!(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reports_build_a_directory_with_leases() {
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (ta, tid, cid, _) = tenant_and_cluster(&env).await;
+        let mut relay = relay_client(&env, &relay_identity(&env, "eu-1"));
+        assert!(!connected(&ta, &tid, &cid).await);
+
+        // A full snapshot puts the cluster on the map.
+        let ack = relay
+            .report(report("eu-1", "e1", 1, true, vec![tunnel(7, &tid, &cid)], 60_000))
+            .await
+            .expect("report")
+            .into_inner();
+        assert!(!ack.resend_full);
+        assert!(ack.revocations_changed && ack.revocations_version != 0);
+        let version = ack.revocations_version;
+        assert!(connected(&ta, &tid, &cid).await);
+        let r = ta.get(&format!("/v1/tenants/{tid}/tunnels")).await.expect("reach");
+        assert_eq!(r.body["items"][0]["relayId"], "eu-1");
+        assert_eq!(r.body["items"][0]["region"], "eu-west");
+        let all = env.admin.get("/v1/tunnels").await.expect("reach");
+        assert_eq!(all.body["items"].as_array().map(Vec::len), Some(1));
+        assert_eq!(ta.get("/v1/tunnels").await.expect("reach").status, 403);
+
+        // A delta in an unknown epoch, or not newer than the last, is not applied.
+        let ack = relay.report(report("eu-1", "other", 9, false, vec![], 60_000)).await.expect("report").into_inner();
+        assert!(ack.resend_full);
+        let ack = relay.report(report("eu-1", "e1", 1, false, vec![], 60_000)).await.expect("report").into_inner();
+        assert!(ack.resend_full);
+        // A delta withdrawing the tunnel is.
+        let mut down = report("eu-1", "e1", 2, false, vec![], 60_000);
+        down.down = vec![tunnel(7, &tid, &cid)];
+        down.revocations_version = version;
+        let ack = relay.report(down).await.expect("report").into_inner();
+        assert!(!ack.resend_full && !ack.revocations_changed);
+        assert!(!connected(&ta, &tid, &cid).await);
+
+        // A relay that stops reporting drops out when its lease ends.
+        relay.report(report("eu-1", "e2", 1, true, vec![tunnel(8, &tid, &cid)], 300)).await.expect("report");
+        assert!(connected(&ta, &tid, &cid).await);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while connected(&ta, &tid, &cid).await {
+            assert!(tokio::time::Instant::now() < deadline, "the lease never expired");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A report naming another relay than the certificate is refused.
+        let err = relay.report(report("us-1", "e3", 1, true, vec![], 60_000)).await.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        // A certificate from the relay CA that names no relay cannot report.
+        let nameless = env
+            .pki
+            .relay_ca
+            .issue(
+                &LeafSpec { common_name: "nameless".into(), client: true, server: true, ..Default::default() },
+                Validity::for_duration(Duration::from_secs(60)),
+            )
+            .expect("cert")
+            .identity()
+            .expect("identity");
+        let mut bad = relay_client(&env, &nameless);
+        assert!(bad.report(report("eu-1", "e4", 1, true, vec![], 60_000)).await.is_err());
+        // Nor can a certificate of another CA.
+        let other = DevPki::generate().expect("pki").relay_cert("eu-1", &["127.0.0.1"]).expect("cert");
+        let mut bad = relay_client(&env, &other.identity().expect("identity"));
+        assert!(bad.report(report("eu-1", "e5", 1, true, vec![], 60_000)).await.is_err());
+
+        // Deleting the cluster puts it on the revocation list relays receive.
+        let before = relay.report(report("eu-1", "e6", 1, true, vec![], 60_000)).await.expect("report").into_inner();
+        assert_eq!(ta.delete(&format!("/v1/tenants/{tid}/clusters/{cid}")).await.expect("reach").status, 200);
+        let mut r = report("eu-1", "e6", 2, false, vec![], 60_000);
+        r.revocations_version = before.revocations_version;
+        let after = relay.report(r).await.expect("report").into_inner();
+        assert!(after.revocations_changed);
+        assert_eq!(after.revoked_clusters, vec![cid.clone()]);
+        // Unchanged lists are not resent.
+        let mut r = report("eu-1", "e6", 3, false, vec![], 60_000);
+        r.revocations_version = after.revocations_version;
+        let same = relay.report(r).await.expect("report").into_inner();
+        assert!(!same.revocations_changed && same.revoked_clusters.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_over_the_current_certificate_and_revoking_the_old_one() {
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (ta, tid, cid, token) = tenant_and_cluster(&env).await;
+        let ca = env.pki.relay_ca.cert_pem();
+        let anon = Client::new_tls(&env.base, None, ca);
+        let (key, csr) = pki::new_csr("spiffe://kubechat/tenant/other/cluster/theirs").expect("csr");
+        let r = anon.post("/v1/enroll", &json!({"bootstrapToken": token, "csr": csr})).await.expect("reach");
+        assert_eq!(r.status, 201, "{}", r.body);
+        let first = Identity::from_pem(r.body["certificate"].as_str().expect("cert"), &key).expect("identity");
+        let first_serial = r.body["serial"].as_str().expect("serial").to_string();
+        assert_eq!(tls::certificate_serial(&first.chain[0]).as_deref(), Some(first_serial.as_str()));
+
+        // Renewal needs the current certificate on the connection.
+        let (key2, csr2) = pki::new_csr("spiffe://kubechat/tenant/other/cluster/theirs").expect("csr");
+        let r = anon.post("/v1/renew", &json!({"csr": csr2})).await.expect("reach");
+        assert_eq!(r.status, 401, "{}", r.body);
+        // A certificate of the right shape from another agent CA is refused by TLS.
+        let stranger = DevPki::generate().expect("pki");
+        let fake = stranger
+            .agent_cert(
+                &kubechat_protocol::ClusterIdentity::new(&tid, &cid).expect("id"),
+                Validity::for_duration(Duration::from_secs(60)),
+            )
+            .expect("cert")
+            .identity()
+            .expect("identity");
+        let r = Client::new_mtls(&env.base, ca, &fake).post("/v1/renew", &json!({"csr": csr2})).await;
+        assert!(r.is_err() || r.as_ref().is_ok_and(|r| r.status == 401), "{r:?}");
+
+        let agent = Client::new_mtls(&env.base, ca, &first);
+        let r = agent.post("/v1/renew", &json!({"csr": csr2})).await.expect("reach");
+        assert_eq!(r.status, 201, "{}", r.body);
+        let second = Identity::from_pem(r.body["certificate"].as_str().expect("cert"), &key2).expect("identity");
+        let named = tls::cluster_identity(&second.chain[0]).expect("identity");
+        assert_eq!((named.tenant.as_str(), named.cluster.as_str()), (tid.as_str(), cid.as_str()));
+        let second_serial = r.body["serial"].as_str().expect("serial").to_string();
+        assert_ne!(first_serial, second_serial);
+
+        // The old certificate is superseded (revoked after the overlap, here 0 s):
+        // listed as such, on the relays' revocation list, and useless for renewing.
+        let list = ta.get(&format!("/v1/tenants/{tid}/clusters/{cid}/certificates")).await.expect("reach");
+        let items = list.body["items"].as_array().expect("items").clone();
+        let old = items.iter().find(|c| c["serial"] == first_serial.as_str()).expect("old listed");
+        assert_eq!(old["replacedBy"], second_serial.as_str());
+        let mut relay = relay_client(&env, &relay_identity(&env, "eu-1"));
+        let ack = relay.report(report("eu-1", "e1", 1, true, vec![], 60_000)).await.expect("report").into_inner();
+        assert_eq!(ack.revoked_certificates, vec![first_serial.clone()]);
+        let (_, csr3) = pki::new_csr("x").expect("csr");
+        let r = agent.post("/v1/renew", &json!({"csr": csr3})).await.expect("reach");
+        assert_eq!(r.status, 403, "{}", r.body);
+
+        // The new one renews, until an admin revokes it explicitly.
+        let agent2 = Client::new_mtls(&env.base, ca, &second);
+        let revoke = format!("/v1/tenants/{tid}/clusters/{cid}/certificates/{second_serial}/revoke");
+        assert_eq!(ta.post(&revoke, &json!({})).await.expect("reach").status, 200);
+        let r = agent2.post("/v1/renew", &json!({"csr": csr3})).await.expect("reach");
+        assert_eq!(r.status, 403, "{}", r.body);
+        let missing = format!("/v1/tenants/{tid}/clusters/{cid}/certificates/00ff/revoke");
+        assert_eq!(ta.post(&missing, &json!({})).await.expect("reach").status, 404);
+    }
+}
