@@ -14,7 +14,8 @@ use kubechat_transport::tls::{self, Identity};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, RelayEndpoint};
+use crate::config::{BootstrapToken, Config, Enrollment, RelayEndpoint};
+use crate::store::{StoreLocation, default_namespace};
 
 /// The KubeChat agent.
 #[derive(Debug, Parser)]
@@ -99,6 +100,39 @@ struct RawConfig {
     #[arg(long = "grant-key", env = "KUBECHAT_GRANT_KEYS", value_delimiter = ',')]
     #[serde(default)]
     grant_key: Vec<String>,
+    /// Enrollment mode: keep the credentials (key, certificate, relay CA,
+    /// relays, grant keys) in this Secret, enrolling with the bootstrap token
+    /// when it holds none that is usable; --relay, --grant-key, --relay-ca
+    /// and --tls-cert/--tls-key, if given, override what it holds.
+    #[arg(long, env = "KUBECHAT_STATE_SECRET", conflicts_with = "state_dir")]
+    state_secret: Option<String>,
+    /// Namespace of --state-secret [default: the pod's namespace, else "default"].
+    #[arg(long, env = "KUBECHAT_STATE_NAMESPACE")]
+    state_namespace: Option<String>,
+    /// Enrollment mode with the credentials in this directory (the files
+    /// `kubechat-agent enroll` writes) instead of a Secret.
+    #[arg(long, env = "KUBECHAT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Control plane URL, to enroll and to renew the certificate
+    /// [default: the one stored at enrollment].
+    #[arg(long, env = "KUBECHAT_CONTROL_PLANE_URL")]
+    control_plane: Option<String>,
+    /// CA bundle to trust for the control plane (PEM) [default: the one
+    /// stored at enrollment, else the system's CA bundle].
+    #[arg(long, env = "KUBECHAT_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<PathBuf>,
+    /// The one-time bootstrap token (kcb_…); used only when no usable
+    /// credentials are stored.
+    #[arg(long, env = "KUBECHAT_BOOTSTRAP_TOKEN", hide_env_values = true, conflicts_with = "bootstrap_token_file")]
+    bootstrap_token: Option<BootstrapToken>,
+    /// File holding the bootstrap token; a missing file means no token (the
+    /// stored credentials must then be usable).
+    #[arg(long, env = "KUBECHAT_BOOTSTRAP_TOKEN_FILE")]
+    bootstrap_token_file: Option<PathBuf>,
+    /// Renew the certificate at this fraction of its life, from notBefore
+    /// [default: 0.667].
+    #[arg(long, env = "KUBECHAT_RENEW_AT_FRACTION")]
+    renew_at_fraction: Option<f64>,
 }
 
 impl RawConfig {
@@ -118,7 +152,69 @@ impl RawConfig {
             backoff_cap_secs: self.backoff_cap_secs.or(file.backoff_cap_secs),
             grace_period_secs: self.grace_period_secs.or(file.grace_period_secs),
             grant_key: if self.grant_key.is_empty() { file.grant_key } else { self.grant_key },
+            state_secret: self.state_secret.or(file.state_secret),
+            state_namespace: self.state_namespace.or(file.state_namespace),
+            state_dir: self.state_dir.or(file.state_dir),
+            control_plane: self.control_plane.or(file.control_plane),
+            control_plane_ca: self.control_plane_ca.or(file.control_plane_ca),
+            bootstrap_token: self.bootstrap_token.or(file.bootstrap_token),
+            bootstrap_token_file: self.bootstrap_token_file.or(file.bootstrap_token_file),
+            renew_at_fraction: self.renew_at_fraction.or(file.renew_at_fraction),
         }
+    }
+
+    /// Enrollment mode's settings, if a store is configured.
+    fn enrollment(&self) -> anyhow::Result<Option<Enrollment>> {
+        let store = match (&self.state_secret, &self.state_dir) {
+            (Some(_), Some(_)) => anyhow::bail!("pass --state-secret or --state-dir, not both"),
+            (Some(name), None) => StoreLocation::Secret {
+                namespace: self.state_namespace.clone().unwrap_or_else(default_namespace),
+                name: name.clone(),
+            },
+            (None, Some(dir)) => StoreLocation::Dir(dir.clone()),
+            (None, None) => {
+                anyhow::ensure!(
+                    self.control_plane.is_none()
+                        && self.bootstrap_token.is_none()
+                        && self.bootstrap_token_file.is_none(),
+                    "--control-plane and --bootstrap-token need --state-secret (or --state-dir) to keep the credentials"
+                );
+                return Ok(None);
+            }
+        };
+        if let Some(url) = &self.control_plane {
+            let uri: http::Uri = url.parse().with_context(|| format!("--control-plane {url:?} is not a URL"))?;
+            anyhow::ensure!(
+                uri.scheme_str() == Some("https") && uri.host().is_some(),
+                "--control-plane {url:?} must be an https:// URL"
+            );
+        }
+        let control_plane_ca = match &self.control_plane_ca {
+            Some(path) => {
+                let pem = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --control-plane-ca {}", path.display()))?;
+                tls::parse_ca_pem(&pem).with_context(|| format!("invalid --control-plane-ca {}", path.display()))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        let bootstrap_token = match (&self.bootstrap_token, &self.bootstrap_token_file) {
+            (Some(_), Some(_)) => anyhow::bail!("pass --bootstrap-token or --bootstrap-token-file, not both"),
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(text) => Some(BootstrapToken::new(text.trim())),
+                // The token's Secret may be gone once the agent has enrolled.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => anyhow::bail!("cannot read --bootstrap-token-file {}: {e}", path.display()),
+            },
+            (None, None) => None,
+        };
+        Ok(Some(Enrollment {
+            store,
+            control_plane_url: self.control_plane.clone(),
+            control_plane_ca,
+            bootstrap_token: bootstrap_token.filter(|t| !t.expose().is_empty()),
+        }))
     }
 
     async fn validate(self) -> anyhow::Result<Config> {
@@ -130,14 +226,24 @@ impl RawConfig {
                 )
             })
         }
-        anyhow::ensure!(!self.relay.is_empty(), "at least one --relay host:port is required (or KUBECHAT_RELAYS)");
+        let enrollment = self.enrollment()?;
+        if enrollment.is_none() {
+            anyhow::ensure!(
+                !self.relay.is_empty(),
+                "at least one --relay host:port is required (or KUBECHAT_RELAYS), or --state-secret to enroll"
+            );
+        }
         let relays = self
             .relay
             .iter()
             .map(|r| RelayEndpoint::parse(r.trim()).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let identity = Identity::from_files(&need(self.tls_cert, "tls-cert")?, &need(self.tls_key, "tls-key")?)?;
-        let relay_ca = tls::load_certs(&need(self.relay_ca, "relay-ca")?, "relay CA bundle")?;
+        let identity = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(Identity::from_files(&cert, &key)?),
+            (None, None) => None,
+            (cert, key) => Some(Identity::from_files(&need(cert, "tls-cert")?, &need(key, "tls-key")?)?),
+        };
+        let relay_ca = self.relay_ca.map(|path| tls::load_certs(&path, "relay CA bundle")).transpose()?;
         let kube = match &self.kubeconfig {
             Some(path) => {
                 let kc = kube::config::Kubeconfig::read_from(path)
@@ -148,7 +254,17 @@ impl RawConfig {
             }
             None => kube::Config::infer().await.context("no in-cluster service account and no usable $KUBECONFIG")?,
         };
-        let mut c = Config::new(relays, identity, relay_ca, kube);
+        let enrolling = enrollment.is_some();
+        let mut c = match enrollment {
+            Some(e) => {
+                Config { relays, tls: identity, relay_ca: relay_ca.unwrap_or_default(), ..Config::enrolling(kube, e) }
+            }
+            None => Config::new(relays, need(identity, "tls-cert")?, need(relay_ca, "relay-ca")?, kube),
+        };
+        if let Some(f) = self.renew_at_fraction {
+            anyhow::ensure!(f > 0.0 && f < 1.0, "--renew-at-fraction must be between 0 and 1 (exclusive)");
+            c.renew_at_fraction = f;
+        }
         c.admin_listen = match self.admin_listen.as_deref() {
             Some("off") => None,
             Some(a) => Some(a.parse().with_context(|| format!("--admin-listen {a:?} is not an address"))?),
@@ -183,7 +299,7 @@ impl RawConfig {
             .iter()
             .map(|k| kubechat_protocol::grant::parse_key_spec(k).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        if keys.is_empty() {
+        if keys.is_empty() && !enrolling {
             tracing::warn!("no --grant-key: requests are not checked against control-plane grants (development only)");
         }
         c.grants = kubechat_protocol::grant::GrantVerifier::new(keys);
@@ -248,4 +364,101 @@ pub fn main() -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn kubeconfig(dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:6443'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n",
+        )
+        .expect("write kubeconfig");
+        path
+    }
+
+    #[tokio::test]
+    async fn a_state_secret_and_a_control_plane_make_enrollment_mode() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let token_file = tmp.path().join("token");
+        std::fs::write(&token_file, "kcb_fromfile\n").expect("write");
+        let flags = Cli::try_parse_from([
+            "kubechat-agent",
+            "--state-secret",
+            "kubechat-agent-state",
+            "--state-namespace",
+            "kubechat",
+            "--control-plane",
+            "https://cp.example",
+            "--bootstrap-token-file",
+            token_file.to_str().expect("path"),
+            "--admin-listen",
+            "off",
+        ])
+        .expect("parse");
+        let file: RawConfig = toml::from_str(&format!(
+            "kubeconfig = {:?}\ncontrol-plane = \"https://ignored.example\"\nrenew-at-fraction = 0.5\n",
+            kubeconfig(tmp.path())
+        ))
+        .expect("toml");
+        let c = flags.raw.over(file).validate().await.expect("valid");
+        let e = c.enrollment.as_ref().expect("enrollment mode");
+        assert_eq!(
+            e.store,
+            StoreLocation::Secret { namespace: "kubechat".into(), name: "kubechat-agent-state".into() }
+        );
+        // Flags over the file.
+        assert_eq!(e.control_plane_url.as_deref(), Some("https://cp.example"));
+        assert_eq!(e.bootstrap_token.as_ref().map(BootstrapToken::expose), Some("kcb_fromfile"));
+        assert!((c.renew_at_fraction - 0.5).abs() < f64::EPSILON);
+        assert!(c.tls.is_none() && c.relays.is_empty() && c.relay_ca.is_empty());
+        assert!(!format!("{c:?}").contains("kcb_fromfile"));
+    }
+
+    #[tokio::test]
+    async fn enrollment_settings_need_a_store_and_one_token_source() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let kc = kubeconfig(tmp.path());
+        let raw = |args: &[&str]| {
+            let mut all = vec!["kubechat-agent", "--kubeconfig", kc.to_str().expect("path")];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|c| c.raw)
+        };
+        let err = raw(&["--control-plane", "https://cp"]).expect("parse").validate().await.expect_err("no store");
+        assert!(err.to_string().contains("--state-secret"), "{err}");
+        let err = raw(&["--state-dir", "/x", "--control-plane", "http://cp"])
+            .expect("parse")
+            .validate()
+            .await
+            .expect_err("plain http");
+        assert!(err.to_string().contains("https://"), "{err}");
+        assert!(raw(&["--state-secret", "s", "--state-dir", "/x"]).is_err(), "both stores");
+        assert!(raw(&["--bootstrap-token", "a", "--bootstrap-token-file", "/x"]).is_err(), "both tokens");
+        let err = raw(&["--state-dir", "/x", "--renew-at-fraction", "1.5"])
+            .expect("parse")
+            .validate()
+            .await
+            .expect_err("fraction");
+        assert!(err.to_string().contains("--renew-at-fraction"), "{err}");
+        // A token file that is gone is no token (the stored credentials serve).
+        let c = raw(&["--state-dir", "/x", "--bootstrap-token-file", "/nonexistent/token"])
+            .expect("parse")
+            .validate()
+            .await
+            .expect("valid");
+        assert!(c.enrollment.expect("enrollment").bootstrap_token.is_none());
+        // Without a store, the old flags stay required.
+        let err = raw(&[]).expect("parse").validate().await.expect_err("nothing");
+        assert!(err.to_string().contains("--relay"), "{err}");
+    }
 }

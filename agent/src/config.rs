@@ -6,6 +6,8 @@ use std::time::Duration;
 use kubechat_transport::tls::Identity;
 use rustls_pki_types::CertificateDer;
 
+use crate::store::StoreLocation;
+
 /// One relay to keep a tunnel to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayEndpoint {
@@ -28,15 +30,100 @@ impl RelayEndpoint {
     }
 }
 
+/// The one-time bootstrap token (`kcb_…`). `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct BootstrapToken(String);
+
+impl BootstrapToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, to send to the control plane (and nowhere else).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for BootstrapToken {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.trim().to_string()))
+    }
+}
+
+/// Enrollment mode: the agent keeps its credentials in a store, enrolls
+/// with a bootstrap token when the store holds none that is usable, and
+/// renews its certificate with the control plane.
+#[derive(Clone)]
+pub struct Enrollment {
+    /// Where the credentials are kept.
+    pub store: StoreLocation,
+    /// The control plane (`https://…`); `None`: the one stored at
+    /// enrollment.
+    pub control_plane_url: Option<String>,
+    /// CA bundle (PEM) to trust for the control plane; `None`: the stored
+    /// one, else the system's CA bundle.
+    pub control_plane_ca: Option<String>,
+    /// Needed only when the store holds no usable credentials.
+    pub bootstrap_token: Option<BootstrapToken>,
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrollment")
+            .field("store", &self.store)
+            .field("control_plane_url", &self.control_plane_url)
+            .field("control_plane_ca", &self.control_plane_ca.as_ref().map(|_| "PEM"))
+            .field("bootstrap_token", &self.bootstrap_token)
+            .finish()
+    }
+}
+
+impl Enrollment {
+    /// Credentials in `store`, enrolling with `control_plane_url` if needed.
+    pub fn new(store: StoreLocation, control_plane_url: &str) -> Self {
+        Self {
+            store,
+            control_plane_url: Some(control_plane_url.to_string()),
+            control_plane_ca: None,
+            bootstrap_token: None,
+        }
+    }
+}
+
 /// Everything the agent needs to run.
 #[derive(Clone)]
 pub struct Config {
-    /// Relays to connect to (one tunnel each).
+    /// Relays to connect to (one tunnel each). In enrollment mode, empty
+    /// means the stored credentials' relays; set, it overrides them.
     pub relays: Vec<RelayEndpoint>,
-    /// The agent's client certificate and key.
-    pub tls: Identity,
-    /// The relay CA to pin.
+    /// The agent's client certificate and key. `None` in enrollment mode
+    /// (the stored credentials'); set there, it overrides them and the
+    /// certificate is not renewed.
+    pub tls: Option<Identity>,
+    /// The relay CA to pin. In enrollment mode, empty means the stored
+    /// credentials' relay CA.
     pub relay_ca: Vec<CertificateDer<'static>>,
+    /// Enrollment mode: credentials from a store (enrolling first if it
+    /// holds none), renewed at [`renew_at_fraction`](Self::renew_at_fraction)
+    /// of their life.
+    pub enrollment: Option<Enrollment>,
+    /// Fraction of the certificate's life (from `notBefore`) at which it is
+    /// renewed; 2/3 by default.
+    pub renew_at_fraction: f64,
+    /// Largest delay between renewal attempts after a failure (never past
+    /// the certificate's expiry).
+    pub renew_retry_cap: Duration,
     /// How to reach the Kubernetes API server (in-cluster or kubeconfig).
     pub kube: kube::Config,
     /// Admin listener address, if any.
@@ -65,7 +152,8 @@ pub struct Config {
     pub grace_period: Duration,
     /// Control-plane keys that sign grants. When set, every stream must carry
     /// a valid grant for this agent's own cluster (from its certificate),
-    /// method and path; the impersonated identity comes from the grant.
+    /// method and path; the impersonated identity comes from the grant. In
+    /// enrollment mode, empty means the stored credentials' grant keys.
     pub grants: kubechat_protocol::grant::GrantVerifier,
 }
 
@@ -75,6 +163,7 @@ impl std::fmt::Debug for Config {
             .field("relays", &self.relays)
             .field("api_server", &self.kube.cluster_url.to_string())
             .field("agent_id", &self.agent_id)
+            .field("enrollment", &self.enrollment)
             .finish_non_exhaustive()
     }
 }
@@ -87,10 +176,24 @@ impl Config {
         relay_ca: Vec<CertificateDer<'static>>,
         kube: kube::Config,
     ) -> Self {
+        Self { relays, tls: Some(tls), relay_ca, ..Self::defaults(kube) }
+    }
+
+    /// Enrollment mode: relays, identity, relay CA and grant keys come
+    /// from the credentials `enrollment` keeps (stored, or obtained with
+    /// its bootstrap token); defaults for the rest.
+    pub fn enrolling(kube: kube::Config, enrollment: Enrollment) -> Self {
+        Self { enrollment: Some(enrollment), ..Self::defaults(kube) }
+    }
+
+    fn defaults(kube: kube::Config) -> Self {
         Self {
-            relays,
-            tls,
-            relay_ca,
+            relays: Vec::new(),
+            tls: None,
+            relay_ca: Vec::new(),
+            enrollment: None,
+            renew_at_fraction: 2.0 / 3.0,
+            renew_retry_cap: Duration::from_secs(30),
             kube,
             admin_listen: Some(([127, 0, 0, 1], 0).into()),
             agent_id: "agent-0".into(),
@@ -121,5 +224,15 @@ mod tests {
         assert!(RelayEndpoint::parse("relay").is_err());
         assert!(RelayEndpoint::parse(":7443").is_err());
         assert!(RelayEndpoint::parse("relay:99999").is_err());
+    }
+
+    #[test]
+    fn the_bootstrap_token_never_prints() {
+        let t: BootstrapToken = " kcb_secret\n".parse().expect("infallible");
+        assert_eq!(t.expose(), "kcb_secret");
+        assert_eq!(format!("{t:?}"), "***");
+        let e =
+            Enrollment { bootstrap_token: Some(t), ..Enrollment::new(StoreLocation::Dir("/x".into()), "https://cp") };
+        assert!(!format!("{e:?}").contains("kcb_secret"));
     }
 }

@@ -19,7 +19,7 @@ use kubechat_transport::{BiStream, FramedRecv, FramedSend, StreamError};
 use tokio::io::AsyncWriteExt;
 use tracing::{Instrument, debug, warn};
 
-use crate::state::AgentState;
+use crate::state::{ActiveIdentity, AgentState};
 
 /// Why a stream could not be forwarded; becomes a `Reset` to the relay.
 struct Refusal {
@@ -137,8 +137,9 @@ fn response_head(status: StatusCode, headers: &http::HeaderMap) -> stream_messag
 async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, state: &AgentState) {
     let started = Instant::now();
     let mut open = open;
-    if !state.config.grants.is_empty() {
-        match verify_grant(&open, state) {
+    let active = state.active();
+    if !active.grants.is_empty() {
+        match verify_grant(&open, &active) {
             Ok(g) => {
                 // The grant alone says who the request is made as.
                 open.identity = Some(kubechat_protocol::messages::Identity { user: g.user, groups: g.groups });
@@ -273,14 +274,14 @@ async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, 
 
 fn verify_grant(
     open: &StreamOpen,
-    state: &AgentState,
+    active: &ActiveIdentity,
 ) -> Result<kubechat_protocol::messages::Grant, grant::GrantError> {
-    let own = state.identity.as_ref().map(|i| i.cluster.as_str()).unwrap_or_default();
+    let own = active.cluster.as_ref().map(|i| i.cluster.as_str()).unwrap_or_default();
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let expected = grant::Expected { cluster: own, method: &open.method, path: &open.uri };
-    let g = state.config.grants.verify(&open.grant, now, expected)?;
-    if state.identity.as_ref().is_some_and(|i| i.tenant != g.tenant) {
+    let g = active.grants.verify(&open.grant, now, expected)?;
+    if active.cluster.as_ref().is_some_and(|i| i.tenant != g.tenant) {
         return Err(grant::GrantError::WrongCluster {
             granted: format!("{}/{}", g.tenant, g.cluster),
             actual: own.to_string(),

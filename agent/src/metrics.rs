@@ -25,6 +25,12 @@ pub struct AgentMetrics {
     pub response_bytes: Counter,
     /// Last heartbeat round trip, microseconds.
     pub heartbeat_rtt_us: Gauge,
+    /// When the certificate in use expires, Unix seconds.
+    pub certificate_expiry: Gauge,
+    /// Certificate renewals, by result (`success`, `failure`).
+    pub renewals: LabeledCounter,
+    /// Tunnels replaced by one with a renewed certificate.
+    pub tunnel_rotations: Counter,
 }
 
 impl AgentMetrics {
@@ -66,6 +72,17 @@ impl AgentMetrics {
                 "kubechat_agent_heartbeat_rtt_microseconds",
                 "Last heartbeat round trip.",
                 self.heartbeat_rtt_us.get(),
+            )
+            .gauge(
+                "kubechat_agent_certificate_expiry_seconds",
+                "When the agent certificate in use expires, Unix seconds.",
+                self.certificate_expiry.get(),
+            )
+            .labeled("kubechat_agent_renewals_total", "Certificate renewals, by result.", "result", &self.renewals)
+            .counter(
+                "kubechat_agent_tunnel_rotations_total",
+                "Tunnels replaced by one with a renewed certificate.",
+                self.tunnel_rotations.get(),
             )
             .finish()
     }

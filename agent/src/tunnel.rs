@@ -1,5 +1,7 @@
 //! Keeping tunnels to relays: dial, Hello, heartbeats, accept request
-//! streams, reconnect with backoff, replace a draining tunnel early.
+//! streams, reconnect with backoff, replace a draining tunnel early, and
+//! rotate every tunnel onto a renewed certificate: the replacement is dialled
+//! first, the old tunnel closes once its own streams have finished.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,14 +11,17 @@ use kubechat_protocol::{ErrorCode, version};
 use kubechat_transport::quic::{self, QuicConnection};
 use kubechat_transport::{Connection, FramedRecv, FramedSend, StreamError, TransportError};
 use rand::Rng;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::RelayEndpoint;
+use crate::credentials::unix_now;
 use crate::forward;
-use crate::state::AgentState;
+use crate::state::{ActiveIdentity, AgentState};
 
 const MAX_CONTROL_FRAME: usize = 64 * 1024;
 
@@ -54,15 +59,69 @@ pub(crate) struct Session {
     control_recv: FramedRecv,
     heartbeat: Duration,
     relay_id: String,
+    /// The serial of the certificate this session presented.
+    serial: String,
+    /// When that certificate expires (Unix seconds), if known.
+    not_after: Option<i64>,
 }
 
-async fn connect(relay: &RelayEndpoint, state: &AgentState) -> Result<Session, ConnectError> {
+/// Request streams open on one session: the count, and a way to wait until
+/// none is.
+#[derive(Clone, Default)]
+struct OpenStreams(Arc<watch::Sender<usize>>);
+
+/// One open stream; dropping it closes it in the count.
+struct StreamGuard(OpenStreams);
+
+impl OpenStreams {
+    fn open(&self) -> StreamGuard {
+        self.0.send_modify(|n| *n += 1);
+        StreamGuard(self.clone())
+    }
+
+    /// Resolves once no stream is open (at once if none is). Cancel-safe.
+    async fn idle(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    fn is_idle(&self) -> bool {
+        *self.0.borrow() == 0
+    }
+
+    /// Resolves once no stream has been open for [`linger`]. Not
+    /// cancel-safe (the wait starts over).
+    async fn quiet(&self, conn: &dyn Connection) {
+        loop {
+            self.idle().await;
+            tokio::time::sleep(linger(conn)).await;
+            if self.is_idle() {
+                return;
+            }
+        }
+    }
+}
+
+/// How long to keep a connection open after its last stream is done: a
+/// stream is done for us when its last bytes are written, but closing the
+/// connection discards what the relay has not acknowledged yet.
+fn linger(conn: &dyn Connection) -> Duration {
+    (conn.rtt() * 3 + Duration::from_millis(100)).min(Duration::from_secs(2))
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+async fn connect(relay: &RelayEndpoint, state: &AgentState, active: &ActiveIdentity) -> Result<Session, ConnectError> {
     let addr = tokio::net::lookup_host(&relay.address)
         .await
         .map_err(|e| ConnectError::Resolve(relay.address.clone(), e.to_string()))?
         .next()
         .ok_or_else(|| ConnectError::Resolve(relay.address.clone(), "no addresses".into()))?;
-    let tls = kubechat_transport::tls::tunnel_client_config(&state.config.tls, &state.config.relay_ca)
+    let tls = kubechat_transport::tls::tunnel_client_config(&active.tls, &active.relay_ca)
         .map_err(|e| ConnectError::Setup(e.to_string()))?;
     let settings = quic::QuicSettings {
         idle_timeout: state.config.heartbeat_timeout,
@@ -129,7 +188,15 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState) -> Result<Session, C
         0 => state.config.heartbeat_interval,
         ms => Duration::from_millis(u64::from(ms)).min(state.config.heartbeat_interval),
     };
-    Ok(Session { conn, control_send, control_recv, heartbeat, relay_id: ack.relay_id })
+    Ok(Session {
+        conn,
+        control_send,
+        control_recv,
+        heartbeat,
+        relay_id: ack.relay_id,
+        serial: active.serial.clone(),
+        not_after: active.validity.map(|v| v.not_after),
+    })
 }
 
 /// How a session ended.
@@ -139,29 +206,52 @@ enum SessionEnd {
     /// The relay closed the tunnel with GOING_AWAY (it is draining); the
     /// GOAWAY message itself may not have arrived before the close.
     Drained,
+    /// Replaced by a tunnel with a renewed certificate, and closed once its
+    /// streams had finished.
+    Retired,
     /// The agent is shutting down.
     Shutdown,
 }
 
 /// Runs one tunnel: accepts request streams, answers and sends heartbeats,
-/// reports a GOAWAY through `goaway` (the tunnel keeps serving in-flight
-/// streams until the relay closes it).
-async fn run_session(mut s: Session, state: Arc<AgentState>, goaway: oneshot::Sender<()>) -> SessionEnd {
-    let mut goaway = Some(goaway);
+/// reports a GOAWAY by cancelling `goaway` (the tunnel keeps serving
+/// in-flight streams until the relay closes it). Once `retire` is
+/// cancelled (a replacement with a renewed certificate is up) it closes the
+/// tunnel as soon as none of its own streams is open, or when its
+/// certificate expires.
+async fn run_session(
+    mut s: Session,
+    state: Arc<AgentState>,
+    goaway: CancellationToken,
+    retire: CancellationToken,
+) -> SessionEnd {
+    let streams = OpenStreams::default();
     let mut ticker = tokio::time::interval(s.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_answer = Instant::now();
     let mut nonce: u64 = 0;
     let mut ping_sent: Option<(u64, Instant)> = None;
+    // Set once retired: the latest moment to close regardless of streams.
+    let mut retire_by: Option<Instant> = None;
+    // Set while retired and no stream is open: when to close.
+    let mut close_at: Option<Instant> = None;
     loop {
         tokio::select! {
             stream = s.conn.accept_stream() => match stream {
                 Ok(stream) => {
+                    close_at = None;
                     let st = state.clone();
-                    state.tasks.spawn(forward::serve_stream(stream, st).in_current_span());
+                    let open = streams.open();
+                    state.tasks.spawn(
+                        async move {
+                            forward::serve_stream(stream, st).await;
+                            drop(open);
+                        }
+                        .in_current_span(),
+                    );
                 }
                 Err(TransportError::ClosedByPeer { code: Some(ErrorCode::GoingAway), .. }) => {
-                    if goaway.is_some() {
+                    if !goaway.is_cancelled() {
                         state.metrics.goaways.inc();
                     }
                     return SessionEnd::Drained;
@@ -182,9 +272,7 @@ async fn run_session(mut s: Session, state: Arc<AgentState>, goaway: oneshot::Se
                 Ok(Some(control_message::Kind::GoAway(g))) => {
                     info!(reason = %g.reason, grace_ms = g.grace_period_ms, "relay is draining; connecting a replacement");
                     state.metrics.goaways.inc();
-                    if let Some(tx) = goaway.take() {
-                        let _ = tx.send(());
-                    }
+                    goaway.cancel();
                 }
                 Ok(Some(_)) => {
                     s.conn.close(ErrorCode::Protocol, "unexpected control message");
@@ -213,74 +301,180 @@ async fn run_session(mut s: Session, state: Arc<AgentState>, goaway: oneshot::Se
                     return SessionEnd::Closed(format!("heartbeat write failed: {e}"));
                 }
             }
+            () = retire.cancelled(), if retire_by.is_none() => {
+                // No reason to keep a tunnel whose certificate has expired.
+                let left = s.not_after.map_or(state.config.grace_period, |t| {
+                    Duration::from_secs(u64::try_from(t - unix_now()).unwrap_or(0))
+                });
+                info!(serial = %s.serial, "replaced by a tunnel with the renewed certificate; closing once its streams finish");
+                retire_by = Some(Instant::now() + left);
+            }
+            () = streams.idle(), if retire_by.is_some() && close_at.is_none() => {
+                close_at = Some(Instant::now() + linger(s.conn.as_ref()));
+            }
+            () = tokio::time::sleep_until(close_at.unwrap_or_else(Instant::now)), if close_at.is_some() => {
+                if !streams.is_idle() {
+                    close_at = None;
+                    continue;
+                }
+                s.conn.close(ErrorCode::GoingAway, "certificate renewed");
+                return SessionEnd::Retired;
+            }
+            () = tokio::time::sleep_until(retire_by.unwrap_or_else(Instant::now)), if retire_by.is_some() => {
+                warn!(serial = %s.serial, "the replaced tunnel's certificate expires; closing it with streams still open");
+                s.conn.close(ErrorCode::GoingAway, "certificate renewed");
+                return SessionEnd::Retired;
+            }
             () = state.shutdown.cancelled() => {
-                drain(&s.conn, &state).await;
+                drain(&s.conn, &streams, &state).await;
                 return SessionEnd::Shutdown;
             }
         }
     }
 }
 
-/// On shutdown: stop taking streams, let in-flight ones finish, close.
-async fn drain(conn: &Arc<dyn Connection>, state: &AgentState) {
-    let deadline = Instant::now() + state.config.grace_period;
-    while state.metrics.streams_open.get() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// On shutdown: let this tunnel's in-flight streams finish within the grace
+/// period, then close.
+async fn drain(conn: &Arc<dyn Connection>, streams: &OpenStreams, state: &AgentState) {
+    let _ = tokio::time::timeout(state.config.grace_period, streams.quiet(conn.as_ref())).await;
     conn.close(ErrorCode::GoingAway, "agent shutting down");
 }
 
-/// Keeps one tunnel to `relay` up until shutdown.
+/// A running session, seen from [`maintain`].
+struct Live {
+    task: JoinHandle<SessionEnd>,
+    /// Cancelled by the session on a GOAWAY.
+    goaway: CancellationToken,
+    /// Cancelled by `maintain` once a replacement is up.
+    retire: CancellationToken,
+    relay_id: String,
+    started: Instant,
+}
+
+impl Live {
+    fn spawn(session: Session, state: &Arc<AgentState>) -> Self {
+        let relay_id = session.relay_id.clone();
+        info!(relay_id = %relay_id, serial = %session.serial, "tunnel up");
+        state.metrics.tunnels_connected.inc();
+        let (goaway, retire) = (CancellationToken::new(), CancellationToken::new());
+        let st = state.clone();
+        let (g, r) = (goaway.clone(), retire.clone());
+        let task = state.tasks.spawn(
+            async move {
+                let end = run_session(session, st.clone(), g, r).await;
+                st.metrics.tunnels_connected.dec();
+                if let SessionEnd::Retired = end {
+                    info!("tunnel with the replaced certificate closed");
+                }
+                end
+            }
+            .in_current_span(),
+        );
+        Self { task, goaway, retire, relay_id, started: Instant::now() }
+    }
+}
+
+/// What [`maintain`] does once a session is gone or being replaced.
+enum Next {
+    /// Dial again at once (a draining relay).
+    DialNow,
+    /// Dial again after the backoff delay.
+    Backoff,
+    /// Stop: the agent is shutting down.
+    Return,
+}
+
+/// Watches a live session until it ends or is replaced: a GOAWAY dials the
+/// replacement at once (via [`Next::DialNow`]); a renewed certificate dials
+/// one here and retires the old session once the new one is up.
+async fn supervise(
+    session: Session,
+    relay: &RelayEndpoint,
+    state: &Arc<AgentState>,
+    renewed: &mut watch::Receiver<Arc<ActiveIdentity>>,
+    backoff: &mut Backoff,
+) -> Next {
+    let mut live = Live::spawn(session, state);
+    // Set while a renewed certificate waits for its tunnel: when to dial.
+    let mut rotate_at: Option<Instant> = None;
+    let mut rotate_backoff = Backoff::new(state.config.backoff_base, state.config.backoff_cap);
+    loop {
+        tokio::select! {
+            () = live.goaway.cancelled() => {
+                // Draining relay: dial the replacement now; the old session
+                // finishes its streams in its own task.
+                backoff.reset();
+                return Next::DialNow;
+            }
+            r = renewed.changed(), if rotate_at.is_none() => match r {
+                Ok(()) => rotate_at = Some(Instant::now()),
+                // The state (which holds the sender) outlives every tunnel.
+                Err(_) => return Next::Return,
+            },
+            () = tokio::time::sleep_until(rotate_at.unwrap_or_else(Instant::now)), if rotate_at.is_some() => {
+                let active = renewed.borrow_and_update().clone();
+                state.metrics.connect_attempts.inc();
+                match connect(relay, state, &active).await {
+                    Ok(replacement) => {
+                        state.metrics.tunnel_rotations.inc();
+                        live.retire.cancel();
+                        live = Live::spawn(replacement, state);
+                        rotate_at = None;
+                        rotate_backoff.reset();
+                    }
+                    Err(e) => {
+                        state.metrics.connect_failures.inc(e.label());
+                        let delay = rotate_backoff.next_delay(rand::rng().random::<f64>());
+                        warn!(
+                            error = %e,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "cannot dial a tunnel with the renewed certificate; the current tunnel stays up"
+                        );
+                        rotate_at = Some(Instant::now() + delay);
+                    }
+                }
+            }
+            end = &mut live.task => {
+                match end {
+                    Ok(SessionEnd::Shutdown) => return Next::Return,
+                    Ok(SessionEnd::Drained) => {
+                        // Dial a replacement at once, as for a GOAWAY.
+                        info!(relay_id = %live.relay_id, "relay closed the tunnel while draining; reconnecting");
+                        backoff.reset();
+                        return Next::DialNow;
+                    }
+                    Ok(SessionEnd::Retired) => return Next::DialNow,
+                    Ok(SessionEnd::Closed(why)) => info!(relay_id = %live.relay_id, reason = %why, "tunnel down"),
+                    Err(e) => warn!(error = %e, "tunnel task failed"),
+                }
+                if live.started.elapsed() >= state.config.stable_after {
+                    backoff.reset();
+                }
+                return Next::Backoff;
+            }
+        }
+    }
+}
+
+/// Keeps one tunnel to `relay` up until shutdown, on the current
+/// certificate.
 pub(crate) async fn maintain(relay: RelayEndpoint, state: Arc<AgentState>) {
     let span = tracing::info_span!("relay", address = %relay.address);
     async move {
         let mut backoff = Backoff::new(state.config.backoff_base, state.config.backoff_cap);
+        let mut renewed = state.watch_active();
         loop {
             if state.shutdown.is_cancelled() {
                 return;
             }
+            let active = renewed.borrow_and_update().clone();
             state.metrics.connect_attempts.inc();
-            match connect(&relay, &state).await {
-                Ok(session) => {
-                    let started = Instant::now();
-                    let relay_id = session.relay_id.clone();
-                    info!(relay_id = %relay_id, "tunnel up");
-                    state.metrics.tunnels_connected.inc();
-                    let (tx, rx) = oneshot::channel();
-                    let st = state.clone();
-                    let mut task = state.tasks.spawn(
-                        async move {
-                            let end = run_session(session, st.clone(), tx).await;
-                            st.metrics.tunnels_connected.dec();
-                            end
-                        }
-                        .in_current_span(),
-                    );
-                    tokio::select! {
-                        Ok(()) = rx => {
-                            // Draining relay: dial the replacement now; the old
-                            // session finishes its streams in its own task.
-                            backoff.reset();
-                            continue;
-                        }
-                        end = &mut task => {
-                            match end {
-                                Ok(SessionEnd::Shutdown) => return,
-                                Ok(SessionEnd::Drained) => {
-                                    // Dial a replacement at once, as for a GOAWAY.
-                                    info!(relay_id = %relay_id, "relay closed the tunnel while draining; reconnecting");
-                                    backoff.reset();
-                                    continue;
-                                }
-                                Ok(SessionEnd::Closed(why)) => info!(relay_id = %relay_id, reason = %why, "tunnel down"),
-                                Err(e) => warn!(error = %e, "tunnel task failed"),
-                            }
-                            if started.elapsed() >= state.config.stable_after {
-                                backoff.reset();
-                            }
-                        }
-                    }
-                }
+            match connect(&relay, &state, &active).await {
+                Ok(session) => match supervise(session, &relay, &state, &mut renewed, &mut backoff).await {
+                    Next::Return => return,
+                    Next::DialNow => continue,
+                    Next::Backoff => {}
+                },
                 Err(e) => {
                     state.metrics.connect_failures.inc(e.label());
                     warn!(error = %e, attempt = backoff.attempts() + 1, "cannot connect to relay");
