@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export KUBECHAT_DEV_SIM_PORT=$(free_port) KUBECHAT_DEV_QUIC_PORT=$(free_port) KUBECHAT_DEV_INTERNAL_PORT=$(free_port) KUBECHAT_DEV_CP_PORT=$(free_port)
+export KUBECHAT_DEV_CP_INTERNAL_PORT=$(free_port)
 export KUBECHAT_DEV_RELAY_ADMIN_PORT=$(free_port) KUBECHAT_DEV_AGENT_ADMIN_PORT=$(free_port)
 export KUBECHAT_DEV_PROFILE=debug
 export KUBECHAT_DEV_DIR=$(mktemp -d)
@@ -38,10 +39,14 @@ check() { # name, expected substring, command...
 check "get pods through the tunnel" "Running" k get pods -A
 check "exec through the tunnel" "api-" k exec -n web deploy/api -- hostname
 check "tunnel listed by the relay" '"tenant":"t' curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_RELAY_ADMIN_PORT/v1/tunnels"
+check "viewer refused a delete" "tenant_viewer can only read" k --kubeconfig "$KUBECHAT_DEV_DIR/kubeconfig-viewer" delete pod -n web --all
+check "user lists pods" "Running" k --kubeconfig "$KUBECHAT_DEV_DIR/kubeconfig-user" get pods -n web
+. "$KUBECHAT_DEV_DIR/ids.env"
+TENANT_TOKEN=$(grep -o 'kc_[A-Za-z0-9_-]*' "$KUBECHAT_DEV_DIR/kubeconfig" | head -1)
+check "control plane shows the tunnel" '"connected":true' curl -fsS --cacert "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" -H "Authorization: Bearer $TENANT_TOKEN" "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT/v1/tenants/$TENANT/clusters/$CLUSTER"
 check "agent ready" "ready" curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_AGENT_ADMIN_PORT/readyz"
 check "control plane lists the tenant" "demo" "$PWD/target/debug/kubechat" --server "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT" --ca-file "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" --token "$(cat "$KUBECHAT_DEV_DIR/admin-token")" tenants list
 # No log of any component may contain a token or a private key.
-TENANT_TOKEN=$(grep -o 'token: kc_[0-9a-f]*' "$KUBECHAT_DEV_DIR/kubeconfig" | cut -d' ' -f2)
 leaks=0
 for secret in "$(cat "$KUBECHAT_DEV_DIR/admin-token")" "$TENANT_TOKEN" "PRIVATE KEY" "$(sed -n 2p "$KUBECHAT_DEV_DIR/agent/agent.key")" "kcb_"; do
   if [ -n "$secret" ] && grep -rqF -- "$secret" "$KUBECHAT_DEV_DIR"/*.log "$OUT"; then
@@ -50,4 +55,4 @@ for secret in "$(cat "$KUBECHAT_DEV_DIR/admin-token")" "$TENANT_TOKEN" "PRIVATE 
 done
 if [ $leaks -eq 0 ]; then echo "ok: no token or private key in any log"; else fail=1; fi
 if [ $fail -ne 0 ]; then echo "--- dev.sh output"; cat "$OUT"; exit 1; fi
-echo "smoke: 6 passed, 0 failed"
+echo "smoke: 9 passed, 0 failed"

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 # Ports and build profile can be overridden (the CI smoke test does).
 SIM_PORT=${KUBECHAT_DEV_SIM_PORT:-6443}
 CP_PORT=${KUBECHAT_DEV_CP_PORT:-8443}
+CP_INTERNAL_PORT=${KUBECHAT_DEV_CP_INTERNAL_PORT:-8444}
 QUIC_PORT=${KUBECHAT_DEV_QUIC_PORT:-7443}
 INTERNAL_PORT=${KUBECHAT_DEV_INTERNAL_PORT:-7444}
 RELAY_ADMIN_PORT=${KUBECHAT_DEV_RELAY_ADMIN_PORT:-9090}
@@ -49,7 +50,7 @@ C="$DEV/certs"
 ADMIN_TOKEN=kc_$(python3 -c 'import secrets; print(secrets.token_hex(20))')
 "$BIN/kubechat-control-plane" --listen "127.0.0.1:$CP_PORT" --database-url "sqlite://$DEV/cp.db?mode=rwc" \
   --platform-admin-token "$ADMIN_TOKEN" --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" \
-  --relay "127.0.0.1:$INTERNAL_PORT" --relay-ca "$C/relay-ca.crt" \
+  --internal-listen "127.0.0.1:$CP_INTERNAL_PORT" --relay-ca "$C/relay-ca.crt" \
   --relay-client-cert "$C/internal-client.crt" --relay-client-key "$C/internal-client.key" \
   --agent-ca-cert "$C/agent-ca.crt" --agent-ca-key "$C/agent-ca.key" --enroll-relay "127.0.0.1:$QUIC_PORT" \
   2> "$DEV/control-plane.log" > "$DEV/control-plane.out" &
@@ -72,11 +73,13 @@ AGENT_RELAY=$(json 'd["relays"][0]' < "$DEV/agent/enrollment.json")
 AGENT_GRANT_KEY=$(json 'd["grantKeys"][0]' < "$DEV/agent/enrollment.json")
 
 wait_for "kube-sim" test -f "$DEV/kube-sim/agent.kubeconfig"
-KUBECHAT_REVOCATIONS_TOKEN="$ADMIN_TOKEN" "$BIN/kubechat-relay" \
+# The relay reports its tunnels to the control plane (gRPC, mutual TLS with
+# its own certificate) and learns revocations from the answers.
+"$BIN/kubechat-relay" \
   --quic-listen "127.0.0.1:$QUIC_PORT" --internal-listen "127.0.0.1:$INTERNAL_PORT" --admin-listen "127.0.0.1:$RELAY_ADMIN_PORT" \
   --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" \
   --agent-ca "$C/agent-ca.crt" --internal-ca "$C/internal-ca.crt" --grant-key "$GRANT_KEY" \
-  --revocations-url "$CP/v1/revoked-clusters" --revocations-ca "$C/relay-ca.crt" \
+  --control-plane-url "https://127.0.0.1:$CP_INTERNAL_PORT" --control-plane-ca "$C/relay-ca.crt" \
   2> "$DEV/relay.log" &
 PIDS+=($!)
 "$BIN/kubechat-agent" \
@@ -86,27 +89,19 @@ PIDS+=($!)
   2> "$DEV/agent.log" &
 PIDS+=($!)
 
-b64() { base64 -w0 < "$1"; }
-cat > "$DEV/kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: kubechat-dev
-  cluster:
-    server: $CP/k8s/clusters/$CLUSTER
-    certificate-authority-data: $(b64 "$C/relay-ca.crt")
-users:
-- name: demo-admin
-  user:
-    token: $TOKEN
-contexts:
-- name: kubechat-dev
-  context:
-    cluster: kubechat-dev
-    user: demo-admin
-current-context: kubechat-dev
-KC
-chmod 600 "$DEV/kubeconfig"
+# One user per role, each with a token and a kubeconfig that points at the
+# control plane (downloaded from the API, as a user would).
+kubeconfig_for() { # token, file
+  kc --token "$1" -o json clusters kubeconfig --tenant "$TENANT" "$CLUSTER" | json 'd["kubeconfig"]' > "$2"
+  chmod 600 "$2"
+}
+kubeconfig_for "$TOKEN" "$DEV/kubeconfig"
+for role in viewer user; do
+  USER_ID=$(kc --token "$TOKEN" -o json users add --tenant "$TENANT" --email "$role@demo.example" --role "tenant_$role" | json 'd["id"]')
+  ROLE_TOKEN=$(kc --token "$TOKEN" -o json tokens create --tenant "$TENANT" --name kubectl --user "$USER_ID" | json 'd["token"]')
+  kubeconfig_for "$ROLE_TOKEN" "$DEV/kubeconfig-$role"
+done
+printf 'TENANT=%s\nCLUSTER=%s\n' "$TENANT" "$CLUSTER" > "$DEV/ids.env"
 echo "$ADMIN_TOKEN" > "$DEV/admin-token"; chmod 600 "$DEV/admin-token"
 wait_for "the agent's tunnel" curl -fsS "http://127.0.0.1:$AGENT_ADMIN_PORT/readyz"
 cat <<MSG

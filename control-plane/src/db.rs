@@ -619,6 +619,19 @@ impl Db {
         Ok(rows.iter().map(cluster_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// A cluster by its (globally unique) id, whatever its tenant; for the
+    /// kube path, which then decides whether the caller may use it.
+    pub async fn cluster_by_id(&self, id: &str) -> Result<Option<Cluster>, ApiError> {
+        let mut tx = self.begin(&Scope::Platform).await?;
+        let row =
+            sqlx::query("SELECT id, tenant_id, name, region, labels, policy, created_at FROM clusters WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(row.as_ref().map(cluster_from_row).transpose()?)
+    }
+
     /// Updates a cluster's labels and policy.
     pub async fn update_cluster(&self, c: &Cluster) -> Result<(), ApiError> {
         let mut tx = self.begin(&Scope::Tenant(c.tenant_id.clone())).await?;

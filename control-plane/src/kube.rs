@@ -56,41 +56,67 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         Err(e) => return status(StatusCode::UNAUTHORIZED, "Unauthorized", e.message),
     };
     let not_found = || status(StatusCode::NOT_FOUND, "NotFound", format!("cluster {cluster_id} not found"));
-    let Some(tenant_id) = p.user.tenant_id.clone() else { return not_found() };
-    if let Err(e) = app.per_token.check(&p.token_id, std::time::Instant::now()) {
-        let mut r = status(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "too many requests for this API token; retry shortly",
-        );
-        if let Ok(v) = HeaderValue::from_str(&e.as_secs().max(1).to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
+    let Some(home_id) = p.user.tenant_id.clone() else { return not_found() };
+    let now = std::time::Instant::now();
+    for (limiter, key, what) in [(&app.per_token, &p.token_id, "API token"), (&app.per_tenant, &home_id, "tenant")] {
+        if let Err(e) = limiter.check(key, now) {
+            let mut r = status(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                format!("too many requests for this {what}; retry shortly"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&e.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
         }
-        return r;
     }
-    let tenant = match app.db.tenant(&Scope::Tenant(tenant_id.clone()), &tenant_id).await {
+    let storage = || status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "storage failure; retry");
+    let home = match app.db.tenant(&Scope::Tenant(home_id.clone()), &home_id).await {
         Ok(Some(t)) => t,
-        _ => return not_found(),
+        Ok(None) => return not_found(),
+        Err(_) => return storage(),
     };
-    if tenant.status == TenantStatus::Suspended {
-        return status(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("tenant {} is suspended; contact support to reactivate it", tenant.slug),
-        );
+    let cluster = match app.db.cluster_by_id(cluster_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return not_found(),
+        Err(_) => return storage(),
+    };
+    // The caller's role on this cluster: their own in their tenant, or one a
+    // cross-tenant access grant gives them; otherwise the cluster does not
+    // exist for them (the same 404 as a missing one).
+    let role = if cluster.tenant_id == home.id {
+        p.user.role
+    } else {
+        match app.db.access_role(&cluster.tenant_id, &p.user.email, &home.slug).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return not_found(),
+            Err(_) => return storage(),
+        }
+    };
+    let tenant = if cluster.tenant_id == home.id {
+        home.clone()
+    } else {
+        match app.db.tenant(&Scope::Tenant(cluster.tenant_id.clone()), &cluster.tenant_id).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return not_found(),
+            Err(_) => return storage(),
+        }
+    };
+    for t in [&home, &tenant] {
+        if t.status == TenantStatus::Suspended {
+            return status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("tenant {} is suspended; contact support to reactivate it", t.slug),
+            );
+        }
     }
-    let cluster = match app.db.clusters(&tenant.id).await {
-        Ok(cs) => match cs.into_iter().find(|c| c.id == cluster_id) {
-            Some(c) => c,
-            None => return not_found(),
-        },
-        Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "storage failure; retry"),
-    };
     let query = req.uri().query().map(str::to_string);
     let pairs = kube_request::query_pairs(query.as_deref());
     let watch = pairs.iter().any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
     let info = kube_request::parse(req.method().as_str(), rest, watch);
-    if let Err(reason) = crate::kube_authz::authorize(p.user.role, &cluster.policy, &info) {
+    if let Err(reason) = crate::kube_authz::authorize(role, &cluster.policy, &info) {
         let what = if info.resource.is_empty() { info.path.clone() } else { info.resource.clone() };
         return status(StatusCode::FORBIDDEN, "Forbidden", format!("{what} is forbidden: KubeChat: {reason}"));
     }
@@ -121,7 +147,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     };
     let request_id = uuid::Uuid::new_v4().to_string();
     let user = format!("kubechat:user:{}", p.user.email);
-    let groups = vec![format!("kubechat:tenant:{}", tenant.slug), format!("kubechat:role:{}", p.user.role.as_str())];
+    let groups = vec![format!("kubechat:tenant:{}", tenant.slug), format!("kubechat:role:{}", role.as_str())];
     let now = now_ms();
     let signed = app.signer.sign(Grant {
         request_id: request_id.clone(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kubechat_transport::tls::{self, Identity, TlsError};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
@@ -41,6 +41,8 @@ impl RelayClients {
             .enable_http2()
             .wrap_connector(http);
         let h2 = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
             .http2_only(true)
             .http2_adaptive_window(true)
             .http2_keep_alive_interval(std::time::Duration::from_secs(20))

@@ -8,12 +8,16 @@
 //! - [`backend`]: the HTTP backend (echo, checksums, gates, WebSocket, redirects).
 //! - [`client`]: HTTP/1.1, HTTP/2 and WebSocket clients of the relay's internal listener.
 //! - [`kubectl`]: the real kubectl, installed on first use, one cache per test.
+//! - [`kubectl_suite`]: what a person does with kubectl, checked end to end.
+//! - [`logscan`]: capturing every log line to prove no secret reaches one.
 //! - [`stack`]: starting relays and agents on 127.0.0.1:0.
 //! - [`wait`]: `eventually` and a panic counter.
 
 pub mod backend;
 pub mod client;
 pub mod kubectl;
+pub mod kubectl_suite;
+pub mod logscan;
 pub mod pki;
 pub mod stack;
 pub mod wait;

@@ -33,6 +33,19 @@ struct World {
     _shutdown: CancellationToken,
     tenant: String,
     cluster: String,
+    /// Secrets no log line may contain (besides the generic patterns).
+    secrets: Vec<String>,
+}
+
+impl Drop for World {
+    /// Every test ends by proving that no token or private key reached any
+    /// log line, at any level (our crates at TRACE, dependencies at DEBUG).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let literals: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+            kubechat_tests::logscan::assert_no_secrets(&literals);
+        }
+    }
 }
 
 impl World {
@@ -79,7 +92,7 @@ impl World {
 }
 
 async fn world(policy: serde_json::Value) -> World {
-    kubechat_tests::wait::init_logging();
+    kubechat_tests::logscan::install();
     let pki = TestPki::new();
     // The control plane's grant key, and what relays and agents trust.
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("keygen");
@@ -187,6 +200,11 @@ async fn world(policy: serde_json::Value) -> World {
         _shutdown: shutdown,
         tenant,
         cluster,
+        secrets: vec![
+            ADMIN.to_string(),
+            AGENT_TOKEN.to_string(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref()),
+        ],
     }
 }
 
@@ -227,6 +245,13 @@ async fn kubectl_through_the_control_plane_follows_the_role_matrix() {
     let missing = w.kubectl(&w.user("mia@acme.example", "tenant_admin").await, "c000000000000");
     let err = missing.fails(&["get", "pods"]).await;
     assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubectl_suite_passes_through_the_control_plane_for_a_tenant_user() {
+    let w = world(json!({})).await;
+    let user = w.kubectl_downloaded(&w.user("ursula@acme.example", "tenant_user").await).await;
+    kubechat_tests::kubectl_suite::all(&user).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,4 +326,46 @@ async fn deleting_a_cluster_drops_its_tunnel_and_refuses_reconnects() {
     })
     .await;
     assert_eq!(w.relay.handle.tunnel_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_tenant_access_reaches_the_cluster_with_the_granted_role_until_revoked() {
+    let w = world(json!({})).await;
+    let platform = Client::new_tls(&w.cp_url, Some(Secret(ADMIN.into())), &w.cp_ca);
+    let r = platform
+        .post(
+            "/v1/tenants",
+            &json!({"name": "Consultants", "slug": "consultants", "plan": "team", "adminEmail": "bob@consultants.example"}),
+        )
+        .await
+        .expect("reach");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bob_token = r.body["token"].as_str().expect("token").to_string();
+    let bob = w.kubectl(&bob_token, &w.cluster);
+    // No grant: the cluster does not exist for bob.
+    let err = bob.fails(&["get", "pods", "-n", "web"]).await;
+    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+
+    let g = w
+        .api
+        .post(
+            &format!("/v1/tenants/{}/cross-tenant-access", w.tenant),
+            &json!({"granteeEmail": "bob@consultants.example", "granteeTenant": "consultants", "role": "tenant_viewer"}),
+        )
+        .await
+        .expect("reach");
+    assert_eq!(g.status, 201, "{}", g.body);
+    // With it: bob reads as a viewer of acme (his own tenant_admin role does not carry over).
+    assert!(bob.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
+    let err = bob.fails(&["delete", "pods", "--all", "-n", "web"]).await;
+    assert!(err.contains("KubeChat: tenant_viewer can only read"), "{err}");
+    // The cluster's RBAC sees the granted role's group.
+    assert_eq!(bob.run(&["auth", "can-i", "delete", "pods", "-n", "web"]).await.stdout.trim(), "no");
+
+    // Revoked: gone again.
+    let gid = g.body["id"].as_str().expect("id");
+    let r = w.api.delete(&format!("/v1/tenants/{}/cross-tenant-access/{gid}", w.tenant)).await.expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let err = bob.fails(&["get", "pods", "-n", "web"]).await;
+    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
 }
