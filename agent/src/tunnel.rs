@@ -63,6 +63,24 @@ pub(crate) struct Session {
     serial: String,
     /// When that certificate expires (Unix seconds), if known.
     not_after: Option<i64>,
+    /// The relay accepts GoAway from the agent.
+    relay_takes_goaway: bool,
+}
+
+impl Session {
+    /// Tells the relay to open no new stream here (when it understands it).
+    async fn go_away(&mut self, reason: &str) {
+        if !self.relay_takes_goaway {
+            return;
+        }
+        let msg = control_message::Kind::GoAway(kubechat_protocol::messages::GoAway {
+            reason: reason.to_string(),
+            grace_period_ms: 0,
+        });
+        if let Err(e) = self.control_send.send_control_message(msg).await {
+            debug!(error = %e, "goaway to the relay not sent");
+        }
+    }
 }
 
 /// Request streams open on one session: the count, and a way to wait until
@@ -196,6 +214,7 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState, active: &ActiveIdent
         relay_id: ack.relay_id,
         serial: active.serial.clone(),
         not_after: active.validity.map(|v| v.not_after),
+        relay_takes_goaway: ack.capabilities.iter().any(|c| c == version::CAP_AGENT_GOAWAY),
     })
 }
 
@@ -308,6 +327,7 @@ async fn run_session(
                 });
                 info!(serial = %s.serial, "replaced by a tunnel with the renewed certificate; closing once its streams finish");
                 retire_by = Some(Instant::now() + left);
+                s.go_away("certificate renewed").await;
             }
             () = streams.idle(), if retire_by.is_some() && close_at.is_none() => {
                 close_at = Some(Instant::now() + linger(s.conn.as_ref()));
@@ -326,6 +346,7 @@ async fn run_session(
                 return SessionEnd::Retired;
             }
             () = state.shutdown.cancelled() => {
+                s.go_away("agent shutting down").await;
                 drain(&s.conn, &streams, &state).await;
                 return SessionEnd::Shutdown;
             }

@@ -6,8 +6,13 @@ pub const SUPPORTED_VERSIONS: &[u32] = &[1];
 /// Capability: the agent can carry upgraded (HTTP 101) connections.
 pub const CAP_UPGRADE: &str = "upgrade";
 
+/// Capability: the agent may send GoAway on the control stream (it is
+/// retiring the tunnel: certificate renewed, or shutting down); the relay
+/// then opens no new stream on it.
+pub const CAP_AGENT_GOAWAY: &str = "agent-goaway";
+
 /// Capabilities this build offers.
-pub const CAPABILITIES: &[&str] = &[CAP_UPGRADE];
+pub const CAPABILITIES: &[&str] = &[CAP_UPGRADE, CAP_AGENT_GOAWAY];
 
 /// Picks the highest version both sides speak, or `None` when there is none.
 pub fn negotiate(offered: &[u32]) -> Option<u32> {

@@ -211,6 +211,13 @@ async fn serve_inner(
                 Ok(Some(control_message::Kind::Pong(_))) => {
                     tunnel.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
                 }
+                Ok(Some(control_message::Kind::GoAway(g))) => {
+                    // The agent retires this tunnel (renewed certificate,
+                    // shutdown): no new streams; in-flight ones finish.
+                    info!(reason = %g.reason, "agent is retiring the tunnel");
+                    tunnel.draining.store(true, Ordering::Relaxed);
+                    state.presence_changed.notify_one();
+                }
                 Ok(Some(_)) => {
                     conn.close(ErrorCode::Protocol, "unexpected control message");
                     break "unexpected control message".to_string();

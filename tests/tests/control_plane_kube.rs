@@ -3,11 +3,13 @@
 //! (verify, impersonate) → kube-sim.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use kube_sim::kubeconfig::{Credentials, KubeconfigSpec};
 use kubechat_control_plane::client::Client;
+use kubechat_control_plane::enroll::Enrollment;
 use kubechat_control_plane::{Config, ControlPlane, RelayTls, Secret};
 use kubechat_protocol::grant::{GrantSigner, GrantVerifier};
 use kubechat_relay::presence::PresenceTarget;
@@ -22,11 +24,11 @@ use tokio_util::sync::CancellationToken;
 const ADMIN: &str = "kc_platformadmintokenforkubepathtests000000";
 
 struct World {
-    _pki: TestPki,
+    pki: TestPki,
     cp_url: String,
     cp_ca: String,
     api: Client,
-    _sim: kube_sim::TestSim,
+    sim: kube_sim::TestSim,
     relay: kubechat_tests::stack::TestRelay,
     _agent: kubechat_tests::stack::TestAgent,
     _dir: tempfile::TempDir,
@@ -49,6 +51,25 @@ impl Drop for World {
 }
 
 impl World {
+    /// The agent's kube configuration for kube-sim (its service-account token).
+    async fn agent_kube_config(&self) -> kube::Config {
+        let kc = KubeconfigSpec {
+            name: "sim".into(),
+            server: self.sim.url(),
+            ca_pem: Some(self.sim.ca_pem.clone()),
+            credentials: Credentials::Token(AGENT_TOKEN.into()),
+            impersonate_user: None,
+            impersonate_groups: Vec::new(),
+            namespace: None,
+        };
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::from_yaml(&kc.to_yaml()).expect("yaml"),
+            &Default::default(),
+        )
+        .await
+        .expect("kube config")
+    }
+
     fn kubectl(&self, token: &str, cluster: &str) -> Kubectl {
         Kubectl::new(
             &KubeconfigSpec {
@@ -98,6 +119,20 @@ async fn world(policy: serde_json::Value) -> World {
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("keygen");
     let signer = GrantSigner::from_pkcs8("cp-1", pkcs8.as_ref()).expect("signer");
     let trust = || GrantVerifier::new([("cp-1".to_string(), signer.public_key())]);
+    // The relay starts first: enrollment hands out its address. It reports
+    // presence to the control plane's internal port (chosen now; reports
+    // are retried until the control plane is up).
+    let internal_port = kubechat_tests::stack::free_port();
+    let relay = start_relay(&pki, |c| {
+        c.grants = trust();
+        c.presence = Some(PresenceTarget {
+            url: format!("https://127.0.0.1:{internal_port}"),
+            tls: tls::internal_client_config(&pki.relay_identity(), &pki.relay_ca(), &[]).expect("tls"),
+            interval: Duration::from_millis(200),
+            advertise: None,
+        });
+    })
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = Config::new(&format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()));
     cfg.platform_admin_token = Some(Secret(ADMIN.into()));
@@ -107,24 +142,20 @@ async fn world(policy: serde_json::Value) -> World {
     cfg.tls = Some(serving.identity().expect("identity"));
     cfg.public_ca_pem = Some(pki.pki.relay_ca.cert_pem().to_string());
     cfg.relays = Some(RelayTls { client: pki.internal_client(), relay_ca: pki.relay_ca() });
-    cfg.internal_listen = Some(([127, 0, 0, 1], 0).into());
+    cfg.internal_listen = Some(([127, 0, 0, 1], internal_port).into());
+    cfg.enrollment = Some(Enrollment {
+        agent_ca: Arc::new(pki.pki.agent_ca.try_clone().expect("agent CA")),
+        relay_ca_pem: pki.pki.relay_ca.cert_pem().to_string(),
+        relays: vec![relay.quic.to_string()],
+        cert_lifetime: Duration::from_secs(3600),
+        bootstrap_lifetime: Duration::from_secs(3600),
+        renewal_overlap: Duration::ZERO,
+    });
     let cp = ControlPlane::bind(cfg).await.expect("control plane");
     let cp_url = format!("https://{}", cp.addr());
-    let internal = cp.internal_addr().expect("internal listener");
     let http_api = cp_url.clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(cp.run(shutdown.clone()));
-    // The relay reports its tunnels to the control plane, which routes by them.
-    let relay = start_relay(&pki, |c| {
-        c.grants = trust();
-        c.presence = Some(PresenceTarget {
-            url: format!("https://{internal}"),
-            tls: tls::internal_client_config(&pki.relay_identity(), &pki.relay_ca(), &[b"h2"]).expect("tls"),
-            interval: Duration::from_millis(200),
-            advertise: None,
-        });
-    })
-    .await;
 
     let api_admin = kubechat_control_plane::client::Client::new_tls(
         &http_api,
@@ -190,10 +221,10 @@ async fn world(policy: serde_json::Value) -> World {
     .await;
     World {
         cp_ca: pki.pki.relay_ca.cert_pem().to_string(),
-        _pki: pki,
+        pki,
         cp_url,
         api,
-        _sim: sim,
+        sim,
         relay,
         _agent: agent,
         _dir: dir,
@@ -368,4 +399,143 @@ async fn cross_tenant_access_reaches_the_cluster_with_the_granted_role_until_rev
     assert_eq!(r.status, 200, "{}", r.body);
     let err = bob.fails(&["get", "pods", "-n", "web"]).await;
     assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+}
+
+/// The agent's namespace and state Secret in kube-sim, with the least
+/// privilege the Helm chart grants: get and update on that one Secret.
+fn prepare_state_secret(sim: &kube_sim::TestSim) {
+    let create = |plural: &str, ns: &str, obj: serde_json::Value| {
+        let r = sim.sim.cluster.resource_by_plural(plural).expect("built-in resource");
+        sim.sim.cluster.create(&r, ns, obj).expect("create");
+    };
+    // (The seeded cluster already has the `kubechat` namespace.)
+    create("secrets", "kubechat", json!({"metadata": {"name": "kubechat-agent-state"}, "type": "Opaque"}));
+    create(
+        "roles",
+        "kubechat",
+        json!({"metadata": {"name": "state"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["kubechat-agent-state"], "verbs": ["get", "update"]}]}),
+    );
+    create(
+        "rolebindings",
+        "kubechat",
+        json!({
+            "metadata": {"name": "state"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "state"},
+            "subjects": [{"kind": "ServiceAccount", "name": "kubechat-agent", "namespace": "kubechat"}],
+        }),
+    );
+}
+
+/// The certificate and key the agent keeps in its Secret.
+fn stored_credentials(sim: &kube_sim::TestSim) -> kubechat_transport::pki::IssuedCert {
+    let r = sim.sim.cluster.resource_by_plural("secrets").expect("secrets");
+    let s = sim.sim.cluster.store.get(&r, "kubechat", "kubechat-agent-state").expect("the state Secret");
+    let field = |k: &str| {
+        let b64 = s["data"][k].as_str().unwrap_or_else(|| panic!("{k} stored"));
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")).expect("utf-8")
+    };
+    kubechat_transport::pki::IssuedCert { cert_pem: field("tls.crt"), key_pem: field("tls.key") }
+}
+
+fn serial_of(cert: &kubechat_transport::pki::IssuedCert) -> String {
+    tls::certificate_serial(&cert.identity().expect("identity").chain[0]).expect("serial")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_agent_keeps_its_identity_in_a_secret_renews_and_its_old_certificate_is_refused() {
+    let w = world(json!({})).await;
+    // A second cluster, whose agent enrolls through the real bootstrap-token path.
+    let c =
+        w.api.post(&format!("/v1/tenants/{}/clusters", w.tenant), &json!({"name": "staging"})).await.expect("reach");
+    assert_eq!(c.status, 201, "{}", c.body);
+    let staging = c.body["id"].as_str().expect("id").to_string();
+    let bootstrap = c.body["bootstrapToken"].as_str().expect("token").to_string();
+    prepare_state_secret(&w.sim);
+    let kube = w.agent_kube_config().await;
+    let enrolling = |token: Option<String>| {
+        let mut cfg = kubechat_agent::Config::enrolling(
+            kube.clone(),
+            kubechat_agent::Enrollment {
+                store: kubechat_agent::StoreLocation::Secret {
+                    namespace: "kubechat".into(),
+                    name: "kubechat-agent-state".into(),
+                },
+                control_plane_url: Some(w.cp_url.clone()),
+                control_plane_ca: Some(w.cp_ca.clone()),
+                bootstrap_token: token.map(kubechat_agent::BootstrapToken::new),
+            },
+        );
+        cfg.backoff_base = Duration::from_millis(20);
+        cfg.backoff_cap = Duration::from_millis(500);
+        cfg
+    };
+    let start = |cfg: kubechat_agent::Config| async move {
+        let shutdown = CancellationToken::new();
+        let agent = kubechat_agent::Agent::new(cfg, shutdown.clone()).await.expect("agent starts");
+        let handle = agent.handle();
+        let task = tokio::spawn(agent.run());
+        (handle, shutdown, task)
+    };
+    let tunnel_serials = || {
+        let (api, t, c) = (w.api.clone(), w.tenant.clone(), staging.clone());
+        async move {
+            let r = api.get(&format!("/v1/tenants/{t}/clusters/{c}")).await.expect("reach");
+            r.body["tunnels"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|t| t["certificateSerial"].as_str().map(str::to_string)).collect())
+                .unwrap_or_else(Vec::<String>::new)
+        }
+    };
+
+    let (agent, stop, task) = start(enrolling(Some(bootstrap.clone()))).await;
+    let first = stored_credentials(&w.sim);
+    let first_serial = serial_of(&first);
+    assert_eq!(agent.certificate_serial(), first_serial);
+    kubechat_tests::wait::eventually("the enrolled tunnel in the directory", Duration::from_secs(10), || {
+        let (f, s) = (tunnel_serials(), first_serial.clone());
+        async move { f.await == vec![s] }
+    })
+    .await;
+    let user = w.kubectl(&w.user("ursula@acme.example", "tenant_user").await, &staging);
+    assert!(user.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
+
+    // Renewal: a new certificate for the same identity, stored first, then
+    // every tunnel moves to it; the old one (overlap 0 here) is revoked.
+    agent.renew_now().await.expect("renewal");
+    let second = stored_credentials(&w.sim);
+    let second_serial = serial_of(&second);
+    assert_ne!(second_serial, first_serial);
+    assert_eq!(agent.certificate_serial(), second_serial);
+    let id = tls::cluster_identity(&second.identity().expect("identity").chain[0]).expect("identity");
+    assert_eq!((id.tenant.as_str(), id.cluster.as_str()), (w.tenant.as_str(), staging.as_str()));
+    kubechat_tests::wait::eventually("tunnels on the renewed certificate only", Duration::from_secs(20), || {
+        let (f, s) = (tunnel_serials(), second_serial.clone());
+        async move { f.await == vec![s] }
+    })
+    .await;
+    assert!(user.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
+
+    // The old certificate is refused by the relay from now on.
+    let before = w.relay.handle.metrics().handshake_failures.get("revoked");
+    let old = start_agent(&w.pki, &[w.relay.quic], &first, &w.sim.url(), |a| a.kube = kube.clone()).await;
+    let h = w.relay.handle.clone();
+    kubechat_tests::wait::eventually("the old certificate refused as revoked", Duration::from_secs(20), || {
+        let h = h.clone();
+        async move { h.metrics().handshake_failures.get("revoked") > before }
+    })
+    .await;
+    assert_eq!(old.handle.tunnels_connected(), 0);
+    drop(old);
+
+    // A restarted agent needs no bootstrap token: the Secret has all it needs.
+    stop.cancel();
+    task.await.expect("agent stops");
+    let (agent, _stop, _task) = start(enrolling(None)).await;
+    assert_eq!(agent.certificate_serial(), second_serial);
+    kubechat_tests::wait::eventually("the restarted agent's tunnel", Duration::from_secs(20), || {
+        let (f, s) = (tunnel_serials(), second_serial.clone());
+        async move { f.await == vec![s] }
+    })
+    .await;
+    assert!(user.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
 }

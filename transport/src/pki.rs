@@ -149,6 +149,11 @@ impl CertAuthority {
         Ok(Self { issuer, cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string() })
     }
 
+    /// A second handle on the same CA (certificate and key).
+    pub fn try_clone(&self) -> Result<Self, PkiError> {
+        Self::from_pem(&self.cert_pem, &self.key_pem)
+    }
+
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
