@@ -49,7 +49,7 @@ C="$DEV/certs"
 
 ADMIN_TOKEN=kc_$(python3 -c 'import secrets; print(secrets.token_hex(20))')
 "$BIN/kubechat-control-plane" --listen "127.0.0.1:$CP_PORT" --database-url "sqlite://$DEV/cp.db?mode=rwc" \
-  --platform-admin-token "$ADMIN_TOKEN" --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" \
+  --platform-admin-token "$ADMIN_TOKEN" --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" --public-ca "$C/relay-ca.crt" \
   --internal-listen "127.0.0.1:$CP_INTERNAL_PORT" --relay-ca "$C/relay-ca.crt" \
   --relay-client-cert "$C/internal-client.crt" --relay-client-key "$C/internal-client.key" \
   --agent-ca-cert "$C/agent-ca.crt" --agent-ca-key "$C/agent-ca.key" --enroll-relay "127.0.0.1:$QUIC_PORT" \
@@ -66,11 +66,7 @@ TOKEN=$(json 'd["token"]' <<< "$TENANT_JSON")
 CLUSTER_JSON=$(kc --token "$TOKEN" -o json clusters add --tenant "$TENANT" --name dev)
 CLUSTER=$(json 'd["id"]' <<< "$CLUSTER_JSON")
 BOOTSTRAP=$(json 'd["bootstrapToken"]' <<< "$CLUSTER_JSON")
-# The agent enrolls through the real bootstrap-token path: its key never leaves it.
 rm -rf "$DEV/agent"
-"$BIN/kubechat-agent" enroll --control-plane "$CP" --ca-file "$C/relay-ca.crt" --bootstrap-token "$BOOTSTRAP" --out "$DEV/agent" > /dev/null
-AGENT_RELAY=$(json 'd["relays"][0]' < "$DEV/agent/enrollment.json")
-AGENT_GRANT_KEY=$(json 'd["grantKeys"][0]' < "$DEV/agent/enrollment.json")
 
 wait_for "kube-sim" test -f "$DEV/kube-sim/agent.kubeconfig"
 # The relay reports its tunnels to the control plane (gRPC, mutual TLS with
@@ -82,17 +78,20 @@ wait_for "kube-sim" test -f "$DEV/kube-sim/agent.kubeconfig"
   --control-plane-url "https://127.0.0.1:$CP_INTERNAL_PORT" --control-plane-ca "$C/relay-ca.crt" \
   2> "$DEV/relay.log" &
 PIDS+=($!)
-"$BIN/kubechat-agent" \
-  --relay "$AGENT_RELAY" --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" \
-  --tls-cert "$DEV/agent/agent.crt" --tls-key "$DEV/agent/agent.key" --relay-ca "$DEV/agent/relay-ca.crt" \
-  --kubeconfig "$DEV/kube-sim/agent.kubeconfig" --grant-key "$AGENT_GRANT_KEY" \
+# The agent enrolls through the real bootstrap-token path (its key never
+# leaves it), keeps its credentials in $DEV/agent (a Kubernetes Secret with
+# --state-secret in a cluster), takes relays, relay CA and grant keys from the
+# answer, and renews at 2/3 of the certificate's life.
+KUBECHAT_BOOTSTRAP_TOKEN="$BOOTSTRAP" "$BIN/kubechat-agent" \
+  --control-plane "$CP" --control-plane-ca "$C/relay-ca.crt" --state-dir "$DEV/agent" \
+  --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" --kubeconfig "$DEV/kube-sim/agent.kubeconfig" \
   2> "$DEV/agent.log" &
 PIDS+=($!)
 
 # One user per role, each with a token and a kubeconfig that points at the
 # control plane (downloaded from the API, as a user would).
 kubeconfig_for() { # token, file
-  kc --token "$1" -o json clusters kubeconfig --tenant "$TENANT" "$CLUSTER" | json 'd["kubeconfig"]' > "$2"
+  kc --token "$1" clusters kubeconfig --tenant "$TENANT" "$CLUSTER" > "$2"
   chmod 600 "$2"
 }
 kubeconfig_for "$TOKEN" "$DEV/kubeconfig"
