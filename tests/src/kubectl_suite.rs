@@ -162,7 +162,7 @@ pub async fn apply_patch_server_side_apply_and_delete(k: &Kubectl) {
 
 /// Exec runs commands and cat echoes stdin.
 pub async fn exec_runs_commands_and_cat_echoes_stdin(k: &Kubectl) {
-    let pod = api_pod(&k).await;
+    let pod = api_pod(k).await;
     assert_eq!(k.ok(&["exec", &pod, "-n", "web", "--", "hostname"]).await.trim(), pod);
     assert!(k.ok(&["exec", &pod, "-n", "web", "--", "env"]).await.contains(&format!("HOSTNAME={pod}")));
 
@@ -189,7 +189,7 @@ pub async fn exec_runs_commands_and_cat_echoes_stdin(k: &Kubectl) {
 
 /// Exec it shell under a pseudo terminal.
 pub async fn exec_it_shell_under_a_pseudo_terminal(k: &Kubectl) {
-    let pod = api_pod(&k).await;
+    let pod = api_pod(k).await;
     // `script` gives kubectl a real pseudo-terminal, as a person's shell would.
     let kubectl = k.command(&["exec", "-it", &pod, "-n", "web", "--", "sh"]);
     let cmdline: Vec<String> = std::iter::once(crate::kubectl::kubectl_bin().display().to_string())
@@ -231,7 +231,7 @@ pub async fn exec_it_shell_under_a_pseudo_terminal(k: &Kubectl) {
 
 /// Port forward reaches the pods service.
 pub async fn port_forward_reaches_the_pods_service(k: &Kubectl) {
-    let pod = api_pod(&k).await;
+    let pod = api_pod(k).await;
     let mut child = k
         .command(&["port-forward", &format!("pod/{pod}"), "-n", "web", "--address", "127.0.0.1", ":8080"])
         .stdout(std::process::Stdio::piped())
