@@ -5,7 +5,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tunnel = ["proto/kubechat/tunnel/v1/tunnel.proto"];
-    let services = ["proto/kubechat/presence/v1/presence.proto"];
+    let services = ["proto/kubechat/presence/v1/presence.proto", "proto/kubechat/events/v1/events.proto"];
     for p in tunnel.iter().chain(&services) {
         println!("cargo:rerun-if-changed={p}");
     }

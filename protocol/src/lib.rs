@@ -41,6 +41,14 @@ pub mod presence {
     include!(concat!(env!("OUT_DIR"), "/kubechat.presence.v1.rs"));
 }
 
+/// Audit and usage events, relay → control plane (gRPC), from
+/// `proto/kubechat/events/v1/events.proto`.
+#[cfg(feature = "grpc")]
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod events {
+    include!(concat!(env!("OUT_DIR"), "/kubechat.events.v1.rs"));
+}
+
 pub use code::ErrorCodeExt;
 pub use frame::{Frame, FrameDecoder, FrameError, MessageError};
 pub use identity::{ClusterIdentity, IdentityError};

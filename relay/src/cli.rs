@@ -150,6 +150,14 @@ struct RawConfig {
     /// intervals) [default: 2000].
     #[arg(long, env = "KUBECHAT_PRESENCE_INTERVAL_MS")]
     presence_interval_ms: Option<u64>,
+    /// Directory of the audit and usage event spool (events stay here until
+    /// the control plane acknowledges them) [default: none, development only].
+    #[arg(long, env = "KUBECHAT_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Spool size in MiB past which writes, exec, attach and port-forward are
+    /// refused [default: 256].
+    #[arg(long, env = "KUBECHAT_SPOOL_MAX_MIB")]
+    spool_max_mib: Option<u64>,
 }
 
 macro_rules! merge {
@@ -181,7 +189,9 @@ impl RawConfig {
             control_plane_url,
             control_plane_ca,
             advertise_internal,
-            presence_interval_ms
+            presence_interval_ms,
+            spool_dir,
+            spool_max_mib
         )
     }
 
@@ -261,6 +271,14 @@ impl RawConfig {
             tracing::warn!(
                 "no --control-plane-url: tunnels are not reported and revocations are not received (development only)"
             );
+        }
+        c.spool_dir = self.spool_dir;
+        if c.spool_dir.is_none() {
+            tracing::warn!("no --spool-dir: no audit or usage events are recorded (development only)");
+        }
+        if let Some(m) = self.spool_max_mib {
+            anyhow::ensure!(m >= 1, "--spool-max-mib must be at least 1");
+            c.spool_max_bytes = m << 20;
         }
         Ok(c)
     }

@@ -49,8 +49,13 @@ pub struct Config {
     /// carry a valid grant for its cluster, method and path, and the
     /// identity comes from the grant only.
     pub grants: kubechat_protocol::grant::GrantVerifier,
-    /// Where to report tunnel presence (and learn revocations), if anywhere.
+    /// Where to report tunnel presence (and learn revocations) and publish
+    /// events, if anywhere.
     pub presence: Option<crate::presence::PresenceTarget>,
+    /// Directory of the event spool; `None` records no events (development).
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Spool size past which audited requests are refused.
+    pub spool_max_bytes: u64,
 }
 
 impl Config {
@@ -81,6 +86,8 @@ impl Config {
             identity_from_impersonation: false,
             grants: kubechat_protocol::grant::GrantVerifier::default(),
             presence: None,
+            spool_dir: None,
+            spool_max_bytes: 256 << 20,
         }
     }
 }

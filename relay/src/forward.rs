@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use kubechat_protocol::frame::{self, Frame};
 use kubechat_protocol::headers::sanitize_response;
 use kubechat_protocol::identity::is_dns_label;
+use kubechat_protocol::events::AuditBody;
 use kubechat_protocol::messages::{Header, Identity, Reset, StreamOpen, stream_message};
 use kubechat_protocol::status::{self, Status};
 use kubechat_protocol::{ErrorCode, ErrorCodeExt, grant};
@@ -25,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, debug, warn};
 
+use crate::events::{self, RequestAudit};
 use crate::registry::PickError;
 use crate::state::RelayState;
 use crate::tunnel::{Tunnel, close_code_for};
@@ -130,7 +132,66 @@ pub(crate) async fn handle(req: Request<Incoming>, state: Arc<RelayState>) -> Re
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let span = tracing::info_span!("stream", request_id = %request_id, cluster = %cluster);
-    forward(req, state, cluster, uri, request_id).instrument(span).await
+    async move {
+        let mut audit = None;
+        let resp = forward(req, state, cluster, uri, request_id, &mut audit).await;
+        if let Some(a) = &audit {
+            a.answered(resp.status().as_u16());
+        }
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+/// Counts a refusal and notes its reason in the request's audit record.
+fn refuse(state: &RelayState, audit: &Option<Arc<RequestAudit>>, reason: &'static str) {
+    state.metrics.requests_refused.inc(reason);
+    if let Some(a) = audit {
+        a.refused(reason);
+    }
+}
+
+/// The audit record of a request about to be handled as `identity`.
+fn audit_record(
+    state: &Arc<RelayState>,
+    req: &Request<Incoming>,
+    tenant: &str,
+    cluster: &str,
+    request_id: &str,
+    uri: &str,
+    identity: &Identity,
+    client_address: &str,
+) -> Arc<RequestAudit> {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let watch = kubechat_protocol::kube_request::query_pairs(Some(query))
+        .iter()
+        .any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
+    let info = kubechat_protocol::kube_request::parse(req.method().as_str(), path, watch);
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    RequestAudit::new(
+        state.clone(),
+        tenant,
+        cluster,
+        request_id,
+        AuditBody {
+            kind: "request".into(),
+            user: identity.user.clone(),
+            groups: identity.groups.clone(),
+            verb: info.verb,
+            api_group: info.api_group,
+            resource: info.resource,
+            namespace: info.namespace,
+            name: info.name,
+            subresource: info.subresource,
+            method: req.method().as_str().to_string(),
+            path: uri.to_string(),
+            client_address: client_address.to_string(),
+            kubectl_command: header("kubectl-command"),
+            kubectl_session: header("kubectl-session"),
+            ..Default::default()
+        },
+    )
 }
 
 async fn forward(
@@ -139,6 +200,7 @@ async fn forward(
     cluster: String,
     uri: String,
     request_id: String,
+    audit: &mut Option<Arc<RequestAudit>>,
 ) -> Response<RespBody> {
     let head_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
     if head_bytes > state.config.max_header_bytes {
@@ -197,10 +259,30 @@ async fn forward(
         },
     };
 
+    let upgrade = is_upgrade(req.headers());
+    // With a grant, the tenant is known before a tunnel is picked, so even a
+    // request refused for want of a tunnel is audited.
+    if let Some((g, _)) = &granted {
+        *audit = Some(audit_record(&state, &req, &g.tenant, &cluster, &g.request_id, &uri, &identity, &g.client_address));
+    }
+    if events::must_audit(req.method().as_str(), upgrade) && state.spool.as_ref().is_some_and(|s| s.is_full()) {
+        refuse(&state, audit, "audit_spool_full");
+        state.metrics.audit_refusals.inc();
+        let limit = state.spool.as_ref().map_or(0, |s| s.max_bytes());
+        return status_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!(
+                "relay {}: the audit spool is full ({limit} bytes of events the control plane has not acknowledged); writes, exec, attach and port-forward are refused until it catches up, reads are still served",
+                state.config.relay_id
+            ),
+        );
+    }
+
     let (tunnel, permit) = match state.registry.pick(&cluster) {
         Ok(t) => t,
         Err(PickError::NoTunnel { last_seen }) => {
-            state.metrics.requests_refused.inc("no_tunnel");
+            refuse(&state, audit, "no_tunnel");
             let since = match last_seen {
                 Some(t) => format!("last seen {} on relay {}", ago(t), state.config.relay_id),
                 None => format!("not seen on relay {} since it started", state.config.relay_id),
@@ -212,7 +294,7 @@ async fn forward(
             );
         }
         Err(PickError::Busy { limit }) => {
-            state.metrics.requests_refused.inc("busy");
+            refuse(&state, audit, "busy");
             let mut r = status_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequests",
@@ -223,15 +305,17 @@ async fn forward(
         }
     };
 
+    if audit.is_none() {
+        *audit = Some(audit_record(&state, &req, &tunnel.identity.tenant, &cluster, &request_id, &uri, &identity, ""));
+    }
     if granted.as_ref().is_some_and(|(g, _)| g.tenant != tunnel.identity.tenant) {
-        state.metrics.requests_refused.inc("grant_invalid");
+        refuse(&state, audit, "grant_invalid");
         return status_response(
             StatusCode::FORBIDDEN,
             "Forbidden",
             "the relay refused the request: the grant is for another tenant",
         );
     }
-    let upgrade = is_upgrade(req.headers());
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let headers: Vec<Header> = req
         .headers()
@@ -275,7 +359,10 @@ async fn forward(
             );
         }
     };
-    let guard = StreamGuard::new(state.clone(), tunnel.clone(), permit);
+    if let Some(a) = audit.as_ref() {
+        a.forwarded();
+    }
+    let guard = StreamGuard::new(state.clone(), tunnel.clone(), permit, audit.clone());
     let mut send = FramedSend::new(stream.send);
     let mut recv = FramedRecv::new(stream.recv, state.config.max_frame_size);
 
@@ -361,23 +448,36 @@ struct GuardInner {
     state: Arc<RelayState>,
     tunnel: Arc<Tunnel>,
     _permit: OwnedSemaphorePermit,
+    /// Written when the last part of the stream is gone.
+    audit: Option<Arc<RequestAudit>>,
 }
 
 impl StreamGuard {
-    fn new(state: Arc<RelayState>, tunnel: Arc<Tunnel>, permit: OwnedSemaphorePermit) -> Self {
+    fn new(
+        state: Arc<RelayState>,
+        tunnel: Arc<Tunnel>,
+        permit: OwnedSemaphorePermit,
+        audit: Option<Arc<RequestAudit>>,
+    ) -> Self {
         state.metrics.streams_open.inc();
         state.metrics.streams_total.inc();
-        Self(Arc::new(GuardInner { state, tunnel, _permit: permit }))
+        Self(Arc::new(GuardInner { state, tunnel, _permit: permit, audit }))
     }
 
     fn count_to_agent(&self, n: u64) {
         self.0.tunnel.bytes_to_agent.fetch_add(n, Ordering::Relaxed);
         self.0.state.metrics.bytes_to_agents.add(n);
+        if let Some(a) = &self.0.audit {
+            a.bytes_in.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     fn count_from_agent(&self, n: u64) {
         self.0.tunnel.bytes_from_agent.fetch_add(n, Ordering::Relaxed);
         self.0.state.metrics.bytes_from_agents.add(n);
+        if let Some(a) = &self.0.audit {
+            a.bytes_out.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// The agent broke the protocol: close its whole tunnel.

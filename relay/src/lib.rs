@@ -16,6 +16,8 @@
 //! - `forward`: one request carried to an agent and its response back.
 //! - [`metrics`]: Prometheus metrics.
 //! - `admin`: `/healthz`, `/readyz`, `/metrics`, `/v1/tunnels`.
+//! - `spool`, `events`: audit and usage events, on disk until the control
+//!   plane acknowledges them.
 //! - [`presence`]: reporting tunnels to the control plane over gRPC; the
 //!   revocation list that comes back (revoked tunnels are dropped and refused).
 
@@ -28,6 +30,8 @@ mod forward;
 mod internal;
 mod listener;
 pub mod presence;
+mod events;
+mod spool;
 mod registry;
 mod state;
 mod tunnel;
@@ -55,6 +59,9 @@ pub enum RelayError {
     /// Certificates or keys are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The event spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
     /// A listener could not be bound.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
@@ -97,6 +104,11 @@ impl RelayHandle {
     pub fn tunnel_count(&self) -> usize {
         self.state.registry.len()
     }
+
+    /// Events in the spool awaiting the control plane's acknowledgement.
+    pub fn events_pending(&self) -> usize {
+        self.state.spool.as_ref().map_or(0, |s| s.pending())
+    }
 }
 
 impl Relay {
@@ -123,7 +135,11 @@ impl Relay {
             })?),
             None => None,
         };
-        Ok(Self { state: Arc::new(RelayState::new(config, shutdown)), endpoint, internal, admin })
+        let spool = match &config.spool_dir {
+            Some(dir) => Some(spool::Spool::open(dir, config.spool_max_bytes)?),
+            None => None,
+        };
+        Ok(Self { state: Arc::new(RelayState::new(config, shutdown, spool)), endpoint, internal, admin })
     }
 
     /// The bound UDP address of the QUIC listener.
@@ -171,7 +187,8 @@ impl Relay {
         let quic_task = tokio::spawn(listener::serve(self.endpoint.clone(), state.clone()));
         if let Some(target) = state.config.presence.clone() {
             let internal = self.internal.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            state.tasks.spawn(presence::run(target, state.clone(), internal));
+            state.tasks.spawn(presence::run(target.clone(), state.clone(), internal));
+            state.tasks.spawn(events::publish(target, state.clone()));
         }
         let internal_task = tokio::spawn(internal::serve(self.internal, acceptor, state.clone()));
 
@@ -200,7 +217,11 @@ impl Relay {
         self.endpoint.close(quinn::VarInt::from_u32(ErrorCode::GoingAway.close_code()), b"relay shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         state.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(1), state.tasks.wait()).await;
+        // The event publisher gets up to two seconds to empty the spool.
+        let _ = tokio::time::timeout(Duration::from_secs(3), state.tasks.wait()).await;
+        if let Some(spool) = state.spool.clone() {
+            let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+        }
         admin_token.cancel();
         if let Some(t) = admin_task {
             let _ = t.await;

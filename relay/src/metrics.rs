@@ -25,6 +25,20 @@ pub struct RelayMetrics {
     pub requests_refused: LabeledCounter,
     /// Presence reports to the control plane, by result.
     pub presence_reports: LabeledCounter,
+    /// Events the control plane acknowledged as stored.
+    pub events_published: Counter,
+    /// Events the control plane rejected as malformed.
+    pub events_rejected: Counter,
+    /// Events dropped, by reason (only when the spool's reserve is used up).
+    pub events_dropped: LabeledCounter,
+    /// Failed publish attempts.
+    pub publish_failures: Counter,
+    /// Bytes in the event spool.
+    pub spool_bytes: Gauge,
+    /// Events awaiting an acknowledgement.
+    pub events_pending: Gauge,
+    /// Audited requests refused because the spool was full.
+    pub audit_refusals: Counter,
 }
 
 impl RelayMetrics {
@@ -61,6 +75,34 @@ impl RelayMetrics {
                 "Presence reports sent to the control plane, by result (ok, refused, timeout).",
                 "result",
                 &self.presence_reports,
+            )
+            .counter("kubechat_relay_events_published_total", "Events the control plane stored.", self.events_published.get())
+            .counter(
+                "kubechat_relay_events_rejected_total",
+                "Events the control plane rejected as malformed.",
+                self.events_rejected.get(),
+            )
+            .labeled(
+                "kubechat_relay_events_dropped_total",
+                "Events dropped because even the spool's reserve was full, by reason.",
+                "reason",
+                &self.events_dropped,
+            )
+            .counter(
+                "kubechat_relay_event_publish_failures_total",
+                "Failed attempts to publish events.",
+                self.publish_failures.get(),
+            )
+            .gauge("kubechat_relay_spool_bytes", "Bytes of events in the spool.", self.spool_bytes.get())
+            .gauge(
+                "kubechat_relay_events_pending",
+                "Events awaiting the control plane's acknowledgement.",
+                self.events_pending.get(),
+            )
+            .counter(
+                "kubechat_relay_audit_refusals_total",
+                "Writes, exec, attach and port-forward refused because the audit spool was full.",
+                self.audit_refusals.get(),
             )
             .labeled(
                 "kubechat_relay_requests_refused_total",

@@ -22,11 +22,17 @@ pub(crate) struct RelayState {
     pub(crate) revocations: std::sync::RwLock<crate::presence::Revocations>,
     /// Notified when a tunnel comes up, goes down or starts draining.
     pub(crate) presence_changed: tokio::sync::Notify,
+    /// The event spool, when events are recorded.
+    pub(crate) spool: Option<std::sync::Arc<crate::spool::Spool>>,
     next_tunnel: AtomicU64,
 }
 
 impl RelayState {
-    pub(crate) fn new(config: Config, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        shutdown: CancellationToken,
+        spool: Option<std::sync::Arc<crate::spool::Spool>>,
+    ) -> Self {
         Self {
             config,
             registry: Registry::default(),
@@ -35,6 +41,7 @@ impl RelayState {
             tasks: TaskTracker::new(),
             revocations: std::sync::RwLock::new(crate::presence::Revocations::default()),
             presence_changed: tokio::sync::Notify::new(),
+            spool,
             next_tunnel: AtomicU64::new(1),
         }
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kubechat_protocol::events::{AuditBody, UsageType, event};
 use kubechat_protocol::messages::{GoAway, HelloAck, Pong, control_message};
 use kubechat_protocol::{ClusterIdentity, ErrorCode, FrameError, version};
 use kubechat_transport::{Connection, FramedRecv, FramedSend, StreamError};
@@ -80,6 +81,20 @@ impl Tunnel {
             debug!("control stream gone; goaway not sent");
         }
     }
+}
+
+/// Audits a tunnel coming up or going down.
+fn tunnel_event(state: &RelayState, tunnel: &Tunnel, kind: &str, reason: &str) {
+    let body = AuditBody {
+        kind: kind.to_string(),
+        user: format!("agent:{}", tunnel.agent_id),
+        decision: "allow".into(),
+        reason: reason.to_string(),
+        client_address: tunnel.conn.remote_addr().to_string(),
+        ..Default::default()
+    };
+    let id = &tunnel.identity;
+    crate::events::record(state, crate::events::event(state, &id.tenant, &id.cluster, "", event::Body::Audit(body)));
 }
 
 /// The error code to close a tunnel with after a bad frame or message.
@@ -197,6 +212,12 @@ async fn serve_inner(
     state.metrics.tunnels_connected.inc();
     state.metrics.tunnels_total.inc();
     state.presence_changed.notify_one();
+    tunnel_event(&state, &tunnel, "tunnel_connect", "");
+    let id = &tunnel.identity;
+    crate::events::record(
+        &state,
+        crate::events::event(&state, &id.tenant, &id.cluster, "", crate::events::usage(UsageType::ClusterConnected, 1.0)),
+    );
     info!(agent_version = %tunnel.agent_version, agent_id = %tunnel.agent_id, transport = conn.kind().as_str(), "tunnel up");
 
     let reason = loop {
@@ -249,5 +270,6 @@ async fn serve_inner(
     state.registry.remove(&tunnel);
     state.metrics.tunnels_connected.dec();
     state.presence_changed.notify_one();
+    tunnel_event(&state, &tunnel, "tunnel_disconnect", &reason);
     info!(%reason, "tunnel down");
 }
