@@ -68,7 +68,66 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<crate::ku
         let (cluster, path) = (cluster.to_string(), path);
         return crate::kube::handle(&app, req, &cluster, &path).await;
     }
+    if req.method() == Method::GET
+        && let Some(id) = req.uri().path().strip_prefix("/v1/tenants/").and_then(|r| r.strip_suffix("/audit/export"))
+        && !id.contains('/')
+    {
+        let id = id.to_string();
+        return match export_audit(&app, &req, &id).await {
+            Ok(r) => r,
+            Err(e) => respond(Err(e)),
+        };
+    }
     respond(route(&app, req).await)
+}
+
+/// `GET /v1/tenants/{id}/audit/export`: every audit event of the tenant as
+/// JSON Lines, oldest first, streamed (with `seq`, `prevHash` and `hash`, so
+/// the export can be verified offline); metered as `audit_export`.
+async fn export_audit(
+    app: &Arc<App>,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Result<Response<crate::kube::Body>, ApiError> {
+    let p = checked_principal(app, req).await?;
+    let t = admin_tenant(app, &p, id).await?;
+    let (mut tx, body) = http_body_util::Channel::<Bytes, crate::kube::BoxError>::new(8);
+    let app = app.clone();
+    tokio::spawn(async move {
+        let mut f = crate::audit::Filter { limit: 1000, ..Default::default() };
+        let mut exported = 0u64;
+        loop {
+            let (items, next) = match crate::audit::list(&app.db, &t.id, &f).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "audit export failed");
+                    tx.abort("storage failure during the export".into());
+                    return;
+                }
+            };
+            let mut chunk = Vec::new();
+            for e in &items {
+                chunk.extend_from_slice(&serde_json::to_vec(e).unwrap_or_default());
+                chunk.push(b'\n');
+            }
+            exported += items.len() as u64;
+            if tx.send_data(Bytes::from(chunk)).await.is_err() {
+                return;
+            }
+            match next {
+                Some(n) => f.after = n,
+                None => break,
+            }
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = crate::directory::now_ms();
+        if let Err(e) = crate::audit::add_usage(&app.db, &id, &t.id, "", "audit_export", exported as f64, now).await {
+            tracing::warn!(error = %e.message, "audit export not metered");
+        }
+    });
+    let mut resp = Response::new(body.boxed_unsync());
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-ndjson"));
+    Ok(resp)
 }
 
 async fn body_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
@@ -106,6 +165,29 @@ fn limited(rl: &RateLimiter, key: &str, scope: &str) -> Result<(), ApiError> {
     rl.check(key, Instant::now()).map_err(|wait| ApiError::rate_limited(scope, wait.as_secs().max(1)))
 }
 
+/// The authenticated caller, after rate limits and the suspension check.
+async fn checked_principal(app: &Arc<App>, req: &Request<Incoming>) -> Result<Principal, ApiError> {
+    let mut p = authenticate(app, req).await?;
+    limited(&app.per_token, &p.token_id, "API token")?;
+    if let Some(t) = p.user.tenant_id.clone() {
+        limited(&app.per_tenant, &t, "tenant")?;
+        // A suspended tenant is refused everywhere.
+        let tenant = app
+            .db
+            .tenant(&Scope::Tenant(t.clone()), &t)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("the API token is not valid"))?;
+        if tenant.status == TenantStatus::Suspended {
+            return Err(ApiError::forbidden(
+                "tenant_suspended",
+                format!("tenant {} is suspended; contact support to reactivate it", tenant.slug),
+            ));
+        }
+        p.tenant_slug = Some(tenant.slug);
+    }
+    Ok(p)
+}
+
 async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
@@ -128,24 +210,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
         }
         _ => {}
     }
-    let mut p = authenticate(app, &req).await?;
-    limited(&app.per_token, &p.token_id, "API token")?;
-    if let Some(t) = p.user.tenant_id.clone() {
-        limited(&app.per_tenant, &t, "tenant")?;
-        // A suspended tenant is refused everywhere.
-        let tenant = app
-            .db
-            .tenant(&Scope::Tenant(t.clone()), &t)
-            .await?
-            .ok_or_else(|| ApiError::unauthenticated("the API token is not valid"))?;
-        if tenant.status == TenantStatus::Suspended {
-            return Err(ApiError::forbidden(
-                "tenant_suspended",
-                format!("tenant {} is suspended; contact support to reactivate it", tenant.slug),
-            ));
-        }
-        p.tenant_slug = Some(tenant.slug);
-    }
+    let p = checked_principal(app, &req).await?;
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
         (Method::GET, ["v1", "revoked-clusters"]) => {
@@ -278,6 +343,16 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
             tracing::info!(tenant = %t.id, cluster = %cid, %serial, "agent certificate revoked");
             Ok((StatusCode::OK, json!({"revoked": serial})))
         }
+        (Method::GET, ["v1", "tenants", id, "audit"]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            let f = audit_filter(req.uri().query())?;
+            let (items, next) = crate::audit::list(&app.db, &t.id, &f).await?;
+            Ok((StatusCode::OK, json!({"items": items, "next": next})))
+        }
+        (Method::GET, ["v1", "tenants", id, "audit", "verify"]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            Ok((StatusCode::OK, json!(crate::audit::verify(&app.db, &t.id).await?)))
+        }
         (Method::GET, ["v1", "tunnels"]) => {
             if !p.is_platform() {
                 return Err(ApiError::forbidden(
@@ -359,6 +434,45 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
             retry_after: None,
         }),
     }
+}
+
+/// The audit listing's query: `cluster`, `user`, `verb`, `resource`,
+/// `since`/`until` (RFC 3339 or Unix milliseconds), `after` (cursor), `limit`
+/// (1–1000, default 100).
+fn audit_filter(query: Option<&str>) -> Result<crate::audit::Filter, ApiError> {
+    let mut f = crate::audit::Filter { limit: 100, ..Default::default() };
+    let time = |k: &str, v: &str| -> Result<i64, ApiError> {
+        if let Ok(ms) = v.parse::<i64>() {
+            return Ok(ms);
+        }
+        time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .map_err(|_| ApiError::bad_request("invalid_query", format!("{k} must be RFC 3339 or Unix milliseconds")))
+    };
+    for (k, v) in kubechat_protocol::kube_request::query_pairs(query) {
+        match k.as_str() {
+            "cluster" => f.cluster = Some(v),
+            "user" => f.user = Some(v),
+            "verb" => f.verb = Some(v),
+            "resource" => f.resource = Some(v),
+            "since" => f.since_ms = Some(time(&k, &v)?),
+            "until" => f.until_ms = Some(time(&k, &v)?),
+            "after" => {
+                f.after = v.parse().map_err(|_| ApiError::bad_request("invalid_query", "after must be a number"))?;
+            }
+            "limit" => {
+                f.limit = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| ApiError::bad_request("invalid_query", "limit must be 1 to 1000"))?;
+            }
+            other => {
+                return Err(ApiError::bad_request("invalid_query", format!("unknown audit filter {other:?}")));
+            }
+        }
+    }
+    Ok(f)
 }
 
 /// Cluster `cid` of tenant `t`, or the same 404 as a missing one.

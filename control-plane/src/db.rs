@@ -61,6 +61,24 @@ const V2: &[&str] = &[
     "CREATE INDEX agent_certificates_cluster ON agent_certificates(tenant_id, cluster_id)",
 ];
 
+/// Version 3: the audit chain and the usage ledger.
+const V3: &[&str] = &[
+    "CREATE TABLE audit_events (tenant_id TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL UNIQUE, time_ms BIGINT NOT NULL, cluster_id TEXT NOT NULL, relay_id TEXT NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL, user_name TEXT NOT NULL, groups_json TEXT NOT NULL, verb TEXT NOT NULL, api_group TEXT NOT NULL, resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, subresource TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL, status BIGINT NOT NULL, bytes_in BIGINT NOT NULL, bytes_out BIGINT NOT NULL, duration_ms BIGINT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL, client_address TEXT NOT NULL, kubectl_command TEXT NOT NULL, kubectl_session TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (tenant_id, seq))",
+    "CREATE INDEX audit_events_time ON audit_events(tenant_id, time_ms)",
+    "CREATE TABLE audit_heads (tenant_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)",
+    "CREATE TABLE usage_events (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, cluster_id TEXT NOT NULL, usage_type TEXT NOT NULL, quantity DOUBLE PRECISION NOT NULL, time_ms BIGINT NOT NULL, month TEXT NOT NULL)",
+    "CREATE INDEX usage_events_month ON usage_events(tenant_id, month, usage_type)",
+];
+
+/// Version 3 on PostgreSQL.
+fn postgres_v3() -> Vec<String> {
+    let mut v: Vec<String> = V3.iter().map(|s| (*s).to_string()).collect();
+    for table in ["audit_events", "audit_heads", "usage_events"] {
+        v.extend(rls(table, "tenant_id"));
+    }
+    v
+}
+
 /// Tables holding a tenant's rows, in the order a purge deletes them.
 pub const TENANT_TABLES: &[&str] = &[
     "cross_tenant_access",
@@ -68,6 +86,9 @@ pub const TENANT_TABLES: &[&str] = &[
     "api_tokens",
     "relay_tunnels",
     "agent_certificates",
+    "audit_events",
+    "audit_heads",
+    "usage_events",
     "clusters",
     "users",
     "tenants",
@@ -232,8 +253,9 @@ impl Db {
             Backend::Sqlite => vec![
                 SQLITE_V1.iter().map(|s| (*s).to_string()).collect(),
                 V2.iter().map(|s| (*s).to_string()).collect(),
+                V3.iter().map(|s| (*s).to_string()).collect(),
             ],
-            Backend::Postgres => vec![postgres_v1(), postgres_v2()],
+            Backend::Postgres => vec![postgres_v1(), postgres_v2(), postgres_v3()],
         };
         for (i, statements) in migrations.iter().enumerate() {
             let version = i as i64 + 1;

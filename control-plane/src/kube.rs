@@ -33,6 +33,50 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body of every control-plane response.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// What the audit trail needs of a kube request the control plane decides on.
+struct RequestMeta {
+    user: String,
+    client_address: String,
+    method: String,
+    path: String,
+    info: kube_request::RequestInfo,
+    kubectl_command: String,
+    kubectl_session: String,
+}
+
+impl RequestMeta {
+    /// Records the control plane's own refusal in `tenant`'s audit chain.
+    /// A failure to record is logged; the refusal stands either way.
+    async fn deny(&self, app: &App, tenant: &str, cluster: &str, groups: &[String], status: u16, reason: &str) {
+        let entry = crate::audit::AuditEntry {
+            id: uuid::Uuid::now_v7().to_string(),
+            time_ms: crate::directory::now_ms(),
+            cluster_id: cluster.to_string(),
+            kind: "request".into(),
+            user: self.user.clone(),
+            groups: groups.to_vec(),
+            verb: self.info.verb.clone(),
+            api_group: self.info.api_group.clone(),
+            resource: self.info.resource.clone(),
+            namespace: self.info.namespace.clone(),
+            name: self.info.name.clone(),
+            subresource: self.info.subresource.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            status: i64::from(status),
+            decision: "deny".into(),
+            reason: reason.to_string(),
+            client_address: self.client_address.clone(),
+            kubectl_command: self.kubectl_command.clone(),
+            kubectl_session: self.kubectl_session.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = crate::audit::append(&app.db, tenant, vec![entry]).await {
+            tracing::error!(error = %e.message, "a refusal could not be written to the audit log");
+        }
+    }
+}
+
 /// A full body.
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
@@ -57,6 +101,24 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     };
     let not_found = || status(StatusCode::NOT_FOUND, "NotFound", format!("cluster {cluster_id} not found"));
     let Some(home_id) = p.user.tenant_id.clone() else { return not_found() };
+    let query = req.uri().query().map(str::to_string);
+    let pairs = kube_request::query_pairs(query.as_deref());
+    let watch = pairs.iter().any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
+    let info = kube_request::parse(req.method().as_str(), rest, watch);
+    let path_and_query = match &query {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let meta = RequestMeta {
+        user: format!("kubechat:user:{}", p.user.email),
+        client_address: req.extensions().get::<crate::ClientAddr>().map(|a| a.0.ip().to_string()).unwrap_or_default(),
+        method: req.method().as_str().to_string(),
+        path: path_and_query.clone(),
+        info: info.clone(),
+        kubectl_command: header("kubectl-command"),
+        kubectl_session: header("kubectl-session"),
+    };
     let now = std::time::Instant::now();
     for (limiter, key, what) in [(&app.per_token, &p.token_id, "API token"), (&app.per_tenant, &home_id, "tenant")] {
         if let Err(e) = limiter.check(key, now) {
@@ -79,7 +141,10 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     };
     let cluster = match app.db.cluster_by_id(cluster_id).await {
         Ok(Some(c)) => c,
-        Ok(None) => return not_found(),
+        Ok(None) => {
+            meta.deny(app, &home.id, cluster_id, &[], 404, "cluster not found").await;
+            return not_found();
+        }
         Err(_) => return storage(),
     };
     // The caller's role on this cluster: their own in their tenant, or one a
@@ -90,7 +155,11 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     } else {
         match app.db.access_role(&cluster.tenant_id, &p.user.email, &home.slug).await {
             Ok(Some(r)) => r,
-            Ok(None) => return not_found(),
+            Ok(None) => {
+                // Audited in the caller's own log: the other tenant's stays theirs.
+                meta.deny(app, &home.id, cluster_id, &[], 404, "cluster not found").await;
+                return not_found();
+            }
             Err(_) => return storage(),
         }
     };
@@ -105,20 +174,17 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     };
     for t in [&home, &tenant] {
         if t.status == TenantStatus::Suspended {
-            return status(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                format!("tenant {} is suspended; contact support to reactivate it", t.slug),
-            );
+            let message = format!("tenant {} is suspended; contact support to reactivate it", t.slug);
+            meta.deny(app, &home.id, cluster_id, &[], 403, &message).await;
+            return status(StatusCode::FORBIDDEN, "Forbidden", message);
         }
     }
-    let query = req.uri().query().map(str::to_string);
-    let pairs = kube_request::query_pairs(query.as_deref());
-    let watch = pairs.iter().any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
-    let info = kube_request::parse(req.method().as_str(), rest, watch);
+    let groups = vec![format!("kubechat:tenant:{}", tenant.slug), format!("kubechat:role:{}", role.as_str())];
     if let Err(reason) = crate::kube_authz::authorize(role, &cluster.policy, &info) {
         let what = if info.resource.is_empty() { info.path.clone() } else { info.resource.clone() };
-        return status(StatusCode::FORBIDDEN, "Forbidden", format!("{what} is forbidden: KubeChat: {reason}"));
+        let message = format!("{what} is forbidden: KubeChat: {reason}");
+        meta.deny(app, &tenant.id, &cluster.id, &groups, 403, &message).await;
+        return status(StatusCode::FORBIDDEN, "Forbidden", message);
     }
     let Some(relays) = app.relays.clone() else {
         return status(
@@ -141,13 +207,9 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
             ),
         );
     };
-    let path_and_query = match &query {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_string(),
-    };
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let user = format!("kubechat:user:{}", p.user.email);
-    let groups = vec![format!("kubechat:tenant:{}", tenant.slug), format!("kubechat:role:{}", role.as_str())];
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let client_address = meta.client_address.clone();
+    let user = meta.user.clone();
     let now = now_ms();
     let signed = app.signer.sign(Grant {
         request_id: request_id.clone(),
@@ -160,6 +222,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         issued_at_ms: now,
         expires_at_ms: now + grant::MAX_VALIDITY_MS,
         key_id: String::new(),
+        client_address: client_address.clone(),
     });
 
     let upgrade = req.headers().get(header::UPGRADE).is_some();

@@ -15,11 +15,14 @@
 //! - [`error`]: JSON errors with a code and a message a person can act on.
 //! - [`kube`]: the kube path: authorize, sign a grant, forward to the relay.
 //! - [`directory`]: cluster → relay, from relays' presence reports, with leases.
+//! - [`audit`]: the per-tenant hash-chained audit log and the usage ledger.
+//! - [`ingest`]: the gRPC service relays publish events to.
 //! - `presence`: the internal gRPC listener relays report to (mutual TLS).
 //! - [`relays`]: pooled mutual-TLS connections to relays.
 //! - [`client`]: the REST client the CLI and tests use.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod certificates;
 pub mod client;
@@ -27,6 +30,7 @@ pub mod db;
 pub mod directory;
 pub mod enroll;
 pub mod error;
+pub mod ingest;
 pub mod kube;
 pub mod kube_authz;
 pub mod model;
@@ -135,6 +139,10 @@ impl Config {
         }
     }
 }
+
+/// The TCP peer of a request (never a forwarded-for header: those can be forged).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
 
 /// Certificates for talking with relays.
 #[derive(Debug, Clone)]
@@ -271,7 +279,7 @@ impl ControlPlane {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         loop {
-            let (tcp, _) = tokio::select! {
+            let (tcp, client) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = self.listener.accept() => match r { Ok(c) => c, Err(_) => continue },
             };
@@ -283,6 +291,7 @@ impl ControlPlane {
                         if let Some(p) = &peer {
                             req.extensions_mut().insert(p.clone());
                         }
+                        req.extensions_mut().insert(ClientAddr(client));
                         let app = app.clone();
                         async move { Ok::<_, Infallible>(api::handle(app, req).await) }
                     })

@@ -1,4 +1,5 @@
-//! The internal gRPC listener relays report tunnel presence to: mutual TLS,
+//! The internal gRPC listener relays report tunnel presence and publish
+//! events to ([`crate::ingest`]): mutual TLS,
 //! client certificates chaining to the relay CA, the relay's id taken from
 //! its certificate (`spiffe://kubechat/relay/<id>`) and never from the report.
 
@@ -17,13 +18,10 @@ use tonic::codegen::Service as _;
 
 use crate::api::App;
 use crate::directory;
+use crate::ingest::{EventsService, RelayPeer};
 
 /// Most tunnels one report may carry (a full snapshot of a busy relay).
 const MAX_TUNNELS_PER_REPORT: usize = 200_000;
-
-/// The relay a connection authenticated as.
-#[derive(Debug, Clone)]
-struct RelayPeer(String);
 
 /// The `Presence` service.
 struct PresenceService {
@@ -80,14 +78,16 @@ pub(crate) async fn serve(
     app: Arc<App>,
     shutdown: CancellationToken,
 ) {
-    let server = PresenceServer::new(PresenceService { app });
+    let server = PresenceServer::new(PresenceService { app: app.clone() });
+    let events = kubechat_protocol::events::events_server::EventsServer::new(EventsService { app })
+        .max_decoding_message_size(64 << 20);
     let tasks = TaskTracker::new();
     loop {
         let (tcp, addr) = tokio::select! {
             () = shutdown.cancelled() => break,
             r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
         };
-        let (tls, server, shutdown) = (tls.clone(), server.clone(), shutdown.clone());
+        let (tls, server, events, shutdown) = (tls.clone(), server.clone(), events.clone(), shutdown.clone());
         tasks.spawn(async move {
             let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -112,8 +112,15 @@ pub(crate) async fn serve(
             };
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(peer.clone());
-                let mut server = server.clone();
-                async move { Ok::<_, Infallible>(server.call(req).await.unwrap_or_else(|never| match never {})) }
+                let (mut server, mut events) = (server.clone(), events.clone());
+                async move {
+                    let resp = if req.uri().path().starts_with("/kubechat.events.v1.Events/") {
+                        events.call(req).await
+                    } else {
+                        server.call(req).await
+                    };
+                    Ok::<_, Infallible>(resp.unwrap_or_else(|never| match never {}))
+                }
             });
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc);

@@ -206,6 +206,7 @@ mod tests {
             issued_at_ms: now,
             expires_at_ms: now + 30_000,
             key_id: String::new(),
+            client_address: String::new(),
         }
     }
 

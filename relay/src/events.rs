@@ -132,7 +132,8 @@ impl Drop for RequestAudit {
         let audit = event(&self.state, &self.tenant, &self.cluster, &self.request_id, event::Body::Audit(body));
         record(&self.state, audit);
         if forwarded {
-            let u = event(&self.state, &self.tenant, &self.cluster, &self.request_id, usage(UsageType::ApiRequest, 1.0));
+            let u =
+                event(&self.state, &self.tenant, &self.cluster, &self.request_id, usage(UsageType::ApiRequest, 1.0));
             record(&self.state, u);
         }
     }
@@ -182,7 +183,8 @@ pub(crate) async fn publish(target: PresenceTarget, state: Arc<RelayState>) {
             continue;
         }
         let ids: Vec<String> = batch.iter().map(|e| e.id.clone()).collect();
-        let sent = tokio::time::timeout(Duration::from_secs(10), grpc.publish(EventBatch { events: batch.clone() })).await;
+        let sent =
+            tokio::time::timeout(Duration::from_secs(10), grpc.publish(EventBatch { events: batch.clone() })).await;
         match sent {
             Ok(Ok(resp)) => {
                 let ack = resp.into_inner();

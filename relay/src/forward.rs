@@ -13,10 +13,10 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use kubechat_protocol::events::AuditBody;
 use kubechat_protocol::frame::{self, Frame};
 use kubechat_protocol::headers::sanitize_response;
 use kubechat_protocol::identity::is_dns_label;
-use kubechat_protocol::events::AuditBody;
 use kubechat_protocol::messages::{Header, Identity, Reset, StreamOpen, stream_message};
 use kubechat_protocol::status::{self, Status};
 use kubechat_protocol::{ErrorCode, ErrorCodeExt, grant};
@@ -263,7 +263,8 @@ async fn forward(
     // With a grant, the tenant is known before a tunnel is picked, so even a
     // request refused for want of a tunnel is audited.
     if let Some((g, _)) = &granted {
-        *audit = Some(audit_record(&state, &req, &g.tenant, &cluster, &g.request_id, &uri, &identity, &g.client_address));
+        *audit =
+            Some(audit_record(&state, &req, &g.tenant, &cluster, &g.request_id, &uri, &identity, &g.client_address));
     }
     if events::must_audit(req.method().as_str(), upgrade) && state.spool.as_ref().is_some_and(|s| s.is_full()) {
         refuse(&state, audit, "audit_spool_full");

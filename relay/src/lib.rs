@@ -26,13 +26,13 @@ pub mod config;
 pub mod metrics;
 
 mod admin;
+mod events;
 mod forward;
 mod internal;
 mod listener;
 pub mod presence;
-mod events;
-mod spool;
 mod registry;
+mod spool;
 mod state;
 mod tunnel;
 

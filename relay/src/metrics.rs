@@ -76,7 +76,11 @@ impl RelayMetrics {
                 "result",
                 &self.presence_reports,
             )
-            .counter("kubechat_relay_events_published_total", "Events the control plane stored.", self.events_published.get())
+            .counter(
+                "kubechat_relay_events_published_total",
+                "Events the control plane stored.",
+                self.events_published.get(),
+            )
             .counter(
                 "kubechat_relay_events_rejected_total",
                 "Events the control plane rejected as malformed.",

@@ -210,7 +210,8 @@ impl Spool {
             }
             s.queued_bytes += size;
         }
-        let sent = self.writer.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|w| w.try_send(event).is_ok());
+        let sent =
+            self.writer.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|w| w.try_send(event).is_ok());
         if !sent {
             self.lock().queued_bytes -= size;
         }

@@ -216,7 +216,13 @@ async fn serve_inner(
     let id = &tunnel.identity;
     crate::events::record(
         &state,
-        crate::events::event(&state, &id.tenant, &id.cluster, "", crate::events::usage(UsageType::ClusterConnected, 1.0)),
+        crate::events::event(
+            &state,
+            &id.tenant,
+            &id.cluster,
+            "",
+            crate::events::usage(UsageType::ClusterConnected, 1.0),
+        ),
     );
     info!(agent_version = %tunnel.agent_version, agent_id = %tunnel.agent_id, transport = conn.kind().as_str(), "tunnel up");
 

@@ -36,6 +36,7 @@ fn grant_for(cluster: &str, path: &str) -> Grant {
         issued_at_ms: now,
         expires_at_ms: now + 30_000,
         key_id: String::new(),
+        client_address: String::new(),
     }
 }
 

@@ -1,0 +1,467 @@
+//! The tamper-evident audit log and the usage ledger.
+//!
+//! Each tenant's audit events form a hash chain: event `n` stores the hash
+//! of event `n-1` and its own hash, SHA-256 over that previous hash and a
+//! canonical encoding of every stored field (a JSON array in a fixed order).
+//! `audit_heads` holds each tenant's last position and hash. Editing,
+//! deleting or reordering a stored row breaks the chain at that position,
+//! and [`verify`] names it. Appends take the head row first (a write, so
+//! SQLite serializes them; `FOR UPDATE` on PostgreSQL, so several control
+//! planes can append to one tenant's chain).
+//!
+//! Usage events are stored once per id (the relay may resend) and summed
+//! per tenant and month.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::db::{Backend, Db, Scope};
+use crate::error::ApiError;
+
+/// One audit event, as stored and shown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Position in the tenant's chain (1, 2, …); set when stored.
+    pub seq: i64,
+    /// Globally unique, time-ordered id.
+    pub id: String,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Cluster id ("" for events not about one).
+    pub cluster_id: String,
+    /// The relay that observed it ("" for the control plane's own).
+    pub relay_id: String,
+    /// The kube request it belongs to.
+    pub request_id: String,
+    /// `request`, `tunnel_connect` or `tunnel_disconnect`.
+    pub kind: String,
+    /// Who (e.g. `kubechat:user:alice@example.com`).
+    pub user: String,
+    /// Their groups.
+    pub groups: Vec<String>,
+    /// Kubernetes verb.
+    pub verb: String,
+    /// API group.
+    pub api_group: String,
+    /// Resource.
+    pub resource: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+    /// Subresource.
+    pub subresource: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// HTTP status answered.
+    pub status: i64,
+    /// Request bytes.
+    pub bytes_in: i64,
+    /// Response bytes.
+    pub bytes_out: i64,
+    /// Duration.
+    pub duration_ms: i64,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// Why (for denials and disconnects).
+    pub reason: String,
+    /// The caller's address.
+    pub client_address: String,
+    /// kubectl's `Kubectl-Command`.
+    pub kubectl_command: String,
+    /// kubectl's `Kubectl-Session`.
+    pub kubectl_session: String,
+    /// Hash of the previous event ("" for the first).
+    pub prev_hash: String,
+    /// This event's hash.
+    pub hash: String,
+}
+
+const COLUMNS: &str = "tenant_id, seq, id, time_ms, cluster_id, relay_id, request_id, kind, user_name, groups_json, verb, api_group, resource, namespace, name, subresource, method, path, status, bytes_in, bytes_out, duration_ms, decision, reason, client_address, kubectl_command, kubectl_session, prev_hash, hash";
+
+/// The hash of `e` following `prev`.
+pub fn chain_hash(prev: &str, e: &AuditEntry) -> String {
+    let canonical = json!([
+        e.seq,
+        e.id,
+        e.time_ms,
+        e.tenant_id,
+        e.cluster_id,
+        e.relay_id,
+        e.request_id,
+        e.kind,
+        e.user,
+        e.groups,
+        e.verb,
+        e.api_group,
+        e.resource,
+        e.namespace,
+        e.name,
+        e.subresource,
+        e.method,
+        e.path,
+        e.status,
+        e.bytes_in,
+        e.bytes_out,
+        e.duration_ms,
+        e.decision,
+        e.reason,
+        e.client_address,
+        e.kubectl_command,
+        e.kubectl_session
+    ])
+    .to_string();
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"|");
+    h.update(canonical.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditEntry, sqlx::Error> {
+    Ok(AuditEntry {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        time_ms: r.try_get("time_ms")?,
+        tenant_id: r.try_get("tenant_id")?,
+        cluster_id: r.try_get("cluster_id")?,
+        relay_id: r.try_get("relay_id")?,
+        request_id: r.try_get("request_id")?,
+        kind: r.try_get("kind")?,
+        user: r.try_get("user_name")?,
+        groups: serde_json::from_str(&r.try_get::<String, _>("groups_json")?).unwrap_or_default(),
+        verb: r.try_get("verb")?,
+        api_group: r.try_get("api_group")?,
+        resource: r.try_get("resource")?,
+        namespace: r.try_get("namespace")?,
+        name: r.try_get("name")?,
+        subresource: r.try_get("subresource")?,
+        method: r.try_get("method")?,
+        path: r.try_get("path")?,
+        status: r.try_get("status")?,
+        bytes_in: r.try_get("bytes_in")?,
+        bytes_out: r.try_get("bytes_out")?,
+        duration_ms: r.try_get("duration_ms")?,
+        decision: r.try_get("decision")?,
+        reason: r.try_get("reason")?,
+        client_address: r.try_get("client_address")?,
+        kubectl_command: r.try_get("kubectl_command")?,
+        kubectl_session: r.try_get("kubectl_session")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+/// Appends `entries` (all of `tenant`) to its chain in order, skipping ids
+/// already stored anywhere. Returns how many were new.
+pub async fn append(db: &Db, tenant: &str, entries: Vec<AuditEntry>) -> Result<usize, ApiError> {
+    let mut tx = db.begin(&Scope::Platform).await?;
+    // A write first: on SQLite it takes the database's write lock for the
+    // whole transaction, so two appenders never read the same head.
+    sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, '') ON CONFLICT (tenant_id) DO NOTHING")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await?;
+    let lock = if db.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let head = sqlx::query(&format!("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1{lock}"))
+        .bind(tenant.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+    let (mut seq, mut prev): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
+    let mut added = 0;
+    for mut e in entries {
+        let exists: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_events WHERE id = $1")
+            .bind(e.id.clone())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if exists > 0 {
+            continue;
+        }
+        seq += 1;
+        e.seq = seq;
+        e.tenant_id = tenant.to_string();
+        e.prev_hash = prev.clone();
+        e.hash = chain_hash(&prev, &e);
+        sqlx::query(&format!(
+            "INSERT INTO audit_events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
+        ))
+        .bind(e.tenant_id.clone())
+        .bind(e.seq)
+        .bind(e.id.clone())
+        .bind(e.time_ms)
+        .bind(e.cluster_id.clone())
+        .bind(e.relay_id.clone())
+        .bind(e.request_id.clone())
+        .bind(e.kind.clone())
+        .bind(e.user.clone())
+        .bind(serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()))
+        .bind(e.verb.clone())
+        .bind(e.api_group.clone())
+        .bind(e.resource.clone())
+        .bind(e.namespace.clone())
+        .bind(e.name.clone())
+        .bind(e.subresource.clone())
+        .bind(e.method.clone())
+        .bind(e.path.clone())
+        .bind(e.status)
+        .bind(e.bytes_in)
+        .bind(e.bytes_out)
+        .bind(e.duration_ms)
+        .bind(e.decision.clone())
+        .bind(e.reason.clone())
+        .bind(e.client_address.clone())
+        .bind(e.kubectl_command.clone())
+        .bind(e.kubectl_session.clone())
+        .bind(e.prev_hash.clone())
+        .bind(e.hash.clone())
+        .execute(&mut *tx)
+        .await?;
+        prev = e.hash;
+        added += 1;
+    }
+    sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3")
+        .bind(seq)
+        .bind(prev)
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Filters of the audit listing.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this cluster.
+    pub cluster: Option<String>,
+    /// Only this user (exact, e.g. `kubechat:user:a@b.c`).
+    pub user: Option<String>,
+    /// Only this verb.
+    pub verb: Option<String>,
+    /// Only this resource.
+    pub resource: Option<String>,
+    /// From this time (Unix ms, inclusive).
+    pub since_ms: Option<i64>,
+    /// Until this time (Unix ms, exclusive).
+    pub until_ms: Option<i64>,
+    /// After this position (the previous page's `next`).
+    pub after: i64,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// One page of a tenant's audit events, oldest first, and the cursor of the
+/// next page if there is one.
+pub async fn list(db: &Db, tenant: &str, f: &Filter) -> Result<(Vec<AuditEntry>, Option<i64>), ApiError> {
+    let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq > $2 \
+         AND ($3 = '' OR cluster_id = $3) AND ($4 = '' OR user_name = $4) AND ($5 = '' OR verb = $5) AND ($6 = '' OR resource = $6) \
+         AND time_ms >= $7 AND time_ms < $8 ORDER BY seq LIMIT $9"
+    ))
+    .bind(tenant.to_string())
+    .bind(f.after)
+    .bind(f.cluster.clone().unwrap_or_default())
+    .bind(f.user.clone().unwrap_or_default())
+    .bind(f.verb.clone().unwrap_or_default())
+    .bind(f.resource.clone().unwrap_or_default())
+    .bind(f.since_ms.unwrap_or(i64::MIN))
+    .bind(f.until_ms.unwrap_or(i64::MAX))
+    .bind(f.limit + 1)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if items.len() as i64 > f.limit {
+        items.truncate(f.limit as usize);
+        items.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    Ok((items, next))
+}
+
+/// The first place a tenant's chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Break {
+    /// The position where the chain stops being what was written.
+    pub position: i64,
+    /// The id of the event stored there, if any.
+    pub id: Option<String>,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// The result of verifying a tenant's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// True when every event and the head check out.
+    pub intact: bool,
+    /// Events checked.
+    pub events: i64,
+    /// The last position and hash, per the head.
+    pub head_seq: i64,
+    /// The head hash.
+    pub head_hash: String,
+    /// The first break, if any.
+    pub first_break: Option<Break>,
+}
+
+/// Recomputes a tenant's whole chain and compares it with the head.
+pub async fn verify(db: &Db, tenant: &str) -> Result<Verification, ApiError> {
+    let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
+    let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
+        .bind(tenant.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (head_seq, head_hash): (i64, String) = match head {
+        Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
+        None => (0, String::new()),
+    };
+    let mut expected = 1i64;
+    let mut prev = String::new();
+    let mut checked = 0i64;
+    let mut first_break = None;
+    loop {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq >= $2 ORDER BY seq LIMIT 1000"
+        ))
+        .bind(tenant.to_string())
+        .bind(expected)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let e = from_row(r)?;
+            checked += 1;
+            let problem = if e.seq != expected {
+                Some((expected, None, format!("event {expected} is missing (the next stored is {})", e.seq)))
+            } else if e.prev_hash != prev {
+                Some((
+                    e.seq,
+                    Some(e.id.clone()),
+                    "the link to the previous event is broken (reordered or a predecessor removed)".to_string(),
+                ))
+            } else if chain_hash(&prev, &e) != e.hash {
+                Some((e.seq, Some(e.id.clone()), "the event's content does not match its hash (edited)".to_string()))
+            } else {
+                None
+            };
+            if let Some((position, id, problem)) = problem {
+                first_break = Some(Break { position, id, problem });
+                break;
+            }
+            prev = e.hash.clone();
+            expected = e.seq + 1;
+        }
+        if first_break.is_some() {
+            break;
+        }
+    }
+    tx.commit().await?;
+    if first_break.is_none() && (expected - 1 != head_seq || prev != head_hash) {
+        first_break = Some(Break {
+            position: expected,
+            id: None,
+            problem: format!(
+                "the log ends at event {} but {} were written (events removed from the end)",
+                expected - 1,
+                head_seq
+            ),
+        });
+    }
+    Ok(Verification { intact: first_break.is_none(), events: checked, head_seq, head_hash, first_break })
+}
+
+/// Usage event types, as stored.
+pub const USAGE_TYPES: &[&str] =
+    &["command_executed", "api_request", "cluster_connected", "user_session", "audit_export"];
+
+/// Records a usage event once per id; `false` if it was already stored.
+pub async fn add_usage(
+    db: &Db,
+    id: &str,
+    tenant: &str,
+    cluster: &str,
+    usage_type: &str,
+    quantity: f64,
+    time_ms: i64,
+) -> Result<bool, ApiError> {
+    let month = time::OffsetDateTime::from_unix_timestamp(time_ms / 1000)
+        .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
+        .unwrap_or_else(|_| "1970-01".into());
+    let mut tx = db.begin(&Scope::Platform).await?;
+    let r = sqlx::query("INSERT INTO usage_events (id, tenant_id, cluster_id, usage_type, quantity, time_ms, month) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING")
+        .bind(id.to_string())
+        .bind(tenant.to_string())
+        .bind(cluster.to_string())
+        .bind(usage_type.to_string())
+        .bind(quantity)
+        .bind(time_ms)
+        .bind(month)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// A tenant's usage in `month` (`YYYY-MM`), per type.
+pub async fn usage_totals(db: &Db, tenant: &str, month: &str) -> Result<Vec<(String, f64)>, ApiError> {
+    let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
+    let rows = sqlx::query("SELECT usage_type, SUM(quantity) AS q FROM usage_events WHERE tenant_id = $1 AND month = $2 GROUP BY usage_type ORDER BY usage_type")
+        .bind(tenant.to_string())
+        .bind(month.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows
+        .iter()
+        .map(|r| Ok((r.try_get::<String, _>("usage_type")?, r.try_get::<f64, _>("q")?)))
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
+/// The current month, `YYYY-MM` (UTC).
+pub fn this_month() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!("{:04}-{:02}", t.year(), u8::from(t.month()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_covers_every_field_and_the_link() {
+        let e = AuditEntry { seq: 1, id: "a".into(), user: "u".into(), ..Default::default() };
+        let h = chain_hash("", &e);
+        assert_eq!(h.len(), 64);
+        assert_ne!(h, chain_hash("x", &e), "the link");
+        for tweak in [
+            |e: &mut AuditEntry| e.user = "v".into(),
+            |e: &mut AuditEntry| e.seq = 2,
+            |e: &mut AuditEntry| e.status = 403,
+            |e: &mut AuditEntry| e.groups = vec!["g".into()],
+            |e: &mut AuditEntry| e.kubectl_session = "s".into(),
+        ] {
+            let mut f = e.clone();
+            tweak(&mut f);
+            assert_ne!(chain_hash("", &f), h);
+        }
+        // Stored hashes themselves are not part of the content.
+        let mut g = e.clone();
+        g.hash = "whatever".into();
+        assert_eq!(chain_hash("", &g), h);
+    }
+}
