@@ -1,0 +1,215 @@
+//! Audit and usage events from a relay's side (gRPC over mutual TLS), and
+//! the tamper-evident chain, on SQLite and PostgreSQL.
+
+mod common;
+
+use common::*;
+use kubechat_control_plane::db::Scope;
+use kubechat_protocol::events::events_client::EventsClient;
+use kubechat_protocol::events::{AuditBody, Event, EventBatch, UsageBody, UsageType, event};
+use kubechat_transport::tls;
+use serde_json::Value;
+use sqlx::Row;
+
+type EventsGrpc = EventsClient<
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        tonic::body::Body,
+    >,
+>;
+
+fn events_client(env: &Env, relay: &str) -> EventsGrpc {
+    let roots = tls::parse_ca_pem(env.pki.relay_ca.cert_pem()).expect("ca");
+    let cfg = tls::internal_client_config(&relay_identity(env, relay), &roots, &[]).expect("tls");
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_only().enable_http2().build();
+    let http =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build(https);
+    EventsClient::with_origin(http, format!("https://{}", env.internal).parse().expect("uri"))
+}
+
+fn audit(tenant: &str, cluster: &str, relay: &str, user: &str, verb: &str) -> Event {
+    Event {
+        id: uuid::Uuid::now_v7().to_string(),
+        time_ms: 1_700_000_000_000,
+        tenant: tenant.into(),
+        cluster: cluster.into(),
+        relay: relay.into(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        body: Some(event::Body::Audit(AuditBody {
+            kind: "request".into(),
+            user: user.into(),
+            verb: verb.into(),
+            resource: "pods".into(),
+            namespace: "web".into(),
+            method: "GET".into(),
+            path: "/api/v1/namespaces/web/pods".into(),
+            status: 200,
+            decision: "allow".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn usage(tenant: &str, relay: &str, kind: UsageType) -> Event {
+    Event {
+        id: uuid::Uuid::now_v7().to_string(),
+        time_ms: 1_700_000_000_000,
+        tenant: tenant.into(),
+        cluster: "c1".into(),
+        relay: relay.into(),
+        request_id: String::new(),
+        body: Some(event::Body::Usage(UsageBody { r#type: kind as i32, quantity: 1.0 })),
+    }
+}
+
+/// Runs `sql` as the platform (row-level security lets a bare connection
+/// see nothing on PostgreSQL): how a database administrator would tamper.
+async fn platform_sql(env: &Env, sql: &str) -> Vec<sqlx::any::AnyRow> {
+    let mut tx = env.app.db.begin(&Scope::Platform).await.expect("begin");
+    let rows = sqlx::query(sql).fetch_all(&mut *tx).await.expect("sql");
+    tx.commit().await.expect("commit");
+    rows
+}
+
+async fn count(env: &Env, sql: &str) -> i64 {
+    platform_sql(env, sql).await[0].try_get("n").expect("n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_duplicated_events_lose_none_of_the_valid_ones() {
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (_, tid, cid, _) = tenant_and_cluster(&env).await;
+        let mut relay = events_client(&env, "eu-1");
+        let good = audit(&tid, &cid, "eu-1", "kubechat:user:a@acme.example", "list");
+        let good2 = usage(&tid, "eu-1", UsageType::ApiRequest);
+        let mut bad_id = audit(&tid, &cid, "eu-1", "u", "get");
+        bad_id.id = "not-a-uuid".into();
+        let other_relay = audit(&tid, &cid, "us-1", "u", "get");
+        let no_tenant = audit("t-does-not-exist", &cid, "eu-1", "u", "get");
+        let mut no_body = audit(&tid, &cid, "eu-1", "u", "get");
+        no_body.body = None;
+        let mut bad_decision = audit(&tid, &cid, "eu-1", "u", "get");
+        if let Some(event::Body::Audit(a)) = &mut bad_decision.body {
+            a.decision = "maybe".into();
+        }
+        let unknown_usage = usage(&tid, "eu-1", UsageType::Unspecified);
+        let batch = vec![
+            good.clone(),
+            bad_id.clone(),
+            good.clone(), // duplicated within the batch
+            other_relay.clone(),
+            no_tenant.clone(),
+            no_body.clone(),
+            bad_decision.clone(),
+            unknown_usage.clone(),
+            good2.clone(),
+        ];
+        let ack = relay.publish(EventBatch { events: batch }).await.expect("publish").into_inner();
+        let rejected: Vec<&str> = ack.rejected.iter().map(|r| r.id.as_str()).collect();
+        for e in [&bad_id, &other_relay, &no_tenant, &no_body, &bad_decision, &unknown_usage] {
+            assert!(rejected.contains(&e.id.as_str()), "{} not rejected: {ack:?}", e.id);
+        }
+        assert!(ack.rejected.iter().any(|r| r.reason.contains("UUID")), "{ack:?}");
+        assert!(ack.rejected.iter().any(|r| r.reason.contains("sent by")), "{ack:?}");
+        assert!(ack.accepted.contains(&good.id) && ack.accepted.contains(&good2.id), "{ack:?}");
+        // Resent (a lost acknowledgement): accepted again, stored once.
+        let again = relay.publish(EventBatch { events: vec![good.clone(), good2.clone()] }).await.expect("publish");
+        assert_eq!(again.into_inner().accepted.len(), 2);
+        assert_eq!(count(&env, &format!("SELECT COUNT(*) AS n FROM audit_events WHERE tenant_id = '{tid}'")).await, 1);
+        assert_eq!(count(&env, &format!("SELECT COUNT(*) AS n FROM usage_events WHERE id = '{}'", good2.id)).await, 1);
+        // An oversized batch is refused whole, with a reason.
+        let huge: Vec<Event> = (0..5001).map(|_| audit(&tid, &cid, "eu-1", "u", "get")).collect();
+        let err = relay.publish(EventBatch { events: huge }).await.expect_err("too many");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+}
+
+async fn verify(env: &Env, tenant: &str) -> Value {
+    let r = env.admin.get(&format!("/v1/tenants/{tenant}/audit/verify")).await.expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_deleting_or_reordering_a_stored_row_is_named_by_verify() {
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (ta, tid, cid, _) = tenant_and_cluster(&env).await;
+        let mut relay = events_client(&env, "eu-1");
+        let events: Vec<Event> =
+            (0..6).map(|i| audit(&tid, &cid, "eu-1", &format!("kubechat:user:u{i}@acme.example"), "get")).collect();
+        relay.publish(EventBatch { events }).await.expect("publish");
+        let v = verify(&env, &tid).await;
+        assert_eq!(v["intact"], true, "{v}");
+        assert_eq!(v["events"], 6);
+        let env = &env;
+        let exec = |sql: String| async move { platform_sql(env, &sql).await };
+
+        // Edited: the content of event 3 no longer matches its hash.
+        exec(format!("UPDATE audit_events SET user_name = 'kubechat:user:mallory@evil.example' WHERE tenant_id = '{tid}' AND seq = 3")).await;
+        let v = verify(&env, &tid).await;
+        assert_eq!(v["intact"], false);
+        assert_eq!(v["firstBreak"]["position"], 3, "{v}");
+        assert!(v["firstBreak"]["problem"].as_str().expect("problem").contains("edited"), "{v}");
+        exec(format!(
+            "UPDATE audit_events SET user_name = 'kubechat:user:u2@acme.example' WHERE tenant_id = '{tid}' AND seq = 3"
+        ))
+        .await;
+        assert_eq!(verify(&env, &tid).await["intact"], true);
+
+        // Reordered: events 4 and 5 swap places.
+        exec(format!("UPDATE audit_events SET seq = -4 WHERE tenant_id = '{tid}' AND seq = 4")).await;
+        exec(format!("UPDATE audit_events SET seq = 4 WHERE tenant_id = '{tid}' AND seq = 5")).await;
+        exec(format!("UPDATE audit_events SET seq = 5 WHERE tenant_id = '{tid}' AND seq = -4")).await;
+        let v = verify(&env, &tid).await;
+        assert_eq!(v["firstBreak"]["position"], 4, "{v}");
+        assert!(v["firstBreak"]["problem"].as_str().expect("problem").contains("link"), "{v}");
+        exec(format!("UPDATE audit_events SET seq = -4 WHERE tenant_id = '{tid}' AND seq = 4")).await;
+        exec(format!("UPDATE audit_events SET seq = 4 WHERE tenant_id = '{tid}' AND seq = 5")).await;
+        exec(format!("UPDATE audit_events SET seq = 5 WHERE tenant_id = '{tid}' AND seq = -4")).await;
+        assert_eq!(verify(&env, &tid).await["intact"], true);
+
+        // Deleted: event 2 is gone.
+        exec(format!("DELETE FROM audit_events WHERE tenant_id = '{tid}' AND seq = 2")).await;
+        let v = verify(&env, &tid).await;
+        assert_eq!(v["firstBreak"]["position"], 2, "{v}");
+        assert!(v["firstBreak"]["problem"].as_str().expect("problem").contains("missing"), "{v}");
+
+        // The last event deleted (in another tenant's intact log first).
+        let (_, tid2, cid2) = {
+            let t = env
+                .admin
+                .post(
+                    "/v1/tenants",
+                    &serde_json::json!({"name": "B", "slug": "bee", "plan": "team", "adminEmail": "b@bee.example"}),
+                )
+                .await
+                .expect("reach");
+            let tid2 = t.body["tenant"]["id"].as_str().expect("id").to_string();
+            (t, tid2, "c2".to_string())
+        };
+        let events: Vec<Event> = (0..3).map(|_| audit(&tid2, &cid2, "eu-1", "u", "get")).collect();
+        relay.publish(EventBatch { events }).await.expect("publish");
+        assert_eq!(verify(&env, &tid2).await["intact"], true);
+        exec(format!("DELETE FROM audit_events WHERE tenant_id = '{tid2}' AND seq = 3")).await;
+        let v = verify(&env, &tid2).await;
+        assert_eq!(v["firstBreak"]["position"], 3, "{v}");
+        assert!(v["firstBreak"]["problem"].as_str().expect("problem").contains("end"), "{v}");
+
+        // Filters and pages of the listing; a tenant user may not read it.
+        let page = ta.get(&format!("/v1/tenants/{tid}/audit?limit=2")).await.expect("reach");
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert_eq!(page.body["items"].as_array().map(Vec::len), Some(2));
+        let next = page.body["next"].as_i64().expect("a next page");
+        let rest = ta.get(&format!("/v1/tenants/{tid}/audit?after={next}&limit=100")).await.expect("reach");
+        assert_eq!(rest.body["items"].as_array().map(Vec::len), Some(3), "{}", rest.body);
+        let one = ta.get(&format!("/v1/tenants/{tid}/audit?user=kubechat:user:u5@acme.example")).await.expect("reach");
+        assert_eq!(one.body["items"].as_array().map(Vec::len), Some(1), "{}", one.body);
+        let bad = ta.get(&format!("/v1/tenants/{tid}/audit?since=yesterday")).await.expect("reach");
+        assert_eq!(bad.status, 400);
+        // Another tenant's audit is a 404 like any of its ids.
+        let other = ta.get(&format!("/v1/tenants/{tid2}/audit")).await.expect("reach");
+        assert_eq!(other.status, 404);
+    }
+}
