@@ -276,7 +276,14 @@ impl Db {
 
     /// A transaction limited to `scope`.
     pub async fn begin(&self, scope: &Scope) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        // On SQLite a transaction that reads and then writes fails at once
+        // (SQLITE_BUSY, no waiting) if another wrote meanwhile; taking the
+        // write lock up front makes concurrent writers wait their turn
+        // (busy_timeout) instead.
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         if self.backend == Backend::Postgres {
             let (tenant, platform) = match scope {
                 Scope::Tenant(t) => (t.as_str(), "off"),

@@ -25,7 +25,7 @@ pub(crate) struct RelayPeer(pub(crate) String);
 
 /// What a valid event becomes.
 enum Valid {
-    Audit(AuditEntry),
+    Audit(Box<AuditEntry>),
     Usage { tenant: String, cluster: String, usage_type: &'static str, quantity: f64 },
 }
 
@@ -78,7 +78,7 @@ fn validate(e: &Event, relay: &str) -> Result<Valid, String> {
                 return Err("a field is too long".into());
             }
             let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            Ok(Valid::Audit(AuditEntry {
+            Ok(Valid::Audit(Box::new(AuditEntry {
                 id: e.id.clone(),
                 time_ms: e.time_ms,
                 tenant_id: e.tenant.clone(),
@@ -106,7 +106,7 @@ fn validate(e: &Event, relay: &str) -> Result<Valid, String> {
                 kubectl_command: a.kubectl_command.clone(),
                 kubectl_session: a.kubectl_session.clone(),
                 ..Default::default()
-            }))
+            })))
         }
     }
 }
@@ -138,7 +138,7 @@ pub async fn ingest(app: &App, relay: &str, batch: Vec<Event>) -> Result<BatchAc
             continue;
         }
         match valid {
-            Valid::Audit(a) => audits.entry(a.tenant_id.clone()).or_default().push(a),
+            Valid::Audit(a) => audits.entry(a.tenant_id.clone()).or_default().push(*a),
             Valid::Usage { tenant, cluster, usage_type, quantity } => {
                 usages.push((e.id, tenant, cluster, usage_type, quantity, e.time_ms));
             }

@@ -4,6 +4,7 @@
 //! CLI that talks to it.
 //!
 //! # Layout
+//! - [`cli`]: the server's command line and `main`.
 //! - [`api`]: the `/v1` REST API (authentication, roles, isolation, limits).
 //! - [`db`]: the data-access layer over SQLite and PostgreSQL, migrations, RLS.
 //! - [`model`]: tenants, subscriptions, plans, users, roles, tokens, clusters.
@@ -25,6 +26,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod certificates;
+pub mod cli;
 pub mod client;
 pub mod db;
 pub mod directory;

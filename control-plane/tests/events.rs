@@ -148,7 +148,7 @@ async fn editing_deleting_or_reordering_a_stored_row_is_named_by_verify() {
 
         // Edited: the content of event 3 no longer matches its hash.
         exec(format!("UPDATE audit_events SET user_name = 'kubechat:user:mallory@evil.example' WHERE tenant_id = '{tid}' AND seq = 3")).await;
-        let v = verify(&env, &tid).await;
+        let v = verify(env, &tid).await;
         assert_eq!(v["intact"], false);
         assert_eq!(v["firstBreak"]["position"], 3, "{v}");
         assert!(v["firstBreak"]["problem"].as_str().expect("problem").contains("edited"), "{v}");
@@ -156,23 +156,23 @@ async fn editing_deleting_or_reordering_a_stored_row_is_named_by_verify() {
             "UPDATE audit_events SET user_name = 'kubechat:user:u2@acme.example' WHERE tenant_id = '{tid}' AND seq = 3"
         ))
         .await;
-        assert_eq!(verify(&env, &tid).await["intact"], true);
+        assert_eq!(verify(env, &tid).await["intact"], true);
 
         // Reordered: events 4 and 5 swap places.
         exec(format!("UPDATE audit_events SET seq = -4 WHERE tenant_id = '{tid}' AND seq = 4")).await;
         exec(format!("UPDATE audit_events SET seq = 4 WHERE tenant_id = '{tid}' AND seq = 5")).await;
         exec(format!("UPDATE audit_events SET seq = 5 WHERE tenant_id = '{tid}' AND seq = -4")).await;
-        let v = verify(&env, &tid).await;
+        let v = verify(env, &tid).await;
         assert_eq!(v["firstBreak"]["position"], 4, "{v}");
         assert!(v["firstBreak"]["problem"].as_str().expect("problem").contains("link"), "{v}");
         exec(format!("UPDATE audit_events SET seq = -4 WHERE tenant_id = '{tid}' AND seq = 4")).await;
         exec(format!("UPDATE audit_events SET seq = 4 WHERE tenant_id = '{tid}' AND seq = 5")).await;
         exec(format!("UPDATE audit_events SET seq = 5 WHERE tenant_id = '{tid}' AND seq = -4")).await;
-        assert_eq!(verify(&env, &tid).await["intact"], true);
+        assert_eq!(verify(env, &tid).await["intact"], true);
 
         // Deleted: event 2 is gone.
         exec(format!("DELETE FROM audit_events WHERE tenant_id = '{tid}' AND seq = 2")).await;
-        let v = verify(&env, &tid).await;
+        let v = verify(env, &tid).await;
         assert_eq!(v["firstBreak"]["position"], 2, "{v}");
         assert!(v["firstBreak"]["problem"].as_str().expect("problem").contains("missing"), "{v}");
 
@@ -191,9 +191,9 @@ async fn editing_deleting_or_reordering_a_stored_row_is_named_by_verify() {
         };
         let events: Vec<Event> = (0..3).map(|_| audit(&tid2, &cid2, "eu-1", "u", "get")).collect();
         relay.publish(EventBatch { events }).await.expect("publish");
-        assert_eq!(verify(&env, &tid2).await["intact"], true);
+        assert_eq!(verify(env, &tid2).await["intact"], true);
         exec(format!("DELETE FROM audit_events WHERE tenant_id = '{tid2}' AND seq = 3")).await;
-        let v = verify(&env, &tid2).await;
+        let v = verify(env, &tid2).await;
         assert_eq!(v["firstBreak"]["position"], 3, "{v}");
         assert!(v["firstBreak"]["problem"].as_str().expect("problem").contains("end"), "{v}");
 

@@ -152,17 +152,23 @@ fn refuse(state: &RelayState, audit: &Option<Arc<RequestAudit>>, reason: &'stati
     }
 }
 
+/// Whose request an audit record is about.
+struct Subject<'a> {
+    tenant: &'a str,
+    cluster: &'a str,
+    request_id: &'a str,
+    client_address: &'a str,
+}
+
 /// The audit record of a request about to be handled as `identity`.
 fn audit_record(
     state: &Arc<RelayState>,
     req: &Request<Incoming>,
-    tenant: &str,
-    cluster: &str,
-    request_id: &str,
+    who: Subject<'_>,
     uri: &str,
     identity: &Identity,
-    client_address: &str,
 ) -> Arc<RequestAudit> {
+    let Subject { tenant, cluster, request_id, client_address } = who;
     let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
     let watch = kubechat_protocol::kube_request::query_pairs(Some(query))
         .iter()
@@ -263,8 +269,13 @@ async fn forward(
     // With a grant, the tenant is known before a tunnel is picked, so even a
     // request refused for want of a tunnel is audited.
     if let Some((g, _)) = &granted {
-        *audit =
-            Some(audit_record(&state, &req, &g.tenant, &cluster, &g.request_id, &uri, &identity, &g.client_address));
+        let who = Subject {
+            tenant: &g.tenant,
+            cluster: &cluster,
+            request_id: &g.request_id,
+            client_address: &g.client_address,
+        };
+        *audit = Some(audit_record(&state, &req, who, &uri, &identity));
     }
     if events::must_audit(req.method().as_str(), upgrade) && state.spool.as_ref().is_some_and(|s| s.is_full()) {
         refuse(&state, audit, "audit_spool_full");
@@ -307,7 +318,9 @@ async fn forward(
     };
 
     if audit.is_none() {
-        *audit = Some(audit_record(&state, &req, &tunnel.identity.tenant, &cluster, &request_id, &uri, &identity, ""));
+        let who =
+            Subject { tenant: &tunnel.identity.tenant, cluster: &cluster, request_id: &request_id, client_address: "" };
+        *audit = Some(audit_record(&state, &req, who, &uri, &identity));
     }
     if granted.as_ref().is_some_and(|(g, _)| g.tenant != tunnel.identity.tenant) {
         refuse(&state, audit, "grant_invalid");

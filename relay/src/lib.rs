@@ -109,6 +109,11 @@ impl RelayHandle {
     pub fn events_pending(&self) -> usize {
         self.state.spool.as_ref().map_or(0, |s| s.pending())
     }
+
+    /// Bytes of events in the spool (written or queued for writing).
+    pub fn spool_bytes(&self) -> u64 {
+        self.state.spool.as_ref().map_or(0, |s| s.bytes())
+    }
 }
 
 impl Relay {

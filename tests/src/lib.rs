@@ -10,6 +10,7 @@
 //! - [`kubectl`]: the real kubectl, installed on first use, one cache per test.
 //! - [`kubectl_suite`]: what a person does with kubectl, checked end to end.
 //! - [`logscan`]: capturing every log line to prove no secret reaches one.
+//! - [`platform`]: control plane, relay, agent and kube-sim wired together.
 //! - [`stack`]: starting relays and agents on 127.0.0.1:0.
 //! - [`wait`]: `eventually` and a panic counter.
 
@@ -19,5 +20,6 @@ pub mod kubectl;
 pub mod kubectl_suite;
 pub mod logscan;
 pub mod pki;
+pub mod platform;
 pub mod stack;
 pub mod wait;

@@ -1,0 +1,269 @@
+//! A whole KubeChat platform in one test process: control plane, relay,
+//! agent and kube-sim, wired as in production (presence over gRPC, grants,
+//! enrollment), with a demo tenant and cluster. Dropping a [`World`] checks
+//! that no secret reached any log line.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use kube_sim::kubeconfig::{Credentials, KubeconfigSpec};
+use kubechat_control_plane::client::Client;
+use kubechat_control_plane::enroll::Enrollment;
+use kubechat_control_plane::{Config, ControlPlane, RelayTls, Secret};
+use kubechat_protocol::grant::{GrantSigner, GrantVerifier};
+use kubechat_relay::presence::PresenceTarget;
+use kubechat_transport::pki::Validity;
+use kubechat_transport::tls;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::kubectl::Kubectl;
+use crate::pki::TestPki;
+use crate::stack::{AGENT_TOKEN, start_agent, start_relay};
+
+/// The platform admin's token.
+pub const ADMIN: &str = "kc_platformadmintokenforkubepathtests000000";
+
+/// A whole platform on 127.0.0.1: control plane (SQLite, HTTPS, internal
+/// gRPC, enrollment), a relay reporting presence, an agent, kube-sim, and a
+/// demo tenant with one cluster.
+pub struct World {
+    /// Certificates of this world.
+    pub pki: TestPki,
+    /// `https://127.0.0.1:<port>` of the control plane.
+    pub cp_url: String,
+    /// The CA (PEM) the control plane's certificate chains to.
+    pub cp_ca: String,
+    /// The tenant admin's API client.
+    pub api: Client,
+    /// The simulated cluster.
+    pub sim: kube_sim::TestSim,
+    /// The relay.
+    pub relay: crate::stack::TestRelay,
+    /// The agent of the cluster.
+    pub agent: crate::stack::TestAgent,
+    /// Holds the control plane's database.
+    pub dir: tempfile::TempDir,
+    /// Stops the control plane.
+    pub shutdown: CancellationToken,
+    /// The tenant id.
+    pub tenant: String,
+    /// The cluster id.
+    pub cluster: String,
+    /// The control plane's state (its database).
+    pub app: std::sync::Arc<kubechat_control_plane::App>,
+    /// Secrets no log line may contain (besides the generic patterns).
+    pub secrets: Vec<String>,
+}
+
+impl Drop for World {
+    /// Every test ends by proving that no token or private key reached any
+    /// log line, at any level (our crates at TRACE, dependencies at DEBUG).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let literals: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+            crate::logscan::assert_no_secrets(&literals);
+        }
+    }
+}
+
+impl World {
+    /// The agent's kube configuration for kube-sim (its service-account token).
+    pub async fn agent_kube_config(&self) -> kube::Config {
+        let kc = KubeconfigSpec {
+            name: "sim".into(),
+            server: self.sim.url(),
+            ca_pem: Some(self.sim.ca_pem.clone()),
+            credentials: Credentials::Token(AGENT_TOKEN.into()),
+            impersonate_user: None,
+            impersonate_groups: Vec::new(),
+            namespace: None,
+        };
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::from_yaml(&kc.to_yaml()).expect("yaml"),
+            &Default::default(),
+        )
+        .await
+        .expect("kube config")
+    }
+
+    /// kubectl for `cluster` with `token`.
+    pub fn kubectl(&self, token: &str, cluster: &str) -> Kubectl {
+        Kubectl::new(
+            &KubeconfigSpec {
+                name: "kubechat".into(),
+                server: format!("{}/k8s/clusters/{cluster}", self.cp_url),
+                ca_pem: Some(self.cp_ca.clone()),
+                credentials: Credentials::Token(token.into()),
+                impersonate_user: None,
+                impersonate_groups: Vec::new(),
+                namespace: None,
+            }
+            .to_yaml(),
+        )
+    }
+
+    /// kubectl with the kubeconfig the control plane hands out for `token`.
+    pub async fn kubectl_downloaded(&self, token: &str) -> Kubectl {
+        let c = Client::new_tls(&self.cp_url, Some(Secret(token.into())), &self.cp_ca);
+        let r =
+            c.get(&format!("/v1/tenants/{}/clusters/{}/kubeconfig", self.tenant, self.cluster)).await.expect("reach");
+        assert_eq!(r.status, 200, "{}", r.body);
+        Kubectl::new(r.body["kubeconfig"].as_str().expect("kubeconfig"))
+    }
+
+    /// A user of the tenant with `role`; returns their token.
+    pub async fn user(&self, email: &str, role: &str) -> String {
+        let r = self
+            .api
+            .post(&format!("/v1/tenants/{}/users", self.tenant), &json!({"email": email, "role": role}))
+            .await
+            .expect("reach");
+        assert_eq!(r.status, 201, "{}", r.body);
+        let uid = r.body["id"].as_str().expect("id").to_string();
+        let t = self
+            .api
+            .post(&format!("/v1/tenants/{}/tokens", self.tenant), &json!({"name": "kubectl", "userId": uid}))
+            .await
+            .expect("reach");
+        t.body["token"].as_str().expect("token").to_string()
+    }
+}
+
+/// A world whose cluster has `policy`.
+pub async fn world(policy: serde_json::Value) -> World {
+    world_with(policy, |_| {}).await
+}
+
+/// A world whose cluster has `policy`, its relay configured by `tweak` too.
+pub async fn world_with(policy: serde_json::Value, tweak: impl FnOnce(&mut kubechat_relay::Config)) -> World {
+    crate::logscan::install();
+    let pki = TestPki::new();
+    // The control plane's grant key, and what relays and agents trust.
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("keygen");
+    let signer = GrantSigner::from_pkcs8("cp-1", pkcs8.as_ref()).expect("signer");
+    let trust = || GrantVerifier::new([("cp-1".to_string(), signer.public_key())]);
+    // The relay starts first: enrollment hands out its address. It reports
+    // presence to the control plane's internal port (chosen now; reports
+    // are retried until the control plane is up).
+    let internal_port = crate::stack::free_port();
+    let relay = start_relay(&pki, |c| {
+        tweak(c);
+        c.grants = trust();
+        c.presence = Some(PresenceTarget {
+            url: format!("https://127.0.0.1:{internal_port}"),
+            tls: tls::internal_client_config(&pki.relay_identity(), &pki.relay_ca(), &[]).expect("tls"),
+            interval: Duration::from_millis(200),
+            advertise: None,
+        });
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = Config::new(&format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()));
+    cfg.platform_admin_token = Some(Secret(ADMIN.into()));
+    cfg.grant_signing_key =
+        Some(Secret(format!("cp-1={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref()))));
+    let serving = pki.relay_cert_for("control-plane");
+    cfg.tls = Some(serving.identity().expect("identity"));
+    cfg.public_ca_pem = Some(pki.pki.relay_ca.cert_pem().to_string());
+    cfg.relays = Some(RelayTls { client: pki.internal_client(), relay_ca: pki.relay_ca() });
+    cfg.internal_listen = Some(([127, 0, 0, 1], internal_port).into());
+    cfg.enrollment = Some(Enrollment {
+        agent_ca: Arc::new(pki.pki.agent_ca.try_clone().expect("agent CA")),
+        relay_ca_pem: pki.pki.relay_ca.cert_pem().to_string(),
+        relays: vec![relay.quic.to_string()],
+        cert_lifetime: Duration::from_secs(3600),
+        bootstrap_lifetime: Duration::from_secs(3600),
+        renewal_overlap: Duration::ZERO,
+    });
+    let cp = ControlPlane::bind(cfg).await.expect("control plane");
+    let app = cp.app();
+    let cp_url = format!("https://{}", cp.addr());
+    let http_api = cp_url.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cp.run(shutdown.clone()));
+
+    let api_admin = kubechat_control_plane::client::Client::new_tls(
+        &http_api,
+        Some(Secret(ADMIN.into())),
+        pki.pki.relay_ca.cert_pem(),
+    );
+    let r = api_admin
+        .post(
+            "/v1/tenants",
+            &json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "admin@acme.example"}),
+        )
+        .await
+        .expect("reach");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tenant = r.body["tenant"]["id"].as_str().expect("id").to_string();
+    let api = api_admin.with_token(r.body["token"].as_str().expect("token"));
+    let c = api
+        .post(&format!("/v1/tenants/{tenant}/clusters"), &json!({"name": "prod", "policy": policy}))
+        .await
+        .expect("reach");
+    assert_eq!(c.status, 201, "{}", c.body);
+    let cluster = c.body["id"].as_str().expect("id").to_string();
+
+    let mut tokens = HashMap::new();
+    tokens.insert(
+        AGENT_TOKEN.to_string(),
+        kube_sim::UserInfo { name: kube_sim::seed::AGENT_USER.into(), groups: vec!["system:serviceaccounts".into()] },
+    );
+    let mut sim_cfg = kube_sim::SimConfig::with_tokens(tokens);
+    sim_cfg.log_interval = Duration::from_millis(200);
+    let sim = kube_sim::TestSim::start(sim_cfg, true).await;
+    let kc = KubeconfigSpec {
+        name: "sim".into(),
+        server: sim.url(),
+        ca_pem: Some(sim.ca_pem.clone()),
+        credentials: Credentials::Token(AGENT_TOKEN.into()),
+        impersonate_user: None,
+        impersonate_groups: Vec::new(),
+        namespace: None,
+    };
+    let kube_config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&kc.to_yaml()).expect("yaml"),
+        &Default::default(),
+    )
+    .await
+    .expect("kube config");
+    let cert = pki.agent_cert_valid(&tenant, &cluster, Validity::for_duration(Duration::from_secs(3600)));
+    let agent = start_agent(&pki, &[relay.quic], &cert, &sim.url(), |a| {
+        a.kube = kube_config;
+        a.grants = trust();
+    })
+    .await;
+    agent.wait_tunnels(1).await;
+    // The directory knows the tunnel once the relay reported it.
+    let (a, t, c) = (api.clone(), tenant.clone(), cluster.clone());
+    crate::wait::eventually("the directory lists the tunnel", Duration::from_secs(10), || {
+        let (a, t, c) = (a.clone(), t.clone(), c.clone());
+        async move {
+            let r = a.get(&format!("/v1/tenants/{t}/clusters/{c}")).await.expect("reach");
+            r.body["connected"] == json!(true)
+        }
+    })
+    .await;
+    World {
+        cp_ca: pki.pki.relay_ca.cert_pem().to_string(),
+        pki,
+        cp_url,
+        api,
+        sim,
+        relay,
+        agent,
+        dir,
+        shutdown,
+        tenant,
+        cluster,
+        app,
+        secrets: vec![
+            ADMIN.to_string(),
+            AGENT_TOKEN.to_string(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref()),
+        ],
+    }
+}
