@@ -353,6 +353,53 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
             let t = admin_tenant(app, &p, id).await?;
             Ok((StatusCode::OK, json!(crate::audit::verify(&app.db, &t.id).await?)))
         }
+        (Method::GET, ["v1", "tenants", id, "invoices", month]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            let valid = month.len() == 7
+                && month.as_bytes()[4] == b'-'
+                && month[..4].parse::<u16>().is_ok()
+                && month[5..].parse::<u8>().is_ok_and(|m| (1..=12).contains(&m));
+            if !valid {
+                return Err(ApiError::bad_request("invalid_month", "the month must be YYYY-MM, e.g. 2026-11"));
+            }
+            Ok((StatusCode::OK, json!(crate::billing::invoice(&app.db, &t, month).await?)))
+        }
+        (Method::POST, ["v1", "subscriptions", id, "upgrade"]) => {
+            let mut t = admin_tenant(app, &p, id).await?;
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase", deny_unknown_fields)]
+            struct Upgrade {
+                plan: Plan,
+            }
+            let b: Upgrade = body_json(req).await?;
+            let rank = |p: Plan| match p {
+                Plan::Free => 0,
+                Plan::Team => 1,
+                Plan::Enterprise => 2,
+            };
+            if rank(b.plan) <= rank(t.subscription.plan) && !p.is_platform() {
+                return Err(ApiError::bad_request(
+                    "not_an_upgrade",
+                    format!(
+                        "{} is not above the current plan {}; contact support to downgrade",
+                        b.plan.as_str(),
+                        t.subscription.plan.as_str()
+                    ),
+                ));
+            }
+            t.subscription.plan = b.plan;
+            t.subscription.limits = b.plan.limits();
+            let scope = if p.is_platform() { Scope::Platform } else { Scope::Tenant(t.id.clone()) };
+            app.db.update_tenant(&scope, &t).await?;
+            tracing::info!(tenant = %t.id, plan = b.plan.as_str(), "subscription upgraded");
+            Ok((StatusCode::OK, json!(t)))
+        }
+        (Method::GET, ["v1", "analytics", "mrr"]) => {
+            if !p.is_platform() {
+                return Err(ApiError::forbidden("role", "only platform administrators see revenue"));
+            }
+            Ok((StatusCode::OK, crate::billing::mrr(&app.db).await?))
+        }
         (Method::GET, ["v1", "tunnels"]) => {
             if !p.is_platform() {
                 return Err(ApiError::forbidden(
@@ -671,12 +718,18 @@ struct TenantUpdate {
     plan: Option<Plan>,
     #[serde(default)]
     home_region: Option<String>,
+    /// A contract's own limits (platform administrators only).
+    #[serde(default)]
+    limits: Option<UsageLimits>,
 }
 
 async fn update_tenant(app: &App, p: &Principal, id: &str, b: TenantUpdate) -> Reply {
     let mut t = admin_tenant(app, p, id).await?;
-    if (b.status.is_some() || b.plan.is_some() || b.home_region.is_some()) && !p.is_platform() {
-        return Err(ApiError::forbidden("role", "only platform administrators can change status, plan or home region"));
+    if (b.status.is_some() || b.plan.is_some() || b.home_region.is_some() || b.limits.is_some()) && !p.is_platform() {
+        return Err(ApiError::forbidden(
+            "role",
+            "only platform administrators can change status, plan, limits or home region; tenant admins upgrade with POST /v1/subscriptions/{id}/upgrade",
+        ));
     }
     if let Some(n) = b.name {
         if n.trim().is_empty() || n.len() > 200 {
@@ -693,6 +746,15 @@ async fn update_tenant(app: &App, p: &Principal, id: &str, b: TenantUpdate) -> R
     if let Some(plan) = b.plan {
         t.subscription.plan = plan;
         t.subscription.limits = plan.limits();
+    }
+    if let Some(l) = b.limits {
+        if l.max_users < 0 || l.max_clusters < 0 || l.max_commands_per_month < 0 || l.max_audit_retention_days < 1 {
+            return Err(ApiError::bad_request(
+                "invalid_limits",
+                "limits must not be negative; retention at least 1 day",
+            ));
+        }
+        t.subscription.limits = l;
     }
     if let Some(r) = b.home_region {
         t.home_region = r;

@@ -79,6 +79,23 @@ fn postgres_v3() -> Vec<String> {
     v
 }
 
+/// Version 4: command quotas (per month counters, kubectl sessions seen) and
+/// audit checkpoints (signed, where retention pruned the chain).
+const V4: &[&str] = &[
+    "CREATE TABLE command_counters (tenant_id TEXT NOT NULL, month TEXT NOT NULL, commands BIGINT NOT NULL, PRIMARY KEY (tenant_id, month))",
+    "CREATE TABLE kubectl_sessions (tenant_id TEXT NOT NULL, session_id TEXT NOT NULL, first_seen_ms BIGINT NOT NULL, PRIMARY KEY (tenant_id, session_id))",
+    "CREATE TABLE audit_checkpoints (tenant_id TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, created_at BIGINT NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL, PRIMARY KEY (tenant_id, seq))",
+];
+
+/// Version 4 on PostgreSQL.
+fn postgres_v4() -> Vec<String> {
+    let mut v: Vec<String> = V4.iter().map(|s| (*s).to_string()).collect();
+    for table in ["command_counters", "kubectl_sessions", "audit_checkpoints"] {
+        v.extend(rls(table, "tenant_id"));
+    }
+    v
+}
+
 /// Tables holding a tenant's rows, in the order a purge deletes them.
 pub const TENANT_TABLES: &[&str] = &[
     "cross_tenant_access",
@@ -89,6 +106,9 @@ pub const TENANT_TABLES: &[&str] = &[
     "audit_events",
     "audit_heads",
     "usage_events",
+    "command_counters",
+    "kubectl_sessions",
+    "audit_checkpoints",
     "clusters",
     "users",
     "tenants",
@@ -254,8 +274,9 @@ impl Db {
                 SQLITE_V1.iter().map(|s| (*s).to_string()).collect(),
                 V2.iter().map(|s| (*s).to_string()).collect(),
                 V3.iter().map(|s| (*s).to_string()).collect(),
+                V4.iter().map(|s| (*s).to_string()).collect(),
             ],
-            Backend::Postgres => vec![postgres_v1(), postgres_v2(), postgres_v3()],
+            Backend::Postgres => vec![postgres_v1(), postgres_v2(), postgres_v3(), postgres_v4()],
         };
         for (i, statements) in migrations.iter().enumerate() {
             let version = i as i64 + 1;

@@ -186,6 +186,35 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         meta.deny(app, &tenant.id, &cluster.id, &groups, 403, &message).await;
         return status(StatusCode::FORBIDDEN, "Forbidden", message);
     }
+    // The cluster owner's monthly command quota (one kubectl invocation, one command).
+    match crate::billing::count_command(&app.db, &tenant, &meta.kubectl_session).await {
+        Ok(Ok(true)) => {
+            let id = uuid::Uuid::now_v7().to_string();
+            let at = crate::directory::now_ms();
+            if let Err(e) =
+                crate::audit::add_usage(&app.db, &id, &tenant.id, &cluster.id, "command_executed", 1.0, at).await
+            {
+                tracing::warn!(error = %e.message, "a command was not metered");
+            }
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(q)) => {
+            let message = format!(
+                "KubeChat: tenant {} has used all {} kubectl commands of its {} plan for {}; the quota resets at {}; a tenant admin can upgrade with POST /v1/subscriptions/{}/upgrade",
+                tenant.slug,
+                q.limit,
+                q.plan.as_str(),
+                q.month,
+                q.resets_at,
+                tenant.id
+            );
+            meta.deny(app, &tenant.id, &cluster.id, &groups, 429, &message).await;
+            // No Retry-After: client-go would sleep that long (days) and
+            // retry; kubectl should print the reason now.
+            return status(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message);
+        }
+        Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "storage failure; retry"),
+    }
     let Some(relays) = app.relays.clone() else {
         return status(
             StatusCode::SERVICE_UNAVAILABLE,

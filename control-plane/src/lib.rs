@@ -18,6 +18,7 @@
 //! - [`directory`]: cluster → relay, from relays' presence reports, with leases.
 //! - [`audit`]: the per-tenant hash-chained audit log and the usage ledger.
 //! - [`ingest`]: the gRPC service relays publish events to.
+//! - [`billing`]: prices, the monthly command quota, invoices, MRR.
 //! - `presence`: the internal gRPC listener relays report to (mutual TLS).
 //! - [`relays`]: pooled mutual-TLS connections to relays.
 //! - [`client`]: the REST client the CLI and tests use.
@@ -25,6 +26,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod certificates;
 pub mod cli;
 pub mod client;

@@ -380,3 +380,83 @@ async fn events_survive_the_control_plane_killed_with_sigkill_mid_traffic() {
     assert!(h.metrics().publish_failures.get() > 0, "the relay noticed the control plane was gone");
     all_arrive_once(&api, &tenant, &ids).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_quota_refuses_with_its_reset_time_until_an_upgrade_and_invoices_match_usage() {
+    let spool = tempfile::tempdir().expect("tempdir");
+    let dir = spool.path().to_path_buf();
+    let w = world_with(json!({}), |c| c.spool_dir = Some(dir)).await;
+    let platform = Client::new_tls(&w.cp_url, Some(Secret(kubechat_tests::platform::ADMIN.into())), &w.cp_ca);
+    let limits = json!({"maxUsers": 50, "maxClusters": 20, "maxCommandsPerMonth": 3, "maxAuditRetentionDays": 90});
+    let r = platform.put(&format!("/v1/tenants/{}", w.tenant), &json!({"limits": limits})).await.expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Tenant admins cannot raise their own limits.
+    let r = w.api.put(&format!("/v1/tenants/{}", w.tenant), &json!({"limits": limits})).await.expect("reach");
+    assert_eq!(r.status, 403);
+
+    let user = w.kubectl(&w.user("ursula@acme.example", "tenant_user").await, &w.cluster);
+    // Three kubectl invocations (each several requests: discovery, then the call).
+    for _ in 0..3 {
+        assert!(user.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
+    }
+    let err = user.fails(&["get", "pods", "-n", "web"]).await;
+    let month = kubechat_control_plane::audit::this_month();
+    let (resets, _) = kubechat_control_plane::billing::month_reset(&month);
+    assert!(err.contains("has used all 3 kubectl commands of its team plan"), "{err}");
+    assert!(err.contains(&format!("the quota resets at {resets}")), "{err}");
+
+    // The upgrade lifts it at once.
+    let r = w
+        .api
+        .post(&format!("/v1/subscriptions/{}/upgrade", w.tenant), &json!({"plan": "enterprise"}))
+        .await
+        .expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["subscription"]["plan"], "enterprise");
+    assert!(user.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
+    let r =
+        w.api.post(&format!("/v1/subscriptions/{}/upgrade", w.tenant), &json!({"plan": "team"})).await.expect("reach");
+    assert_eq!(r.status, 400, "a downgrade is not an upgrade");
+
+    // The invoice: the plan's base plus each usage line at its price; the
+    // quantities are the usage ledger's (4 commands counted, the refused one not).
+    let (api, tenant) = (w.api.clone(), w.tenant.clone());
+    let m2 = month.clone();
+    eventually("API requests metered", LONG, || {
+        let (api, tenant, month) = (api.clone(), tenant.clone(), m2.clone());
+        async move {
+            let inv = api.get(&format!("/v1/tenants/{tenant}/invoices/{month}")).await.expect("reach").body;
+            inv["lines"].as_array().is_some_and(|l| l.iter().any(|l| l["usageType"] == "api_request"))
+        }
+    })
+    .await;
+    let inv = w.api.get(&format!("/v1/tenants/{}/invoices/{month}", w.tenant)).await.expect("reach").body;
+    let lines = inv["lines"].as_array().expect("lines");
+    let commands = lines.iter().find(|l| l["usageType"] == "command_executed").expect("commands line");
+    assert_eq!(commands["quantity"], 4.0, "{inv}");
+    let sum: i64 = lines.iter().map(|l| l["amountMicros"].as_i64().expect("amount")).sum();
+    assert_eq!(inv["totalMicros"].as_i64(), Some(sum));
+    for l in lines {
+        let q = l["quantity"].as_f64().expect("quantity");
+        let unit = l["unitPriceMicros"].as_i64().expect("unit");
+        assert_eq!(l["amountMicros"].as_i64(), Some((q * unit as f64).round() as i64), "{l}");
+    }
+    assert_eq!(lines[0]["unitPriceMicros"], 999_000_000, "billed at the plan it is on: {inv}");
+    let bad = w.api.get(&format!("/v1/tenants/{}/invoices/2026-13", w.tenant)).await.expect("reach");
+    assert_eq!(bad.status, 400);
+
+    // Revenue, for platform admins only; trials do not pay.
+    let mrr = platform.get("/v1/analytics/mrr").await.expect("reach");
+    let enterprise = &mrr.body["byPlan"]["enterprise"];
+    assert_eq!(
+        enterprise["tenants"].as_i64().unwrap_or(0) + enterprise["trials"].as_i64().unwrap_or(0),
+        1,
+        "{}",
+        mrr.body
+    );
+    let r = platform.put(&format!("/v1/tenants/{}", w.tenant), &json!({"status": "active"})).await.expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mrr = platform.get("/v1/analytics/mrr").await.expect("reach");
+    assert_eq!(mrr.body["byPlan"]["enterprise"]["mrrMicros"], 999_000_000, "{}", mrr.body);
+    assert_eq!(w.api.get("/v1/analytics/mrr").await.expect("reach").status, 403);
+}

@@ -1,0 +1,233 @@
+//! Metering, quotas and invoices: plan prices, the monthly command quota on
+//! the kube path, invoices from the usage ledger, upgrades, and MRR.
+//!
+//! A kubectl invocation is one command: kubectl sends the same random
+//! `Kubectl-Session` header on every request of one invocation, so the first
+//! request of a session counts it and the rest ride along. A request without
+//! that header (the chat UI, scripts) is a command of its own. The count is a
+//! per-tenant, per-month counter raised only while it is below the limit, in
+//! one statement, so replicas sharing a database never overshoot.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::audit;
+use crate::db::{Db, Scope};
+use crate::error::ApiError;
+use crate::model::{Plan, Tenant};
+
+/// What a plan costs: a monthly base and a price per metered unit, in
+/// micro-dollars (USD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Price {
+    /// Monthly base fee.
+    pub base_micros: i64,
+    /// Per kubectl command.
+    pub command_micros: i64,
+    /// Per API request.
+    pub api_request_micros: i64,
+    /// Per exported audit event.
+    pub audit_export_micros: i64,
+}
+
+/// The price list.
+pub fn price(plan: Plan) -> Price {
+    match plan {
+        Plan::Free => Price { base_micros: 0, command_micros: 0, api_request_micros: 0, audit_export_micros: 0 },
+        Plan::Team => {
+            Price { base_micros: 99_000_000, command_micros: 1_000, api_request_micros: 10, audit_export_micros: 5 }
+        }
+        Plan::Enterprise => {
+            Price { base_micros: 999_000_000, command_micros: 500, api_request_micros: 5, audit_export_micros: 0 }
+        }
+    }
+}
+
+/// The first instant of the month after `month` (`YYYY-MM`), RFC 3339.
+pub fn month_reset(month: &str) -> (String, i64) {
+    let (y, m) = month
+        .split_once('-')
+        .and_then(|(y, m)| Some((y.parse::<i32>().ok()?, m.parse::<u8>().ok()?)))
+        .unwrap_or((1970, 1));
+    let (y, m) = if m >= 12 { (y + 1, 1) } else { (y, m + 1) };
+    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap_or(time::Month::January), 1)
+        .unwrap_or(time::Date::MIN);
+    let t = date.with_hms(0, 0, 0).unwrap_or(time::PrimitiveDateTime::MIN).assume_utc();
+    (format!("{y:04}-{m:02}-01T00:00:00Z"), t.unix_timestamp())
+}
+
+/// Why a command was not allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaExhausted {
+    /// The plan.
+    pub plan: Plan,
+    /// The monthly limit.
+    pub limit: i64,
+    /// The month.
+    pub month: String,
+    /// When the count starts over (RFC 3339).
+    pub resets_at: String,
+}
+
+/// Counts a command for `tenant` unless this month's quota is used up.
+/// `session` is kubectl's `Kubectl-Session` (empty: every request counts).
+/// Returns `Ok(true)` when a new command was counted, `Ok(false)` for a
+/// request of a command already counted.
+pub async fn count_command(db: &Db, tenant: &Tenant, session: &str) -> Result<Result<bool, QuotaExhausted>, ApiError> {
+    let month = audit::this_month();
+    let limit = tenant.subscription.limits.max_commands_per_month;
+    let mut tx = db.begin(&Scope::Tenant(tenant.id.clone())).await?;
+    if !session.is_empty() {
+        let known: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM kubectl_sessions WHERE tenant_id = $1 AND session_id = $2")
+                .bind(tenant.id.clone())
+                .bind(session.to_string())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+        if known > 0 {
+            tx.commit().await?;
+            return Ok(Ok(false));
+        }
+    }
+    sqlx::query("INSERT INTO command_counters (tenant_id, month, commands) VALUES ($1, $2, 0) ON CONFLICT (tenant_id, month) DO NOTHING")
+        .bind(tenant.id.clone())
+        .bind(month.clone())
+        .execute(&mut *tx)
+        .await?;
+    let raised = sqlx::query(
+        "UPDATE command_counters SET commands = commands + 1 WHERE tenant_id = $1 AND month = $2 AND commands < $3",
+    )
+    .bind(tenant.id.clone())
+    .bind(month.clone())
+    .bind(limit)
+    .execute(&mut *tx)
+    .await?;
+    if raised.rows_affected() == 0 {
+        tx.rollback().await?;
+        let (resets_at, _) = month_reset(&month);
+        return Ok(Err(QuotaExhausted { plan: tenant.subscription.plan, limit, month, resets_at }));
+    }
+    if !session.is_empty() {
+        sqlx::query("INSERT INTO kubectl_sessions (tenant_id, session_id, first_seen_ms) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, session_id) DO NOTHING")
+            .bind(tenant.id.clone())
+            .bind(session.to_string())
+            .bind(crate::directory::now_ms())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(true))
+}
+
+/// One line of an invoice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Line {
+    /// What it is for.
+    pub description: String,
+    /// The usage type it meters, if any.
+    pub usage_type: Option<String>,
+    /// How many units.
+    pub quantity: f64,
+    /// Price per unit, micro-dollars.
+    pub unit_price_micros: i64,
+    /// quantity × unit price, micro-dollars.
+    pub amount_micros: i64,
+}
+
+/// A tenant's invoice for one month.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invoice {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// `YYYY-MM`.
+    pub month: String,
+    /// The plan billed.
+    pub plan: Plan,
+    /// Always USD.
+    pub currency: &'static str,
+    /// The lines.
+    pub lines: Vec<Line>,
+    /// Sum of the lines, micro-dollars.
+    pub total_micros: i64,
+    /// The total in cents, rounded half up.
+    pub total_cents: i64,
+}
+
+/// The invoice of `tenant` for `month` (`YYYY-MM`), from the usage ledger and
+/// the tenant's current plan.
+pub async fn invoice(db: &Db, tenant: &Tenant, month: &str) -> Result<Invoice, ApiError> {
+    let p = price(tenant.subscription.plan);
+    let mut lines = vec![Line {
+        description: format!("{} plan, {month}", tenant.subscription.plan.as_str()),
+        usage_type: None,
+        quantity: 1.0,
+        unit_price_micros: p.base_micros,
+        amount_micros: p.base_micros,
+    }];
+    for (usage_type, quantity) in audit::usage_totals(db, &tenant.id, month).await? {
+        let unit = match usage_type.as_str() {
+            "command_executed" => p.command_micros,
+            "api_request" => p.api_request_micros,
+            "audit_export" => p.audit_export_micros,
+            _ => 0,
+        };
+        lines.push(Line {
+            description: usage_type.replace('_', " "),
+            usage_type: Some(usage_type),
+            quantity,
+            unit_price_micros: unit,
+            amount_micros: (quantity * unit as f64).round() as i64,
+        });
+    }
+    let total_micros: i64 = lines.iter().map(|l| l.amount_micros).sum();
+    Ok(Invoice {
+        tenant_id: tenant.id.clone(),
+        month: month.to_string(),
+        plan: tenant.subscription.plan,
+        currency: "USD",
+        lines,
+        total_micros,
+        total_cents: (total_micros + 5_000) / 10_000,
+    })
+}
+
+/// Monthly recurring revenue over every active tenant, by plan.
+pub async fn mrr(db: &Db) -> Result<serde_json::Value, ApiError> {
+    let tenants = db.tenants(&Scope::Platform).await?;
+    let mut by_plan = serde_json::Map::new();
+    let mut total = 0i64;
+    for plan in [Plan::Free, Plan::Team, Plan::Enterprise] {
+        let count =
+            |status| tenants.iter().filter(|t| t.subscription.plan == plan && t.status == status).count() as i64;
+        // Only active tenants pay; trials are shown beside them.
+        let (n, trials) = (count(crate::model::TenantStatus::Active), count(crate::model::TenantStatus::Trial));
+        let mrr = n * price(plan).base_micros;
+        total += mrr;
+        by_plan.insert(plan.as_str().into(), serde_json::json!({"tenants": n, "trials": trials, "mrrMicros": mrr}));
+    }
+    Ok(
+        serde_json::json!({"currency": "USD", "mrrMicros": total, "mrrCents": (total + 5_000) / 10_000, "byPlan": by_plan}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quota_resets_on_the_first_of_next_month() {
+        assert_eq!(month_reset("2026-11").0, "2026-12-01T00:00:00Z");
+        assert_eq!(month_reset("2026-12").0, "2027-01-01T00:00:00Z");
+        assert_eq!(month_reset("2026-12").1, 1_798_761_600);
+    }
+
+    #[test]
+    fn plans_cost_more_as_they_go_up() {
+        assert!(price(Plan::Free).base_micros < price(Plan::Team).base_micros);
+        assert!(price(Plan::Team).base_micros < price(Plan::Enterprise).base_micros);
+    }
+}
