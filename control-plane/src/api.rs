@@ -351,7 +351,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
         }
         (Method::GET, ["v1", "tenants", id, "audit", "verify"]) => {
             let t = admin_tenant(app, &p, id).await?;
-            Ok((StatusCode::OK, json!(crate::audit::verify(&app.db, &t.id).await?)))
+            Ok((StatusCode::OK, json!(crate::audit::verify(&app.db, &t.id, &app.signer).await?)))
         }
         (Method::GET, ["v1", "tenants", id, "invoices", month]) => {
             let t = admin_tenant(app, &p, id).await?;

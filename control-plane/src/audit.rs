@@ -17,6 +17,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use kubechat_protocol::grant::GrantSigner;
+
 use crate::db::{Backend, Db, Scope};
 use crate::error::ApiError;
 
@@ -317,8 +319,71 @@ pub struct Verification {
     pub first_break: Option<Break>,
 }
 
-/// Recomputes a tenant's whole chain and compares it with the head.
-pub async fn verify(db: &Db, tenant: &str) -> Result<Verification, ApiError> {
+fn checkpoint_message(tenant: &str, seq: i64, hash: &str) -> Vec<u8> {
+    format!("kubechat-audit-checkpoint\n{tenant}\n{seq}\n{hash}").into_bytes()
+}
+
+/// Prunes a tenant's events older than `cutoff_ms` from the front of its
+/// chain (up to the first younger one), leaving a checkpoint signed with the
+/// control plane's key: the position and hash the rest chains from. Returns
+/// the position pruned through, if anything was.
+pub async fn prune(db: &Db, tenant: &str, cutoff_ms: i64, signer: &GrantSigner) -> Result<Option<i64>, ApiError> {
+    use base64::Engine;
+    let mut tx = db.begin(&Scope::Platform).await?;
+    let bounds = sqlx::query(
+        "SELECT MIN(CASE WHEN time_ms >= $2 THEN seq END) AS young, MAX(seq) AS last, MIN(seq) AS first FROM audit_events WHERE tenant_id = $1",
+    )
+    .bind(tenant.to_string())
+    .bind(cutoff_ms)
+    .fetch_one(&mut *tx)
+    .await?;
+    let (young, last, first): (Option<i64>, Option<i64>, Option<i64>) =
+        (bounds.try_get("young")?, bounds.try_get("last")?, bounds.try_get("first")?);
+    let Some(through) = young.map(|y| y - 1).or(last) else { return Ok(None) };
+    if first.is_none_or(|f| through < f) {
+        return Ok(None);
+    }
+    let hash: String = sqlx::query("SELECT hash FROM audit_events WHERE tenant_id = $1 AND seq = $2")
+        .bind(tenant.to_string())
+        .bind(through)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("hash")?;
+    let signature = signer.sign_bytes(&checkpoint_message(tenant, through, &hash));
+    sqlx::query("INSERT INTO audit_checkpoints (tenant_id, seq, hash, created_at, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, seq) DO NOTHING")
+        .bind(tenant.to_string())
+        .bind(through)
+        .bind(hash)
+        .bind(crate::db::now())
+        .bind(signer.key_id().to_string())
+        .bind(base64::engine::general_purpose::STANDARD.encode(signature))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM audit_events WHERE tenant_id = $1 AND seq <= $2")
+        .bind(tenant.to_string())
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(through))
+}
+
+/// Applies every tenant's plan retention (`maxAuditRetentionDays`) once.
+pub async fn apply_retention(app: &crate::App) -> Result<(), ApiError> {
+    for t in app.db.tenants(&Scope::Platform).await? {
+        let days = t.subscription.limits.max_audit_retention_days.max(1);
+        let cutoff = crate::directory::now_ms() - days * 86_400_000;
+        if let Some(through) = prune(&app.db, &t.id, cutoff, &app.signer).await? {
+            tracing::info!(tenant = %t.id, through, days, "audit events past retention pruned; checkpoint signed");
+        }
+    }
+    Ok(())
+}
+
+/// Recomputes a tenant's whole chain (from its latest signed checkpoint, if
+/// retention pruned the start) and compares it with the head.
+pub async fn verify(db: &Db, tenant: &str, signer: &GrantSigner) -> Result<Verification, ApiError> {
+    use base64::Engine;
     let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
     let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
         .bind(tenant.to_string())
@@ -332,7 +397,30 @@ pub async fn verify(db: &Db, tenant: &str) -> Result<Verification, ApiError> {
     let mut prev = String::new();
     let mut checked = 0i64;
     let mut first_break = None;
-    loop {
+    let checkpoint = sqlx::query(
+        "SELECT seq, hash, key_id, signature FROM audit_checkpoints WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(tenant.to_string())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(c) = checkpoint {
+        let (seq, hash, key_id, sig): (i64, String, String, String) =
+            (c.try_get("seq")?, c.try_get("hash")?, c.try_get("key_id")?, c.try_get("signature")?);
+        let sig = base64::engine::general_purpose::STANDARD.decode(sig).unwrap_or_default();
+        if key_id != signer.key_id() || !signer.verify_bytes(&checkpoint_message(tenant, seq, &hash), &sig) {
+            first_break = Some(Break {
+                position: seq,
+                id: None,
+                problem: format!(
+                    "the checkpoint at event {seq} is not signed by this control plane's key {}",
+                    signer.key_id()
+                ),
+            });
+        }
+        expected = seq + 1;
+        prev = hash;
+    }
+    while first_break.is_none() {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq >= $2 ORDER BY seq LIMIT 1000"
         ))

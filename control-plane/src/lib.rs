@@ -280,6 +280,19 @@ impl ControlPlane {
         if let Some((listener, acceptor)) = self.internal {
             tasks.spawn(presence::serve(listener, acceptor, self.app.clone(), shutdown.clone()));
         }
+        // Audit retention: each tenant's plan says how many days are kept.
+        let (app, stop) = (self.app.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                if let Err(e) = audit::apply_retention(&app).await {
+                    tracing::warn!(error = %e.message, "audit retention failed; retrying in an hour");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         loop {

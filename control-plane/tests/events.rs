@@ -213,3 +213,38 @@ async fn editing_deleting_or_reordering_a_stored_row_is_named_by_verify() {
         assert_eq!(other.status, 404);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_old_events_behind_a_signed_checkpoint_that_verify_checks() {
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (ta, tid, cid, _) = tenant_and_cluster(&env).await;
+        let mut relay = events_client(&env, "eu-1");
+        let now = kubechat_control_plane::directory::now_ms();
+        // The team plan keeps 90 days: four events are older, three are not.
+        let mut events = Vec::new();
+        for (i, age_days) in [200i64, 150, 120, 95, 10, 1, 0].iter().enumerate() {
+            let mut e = audit(&tid, &cid, "eu-1", &format!("kubechat:user:u{i}@acme.example"), "get");
+            e.time_ms = now - age_days * 86_400_000;
+            events.push(e);
+        }
+        relay.publish(EventBatch { events }).await.expect("publish");
+        kubechat_control_plane::audit::apply_retention(&env.app).await.expect("retention");
+        let page = ta.get(&format!("/v1/tenants/{tid}/audit")).await.expect("reach");
+        let seqs: Vec<i64> =
+            page.body["items"].as_array().expect("items").iter().filter_map(|e| e["seq"].as_i64()).collect();
+        assert_eq!(seqs, vec![5, 6, 7], "{}", page.body);
+        let v = verify(&env, &tid).await;
+        assert_eq!(v["intact"], true, "{v}");
+        assert_eq!(v["events"], 3);
+        // New events keep chaining after the pruned start.
+        relay.publish(EventBatch { events: vec![audit(&tid, &cid, "eu-1", "u", "get")] }).await.expect("publish");
+        assert_eq!(verify(&env, &tid).await["intact"], true);
+        // A forged checkpoint (hash rewritten without the key) is named.
+        platform_sql(&env, &format!("UPDATE audit_checkpoints SET hash = 'forged' WHERE tenant_id = '{tid}'")).await;
+        let v = verify(&env, &tid).await;
+        assert_eq!(v["intact"], false);
+        assert_eq!(v["firstBreak"]["position"], 4, "{v}");
+        assert!(v["firstBreak"]["problem"].as_str().expect("problem").contains("not signed"), "{v}");
+    }
+}

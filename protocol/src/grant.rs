@@ -113,6 +113,19 @@ impl GrantSigner {
         self.pair.public_key().as_ref().to_vec()
     }
 
+    /// Signs arbitrary bytes with the same key (audit checkpoints). Callers
+    /// prefix a domain string so such a signature can never pass for a grant.
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+
+    /// Verifies a signature made by [`GrantSigner::sign_bytes`] with this key.
+    pub fn verify_bytes(&self, message: &[u8], signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, self.pair.public_key().as_ref())
+            .verify(message, signature)
+            .is_ok()
+    }
+
     /// Signs `grant` (its `key_id` is set to this signer's).
     pub fn sign(&self, mut grant: Grant) -> Vec<u8> {
         grant.key_id = self.key_id.clone();
