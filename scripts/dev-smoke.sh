@@ -44,6 +44,8 @@ check "user lists pods" "Running" k --kubeconfig "$KUBECHAT_DEV_DIR/kubeconfig-u
 . "$KUBECHAT_DEV_DIR/ids.env"
 TENANT_TOKEN=$(grep -o 'kc_[A-Za-z0-9_-]*' "$KUBECHAT_DEV_DIR/kubeconfig" | head -1)
 check "control plane shows the tunnel" '"connected":true' curl -fsS --cacert "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" -H "Authorization: Bearer $TENANT_TOKEN" "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT/v1/tenants/$TENANT/clusters/$CLUSTER"
+check "audit trail verifies" '"intact":true' curl -fsS --cacert "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" -H "Authorization: Bearer $TENANT_TOKEN" "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT/v1/tenants/$TENANT/audit/verify"
+check "kubectl requests audited" '"verb":"list"' curl -fsS --cacert "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" -H "Authorization: Bearer $TENANT_TOKEN" "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT/v1/tenants/$TENANT/audit?verb=list"
 check "agent ready" "ready" curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_AGENT_ADMIN_PORT/readyz"
 check "control plane lists the tenant" "demo" "$PWD/target/debug/kubechat" --server "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT" --ca-file "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" --token "$(cat "$KUBECHAT_DEV_DIR/admin-token")" tenants list
 # No log of any component may contain a token or a private key.
@@ -55,4 +57,4 @@ for secret in "$(cat "$KUBECHAT_DEV_DIR/admin-token")" "$TENANT_TOKEN" "PRIVATE 
 done
 if [ $leaks -eq 0 ]; then echo "ok: no token or private key in any log"; else fail=1; fi
 if [ $fail -ne 0 ]; then echo "--- dev.sh output"; cat "$OUT"; exit 1; fi
-echo "smoke: 9 passed, 0 failed"
+echo "smoke: 11 passed, 0 failed"

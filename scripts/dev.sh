@@ -41,7 +41,7 @@ wait_for() { # what, command...
 }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-rm -rf "$DEV/kube-sim" "$DEV/certs" "$DEV/cp.db"*
+rm -rf "$DEV/kube-sim" "$DEV/certs" "$DEV/cp.db"* "$DEV/relay-spool"
 "$BIN/kube-sim" --listen "127.0.0.1:$SIM_PORT" --out-dir "$DEV/kube-sim" 2> "$DEV/kube-sim.log" > "$DEV/kube-sim.out" &
 PIDS+=($!)
 "$BIN/kubechat-relay" dev-certs --out "$DEV/certs" > /dev/null
@@ -76,6 +76,7 @@ wait_for "kube-sim" test -f "$DEV/kube-sim/agent.kubeconfig"
   --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" \
   --agent-ca "$C/agent-ca.crt" --internal-ca "$C/internal-ca.crt" --grant-key "$GRANT_KEY" \
   --control-plane-url "https://127.0.0.1:$CP_INTERNAL_PORT" --control-plane-ca "$C/relay-ca.crt" \
+  --spool-dir "$DEV/relay-spool" \
   2> "$DEV/relay.log" &
 PIDS+=($!)
 # The agent enrolls through the real bootstrap-token path (its key never

@@ -43,6 +43,8 @@ pub struct App {
     pub public_ca_pem: Option<String>,
     /// Agent enrollment, if an agent CA is configured.
     pub enrollment: Option<crate::enroll::Enrollment>,
+    /// Per-tenant circuit breakers of the kube path.
+    pub breakers: crate::breaker::Breakers,
 }
 
 type Reply = Result<(StatusCode, Value), ApiError>;
@@ -246,7 +248,17 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
         }
         (Method::GET, ["v1", "tenants", id, "usage"]) => {
             let t = tenant_for(app, &p, id).await?;
-            Ok((StatusCode::OK, json!(app.db.usage(&t).await?)))
+            let mut v = json!(app.db.usage(&t).await?);
+            // This month's metered usage, per type (what the invoice bills).
+            let month = crate::audit::this_month();
+            let metered: serde_json::Map<String, Value> = crate::audit::usage_totals(&app.db, &t.id, &month)
+                .await?
+                .into_iter()
+                .map(|(k, q)| (k, json!(q)))
+                .collect();
+            v["month"] = json!(month);
+            v["metered"] = Value::Object(metered);
+            Ok((StatusCode::OK, v))
         }
         (Method::POST, ["v1", "tenants", id, "users"]) => create_user(app, &p, id, body_json(req).await?).await,
         (Method::GET, ["v1", "tenants", id, "users"]) => {

@@ -82,6 +82,13 @@ struct Cli {
     /// CA bundle (PEM) kubeconfigs tell kubectl to trust.
     #[arg(long, env = "KUBECHAT_PUBLIC_CA")]
     public_ca: Option<PathBuf>,
+    /// Upstream failures in a row (relay unreachable, 502/503/504) that pause
+    /// a tenant's kube requests.
+    #[arg(long, env = "KUBECHAT_BREAKER_THRESHOLD", default_value_t = 20)]
+    breaker_threshold: u32,
+    /// Seconds a tenant's paused kube requests stay refused before a trial.
+    #[arg(long, env = "KUBECHAT_BREAKER_COOLDOWN_SECS", default_value_t = 10)]
+    breaker_cooldown_secs: u64,
     /// Grant signing key, key-id=base64url(PKCS#8 Ed25519) [default: generated per start].
     #[arg(long, env = "KUBECHAT_GRANT_SIGNING_KEY", hide_env_values = true)]
     grant_signing_key: Option<String>,
@@ -171,6 +178,8 @@ pub fn main() -> ExitCode {
     config.default_region = cli.default_region;
     config.per_token_rps = cli.per_token_rps;
     config.per_tenant_rps = cli.per_tenant_rps;
+    config.breaker_threshold = cli.breaker_threshold;
+    config.breaker_cooldown = std::time::Duration::from_secs(cli.breaker_cooldown_secs);
     let rt = match process::runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -215,6 +215,16 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         }
         Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "storage failure; retry"),
     }
+    if let Err(open) = app.breakers.check(&tenant.id, std::time::Instant::now()) {
+        let message = format!(
+            "KubeChat: requests to tenant {}'s clusters failed upstream {} times in a row; they are paused for {}s so the relay stays available to others; check the agent and the API server",
+            tenant.slug,
+            open.failures,
+            open.retry_in.as_secs().max(1)
+        );
+        meta.deny(app, &tenant.id, &cluster.id, &groups, 503, &message).await;
+        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
+    }
     let Some(relays) = app.relays.clone() else {
         return status(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -291,6 +301,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         return status(StatusCode::BAD_REQUEST, "BadRequest", "the request could not be forwarded");
     };
     let unreachable = |e: String| {
+        app.breakers.record(&tenant.id, true, std::time::Instant::now());
         tracing::warn!(relay = %route.relay_id, error = %e, "cannot reach the relay");
         status(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -310,6 +321,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         Ok(r) => r,
         Err((false, e)) => return unreachable(e),
         Err((true, e)) => {
+            app.breakers.record(&tenant.id, true, std::time::Instant::now());
             tracing::warn!(relay = %route.relay_id, error = %e, "relay request failed");
             return status(
                 StatusCode::BAD_GATEWAY,
@@ -318,6 +330,8 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
             );
         }
     };
+    let upstream_failed = matches!(resp.status().as_u16(), 502..=504);
+    app.breakers.record(&tenant.id, upstream_failed, std::time::Instant::now());
     if let Some(client_upgrade) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
         let relay_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {

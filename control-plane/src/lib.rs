@@ -19,6 +19,7 @@
 //! - [`audit`]: the per-tenant hash-chained audit log and the usage ledger.
 //! - [`ingest`]: the gRPC service relays publish events to.
 //! - [`billing`]: prices, the monthly command quota, invoices, MRR.
+//! - [`breaker`]: per-tenant circuit breakers on the kube path.
 //! - `presence`: the internal gRPC listener relays report to (mutual TLS).
 //! - [`relays`]: pooled mutual-TLS connections to relays.
 //! - [`client`]: the REST client the CLI and tests use.
@@ -27,6 +28,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod billing;
+pub mod breaker;
 pub mod certificates;
 pub mod cli;
 pub mod client;
@@ -121,6 +123,10 @@ pub struct Config {
     pub public_ca_pem: Option<String>,
     /// Agent enrollment (agent CA, relay CA and endpoints), if enabled.
     pub enrollment: Option<enroll::Enrollment>,
+    /// Upstream failures in a row that open a tenant's circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker refuses before a trial request.
+    pub breaker_cooldown: std::time::Duration,
 }
 
 impl Config {
@@ -140,6 +146,8 @@ impl Config {
             public_url: None,
             public_ca_pem: None,
             enrollment: None,
+            breaker_threshold: 20,
+            breaker_cooldown: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -250,6 +258,7 @@ impl ControlPlane {
             }),
             public_ca_pem: config.public_ca_pem,
             enrollment: config.enrollment,
+            breakers: breaker::Breakers::new(config.breaker_threshold, config.breaker_cooldown),
         });
         Ok(Self { app, listener, tls, internal, created_admin_token: created.then_some(token) })
     }

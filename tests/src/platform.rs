@@ -139,6 +139,15 @@ pub async fn world(policy: serde_json::Value) -> World {
 
 /// A world whose cluster has `policy`, its relay configured by `tweak` too.
 pub async fn world_with(policy: serde_json::Value, tweak: impl FnOnce(&mut kubechat_relay::Config)) -> World {
+    world_full(policy, tweak, |_| {}).await
+}
+
+/// A world whose relay and control plane are configured by the tweaks too.
+pub async fn world_full(
+    policy: serde_json::Value,
+    tweak: impl FnOnce(&mut kubechat_relay::Config),
+    cp_tweak: impl FnOnce(&mut Config),
+) -> World {
     crate::logscan::install();
     let pki = TestPki::new();
     // The control plane's grant key, and what relays and agents trust.
@@ -178,6 +187,7 @@ pub async fn world_with(policy: serde_json::Value, tweak: impl FnOnce(&mut kubec
         bootstrap_lifetime: Duration::from_secs(3600),
         renewal_overlap: Duration::ZERO,
     });
+    cp_tweak(&mut cfg);
     let cp = ControlPlane::bind(cfg).await.expect("control plane");
     let app = cp.app();
     let cp_url = format!("https://{}", cp.addr());

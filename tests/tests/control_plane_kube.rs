@@ -313,3 +313,67 @@ async fn an_enrolled_agent_keeps_its_identity_in_a_secret_renews_and_its_old_cer
     .await;
     assert!(user.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_failing_upstream_is_paused_by_its_breaker_and_others_are_served() {
+    let w = kubechat_tests::platform::world_full(
+        json!({}),
+        |_| {},
+        |c| {
+            c.breaker_threshold = 3;
+            c.breaker_cooldown = Duration::from_secs(2);
+        },
+    )
+    .await;
+    // A second tenant whose agent's API server is gone.
+    let platform = Client::new_tls(&w.cp_url, Some(Secret(ADMIN.into())), &w.cp_ca);
+    let r = platform
+        .post("/v1/tenants", &json!({"name": "Beta", "slug": "beta", "plan": "team", "adminEmail": "b@beta.example"}))
+        .await
+        .expect("reach");
+    let beta_tenant = r.body["tenant"]["id"].as_str().expect("id").to_string();
+    let beta = platform.with_token(r.body["token"].as_str().expect("token"));
+    let c = beta.post(&format!("/v1/tenants/{beta_tenant}/clusters"), &json!({"name": "broken"})).await.expect("reach");
+    let beta_cluster = c.body["id"].as_str().expect("id").to_string();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_url = format!("http://{}", dead.local_addr().expect("addr"));
+    drop(dead);
+    let cert = w.pki.agent_cert(&beta_tenant, &beta_cluster);
+    let _beta_agent = start_agent(&w.pki, &[w.relay.quic], &cert, &dead_url, |_| {}).await;
+    let path = format!("/k8s/clusters/{beta_cluster}/api/v1/namespaces/default/pods");
+    let (b2, p2) = (beta.clone(), path.clone());
+    kubechat_tests::wait::eventually("beta's tunnel routed", Duration::from_secs(10), || {
+        let (b, p) = (b2.clone(), p2.clone());
+        async move { b.get(&p).await.is_ok_and(|r| r.status == 503 && !r.body.to_string().contains("not connected")) }
+    })
+    .await;
+    // Failures in a row open beta's breaker: refused at the control plane,
+    // the relay no longer sees the requests.
+    for _ in 0..3 {
+        let _ = beta.get(&path).await.expect("reach");
+    }
+    let streams = w.relay.handle.metrics().streams_total.get();
+    let r = beta.get(&path).await.expect("reach");
+    assert_eq!(r.status, 503);
+    let msg = r.body["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("failed upstream") && msg.contains("paused"), "{msg}");
+    assert_eq!(w.relay.handle.metrics().streams_total.get(), streams, "the paused request reached the relay");
+    // Acme is served meanwhile.
+    let ok = w.api.get(&format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster)).await.expect("reach");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // Still paused right after; after the cooldown one trial goes upstream again.
+    let streams = w.relay.handle.metrics().streams_total.get();
+    assert_eq!(beta.get(&path).await.expect("reach").status, 503);
+    assert_eq!(w.relay.handle.metrics().streams_total.get(), streams);
+    let paused_at = std::time::Instant::now();
+    let (b3, p3, h) = (beta.clone(), path.clone(), w.relay.handle.clone());
+    kubechat_tests::wait::eventually("a trial after the cooldown", Duration::from_secs(10), || {
+        let (b, p, h) = (b3.clone(), p3.clone(), h.clone());
+        async move {
+            let _ = b.get(&p).await;
+            h.metrics().streams_total.get() > streams
+        }
+    })
+    .await;
+    assert!(paused_at.elapsed() >= Duration::from_millis(500), "the trial came before the cooldown");
+}

@@ -442,6 +442,8 @@ async fn the_command_quota_refuses_with_its_reset_time_until_an_upgrade_and_invo
         assert_eq!(l["amountMicros"].as_i64(), Some((q * unit as f64).round() as i64), "{l}");
     }
     assert_eq!(lines[0]["unitPriceMicros"], 999_000_000, "billed at the plan it is on: {inv}");
+    let usage = w.api.get(&format!("/v1/tenants/{}/usage", w.tenant)).await.expect("reach").body;
+    assert_eq!(usage["metered"]["command_executed"], 4.0, "{usage}");
     let bad = w.api.get(&format!("/v1/tenants/{}/invoices/2026-13", w.tenant)).await.expect("reach");
     assert_eq!(bad.status, 400);
 
