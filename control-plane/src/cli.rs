@@ -67,7 +67,9 @@ struct Cli {
     /// The agent CA key (PEM).
     #[arg(long, env = "KUBECHAT_AGENT_CA_KEY")]
     agent_ca_key: Option<PathBuf>,
-    /// Relay endpoints (host:port) given to enrolling agents; repeatable.
+    /// Relay endpoints given to enrolling agents, `region=host:port` (plain
+    /// `host:port`: the default region); repeatable. Agents get only their
+    /// tenant's home region's relays.
     #[arg(long = "enroll-relay", env = "KUBECHAT_ENROLL_RELAYS", value_delimiter = ',')]
     enroll_relays: Vec<String>,
     /// Life of agent certificates, hours.
@@ -110,7 +112,14 @@ fn enrollment(cli: &Cli) -> anyhow::Result<Option<crate::enroll::Enrollment>> {
     Ok(Some(crate::enroll::Enrollment {
         agent_ca: std::sync::Arc::new(ca),
         relay_ca_pem: relay_ca,
-        relays: cli.enroll_relays.clone(),
+        relays: cli
+            .enroll_relays
+            .iter()
+            .map(|r| match r.split_once('=') {
+                Some((region, addr)) => (region.to_string(), addr.to_string()),
+                None => (cli.default_region.clone(), r.clone()),
+            })
+            .collect(),
         cert_lifetime: std::time::Duration::from_secs(cli.agent_cert_hours * 3600),
         bootstrap_lifetime: std::time::Duration::from_secs(3600),
         renewal_overlap: std::time::Duration::from_secs(cli.renewal_overlap_secs),

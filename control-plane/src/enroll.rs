@@ -35,8 +35,9 @@ pub struct Enrollment {
     pub agent_ca: Arc<CertAuthority>,
     /// The relay CA agents pin (PEM).
     pub relay_ca_pem: String,
-    /// Relay endpoints (`host:port`) agents dial.
-    pub relays: Vec<String>,
+    /// Relay endpoints agents dial, by region: `(region, host:port)`. An
+    /// agent is given only its tenant's home region's relays.
+    pub relays: Vec<(String, String)>,
     /// Life of an agent certificate (24 h by default).
     pub cert_lifetime: Duration,
     /// Life of a bootstrap token (1 h by default).
@@ -129,6 +130,23 @@ pub(crate) async fn enroll(app: &App, b: EnrollRequest) -> Result<(StatusCode, V
 /// Signs `csr` for `identity`, records the certificate, and builds the
 /// answer enrollment and renewal share; returns it and the new serial.
 async fn issue(app: &App, e: &Enrollment, csr: &str, identity: &ClusterIdentity) -> Result<(Value, String), ApiError> {
+    let tenant = app
+        .db
+        .tenant(&crate::db::Scope::Platform, &identity.tenant)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("the tenant no longer exists"))?;
+    let relays: Vec<&String> = e.relays.iter().filter(|(r, _)| *r == tenant.home_region).map(|(_, a)| a).collect();
+    if relays.is_empty() {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "no_relays",
+            message: format!(
+                "no relay serves region {}, the tenant's home region; the operator must add one (--enroll-relay {}=host:port)",
+                tenant.home_region, tenant.home_region
+            ),
+            retry_after: None,
+        });
+    }
     let validity = Validity::for_duration(e.cert_lifetime);
     let cert = e
         .agent_ca
@@ -146,7 +164,8 @@ async fn issue(app: &App, e: &Enrollment, csr: &str, identity: &ClusterIdentity)
             "serial": serial,
             "caCertificate": e.agent_ca.cert_pem(),
             "relayCa": e.relay_ca_pem,
-            "relays": e.relays,
+            "relays": relays,
+            "region": tenant.home_region,
             "grantKeys": [format!("{}={key}", app.signer.key_id())],
             "expiresAt": not_after,
         }),

@@ -236,7 +236,25 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         Ok(r) => r,
         Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "storage failure; retry"),
     };
-    let Some(route) = routes.choose(&mut rand::rng()).cloned() else {
+    // Residency: only relays of the tenant's home region, or of the failover
+    // region its settings name when none of the home region holds a tunnel.
+    let failover = tenant.settings.get("failoverRegion").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let home: Vec<_> = routes.iter().filter(|r| r.region == tenant.home_region).cloned().collect();
+    let allowed = if home.is_empty() && !failover.is_empty() {
+        routes.iter().filter(|r| r.region == failover).cloned().collect()
+    } else {
+        home
+    };
+    if allowed.is_empty() && !routes.is_empty() {
+        let message = format!(
+            "cluster {} is connected only through relays outside region {} (the tenant's home region{}); its agent must reach a relay of that region",
+            cluster.name,
+            tenant.home_region,
+            if failover.is_empty() { String::new() } else { format!(", failover {failover}") }
+        );
+        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
+    }
+    let Some(route) = allowed.choose(&mut rand::rng()).cloned() else {
         return status(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",

@@ -37,7 +37,10 @@ async fn enrollment_issues_only_the_tokens_identity_once() {
         cfg.enrollment = Some(Enrollment {
             agent_ca: Arc::new(ca.agent_ca),
             relay_ca_pem: ca.relay_ca.cert_pem().to_string(),
-            relays: vec!["relay.eu.example:7443".into()],
+            relays: vec![
+                ("local".into(), "relay.eu.example:7443".into()),
+                ("us-east".into(), "relay.us.example:7443".into()),
+            ],
             cert_lifetime: Duration::from_secs(24 * 3600),
             bootstrap_lifetime: Duration::from_secs(3600),
             renewal_overlap: Duration::from_secs(0),

@@ -52,6 +52,8 @@ pub struct World {
     pub tenant: String,
     /// The cluster id.
     pub cluster: String,
+    /// The control plane's internal (gRPC) port relays report to.
+    pub internal_port: u16,
     /// The control plane's state (its database).
     pub app: std::sync::Arc<kubechat_control_plane::App>,
     /// Secrets no log line may contain (besides the generic patterns).
@@ -132,6 +134,29 @@ impl World {
     }
 }
 
+impl World {
+    /// Another relay `relay_id` of `region` (QUIC on `quic_port`, 0 for any),
+    /// reporting presence to this world's control plane.
+    pub async fn extra_relay(&self, relay_id: &str, region: &str, quic_port: u16) -> crate::stack::TestRelay {
+        let port = self.internal_port;
+        let identity = self.pki.relay_cert_for(relay_id).identity().expect("identity");
+        let pki = &self.pki;
+        start_relay(pki, |c| {
+            c.relay_id = relay_id.to_string();
+            c.region = region.to_string();
+            c.quic_listen = ([127, 0, 0, 1], quic_port).into();
+            c.tls = identity.clone();
+            c.presence = Some(PresenceTarget {
+                url: format!("https://127.0.0.1:{port}"),
+                tls: tls::internal_client_config(&identity, &pki.relay_ca(), &[]).expect("tls"),
+                interval: Duration::from_millis(200),
+                advertise: None,
+            });
+        })
+        .await
+    }
+}
+
 /// A world whose cluster has `policy`.
 pub async fn world(policy: serde_json::Value) -> World {
     world_with(policy, |_| {}).await
@@ -182,7 +207,7 @@ pub async fn world_full(
     cfg.enrollment = Some(Enrollment {
         agent_ca: Arc::new(pki.pki.agent_ca.try_clone().expect("agent CA")),
         relay_ca_pem: pki.pki.relay_ca.cert_pem().to_string(),
-        relays: vec![relay.quic.to_string()],
+        relays: vec![("local".into(), relay.quic.to_string())],
         cert_lifetime: Duration::from_secs(3600),
         bootstrap_lifetime: Duration::from_secs(3600),
         renewal_overlap: Duration::ZERO,
@@ -269,6 +294,7 @@ pub async fn world_full(
         shutdown,
         tenant,
         cluster,
+        internal_port,
         app,
         secrets: vec![
             ADMIN.to_string(),

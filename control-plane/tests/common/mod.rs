@@ -59,7 +59,7 @@ pub async fn start(url: &str) -> Env {
     cfg.enrollment = Some(Enrollment {
         agent_ca: Arc::new(pki::CertAuthority::from_pem(pki.agent_ca.cert_pem(), &agent_ca_key(&pki)).expect("ca")),
         relay_ca_pem: pki.relay_ca.cert_pem().to_string(),
-        relays: vec!["127.0.0.1:7443".into()],
+        relays: vec![("local".into(), "127.0.0.1:7443".into())],
         cert_lifetime: Duration::from_secs(3600),
         bootstrap_lifetime: Duration::from_secs(3600),
         renewal_overlap: Duration::from_secs(0),
