@@ -96,6 +96,16 @@ fn postgres_v4() -> Vec<String> {
     v
 }
 
+/// Version 5: live figures of each tunnel in the directory.
+const V5: &[&str] = &[
+    "ALTER TABLE relay_tunnels ADD COLUMN rtt_us BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE relay_tunnels ADD COLUMN open_streams BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE relay_tunnels ADD COLUMN bytes_to_agent BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE relay_tunnels ADD COLUMN bytes_from_agent BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE relay_tunnels ADD COLUMN last_heartbeat_ms BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE relay_tunnels ADD COLUMN reconnects BIGINT NOT NULL DEFAULT 0",
+];
+
 /// Tables holding a tenant's rows, in the order a purge deletes them.
 pub const TENANT_TABLES: &[&str] = &[
     "cross_tenant_access",
@@ -275,8 +285,15 @@ impl Db {
                 V2.iter().map(|s| (*s).to_string()).collect(),
                 V3.iter().map(|s| (*s).to_string()).collect(),
                 V4.iter().map(|s| (*s).to_string()).collect(),
+                V5.iter().map(|s| (*s).to_string()).collect(),
             ],
-            Backend::Postgres => vec![postgres_v1(), postgres_v2(), postgres_v3(), postgres_v4()],
+            Backend::Postgres => vec![
+                postgres_v1(),
+                postgres_v2(),
+                postgres_v3(),
+                postgres_v4(),
+                V5.iter().map(|s| (*s).to_string()).collect(),
+            ],
         };
         for (i, statements) in migrations.iter().enumerate() {
             let version = i as i64 + 1;

@@ -54,6 +54,18 @@ pub struct TunnelView {
     pub certificate_serial: String,
     /// Until when the relay's last report counts (Unix ms).
     pub lease_expires_at_ms: i64,
+    /// Round-trip time the relay measured, microseconds.
+    pub rtt_us: i64,
+    /// Request streams open.
+    pub open_streams: i64,
+    /// Bytes carried to the agent.
+    pub bytes_to_agent: i64,
+    /// Bytes carried from the agent.
+    pub bytes_from_agent: i64,
+    /// The agent's last heartbeat (Unix ms).
+    pub last_heartbeat_ms: i64,
+    /// Times the cluster reconnected to that relay since it started.
+    pub reconnects: i64,
 }
 
 /// Applies a relay's report. Returns `false` (nothing applied) when it is a
@@ -102,8 +114,8 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<bool, ApiError>
     }
     for t in &r.up {
         sqlx::query(
-            "INSERT INTO relay_tunnels (relay_id, tunnel_id, tenant_id, cluster_id, agent_id, agent_version, transport, remote_addr, connected_at_ms, certificate_serial) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (relay_id, tunnel_id) DO UPDATE SET tenant_id = excluded.tenant_id, cluster_id = excluded.cluster_id, agent_id = excluded.agent_id, agent_version = excluded.agent_version, transport = excluded.transport, remote_addr = excluded.remote_addr, connected_at_ms = excluded.connected_at_ms, certificate_serial = excluded.certificate_serial",
+            "INSERT INTO relay_tunnels (relay_id, tunnel_id, tenant_id, cluster_id, agent_id, agent_version, transport, remote_addr, connected_at_ms, certificate_serial, rtt_us, open_streams, bytes_to_agent, bytes_from_agent, last_heartbeat_ms, reconnects) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (relay_id, tunnel_id) DO UPDATE SET tenant_id = excluded.tenant_id, cluster_id = excluded.cluster_id, agent_id = excluded.agent_id, agent_version = excluded.agent_version, transport = excluded.transport, remote_addr = excluded.remote_addr, connected_at_ms = excluded.connected_at_ms, certificate_serial = excluded.certificate_serial, rtt_us = excluded.rtt_us, open_streams = excluded.open_streams, bytes_to_agent = excluded.bytes_to_agent, bytes_from_agent = excluded.bytes_from_agent, last_heartbeat_ms = excluded.last_heartbeat_ms, reconnects = excluded.reconnects",
         )
         .bind(r.relay_id.clone())
         .bind(i64::try_from(t.tunnel_id).unwrap_or(i64::MAX))
@@ -115,6 +127,12 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<bool, ApiError>
         .bind(t.remote_addr.clone())
         .bind(t.connected_at_ms)
         .bind(t.certificate_serial.clone())
+        .bind(i64::try_from(t.rtt_us).unwrap_or(i64::MAX))
+        .bind(i64::from(t.open_streams))
+        .bind(i64::try_from(t.bytes_to_agent).unwrap_or(i64::MAX))
+        .bind(i64::try_from(t.bytes_from_agent).unwrap_or(i64::MAX))
+        .bind(t.last_heartbeat_ms)
+        .bind(i64::try_from(t.reconnects).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
     }
@@ -193,6 +211,12 @@ pub async fn tunnels(db: &Db, scope: &Scope, cluster_id: Option<&str>) -> Result
                 connected_at_ms: r.try_get("connected_at_ms")?,
                 certificate_serial: r.try_get("certificate_serial")?,
                 lease_expires_at_ms: r.try_get("lease_expires_at_ms")?,
+                rtt_us: r.try_get("rtt_us")?,
+                open_streams: r.try_get("open_streams")?,
+                bytes_to_agent: r.try_get("bytes_to_agent")?,
+                bytes_from_agent: r.try_get("bytes_from_agent")?,
+                last_heartbeat_ms: r.try_get("last_heartbeat_ms")?,
+                reconnects: r.try_get("reconnects")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()?)

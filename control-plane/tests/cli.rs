@@ -96,3 +96,47 @@ async fn cli_covers_tenants_clusters_and_tokens() {
     assert!(err.contains("not_found (HTTP 404): tenant t000000000000 not found"), "{err}");
     shutdown.cancel();
 }
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_shows_tunnels_across_relays_with_filters() {
+    let (url, _dir) = common::databases().await.remove(0);
+    let env = common::start(&url).await;
+    let (ta, tid, cid, _) = common::tenant_and_cluster(&env).await;
+    let r = ta.post(&format!("/v1/tenants/{tid}/tokens"), &serde_json::json!({"name": "cli"})).await.expect("reach");
+    let tenant_token = r.body["token"].as_str().expect("token").to_string();
+    for (relay, region, id) in [("eu-1", "eu-west", 1), ("us-1", "us-east", 2)] {
+        let mut c = common::relay_client(&env, &common::relay_identity(&env, relay));
+        let mut r = common::report(relay, "e1", 1, true, vec![common::tunnel(id, &tid, &cid)], 60_000);
+        r.region = region.into();
+        c.report(r).await.expect("report");
+    }
+    let ca = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca.path().join("ca.pem");
+    std::fs::write(&ca_file, env.pki.relay_ca.cert_pem()).expect("write");
+    let ca_arg = ca_file.to_str().expect("path");
+    let run = |token: &str, args: &[&str]| {
+        let mut all = vec!["--ca-file", ca_arg];
+        all.extend_from_slice(args);
+        kubechat(&env.base, token, &all)
+    };
+    let (ok, out, err) = run(common::ADMIN, &["-o", "json", "tunnels"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(2), "{out}");
+    assert_eq!(v["items"][0]["rttUs"], 850);
+    let (ok, out, _) = run(common::ADMIN, &["tunnels", "--region", "us-east"]);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("TENANT") && lines[0].contains("RTT_US") && lines[0].contains("RECONNECTS"), "{out}");
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[1].contains("us-1") && lines[1].contains(&cid), "{out}");
+    // A tenant admin sees their own tenant's tunnels, not everyone's.
+    let (ok, _, err) = run(&tenant_token, &["tunnels"]);
+    assert!(!ok && err.contains("403"), "{err}");
+    let (ok, out, err) = run(&tenant_token, &["-o", "json", "tunnels", "--tenant", &tid, "--relay", "eu-1"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{out}");
+}

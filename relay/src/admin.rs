@@ -36,6 +36,7 @@ struct TunnelInfo {
     bytes_from_agent: u64,
     last_heartbeat_unix_ms: u64,
     draining: bool,
+    reconnects: u64,
 }
 
 impl AdminHandler for RelayAdmin {
@@ -80,6 +81,7 @@ impl AdminHandler for RelayAdmin {
                 bytes_from_agent: t.bytes_from_agent.load(Relaxed),
                 last_heartbeat_unix_ms: t.last_heartbeat_ms(),
                 draining: t.is_draining(),
+                reconnects: self.state.registry.reconnects(&t.identity.cluster),
             })
             .collect();
         Some(("application/json", serde_json::to_vec(&serde_json::json!({ "tunnels": rows })).unwrap_or_default()))

@@ -104,11 +104,20 @@ fn snapshot(state: &RelayState) -> HashMap<u64, TunnelInfo> {
                 remote_addr: t.conn.remote_addr().to_string(),
                 connected_at_ms: t.connected_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
                 certificate_serial: t.certificate_serial.clone(),
+                rtt_us: t.conn.rtt().as_micros() as u64,
+                open_streams: u32::try_from(t.open_streams()).unwrap_or(u32::MAX),
+                bytes_to_agent: t.bytes_to_agent.load(std::sync::atomic::Ordering::Relaxed),
+                bytes_from_agent: t.bytes_from_agent.load(std::sync::atomic::Ordering::Relaxed),
+                last_heartbeat_ms: i64::try_from(t.last_heartbeat_ms()).unwrap_or(i64::MAX),
+                reconnects: state.registry.reconnects(&t.identity.cluster),
             };
             (t.id, info)
         })
         .collect()
 }
+
+/// Reports between two refreshes of every tunnel's live figures.
+const STATS_EVERY: u64 = 15;
 
 type Grpc = PresenceClient<Client<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>>;
 
@@ -142,6 +151,11 @@ pub(crate) async fn run(target: PresenceTarget, state: Arc<RelayState>, internal
         let last = state.shutdown.is_cancelled();
         let current = snapshot(&state);
         seq += 1;
+        // Every STATS_EVERY reports, a full snapshot refreshes the live
+        // figures (RTT, streams, bytes) the control plane shows.
+        if seq % STATS_EVERY == 0 {
+            full = true;
+        }
         let (up, down) = if full {
             (current.values().cloned().collect(), Vec::new())
         } else {

@@ -26,6 +26,8 @@ pub(crate) enum PickError {
 struct ClusterEntry {
     tunnels: Vec<Arc<Tunnel>>,
     last_seen: Option<SystemTime>,
+    /// Tunnels this cluster has opened on this relay since it started.
+    connects: u64,
 }
 
 /// The registry of cluster id → live tunnels.
@@ -45,7 +47,13 @@ impl Registry {
             return false;
         }
         entry.tunnels.push(tunnel);
+        entry.connects += 1;
         true
+    }
+
+    /// How often `cluster` reconnected to this relay since it started.
+    pub(crate) fn reconnects(&self, cluster: &str) -> u64 {
+        self.clusters.get(cluster).map_or(0, |e| e.connects.saturating_sub(1))
     }
 
     /// Removes a tunnel and remembers when its cluster was last seen.

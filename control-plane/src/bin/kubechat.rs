@@ -47,6 +47,25 @@ enum Command {
     /// Clusters of a tenant.
     #[command(subcommand)]
     Clusters(Clusters),
+    /// Live agent tunnels: every relay and region (platform admins), or one
+    /// tenant's (`--tenant`, tenant admins).
+    Tunnels {
+        /// Only this tenant (required unless you are a platform admin).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only tunnels held by this relay.
+        #[arg(long)]
+        relay: Option<String>,
+        /// Only tunnels in this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// Refresh every N seconds until interrupted.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -208,6 +227,35 @@ const TOKEN_COLS: &[(&str, &str)] = &[
     ("REVOKED", "/revokedAt"),
 ];
 const CLUSTER_COLS: &[(&str, &str)] = &[("ID", "/id"), ("NAME", "/name"), ("REGION", "/region")];
+const TUNNEL_COLS: &[(&str, &str)] = &[
+    ("TENANT", "/tenantId"),
+    ("CLUSTER", "/clusterId"),
+    ("RELAY", "/relayId"),
+    ("REGION", "/region"),
+    ("TRANSPORT", "/transport"),
+    ("AGENT", "/agentId"),
+    ("VERSION", "/agentVersion"),
+    ("REMOTE", "/remoteAddr"),
+    ("RTT_US", "/rttUs"),
+    ("STREAMS", "/openStreams"),
+    ("RECONNECTS", "/reconnects"),
+    ("SINCE_MS", "/connectedAtMs"),
+];
+
+/// The tunnels that pass the filters.
+fn filter_tunnels(v: &Value, cluster: Option<&str>, relay: Option<&str>, region: Option<&str>) -> Value {
+    let keep = |t: &Value, key: &str, want: Option<&str>| want.is_none_or(|w| t[key] == w);
+    let items: Vec<Value> = v["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|t| keep(t, "clusterId", cluster) && keep(t, "relayId", relay) && keep(t, "region", region))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"items": items})
+}
 
 async fn run(cli: Cli) -> Result<(), String> {
     let c = match &cli.ca_file {
@@ -232,6 +280,23 @@ async fn run(cli: Cli) -> Result<(), String> {
             Err(format!("{code} (HTTP {}): {msg}", r.status))
         }
     };
+    if let Command::Tunnels { tenant, cluster, relay, region, watch } = &cli.command {
+        let path = match tenant {
+            Some(t) => format!("/v1/tenants/{t}/tunnels"),
+            None => "/v1/tunnels".to_string(),
+        };
+        loop {
+            let v = filter_tunnels(&ok(c.get(&path).await?)?, cluster.as_deref(), relay.as_deref(), region.as_deref());
+            show(out, &v, TUNNEL_COLS);
+            match watch {
+                Some(secs) => {
+                    tokio::time::sleep(std::time::Duration::from_secs((*secs).max(1))).await;
+                    println!();
+                }
+                None => return Ok(()),
+            }
+        }
+    }
     match cli.command {
         Command::Tenants(t) => match t {
             Tenants::Create { name, slug, admin_email, plan, region } => {
@@ -309,6 +374,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 &[("REVOKED", "/revoked")],
             ),
         },
+        Command::Tunnels { .. } => {}
         Command::Clusters(cl) => match cl {
             Clusters::Add { tenant, name, region } => {
                 let mut body = json!({"name": name});

@@ -105,6 +105,9 @@ pub fn tunnel(id: u64, tenant: &str, cluster: &str) -> TunnelInfo {
         remote_addr: "127.0.0.1:5000".into(),
         connected_at_ms: 1,
         certificate_serial: "01".into(),
+        rtt_us: 850,
+        open_streams: 2,
+        ..Default::default()
     }
 }
 
