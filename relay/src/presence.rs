@@ -153,7 +153,7 @@ pub(crate) async fn run(target: PresenceTarget, state: Arc<RelayState>, internal
         seq += 1;
         // Every STATS_EVERY reports, a full snapshot refreshes the live
         // figures (RTT, streams, bytes) the control plane shows.
-        if seq % STATS_EVERY == 0 {
+        if seq.is_multiple_of(STATS_EVERY) {
             full = true;
         }
         let (up, down) = if full {
