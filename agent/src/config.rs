@@ -146,6 +146,9 @@ pub struct Config {
     pub backoff_cap: Duration,
     /// A tunnel up this long resets the backoff.
     pub stable_after: Duration,
+    /// Readiness stays true this long after the last tunnel went down (so a
+    /// reconnect does not flap the pod), then fails.
+    pub ready_grace: Duration,
     /// How long to wait for a relay's handshake.
     pub connect_timeout: Duration,
     /// How long in-flight streams get on shutdown.
@@ -205,6 +208,7 @@ impl Config {
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
             stable_after: Duration::from_secs(30),
+            ready_grace: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(30),
             grants: kubechat_protocol::grant::GrantVerifier::default(),

@@ -55,6 +55,8 @@ pub(crate) struct AgentState {
     pub(crate) renewer: Option<Renewer>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    /// When the last tunnel went down (none up since), for readiness.
+    pub(crate) last_tunnel_down: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl AgentState {
@@ -75,6 +77,7 @@ impl AgentState {
             renewer,
             shutdown,
             tasks: TaskTracker::new(),
+            last_tunnel_down: std::sync::Mutex::new(None),
         }
     }
 

@@ -384,6 +384,9 @@ impl Live {
             async move {
                 let end = run_session(session, st.clone(), g, r).await;
                 st.metrics.tunnels_connected.dec();
+                if st.metrics.tunnels_connected.get() == 0 {
+                    *st.last_tunnel_down.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+                }
                 if let SessionEnd::Retired = end {
                     info!("tunnel with the replaced certificate closed");
                 }

@@ -226,7 +226,7 @@ async fn an_agent_only_ever_receives_its_own_clusters_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_tunnel() {
-    let s = Stack::start().await;
+    let s = Stack::start_with(|_| {}, |a| a.ready_grace = Duration::from_millis(300)).await;
     assert_eq!(http_get(s.agent.admin, "/readyz").await.0, 200);
     assert_eq!(http_get(s.agent.admin, "/healthz").await.0, 200);
     let (code, metrics) = http_get(s.relay.admin, "/metrics").await;
@@ -240,8 +240,25 @@ async fn readiness_follows_the_tunnel() {
 
     s.relay.shutdown.cancel();
     let admin = s.agent.admin;
+    // Not ready once no tunnel has been up for the grace period, and it says why.
     eventually("agent not ready without a tunnel", LONG, || async move { http_get(admin, "/readyz").await.0 == 503 })
         .await;
+    let (_, why) = http_get(admin, "/readyz").await;
+    assert!(why.contains("no tunnel to any relay has been up for"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_rides_out_a_reconnect_within_its_grace() {
+    // A long grace: the relay going away briefly does not flip readiness.
+    let s = Stack::start_with(|_| {}, |a| a.ready_grace = Duration::from_secs(3600)).await;
+    s.relay.shutdown.cancel();
+    let h = s.agent.handle.clone();
+    eventually("tunnel down", LONG, || {
+        let h = h.clone();
+        async move { h.tunnels_connected() == 0 }
+    })
+    .await;
+    assert_eq!(http_get(s.agent.admin, "/readyz").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
