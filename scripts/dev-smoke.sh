@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export KUBECHAT_DEV_SIM_PORT=$(free_port) KUBECHAT_DEV_QUIC_PORT=$(free_port) KUBECHAT_DEV_INTERNAL_PORT=$(free_port) KUBECHAT_DEV_CP_PORT=$(free_port)
-export KUBECHAT_DEV_CP_INTERNAL_PORT=$(free_port)
+export KUBECHAT_DEV_CP_INTERNAL_PORT=$(free_port) KUBECHAT_DEV_CP_ADMIN_PORT=$(free_port)
 export KUBECHAT_DEV_RELAY_ADMIN_PORT=$(free_port) KUBECHAT_DEV_AGENT_ADMIN_PORT=$(free_port)
 export KUBECHAT_DEV_PROFILE=debug
 export KUBECHAT_DEV_DIR=$(mktemp -d)
@@ -46,6 +46,7 @@ TENANT_TOKEN=$(grep -o 'kc_[A-Za-z0-9_-]*' "$KUBECHAT_DEV_DIR/kubeconfig" | head
 check "control plane shows the tunnel" '"connected":true' curl -fsS --cacert "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" -H "Authorization: Bearer $TENANT_TOKEN" "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT/v1/tenants/$TENANT/clusters/$CLUSTER"
 check "audit trail verifies" '"intact":true' curl -fsS --cacert "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" -H "Authorization: Bearer $TENANT_TOKEN" "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT/v1/tenants/$TENANT/audit/verify"
 check "kubectl requests audited" '"verb":"list"' curl -fsS --cacert "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" -H "Authorization: Bearer $TENANT_TOKEN" "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT/v1/tenants/$TENANT/audit?verb=list"
+check "control plane metrics" "kubechat_cp_kube_requests_total" curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_CP_ADMIN_PORT/metrics"
 check "agent ready" "ready" curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_AGENT_ADMIN_PORT/readyz"
 check "control plane lists the tenant" "demo" "$PWD/target/debug/kubechat" --server "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT" --ca-file "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" --token "$(cat "$KUBECHAT_DEV_DIR/admin-token")" tenants list
 # No log of any component may contain a token or a private key.
@@ -57,4 +58,4 @@ for secret in "$(cat "$KUBECHAT_DEV_DIR/admin-token")" "$TENANT_TOKEN" "PRIVATE 
 done
 if [ $leaks -eq 0 ]; then echo "ok: no token or private key in any log"; else fail=1; fi
 if [ $fail -ne 0 ]; then echo "--- dev.sh output"; cat "$OUT"; exit 1; fi
-echo "smoke: 11 passed, 0 failed"
+echo "smoke: 12 passed, 0 failed"

@@ -45,6 +45,8 @@ pub struct App {
     pub enrollment: Option<crate::enroll::Enrollment>,
     /// Per-tenant circuit breakers of the kube path.
     pub breakers: crate::breaker::Breakers,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::CpMetrics,
 }
 
 type Reply = Result<(StatusCode, Value), ApiError>;
@@ -68,7 +70,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<crate::ku
     if let Some(rest) = req.uri().path().strip_prefix("/k8s/clusters/") {
         let (cluster, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(c, p)| (c, format!("/{p}")));
         let (cluster, path) = (cluster.to_string(), path);
-        return crate::kube::handle(&app, req, &cluster, &path).await;
+        let resp = crate::kube::handle(&app, req, &cluster, &path).await;
+        app.metrics.kube_requests.inc(resp.status().as_str());
+        return resp;
     }
     if req.method() == Method::GET
         && let Some(id) = req.uri().path().strip_prefix("/v1/tenants/").and_then(|r| r.strip_suffix("/audit/export"))
@@ -80,7 +84,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<crate::ku
             Err(e) => respond(Err(e)),
         };
     }
-    respond(route(&app, req).await)
+    let resp = respond(route(&app, req).await);
+    app.metrics.api_requests.inc(resp.status().as_str());
+    resp
 }
 
 /// `GET /v1/tenants/{id}/audit/export`: every audit event of the tenant as

@@ -84,6 +84,9 @@ struct Cli {
     /// CA bundle (PEM) kubeconfigs tell kubectl to trust.
     #[arg(long, env = "KUBECHAT_PUBLIC_CA")]
     public_ca: Option<PathBuf>,
+    /// Admin listener (plain HTTP: /healthz, /readyz, /metrics); "off" disables it.
+    #[arg(long, env = "KUBECHAT_ADMIN_LISTEN", default_value = "127.0.0.1:9092")]
+    admin_listen: String,
     /// Upstream failures in a row (relay unreachable, 502/503/504) that pause
     /// a tenant's kube requests.
     #[arg(long, env = "KUBECHAT_BREAKER_THRESHOLD", default_value_t = 20)]
@@ -187,6 +190,15 @@ pub fn main() -> ExitCode {
     config.default_region = cli.default_region;
     config.per_token_rps = cli.per_token_rps;
     config.per_tenant_rps = cli.per_tenant_rps;
+    config.admin_listen = match cli.admin_listen.as_str() {
+        "off" => None,
+        a => match a.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                return process::config_error(&format!("--admin-listen {a:?} is not an address like 127.0.0.1:9092"));
+            }
+        },
+    };
     config.breaker_threshold = cli.breaker_threshold;
     config.breaker_cooldown = std::time::Duration::from_secs(cli.breaker_cooldown_secs);
     let rt = match process::runtime() {

@@ -174,7 +174,11 @@ impl Events for EventsService {
             return Err(tonic::Status::invalid_argument(format!("at most {MAX_BATCH} events per batch")));
         }
         match ingest(&self.app, &peer.0, batch).await {
-            Ok(ack) => Ok(tonic::Response::new(ack)),
+            Ok(ack) => {
+                self.app.metrics.events_accepted.add(ack.accepted.len() as u64);
+                self.app.metrics.events_rejected.add(ack.rejected.len() as u64);
+                Ok(tonic::Response::new(ack))
+            }
             Err(e) => {
                 tracing::warn!(error = %e.message, "events not stored");
                 Err(tonic::Status::unavailable("storage failure; retry"))

@@ -208,6 +208,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
                 q.resets_at,
                 tenant.id
             );
+            app.metrics.quota_refusals.inc();
             meta.deny(app, &tenant.id, &cluster.id, &groups, 429, &message).await;
             // No Retry-After: client-go would sleep that long (days) and
             // retry; kubectl should print the reason now.
@@ -222,6 +223,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
             open.failures,
             open.retry_in.as_secs().max(1)
         );
+        app.metrics.breaker_refusals.inc();
         meta.deny(app, &tenant.id, &cluster.id, &groups, 503, &message).await;
         return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
     }

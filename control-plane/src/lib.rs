@@ -20,6 +20,7 @@
 //! - [`ingest`]: the gRPC service relays publish events to.
 //! - [`billing`]: prices, the monthly command quota, invoices, MRR.
 //! - [`breaker`]: per-tenant circuit breakers on the kube path.
+//! - [`metrics`]: Prometheus metrics on the admin listener.
 //! - `presence`: the internal gRPC listener relays report to (mutual TLS).
 //! - [`relays`]: pooled mutual-TLS connections to relays.
 //! - [`client`]: the REST client the CLI and tests use.
@@ -39,6 +40,7 @@ pub mod error;
 pub mod ingest;
 pub mod kube;
 pub mod kube_authz;
+pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod ratelimit;
@@ -123,6 +125,9 @@ pub struct Config {
     pub public_ca_pem: Option<String>,
     /// Agent enrollment (agent CA, relay CA and endpoints), if enabled.
     pub enrollment: Option<enroll::Enrollment>,
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`), plain HTTP; bind
+    /// it to a private address.
+    pub admin_listen: Option<SocketAddr>,
     /// Upstream failures in a row that open a tenant's circuit breaker.
     pub breaker_threshold: u32,
     /// How long an open breaker refuses before a trial request.
@@ -146,6 +151,7 @@ impl Config {
             public_url: None,
             public_ca_pem: None,
             enrollment: None,
+            admin_listen: None,
             breaker_threshold: 20,
             breaker_cooldown: std::time::Duration::from_secs(10),
         }
@@ -173,6 +179,7 @@ pub struct ControlPlane {
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     internal: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    admin: Option<TcpListener>,
     /// The platform admin token, if this start created it.
     pub created_admin_token: Option<Secret>,
 }
@@ -236,6 +243,12 @@ impl ControlPlane {
                 ));
             }
         };
+        let admin = match config.admin_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.map_err(|source| ControlPlaneError::Bind { addr, source })?)
+            }
+            None => None,
+        };
         let relays = match &config.relays {
             Some(r) => Some(
                 relays::RelayClients::new(&r.client, &r.relay_ca).map_err(|e| ControlPlaneError::Tls(e.to_string()))?,
@@ -259,13 +272,19 @@ impl ControlPlane {
             public_ca_pem: config.public_ca_pem,
             enrollment: config.enrollment,
             breakers: breaker::Breakers::new(config.breaker_threshold, config.breaker_cooldown),
+            metrics: metrics::CpMetrics::default(),
         });
-        Ok(Self { app, listener, tls, internal, created_admin_token: created.then_some(token) })
+        Ok(Self { app, listener, tls, internal, admin, created_admin_token: created.then_some(token) })
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The bound address of the admin listener, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound address of the internal gRPC listener, if any.
@@ -288,6 +307,10 @@ impl ControlPlane {
         let tasks = TaskTracker::new();
         if let Some((listener, acceptor)) = self.internal {
             tasks.spawn(presence::serve(listener, acceptor, self.app.clone(), shutdown.clone()));
+        }
+        if let Some(listener) = self.admin {
+            let handler = Arc::new(metrics::CpAdmin { app: self.app.clone(), shutdown: shutdown.clone() });
+            tasks.spawn(kubechat_transport::admin::serve(listener, handler, shutdown.clone()));
         }
         // Audit retention: each tenant's plan says how many days are kept.
         let (app, stop) = (self.app.clone(), shutdown.clone());

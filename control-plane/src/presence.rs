@@ -59,6 +59,7 @@ impl Presence for PresenceService {
             tonic::Status::unavailable("storage failure; retry")
         };
         let applied = directory::apply_report(&self.app.db, &r).await.map_err(storage)?;
+        self.app.metrics.presence_reports.inc(if applied { "applied" } else { "resend_full" });
         let list = directory::revocations(&self.app.db).await.map_err(storage)?;
         let changed = list.version != r.revocations_version;
         Ok(tonic::Response::new(PresenceAck {

@@ -54,6 +54,8 @@ pub struct World {
     pub cluster: String,
     /// The control plane's internal (gRPC) port relays report to.
     pub internal_port: u16,
+    /// The control plane's admin listener (`/metrics`).
+    pub cp_admin: std::net::SocketAddr,
     /// The control plane's state (its database).
     pub app: std::sync::Arc<kubechat_control_plane::App>,
     /// Secrets no log line may contain (besides the generic patterns).
@@ -135,6 +137,16 @@ impl World {
 }
 
 impl World {
+    /// The control plane's Prometheus metrics.
+    pub async fn cp_metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.cp_admin).await.expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
     /// Another relay `relay_id` of `region` (QUIC on `quic_port`, 0 for any),
     /// reporting presence to this world's control plane.
     pub async fn extra_relay(&self, relay_id: &str, region: &str, quic_port: u16) -> crate::stack::TestRelay {
@@ -212,9 +224,11 @@ pub async fn world_full(
         bootstrap_lifetime: Duration::from_secs(3600),
         renewal_overlap: Duration::ZERO,
     });
+    cfg.admin_listen = Some(([127, 0, 0, 1], 0).into());
     cp_tweak(&mut cfg);
     let cp = ControlPlane::bind(cfg).await.expect("control plane");
     let app = cp.app();
+    let cp_admin = cp.admin_addr().expect("admin listener");
     let cp_url = format!("https://{}", cp.addr());
     let http_api = cp_url.clone();
     let shutdown = CancellationToken::new();
@@ -295,6 +309,7 @@ pub async fn world_full(
         tenant,
         cluster,
         internal_port,
+        cp_admin,
         app,
         secrets: vec![
             ADMIN.to_string(),

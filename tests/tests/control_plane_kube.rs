@@ -358,6 +358,13 @@ async fn a_tenant_failing_upstream_is_paused_by_its_breaker_and_others_are_serve
     let msg = r.body["message"].as_str().unwrap_or_default();
     assert!(msg.contains("failed upstream") && msg.contains("paused"), "{msg}");
     assert_eq!(w.relay.handle.metrics().streams_total.get(), streams, "the paused request reached the relay");
+    let metrics = w.cp_metrics().await;
+    let refusals: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kubechat_cp_breaker_refusals_total ")?.parse().ok())
+        .expect("breaker refusals metric");
+    assert!(refusals >= 1, "{metrics}");
+    assert!(metrics.contains("kubechat_cp_kube_requests_total{code=\"503\"}"), "{metrics}");
     // Acme is served meanwhile.
     let ok = w.api.get(&format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster)).await.expect("reach");
     assert_eq!(ok.status, 200, "{}", ok.body);

@@ -404,6 +404,9 @@ async fn the_command_quota_refuses_with_its_reset_time_until_an_upgrade_and_invo
     let (resets, _) = kubechat_control_plane::billing::month_reset(&month);
     assert!(err.contains("has used all 3 kubectl commands of its team plan"), "{err}");
     assert!(err.contains(&format!("the quota resets at {resets}")), "{err}");
+    let metrics = w.cp_metrics().await;
+    assert!(metrics.contains("kubechat_cp_quota_refusals_total 1"), "{metrics}");
+    assert!(!metrics.contains("kubechat_cp_events_accepted_total 0"), "{metrics}");
 
     // The upgrade lifts it at once.
     let r = w

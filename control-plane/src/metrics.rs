@@ -1,0 +1,88 @@
+//! The control plane's Prometheus metrics, served on its admin listener
+//! (`--admin-listen`) with `/healthz` and `/readyz`.
+
+use std::sync::Arc;
+
+use kubechat_transport::admin::AdminHandler;
+use kubechat_transport::metrics::{Counter, Encoder, LabeledCounter};
+
+/// Counters of one control-plane process.
+#[derive(Debug, Default)]
+pub struct CpMetrics {
+    /// Kube-path requests answered, by HTTP status code.
+    pub kube_requests: LabeledCounter,
+    /// REST API requests answered, by HTTP status code.
+    pub api_requests: LabeledCounter,
+    /// Kube-path commands refused for an exhausted monthly quota.
+    pub quota_refusals: Counter,
+    /// Kube-path requests refused by an open circuit breaker.
+    pub breaker_refusals: Counter,
+    /// Events stored (or already stored) from relays.
+    pub events_accepted: Counter,
+    /// Events rejected as malformed.
+    pub events_rejected: Counter,
+    /// Presence reports, by result (`applied`, `resend_full`, `refused`).
+    pub presence_reports: LabeledCounter,
+}
+
+impl CpMetrics {
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        Encoder::new()
+            .labeled(
+                "kubechat_cp_kube_requests_total",
+                "Kube-path requests answered, by status code.",
+                "code",
+                &self.kube_requests,
+            )
+            .labeled(
+                "kubechat_cp_api_requests_total",
+                "REST API requests answered, by status code.",
+                "code",
+                &self.api_requests,
+            )
+            .counter(
+                "kubechat_cp_quota_refusals_total",
+                "kubectl commands refused for an exhausted monthly quota.",
+                self.quota_refusals.get(),
+            )
+            .counter(
+                "kubechat_cp_breaker_refusals_total",
+                "Kube requests refused by a tenant's open circuit breaker.",
+                self.breaker_refusals.get(),
+            )
+            .counter(
+                "kubechat_cp_events_accepted_total",
+                "Relay events stored (or already stored).",
+                self.events_accepted.get(),
+            )
+            .counter(
+                "kubechat_cp_events_rejected_total",
+                "Relay events rejected as malformed.",
+                self.events_rejected.get(),
+            )
+            .labeled(
+                "kubechat_cp_presence_reports_total",
+                "Presence reports from relays, by result.",
+                "result",
+                &self.presence_reports,
+            )
+            .finish()
+    }
+}
+
+/// The admin listener's handler.
+pub(crate) struct CpAdmin {
+    pub(crate) app: Arc<crate::App>,
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl AdminHandler for CpAdmin {
+    fn ready(&self) -> Result<(), String> {
+        if self.shutdown.is_cancelled() { Err("shutting down".into()) } else { Ok(()) }
+    }
+
+    fn metrics(&self) -> String {
+        self.app.metrics.render()
+    }
+}
