@@ -22,7 +22,7 @@ use kubechat_protocol::grant::{self, GrantSigner};
 use kubechat_protocol::kube_request;
 use kubechat_protocol::messages::Grant;
 use kubechat_protocol::status::Status;
-use rand::seq::IndexedRandom;
+use rand::seq::SliceRandom;
 
 use crate::api::App;
 use crate::db::Scope;
@@ -76,6 +76,9 @@ impl RequestMeta {
         }
     }
 }
+
+/// Largest request body forwarded on the kube path.
+pub const MAX_REQUEST_BODY: usize = 16 << 20;
 
 /// A full body.
 pub fn full(b: impl Into<Bytes>) -> Body {
@@ -256,7 +259,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         );
         return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
     }
-    let Some(route) = allowed.choose(&mut rand::rng()).cloned() else {
+    if allowed.is_empty() {
         return status(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
@@ -265,7 +268,11 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
                 cluster.name
             ),
         );
-    };
+    }
+    // Spread over the relays holding a tunnel; a relay that cannot be
+    // reached (crashed, not yet expired from the directory) is skipped.
+    let mut candidates = allowed;
+    candidates.shuffle(&mut rand::rng());
     let request_id = uuid::Uuid::now_v7().to_string();
     let client_address = meta.client_address.clone();
     let user = meta.user.clone();
@@ -287,66 +294,95 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     let upgrade = req.headers().get(header::UPGRADE).is_some();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
+    // The body is read first (the API server takes at most a few MiB), so a
+    // request can go to another relay when the first cannot be reached.
+    let body = if upgrade {
+        Bytes::new()
+    } else {
+        match http_body_util::Limited::new(body, MAX_REQUEST_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    format!("the request body is larger than {MAX_REQUEST_BODY} bytes, or was not received whole"),
+                );
+            }
+        }
+    };
     let relay_path = format!("/v1/clusters/{}/k8s{path_and_query}", cluster.id);
-    let uri = if upgrade { relay_path } else { format!("https://{}{relay_path}", route.internal_address) };
-    let mut out = Request::builder().method(parts.method.clone()).uri(uri);
-    if let Some(h) = out.headers_mut() {
-        for (k, v) in &parts.headers {
-            let name = k.as_str();
-            if name == "authorization"
-                || name == "host"
-                || name.starts_with("kubechat-")
-                || name.starts_with("impersonate-")
-            {
+    let build = |route: &crate::directory::Route| {
+        let uri = if upgrade { relay_path.clone() } else { format!("https://{}{relay_path}", route.internal_address) };
+        let mut out = Request::builder().method(parts.method.clone()).uri(uri);
+        if let Some(h) = out.headers_mut() {
+            for (k, v) in &parts.headers {
+                let name = k.as_str();
+                if name == "authorization"
+                    || name == "host"
+                    || name.starts_with("kubechat-")
+                    || name.starts_with("impersonate-")
+                {
+                    continue;
+                }
+                h.append(k.clone(), v.clone());
+            }
+            if upgrade && let Ok(v) = HeaderValue::from_str(&route.internal_address) {
+                h.insert(header::HOST, v);
+            }
+            let mut set = |n: &'static str, v: &str| {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.append(n, v);
+                }
+            };
+            set(grant::HEADER, &grant::to_header(&signed));
+            set("kubechat-request-id", &request_id);
+            set("kubechat-user", &user);
+            for g in &groups {
+                set("kubechat-group", g);
+            }
+        }
+        out.body(Full::new(body.clone()))
+    };
+    let mut sent = None;
+    for route in &candidates {
+        let Ok(out) = build(route) else {
+            return status(StatusCode::BAD_REQUEST, "BadRequest", "the request could not be forwarded");
+        };
+        let attempt = if upgrade {
+            match relays.upgrade_connection(&route.internal_address).await {
+                Ok(mut send) => send.send_request(out).await.map_err(|e| (true, e.to_string())),
+                Err(e) => Err((false, e)),
+            }
+        } else {
+            relays.send(out).await.map_err(|e| (!e.is_connect(), e.to_string()))
+        };
+        match attempt {
+            Err((false, e)) => {
+                tracing::warn!(relay = %route.relay_id, error = %e, "cannot reach the relay; trying another");
                 continue;
             }
-            h.append(k.clone(), v.clone());
-        }
-        if upgrade && let Ok(v) = HeaderValue::from_str(&route.internal_address) {
-            h.insert(header::HOST, v);
-        }
-        let mut set = |n: &'static str, v: &str| {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                h.append(n, v);
+            other => {
+                sent = Some((route.relay_id.clone(), other));
+                break;
             }
-        };
-        set(grant::HEADER, &grant::to_header(&signed));
-        set("kubechat-request-id", &request_id);
-        set("kubechat-user", &user);
-        for g in &groups {
-            set("kubechat-group", g);
         }
     }
-    let Ok(out) = out.body(body) else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "the request could not be forwarded");
-    };
-    let unreachable = |e: String| {
-        app.breakers.record(&tenant.id, true, std::time::Instant::now());
-        tracing::warn!(relay = %route.relay_id, error = %e, "cannot reach the relay");
-        status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            format!("the relay for cluster {} is unreachable; retry", cluster.name),
-        )
-    };
-    let sent = if upgrade {
-        match relays.upgrade_connection(&route.internal_address).await {
-            Ok(mut send) => send.send_request(out).await.map_err(|e| (true, e.to_string())),
-            Err(e) => return unreachable(e),
-        }
-    } else {
-        relays.send(out).await.map_err(|e| (!e.is_connect(), e.to_string()))
-    };
     let mut resp = match sent {
-        Ok(r) => r,
-        Err((false, e)) => return unreachable(e),
-        Err((true, e)) => {
+        None => {
+            return status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("no relay holding cluster {}'s tunnel can be reached; retry", cluster.name),
+            );
+        }
+        Some((_, Ok(r))) => r,
+        Some((relay, Err((_, e)))) => {
             app.breakers.record(&tenant.id, true, std::time::Instant::now());
-            tracing::warn!(relay = %route.relay_id, error = %e, "relay request failed");
+            tracing::warn!(relay = %relay, error = %e, "relay request failed");
             return status(
                 StatusCode::BAD_GATEWAY,
                 "InternalError",
-                format!("the relay failed while forwarding to cluster {}", cluster.name),
+                format!("the relay failed while forwarding to cluster {}; the request may or may not have reached it", cluster.name),
             );
         }
     };

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,7 +18,7 @@ use tokio::net::TcpStream;
 /// How the control plane reaches relays.
 #[derive(Clone)]
 pub struct RelayClients {
-    h2: Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>,
+    h2: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     h1: Arc<rustls::ClientConfig>,
 }
 
@@ -56,7 +58,7 @@ impl RelayClients {
     /// connection to its relay.
     pub async fn send(
         &self,
-        req: http::Request<Incoming>,
+        req: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
         self.h2.request(req).await
     }
@@ -65,7 +67,7 @@ impl RelayClients {
     pub async fn upgrade_connection(
         &self,
         address: &str,
-    ) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
         let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address).trim_matches(['[', ']']);
         let name = ServerName::try_from(host.to_string()).map_err(|e| format!("bad relay address {address}: {e}"))?;
         let tcp = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
