@@ -382,7 +382,10 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
             return status(
                 StatusCode::BAD_GATEWAY,
                 "InternalError",
-                format!("the relay failed while forwarding to cluster {}; the request may or may not have reached it", cluster.name),
+                format!(
+                    "the relay failed while forwarding to cluster {}; the request may or may not have reached it",
+                    cluster.name
+                ),
             );
         }
     };

@@ -56,6 +56,8 @@ pub struct World {
     pub internal_port: u16,
     /// The control plane's admin listener (`/metrics`).
     pub cp_admin: std::net::SocketAddr,
+    /// The grant key relays and agents trust, as `--grant-key` takes it.
+    pub grant_key: String,
     /// The control plane's state (its database).
     pub app: std::sync::Arc<kubechat_control_plane::App>,
     /// Secrets no log line may contain (besides the generic patterns).
@@ -310,6 +312,7 @@ pub async fn world_full(
         cluster,
         internal_port,
         cp_admin,
+        grant_key: format!("cp-1={}", kubechat_protocol::grant::to_header(&signer.public_key())),
         app,
         secrets: vec![
             ADMIN.to_string(),

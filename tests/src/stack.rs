@@ -196,8 +196,21 @@ impl RelayProcess {
     /// `env!("CARGO_BIN_EXE_test-relay")`) with certificates from `dir`, on
     /// the given ports (so a restart can reuse them).
     pub fn spawn(bin: &str, dir: &std::path::Path, quic_port: u16, internal_port: u16, admin_port: u16) -> Self {
+        Self::spawn_with(bin, dir, quic_port, internal_port, admin_port, &[])
+    }
+
+    /// Like [`RelayProcess::spawn`], with more arguments.
+    pub fn spawn_with(
+        bin: &str,
+        dir: &std::path::Path,
+        quic_port: u16,
+        internal_port: u16,
+        admin_port: u16,
+        extra: &[String],
+    ) -> Self {
         let p = |f: &str| -> PathBuf { dir.join(f) };
         let child = Command::new(bin)
+            .args(extra)
             .args(["--quic-listen", &format!("127.0.0.1:{quic_port}")])
             .args(["--internal-listen", &format!("127.0.0.1:{internal_port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])

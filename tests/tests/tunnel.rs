@@ -298,6 +298,42 @@ async fn draining_relay_finishes_in_flight_streams_and_sends_goaway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_with_fifty_requests_in_flight_completes_every_one() {
+    let s = Stack::start().await;
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        let name = format!("drain{i}");
+        let gate = s.backend.open_gate(&name);
+        let req = s
+            .client
+            .request("GET", CLUSTER, &format!("/gate/{name}"), false)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = within("response head", LONG, s.client.send(req)).await;
+        gate.send(Bytes::from_static(b"before ")).await.expect("gate");
+        pending.push((gate, resp));
+    }
+    s.relay.shutdown.cancel();
+    let h = s.agent.handle.clone();
+    eventually("agent got goaway", LONG, || {
+        let h = h.clone();
+        async move { h.metrics().goaways.get() >= 1 }
+    })
+    .await;
+    let mut bodies = Vec::new();
+    for (gate, resp) in pending {
+        gate.send(Bytes::from_static(b"after")).await.expect("gate");
+        drop(gate);
+        bodies.push(tokio::spawn(async move { resp.into_body().collect().await.map(|b| b.to_bytes()) }));
+    }
+    for b in bodies {
+        let body = within("drained body", LONG, b).await.expect("task").expect("body");
+        assert_eq!(&body[..], b"before after");
+    }
+    within("relay stops", LONG, s.relay.task).await.expect("relay task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_share_a_registry_shape() {
     // A second relay knows nothing of the first one's tunnels.
     let s = Stack::start().await;
