@@ -232,6 +232,11 @@ impl RelayProcess {
         Self { child, quic: a(quic_port), internal: a(internal_port), admin: a(admin_port) }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no GOAWAY, no close frames.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
