@@ -91,6 +91,9 @@ struct RawConfig {
     /// Largest reconnect delay, seconds [default: 30].
     #[arg(long, env = "KUBECHAT_BACKOFF_CAP_SECS")]
     backoff_cap_secs: Option<u64>,
+    /// Tunnels to keep, each to a distinct relay of the list [default: 2].
+    #[arg(long, env = "KUBECHAT_RELAY_CONNECTIONS")]
+    relay_connections: Option<usize>,
     /// Seconds readiness stays true after the last tunnel went down [default: 10].
     #[arg(long, env = "KUBECHAT_READY_GRACE_SECS")]
     ready_grace_secs: Option<u64>,
@@ -155,6 +158,7 @@ impl RawConfig {
             backoff_cap_secs: self.backoff_cap_secs.or(file.backoff_cap_secs),
             grace_period_secs: self.grace_period_secs.or(file.grace_period_secs),
             ready_grace_secs: self.ready_grace_secs.or(file.ready_grace_secs),
+            relay_connections: self.relay_connections.or(file.relay_connections),
             grant_key: if self.grant_key.is_empty() { file.grant_key } else { self.grant_key },
             state_secret: self.state_secret.or(file.state_secret),
             state_namespace: self.state_namespace.or(file.state_namespace),
@@ -294,6 +298,10 @@ impl RawConfig {
         if let Some(s) = self.backoff_cap_secs {
             anyhow::ensure!(s >= 1, "--backoff-cap-secs must be at least 1");
             c.backoff_cap = Duration::from_secs(s);
+        }
+        if let Some(n) = self.relay_connections {
+            anyhow::ensure!(n >= 1, "--relay-connections must be at least 1");
+            c.relay_connections = n;
         }
         if let Some(s) = self.ready_grace_secs {
             c.ready_grace = Duration::from_secs(s);

@@ -146,6 +146,9 @@ pub struct Config {
     pub backoff_cap: Duration,
     /// A tunnel up this long resets the backoff.
     pub stable_after: Duration,
+    /// Tunnels to keep, each to a distinct relay of the list (all of them when
+    /// the list is shorter).
+    pub relay_connections: usize,
     /// Readiness stays true this long after the last tunnel went down (so a
     /// reconnect does not flap the pod), then fails.
     pub ready_grace: Duration,
@@ -209,6 +212,7 @@ impl Config {
             backoff_cap: Duration::from_secs(30),
             stable_after: Duration::from_secs(30),
             ready_grace: Duration::from_secs(10),
+            relay_connections: 2,
             connect_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(30),
             grants: kubechat_protocol::grant::GrantVerifier::default(),

@@ -349,8 +349,18 @@ impl Agent {
         });
         let renewal = state.renewer.is_some().then(|| tokio::spawn(renew::schedule(state.clone()).in_current_span()));
         let relays = TaskTracker::new();
-        for relay in state.config.relays.clone() {
-            relays.spawn(tunnel::maintain(relay, state.clone()));
+        let all = state.config.relays.clone();
+        if all.len() <= state.config.relay_connections {
+            for relay in all {
+                relays.spawn(tunnel::maintain(relay, state.clone()));
+            }
+        } else {
+            // More relays than connections wanted: each slot holds a
+            // distinct relay and moves to another when it fails.
+            let claimed = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+            for slot in 0..state.config.relay_connections {
+                relays.spawn(tunnel::maintain_slot(slot, all.clone(), claimed.clone(), state.clone()));
+            }
         }
         relays.close();
         relays.wait().await;

@@ -483,19 +483,63 @@ async fn supervise(
 /// Keeps one tunnel to `relay` up until shutdown, on the current
 /// certificate.
 pub(crate) async fn maintain(relay: RelayEndpoint, state: Arc<AgentState>) {
+    maintain_on(relay, state, false).await;
+}
+
+/// Keeps `state.config.relay_connections` tunnels up over a longer list of
+/// relays: this slot holds one relay at a time (one no other slot holds),
+/// and moves to the next free one when it fails.
+pub(crate) async fn maintain_slot(
+    slot: usize,
+    relays: Vec<RelayEndpoint>,
+    claimed: Arc<std::sync::Mutex<std::collections::HashSet<usize>>>,
+    state: Arc<AgentState>,
+) {
+    let mut next = slot;
+    let mut backoff = Backoff::new(state.config.backoff_base, state.config.backoff_cap);
+    while !state.shutdown.is_cancelled() {
+        let pick = {
+            let mut c = claimed.lock().unwrap_or_else(|p| p.into_inner());
+            let found = (0..relays.len()).map(|k| (next + k) % relays.len()).find(|i| !c.contains(i));
+            if let Some(i) = found {
+                c.insert(i);
+            }
+            found
+        };
+        let Some(i) = pick else { return };
+        let shutdown = maintain_on(relays[i].clone(), state.clone(), true).await;
+        claimed.lock().unwrap_or_else(|p| p.into_inner()).remove(&i);
+        if shutdown {
+            return;
+        }
+        next = i + 1;
+        // A full round of failures backs off; moving on does not wait.
+        if next % relays.len() == slot % relays.len() {
+            let delay = backoff.next_delay(rand::rng().random::<f64>());
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = state.shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Keeps a tunnel to `relay`; with `move_on`, returns `false` after the
+/// first failure (for [`maintain_slot`]). Returns `true` on shutdown.
+async fn maintain_on(relay: RelayEndpoint, state: Arc<AgentState>, move_on: bool) -> bool {
     let span = tracing::info_span!("relay", address = %relay.address);
     async move {
         let mut backoff = Backoff::new(state.config.backoff_base, state.config.backoff_cap);
         let mut renewed = state.watch_active();
         loop {
             if state.shutdown.is_cancelled() {
-                return;
+                return true;
             }
             let active = renewed.borrow_and_update().clone();
             state.metrics.connect_attempts.inc();
             match connect(&relay, &state, &active).await {
                 Ok(session) => match supervise(session, &relay, &state, &mut renewed, &mut backoff).await {
-                    Next::Return => return,
+                    Next::Return => return true,
                     Next::DialNow => continue,
                     Next::Backoff => {}
                 },
@@ -504,14 +548,17 @@ pub(crate) async fn maintain(relay: RelayEndpoint, state: Arc<AgentState>) {
                     warn!(error = %e, attempt = backoff.attempts() + 1, "cannot connect to relay");
                 }
             }
+            if move_on {
+                return false;
+            }
             let delay = backoff.next_delay(rand::rng().random::<f64>());
             debug!(delay_ms = delay.as_millis() as u64, "reconnecting after backoff");
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = state.shutdown.cancelled() => return,
+                () = state.shutdown.cancelled() => return true,
             }
         }
     }
     .instrument(span)
-    .await;
+    .await
 }

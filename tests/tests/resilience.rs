@@ -237,3 +237,32 @@ async fn silent_relay_is_detected_by_heartbeats_and_replaced() {
     assert_eq!(codes, vec![Some(ErrorCode::HeartbeatTimeout); 2]);
     assert!(agent.handle.metrics().connect_attempts.get() >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_keeps_two_tunnels_to_distinct_relays_and_moves_off_a_dead_one() {
+    init_logging();
+    let pki = TestPki::new();
+    let backend = Backend::start(CLUSTER).await;
+    let a = start_relay(&pki, |_| {}).await;
+    let b = start_relay(&pki, |_| {}).await;
+    let c = start_relay(&pki, |_| {}).await;
+    let cert = pki.agent_cert(TENANT, CLUSTER);
+    let agent = start_agent(&pki, &[a.quic, b.quic, c.quic], &cert, &backend.url(), |cfg| {
+        cfg.relay_connections = 2;
+    })
+    .await;
+    agent.wait_tunnels(2).await;
+    let held =
+        |rs: &[&kubechat_tests::stack::TestRelay]| rs.iter().map(|r| r.handle.tunnel_count()).collect::<Vec<_>>();
+    assert_eq!(held(&[&a, &b, &c]), vec![1, 1, 0], "two distinct relays, the third spare");
+    // The first relay dies: its slot moves to the spare one.
+    a.shutdown.cancel();
+    a.task.await.expect("relay stops");
+    let (bh, ch) = (b.handle.clone(), c.handle.clone());
+    eventually("two tunnels again, on the other relays", LONG, || {
+        let (bh, ch) = (bh.clone(), ch.clone());
+        async move { bh.tunnel_count() == 1 && ch.tunnel_count() == 1 }
+    })
+    .await;
+    assert_eq!(agent.handle.tunnels_connected(), 2);
+}
