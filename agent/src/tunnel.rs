@@ -162,7 +162,7 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState, active: &ActiveIdent
     let hello = async {
         let stream = conn.open_stream().await.map_err(|e| ConnectError::Hello(e.to_string()))?;
         let mut send = FramedSend::new(stream.send);
-        let mut recv = FramedRecv::new(stream.recv, MAX_CONTROL_FRAME);
+        let mut recv = FramedRecv::for_small_messages(stream.recv, MAX_CONTROL_FRAME);
         let hello = control_message::Kind::Hello(Hello {
             versions: version::SUPPORTED_VERSIONS.to_vec(),
             capabilities: version::CAPABILITIES.iter().map(|c| (*c).to_string()).collect(),

@@ -135,7 +135,7 @@ async fn serve_inner(
             return;
         }
     };
-    let mut recv = FramedRecv::new(stream.recv, MAX_CONTROL_FRAME);
+    let mut recv = FramedRecv::for_small_messages(stream.recv, MAX_CONTROL_FRAME);
     let mut send = FramedSend::new(stream.send);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, recv.next_control_message()).await {
         Ok(Ok(Some(control_message::Kind::Hello(h)))) => h,

@@ -36,12 +36,27 @@ pub struct FramedRecv {
     buf: BytesMut,
     decoder: FrameDecoder,
     eof: bool,
+    /// How much to reserve before a read.
+    chunk: usize,
 }
 
 impl FramedRecv {
     /// Reads frames from `io`, refusing any above `max_frame_size` bytes.
     pub fn new(io: RecvHalf, max_frame_size: usize) -> Self {
-        Self { io, buf: BytesMut::with_capacity(16 * 1024), decoder: FrameDecoder::new(max_frame_size), eof: false }
+        Self {
+            io,
+            buf: BytesMut::with_capacity(16 * 1024),
+            decoder: FrameDecoder::new(max_frame_size),
+            eof: false,
+            chunk: DATA_CHUNK_SIZE,
+        }
+    }
+
+    /// Like [`FramedRecv::new`] for a stream of small messages (a tunnel's
+    /// control stream): no buffer until something arrives, and small reads,
+    /// so an idle tunnel costs little memory.
+    pub fn for_small_messages(io: RecvHalf, max_frame_size: usize) -> Self {
+        Self { io, buf: BytesMut::new(), decoder: FrameDecoder::new(max_frame_size), eof: false, chunk: 512 }
     }
 
     /// Polls for the next frame; `Ready(Ok(None))` at a clean end of stream.
@@ -53,8 +68,8 @@ impl FramedRecv {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
                 return Poll::Ready(Ok(Some(frame)));
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(DATA_CHUNK_SIZE);
+            if self.buf.capacity() - self.buf.len() < self.chunk.min(4096) {
+                self.buf.reserve(self.chunk);
             }
             let n =
                 std::task::ready!(tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf))?;

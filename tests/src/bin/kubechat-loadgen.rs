@@ -64,7 +64,7 @@ async fn agent(
                 .map_err(|e| e.to_string())?;
             let conn: Arc<dyn Connection> = Arc::new(QuicConnection::new(conn));
             let s = conn.open_stream().await.map_err(|e| e.to_string())?;
-            let (mut send, mut recv) = (FramedSend::new(s.send), FramedRecv::new(s.recv, 64 * 1024));
+            let (mut send, mut recv) = (FramedSend::new(s.send), FramedRecv::for_small_messages(s.recv, 64 * 1024));
             let hello = control_message::Kind::Hello(Hello {
                 versions: version::SUPPORTED_VERSIONS.to_vec(),
                 capabilities: vec![],
