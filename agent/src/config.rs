@@ -9,13 +9,25 @@ use rustls_pki_types::CertificateDer;
 use crate::store::StoreLocation;
 
 /// One relay to keep a tunnel to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RelayEndpoint {
     /// `host:port` of the relay's QUIC listener.
     pub address: String,
     /// The name the relay's certificate must carry (default: the host).
     pub server_name: String,
+    /// TCP port of the relay's WebSocket fallback on the same host, if any.
+    pub ws_port: Option<u16>,
+    /// When QUIC last failed to reach this relay (shared by the endpoint's clones).
+    quic_failed_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+impl PartialEq for RelayEndpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.address == other.address && self.server_name == other.server_name && self.ws_port == other.ws_port
+    }
+}
+
+impl Eq for RelayEndpoint {}
 
 impl RelayEndpoint {
     /// Parses `host:port`; the server name defaults to the host.
@@ -26,7 +38,32 @@ impl RelayEndpoint {
         if host.is_empty() {
             return Err(format!("relay {s:?} has no host"));
         }
-        Ok(Self { address: s.to_string(), server_name: host.to_string() })
+        Ok(Self { address: s.to_string(), server_name: host.to_string(), ws_port: None, quic_failed_at: Default::default() })
+    }
+
+    /// An endpoint with a WebSocket fallback on `ws_port` of the same host.
+    pub fn with_ws_port(mut self, ws_port: Option<u16>) -> Self {
+        self.ws_port = ws_port;
+        self
+    }
+
+    /// `host:port` of the WebSocket fallback, if any.
+    pub fn ws_address(&self) -> Option<String> {
+        let port = self.ws_port?;
+        let host = self.address.rsplit_once(':').map_or(self.address.as_str(), |(h, _)| h);
+        Some(format!("{host}:{port}"))
+    }
+
+    pub(crate) fn quic_failed(&self) {
+        *self.quic_failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    pub(crate) fn quic_worked(&self) {
+        *self.quic_failed_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub(crate) fn quic_failed_recently(&self, within: Duration) -> bool {
+        self.quic_failed_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t.elapsed() < within)
     }
 }
 
@@ -146,6 +183,13 @@ pub struct Config {
     pub backoff_cap: Duration,
     /// A tunnel up this long resets the backoff.
     pub stable_after: Duration,
+    /// With a WebSocket fallback in use, try QUIC again after this long.
+    pub quic_retry_after: Duration,
+    /// HTTP proxy for the WebSocket fallback (`http://host:port`), from
+    /// `HTTPS_PROXY`.
+    pub https_proxy: Option<String>,
+    /// Hosts the proxy is not used for, from `NO_PROXY`.
+    pub no_proxy: Vec<String>,
     /// Tunnels to keep, each to a distinct relay of the list (all of them when
     /// the list is shorter).
     pub relay_connections: usize,
@@ -213,6 +257,9 @@ impl Config {
             stable_after: Duration::from_secs(30),
             ready_grace: Duration::from_secs(10),
             relay_connections: 2,
+            quic_retry_after: Duration::from_secs(300),
+            https_proxy: None,
+            no_proxy: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(30),
             grants: kubechat_protocol::grant::GrantVerifier::default(),

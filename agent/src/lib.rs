@@ -39,6 +39,7 @@ mod forward;
 mod renew;
 mod state;
 mod tunnel;
+mod ws_dial;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -133,7 +133,13 @@ impl Drop for StreamGuard {
     }
 }
 
-async fn connect(relay: &RelayEndpoint, state: &AgentState, active: &ActiveIdentity) -> Result<Session, ConnectError> {
+/// Dials the relay over QUIC.
+async fn dial_quic(
+    relay: &RelayEndpoint,
+    state: &AgentState,
+    active: &ActiveIdentity,
+    timeout: Duration,
+) -> Result<quinn::Connection, ConnectError> {
     let addr = tokio::net::lookup_host(&relay.address)
         .await
         .map_err(|e| ConnectError::Resolve(relay.address.clone(), e.to_string()))?
@@ -152,12 +158,35 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState, active: &ActiveIdent
     let connecting = endpoint
         .connect_with(client, addr, &relay.server_name)
         .map_err(|e| ConnectError::Setup(format!("cannot dial {addr}: {e}")))?;
-    let conn = tokio::time::timeout(state.config.connect_timeout, connecting)
+    tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| ConnectError::Timeout)?
-        .map_err(|e| ConnectError::Handshake(e.to_string()))?;
-    let quinn_conn = conn.clone();
-    let conn: Arc<dyn Connection> = Arc::new(QuicConnection::new(conn));
+        .map_err(|e| ConnectError::Handshake(e.to_string()))
+}
+
+async fn connect(relay: &RelayEndpoint, state: &AgentState, active: &ActiveIdentity) -> Result<Session, ConnectError> {
+    // With a WebSocket fallback, QUIC gets a short chance (UDP may be
+    // blocked) and is skipped for a while after it failed.
+    let ws = relay.ws_address();
+    let prefer_ws = ws.is_some() && relay.quic_failed_recently(state.config.quic_retry_after);
+    let (conn, quinn_conn): (Arc<dyn Connection>, Option<quinn::Connection>) = if prefer_ws {
+        (crate::ws_dial::dial(relay, state, active).await?, None)
+    } else {
+        let timeout =
+            if ws.is_some() { state.config.connect_timeout.min(Duration::from_secs(3)) } else { state.config.connect_timeout };
+        match dial_quic(relay, state, active, timeout).await {
+            Ok(c) => {
+                relay.quic_worked();
+                (Arc::new(QuicConnection::new(c.clone())), Some(c))
+            }
+            Err(e @ (ConnectError::Timeout | ConnectError::Handshake(_))) if ws.is_some() => {
+                relay.quic_failed();
+                info!(error = %e, "QUIC cannot reach the relay; falling back to WebSocket");
+                (crate::ws_dial::dial(relay, state, active).await?, None)
+            }
+            Err(e) => return Err(e),
+        }
+    };
 
     let hello = async {
         let stream = conn.open_stream().await.map_err(|e| ConnectError::Hello(e.to_string()))?;
@@ -181,7 +210,7 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState, active: &ActiveIdent
         Ok(Err(e)) => {
             // TLS 1.3 lets the client finish before the relay has checked
             // its certificate: a refusal shows up here, as the close reason.
-            match quinn_conn.close_reason() {
+            match quinn_conn.as_ref().and_then(|q| q.close_reason()) {
                 Some(quinn::ConnectionError::ConnectionClosed(c)) => {
                     return Err(ConnectError::Handshake(format!("relay refused the connection: {c}")));
                 }

@@ -15,6 +15,8 @@ pub struct Config {
     pub region: String,
     /// UDP address of the QUIC tunnel listener.
     pub quic_listen: SocketAddr,
+    /// TCP address of the WebSocket fallback listener (TLS), if any.
+    pub ws_listen: Option<SocketAddr>,
     /// TCP address of the internal HTTPS listener for the control plane.
     pub internal_listen: SocketAddr,
     /// TCP address of the admin listener, if any.
@@ -72,6 +74,7 @@ impl Config {
             region: "local".into(),
             quic_listen: any,
             internal_listen: any,
+            ws_listen: None,
             admin_listen: Some(any),
             tls,
             agent_ca,

@@ -35,6 +35,7 @@ mod registry;
 mod spool;
 mod state;
 mod tunnel;
+mod ws_listener;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub struct Relay {
     state: Arc<RelayState>,
     endpoint: quinn::Endpoint,
     internal: TcpListener,
+    ws: Option<TcpListener>,
     admin: Option<TcpListener>,
 }
 
@@ -98,6 +100,11 @@ impl RelayHandle {
     /// Live tunnels as `(tenant, cluster)` pairs.
     pub fn tunnels(&self) -> Vec<(String, String)> {
         self.state.registry.all().iter().map(|t| (t.identity.tenant.clone(), t.identity.cluster.clone())).collect()
+    }
+
+    /// The transport (`quic`, `websocket`) of each live tunnel.
+    pub fn tunnel_transports(&self) -> Vec<String> {
+        self.state.registry.all().iter().map(|t| t.conn.kind().as_str().to_string()).collect()
     }
 
     /// Number of live tunnels.
@@ -140,11 +147,19 @@ impl Relay {
             })?),
             None => None,
         };
+        let ws = match config.ws_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| RelayError::Bind {
+                what: "the websocket listener",
+                addr,
+                source,
+            })?),
+            None => None,
+        };
         let spool = match &config.spool_dir {
             Some(dir) => Some(spool::Spool::open(dir, config.spool_max_bytes)?),
             None => None,
         };
-        Ok(Self { state: Arc::new(RelayState::new(config, shutdown, spool)), endpoint, internal, admin })
+        Ok(Self { state: Arc::new(RelayState::new(config, shutdown, spool)), endpoint, internal, ws, admin })
     }
 
     /// The bound UDP address of the QUIC listener.
@@ -155,6 +170,11 @@ impl Relay {
     /// The bound address of the internal HTTPS listener.
     pub fn internal_addr(&self) -> SocketAddr {
         self.internal.local_addr().unwrap_or(self.state.config.internal_listen)
+    }
+
+    /// The bound address of the WebSocket fallback listener, if any.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound address of the admin listener.
@@ -196,6 +216,11 @@ impl Relay {
             state.tasks.spawn(events::publish(target, state.clone()));
         }
         let internal_task = tokio::spawn(internal::serve(self.internal, acceptor, state.clone()));
+        if let Some(listener) = self.ws {
+            let mut ws_tls = tls::tunnel_server_config(&state.config.tls, &state.config.agent_ca)?;
+            ws_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            state.tasks.spawn(ws_listener::serve(listener, ws_tls, state.clone()));
+        }
 
         state.shutdown.cancelled().await;
         let grace = state.config.grace_period;

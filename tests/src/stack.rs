@@ -32,6 +32,8 @@ pub struct TestRelay {
     pub internal: SocketAddr,
     /// Admin address.
     pub admin: SocketAddr,
+    /// WebSocket fallback address, if the relay has one.
+    pub ws: Option<SocketAddr>,
     /// Cancel to drain and stop.
     pub shutdown: CancellationToken,
     /// Resolves when the relay has stopped.
@@ -45,10 +47,10 @@ pub async fn start_relay(pki: &TestPki, tweak: impl FnOnce(&mut kubechat_relay::
     tweak(&mut cfg);
     let shutdown = CancellationToken::new();
     let relay = kubechat_relay::Relay::bind(cfg, shutdown.clone()).await.expect("bind relay");
-    let (handle, quic, internal) = (relay.handle(), relay.quic_addr(), relay.internal_addr());
+    let (handle, quic, internal, ws) = (relay.handle(), relay.quic_addr(), relay.internal_addr(), relay.ws_addr());
     let admin = relay.admin_addr().expect("admin listener");
     let task = tokio::spawn(async move { relay.run().await.expect("relay run") });
-    TestRelay { handle, quic, internal, admin, shutdown, task }
+    TestRelay { handle, quic, internal, admin, ws, shutdown, task }
 }
 
 /// An in-process agent.
@@ -84,7 +86,7 @@ pub async fn start_agent(
     tweak: impl FnOnce(&mut kubechat_agent::Config),
 ) -> TestAgent {
     let relays =
-        relays.iter().map(|a| RelayEndpoint { address: a.to_string(), server_name: "127.0.0.1".into() }).collect();
+        relays.iter().map(|a| RelayEndpoint::parse(&a.to_string()).expect("relay address")).collect();
     let kube = kube::Config::new(api_url.parse().expect("api url"));
     let mut cfg = kubechat_agent::Config::new(relays, cert.identity().expect("agent identity"), pki.relay_ca(), kube);
     cfg.backoff_base = Duration::from_millis(20);
@@ -269,6 +271,16 @@ impl KubeStack {
     /// Starts kube-sim (demo data, fast logs), a relay that takes kubectl's
     /// `--as` as the identity, and an agent with the agent's token.
     pub async fn start() -> Self {
+        Self::start_over(false).await
+    }
+
+    /// Like [`KubeStack::start`], with the agent unable to use QUIC (its
+    /// relay's UDP port answers nothing): it must use the WebSocket fallback.
+    pub async fn start_over_websocket() -> Self {
+        Self::start_over(true).await
+    }
+
+    async fn start_over(websocket: bool) -> Self {
         crate::wait::count_panics();
         crate::wait::init_logging();
         let mut tokens = std::collections::HashMap::new();
@@ -283,7 +295,11 @@ impl KubeStack {
         config.log_interval = Duration::from_millis(200);
         let sim = kube_sim::TestSim::start(config, true).await;
         let pki = TestPki::new();
-        let relay = start_relay(&pki, |c| c.identity_from_impersonation = true).await;
+        let relay = start_relay(&pki, |c| {
+            c.identity_from_impersonation = true;
+            c.ws_listen = Some(([127, 0, 0, 1], 0).into());
+        })
+        .await;
         let kubeconfig = kube_sim::kubeconfig::KubeconfigSpec {
             name: "sim".into(),
             server: sim.url(),
@@ -297,9 +313,19 @@ impl KubeStack {
         let kube_config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
             .expect("kube config");
-        let agent =
-            start_agent(&pki, &[relay.quic], &pki.agent_cert(TENANT, CLUSTER), &sim.url(), |c| c.kube = kube_config)
-                .await;
+        let ws_port = relay.ws.map(|a| a.port());
+        let agent = start_agent(&pki, &[relay.quic], &pki.agent_cert(TENANT, CLUSTER), &sim.url(), |c| {
+            c.kube = kube_config;
+            if websocket {
+                // A UDP port nobody answers on: QUIC times out, WebSocket works.
+                let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+                let addr = dead.local_addr().expect("addr").to_string();
+                std::mem::forget(dead);
+                c.relays = vec![RelayEndpoint::parse(&addr).expect("address").with_ws_port(ws_port)];
+                c.connect_timeout = Duration::from_secs(2);
+            }
+        })
+        .await;
         agent.wait_tunnels(1).await;
         Self { pki, sim, relay, agent }
     }

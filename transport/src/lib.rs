@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod pki;
 pub mod process;
 pub mod quic;
+pub mod ws;
 pub mod tls;
 
 pub use connection::{BiStream, Connection, RecvHalf, SendHalf, TransportError, TransportKind};
