@@ -10,6 +10,8 @@ export KUBECHAT_KUBECTL
 "$KUBECHAT_KUBECTL" version --client
 KUBECHAT_TEST_POSTGRES_URL=$(bash scripts/postgres.sh)
 export KUBECHAT_TEST_POSTGRES_URL
+KUBECHAT_TINYPROXY=$(bash scripts/install-tinyproxy.sh)
+export KUBECHAT_TINYPROXY
 
 echo "==> formatting"
 cargo fmt --all -- --check

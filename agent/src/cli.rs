@@ -91,6 +91,10 @@ struct RawConfig {
     /// Largest reconnect delay, seconds [default: 30].
     #[arg(long, env = "KUBECHAT_BACKOFF_CAP_SECS")]
     backoff_cap_secs: Option<u64>,
+    /// TCP port of the relays' WebSocket fallback (same hosts as --relay);
+    /// used when QUIC cannot connect, through HTTPS_PROXY/NO_PROXY if set.
+    #[arg(long, env = "KUBECHAT_RELAY_WS_PORT")]
+    relay_ws_port: Option<u16>,
     /// Tunnels to keep, each to a distinct relay of the list [default: 2].
     #[arg(long, env = "KUBECHAT_RELAY_CONNECTIONS")]
     relay_connections: Option<usize>,
@@ -159,6 +163,7 @@ impl RawConfig {
             grace_period_secs: self.grace_period_secs.or(file.grace_period_secs),
             ready_grace_secs: self.ready_grace_secs.or(file.ready_grace_secs),
             relay_connections: self.relay_connections.or(file.relay_connections),
+            relay_ws_port: self.relay_ws_port.or(file.relay_ws_port),
             grant_key: if self.grant_key.is_empty() { file.grant_key } else { self.grant_key },
             state_secret: self.state_secret.or(file.state_secret),
             state_namespace: self.state_namespace.or(file.state_namespace),
@@ -298,6 +303,13 @@ impl RawConfig {
         if let Some(s) = self.backoff_cap_secs {
             anyhow::ensure!(s >= 1, "--backoff-cap-secs must be at least 1");
             c.backoff_cap = Duration::from_secs(s);
+        }
+        c.relay_ws_port = self.relay_ws_port;
+        let env = |k: &str| std::env::var(k).or_else(|_| std::env::var(k.to_lowercase())).ok().filter(|v| !v.is_empty());
+        c.https_proxy = env("HTTPS_PROXY");
+        c.no_proxy = env("NO_PROXY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
+        if let Some(p) = &c.https_proxy {
+            anyhow::ensure!(p.starts_with("http://"), "HTTPS_PROXY must be an http:// proxy (CONNECT), got {p:?}");
         }
         if let Some(n) = self.relay_connections {
             anyhow::ensure!(n >= 1, "--relay-connections must be at least 1");

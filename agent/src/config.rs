@@ -185,6 +185,9 @@ pub struct Config {
     pub stable_after: Duration,
     /// With a WebSocket fallback in use, try QUIC again after this long.
     pub quic_retry_after: Duration,
+    /// The relays' WebSocket fallback port (same hosts), for relays that do
+    /// not name one.
+    pub relay_ws_port: Option<u16>,
     /// HTTP proxy for the WebSocket fallback (`http://host:port`), from
     /// `HTTPS_PROXY`.
     pub https_proxy: Option<String>,
@@ -258,6 +261,7 @@ impl Config {
             ready_grace: Duration::from_secs(10),
             relay_connections: 2,
             quic_retry_after: Duration::from_secs(300),
+            relay_ws_port: None,
             https_proxy: None,
             no_proxy: Vec::new(),
             connect_timeout: Duration::from_secs(10),

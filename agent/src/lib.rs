@@ -310,6 +310,10 @@ impl Agent {
                 (ActiveIdentity::new(tls, config.relay_ca.clone(), config.grants.clone()), None)
             }
         };
+        if config.relay_ws_port.is_some() {
+            let port = config.relay_ws_port;
+            config.relays = config.relays.into_iter().map(|r| if r.ws_port.is_none() { r.with_ws_port(port) } else { r }).collect();
+        }
         if config.relays.is_empty() {
             return Err(AgentError::NoRelays);
         }

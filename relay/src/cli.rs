@@ -92,6 +92,10 @@ struct RawConfig {
     /// UDP address of the QUIC tunnel listener [default: 0.0.0.0:7443].
     #[arg(long, env = "KUBECHAT_QUIC_LISTEN")]
     quic_listen: Option<String>,
+    /// TCP address of the WebSocket fallback listener (TLS; for agents that
+    /// cannot use UDP), e.g. 0.0.0.0:443 [default: off].
+    #[arg(long, env = "KUBECHAT_WS_LISTEN")]
+    ws_listen: Option<String>,
     /// TCP address of the internal HTTPS listener [default: 0.0.0.0:7444].
     #[arg(long, env = "KUBECHAT_INTERNAL_LISTEN")]
     internal_listen: Option<String>,
@@ -173,6 +177,7 @@ impl RawConfig {
             relay_id,
             region,
             quic_listen,
+            ws_listen,
             internal_listen,
             admin_listen,
             tls_cert,
@@ -218,6 +223,10 @@ impl RawConfig {
         c.region = self.region.unwrap_or_else(|| "local".into());
         c.quic_listen = addr(self.quic_listen, "0.0.0.0:7443", "quic-listen")?;
         c.internal_listen = addr(self.internal_listen, "0.0.0.0:7444", "internal-listen")?;
+        c.ws_listen = match self.ws_listen {
+            Some(s) if s != "off" => Some(addr(Some(s), "", "ws-listen")?),
+            _ => None,
+        };
         c.admin_listen = match self.admin_listen.as_deref() {
             Some("off") => None,
             other => Some(addr(other.map(str::to_string), "127.0.0.1:9090", "admin-listen")?),

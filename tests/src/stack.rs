@@ -280,7 +280,17 @@ impl KubeStack {
         Self::start_over(true).await
     }
 
+    /// Like [`KubeStack::start_over_websocket`], the agent's config further
+    /// edited by `tweak` (a proxy, say).
+    pub async fn start_over_websocket_with(tweak: impl FnOnce(&mut kubechat_agent::Config)) -> Self {
+        Self::start_over_with(true, tweak).await
+    }
+
     async fn start_over(websocket: bool) -> Self {
+        Self::start_over_with(websocket, |_| {}).await
+    }
+
+    async fn start_over_with(websocket: bool, tweak: impl FnOnce(&mut kubechat_agent::Config)) -> Self {
         crate::wait::count_panics();
         crate::wait::init_logging();
         let mut tokens = std::collections::HashMap::new();
@@ -324,6 +334,7 @@ impl KubeStack {
                 c.relays = vec![RelayEndpoint::parse(&addr).expect("address").with_ws_port(ws_port)];
                 c.connect_timeout = Duration::from_secs(2);
             }
+            tweak(c);
         })
         .await;
         agent.wait_tunnels(1).await;

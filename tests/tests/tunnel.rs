@@ -95,7 +95,30 @@ async fn two_hundred_concurrent_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_does_not_stall_other_streams() {
-    let s = Stack::start().await;
+    stalled_readers_do_not_stall_others(Stack::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_websocket_a_stalled_reader_does_not_stall_other_streams_either() {
+    // UDP answers nothing: the agent uses the WebSocket fallback, where
+    // yamux's per-stream windows must keep the other streams moving.
+    let ws_port = kubechat_tests::stack::free_port();
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let quic = dead.local_addr().expect("addr").to_string();
+    let s = Stack::start_with(
+        |c| c.ws_listen = Some(([127, 0, 0, 1], ws_port).into()),
+        |a| {
+            a.relays = vec![kubechat_agent::RelayEndpoint::parse(&quic).expect("addr").with_ws_port(Some(ws_port))];
+            a.connect_timeout = Duration::from_secs(2);
+        },
+    )
+    .await;
+    assert_eq!(s.relay.handle.tunnel_transports(), vec!["websocket".to_string()]);
+    stalled_readers_do_not_stall_others(s).await;
+    drop(dead);
+}
+
+async fn stalled_readers_do_not_stall_others(s: Stack) {
     // Several large responses nobody reads.
     let mut stalled = Vec::new();
     for _ in 0..4 {
