@@ -305,7 +305,8 @@ impl RawConfig {
             c.backoff_cap = Duration::from_secs(s);
         }
         c.relay_ws_port = self.relay_ws_port;
-        let env = |k: &str| std::env::var(k).or_else(|_| std::env::var(k.to_lowercase())).ok().filter(|v| !v.is_empty());
+        let env =
+            |k: &str| std::env::var(k).or_else(|_| std::env::var(k.to_lowercase())).ok().filter(|v| !v.is_empty());
         c.https_proxy = env("HTTPS_PROXY");
         c.no_proxy = env("NO_PROXY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
         if let Some(p) = &c.https_proxy {

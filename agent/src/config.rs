@@ -38,7 +38,12 @@ impl RelayEndpoint {
         if host.is_empty() {
             return Err(format!("relay {s:?} has no host"));
         }
-        Ok(Self { address: s.to_string(), server_name: host.to_string(), ws_port: None, quic_failed_at: Default::default() })
+        Ok(Self {
+            address: s.to_string(),
+            server_name: host.to_string(),
+            ws_port: None,
+            quic_failed_at: Default::default(),
+        })
     }
 
     /// An endpoint with a WebSocket fallback on `ws_port` of the same host.

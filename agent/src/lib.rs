@@ -312,7 +312,8 @@ impl Agent {
         };
         if config.relay_ws_port.is_some() {
             let port = config.relay_ws_port;
-            config.relays = config.relays.into_iter().map(|r| if r.ws_port.is_none() { r.with_ws_port(port) } else { r }).collect();
+            config.relays =
+                config.relays.into_iter().map(|r| if r.ws_port.is_none() { r.with_ws_port(port) } else { r }).collect();
         }
         if config.relays.is_empty() {
             return Err(AgentError::NoRelays);

@@ -165,19 +165,37 @@ async fn dial_quic(
 }
 
 async fn connect(relay: &RelayEndpoint, state: &AgentState, active: &ActiveIdentity) -> Result<Session, ConnectError> {
+    connect_via(relay, state, active, false).await
+}
+
+/// Like [`connect`]; with `quic_only`, never falls back to WebSocket (a
+/// probe whether QUIC works again).
+async fn connect_via(
+    relay: &RelayEndpoint,
+    state: &AgentState,
+    active: &ActiveIdentity,
+    quic_only: bool,
+) -> Result<Session, ConnectError> {
     // With a WebSocket fallback, QUIC gets a short chance (UDP may be
     // blocked) and is skipped for a while after it failed.
-    let ws = relay.ws_address();
+    let ws = if quic_only { None } else { relay.ws_address() };
     let prefer_ws = ws.is_some() && relay.quic_failed_recently(state.config.quic_retry_after);
     let (conn, quinn_conn): (Arc<dyn Connection>, Option<quinn::Connection>) = if prefer_ws {
         (crate::ws_dial::dial(relay, state, active).await?, None)
     } else {
-        let timeout =
-            if ws.is_some() { state.config.connect_timeout.min(Duration::from_secs(3)) } else { state.config.connect_timeout };
+        let timeout = if ws.is_some() {
+            state.config.connect_timeout.min(Duration::from_secs(3))
+        } else {
+            state.config.connect_timeout
+        };
         match dial_quic(relay, state, active, timeout).await {
             Ok(c) => {
                 relay.quic_worked();
                 (Arc::new(QuicConnection::new(c.clone())), Some(c))
+            }
+            Err(e) if quic_only => {
+                relay.quic_failed();
+                return Err(e);
             }
             Err(e @ (ConnectError::Timeout | ConnectError::Handshake(_))) if ws.is_some() => {
                 relay.quic_failed();
@@ -447,6 +465,9 @@ async fn supervise(
     renewed: &mut watch::Receiver<Arc<ActiveIdentity>>,
     backoff: &mut Backoff,
 ) -> Next {
+    // On the WebSocket fallback, probe QUIC now and then and move back to it.
+    let mut quic_probe_at = (session.conn.kind() == kubechat_transport::TransportKind::WebSocket)
+        .then(|| Instant::now() + state.config.quic_retry_after);
     let mut live = Live::spawn(session, state);
     // Set while a renewed certificate waits for its tunnel: when to dial.
     let mut rotate_at: Option<Instant> = None;
@@ -484,6 +505,22 @@ async fn supervise(
                             "cannot dial a tunnel with the renewed certificate; the current tunnel stays up"
                         );
                         rotate_at = Some(Instant::now() + delay);
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(quic_probe_at.unwrap_or_else(Instant::now)), if quic_probe_at.is_some() => {
+                let active = renewed.borrow().clone();
+                match connect_via(relay, state, &active, true).await {
+                    Ok(replacement) => {
+                        info!(relay_id = %live.relay_id, "QUIC works again; moving the tunnel off WebSocket");
+                        state.metrics.tunnel_rotations.inc();
+                        live.retire.cancel();
+                        live = Live::spawn(replacement, state);
+                        quic_probe_at = None;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "QUIC still cannot reach the relay; staying on WebSocket");
+                        quic_probe_at = Some(Instant::now() + state.config.quic_retry_after);
                     }
                 }
             }

@@ -35,7 +35,9 @@ async fn via_proxy(proxy: &str, target: &str) -> Result<TcpStream, ConnectError>
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 8192 || tcp.read(&mut byte).await.map_err(|e| ConnectError::Handshake(format!("proxy: {e}")))? == 0 {
+        if head.len() > 8192
+            || tcp.read(&mut byte).await.map_err(|e| ConnectError::Handshake(format!("proxy: {e}")))? == 0
+        {
             return Err(ConnectError::Handshake("the proxy closed the connection during CONNECT".into()));
         }
         head.push(byte[0]);

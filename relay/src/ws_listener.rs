@@ -61,6 +61,8 @@ pub(crate) async fn serve(listener: TcpListener, tls: rustls::ServerConfig, stat
                 state2.metrics.handshake_failures.inc("revoked");
                 return;
             }
+            // The callback's type is tungstenite's; its error is large by design.
+            #[allow(clippy::result_large_err)]
             let check_path = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
                 if req.uri().path() == TUNNEL_PATH {
                     Ok(resp)

@@ -85,8 +85,7 @@ pub async fn start_agent(
     api_url: &str,
     tweak: impl FnOnce(&mut kubechat_agent::Config),
 ) -> TestAgent {
-    let relays =
-        relays.iter().map(|a| RelayEndpoint::parse(&a.to_string()).expect("relay address")).collect();
+    let relays = relays.iter().map(|a| RelayEndpoint::parse(&a.to_string()).expect("relay address")).collect();
     let kube = kube::Config::new(api_url.parse().expect("api url"));
     let mut cfg = kubechat_agent::Config::new(relays, cert.identity().expect("agent identity"), pki.relay_ca(), kube);
     cfg.backoff_base = Duration::from_millis(20);

@@ -84,3 +84,75 @@ async fn through_a_real_https_proxy_the_websocket_tunnel_carries_kubectl() {
     let ws = s.relay.ws.expect("ws listener");
     assert!(log.contains("CONNECT") && log.contains(&format!("127.0.0.1:{}", ws.port())), "{log}");
 }
+
+/// A UDP forwarder to the relay's QUIC port that drops everything while
+/// blocked: a firewall the test can open.
+struct UdpGate {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UdpGate {
+    async fn start(relay: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let outer = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        let inner = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        inner.connect(relay).await.expect("connect");
+        let addr = outer.local_addr().expect("addr");
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = std::sync::Arc::new(std::sync::Mutex::new(None::<std::net::SocketAddr>));
+        let (o, i, op, c) = (outer.clone(), inner.clone(), open.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = o.recv_from(&mut buf).await {
+                if op.load(Ordering::SeqCst) {
+                    *c.lock().expect("lock") = Some(from);
+                    let _ = i.send(&buf[..n]).await;
+                }
+            }
+        });
+        let (o, op) = (outer, open.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = inner.recv(&mut buf).await {
+                let to = *client.lock().expect("lock");
+                if let (true, Some(to)) = (op.load(Ordering::SeqCst), to) {
+                    let _ = o.send_to(&buf[..n], to).await;
+                }
+            }
+        });
+        Self { addr, open }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_moves_back_to_quic_once_udp_gets_through() {
+    use std::time::Duration;
+    let ws_port = kubechat_tests::stack::free_port();
+    let pki = kubechat_tests::pki::TestPki::new();
+    let backend = kubechat_tests::backend::Backend::start(kubechat_tests::stack::CLUSTER).await;
+    let relay =
+        kubechat_tests::stack::start_relay(&pki, |c| c.ws_listen = Some(([127, 0, 0, 1], ws_port).into())).await;
+    let gate = UdpGate::start(relay.quic).await;
+    let cert = pki.agent_cert(kubechat_tests::stack::TENANT, kubechat_tests::stack::CLUSTER);
+    let agent = kubechat_tests::stack::start_agent(&pki, &[relay.quic], &cert, &backend.url(), |a| {
+        a.relays = vec![
+            kubechat_agent::RelayEndpoint::parse(&gate.addr.to_string()).expect("addr").with_ws_port(Some(ws_port)),
+        ];
+        a.connect_timeout = Duration::from_secs(1);
+        a.quic_retry_after = Duration::from_secs(1);
+    })
+    .await;
+    agent.wait_tunnels(1).await;
+    assert_eq!(relay.handle.tunnel_transports(), vec!["websocket".to_string()]);
+    // The firewall opens: the next probe moves the tunnel to QUIC.
+    gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let h = relay.handle.clone();
+    kubechat_tests::wait::eventually("the tunnel back on QUIC", Duration::from_secs(30), || {
+        let h = h.clone();
+        async move { h.tunnel_transports() == vec!["quic".to_string()] }
+    })
+    .await;
+    let client = kubechat_tests::client::InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
+    assert_eq!(client.get(kubechat_tests::stack::CLUSTER, "/small").await.status, http::StatusCode::OK);
+}

@@ -21,8 +21,8 @@ pub mod metrics;
 pub mod pki;
 pub mod process;
 pub mod quic;
-pub mod ws;
 pub mod tls;
+pub mod ws;
 
 pub use connection::{BiStream, Connection, RecvHalf, SendHalf, TransportError, TransportKind};
 pub use framed::{FramedRecv, FramedSend, StreamError};
