@@ -156,3 +156,49 @@ async fn the_agent_moves_back_to_quic_once_udp_gets_through() {
     let client = kubechat_tests::client::InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
     assert_eq!(client.get(kubechat_tests::stack::CLUSTER, "/small").await.status, http::StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_tunnel_is_detected_within_the_heartbeat_timeout_and_replaced() {
+    use std::time::{Duration, Instant};
+    let pki = kubechat_tests::pki::TestPki::new();
+    let backend = kubechat_tests::backend::Backend::start(kubechat_tests::stack::CLUSTER).await;
+    let relay = kubechat_tests::stack::start_relay(&pki, |c| {
+        c.heartbeat_interval = Duration::from_millis(300);
+        c.idle_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let gate = UdpGate::start(relay.quic).await;
+    gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let cert = pki.agent_cert(kubechat_tests::stack::TENANT, kubechat_tests::stack::CLUSTER);
+    let agent = kubechat_tests::stack::start_agent(&pki, &[relay.quic], &cert, &backend.url(), |a| {
+        a.relays = vec![kubechat_agent::RelayEndpoint::parse(&gate.addr.to_string()).expect("addr")];
+        a.heartbeat_interval = Duration::from_millis(300);
+        a.heartbeat_timeout = Duration::from_secs(2);
+        a.connect_timeout = Duration::from_secs(1);
+    })
+    .await;
+    agent.wait_tunnels(1).await;
+    // The path goes silent: no close, no reset, nothing.
+    gate.open.store(false, std::sync::atomic::Ordering::SeqCst);
+    let silent = Instant::now();
+    let h = agent.handle.clone();
+    kubechat_tests::wait::eventually("the agent notices", Duration::from_secs(30), || {
+        let h = h.clone();
+        async move { h.tunnels_connected() == 0 }
+    })
+    .await;
+    // Not before the heartbeat timeout would allow (a lower bound: cannot flake).
+    assert!(silent.elapsed() >= Duration::from_millis(1500), "declared dead after {:?}", silent.elapsed());
+    // The path heals: a new tunnel replaces the dead one.
+    gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    agent.wait_tunnels(1).await;
+    // The relay dropped the dead one on its own idle timeout.
+    let rh = relay.handle.clone();
+    kubechat_tests::wait::eventually("one tunnel on the relay", Duration::from_secs(30), || {
+        let rh = rh.clone();
+        async move { rh.tunnel_count() == 1 }
+    })
+    .await;
+    let client = kubechat_tests::client::InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
+    assert_eq!(client.get(kubechat_tests::stack::CLUSTER, "/small").await.status, http::StatusCode::OK);
+}

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo build --release -p kubechat-tests --bins
-//! target/release/kubechat-loadgen [--counts 1000,5000,10000] [--quick]
+//! target/release/kubechat-loadgen [--counts 1000,5000,10000] [--transport quic|websocket] [--quick]
 //! ```
 //!
 //! The relay is the real binary (`test-relay`, next to this one), so its
@@ -43,26 +43,50 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// How a simulated agent reaches the relay.
+#[derive(Clone)]
+enum Dial {
+    Quic { endpoint: quinn::Endpoint, relay: SocketAddr, cfg: quinn::ClientConfig },
+    WebSocket { relay: SocketAddr, tls: Arc<rustls::ClientConfig> },
+}
+
+impl Dial {
+    async fn connect(&self) -> Result<Arc<dyn Connection>, String> {
+        match self {
+            Self::Quic { endpoint, relay, cfg } => {
+                let conn = endpoint.connect_with(cfg.clone(), *relay, "127.0.0.1").map_err(|e| e.to_string())?;
+                let conn = conn.await.map_err(|e| e.to_string())?;
+                Ok(Arc::new(QuicConnection::new(conn)))
+            }
+            Self::WebSocket { relay, tls } => {
+                let tcp = tokio::net::TcpStream::connect(relay).await.map_err(|e| e.to_string())?;
+                let name = rustls_pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+                let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let url = format!("wss://{relay}{}", kubechat_transport::ws::TUNNEL_PATH);
+                let (ws, _) = tokio_tungstenite::client_async(url, stream).await.map_err(|e| e.to_string())?;
+                Ok(Arc::new(kubechat_transport::ws::WsConnection::new(
+                    kubechat_transport::ws::WsIo::new(ws),
+                    true,
+                    *relay,
+                )))
+            }
+        }
+    }
+}
+
 /// One simulated agent: connect, Hello, heartbeat until the path dies,
 /// back off with jitter, again — until `stop`.
-async fn agent(
-    endpoint: quinn::Endpoint,
-    relay: SocketAddr,
-    cfg: quinn::ClientConfig,
-    up: Arc<AtomicUsize>,
-    gate: Arc<Semaphore>,
-    stop: CancellationToken,
-) {
+async fn agent(dial: Dial, up: Arc<AtomicUsize>, gate: Arc<Semaphore>, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(50);
     while !stop.is_cancelled() {
         let session = async {
             let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
-            let conn = endpoint.connect_with(cfg.clone(), relay, "127.0.0.1").map_err(|e| e.to_string())?;
-            let conn = tokio::time::timeout(Duration::from_secs(10), conn)
+            let conn = tokio::time::timeout(Duration::from_secs(10), dial.connect())
                 .await
-                .map_err(|_| "timeout".to_string())?
-                .map_err(|e| e.to_string())?;
-            let conn: Arc<dyn Connection> = Arc::new(QuicConnection::new(conn));
+                .map_err(|_| "timeout".to_string())??;
             let s = conn.open_stream().await.map_err(|e| e.to_string())?;
             let (mut send, mut recv) = (FramedSend::new(s.send), FramedRecv::for_small_messages(s.recv, 64 * 1024));
             let hello = control_message::Kind::Hello(Hello {
@@ -127,19 +151,22 @@ async fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) -> Opt
 }
 
 struct Run {
+    transport: &'static str,
     count: usize,
     per_tunnel_kib: f64,
     handshakes_per_s: f64,
     back_after_restart_s: Option<f64>,
 }
 
-async fn run(count: usize, pki: &Arc<TestPki>, certs: &[tls::Identity], dir: &std::path::Path) -> Run {
+async fn run(count: usize, websocket: bool, pki: &Arc<TestPki>, certs: &[tls::Identity], dir: &std::path::Path) -> Run {
     let bin = std::env::current_exe().expect("exe").with_file_name("test-relay");
-    let (q, i, a) = (free_port(), free_port(), free_port());
-    let args: Vec<String> = ["--max-streams-per-tunnel", "16", "--idle-timeout-secs", "6", "--heartbeat-secs", "1"]
+    let (q, i, a, w) = (free_port(), free_port(), free_port(), free_port());
+    let mut args: Vec<String> = ["--max-streams-per-tunnel", "16", "--idle-timeout-secs", "6", "--heartbeat-secs", "1"]
         .iter()
         .map(|s| (*s).to_string())
         .collect();
+    args.extend(["--ws-listen".to_string(), format!("127.0.0.1:{w}")]);
+    let ws_addr: SocketAddr = ([127, 0, 0, 1], w).into();
     let mut relay = RelayProcess::spawn_with(bin.to_str().expect("path"), dir, q, i, a, &args);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = relay.pid();
@@ -157,16 +184,15 @@ async fn run(count: usize, pki: &Arc<TestPki>, certs: &[tls::Identity], dir: &st
     let stop = CancellationToken::new();
     let started = Instant::now();
     for (n, id) in certs.iter().take(count).enumerate() {
-        let tls = tls::tunnel_client_config(id, &pki.relay_ca()).expect("tls");
-        let cfg = quic::client_config(tls, &settings).expect("quic");
-        tokio::spawn(agent(
-            endpoints[n % endpoints.len()].clone(),
-            relay.quic,
-            cfg,
-            up.clone(),
-            gate.clone(),
-            stop.clone(),
-        ));
+        let mut tls = tls::tunnel_client_config(id, &pki.relay_ca()).expect("tls");
+        let dial = if websocket {
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Dial::WebSocket { relay: ws_addr, tls: Arc::new(tls) }
+        } else {
+            let cfg = quic::client_config(tls, &settings).expect("quic");
+            Dial::Quic { endpoint: endpoints[n % endpoints.len()].clone(), relay: relay.quic, cfg }
+        };
+        tokio::spawn(agent(dial, up.clone(), gate.clone(), stop.clone()));
     }
     let u = up.clone();
     let connected = wait_until("all agents up", Duration::from_secs(300), || u.load(Ordering::SeqCst) >= count).await;
@@ -187,7 +213,13 @@ async fn run(count: usize, pki: &Arc<TestPki>, certs: &[tls::Identity], dir: &st
     let back_after_restart_s = back.map(|_| restarted.elapsed().as_secs_f64());
     stop.cancel();
     drop(relay2);
-    Run { count, per_tunnel_kib, handshakes_per_s, back_after_restart_s }
+    Run {
+        transport: if websocket { "websocket" } else { "quic" },
+        count,
+        per_tunnel_kib,
+        handshakes_per_s,
+        back_after_restart_s,
+    }
 }
 
 fn main() {
@@ -209,25 +241,32 @@ fn main() {
             .map(|i| pki.agent_cert("loadgen", &format!("c{i}")).identity().expect("identity"))
             .collect();
         eprintln!("{max} agent certificates in {:.1}s", t.elapsed().as_secs_f64());
-        println!("| agents | relay RSS per idle QUIC tunnel | mTLS handshakes/s (256 at a time) | all back after SIGKILL + restart |");
-        println!("|---:|---:|---:|---:|");
+        println!("| transport | agents | relay RSS per idle tunnel | mTLS handshakes/s (256 at a time) | all back after SIGKILL + restart |");
+        println!("|---|---:|---:|---:|---:|");
         let mut json = Vec::new();
-        for c in counts {
-            let r = run(c, &pki, &certs, dir.path()).await;
+        let transports: Vec<bool> = match args.iter().position(|a| a == "--transport").and_then(|p| args.get(p + 1)) {
+            Some(t) if t == "quic" => vec![false],
+            Some(t) if t == "websocket" => vec![true],
+            _ => vec![false, true],
+        };
+        for (websocket, c) in transports.iter().flat_map(|w| counts.iter().map(move |c| (*w, *c))) {
+            let r = run(c, websocket, &pki, &certs, dir.path()).await;
             println!(
-                "| {} | {:.1} KiB | {:.0} | {} |",
+                "| {} | {} | {:.1} KiB | {:.0} | {} |",
+                r.transport,
                 r.count,
                 r.per_tunnel_kib,
                 r.handshakes_per_s,
                 r.back_after_restart_s.map_or("not within 120 s".into(), |s| format!("{s:.2} s"))
             );
             json.push(serde_json::json!({
+                "transport": r.transport,
                 "agents": r.count,
                 "rss_kib_per_tunnel": r.per_tunnel_kib,
                 "handshakes_per_s": r.handshakes_per_s,
                 "back_after_restart_s": r.back_after_restart_s,
             }));
         }
-        println!("{}", serde_json::json!({"bench": "agents", "transport": "quic", "runs": json}));
+        println!("{}", serde_json::json!({"bench": "agents", "runs": json}));
     });
 }
