@@ -77,7 +77,8 @@ pub(crate) async fn dial(
             .await
             .map_err(|e| ConnectError::Handshake(format!("websocket tls: {e}")))?;
         let url = format!("wss://{target}{TUNNEL_PATH}");
-        let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        let config = Some(kubechat_transport::ws::websocket_config());
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, config)
             .await
             .map_err(|e| ConnectError::Handshake(format!("websocket upgrade: {e}")))?;
         Ok::<Arc<dyn Connection>, ConnectError>(Arc::new(WsConnection::new(WsIo::new(ws), true, peer)))

@@ -72,7 +72,8 @@ pub(crate) async fn serve(listener: TcpListener, tls: rustls::ServerConfig, stat
                     Err(e)
                 }
             };
-            let ws = match tokio_tungstenite::accept_hdr_async(stream, check_path).await {
+            let config = Some(kubechat_transport::ws::websocket_config());
+            let ws = match tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, config).await {
                 Ok(ws) => ws,
                 Err(e) => {
                     debug!(%peer, error = %e, "websocket upgrade failed");

@@ -28,6 +28,13 @@ use crate::connection::{BiStream, BoxFuture, Connection, TransportError, Transpo
 /// The path of the tunnel WebSocket on a relay.
 pub const TUNNEL_PATH: &str = "/v1/tunnel";
 
+/// WebSocket settings for tunnels: a small read buffer (tungstenite's
+/// default allocates 128 KiB per connection up front, most of an idle
+/// tunnel's memory); yamux frames are small and reads are streamed anyway.
+pub fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
 /// A WebSocket as a byte stream (binary messages; control frames ignored).
 pub struct WsIo<S> {
     ws: WebSocketStream<S>,

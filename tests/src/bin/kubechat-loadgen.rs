@@ -66,7 +66,10 @@ impl Dial {
                     .await
                     .map_err(|e| e.to_string())?;
                 let url = format!("wss://{relay}{}", kubechat_transport::ws::TUNNEL_PATH);
-                let (ws, _) = tokio_tungstenite::client_async(url, stream).await.map_err(|e| e.to_string())?;
+                let config = Some(kubechat_transport::ws::websocket_config());
+                let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, config)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(Arc::new(kubechat_transport::ws::WsConnection::new(
                     kubechat_transport::ws::WsIo::new(ws),
                     true,
