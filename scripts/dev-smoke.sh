@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export KUBECHAT_DEV_SIM_PORT=$(free_port) KUBECHAT_DEV_QUIC_PORT=$(free_port) KUBECHAT_DEV_INTERNAL_PORT=$(free_port) KUBECHAT_DEV_CP_PORT=$(free_port)
-export KUBECHAT_DEV_CP_INTERNAL_PORT=$(free_port) KUBECHAT_DEV_CP_ADMIN_PORT=$(free_port)
+export KUBECHAT_DEV_CP_INTERNAL_PORT=$(free_port) KUBECHAT_DEV_CP_ADMIN_PORT=$(free_port) KUBECHAT_DEV_WS_PORT=$(free_port)
 export KUBECHAT_DEV_RELAY_ADMIN_PORT=$(free_port) KUBECHAT_DEV_AGENT_ADMIN_PORT=$(free_port)
 export KUBECHAT_DEV_PROFILE=debug
 export KUBECHAT_DEV_DIR=$(mktemp -d)

@@ -13,6 +13,7 @@ CP_PORT=${KUBECHAT_DEV_CP_PORT:-8443}
 CP_INTERNAL_PORT=${KUBECHAT_DEV_CP_INTERNAL_PORT:-8444}
 CP_ADMIN_PORT=${KUBECHAT_DEV_CP_ADMIN_PORT:-9092}
 QUIC_PORT=${KUBECHAT_DEV_QUIC_PORT:-7443}
+WS_PORT=${KUBECHAT_DEV_WS_PORT:-7445}
 INTERNAL_PORT=${KUBECHAT_DEV_INTERNAL_PORT:-7444}
 RELAY_ADMIN_PORT=${KUBECHAT_DEV_RELAY_ADMIN_PORT:-9090}
 AGENT_ADMIN_PORT=${KUBECHAT_DEV_AGENT_ADMIN_PORT:-9091}
@@ -73,7 +74,7 @@ wait_for "kube-sim" test -f "$DEV/kube-sim/agent.kubeconfig"
 # The relay reports its tunnels to the control plane (gRPC, mutual TLS with
 # its own certificate) and learns revocations from the answers.
 "$BIN/kubechat-relay" \
-  --quic-listen "127.0.0.1:$QUIC_PORT" --internal-listen "127.0.0.1:$INTERNAL_PORT" --admin-listen "127.0.0.1:$RELAY_ADMIN_PORT" \
+  --quic-listen "127.0.0.1:$QUIC_PORT" --ws-listen "127.0.0.1:$WS_PORT" --internal-listen "127.0.0.1:$INTERNAL_PORT" --admin-listen "127.0.0.1:$RELAY_ADMIN_PORT" \
   --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" \
   --agent-ca "$C/agent-ca.crt" --internal-ca "$C/internal-ca.crt" --grant-key "$GRANT_KEY" \
   --control-plane-url "https://127.0.0.1:$CP_INTERNAL_PORT" --control-plane-ca "$C/relay-ca.crt" \
@@ -85,7 +86,7 @@ PIDS+=($!)
 # --state-secret in a cluster), takes relays, relay CA and grant keys from the
 # answer, and renews at 2/3 of the certificate's life.
 KUBECHAT_BOOTSTRAP_TOKEN="$BOOTSTRAP" "$BIN/kubechat-agent" \
-  --control-plane "$CP" --control-plane-ca "$C/relay-ca.crt" --state-dir "$DEV/agent" \
+  --control-plane "$CP" --control-plane-ca "$C/relay-ca.crt" --state-dir "$DEV/agent" --relay-ws-port "$WS_PORT" \
   --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" --kubeconfig "$DEV/kube-sim/agent.kubeconfig" \
   2> "$DEV/agent.log" &
 PIDS+=($!)

@@ -95,6 +95,9 @@ struct RawConfig {
     /// used when QUIC cannot connect, through HTTPS_PROXY/NO_PROXY if set.
     #[arg(long, env = "KUBECHAT_RELAY_WS_PORT")]
     relay_ws_port: Option<u16>,
+    /// CA bundle (PEM) for an https:// HTTPS_PROXY [default: the relay CA].
+    #[arg(long, env = "KUBECHAT_PROXY_CA")]
+    proxy_ca: Option<PathBuf>,
     /// Tunnels to keep, each to a distinct relay of the list [default: 2].
     #[arg(long, env = "KUBECHAT_RELAY_CONNECTIONS")]
     relay_connections: Option<usize>,
@@ -164,6 +167,7 @@ impl RawConfig {
             ready_grace_secs: self.ready_grace_secs.or(file.ready_grace_secs),
             relay_connections: self.relay_connections.or(file.relay_connections),
             relay_ws_port: self.relay_ws_port.or(file.relay_ws_port),
+            proxy_ca: self.proxy_ca.or(file.proxy_ca),
             grant_key: if self.grant_key.is_empty() { file.grant_key } else { self.grant_key },
             state_secret: self.state_secret.or(file.state_secret),
             state_namespace: self.state_namespace.or(file.state_namespace),
@@ -310,7 +314,13 @@ impl RawConfig {
         c.https_proxy = env("HTTPS_PROXY");
         c.no_proxy = env("NO_PROXY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
         if let Some(p) = &c.https_proxy {
-            anyhow::ensure!(p.starts_with("http://"), "HTTPS_PROXY must be an http:// proxy (CONNECT), got {p:?}");
+            anyhow::ensure!(
+                p.starts_with("http://") || p.starts_with("https://"),
+                "HTTPS_PROXY must be http://host:port or https://host:port (CONNECT), got {p:?}"
+            );
+        }
+        if let Some(f) = &self.proxy_ca {
+            c.proxy_ca = kubechat_transport::tls::load_certs(f, "proxy CA bundle")?;
         }
         if let Some(n) = self.relay_connections {
             anyhow::ensure!(n >= 1, "--relay-connections must be at least 1");

@@ -198,6 +198,8 @@ pub struct Config {
     pub https_proxy: Option<String>,
     /// Hosts the proxy is not used for, from `NO_PROXY`.
     pub no_proxy: Vec<String>,
+    /// CA bundle for an `https://` proxy (default: the relay CA).
+    pub proxy_ca: Vec<CertificateDer<'static>>,
     /// Tunnels to keep, each to a distinct relay of the list (all of them when
     /// the list is shorter).
     pub relay_connections: usize,
@@ -269,6 +271,7 @@ impl Config {
             relay_ws_port: None,
             https_proxy: None,
             no_proxy: Vec::new(),
+            proxy_ca: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(30),
             grants: kubechat_protocol::grant::GrantVerifier::default(),

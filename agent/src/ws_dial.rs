@@ -1,6 +1,6 @@
 //! Dialling a relay's WebSocket fallback: TCP (directly, or through an HTTP
-//! proxy with CONNECT), TLS with the agent's certificate pinning the relay
-//! CA, a WebSocket on `/v1/tunnel`, yamux on top.
+//! or HTTPS proxy with CONNECT), TLS with the agent's certificate pinning the
+//! relay CA, a WebSocket on `/v1/tunnel`, yamux on top.
 
 use std::sync::Arc;
 
@@ -23,20 +23,19 @@ pub(crate) fn bypasses_proxy(host: &str, no_proxy: &[String]) -> bool {
     })
 }
 
-/// Opens a TCP connection to `target` through the HTTP proxy `proxy`
-/// (`http://host:port`) with CONNECT.
-async fn via_proxy(proxy: &str, target: &str) -> Result<TcpStream, ConnectError> {
-    let addr = proxy.strip_prefix("http://").unwrap_or(proxy).trim_end_matches('/');
-    let mut tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| ConnectError::Handshake(format!("cannot reach the proxy {addr}: {e}")))?;
+/// A byte stream to the relay's WebSocket port (TCP, or a tunnel through a proxy).
+pub(crate) trait Pipe: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Pipe for T {}
+
+/// Asks the proxy on `io` to CONNECT to `target`; `io` then carries the tunnel.
+async fn connect_through<S: Pipe>(mut io: S, target: &str) -> Result<S, ConnectError> {
     let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.map_err(|e| ConnectError::Handshake(format!("proxy: {e}")))?;
+    io.write_all(req.as_bytes()).await.map_err(|e| ConnectError::Handshake(format!("proxy: {e}")))?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() > 8192
-            || tcp.read(&mut byte).await.map_err(|e| ConnectError::Handshake(format!("proxy: {e}")))? == 0
+            || io.read(&mut byte).await.map_err(|e| ConnectError::Handshake(format!("proxy: {e}")))? == 0
         {
             return Err(ConnectError::Handshake("the proxy closed the connection during CONNECT".into()));
         }
@@ -47,7 +46,45 @@ async fn via_proxy(proxy: &str, target: &str) -> Result<TcpStream, ConnectError>
     if line.split_whitespace().nth(1) != Some("200") {
         return Err(ConnectError::Handshake(format!("the proxy refused CONNECT {target}: {line}")));
     }
-    Ok(tcp)
+    Ok(io)
+}
+
+/// A connection to `target` through the proxy `proxy` (`http://host:port`,
+/// or `https://host:port`: TLS to the proxy, trusting `proxy_ca` if given,
+/// else the relay CA — never the web PKI).
+async fn via_proxy(
+    proxy: &str,
+    proxy_ca: &[rustls_pki_types::CertificateDer<'static>],
+    target: &str,
+) -> Result<Box<dyn Pipe>, ConnectError> {
+    let (tls, addr) = match proxy.strip_prefix("https://") {
+        Some(a) => (true, a),
+        None => (false, proxy.strip_prefix("http://").unwrap_or(proxy)),
+    };
+    let addr = addr.trim_end_matches('/');
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| ConnectError::Handshake(format!("cannot reach the proxy {addr}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    if !tls {
+        return Ok(Box::new(connect_through(tcp, target).await?));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in proxy_ca {
+        roots.add(ca.clone()).map_err(|e| ConnectError::Setup(format!("proxy CA: {e}")))?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(kubechat_transport::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConnectError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(['[', ']']);
+    let name = ServerName::try_from(host.to_string()).map_err(|e| ConnectError::Setup(format!("proxy name: {e}")))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ConnectError::Handshake(format!("TLS to the proxy {addr}: {e}")))?;
+    Ok(Box::new(connect_through(stream, target).await?))
 }
 
 /// A tunnel connection over the relay's WebSocket fallback.
@@ -59,21 +96,32 @@ pub(crate) async fn dial(
     let target = relay.ws_address().ok_or_else(|| ConnectError::Setup("no websocket port for this relay".into()))?;
     let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_string();
     let dial = async {
-        let tcp = match &state.config.https_proxy {
-            Some(proxy) if !bypasses_proxy(&host, &state.config.no_proxy) => via_proxy(proxy, &target).await?,
-            _ => TcpStream::connect(&target)
-                .await
-                .map_err(|e| ConnectError::Handshake(format!("cannot reach {target}: {e}")))?,
+        let (pipe, peer): (Box<dyn Pipe>, std::net::SocketAddr) = match &state.config.https_proxy {
+            Some(proxy) if !bypasses_proxy(&host, &state.config.no_proxy) => {
+                let ca = if state.config.proxy_ca.is_empty() { &active.relay_ca } else { &state.config.proxy_ca };
+                let peer = tokio::net::lookup_host(&target)
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+                (via_proxy(proxy, ca, &target).await?, peer)
+            }
+            _ => {
+                let tcp = TcpStream::connect(&target)
+                    .await
+                    .map_err(|e| ConnectError::Handshake(format!("cannot reach {target}: {e}")))?;
+                let _ = tcp.set_nodelay(true);
+                let peer = tcp.peer_addr().map_err(|e| ConnectError::Setup(e.to_string()))?;
+                (Box::new(tcp), peer)
+            }
         };
-        let _ = tcp.set_nodelay(true);
-        let peer = tcp.peer_addr().map_err(|e| ConnectError::Setup(e.to_string()))?;
         let mut tls = kubechat_transport::tls::tunnel_client_config(&active.tls, &active.relay_ca)
             .map_err(|e| ConnectError::Setup(e.to_string()))?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let name = ServerName::try_from(relay.server_name.clone())
             .map_err(|e| ConnectError::Setup(format!("bad relay name {}: {e}", relay.server_name)))?;
         let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(name, tcp)
+            .connect(name, pipe)
             .await
             .map_err(|e| ConnectError::Handshake(format!("websocket tls: {e}")))?;
         let url = format!("wss://{target}{TUNNEL_PATH}");

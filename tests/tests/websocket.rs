@@ -77,9 +77,7 @@ async fn through_a_real_https_proxy_the_websocket_tunnel_carries_kubectl() {
     .await;
     let s = KubeStack::start_over_websocket_with(|c| c.https_proxy = Some(format!("http://127.0.0.1:{port}"))).await;
     assert_eq!(s.relay.handle.tunnel_transports(), vec!["websocket".to_string()]);
-    let k = s.kubectl(USER, USER_GROUPS);
-    suite::version_and_get_pods_across_namespaces(&k).await;
-    suite::exec_runs_commands_and_cat_echoes_stdin(&k).await;
+    suite::all(&s.kubectl(USER, USER_GROUPS)).await;
     let log = proxy.log();
     let ws = s.relay.ws.expect("ws listener");
     assert!(log.contains("CONNECT") && log.contains(&format!("127.0.0.1:{}", ws.port())), "{log}");
@@ -201,4 +199,51 @@ async fn a_half_open_tunnel_is_detected_within_the_heartbeat_timeout_and_replace
     .await;
     let client = kubechat_tests::client::InternalClient::new(relay.internal, &pki.internal_client(), &pki.relay_ca());
     assert_eq!(client.get(kubechat_tests::stack::CLUSTER, "/small").await.status, http::StatusCode::OK);
+}
+
+/// A TLS front for a plain proxy: an `https://` proxy as the agent sees it.
+async fn tls_front(upstream: u16, id: kubechat_transport::tls::Identity) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let cfg = rustls::ServerConfig::builder_with_provider(kubechat_transport::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(id.chain.clone(), id.key.clone_key())
+        .expect("cert");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_an_https_proxy_with_its_own_ca_the_websocket_tunnel_carries_kubectl() {
+    let proxy = Tinyproxy::start();
+    let port = proxy.port;
+    kubechat_tests::wait::eventually("tinyproxy listens", std::time::Duration::from_secs(20), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    // The proxy's certificate comes from a CA of its own, which the agent is given.
+    let proxy_pki = kubechat_transport::pki::DevPki::generate().expect("pki");
+    let cert = proxy_pki.relay_cert("proxy", &["127.0.0.1"]).expect("cert");
+    let front = tls_front(port, cert.identity().expect("identity")).await;
+    let ca = kubechat_transport::tls::parse_ca_pem(proxy_pki.relay_ca.cert_pem()).expect("ca");
+    let s = KubeStack::start_over_websocket_with(|c| {
+        c.https_proxy = Some(format!("https://127.0.0.1:{front}"));
+        c.proxy_ca = ca;
+    })
+    .await;
+    assert_eq!(s.relay.handle.tunnel_transports(), vec!["websocket".to_string()]);
+    suite::version_and_get_pods_across_namespaces(&s.kubectl(USER, USER_GROUPS)).await;
+    assert!(proxy.log().contains("CONNECT"), "{}", proxy.log());
 }
