@@ -54,7 +54,7 @@ ADMIN_TOKEN=kc_$(python3 -c 'import secrets; print(secrets.token_hex(20))')
   --platform-admin-token "$ADMIN_TOKEN" --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" --public-ca "$C/relay-ca.crt" \
   --internal-listen "127.0.0.1:$CP_INTERNAL_PORT" --admin-listen "127.0.0.1:$CP_ADMIN_PORT" --relay-ca "$C/relay-ca.crt" \
   --relay-client-cert "$C/internal-client.crt" --relay-client-key "$C/internal-client.key" \
-  --agent-ca-cert "$C/agent-ca.crt" --agent-ca-key "$C/agent-ca.key" --enroll-relay "127.0.0.1:$QUIC_PORT" \
+  --agent-ca-cert "$C/agent-ca.crt" --agent-ca-key "$C/agent-ca.key" --enroll-relay "127.0.0.1:$QUIC_PORT#ws=$WS_PORT" \
   2> "$DEV/control-plane.log" > "$DEV/control-plane.out" &
 PIDS+=($!)
 CP="https://127.0.0.1:$CP_PORT"
@@ -86,7 +86,7 @@ PIDS+=($!)
 # --state-secret in a cluster), takes relays, relay CA and grant keys from the
 # answer, and renews at 2/3 of the certificate's life.
 KUBECHAT_BOOTSTRAP_TOKEN="$BOOTSTRAP" "$BIN/kubechat-agent" \
-  --control-plane "$CP" --control-plane-ca "$C/relay-ca.crt" --state-dir "$DEV/agent" --relay-ws-port "$WS_PORT" \
+  --control-plane "$CP" --control-plane-ca "$C/relay-ca.crt" --state-dir "$DEV/agent" \
   --admin-listen "127.0.0.1:$AGENT_ADMIN_PORT" --kubeconfig "$DEV/kube-sim/agent.kubeconfig" \
   2> "$DEV/agent.log" &
 PIDS+=($!)

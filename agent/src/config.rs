@@ -30,8 +30,14 @@ impl PartialEq for RelayEndpoint {
 impl Eq for RelayEndpoint {}
 
 impl RelayEndpoint {
-    /// Parses `host:port`; the server name defaults to the host.
+    /// Parses `host:port`, optionally followed by `#ws=PORT` (the relay's
+    /// WebSocket fallback on the same host, as enrollment hands it out); the
+    /// server name defaults to the host.
     pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some((addr, ws)) = s.split_once("#ws=") {
+            let port = ws.parse::<u16>().map_err(|_| format!("relay {s:?} has an invalid websocket port"))?;
+            return Ok(Self::parse(addr)?.with_ws_port(Some(port)));
+        }
         let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("relay {s:?} is not host:port"))?;
         port.parse::<u16>().map_err(|_| format!("relay {s:?} has an invalid port"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -291,6 +297,10 @@ mod tests {
         assert!(RelayEndpoint::parse("relay").is_err());
         assert!(RelayEndpoint::parse(":7443").is_err());
         assert!(RelayEndpoint::parse("relay:99999").is_err());
+        let r = RelayEndpoint::parse("relay.eu.kubechat.io:7443#ws=443").expect("valid");
+        assert_eq!((r.address.as_str(), r.ws_port), ("relay.eu.kubechat.io:7443", Some(443)));
+        assert_eq!(r.ws_address().as_deref(), Some("relay.eu.kubechat.io:443"));
+        assert!(RelayEndpoint::parse("relay:7443#ws=x").is_err());
     }
 
     #[test]

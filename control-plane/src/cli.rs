@@ -68,8 +68,9 @@ struct Cli {
     #[arg(long, env = "KUBECHAT_AGENT_CA_KEY")]
     agent_ca_key: Option<PathBuf>,
     /// Relay endpoints given to enrolling agents, `region=host:port` (plain
-    /// `host:port`: the default region); repeatable. Agents get only their
-    /// tenant's home region's relays.
+    /// `host:port`: the default region), with `#ws=PORT` for the relay's
+    /// WebSocket fallback; repeatable. Agents get only their tenant's home
+    /// region's relays.
     #[arg(long = "enroll-relay", env = "KUBECHAT_ENROLL_RELAYS", value_delimiter = ',')]
     enroll_relays: Vec<String>,
     /// Life of agent certificates, hours.
@@ -119,8 +120,10 @@ fn enrollment(cli: &Cli) -> anyhow::Result<Option<crate::enroll::Enrollment>> {
             .enroll_relays
             .iter()
             .map(|r| match r.split_once('=') {
-                Some((region, addr)) => (region.to_string(), addr.to_string()),
-                None => (cli.default_region.clone(), r.clone()),
+                // `region=host:port…`: a region never holds ':' or '#' (the
+                // `#ws=` suffix of an address does).
+                Some((region, addr)) if !region.contains([':', '#']) => (region.to_string(), addr.to_string()),
+                _ => (cli.default_region.clone(), r.clone()),
             })
             .collect(),
         cert_lifetime: std::time::Duration::from_secs(cli.agent_cert_hours * 3600),

@@ -827,6 +827,19 @@ impl Db {
         Ok(())
     }
 
+    /// The (tenant, cluster) a bootstrap token would enroll, if it is usable
+    /// now; spends nothing.
+    pub async fn peek_bootstrap_token(&self, hash: &str) -> Result<Option<(String, String)>, ApiError> {
+        let mut tx = self.begin(&Scope::Platform).await?;
+        let row = sqlx::query("SELECT b.tenant_id, b.cluster_id FROM bootstrap_tokens b JOIN clusters c ON c.id = b.cluster_id WHERE b.token_hash = $1 AND b.used_at IS NULL AND b.expires_at > $2")
+            .bind(hash.to_string())
+            .bind(now())
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.map(|r| Ok::<_, sqlx::Error>((r.try_get("tenant_id")?, r.try_get("cluster_id")?))).transpose()?)
+    }
+
     /// Uses a bootstrap token: returns (tenant, cluster) once, if it is
     /// unexpired, unused and its cluster still exists; marks it used in the
     /// same transaction.

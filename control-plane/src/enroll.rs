@@ -116,11 +116,17 @@ pub(crate) async fn enroll(app: &App, b: EnrollRequest) -> Result<(StatusCode, V
     if !b.bootstrap_token.starts_with(BOOTSTRAP_PREFIX) {
         return Err(refused());
     }
-    // The CSR is checked before the token is spent, so a typo does not burn it.
+    // Everything that can fail is checked before the token is spent, so a
+    // typo or a missing relay does not burn it.
     if !b.csr.contains("CERTIFICATE REQUEST") || b.csr.len() > 16 * 1024 {
         return Err(ApiError::bad_request("invalid_csr", "csr must be a PEM certificate signing request"));
     }
-    let (tenant, cluster) = app.db.use_bootstrap_token(&auth::hash(&b.bootstrap_token)).await?.ok_or_else(refused)?;
+    kubechat_transport::pki::check_csr(&b.csr)
+        .map_err(|err| ApiError::bad_request("invalid_csr", format!("the CSR is not valid: {err}")))?;
+    let hash = auth::hash(&b.bootstrap_token);
+    let (tenant, _) = app.db.peek_bootstrap_token(&hash).await?.ok_or_else(refused)?;
+    home_relays(app, e, &tenant).await?;
+    let (tenant, cluster) = app.db.use_bootstrap_token(&hash).await?.ok_or_else(refused)?;
     let identity = ClusterIdentity::new(&tenant, &cluster).map_err(|_| ApiError::internal())?;
     let (answer, serial) = issue(app, e, &b.csr, &identity).await?;
     tracing::info!(tenant = %tenant, cluster = %cluster, %serial, "agent enrolled");
@@ -129,13 +135,16 @@ pub(crate) async fn enroll(app: &App, b: EnrollRequest) -> Result<(StatusCode, V
 
 /// Signs `csr` for `identity`, records the certificate, and builds the
 /// answer enrollment and renewal share; returns it and the new serial.
-async fn issue(app: &App, e: &Enrollment, csr: &str, identity: &ClusterIdentity) -> Result<(Value, String), ApiError> {
+/// The relays of `tenant_id`'s home region, and the region; an error a
+/// person can act on when there are none.
+async fn home_relays(app: &App, e: &Enrollment, tenant_id: &str) -> Result<(Vec<String>, String), ApiError> {
     let tenant = app
         .db
-        .tenant(&crate::db::Scope::Platform, &identity.tenant)
+        .tenant(&crate::db::Scope::Platform, tenant_id)
         .await?
         .ok_or_else(|| ApiError::unauthenticated("the tenant no longer exists"))?;
-    let relays: Vec<&String> = e.relays.iter().filter(|(r, _)| *r == tenant.home_region).map(|(_, a)| a).collect();
+    let relays: Vec<String> =
+        e.relays.iter().filter(|(r, _)| *r == tenant.home_region).map(|(_, a)| a.clone()).collect();
     if relays.is_empty() {
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -147,6 +156,11 @@ async fn issue(app: &App, e: &Enrollment, csr: &str, identity: &ClusterIdentity)
             retry_after: None,
         });
     }
+    Ok((relays, tenant.home_region))
+}
+
+async fn issue(app: &App, e: &Enrollment, csr: &str, identity: &ClusterIdentity) -> Result<(Value, String), ApiError> {
+    let (relays, region) = home_relays(app, e, &identity.tenant).await?;
     let validity = Validity::for_duration(e.cert_lifetime);
     let cert = e
         .agent_ca
@@ -165,7 +179,7 @@ async fn issue(app: &App, e: &Enrollment, csr: &str, identity: &ClusterIdentity)
             "caCertificate": e.agent_ca.cert_pem(),
             "relayCa": e.relay_ca_pem,
             "relays": relays,
-            "region": tenant.home_region,
+            "region": region,
             "grantKeys": [format!("{}={key}", app.signer.key_id())],
             "expiresAt": not_after,
         }),

@@ -127,3 +127,54 @@ async fn enrollment_issues_only_the_tokens_identity_once() {
 fn time_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_enrollment_does_not_spend_the_bootstrap_token() {
+    for (url, _dir) in databases().await {
+        let ca = DevPki::generate().expect("pki");
+        let mut cfg = Config::new(&url);
+        cfg.platform_admin_token = Some(Secret(ADMIN.into()));
+        cfg.enrollment = Some(Enrollment {
+            agent_ca: Arc::new(ca.agent_ca),
+            relay_ca_pem: ca.relay_ca.cert_pem().to_string(),
+            relays: vec![("local".into(), "relay.example:7443#ws=443".into())],
+            cert_lifetime: Duration::from_secs(3600),
+            bootstrap_lifetime: Duration::from_secs(3600),
+            renewal_overlap: Duration::from_secs(0),
+        });
+        let cp = ControlPlane::bind(cfg).await.expect("start");
+        let base = format!("http://{}", cp.addr());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cp.run(shutdown.clone()));
+        let admin = Client::new(&base, Some(Secret(ADMIN.into())));
+        // A tenant homed where no relay is configured.
+        let t = admin
+            .post(
+                "/v1/tenants",
+                &json!({"name": "Far", "slug": "far", "plan": "team", "adminEmail": "a@far.example", "homeRegion": "ap-south"}),
+            )
+            .await
+            .expect("reach");
+        let tid = t.body["tenant"]["id"].as_str().expect("id").to_string();
+        let ta = admin.with_token(t.body["token"].as_str().expect("token"));
+        let c = ta.post(&format!("/v1/tenants/{tid}/clusters"), &json!({"name": "prod"})).await.expect("reach");
+        let token = c.body["bootstrapToken"].as_str().expect("token").to_string();
+        let anon = Client::new(&base, None);
+        let (_, csr) = pki::new_csr("spiffe://kubechat/enrolling").expect("csr");
+        let r = anon.post("/v1/enroll", &json!({"bootstrapToken": token, "csr": csr})).await.expect("reach");
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.contains("no relay serves region ap-south")));
+        // A CSR that only looks like one is refused before the token is spent too.
+        let fake = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
+        let r = anon.post("/v1/enroll", &json!({"bootstrapToken": token, "csr": fake})).await.expect("reach");
+        assert_eq!(r.status, 400, "{}", r.body);
+        // Once the operator fixes the region, the same token still enrolls,
+        // and the relay comes with its WebSocket port.
+        let r = admin.put(&format!("/v1/tenants/{tid}"), &json!({"homeRegion": "local"})).await.expect("reach");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = anon.post("/v1/enroll", &json!({"bootstrapToken": token, "csr": csr})).await.expect("reach");
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(r.body["relays"], json!(["relay.example:7443#ws=443"]));
+        shutdown.cancel();
+    }
+}

@@ -198,6 +198,7 @@ pub async fn world_full(
     // are retried until the control plane is up).
     let internal_port = crate::stack::free_port();
     let relay = start_relay(&pki, |c| {
+        c.ws_listen = Some(([127, 0, 0, 1], 0).into());
         tweak(c);
         c.grants = trust();
         c.presence = Some(PresenceTarget {
@@ -221,7 +222,7 @@ pub async fn world_full(
     cfg.enrollment = Some(Enrollment {
         agent_ca: Arc::new(pki.pki.agent_ca.try_clone().expect("agent CA")),
         relay_ca_pem: pki.pki.relay_ca.cert_pem().to_string(),
-        relays: vec![("local".into(), relay.quic.to_string())],
+        relays: vec![("local".into(), format!("{}#ws={}", relay.quic, relay.ws.map(|a| a.port()).unwrap_or_default()))],
         cert_lifetime: Duration::from_secs(3600),
         bootstrap_lifetime: Duration::from_secs(3600),
         renewal_overlap: Duration::ZERO,

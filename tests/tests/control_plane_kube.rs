@@ -211,6 +211,14 @@ fn stored_credentials(sim: &kube_sim::TestSim) -> kubechat_transport::pki::Issue
     kubechat_transport::pki::IssuedCert { cert_pem: field("tls.crt"), key_pem: field("tls.key") }
 }
 
+/// The agent's stored `enrollment.json`.
+fn stored_enrollment(sim: &kube_sim::TestSim) -> serde_json::Value {
+    let r = sim.sim.cluster.resource_by_plural("secrets").expect("secrets");
+    let s = sim.sim.cluster.store.get(&r, "kubechat", "kubechat-agent-state").expect("the state Secret");
+    let b64 = s["data"]["enrollment.json"].as_str().expect("enrollment.json stored");
+    serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")).expect("json")
+}
+
 fn serial_of(cert: &kubechat_transport::pki::IssuedCert) -> String {
     tls::certificate_serial(&cert.identity().expect("identity").chain[0]).expect("serial")
 }
@@ -262,6 +270,9 @@ async fn an_enrolled_agent_keeps_its_identity_in_a_secret_renews_and_its_old_cer
     };
 
     let (agent, stop, task) = start(enrolling(Some(bootstrap.clone()))).await;
+    // Enrollment handed out the relay with its WebSocket fallback.
+    let stored = stored_enrollment(&w.sim);
+    assert!(stored["relays"][0].as_str().is_some_and(|r| r.contains("#ws=")), "{stored}");
     let first = stored_credentials(&w.sim);
     let first_serial = serial_of(&first);
     assert_eq!(agent.certificate_serial(), first_serial);

@@ -215,6 +215,13 @@ impl CertAuthority {
     }
 }
 
+/// Checks that `csr_pem` is a well-formed, correctly self-signed CSR (what
+/// [`CertAuthority::sign_agent_csr`] needs), without signing anything.
+pub fn check_csr(csr_pem: &str) -> Result<(), PkiError> {
+    rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+    Ok(())
+}
+
 /// A random positive 128-bit serial: every certificate gets its own, so one
 /// can be revoked without touching its renewal.
 fn random_serial() -> rcgen::SerialNumber {
