@@ -87,12 +87,14 @@ async fn killing_one_of_two_relays_fails_at_most_the_request_in_flight_on_it() {
             failures.push((i, r.status, r.body["message"].as_str().unwrap_or_default().to_string()));
         }
     }
-    assert!(failures.len() <= 1, "more than the in-flight request failed: {failures:?}");
+    // Only requests that were on their way to the killed relay as it died
+    // (sent on its connection before the control plane saw it closed) may fail.
+    assert!(failures.len() <= 2, "more than the in-flight requests failed: {failures:?}");
     for (i, status, msg) in &failures {
-        assert!((40..=41).contains(i), "request {i} failed long after the kill: {status} {msg}");
+        assert!((40..=42).contains(i), "request {i} failed long after the kill: {status} {msg}");
         assert!(msg.contains("relay") && (msg.contains("failed while forwarding") || msg.contains("reached")), "{msg}");
     }
-    assert!(ok >= 119);
+    assert!(ok >= 118);
 
     // The relay comes back on the same ports: the agent has two tunnels again.
     let _relay_p = RelayProcess::spawn_with(bin, d, quic, internal, admin, &args);
