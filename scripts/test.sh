@@ -12,6 +12,8 @@ KUBECHAT_TEST_POSTGRES_URL=$(bash scripts/postgres.sh)
 export KUBECHAT_TEST_POSTGRES_URL
 KUBECHAT_TINYPROXY=$(bash scripts/install-tinyproxy.sh)
 export KUBECHAT_TINYPROXY
+KUBECHAT_HELM_PY=$(bash scripts/install-helm.sh)
+export KUBECHAT_HELM_PY
 
 echo "==> formatting"
 cargo fmt --all -- --check
