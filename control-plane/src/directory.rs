@@ -178,18 +178,15 @@ pub async fn routes(db: &Db, tenant_id: &str, cluster_id: &str) -> Result<Vec<Ro
 /// `Scope::Platform`, of everyone.
 pub async fn tunnels(db: &Db, scope: &Scope, cluster_id: Option<&str>) -> Result<Vec<TunnelView>, ApiError> {
     let mut tx = db.begin(scope).await?;
-    let mut sql = "SELECT t.*, r.region, r.lease_expires_at_ms FROM relay_tunnels t JOIN relays r ON r.relay_id = t.relay_id WHERE r.lease_expires_at_ms > $1".to_string();
-    if let Scope::Tenant(_) = scope {
-        sql.push_str(" AND t.tenant_id = $2");
-    } else {
-        sql.push_str(" AND $2 = $2");
-    }
-    sql.push_str(" AND ($3 = '' OR t.cluster_id = $3) ORDER BY t.tenant_id, t.cluster_id, t.relay_id, t.tunnel_id");
+    // An empty tenant or cluster filter matches every row.
+    let sql = "SELECT t.*, r.region, r.lease_expires_at_ms FROM relay_tunnels t JOIN relays r ON r.relay_id = t.relay_id \
+               WHERE r.lease_expires_at_ms > $1 AND ($2 = '' OR t.tenant_id = $2) AND ($3 = '' OR t.cluster_id = $3) \
+               ORDER BY t.tenant_id, t.cluster_id, t.relay_id, t.tunnel_id";
     let tenant = match scope {
         Scope::Tenant(t) => t.clone(),
         Scope::Platform => String::new(),
     };
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(sql)
         .bind(now_ms())
         .bind(tenant)
         .bind(cluster_id.unwrap_or_default().to_string())

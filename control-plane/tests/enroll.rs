@@ -10,45 +10,43 @@ use kubechat_control_plane::{Config, ControlPlane, Secret};
 use kubechat_transport::pki::{self, DevPki};
 use kubechat_transport::tls;
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
+
+mod common;
+
+use common::databases;
 
 const ADMIN: &str = "kc_enrollmenttestplatformadmintoken0000000";
 
-async fn databases() -> Vec<(String, Option<tempfile::TempDir>)> {
-    sqlx::any::install_default_drivers();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
-    let base = std::env::var("KUBECHAT_TEST_POSTGRES_URL")
-        .expect("KUBECHAT_TEST_POSTGRES_URL is not set: run `bash scripts/test.sh`");
-    let name = format!("kc_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::AnyConnection::connect(&base).await.expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a test database");
-    let pg = format!("{}/{name}", base.rsplit_once('/').expect("url has a database").0);
-    vec![(sqlite, Some(dir)), (pg, None)]
+/// A control plane (HTTP) enrolling with a fresh agent CA and `relays`; its
+/// base URL and the token that stops it.
+async fn start(url: &str, relays: Vec<(String, String)>) -> (String, CancellationToken) {
+    let ca = DevPki::generate().expect("pki");
+    let mut cfg = Config::new(url);
+    cfg.platform_admin_token = Some(Secret(ADMIN.into()));
+    cfg.enrollment = Some(Enrollment {
+        agent_ca: Arc::new(ca.agent_ca),
+        relay_ca_pem: ca.relay_ca.cert_pem().to_string(),
+        relays,
+        cert_lifetime: Duration::from_secs(24 * 3600),
+        bootstrap_lifetime: Duration::from_secs(3600),
+        renewal_overlap: Duration::from_secs(0),
+    });
+    let cp = ControlPlane::bind(cfg).await.expect("start");
+    let base = format!("http://{}", cp.addr());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cp.run(shutdown.clone()));
+    (base, shutdown)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_issues_only_the_tokens_identity_once() {
     for (url, _dir) in databases().await {
-        let ca = DevPki::generate().expect("pki");
-        let mut cfg = Config::new(&url);
-        cfg.platform_admin_token = Some(Secret(ADMIN.into()));
-        cfg.enrollment = Some(Enrollment {
-            agent_ca: Arc::new(ca.agent_ca),
-            relay_ca_pem: ca.relay_ca.cert_pem().to_string(),
-            relays: vec![
-                ("local".into(), "relay.eu.example:7443".into()),
-                ("us-east".into(), "relay.us.example:7443".into()),
-            ],
-            cert_lifetime: Duration::from_secs(24 * 3600),
-            bootstrap_lifetime: Duration::from_secs(3600),
-            renewal_overlap: Duration::from_secs(0),
-        });
-        let cp = ControlPlane::bind(cfg).await.expect("start");
-        let base = format!("http://{}", cp.addr());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cp.run(shutdown.clone()));
+        let (base, shutdown) = start(
+            &url,
+            vec![("local".into(), "relay.eu.example:7443".into()), ("us-east".into(), "relay.us.example:7443".into())],
+        )
+        .await;
         let admin = Client::new(&base, Some(Secret(ADMIN.into())));
         let t = admin
             .post(
@@ -131,21 +129,7 @@ fn time_now() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_enrollment_does_not_spend_the_bootstrap_token() {
     for (url, _dir) in databases().await {
-        let ca = DevPki::generate().expect("pki");
-        let mut cfg = Config::new(&url);
-        cfg.platform_admin_token = Some(Secret(ADMIN.into()));
-        cfg.enrollment = Some(Enrollment {
-            agent_ca: Arc::new(ca.agent_ca),
-            relay_ca_pem: ca.relay_ca.cert_pem().to_string(),
-            relays: vec![("local".into(), "relay.example:7443#ws=443".into())],
-            cert_lifetime: Duration::from_secs(3600),
-            bootstrap_lifetime: Duration::from_secs(3600),
-            renewal_overlap: Duration::from_secs(0),
-        });
-        let cp = ControlPlane::bind(cfg).await.expect("start");
-        let base = format!("http://{}", cp.addr());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cp.run(shutdown.clone()));
+        let (base, shutdown) = start(&url, vec![("local".into(), "relay.example:7443#ws=443".into())]).await;
         let admin = Client::new(&base, Some(Secret(ADMIN.into())));
         // A tenant homed where no relay is configured.
         let t = admin

@@ -6,9 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use kubechat_protocol::events::events_client::EventsClient;
 use kubechat_protocol::events::{AuditBody, Event, EventBatch, UsageBody, UsageType, event};
 use tracing::{debug, info, warn};
@@ -139,14 +136,10 @@ impl Drop for RequestAudit {
     }
 }
 
-type Grpc = EventsClient<Client<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>>;
+type Grpc = EventsClient<crate::presence::Channel>;
 
 fn client(target: &PresenceTarget) -> Result<Grpc, String> {
-    let mut tls = target.tls.clone();
-    tls.alpn_protocols.clear();
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http2().build();
-    let http = Client::builder(TokioExecutor::new()).http2_only(true).build(https);
-    let origin = target.url.parse().map_err(|e| format!("bad control-plane URL {}: {e}", target.url))?;
+    let (http, origin) = crate::presence::channel(target)?;
     Ok(EventsClient::with_origin(http, origin).max_decoding_message_size(64 << 20))
 }
 

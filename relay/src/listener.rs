@@ -97,8 +97,7 @@ pub(crate) async fn serve(endpoint: quinn::Endpoint, state: Arc<RelayState>) {
                 }
             };
             let serial = peer_serial(&conn);
-            let refused = state2.revocations.read().unwrap_or_else(|p| p.into_inner()).refuses(&identity.cluster, &serial);
-            if let Some(why) = refused {
+            if let Some(why) = state2.revoked(&identity.cluster, &serial) {
                 warn!(%peer, cluster = %identity.cluster, %serial, reason = "revoked", why, "tunnel refused: the credentials were revoked");
                 state2.metrics.handshake_failures.inc("revoked");
                 conn.close(quinn::VarInt::from_u32(ErrorCode::IdentityInvalid as u32), why.as_bytes());

@@ -70,6 +70,14 @@ impl Revocations {
     }
 }
 
+impl crate::state::RelayState {
+    /// Why a tunnel with this cluster and certificate serial is refused at
+    /// handshake, if it is (the current revocation list).
+    pub(crate) fn revoked(&self, cluster: &str, serial: &str) -> Option<&'static str> {
+        self.revocations.read().unwrap_or_else(|p| p.into_inner()).refuses(cluster, serial)
+    }
+}
+
 /// Takes a new revocation list and closes every live tunnel it refuses.
 pub(crate) fn apply_revocations(state: &RelayState, ack: &PresenceAck) {
     let new = Revocations {
@@ -119,15 +127,25 @@ fn snapshot(state: &RelayState) -> HashMap<u64, TunnelInfo> {
 /// Reports between two refreshes of every tunnel's live figures.
 const STATS_EVERY: u64 = 15;
 
-type Grpc = PresenceClient<Client<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>>;
+/// An HTTP/2 channel to the control plane's internal gRPC endpoint, for
+/// both presence and events.
+pub(crate) type Channel = Client<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>;
 
-fn client(target: &PresenceTarget) -> Result<Grpc, String> {
+/// The channel and origin URI `target` names.
+pub(crate) fn channel(target: &PresenceTarget) -> Result<(Channel, http::Uri), String> {
     // hyper-rustls sets ALPN (h2) itself and refuses a preset list.
     let mut tls = target.tls.clone();
     tls.alpn_protocols.clear();
     let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http2().build();
     let http = Client::builder(TokioExecutor::new()).http2_only(true).build(https);
-    let origin = target.url.parse().map_err(|e| format!("bad presence URL {}: {e}", target.url))?;
+    let origin = target.url.parse().map_err(|e| format!("bad control-plane URL {}: {e}", target.url))?;
+    Ok((http, origin))
+}
+
+type Grpc = PresenceClient<Channel>;
+
+fn client(target: &PresenceTarget) -> Result<Grpc, String> {
+    let (http, origin) = channel(target)?;
     Ok(PresenceClient::with_origin(http, origin))
 }
 

@@ -54,9 +54,7 @@ pub(crate) async fn serve(listener: TcpListener, tls: rustls::ServerConfig, stat
                 }
             };
             let serial = tls::certificate_serial(&leaf).unwrap_or_default();
-            let refused =
-                state2.revocations.read().unwrap_or_else(|p| p.into_inner()).refuses(&identity.cluster, &serial);
-            if let Some(why) = refused {
+            if let Some(why) = state2.revoked(&identity.cluster, &serial) {
                 warn!(%peer, cluster = %identity.cluster, why, "websocket tunnel refused: credentials revoked");
                 state2.metrics.handshake_failures.inc("revoked");
                 return;
