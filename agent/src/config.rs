@@ -216,6 +216,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long in-flight streams get on shutdown.
     pub grace_period: Duration,
+    /// How long an agent whose bootstrap token was refused waits for another
+    /// replica (which spent the token first) to store its credentials.
+    pub sibling_wait: Duration,
     /// Control-plane keys that sign grants. When set, every stream must carry
     /// a valid grant for this agent's own cluster (from its certificate),
     /// method and path; the impersonated identity comes from the grant. In
@@ -280,6 +283,7 @@ impl Config {
             proxy_ca: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(30),
+            sibling_wait: Duration::from_secs(30),
             grants: kubechat_protocol::grant::GrantVerifier::default(),
         }
     }

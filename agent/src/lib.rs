@@ -200,12 +200,42 @@ pub(crate) fn active_identity(config: &Config, c: &Credentials) -> Result<Active
     Ok(ActiveIdentity::new(tls, relay_ca, grants))
 }
 
+/// Replicas of one Deployment share the state Secret and the one-time
+/// bootstrap token: all but the first are refused. They then wait for the
+/// first one's credentials to appear in the store and use those. `None`
+/// when nothing usable appeared within `wait` (the token was wrong or
+/// spent long ago).
+async fn sibling_credentials(
+    store: &CredentialStore,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Option<Credentials>, AgentError> {
+    info!(store = %store, wait_secs = wait.as_secs(), "the bootstrap token was refused; waiting for another replica's credentials");
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Ok(Some(c)) = store.load().await
+            && c.check(unix_now()).is_ok()
+        {
+            info!(store = %store, identity = %c.identity, "another replica enrolled; using its credentials");
+            return Ok(Some(c));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = shutdown.cancelled() => return Err(AgentError::Interrupted),
+        }
+    }
+}
+
 /// The stored credentials if they are usable now; else enrolls with the
 /// bootstrap token (after checking the store can be written) and stores
 /// the result. Transient enrollment failures are retried until `shutdown`.
 async fn load_or_enroll(
     store: &CredentialStore,
     e: &Enrollment,
+    sibling_wait: Duration,
     shutdown: &CancellationToken,
 ) -> Result<Credentials, AgentError> {
     let mut stored_cp = (None, None);
@@ -250,7 +280,14 @@ async fn load_or_enroll(
                     () = shutdown.cancelled() => return Err(AgentError::Interrupted),
                 }
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => {
+                if matches!(err, EnrollError::Refused { status: 401, .. })
+                    && let Some(c) = sibling_credentials(store, sibling_wait, shutdown).await?
+                {
+                    return Ok(c);
+                }
+                return Err(err.into());
+            }
         }
     };
     if let Err(source) = store.save(&creds).await {
@@ -278,7 +315,7 @@ impl Agent {
         let (active, renewer) = match config.enrollment.clone() {
             Some(enrollment) => {
                 let store = CredentialStore::open(&enrollment.store, &client);
-                let creds = load_or_enroll(&store, &enrollment, &shutdown).await?;
+                let creds = load_or_enroll(&store, &enrollment, config.sibling_wait, &shutdown).await?;
                 if config.relays.is_empty() {
                     config.relays = creds
                         .relays

@@ -250,8 +250,13 @@ impl CredentialStore {
                 match api.get_opt(name).await.map_err(|e| self.kube_error("read", e))? {
                     Some(existing) => {
                         let dry = PostParams { dry_run: true, ..Default::default() };
-                        api.replace(name, &dry, &existing).await.map_err(|e| self.kube_error("update", e))?;
-                        Ok(())
+                        match api.replace(name, &dry, &existing).await {
+                            Ok(_) => Ok(()),
+                            // Another replica wrote it meanwhile: the update
+                            // was authorized, which is what is checked here.
+                            Err(e) if is_status(&e, kube::core::Status::is_conflict) => Ok(()),
+                            Err(e) => Err(self.kube_error("update", e)),
+                        }
                     }
                     None => self.create_secret(BTreeMap::new()).await.map(|_| ()),
                 }

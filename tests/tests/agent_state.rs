@@ -191,10 +191,12 @@ async fn cp_handle(
     let Some(csr) = body["csr"].as_str() else { return error_response(StatusCode::BAD_REQUEST, "no csr") };
     let identity = match path.as_str() {
         "/v1/enroll" => {
-            if body["bootstrapToken"] != BOOTSTRAP || cp.enrollments.load(Ordering::SeqCst) > 0 {
+            // Spent atomically, as the control plane's database does.
+            if body["bootstrapToken"] != BOOTSTRAP
+                || cp.enrollments.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_err()
+            {
                 return error_response(StatusCode::UNAUTHORIZED, "the bootstrap token is invalid or already used");
             }
-            cp.enrollments.fetch_add(1, Ordering::SeqCst);
             ClusterIdentity::new(TENANT, CLUSTER).expect("identity")
         }
         "/v1/renew" => {
@@ -320,6 +322,7 @@ fn enrolling(kube: kube::Config, enrollment: Enrollment) -> kubechat_agent::Conf
     c.backoff_base = Duration::from_millis(20);
     c.backoff_cap = Duration::from_millis(500);
     c.grace_period = Duration::from_secs(10);
+    c.sibling_wait = Duration::from_secs(2);
     c
 }
 
@@ -535,6 +538,35 @@ async fn a_restarted_agent_reuses_its_secret_without_a_bootstrap_token() {
         .err()
         .expect("spent token");
     assert!(err.to_string().contains("already used") && err.to_string().contains("HTTP 401"), "{err}");
+}
+
+/// The chart runs two replicas that share the state Secret and the one-time
+/// bootstrap token: one enrolls, the other is refused and takes the first
+/// one's credentials from the Secret instead of crash-looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_sharing_one_token_both_come_up_with_one_enrollment() {
+    let s = sim(false).await;
+    precreate_secret(&s);
+    let pki = Arc::new(TestPki::new());
+    let relay = relay(&pki).await;
+    let cp = fake_control_plane(pki.clone(), vec![relay.quic.to_string()]).await;
+    let enrollment = Enrollment {
+        store: secret_location(),
+        control_plane_url: Some(cp.url.clone()),
+        control_plane_ca: Some(cp.ca_pem.clone()),
+        bootstrap_token: Some(BootstrapToken::new(BOOTSTRAP)),
+    };
+    let (a, b) = tokio::join!(
+        RunningAgent::start(enrolling(kube_config(&s).await, enrollment.clone())),
+        RunningAgent::start(enrolling(kube_config(&s).await, enrollment.clone())),
+    );
+    let (a, b) = (a.expect("replica a"), b.expect("replica b"));
+    a.wait_tunnels(1).await;
+    b.wait_tunnels(1).await;
+    assert_eq!(cp.enrollments.load(Ordering::SeqCst), 1, "the token is spent once");
+    assert_eq!(a.handle.certificate_serial(), b.handle.certificate_serial(), "both use the one enrollment");
+    a.stop().await;
+    b.stop().await;
 }
 
 /// Renewal end to end with the directory store and the test backend as the

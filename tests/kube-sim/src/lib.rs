@@ -11,6 +11,7 @@
 //! - [`store`]: objects, resource versions, watch history.
 //! - [`resources`]: built-in and CRD resource types, discovery entries.
 //! - [`rbac`]: the RBAC evaluator and the API server's forbidden messages.
+//! - [`proto`]: protobuf object bodies (Secret, ConfigMap) as client-go's typed clients send them.
 //! - [`review`]: (Self)SubjectAccessReview bodies, JSON and protobuf.
 //! - [`patch`]: merge, JSON and strategic merge patches, server-side apply.
 //! - [`selector`]: label and field selectors.
@@ -25,6 +26,7 @@ pub mod exec;
 pub mod kubeconfig;
 pub mod patch;
 pub mod portforward;
+pub mod proto;
 pub mod rbac;
 pub mod request;
 pub mod resources;

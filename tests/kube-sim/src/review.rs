@@ -5,26 +5,8 @@
 use prost::Message;
 use serde_json::Value;
 
+use crate::proto;
 use crate::rbac::Attributes;
-
-/// The protobuf envelope's magic prefix.
-const MAGIC: &[u8] = b"k8s\x00";
-
-#[derive(Clone, PartialEq, Message)]
-struct TypeMeta {
-    #[prost(string, optional, tag = "1")]
-    api_version: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    kind: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Unknown {
-    #[prost(message, optional, tag = "1")]
-    type_meta: Option<TypeMeta>,
-    #[prost(bytes = "vec", optional, tag = "2")]
-    raw: Option<Vec<u8>>,
-}
 
 #[derive(Clone, PartialEq, Message)]
 struct ResourceAttributes {
@@ -81,8 +63,7 @@ pub struct Review {
 }
 
 fn from_proto(body: &[u8]) -> Result<Review, String> {
-    let unknown = Unknown::decode(&body[MAGIC.len()..]).map_err(|e| format!("invalid protobuf envelope: {e}"))?;
-    let raw = unknown.raw.unwrap_or_default();
+    let (_, raw) = proto::unwrap(body)?;
     let review = SelfSubjectAccessReview::decode(raw.as_slice()).map_err(|e| format!("invalid review: {e}"))?;
     let spec = review.spec.unwrap_or_default();
     let attrs = if let Some(r) = spec.resource_attributes {
@@ -134,7 +115,7 @@ fn from_json(v: &Value) -> Result<Review, String> {
 
 /// Parses a review body, protobuf or JSON.
 pub fn parse(body: &[u8]) -> Result<Review, String> {
-    if body.starts_with(MAGIC) {
+    if body.starts_with(proto::MAGIC) {
         from_proto(body)
     } else {
         let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
@@ -160,14 +141,14 @@ mod tests {
                 non_resource_attributes: None,
             }),
         };
-        let unknown = Unknown {
-            type_meta: Some(TypeMeta {
+        let unknown = proto::Unknown {
+            type_meta: Some(proto::TypeMeta {
                 api_version: Some("authorization.k8s.io/v1".into()),
                 kind: Some("SelfSubjectAccessReview".into()),
             }),
             raw: Some(review.encode_to_vec()),
         };
-        let mut body = MAGIC.to_vec();
+        let mut body = proto::MAGIC.to_vec();
         body.extend(unknown.encode_to_vec());
         let r = parse(&body).expect("parses");
         assert_eq!(

@@ -21,7 +21,7 @@ use crate::request::{self, RequestInfo};
 use crate::resources::Resource;
 use crate::selector::Selector;
 use crate::store::resource_key;
-use crate::{patch, review, table};
+use crate::{patch, proto, review, table};
 
 /// Response body type.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -163,6 +163,13 @@ async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Byte
 }
 
 async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    tracing::debug!(
+        method = %req.method(),
+        uri = %req.uri(),
+        content_type = header_str(req.headers(), "content-type"),
+        accept = header_str(req.headers(), "accept"),
+        "request"
+    );
     let caller = sim.authenticate(req.headers())?;
     let user = sim.impersonate(caller, req.headers())?;
     let query: HashMap<String, String> = request::query_pairs(req.uri().query()).into_iter().collect();
@@ -327,11 +334,12 @@ fn selector(query: &HashMap<String, String>, key: &str) -> Result<Selector, ApiE
 }
 
 fn parse_object(body: &[u8], r: &Resource, ns: &str) -> Result<Value, ApiError> {
-    if body.starts_with(b"k8s\x00") {
-        return Err(ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf"));
-    }
-    let obj: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let obj: Value = if body.starts_with(proto::MAGIC) {
+        proto::object_to_json(body)?
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?
+    };
     if !obj.is_object() {
         return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
