@@ -106,3 +106,23 @@ async fn tables_have_kubectls_columns_and_scaling_reconciles_pods() {
     let nodes = k.ok(&["get", "nodes"]).await;
     assert!(nodes.contains("sim-node-1") && nodes.contains("Ready"), "{nodes}");
 }
+
+/// `kubectl create token` (a protobuf TokenRequest) issues a token that
+/// authenticates as the service account and gets only what RBAC grants it;
+/// an absent service account gets no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_requests_issue_service_account_tokens() {
+    let s = sim().await;
+    let admin = kubectl(&s, "admin", None);
+    let token = admin.ok(&["-n", "kubechat", "create", "token", "kubechat-agent", "--duration", "1h"]).await;
+    let token = token.trim();
+    assert!(!token.is_empty());
+    let sa = kubectl(&s, token, None);
+    let err = sa.fails(&["get", "pods", "-A"]).await;
+    assert!(
+        err.contains(r#"User "system:serviceaccount:kubechat:kubechat-agent" cannot list resource "pods""#),
+        "{err}"
+    );
+    let err = admin.fails(&["-n", "kubechat", "create", "token", "no-such-account"]).await;
+    assert!(err.contains(r#"serviceaccounts "no-such-account" not found"#), "{err}");
+}

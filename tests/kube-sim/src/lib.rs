@@ -55,7 +55,7 @@ pub use server::{KubeSim, SimConfig};
 impl KubeSim {
     /// A simulated cluster with system RBAC and, if `demo`, the demo data.
     pub fn new(config: SimConfig, demo: bool) -> Arc<Self> {
-        let sim = Self { cluster: cluster::Cluster::new(), config };
+        let sim = Self { cluster: cluster::Cluster::new(), config, issued_tokens: Default::default() };
         seed::system(&sim.cluster);
         if demo {
             seed::demo(&sim.cluster);

@@ -87,6 +87,39 @@ struct ConfigMap {
     immutable: Option<bool>,
 }
 
+/// `authentication.v1.BoundObjectReference`.
+#[derive(Clone, PartialEq, Message)]
+struct BoundObjectReference {
+    #[prost(string, optional, tag = "1")]
+    kind: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    api_version: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    name: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    uid: Option<String>,
+}
+
+/// `authentication.v1.TokenRequestSpec`.
+#[derive(Clone, PartialEq, Message)]
+struct TokenRequestSpec {
+    #[prost(string, repeated, tag = "1")]
+    audiences: Vec<String>,
+    #[prost(message, optional, tag = "3")]
+    bound_object_ref: Option<BoundObjectReference>,
+    #[prost(int64, optional, tag = "4")]
+    expiration_seconds: Option<i64>,
+}
+
+/// `authentication.v1.TokenRequest` (what `kubectl create token` sends).
+#[derive(Clone, PartialEq, Message)]
+struct TokenRequest {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<TokenRequestSpec>,
+}
+
 /// Opens the envelope: the object's type and its encoded bytes.
 pub fn unwrap(body: &[u8]) -> Result<(TypeMeta, Vec<u8>), String> {
     let rest = body.strip_prefix(MAGIC).ok_or("the body does not start with the protobuf magic")?;
@@ -125,8 +158,8 @@ fn metadata(m: ObjectMeta) -> Value {
 }
 
 /// Decodes a protobuf object body into the JSON object the API would have
-/// received; only the kinds client-go's typed clients write (Secret,
-/// ConfigMap). A malformed body is a 400; any other kind a 415 naming it.
+/// received; only the kinds client-go's typed clients write here (Secret,
+/// ConfigMap, TokenRequest). A malformed body is a 400; any other kind a 415 naming it.
 pub fn object_to_json(body: &[u8]) -> Result<Value, ApiError> {
     let (meta, raw) = unwrap(body).map_err(ApiError::bad_request)?;
     let api_version = meta.api_version.unwrap_or_default();
@@ -171,8 +204,28 @@ pub fn object_to_json(body: &[u8]) -> Result<Value, ApiError> {
             }
             Ok(v)
         }
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            let t = TokenRequest::decode(raw.as_slice())
+                .map_err(|e| ApiError::bad_request(format!("invalid TokenRequest: {e}")))?;
+            let spec = t.spec.unwrap_or_default();
+            let mut v = json!({
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": metadata(t.metadata.unwrap_or_default()),
+                "spec": {"audiences": spec.audiences},
+            });
+            if let Some(s) = spec.expiration_seconds {
+                v["spec"]["expirationSeconds"] = json!(s);
+            }
+            if let Some(b) = spec.bound_object_ref {
+                v["spec"]["boundObjectRef"] = json!({
+                    "kind": b.kind, "apiVersion": b.api_version, "name": b.name, "uid": b.uid,
+                });
+            }
+            Ok(v)
+        }
         _ => Err(ApiError::unsupported_media_type(&format!(
-            "application/vnd.kubernetes.protobuf ({api_version} {kind}; kube-sim decodes protobuf only for v1 Secret and ConfigMap)"
+            "application/vnd.kubernetes.protobuf ({api_version} {kind}; kube-sim decodes protobuf only for v1 Secret and ConfigMap, and TokenRequest)"
         ))),
     }
 }

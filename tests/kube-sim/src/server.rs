@@ -46,6 +46,9 @@ pub struct KubeSim {
     pub cluster: Cluster,
     /// Settings.
     pub config: SimConfig,
+    /// Service-account tokens issued by TokenRequest (`kubectl create
+    /// token`, or a test standing in for the kubelet), with their user.
+    pub issued_tokens: std::sync::Mutex<HashMap<String, UserInfo>>,
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
@@ -67,7 +70,9 @@ impl KubeSim {
     /// Authenticates the bearer token.
     fn authenticate(&self, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
         let token = header_str(headers, "authorization").strip_prefix("Bearer ").map(str::trim).unwrap_or("");
-        let mut user = self.config.tokens.get(token).cloned().ok_or_else(ApiError::unauthorized)?;
+        let issued =
+            || self.issued_tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token).cloned();
+        let mut user = self.config.tokens.get(token).cloned().or_else(issued).ok_or_else(ApiError::unauthorized)?;
         if !user.groups.iter().any(|g| g == "system:authenticated") {
             user.groups.push("system:authenticated".into());
         }
@@ -198,6 +203,10 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Bo
             access_review(sim, &r, &user, &body)
         }
         ("get", "log") => logs(sim, &r, &ns, &info.name, &query).await,
+        ("create", "token") if r.plural == "serviceaccounts" => {
+            let (_, body) = read_body(req).await?;
+            token_request(sim, &r, &ns, &info.name, &body)
+        }
         ("get" | "create", "exec") => {
             let pod = sim.cluster.store.get(&r, &ns, &info.name)?;
             let container = pick_container(&pod, &info.name, query.get("container"))?;
@@ -323,6 +332,46 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Bo
             if sub.is_empty() { String::new() } else { format!("/{sub}") }
         ))),
     }
+}
+
+/// `serviceaccounts/{name}/token`: issues a bearer token for an existing
+/// service account, as the kubelet asks for a pod's projected token.
+fn token_request(sim: &KubeSim, r: &Resource, ns: &str, name: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    sim.cluster.store.get(r, ns, name)?;
+    let req: Value = if body.is_empty() {
+        json!({})
+    } else if body.starts_with(proto::MAGIC) {
+        proto::object_to_json(body)?
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?
+    };
+    let seconds = req.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+    if seconds < 600 {
+        return Err(ApiError::bad_request("spec.expirationSeconds: may not specify a duration less than 10 minutes"));
+    }
+    let token = format!("kubesim-sa.{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let user = UserInfo {
+        name: format!("system:serviceaccount:{ns}:{name}"),
+        groups: vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}")],
+    };
+    sim.issued_tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(token.clone(), user);
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
+    let expires = expires.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
+            "spec": {
+                "audiences": req.pointer("/spec/audiences").cloned().unwrap_or_else(|| json!(["https://kubernetes.default.svc"])),
+                "expirationSeconds": seconds,
+                "boundObjectRef": req.pointer("/spec/boundObjectRef").cloned().unwrap_or(Value::Null),
+            },
+            "status": {"token": token, "expirationTimestamp": expires},
+        }),
+    ))
 }
 
 fn dry_run(query: &HashMap<String, String>) -> bool {
