@@ -55,6 +55,7 @@ ADMIN_TOKEN=kc_$(python3 -c 'import secrets; print(secrets.token_hex(20))')
   --internal-listen "127.0.0.1:$CP_INTERNAL_PORT" --admin-listen "127.0.0.1:$CP_ADMIN_PORT" --relay-ca "$C/relay-ca.crt" \
   --relay-client-cert "$C/internal-client.crt" --relay-client-key "$C/internal-client.key" \
   --agent-ca-cert "$C/agent-ca.crt" --agent-ca-key "$C/agent-ca.key" --enroll-relay "127.0.0.1:$QUIC_PORT#ws=$WS_PORT" \
+  --agent-chart ./charts/kubechat-agent \
   2> "$DEV/control-plane.log" > "$DEV/control-plane.out" &
 PIDS+=($!)
 CP="https://127.0.0.1:$CP_PORT"

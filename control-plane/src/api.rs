@@ -41,6 +41,8 @@ pub struct App {
     pub public_url: String,
     /// The CA (PEM) kubectl should trust for `public_url`, if not public.
     pub public_ca_pem: Option<String>,
+    /// The agent chart reference `helm install` commands name.
+    pub agent_chart: String,
     /// Agent enrollment, if an agent CA is configured.
     pub enrollment: Option<crate::enroll::Enrollment>,
     /// Per-tenant circuit breakers of the kube path.
@@ -459,10 +461,9 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
                 life.expires_in_seconds.map(|s| Duration::from_secs(u64::from(s))),
             )
             .await?;
-            Ok((
-                StatusCode::CREATED,
-                json!({"bootstrapToken": token, "expiresAt": expires, "helmInstall": crate::enroll::helm_command(app, &token)}),
-            ))
+            let mut out = json!({"bootstrapToken": token, "expiresAt": expires});
+            crate::enroll::helm_install(app, &token).add_to(&mut out);
+            Ok((StatusCode::CREATED, out))
         }
         (Method::GET, ["v1", "tenants", id, "clusters", cid, "kubeconfig"]) => {
             let t = tenant_for(app, &p, id).await?;
@@ -968,7 +969,7 @@ async fn create_cluster(app: &App, p: &Principal, id: &str, b: ClusterCreate) ->
         let (token, expires) = crate::enroll::issue_bootstrap(app, &t.id, &c.id, None).await?;
         out["bootstrapToken"] = json!(token);
         out["bootstrapExpiresAt"] = json!(expires);
-        out["helmInstall"] = json!(crate::enroll::helm_command(app, &token));
+        crate::enroll::helm_install(app, &token).add_to(&mut out);
     }
     Ok((StatusCode::CREATED, out))
 }

@@ -85,6 +85,10 @@ struct Cli {
     /// CA bundle (PEM) kubeconfigs tell kubectl to trust.
     #[arg(long, env = "KUBECHAT_PUBLIC_CA")]
     public_ca: Option<PathBuf>,
+    /// Agent chart named by the registration's `helm install` command (an
+    /// OCI reference, a repo/chart, or a local path such as ./charts/kubechat-agent).
+    #[arg(long, env = "KUBECHAT_AGENT_CHART", default_value = crate::helm::DEFAULT_AGENT_CHART)]
+    agent_chart: String,
     /// Admin listener (plain HTTP: /healthz, /readyz, /metrics); "off" disables it.
     #[arg(long, env = "KUBECHAT_ADMIN_LISTEN", default_value = "127.0.0.1:9092")]
     admin_listen: String,
@@ -181,6 +185,7 @@ pub fn main() -> ExitCode {
     config.tls = tls;
     config.grant_signing_key = cli.grant_signing_key.clone().map(Secret);
     config.public_url = cli.public_url.clone();
+    config.agent_chart = cli.agent_chart.clone();
     config.public_ca_pem = match &cli.public_ca {
         Some(f) => match std::fs::read_to_string(f) {
             Ok(pem) => Some(pem),

@@ -90,12 +90,9 @@ fn not_configured() -> ApiError {
     }
 }
 
-/// The `helm install` command for a cluster.
-pub fn helm_command(app: &App, token: &str) -> String {
-    format!(
-        "helm install kubechat-agent ./charts/kubechat-agent --namespace kubechat --create-namespace --set controlPlaneUrl={} --set bootstrapToken={token}",
-        app.public_url
-    )
+/// The `helm install` command and values for a cluster's bootstrap token.
+pub fn helm_install(app: &App, token: &str) -> crate::helm::HelmInstall {
+    crate::helm::install(&app.agent_chart, &app.public_url, app.public_ca_pem.as_deref(), token)
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@
 //! - [`ratelimit`]: token buckets per token and per tenant.
 //! - [`openapi`]: the OpenAPI document.
 //! - [`enroll`]: bootstrap tokens and agent enrollment (CSR → certificate).
+//! - [`helm`]: the `helm install` command a cluster registration answers with.
 //! - [`error`]: JSON errors with a code and a message a person can act on.
 //! - [`kube`]: the kube path: authorize, sign a grant, forward to the relay.
 //! - [`directory`]: cluster → relay, from relays' presence reports, with leases.
@@ -37,6 +38,7 @@ pub mod db;
 pub mod directory;
 pub mod enroll;
 pub mod error;
+pub mod helm;
 pub mod ingest;
 pub mod kube;
 pub mod kube_authz;
@@ -123,6 +125,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The CA (PEM) kubeconfigs should tell kubectl to trust.
     pub public_ca_pem: Option<String>,
+    /// The agent chart the registration's `helm install` command names
+    /// (default [`helm::DEFAULT_AGENT_CHART`]).
+    pub agent_chart: String,
     /// Agent enrollment (agent CA, relay CA and endpoints), if enabled.
     pub enrollment: Option<enroll::Enrollment>,
     /// Admin listener (`/healthz`, `/readyz`, `/metrics`), plain HTTP; bind
@@ -150,6 +155,7 @@ impl Config {
             tls: None,
             public_url: None,
             public_ca_pem: None,
+            agent_chart: helm::DEFAULT_AGENT_CHART.into(),
             enrollment: None,
             admin_listen: None,
             breaker_threshold: 20,
@@ -270,6 +276,7 @@ impl ControlPlane {
                 format!("{}://{addr}", if tls.is_some() { "https" } else { "http" })
             }),
             public_ca_pem: config.public_ca_pem,
+            agent_chart: config.agent_chart,
             enrollment: config.enrollment,
             breakers: breaker::Breakers::new(config.breaker_threshold, config.breaker_cooldown),
             metrics: metrics::CpMetrics::default(),

@@ -33,7 +33,7 @@ pub fn document() -> Value {
             "/v1/tenants/{id}/tokens/{tokenId}": {"delete": op("revoke a token", "200")},
             "/v1/tenants/{id}/cross-tenant-access": {"post": op("grant a user of another tenant (email + tenant slug) a role here", "201"), "get": op("list grants", "200")},
             "/v1/tenants/{id}/cross-tenant-access/{grantId}": {"delete": op("revoke a grant", "200")},
-            "/v1/tenants/{id}/clusters": {"post": op("register a cluster (plan maxClusters)", "201"), "get": op("list clusters", "200")},
+            "/v1/tenants/{id}/clusters": {"post": op("register a cluster (plan maxClusters); answers a one-time bootstrap token with helmInstall (a shell snippet), helmValues and helmChart", "201"), "get": op("list clusters", "200")},
             "/v1/tenants/{id}/clusters/{clusterId}/kubeconfig": {"get": op("a kubeconfig for this cluster carrying the caller's token", "200")},
             "/v1/tenants/{id}/clusters/{clusterId}": {"get": op("get a cluster", "200"), "put": op("change labels or policy", "200"), "delete": op("delete a cluster and revoke its credentials", "200")}
         }

@@ -62,7 +62,9 @@ async fn enrollment_issues_only_the_tokens_identity_once() {
         let cid = c.body["id"].as_str().expect("id").to_string();
         let token = c.body["bootstrapToken"].as_str().expect("bootstrap token").to_string();
         assert!(token.starts_with("kcb_"));
-        assert!(c.body["helmInstall"].as_str().expect("helm").contains(&format!("bootstrapToken={token}")));
+        assert!(c.body["helmInstall"].as_str().expect("helm").contains(&format!("'bootstrapToken={token}'")));
+        assert_eq!(c.body["helmValues"]["bootstrapToken"], token.as_str());
+        assert_eq!(c.body["helmChart"]["chart"], kubechat_control_plane::helm::DEFAULT_AGENT_CHART);
 
         // A CSR asking for another tenant's cluster still gets only the token's identity.
         let (key, csr) = pki::new_csr("spiffe://kubechat/tenant/someone-else/cluster/theirs").expect("csr");
