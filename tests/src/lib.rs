@@ -10,16 +10,20 @@
 //! - [`kubectl`]: the real kubectl, installed on first use, one cache per test.
 //! - [`kubectl_suite`]: what a person does with kubectl, checked end to end.
 //! - [`logscan`]: capturing every log line to prove no secret reaches one.
+//! - [`helm`]: the real Helm library (helm-sdkpy): lint, install, and the registration's `helm install` command.
+//! - [`pod`]: running a pod's container from its spec, as a kubelet would.
 //! - [`platform`]: control plane, relay, agent and kube-sim wired together.
 //! - [`stack`]: starting relays and agents on 127.0.0.1:0.
 //! - [`wait`]: `eventually` and a panic counter.
 
 pub mod backend;
 pub mod client;
+pub mod helm;
 pub mod kubectl;
 pub mod kubectl_suite;
 pub mod logscan;
 pub mod pki;
 pub mod platform;
+pub mod pod;
 pub mod stack;
 pub mod wait;

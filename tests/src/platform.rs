@@ -26,10 +26,10 @@ use crate::stack::{AGENT_TOKEN, start_agent, start_relay};
 /// The platform admin's token.
 pub const ADMIN: &str = "kc_platformadmintokenforkubepathtests000000";
 
-/// A whole platform on 127.0.0.1: control plane (SQLite, HTTPS, internal
-/// gRPC, enrollment), a relay reporting presence, an agent, kube-sim, and a
-/// demo tenant with one cluster.
-pub struct World {
+/// The SaaS side of a platform on 127.0.0.1: control plane (SQLite, HTTPS,
+/// internal gRPC, enrollment), a relay reporting presence, and a demo
+/// tenant with one registered cluster (no agent yet).
+pub struct Platform {
     /// Certificates of this world.
     pub pki: TestPki,
     /// `https://127.0.0.1:<port>` of the control plane.
@@ -38,12 +38,8 @@ pub struct World {
     pub cp_ca: String,
     /// The tenant admin's API client.
     pub api: Client,
-    /// The simulated cluster.
-    pub sim: kube_sim::TestSim,
     /// The relay.
     pub relay: crate::stack::TestRelay,
-    /// The agent of the cluster.
-    pub agent: crate::stack::TestAgent,
     /// Holds the control plane's database.
     pub dir: tempfile::TempDir,
     /// Stops the control plane.
@@ -52,16 +48,44 @@ pub struct World {
     pub tenant: String,
     /// The cluster id.
     pub cluster: String,
+    /// The cluster registration's answer (bootstrap token, `helmInstall`, …).
+    pub registration: serde_json::Value,
     /// The control plane's internal (gRPC) port relays report to.
     pub internal_port: u16,
     /// The control plane's admin listener (`/metrics`).
     pub cp_admin: std::net::SocketAddr,
     /// The grant key relays and agents trust, as `--grant-key` takes it.
     pub grant_key: String,
+    /// The grant keys, as the agent's configuration takes them.
+    pub grants: GrantVerifier,
     /// The control plane's state (its database).
     pub app: std::sync::Arc<kubechat_control_plane::App>,
     /// Secrets no log line may contain (besides the generic patterns).
     pub secrets: Vec<String>,
+}
+
+/// A whole platform: [`Platform`] plus kube-sim and an agent serving the
+/// cluster. Dereferences to the [`Platform`].
+pub struct World {
+    /// The control plane, relay, tenant and cluster.
+    pub platform: Platform,
+    /// The simulated cluster.
+    pub sim: kube_sim::TestSim,
+    /// The agent of the cluster.
+    pub agent: crate::stack::TestAgent,
+}
+
+impl std::ops::Deref for World {
+    type Target = Platform;
+    fn deref(&self) -> &Platform {
+        &self.platform
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut Platform {
+        &mut self.platform
+    }
 }
 
 impl Drop for World {
@@ -94,7 +118,9 @@ impl World {
         .await
         .expect("kube config")
     }
+}
 
+impl Platform {
     /// kubectl for `cluster` with `token`.
     pub fn kubectl(&self, token: &str, cluster: &str) -> Kubectl {
         Kubectl::new(
@@ -136,9 +162,7 @@ impl World {
             .expect("reach");
         t.body["token"].as_str().expect("token").to_string()
     }
-}
 
-impl World {
     /// The control plane's Prometheus metrics.
     pub async fn cp_metrics(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -181,12 +205,13 @@ pub async fn world_with(policy: serde_json::Value, tweak: impl FnOnce(&mut kubec
     world_full(policy, tweak, |_| {}).await
 }
 
-/// A world whose relay and control plane are configured by the tweaks too.
-pub async fn world_full(
+/// A platform whose cluster has `policy`, its relay and control plane
+/// configured by the tweaks; no agent or cluster runs yet.
+pub async fn platform(
     policy: serde_json::Value,
     tweak: impl FnOnce(&mut kubechat_relay::Config),
     cp_tweak: impl FnOnce(&mut Config),
-) -> World {
+) -> Platform {
     crate::logscan::install();
     let pki = TestPki::new();
     // The control plane's grant key, and what relays and agents trust.
@@ -258,7 +283,38 @@ pub async fn world_full(
         .expect("reach");
     assert_eq!(c.status, 201, "{}", c.body);
     let cluster = c.body["id"].as_str().expect("id").to_string();
+    Platform {
+        cp_ca: pki.pki.relay_ca.cert_pem().to_string(),
+        pki,
+        cp_url,
+        api,
+        relay,
+        dir,
+        shutdown,
+        tenant,
+        cluster,
+        registration: c.body,
+        internal_port,
+        cp_admin,
+        grant_key: format!("cp-1={}", kubechat_protocol::grant::to_header(&signer.public_key())),
+        grants: trust(),
+        app,
+        secrets: vec![
+            ADMIN.to_string(),
+            AGENT_TOKEN.to_string(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref()),
+        ],
+    }
+}
 
+/// A world whose relay and control plane are configured by the tweaks too.
+pub async fn world_full(
+    policy: serde_json::Value,
+    tweak: impl FnOnce(&mut kubechat_relay::Config),
+    cp_tweak: impl FnOnce(&mut Config),
+) -> World {
+    let platform = platform(policy, tweak, cp_tweak).await;
+    let Platform { pki, relay, api, tenant, cluster, .. } = &platform;
     let mut tokens = HashMap::new();
     tokens.insert(
         AGENT_TOKEN.to_string(),
@@ -282,10 +338,10 @@ pub async fn world_full(
     )
     .await
     .expect("kube config");
-    let cert = pki.agent_cert_valid(&tenant, &cluster, Validity::for_duration(Duration::from_secs(3600)));
-    let agent = start_agent(&pki, &[relay.quic], &cert, &sim.url(), |a| {
+    let cert = pki.agent_cert_valid(tenant, cluster, Validity::for_duration(Duration::from_secs(3600)));
+    let agent = start_agent(pki, &[relay.quic], &cert, &sim.url(), |a| {
         a.kube = kube_config;
-        a.grants = trust();
+        a.grants = platform.grants.clone();
     })
     .await;
     agent.wait_tunnels(1).await;
@@ -299,26 +355,5 @@ pub async fn world_full(
         }
     })
     .await;
-    World {
-        cp_ca: pki.pki.relay_ca.cert_pem().to_string(),
-        pki,
-        cp_url,
-        api,
-        sim,
-        relay,
-        agent,
-        dir,
-        shutdown,
-        tenant,
-        cluster,
-        internal_port,
-        cp_admin,
-        grant_key: format!("cp-1={}", kubechat_protocol::grant::to_header(&signer.public_key())),
-        app,
-        secrets: vec![
-            ADMIN.to_string(),
-            AGENT_TOKEN.to_string(),
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref()),
-        ],
-    }
+    World { platform, sim, agent }
 }

@@ -5,25 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
-
-/// Lints `chart`; returns the number of errors and the raw result.
-fn lint(chart: &Path) -> (u64, String) {
-    let helm = std::env::var("KUBECHAT_HELM_PY")
-        .expect("KUBECHAT_HELM_PY is not set: run `bash scripts/test.sh` (it installs helm-sdkpy)");
-    let out = std::process::Command::new("python3")
-        .arg(repo().join("tests/helm/lint.py"))
-        .arg(chart)
-        .env("PYTHONPATH", helm)
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "lint failed to run: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("lint json");
-    (v["errors"].as_u64().expect("errors"), stdout)
-}
+use kubechat_tests::helm::{lint, repo};
 
 /// A copy of `chart` whose values.yaml has `edit` applied.
 fn edited(chart: &Path, edit: impl Fn(String) -> String) -> tempfile::TempDir {

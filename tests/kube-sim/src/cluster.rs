@@ -71,13 +71,15 @@ impl Cluster {
         if r.plural == "namespaces" && obj.pointer("/status/phase").is_none() {
             obj["status"] = json!({"phase": "Active"});
         }
+        fold_string_data(r, &mut obj);
         let created = self.store.create(r, ns, obj)?;
         self.after_write(r, ns, &created);
         Ok(created)
     }
 
     /// Updates an object and runs the simulated controllers.
-    pub fn update(&self, r: &Resource, ns: &str, name: &str, obj: Value) -> Result<Value, ApiError> {
+    pub fn update(&self, r: &Resource, ns: &str, name: &str, mut obj: Value) -> Result<Value, ApiError> {
+        fold_string_data(r, &mut obj);
         let updated = self.store.update(r, ns, name, obj)?;
         self.after_write(r, ns, &updated);
         Ok(updated)
@@ -227,4 +229,23 @@ fn run_pod(pod: &mut Value, _ns: &str) {
         "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
         "containerStatuses": statuses,
     });
+}
+
+/// Secrets store `stringData` as base64 `data` (it is write-only, as in the
+/// API server) and default to type `Opaque`.
+fn fold_string_data(r: &Resource, obj: &mut Value) {
+    if r.plural != "secrets" || !r.group.is_empty() {
+        return;
+    }
+    if let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+        if !obj.get("data").is_some_and(Value::is_object) {
+            obj["data"] = json!({});
+        }
+        for (k, v) in strings {
+            obj["data"][k] = json!(crate::kubeconfig::base64(v.as_str().unwrap_or_default().as_bytes()));
+        }
+    }
+    if obj.get("type").is_none_or(Value::is_null) {
+        obj["type"] = json!("Opaque");
+    }
 }

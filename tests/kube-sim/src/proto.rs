@@ -87,6 +87,13 @@ struct ConfigMap {
     immutable: Option<bool>,
 }
 
+/// `core.v1.Namespace` (its spec and status are the server's to set).
+#[derive(Clone, PartialEq, Message)]
+struct Namespace {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+}
+
 /// `authentication.v1.BoundObjectReference`.
 #[derive(Clone, PartialEq, Message)]
 struct BoundObjectReference {
@@ -159,7 +166,7 @@ fn metadata(m: ObjectMeta) -> Value {
 
 /// Decodes a protobuf object body into the JSON object the API would have
 /// received; only the kinds client-go's typed clients write here (Secret,
-/// ConfigMap, TokenRequest). A malformed body is a 400; any other kind a 415 naming it.
+/// ConfigMap, Namespace, TokenRequest). A malformed body is a 400; any other kind a 415 naming it.
 pub fn object_to_json(body: &[u8]) -> Result<Value, ApiError> {
     let (meta, raw) = unwrap(body).map_err(ApiError::bad_request)?;
     let api_version = meta.api_version.unwrap_or_default();
@@ -204,6 +211,11 @@ pub fn object_to_json(body: &[u8]) -> Result<Value, ApiError> {
             }
             Ok(v)
         }
+        ("v1", "Namespace") => {
+            let n = Namespace::decode(raw.as_slice())
+                .map_err(|e| ApiError::bad_request(format!("invalid Namespace: {e}")))?;
+            Ok(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(n.metadata.unwrap_or_default())}))
+        }
         ("authentication.k8s.io/v1", "TokenRequest") => {
             let t = TokenRequest::decode(raw.as_slice())
                 .map_err(|e| ApiError::bad_request(format!("invalid TokenRequest: {e}")))?;
@@ -225,7 +237,7 @@ pub fn object_to_json(body: &[u8]) -> Result<Value, ApiError> {
             Ok(v)
         }
         _ => Err(ApiError::unsupported_media_type(&format!(
-            "application/vnd.kubernetes.protobuf ({api_version} {kind}; kube-sim decodes protobuf only for v1 Secret and ConfigMap, and TokenRequest)"
+            "application/vnd.kubernetes.protobuf ({api_version} {kind}; kube-sim decodes protobuf only for v1 Secret, ConfigMap and Namespace, and TokenRequest)"
         ))),
     }
 }

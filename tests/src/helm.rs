@@ -1,0 +1,195 @@
+//! The real Helm library (helm-sdkpy, which bundles Helm v4), driven through
+//! the small Python programs in `tests/helm/`; `scripts/install-helm.sh`
+//! (run by the test command) installs it and exports `KUBECHAT_HELM_PY`.
+//! Also reads back the `helm install` snippet a cluster registration
+//! answers with, so tests install exactly what a customer would paste.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+/// The workspace root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn python(script: &str, args: &[&std::ffi::OsStr]) -> Value {
+    let helm = std::env::var("KUBECHAT_HELM_PY")
+        .expect("KUBECHAT_HELM_PY is not set: run `bash scripts/test.sh` (it installs helm-sdkpy)");
+    let out = std::process::Command::new("python3")
+        .arg(repo().join("tests/helm").join(script))
+        .args(args)
+        .env("PYTHONPATH", helm)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{script} failed to run: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
+}
+
+/// Lints `chart`: the number of errors and the messages.
+pub fn lint(chart: &Path) -> (u64, Value) {
+    let v = python("lint.py", &[chart.as_os_str()]);
+    (v["errors"].as_u64().expect("errors"), v["messages"].clone())
+}
+
+/// `helm install` of `chart` as `release` into `namespace` (created if
+/// missing) of the cluster `kubeconfig` names, with the values in
+/// `values_file` (YAML). The release, or Helm's error message.
+pub fn install(
+    kubeconfig: &Path,
+    namespace: &str,
+    release: &str,
+    chart: &Path,
+    values_file: &Path,
+) -> Result<Value, String> {
+    let v = python(
+        "install.py",
+        &[kubeconfig.as_os_str(), namespace.as_ref(), release.as_ref(), chart.as_os_str(), values_file.as_os_str()],
+    );
+    if v["ok"] == true { Ok(v["release"].clone()) } else { Err(v["error"].as_str().unwrap_or_default().to_string()) }
+}
+
+/// A `helm install` command read back from its shell snippet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstallCommand {
+    /// Release name.
+    pub release: String,
+    /// Chart reference.
+    pub chart: String,
+    /// `--version`, if any.
+    pub version: Option<String>,
+    /// `--namespace`.
+    pub namespace: String,
+    /// Whether `--create-namespace` is given.
+    pub create_namespace: bool,
+    /// The values `--set` and `--set-file` give (files from the snippet's
+    /// heredocs).
+    pub values: Value,
+}
+
+/// Splits a shell line into words: single quotes (with the `'\''` idiom)
+/// and plain words; anything else a snippet should not contain.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\'' => {
+                in_word = true;
+                for q in chars.by_ref() {
+                    if q == '\'' {
+                        break;
+                    }
+                    cur.push(q);
+                }
+            }
+            '\\' => {
+                in_word = true;
+                cur.push(chars.next().expect("a backslash escapes a character"));
+            }
+            ' ' | '\n' | '\t' => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '"' | '$' | '`' | ';' | '&' | '|' | '<' | '>' => panic!("unexpected {ch:?} in the helm command: {line}"),
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+/// Undoes Helm's `--set` escaping (`\,` and `\\`).
+fn helm_unescape(v: &str) -> String {
+    let mut out = String::new();
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            out.extend(chars.next());
+        } else {
+            assert_ne!(c, ',', "an unescaped comma splits a --set value: {v}");
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reads the registration's `helmInstall` snippet: heredocs writing files,
+/// then one `helm install` command (continued over lines with `\`).
+pub fn parse_install_command(snippet: &str) -> InstallCommand {
+    let mut files = std::collections::HashMap::new();
+    let mut rest = snippet;
+    while let Some(after) = rest.strip_prefix("cat > ") {
+        let (header, body) = after.split_once('\n').expect("heredoc header");
+        let file = header.strip_suffix(" <<'EOF'").expect("a quoted heredoc").to_string();
+        let (content, next) = body.split_once("\nEOF\n").expect("heredoc end");
+        files.insert(file, format!("{content}\n"));
+        rest = next;
+    }
+    let words = shell_words(&rest.replace("\\\n", " "));
+    assert_eq!(&words[..2], ["helm", "install"], "not a helm install command: {rest}");
+    let mut cmd = InstallCommand {
+        release: words[2].clone(),
+        chart: words[3].clone(),
+        version: None,
+        namespace: "default".into(),
+        create_namespace: false,
+        values: Value::Object(Map::new()),
+    };
+    let mut it = words[4..].iter();
+    while let Some(w) = it.next() {
+        let mut next = || it.next().unwrap_or_else(|| panic!("{w} needs a value")).clone();
+        match w.as_str() {
+            "--version" => cmd.version = Some(next()),
+            "--namespace" => cmd.namespace = next(),
+            "--create-namespace" => cmd.create_namespace = true,
+            "--set" | "--set-file" => {
+                let arg = next();
+                let (key, value) = arg.split_once('=').expect("key=value");
+                assert!(!key.contains('.') && !key.contains('['), "nested keys are not expected: {key}");
+                let value = if w == "--set" {
+                    helm_unescape(value)
+                } else {
+                    files
+                        .get(value)
+                        .unwrap_or_else(|| panic!("--set-file {value}: the snippet does not write it"))
+                        .clone()
+                };
+                cmd.values[key] = Value::String(value);
+            }
+            other => panic!("unexpected argument {other} in the helm command"),
+        }
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_back_a_snippet_with_a_ca_file() {
+        let snippet = "cat > ca.pem <<'EOF'\n-----BEGIN X-----\nAA==\n-----END X-----\nEOF\n\
+                       helm install kubechat-agent ./charts/kubechat-agent \\\n  --namespace kubechat --create-namespace \\\n  \
+                       --set 'controlPlaneUrl=https://a\\,b' \\\n  --set 'bootstrapToken=it'\\''s' \\\n  --set-file controlPlaneCa=ca.pem";
+        let c = parse_install_command(snippet);
+        assert_eq!(
+            (c.release.as_str(), c.chart.as_str(), c.namespace.as_str()),
+            ("kubechat-agent", "./charts/kubechat-agent", "kubechat")
+        );
+        assert!(c.create_namespace);
+        assert_eq!(c.values["controlPlaneUrl"], "https://a,b");
+        assert_eq!(c.values["bootstrapToken"], "it's");
+        assert_eq!(c.values["controlPlaneCa"], "-----BEGIN X-----\nAA==\n-----END X-----\n");
+    }
+}
