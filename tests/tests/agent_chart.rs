@@ -456,3 +456,35 @@ async fn customised_values_reach_the_objects_and_the_agent() {
     p.kubectl(&viewer, &p.cluster).ok(&["-n", ns, "get", "configmap", "from-chat"]).await;
     check_logs_clean(&pods, &token);
 }
+
+/// Unknown values and wrong types are refused by the chart's schema before
+/// anything reaches the cluster, with a message naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_are_refused_with_a_message_naming_the_key() {
+    let c = empty_cluster().await;
+    let chart = helm::repo().join("charts/kubechat-agent");
+    let file = c._dir.path().join("bad.yaml");
+    let good = json!({"controlPlaneUrl": "https://kubechat.example", "bootstrapToken": "kcb_x"});
+    let cases = [
+        (json!({"bootstrapTokn": "kcb_typo"}), "additional properties 'bootstrapTokn' not allowed"),
+        (json!({"replicaCount": "two"}), "at '/replicaCount': got string, want integer"),
+        (
+            json!({"proxy": {"httpsProxy": "http://p:3128", "noProxi": "x"}}),
+            "at '/proxy': additional properties 'noProxi'",
+        ),
+        (json!({"roleBindings": {"enabled": "yes"}}), "at '/roleBindings/enabled': got string, want boolean"),
+        (json!({"controlPlaneUrl": "http://plain.example"}), "at '/controlPlaneUrl'"),
+    ];
+    for (bad, key) in cases {
+        let mut values = good.clone();
+        for (k, v) in bad.as_object().expect("object") {
+            values[k] = v.clone();
+        }
+        std::fs::write(&file, values.to_string()).expect("values");
+        let err = helm::install(&c.kubeconfig, "kubechat", "kubechat-agent", &chart, &file)
+            .expect_err(&format!("{bad} was accepted"));
+        assert!(err.contains("schema") && err.contains(key), "{bad}: the error does not name {key}: {err}");
+    }
+    let out = c.admin.ok(&["get", "deployments,secrets", "-A", "-o", "name"]).await;
+    assert!(!out.contains("kubechat-agent"), "a refused install created objects: {out}");
+}
