@@ -309,19 +309,8 @@ impl RawConfig {
             c.backoff_cap = Duration::from_secs(s);
         }
         c.relay_ws_port = self.relay_ws_port;
-        let env =
-            |k: &str| std::env::var(k).or_else(|_| std::env::var(k.to_lowercase())).ok().filter(|v| !v.is_empty());
-        c.https_proxy = env("HTTPS_PROXY");
-        c.no_proxy = env("NO_PROXY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
-        if let Some(p) = &c.https_proxy {
-            anyhow::ensure!(
-                p.starts_with("http://") || p.starts_with("https://"),
-                "HTTPS_PROXY must be http://host:port or https://host:port (CONNECT), got {p:?}"
-            );
-        }
-        if let Some(f) = &self.proxy_ca {
-            c.proxy_ca = kubechat_transport::tls::load_certs(f, "proxy CA bundle")?;
-        }
+        let proxy = proxy_from_env(self.proxy_ca.as_deref())?;
+        (c.https_proxy, c.no_proxy, c.proxy_ca) = (proxy.url, proxy.no_proxy, proxy.ca);
         if let Some(n) = self.relay_connections {
             anyhow::ensure!(n >= 1, "--relay-connections must be at least 1");
             c.relay_connections = n;
@@ -350,6 +339,25 @@ fn load_file(path: &Path) -> anyhow::Result<RawConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
+/// The egress proxy from `HTTPS_PROXY`/`NO_PROXY` (or their lower-case
+/// forms) and `proxy_ca`.
+fn proxy_from_env(proxy_ca: Option<&std::path::Path>) -> anyhow::Result<crate::proxy::EgressProxy> {
+    let env = |k: &str| std::env::var(k).or_else(|_| std::env::var(k.to_lowercase())).ok().filter(|v| !v.is_empty());
+    let url = env("HTTPS_PROXY");
+    if let Some(p) = &url {
+        anyhow::ensure!(
+            p.starts_with("http://") || p.starts_with("https://"),
+            "HTTPS_PROXY must be http://host:port or https://host:port (CONNECT), got {p:?}"
+        );
+    }
+    let no_proxy = env("NO_PROXY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
+    let ca = match proxy_ca {
+        Some(f) => kubechat_transport::tls::load_certs(f, "proxy CA bundle")?,
+        None => Vec::new(),
+    };
+    Ok(crate::proxy::EgressProxy { url, no_proxy, ca })
+}
+
 /// The agent binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -367,7 +375,11 @@ pub fn main() -> ExitCode {
                 Ok(ca) => ca,
                 Err(e) => return process::config_error(&format!("cannot read --ca-file: {e}")),
             };
-            match crate::enroll::enroll(control_plane, bootstrap_token, ca.as_deref(), out).await {
+            let proxy = match proxy_from_env(None) {
+                Ok(p) => p,
+                Err(e) => return process::config_error(&format!("{e:#}")),
+            };
+            match crate::enroll::enroll(control_plane, bootstrap_token, ca.as_deref(), &proxy, out).await {
                 Ok(e) => {
                     println!("enrolled as {}; relays {}; wrote {}", e.identity, e.relays.join(","), out.display());
                     ExitCode::SUCCESS

@@ -199,12 +199,14 @@ pub struct Config {
     /// The relays' WebSocket fallback port (same hosts), for relays that do
     /// not name one.
     pub relay_ws_port: Option<u16>,
-    /// HTTP proxy for the WebSocket fallback (`http://host:port`), from
-    /// `HTTPS_PROXY`.
+    /// Egress proxy (`http://host:port` or `https://host:port`), from
+    /// `HTTPS_PROXY`: for the WebSocket fallback and the control plane
+    /// (enrollment, renewal). QUIC is UDP and never proxied.
     pub https_proxy: Option<String>,
     /// Hosts the proxy is not used for, from `NO_PROXY`.
     pub no_proxy: Vec<String>,
-    /// CA bundle for an `https://` proxy (default: the relay CA).
+    /// CA bundle for an `https://` proxy (default: the relay CA for relays,
+    /// the control-plane CA for the control plane).
     pub proxy_ca: Vec<CertificateDer<'static>>,
     /// Tunnels to keep, each to a distinct relay of the list (all of them when
     /// the list is shorter).
@@ -238,6 +240,16 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
+    /// The egress proxy settings ([`https_proxy`](Self::https_proxy),
+    /// [`no_proxy`](Self::no_proxy), [`proxy_ca`](Self::proxy_ca)).
+    pub fn egress_proxy(&self) -> crate::proxy::EgressProxy {
+        crate::proxy::EgressProxy {
+            url: self.https_proxy.clone(),
+            no_proxy: self.no_proxy.clone(),
+            ca: self.proxy_ca.clone(),
+        }
+    }
+
     /// Defaults for everything but the relays, identity and API server.
     pub fn new(
         relays: Vec<RelayEndpoint>,

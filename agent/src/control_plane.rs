@@ -1,18 +1,20 @@
 //! The agent as an HTTPS client of its control plane: trust (the given CA,
-//! else the system's CA bundle), an optional client certificate, and a JSON
-//! POST whose `201` answer is returned.
+//! else the system's CA bundle), an optional client certificate, the egress
+//! proxy unless `NO_PROXY` exempts the control plane, and a JSON POST whose
+//! `201` answer is returned. Redirects are not followed.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use kubechat_transport::tls::{self, Identity};
+use rustls_pki_types::ServerName;
 use serde_json::Value;
 
 use crate::enroll::EnrollError;
+use crate::proxy::{EgressProxy, Pipe};
 
 /// Where the system's CA bundle usually is (Debian/Ubuntu/Alpine/distroless,
 /// RHEL/Fedora, others); `SSL_CERT_FILE` first.
@@ -50,34 +52,79 @@ fn roots(ca_pem: Option<&str>) -> Result<rustls::RootCertStore, EnrollError> {
     Ok(roots)
 }
 
-/// A client of one control plane.
+/// A client of one control plane. Each request dials afresh (enrollment
+/// and renewal are rare), directly or through the egress proxy.
 pub(crate) struct ControlPlane {
     base: String,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `host:port` to dial.
+    target: String,
+    /// TLS to the control plane (`None` for a plain `http://` URL).
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// Verifies an `https://` proxy when no proxy CA is given.
+    roots: rustls::RootCertStore,
+    proxy: EgressProxy,
 }
 
 impl ControlPlane {
     /// A client of `url`, trusting `ca_pem` (else the system's CA bundle),
-    /// presenting `client_cert` when given (HTTPS only then).
-    pub(crate) fn new(url: &str, ca_pem: Option<&str>, client_cert: Option<&Identity>) -> Result<Self, EnrollError> {
-        let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| EnrollError::Trust(e.to_string()))?
-            .with_root_certificates(roots(ca_pem)?);
-        let config = match client_cert {
-            Some(id) => builder
-                .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-                .map_err(|e| EnrollError::Trust(format!("the agent certificate: {e}")))?,
-            None => builder.with_no_client_auth(),
+    /// presenting `client_cert` when given (HTTPS only then), reached
+    /// through `proxy` unless its `NO_PROXY` exempts the host.
+    pub(crate) fn new(
+        url: &str,
+        ca_pem: Option<&str>,
+        client_cert: Option<&Identity>,
+        proxy: &EgressProxy,
+    ) -> Result<Self, EnrollError> {
+        let bad = |why: &str| EnrollError::Trust(format!("the control-plane URL {url:?} {why}"));
+        let uri: http::Uri = url.parse().map_err(|_| bad("is not a URL"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") if client_cert.is_none() => false,
+            Some("http") => return Err(bad("must be https:// to present a client certificate")),
+            _ => return Err(bad("must start with https://")),
         };
-        let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
-        let https = match client_cert {
-            // A client certificate means nothing over plain HTTP.
-            Some(_) => https.https_only(),
-            None => https.https_or_http(),
+        let host = uri.host().ok_or_else(|| bad("names no host"))?.trim_matches(['[', ']']).to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        let roots = roots(ca_pem)?;
+        let tls = if https {
+            let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| EnrollError::Trust(e.to_string()))?
+                .with_root_certificates(roots.clone());
+            let mut config = match client_cert {
+                Some(id) => builder
+                    .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+                    .map_err(|e| EnrollError::Trust(format!("the agent certificate: {e}")))?,
+                None => builder.with_no_client_auth(),
+            };
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name = ServerName::try_from(host).map_err(|_| bad("has a host TLS cannot verify"))?;
+            Some((Arc::new(config), name))
+        } else {
+            None
         };
-        let client = Client::builder(TokioExecutor::new()).build(https.enable_http1().build());
-        Ok(Self { base: url.trim_end_matches('/').to_string(), client })
+        Ok(Self { base: url.trim_end_matches('/').to_string(), target, tls, roots, proxy: proxy.clone() })
+    }
+
+    /// One HTTP/1.1 connection to the control plane.
+    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+        let (pipe, _) = self.proxy.connect(&self.target, &self.roots).await.map_err(|e| e.to_string())?;
+        let io: Box<dyn Pipe> = match &self.tls {
+            Some((config, name)) => Box::new(
+                tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), pipe)
+                    .await
+                    .map_err(|e| format!("TLS: {}", error_chain(&e)))?,
+            ),
+            None => pipe,
+        };
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| error_chain(&e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(send)
     }
 
     /// POSTs `body` to `path`; the answer's JSON when the status is 201.
@@ -86,11 +133,13 @@ impl ControlPlane {
     pub(crate) async fn post(&self, path: &str, body: &Value, what: &'static str) -> Result<Value, EnrollError> {
         let url = format!("{}{path}", self.base);
         let unreachable = |detail: String| EnrollError::Unreachable { url: url.clone(), detail };
-        let req = http::Request::post(&url)
+        let req = http::Request::post(path)
+            .header(http::header::HOST, self.target.as_str())
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| unreachable(e.to_string()))?;
-        let resp = self.client.request(req).await.map_err(|e| unreachable(error_chain(&e)))?;
+        let mut send = self.connect().await.map_err(unreachable)?;
+        let resp = send.send_request(req).await.map_err(|e| unreachable(error_chain(&e)))?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);

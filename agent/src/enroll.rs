@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::control_plane::ControlPlane;
 use crate::credentials::{Credentials, CredentialsError};
+use crate::proxy::EgressProxy;
 use crate::store::{CredentialStore, StoreError};
 
 /// Why enrollment (or a renewal) with the control plane failed.
@@ -74,33 +75,36 @@ pub struct Enrolled {
 }
 
 /// Enrolls with `control_plane` (trusting `ca_pem` for HTTPS, else the
-/// system's CA bundle) using `bootstrap_token`: a fresh key, kept here, and
-/// a CSR. Returns the new credentials; stores nothing.
+/// system's CA bundle; through `proxy` unless exempt) using
+/// `bootstrap_token`: a fresh key, kept here, and a CSR. Returns the new
+/// credentials; stores nothing.
 pub async fn request_credentials(
     control_plane: &str,
     bootstrap_token: &str,
     ca_pem: Option<&str>,
+    proxy: &EgressProxy,
 ) -> Result<Credentials, EnrollError> {
     let (key, csr) =
         kubechat_transport::pki::new_csr("spiffe://kubechat/enrolling").map_err(|e| EnrollError::Csr(e.to_string()))?;
-    let cp = ControlPlane::new(control_plane, ca_pem, None)?;
+    let cp = ControlPlane::new(control_plane, ca_pem, None, proxy)?;
     let answer = cp.post("/v1/enroll", &json!({"bootstrapToken": bootstrap_token, "csr": csr}), "enrollment").await?;
     Credentials::from_answer(key, &answer, None, control_plane, ca_pem).map_err(EnrollError::Answer)
 }
 
-/// Enrolls with `control_plane` (trusting `ca_pem` for HTTPS) using
-/// `bootstrap_token`; writes `agent.key`, `agent.crt`, `relay-ca.crt` and
-/// `enrollment.json` into `out`.
+/// Enrolls with `control_plane` (trusting `ca_pem` for HTTPS; through
+/// `proxy` unless exempt) using `bootstrap_token`; writes `agent.key`,
+/// `agent.crt`, `relay-ca.crt` and `enrollment.json` into `out`.
 pub async fn enroll(
     control_plane: &str,
     bootstrap_token: &str,
     ca_pem: Option<&str>,
+    proxy: &EgressProxy,
     out: &Path,
 ) -> Result<Enrolled, EnrollError> {
     let store = CredentialStore::dir(out);
     // Before the one-time token is spent.
     store.prepare().await?;
-    let c = request_credentials(control_plane, bootstrap_token, ca_pem).await?;
+    let c = request_credentials(control_plane, bootstrap_token, ca_pem, proxy).await?;
     store.save(&c).await?;
     Ok(Enrolled { identity: c.identity, relays: c.relays, grant_keys: c.grant_keys })
 }

@@ -19,6 +19,7 @@
 //!   relays, grant keys) and the renewal time.
 //! - [`store`]: keeping the bundle in a Secret or a directory.
 //! - [`enroll`]: key, CSR and bootstrap token → credentials.
+//! - [`proxy`]: the egress proxy (`HTTPS_PROXY`, `NO_PROXY`) for the WebSocket fallback and the control plane.
 //! - `renew`: renewal at 2/3 of the certificate's life, with retries.
 //! - `control_plane`: the HTTPS client of the control plane.
 //! - `forward`: one request to the API server and its response back.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod credentials;
 pub mod enroll;
 pub mod metrics;
+pub mod proxy;
 pub mod store;
 
 mod admin;
@@ -235,6 +237,7 @@ async fn sibling_credentials(
 async fn load_or_enroll(
     store: &CredentialStore,
     e: &Enrollment,
+    proxy: &proxy::EgressProxy,
     sibling_wait: Duration,
     shutdown: &CancellationToken,
 ) -> Result<Credentials, AgentError> {
@@ -267,7 +270,7 @@ async fn load_or_enroll(
     let mut backoff = backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let creds = loop {
         let attempt = tokio::select! {
-            r = enroll::request_credentials(&url, token.expose(), ca.as_deref()) => r,
+            r = enroll::request_credentials(&url, token.expose(), ca.as_deref(), proxy) => r,
             () = shutdown.cancelled() => return Err(AgentError::Interrupted),
         };
         match attempt {
@@ -315,7 +318,8 @@ impl Agent {
         let (active, renewer) = match config.enrollment.clone() {
             Some(enrollment) => {
                 let store = CredentialStore::open(&enrollment.store, &client);
-                let creds = load_or_enroll(&store, &enrollment, config.sibling_wait, &shutdown).await?;
+                let creds =
+                    load_or_enroll(&store, &enrollment, &config.egress_proxy(), config.sibling_wait, &shutdown).await?;
                 if config.relays.is_empty() {
                     config.relays = creds
                         .relays
@@ -337,7 +341,7 @@ impl Agent {
                     }
                     Some(url) => {
                         let ca = enrollment.control_plane_ca.clone().or(creds.control_plane_ca.clone());
-                        Some(Renewer::new(store, url, ca, creds))
+                        Some(Renewer::new(store, url, ca, config.egress_proxy(), creds))
                     }
                 };
                 (active, renewer)

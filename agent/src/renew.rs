@@ -32,6 +32,7 @@ pub(crate) struct Renewer {
     store: CredentialStore,
     control_plane_url: String,
     control_plane_ca: Option<String>,
+    proxy: crate::proxy::EgressProxy,
     /// The credentials in use; held while a renewal runs, so two never
     /// overlap.
     current: tokio::sync::Mutex<Credentials>,
@@ -42,9 +43,10 @@ impl Renewer {
         store: CredentialStore,
         control_plane_url: String,
         control_plane_ca: Option<String>,
+        proxy: crate::proxy::EgressProxy,
         current: Credentials,
     ) -> Self {
-        Self { store, control_plane_url, control_plane_ca, current: tokio::sync::Mutex::new(current) }
+        Self { store, control_plane_url, control_plane_ca, proxy, current: tokio::sync::Mutex::new(current) }
     }
 
     /// Renews once: new key and CSR, `/v1/renew` with the current
@@ -61,7 +63,12 @@ impl Renewer {
         let presented = current.tls_identity()?;
         let uri = if current.identity.is_empty() { "spiffe://kubechat/renewing" } else { current.identity.as_str() };
         let (key, csr) = kubechat_transport::pki::new_csr(uri).map_err(|e| EnrollError::Csr(e.to_string()))?;
-        let cp = ControlPlane::new(&self.control_plane_url, self.control_plane_ca.as_deref(), Some(&presented))?;
+        let cp = ControlPlane::new(
+            &self.control_plane_url,
+            self.control_plane_ca.as_deref(),
+            Some(&presented),
+            &self.proxy,
+        )?;
         let answer = cp.post("/v1/renew", &json!({"csr": csr}), "renewal").await?;
         let next = Credentials::from_answer(
             key,

@@ -14,6 +14,7 @@
 //! - [`pod`]: running a pod's container from its spec, as a kubelet would.
 //! - [`platform`]: control plane, relay, agent and kube-sim wired together.
 //! - [`stack`]: starting relays and agents on 127.0.0.1:0.
+//! - [`tinyproxy`]: a real HTTP proxy on a free port.
 //! - [`wait`]: `eventually` and a panic counter.
 
 pub mod backend;
@@ -26,4 +27,5 @@ pub mod pki;
 pub mod platform;
 pub mod pod;
 pub mod stack;
+pub mod tinyproxy;
 pub mod wait;

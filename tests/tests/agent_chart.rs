@@ -371,12 +371,16 @@ async fn customised_values_reach_the_objects_and_the_agent() {
     .expect("crd");
     c.admin.ok(&["apply", "-f", crd.to_str().expect("path")]).await;
 
+    // The cluster's only way out is an egress proxy (a real one); the
+    // control plane is reached through it. QUIC (UDP) is never proxied.
+    let proxy = kubechat_tests::tinyproxy::Tinyproxy::start().await;
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
     let mut values = cmd.values.clone();
     values.as_object_mut().expect("object").remove("bootstrapToken");
     let custom = json!({
         "replicaCount": 1,
         "existingBootstrapSecret": {"name": "my-bootstrap", "key": "kcb"},
-        "proxy": {"httpsProxy": "http://proxy.corp.example:3128", "noProxy": "127.0.0.1,.svc", "caBundle": p.cp_ca},
+        "proxy": {"httpsProxy": proxy_url, "noProxy": "kubernetes.default.svc,.cluster.local", "caBundle": p.cp_ca},
         "roleBindings": {"enabled": true, "viewer": "view", "user": "edit", "admin": "cluster-admin"},
         "podDisruptionBudget": {"enabled": false},
         "networkPolicy": {"enabled": true, "relayCidrs": ["127.0.0.1/32"], "apiServerCidrs": ["10.96.0.1/32"]},
@@ -426,8 +430,8 @@ async fn customised_values_reach_the_objects_and_the_agent() {
     assert_eq!(pod["containers"][0]["resources"]["limits"]["memory"], "128Mi");
     let env = env_of(d);
     let value = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, e)| e["value"].clone()).unwrap_or_default();
-    assert_eq!(value("HTTPS_PROXY"), "http://proxy.corp.example:3128");
-    assert_eq!(value("NO_PROXY"), "127.0.0.1,.svc");
+    assert_eq!(value("HTTPS_PROXY"), proxy_url.as_str());
+    assert_eq!(value("NO_PROXY"), "kubernetes.default.svc,.cluster.local");
     assert_eq!(pod["volumes"][0]["secret"]["secretName"], "my-bootstrap");
     let args = pod["containers"][0]["args"].as_array().expect("args");
     assert!(args.contains(&json!("--bootstrap-token-file=/var/run/kubechat/bootstrap/kcb")), "{args:?}");
@@ -441,11 +445,14 @@ async fn customised_values_reach_the_objects_and_the_agent() {
     let pm = named(&objs, "PodMonitor", "kubechat-agent");
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "admin");
 
-    // The agent runs from this spec (the proxy CA file is read at start;
-    // UDP works here, so tunnels use QUIC and the proxy stays unused).
+    // The agent runs from this spec (the proxy CA file is read at start)
+    // and enrolls through the proxy.
     let pods = run_pods(&c, d).await;
     wait_connected(&p).await;
-    assert!(pods[0].env.contains(&("HTTPS_PROXY".into(), "http://proxy.corp.example:3128".into())));
+    assert!(pods[0].env.contains(&("HTTPS_PROXY".into(), proxy_url.clone())));
+    let cp_target = p.cp_url.trim_start_matches("https://");
+    let log = proxy.log();
+    assert!(log.contains(&format!("CONNECT {cp_target}")), "enrollment did not go through the proxy:\n{log}");
     // With the role groups bound, the tenant's users can work.
     let user = p.user("dev@acme.example", "tenant_user").await;
     let k = p.kubectl(&user, &p.cluster);

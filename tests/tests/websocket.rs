@@ -4,6 +4,7 @@
 
 use kubechat_tests::kubectl_suite as suite;
 use kubechat_tests::stack::KubeStack;
+use kubechat_tests::tinyproxy::Tinyproxy;
 
 const USER: &str = "kubechat:user:alice@example.com";
 const USER_GROUPS: &[&str] = &["kubechat:tenant:acme", "kubechat:role:tenant_user"];
@@ -19,62 +20,10 @@ async fn with_udp_blocked_the_agent_falls_back_to_websocket_and_kubectl_works() 
     suite::all(&s.kubectl(USER, USER_GROUPS)).await;
 }
 
-/// A tinyproxy of our own on a free port (the binary comes from
-/// `scripts/install-tinyproxy.sh`, which the test command runs).
-struct Tinyproxy {
-    child: std::process::Child,
-    port: u16,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tinyproxy {
-    fn start() -> Self {
-        let bin = std::env::var("KUBECHAT_TINYPROXY")
-            .expect("KUBECHAT_TINYPROXY is not set: run `bash scripts/test.sh` (it installs tinyproxy)");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = kubechat_tests::stack::free_port();
-        let log = dir.path().join("tinyproxy.log");
-        let conf = dir.path().join("tinyproxy.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "Port {port}\nListen 127.0.0.1\nTimeout 600\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 100\n",
-                log.display()
-            ),
-        )
-        .expect("write config");
-        let child = std::process::Command::new(bin)
-            .args(["-d", "-c"])
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start tinyproxy");
-        Self { child, port, log, _dir: dir }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Tinyproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_real_https_proxy_the_websocket_tunnel_carries_kubectl() {
-    let proxy = Tinyproxy::start();
-    // Wait until it listens.
+    let proxy = Tinyproxy::start().await;
     let port = proxy.port;
-    kubechat_tests::wait::eventually("tinyproxy listens", std::time::Duration::from_secs(20), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-    })
-    .await;
     let s = KubeStack::start_over_websocket_with(|c| c.https_proxy = Some(format!("http://127.0.0.1:{port}"))).await;
     assert_eq!(s.relay.handle.tunnel_transports(), vec!["websocket".to_string()]);
     suite::all(&s.kubectl(USER, USER_GROUPS)).await;
@@ -227,12 +176,8 @@ async fn tls_front(upstream: u16, id: kubechat_transport::tls::Identity) -> u16 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_an_https_proxy_with_its_own_ca_the_websocket_tunnel_carries_kubectl() {
-    let proxy = Tinyproxy::start();
+    let proxy = Tinyproxy::start().await;
     let port = proxy.port;
-    kubechat_tests::wait::eventually("tinyproxy listens", std::time::Duration::from_secs(20), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-    })
-    .await;
     // The proxy's certificate comes from a CA of its own, which the agent is given.
     let proxy_pki = kubechat_transport::pki::DevPki::generate().expect("pki");
     let cert = proxy_pki.relay_cert("proxy", &["127.0.0.1"]).expect("cert");
