@@ -4,9 +4,12 @@
 //!
 //! - the container's `args` exactly, and its `env` with `fieldRef`,
 //!   `secretKeyRef` and `configMapKeyRef` resolved against the cluster;
-//! - its Secret and ConfigMap volumes, and a service-account token from a
-//!   TokenRequest (`kubectl create token`), mounted at their paths inside a
-//!   private mount namespace (`unshare --mount`), read-only;
+//! - its Secret, ConfigMap and projected volumes, and a service-account
+//!   token from a TokenRequest (`kubectl create token`), mounted at their
+//!   paths inside a private mount namespace (`unshare --mount`), read-only;
+//!   `emptyDir` and `persistentVolumeClaim` volumes as empty writable
+//!   directories (tmpfs) owned by the pod's user;
+//! - `$(VAR)` references in `env` and `args` expanded as the kubelet does;
 //! - `KUBERNETES_SERVICE_HOST`/`_PORT` naming kube-sim, as in-cluster
 //!   clients expect;
 //! - the root filesystem read-only when `readOnlyRootFilesystem` says so,
@@ -35,13 +38,19 @@ use crate::kubectl::Kubectl;
 const ENTER_POD: &str = r#"set -eu
 stage="$1"; uid="$2"; gid="$3"; ro="$4"; shift 4
 mount -t tmpfs -o mode=0755 tmpfs /run
-if [ -d "$stage/files/run" ]; then cp -a "$stage/files/run/." /run/; fi
-if [ -d "$stage/files/etc" ]; then
-  mount -t overlay overlay -o "lowerdir=/etc,upperdir=$stage/etc-upper,workdir=$stage/etc-work" /etc
-  cp -a "$stage/files/etc/." /etc/
-  mount -o remount,bind,ro /etc
-fi
-mount -o remount,ro /run
+for top in $(ls "$stage/files"); do
+  if [ "$top" != run ]; then
+    mkdir -p "$stage/upper/$top" "$stage/work/$top"
+    mount -t overlay overlay -o "lowerdir=/$top,upperdir=$stage/upper/$top,workdir=$stage/work/$top" "/$top"
+  fi
+  cp -a "$stage/files/$top/." "/$top/"
+done
+while read -r dir; do
+  mount -t tmpfs -o "mode=0770,uid=$uid,gid=$gid" tmpfs "$dir"
+done < "$stage/writable"
+for top in $(ls "$stage/files"); do
+  if [ "$top" = run ]; then mount -o remount,ro /run; else mount -o remount,bind,ro "/$top"; fi
+done
 if [ "$ro" = true ]; then mount -o remount,bind,ro /; fi
 exec setpriv --reuid "$uid" --regid "$gid" --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all -- "$@"
 "#;
@@ -84,15 +93,61 @@ fn object_data(obj: &Value, base64_data: bool) -> HashMap<String, Vec<u8>> {
     out
 }
 
-/// Where a path of the pod lands in the mount namespace: `/var/run` is
-/// `/run` on this machine; only `/run` and `/etc` can be populated.
+/// Where a path of the pod lands in the stage (`files/<path>`): `/var/run`
+/// is `/run` on this machine; `/run` gets a tmpfs of its own, any other
+/// top-level directory an overlay, so nothing of the host changes.
 fn staged_path(mount_path: &str) -> PathBuf {
     let p = mount_path.strip_prefix("/var/run/").map(|r| format!("/run/{r}")).unwrap_or(mount_path.to_string());
+    let top = p.trim_start_matches('/').split('/').next().unwrap_or_default();
     assert!(
-        p.starts_with("/run/") || p.starts_with("/etc/"),
-        "the pod runner mounts only under /var/run, /run and /etc, not {mount_path}: extend tests/src/pod.rs"
+        p.starts_with('/') && !["", "proc", "sys", "dev", "tmp"].contains(&top) && !p.contains(".."),
+        "the pod runner cannot mount at {mount_path}"
     );
     PathBuf::from(p.trim_start_matches('/'))
+}
+
+/// Expands `$(VAR)` references to `env` as the kubelet does (`$$` escapes;
+/// unknown references stay as they are).
+fn expand(text: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((name, tail)) = after.strip_prefix('(').and_then(|a| a.split_once(')')) {
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, v)) => out.push_str(v),
+                None => out.push_str(&format!("$({name})")),
+            }
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The files a Secret or ConfigMap source gives: all keys, or the listed
+/// `items` at their paths.
+fn source_files(obj: &Value, base64_data: bool, items: Option<&Vec<Value>>) -> HashMap<String, Vec<u8>> {
+    let mut data = object_data(obj, base64_data);
+    match items {
+        None => data,
+        Some(items) => items
+            .iter()
+            .map(|i| {
+                let key = s(i, "/key");
+                let bytes =
+                    data.remove(key).unwrap_or_else(|| panic!("item {key} is not in {}", obj["metadata"]["name"]));
+                (s(i, "/path").to_string(), bytes)
+            })
+            .collect(),
+    }
 }
 
 fn write_files(dir: &Path, files: &HashMap<String, Vec<u8>>) {
@@ -100,7 +155,11 @@ fn write_files(dir: &Path, files: &HashMap<String, Vec<u8>>) {
     std::fs::create_dir_all(dir).expect("mkdir");
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     for (name, bytes) in files {
+        assert!(!name.starts_with('/') && !name.contains(".."), "a file path {name} escapes its volume");
         let f = dir.join(name);
+        let parent = f.parent().expect("parent");
+        std::fs::create_dir_all(parent).expect("mkdir");
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         std::fs::write(&f, bytes).expect("write a mounted file");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
@@ -124,30 +183,58 @@ impl RunningPod {
         };
         let stage = tempfile::tempdir().expect("stage dir");
         let files = stage.path().join("files");
-        for d in ["etc-upper", "etc-work"] {
-            std::fs::create_dir_all(stage.path().join(d)).expect("mkdir");
-        }
+        std::fs::create_dir_all(&files).expect("mkdir");
+        let mut writable = String::new();
 
         // Volumes, as mounted.
         let volumes: HashMap<&str, &Value> =
             spec["volumes"].as_array().map(|v| v.iter().map(|v| (s(v, "/name"), v)).collect()).unwrap_or_default();
+        let from = |kind: &str, src: &Value| -> HashMap<String, Vec<u8>> {
+            let (plural, name, base64_data) = match kind {
+                // A secret volume names it `secretName`; a projected source, `name`.
+                "secret" => (
+                    "secrets",
+                    s(src, if src.get("secretName").is_some() { "/secretName" } else { "/name" }).to_string(),
+                    true,
+                ),
+                "configMap" => ("configmaps", s(src, "/name").to_string(), false),
+                other => panic!("the pod runner does not support {other} volumes"),
+            };
+            match get(plural, &name) {
+                Some(o) => source_files(&o, base64_data, src.get("items").and_then(Value::as_array)),
+                None if src["optional"] == true => HashMap::new(),
+                None => panic!("{kind} {name} does not exist (and is not optional)"),
+            }
+        };
         for m in c["volumeMounts"].as_array().cloned().unwrap_or_default() {
             assert!(m.get("subPath").is_none(), "subPath mounts are not supported: {m}");
             let vol = volumes.get(s(&m, "/name")).unwrap_or_else(|| panic!("no volume for mount {m}"));
-            let (obj, optional, base64_data) = if let Some(sv) = vol.get("secret") {
-                (get("secrets", s(sv, "/secretName")), sv["optional"] == true, true)
+            let at = files.join(staged_path(s(&m, "/mountPath")));
+            if vol.get("emptyDir").is_some() || vol.get("persistentVolumeClaim").is_some() {
+                std::fs::create_dir_all(&at).expect("mkdir");
+                let path = staged_path(s(&m, "/mountPath"));
+                writable += &format!("/{}\n", path.display());
+                continue;
+            }
+            let data = if let Some(sv) = vol.get("secret") {
+                from("secret", sv)
             } else if let Some(cv) = vol.get("configMap") {
-                (get("configmaps", s(cv, "/name")), cv["optional"] == true, false)
+                from("configMap", cv)
+            } else if let Some(sources) = vol.pointer("/projected/sources").and_then(Value::as_array) {
+                let mut all = HashMap::new();
+                for src in sources {
+                    let (kind, inner) = src.as_object().and_then(|o| o.iter().next()).expect("a projected source");
+                    all.extend(from(kind, inner));
+                }
+                all
             } else {
-                panic!("the pod runner supports secret and configMap volumes, not {vol}");
+                panic!(
+                    "the pod runner supports secret, configMap, projected, emptyDir and persistentVolumeClaim volumes, not {vol}"
+                );
             };
-            let data = match obj {
-                Some(o) => object_data(&o, base64_data),
-                None if optional => HashMap::new(),
-                None => panic!("volume {vol} names an object that does not exist"),
-            };
-            write_files(&files.join(staged_path(s(&m, "/mountPath"))), &data);
+            write_files(&at, &data);
         }
+        std::fs::write(stage.path().join("writable"), &writable).expect("writable list");
 
         // The service-account token, as the kubelet projects it.
         if spec["automountServiceAccountToken"] != false {
@@ -174,7 +261,7 @@ impl RunningPod {
         for e in c["env"].as_array().cloned().unwrap_or_default() {
             let key = s(&e, "/name").to_string();
             let value = if let Some(v) = e.get("value") {
-                v.as_str().expect("env value").to_string()
+                expand(v.as_str().expect("env value"), &env)
             } else if let Some(f) = e.pointer("/valueFrom/fieldRef") {
                 match s(f, "/fieldPath") {
                     "metadata.name" => name.clone(),
@@ -276,5 +363,26 @@ impl RunningPod {
         let mut out = String::new();
         conn.read_to_string(&mut out).await.ok()?;
         out.split(' ').nth(1)?.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variables_like_the_kubelet() {
+        let env = vec![("POD_IP".to_string(), "10.0.0.7".to_string()), ("ID".to_string(), "relay-0".to_string())];
+        assert_eq!(expand("$(POD_IP):7444", &env), "10.0.0.7:7444");
+        assert_eq!(expand("/tls/$(ID)/tls.crt", &env), "/tls/relay-0/tls.crt");
+        assert_eq!(expand("$$(POD_IP) $(NOPE) $5", &env), "$(POD_IP) $(NOPE) $5");
+    }
+
+    #[test]
+    fn stages_paths_off_the_hosts_sensitive_directories() {
+        assert_eq!(staged_path("/var/run/kubechat/bootstrap"), PathBuf::from("run/kubechat/bootstrap"));
+        assert_eq!(staged_path("/var/lib/kubechat/spool"), PathBuf::from("var/lib/kubechat/spool"));
+        assert!(std::panic::catch_unwind(|| staged_path("/proc/x")).is_err());
+        assert!(std::panic::catch_unwind(|| staged_path("/etc/../proc")).is_err());
     }
 }

@@ -94,6 +94,13 @@ impl Cluster {
                 let _ = self.store.delete(&pods, ns, s(&p, "/metadata/name"));
             }
         }
+        if let Some(pods) = self.resource_by_plural("pods").filter(|_| r.plural == "statefulsets") {
+            for p in self.store.list(&pods, Some(ns)).0 {
+                if p.pointer("/metadata/labels/kube-sim.io~1statefulset").and_then(Value::as_str) == Some(name) {
+                    let _ = self.store.delete(&pods, ns, s(&p, "/metadata/name"));
+                }
+            }
+        }
         if let Some(def) = resources::from_crd(&gone).filter(|_| r.plural == "customresourcedefinitions") {
             self.resources
                 .write()
@@ -117,6 +124,7 @@ impl Cluster {
     fn after_write(&self, r: &Resource, ns: &str, obj: &Value) {
         match (r.group.as_str(), r.plural.as_str()) {
             ("apps", "deployments") => self.reconcile_deployment(r, ns, obj),
+            ("apps", "statefulsets") => self.reconcile_statefulset(r, ns, obj),
             ("", "pods") => self.pod_events(ns, obj),
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 if let Some(def) = resources::from_crd(obj) {
@@ -192,6 +200,69 @@ impl Cluster {
             "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]});
         if d.get("status") != Some(&status) {
             let mut updated = d.clone();
+            updated["status"] = status;
+            if let Some(m) = updated.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            let _ = self.store.update(r, ns, &name, updated);
+        }
+    }
+}
+
+impl Cluster {
+    /// The StatefulSet controller: pods `<name>-0` … `<name>-<n-1>` from the
+    /// template, each with its volume claims (`<claim>-<name>-<i>`) as
+    /// `persistentVolumeClaim` volumes; pods beyond `replicas` go away.
+    fn reconcile_statefulset(&self, r: &Resource, ns: &str, set: &Value) {
+        let Some(pods) = self.resource_by_plural("pods") else { return };
+        let name = s(set, "/metadata/name").to_string();
+        let want = set.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0) as usize;
+        let template = set.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        let claims = set.pointer("/spec/volumeClaimTemplates").and_then(Value::as_array).cloned().unwrap_or_default();
+        let owned =
+            |p: &Value| p.pointer("/metadata/labels/kube-sim.io~1statefulset").and_then(Value::as_str) == Some(&name);
+        let have: Vec<Value> = self.store.list(&pods, Some(ns)).0.into_iter().filter(|p| owned(p)).collect();
+        for p in &have {
+            let ordinal = s(p, "/metadata/name").rsplit('-').next().and_then(|o| o.parse::<usize>().ok());
+            if ordinal.is_none_or(|o| o >= want) {
+                let _ = self.store.delete(&pods, ns, s(p, "/metadata/name"));
+            }
+        }
+        for i in 0..want {
+            let pod_name = format!("{name}-{i}");
+            if self.store.get(&pods, ns, &pod_name).is_ok() {
+                continue;
+            }
+            let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
+            if !spec.get("volumes").is_some_and(Value::is_array) {
+                spec["volumes"] = json!([]);
+            }
+            for c in &claims {
+                let claim = s(c, "/metadata/name");
+                if let Some(v) = spec["volumes"].as_array_mut() {
+                    v.push(
+                        json!({"name": claim, "persistentVolumeClaim": {"claimName": format!("{claim}-{pod_name}")}}),
+                    );
+                }
+            }
+            let mut pod = json!({
+                "metadata": {
+                    "name": pod_name,
+                    "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "controller": true}],
+                },
+                "spec": spec,
+            });
+            pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
+            pod["metadata"]["labels"]["kube-sim.io/statefulset"] = json!(name);
+            if self.create(&pods, ns, pod).is_err() {
+                break;
+            }
+        }
+        let status = json!({"replicas": want, "readyReplicas": want, "currentReplicas": want, "updatedReplicas": want,
+            "availableReplicas": want, "observedGeneration": set.pointer("/metadata/generation").cloned().unwrap_or(json!(1))});
+        if set.get("status") != Some(&status) {
+            let mut updated = set.clone();
             updated["status"] = status;
             if let Some(m) = updated.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
