@@ -383,6 +383,12 @@ impl Db {
         token_hash: &str,
     ) -> Result<bool, ApiError> {
         let mut tx = self.begin(&Scope::Platform).await?;
+        if self.backend == Backend::Postgres {
+            // Replicas starting together on a fresh database: one creates
+            // the admin, the others then see it (SQLite's BEGIN IMMEDIATE
+            // serializes this already).
+            sqlx::query("SELECT pg_advisory_xact_lock(7042)").execute(&mut *tx).await?;
+        }
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'platform_admin'")
             .fetch_one(&mut *tx)
             .await?

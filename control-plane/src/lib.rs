@@ -186,7 +186,8 @@ pub struct ControlPlane {
     tls: Option<tokio_rustls::TlsAcceptor>,
     internal: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     admin: Option<TcpListener>,
-    /// The platform admin token, if this start created it.
+    /// The platform admin token, if this start generated it (one given in
+    /// the configuration is never echoed: it would end up in pod logs).
     pub created_admin_token: Option<Secret>,
 }
 
@@ -281,7 +282,14 @@ impl ControlPlane {
             breakers: breaker::Breakers::new(config.breaker_threshold, config.breaker_cooldown),
             metrics: metrics::CpMetrics::default(),
         });
-        Ok(Self { app, listener, tls, internal, admin, created_admin_token: created.then_some(token) })
+        Ok(Self {
+            app,
+            listener,
+            tls,
+            internal,
+            admin,
+            created_admin_token: (created && config.platform_admin_token.is_none()).then_some(token),
+        })
     }
 
     /// The bound address.

@@ -5,8 +5,13 @@
 //! answers with, so tests install exactly what a customer would paste.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use kube_sim::kubeconfig::{Credentials, KubeconfigSpec};
+use kube_sim::{SimConfig, TestSim, UserInfo};
 use serde_json::{Map, Value};
+
+use crate::kubectl::Kubectl;
 
 /// The workspace root.
 pub fn repo() -> PathBuf {
@@ -48,6 +53,76 @@ pub fn install(
         &[kubeconfig.as_os_str(), namespace.as_ref(), release.as_ref(), chart.as_os_str(), values_file.as_os_str()],
     );
     if v["ok"] == true { Ok(v["release"].clone()) } else { Err(v["error"].as_str().unwrap_or_default().to_string()) }
+}
+
+/// kube-sim's admin token in a [`TestCluster`].
+const SIM_ADMIN: &str = "kube-sim-admin-token-for-the-chart-tests";
+
+/// An empty cluster to install charts into: kube-sim with system RBAC only,
+/// and an admin kubeconfig for Helm and kubectl.
+pub struct TestCluster {
+    /// The simulated cluster.
+    pub sim: TestSim,
+    /// kubectl as cluster admin.
+    pub admin: Kubectl,
+    /// The admin kubeconfig file (for Helm).
+    pub kubeconfig: PathBuf,
+    /// Holds the kubeconfig and values files.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts it.
+    pub async fn empty() -> Self {
+        let tokens =
+            [(SIM_ADMIN.to_string(), UserInfo { name: "admin".into(), groups: vec!["system:masters".into()] })]
+                .into_iter()
+                .collect();
+        let mut cfg = SimConfig::with_tokens(tokens);
+        cfg.log_interval = Duration::from_millis(200);
+        let sim = TestSim::start(cfg, false).await;
+        let yaml = KubeconfigSpec {
+            name: "sim".into(),
+            server: sim.url(),
+            ca_pem: Some(sim.ca_pem.clone()),
+            credentials: Credentials::Token(SIM_ADMIN.into()),
+            impersonate_user: None,
+            impersonate_groups: Vec::new(),
+            namespace: None,
+        }
+        .to_yaml();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("admin.kubeconfig");
+        std::fs::write(&kubeconfig, &yaml).expect("kubeconfig");
+        Self { admin: Kubectl::new(&yaml), sim, kubeconfig, dir }
+    }
+
+    /// `helm install` of `chart` as `release` into `namespace` with
+    /// `values` (written to a values file).
+    pub fn install(&self, namespace: &str, release: &str, chart: &Path, values: &Value) -> Result<Value, String> {
+        let file = self.dir.path().join(format!("{release}-values.yaml"));
+        std::fs::write(&file, serde_json::to_string_pretty(values).expect("json")).expect("values file");
+        install(&self.kubeconfig, namespace, release, chart, &file)
+    }
+
+    /// `kubectl get … -o json`, its `items` (or the object itself).
+    pub async fn get(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let v: Value = serde_json::from_str(&self.admin.ok(&all).await).expect("kubectl json");
+        match v.get("items").and_then(Value::as_array) {
+            Some(items) => items.clone(),
+            None => vec![v],
+        }
+    }
+
+    /// The pods a Deployment or StatefulSet selects.
+    pub async fn pods_of(&self, workload: &Value) -> Vec<Value> {
+        let ns = workload["metadata"]["namespace"].as_str().expect("namespace");
+        let labels = workload["spec"]["selector"]["matchLabels"].as_object().expect("selector");
+        let sel: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+        self.get(&["-n", ns, "get", "pods", "-l", &sel.join(",")]).await
+    }
 }
 
 /// A `helm install` command read back from its shell snippet.

@@ -341,6 +341,28 @@ impl RunningPod {
         self.child.try_wait().expect("wait")
     }
 
+    /// Waits until the readiness probe answers 200 (then checks liveness);
+    /// fails at once, with the container's log, if the process exits.
+    pub async fn wait_ready(&mut self, container: &Value, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                panic!("pod {} exited ({status}); its log:\n{}", self.name, self.log());
+            }
+            if self.probe(container, "readinessProbe").await == Some(200) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pod {} never became ready; its log:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(self.probe(container, "livenessProbe").await, Some(200), "{}", self.log());
+    }
+
     /// Runs the container's `probe` (`livenessProbe`, `readinessProbe`)
     /// from `container` once: the HTTP status of its `httpGet`.
     pub async fn probe(&self, container: &Value, probe: &str) -> Option<u16> {

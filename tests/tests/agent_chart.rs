@@ -9,52 +9,16 @@
 //! no capabilities) and must enroll with the control plane and serve
 //! kubectl. A value renamed in the chart but not in the binary fails here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use kube_sim::kubeconfig::{Credentials, KubeconfigSpec};
-use kube_sim::{SimConfig, TestSim, UserInfo};
-use kubechat_tests::helm::{self, InstallCommand};
-use kubechat_tests::kubectl::Kubectl;
+use kubechat_tests::helm::{self, InstallCommand, TestCluster};
 use kubechat_tests::platform::{Platform, platform};
 use kubechat_tests::pod::RunningPod;
 use kubechat_tests::wait::eventually;
 use serde_json::{Value, json};
 
-const SIM_ADMIN: &str = "kube-sim-admin-token-for-the-chart-tests";
 const LONG: Duration = Duration::from_secs(60);
-
-/// An empty cluster (system RBAC only) with an admin kubeconfig for Helm
-/// and kubectl.
-struct Cluster {
-    sim: TestSim,
-    admin: Kubectl,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-async fn empty_cluster() -> Cluster {
-    let tokens = [(SIM_ADMIN.to_string(), UserInfo { name: "admin".into(), groups: vec!["system:masters".into()] })]
-        .into_iter()
-        .collect();
-    let mut cfg = SimConfig::with_tokens(tokens);
-    cfg.log_interval = Duration::from_millis(200);
-    let sim = TestSim::start(cfg, false).await;
-    let yaml = KubeconfigSpec {
-        name: "sim".into(),
-        server: sim.url(),
-        ca_pem: Some(sim.ca_pem.clone()),
-        credentials: Credentials::Token(SIM_ADMIN.into()),
-        impersonate_user: None,
-        impersonate_groups: Vec::new(),
-        namespace: None,
-    }
-    .to_yaml();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("admin.kubeconfig");
-    std::fs::write(&kubeconfig, &yaml).expect("kubeconfig");
-    Cluster { admin: Kubectl::new(&yaml), sim, kubeconfig, _dir: dir }
-}
 
 /// A platform whose registration names the chart in this checkout.
 async fn saas() -> Platform {
@@ -77,17 +41,15 @@ fn install_command(p: &Platform) -> InstallCommand {
 }
 
 /// Runs the command (with `values` in place of its `--set`s) against `c`.
-fn helm_install(c: &Cluster, cmd: &InstallCommand, values: &Value) -> Value {
-    let file = c._dir.path().join("values.yaml");
-    std::fs::write(&file, serde_json::to_string_pretty(values).expect("json")).expect("values file");
-    helm::install(&c.kubeconfig, &cmd.namespace, &cmd.release, Path::new(&cmd.chart), &file)
+fn helm_install(c: &TestCluster, cmd: &InstallCommand, values: &Value) -> Value {
+    c.install(&cmd.namespace, &cmd.release, Path::new(&cmd.chart), values)
         .unwrap_or_else(|e| panic!("helm install failed: {e}"))
 }
 
 /// Everything the release created, read back with kubectl: (namespaced,
 /// cluster-scoped) objects carrying the release's instance label
 /// (PodMonitors too where their CRD is installed).
-async fn release_objects(c: &Cluster, ns: &str, release: &str, podmonitors: bool) -> (Vec<Value>, Vec<Value>) {
+async fn release_objects(c: &TestCluster, ns: &str, release: &str, podmonitors: bool) -> (Vec<Value>, Vec<Value>) {
     let sel = format!("app.kubernetes.io/instance={release}");
     let mut kinds =
         "serviceaccounts,secrets,configmaps,deployments,poddisruptionbudgets,roles,rolebindings,networkpolicies"
@@ -201,14 +163,9 @@ fn secret_value(secret: &Value, key: &str) -> String {
 
 /// Runs every pod of the Deployment from its spec and waits until each is
 /// ready by its own readiness probe (so: enrolled, tunnel up).
-async fn run_pods(c: &Cluster, d: &Value) -> Vec<RunningPod> {
-    let ns = d["metadata"]["namespace"].as_str().expect("ns");
-    let want = d["spec"]["replicas"].as_u64().expect("replicas") as usize;
-    let labels = d["spec"]["selector"]["matchLabels"].as_object().expect("selector");
-    let sel: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
-    let out = c.admin.ok(&["-n", ns, "get", "pods", "-l", &sel.join(","), "-o", "json"]).await;
-    let pods = serde_json::from_str::<Value>(&out).expect("json")["items"].as_array().cloned().unwrap_or_default();
-    assert_eq!(pods.len(), want, "the Deployment's pods");
+async fn run_pods(c: &TestCluster, d: &Value) -> Vec<RunningPod> {
+    let pods = c.pods_of(d).await;
+    assert_eq!(pods.len(), d["spec"]["replicas"].as_u64().expect("replicas") as usize, "the Deployment's pods");
     let bin = Path::new(env!("CARGO_BIN_EXE_test-agent"));
     let mut running = Vec::new();
     for p in &pods {
@@ -216,23 +173,7 @@ async fn run_pods(c: &Cluster, d: &Value) -> Vec<RunningPod> {
     }
     let container = &d["spec"]["template"]["spec"]["containers"][0];
     for pod in &mut running {
-        let deadline = tokio::time::Instant::now() + LONG;
-        loop {
-            if let Some(status) = pod.exited() {
-                panic!("pod {} exited ({status}); its log:\n{}", pod.name, pod.log());
-            }
-            if pod.probe(container, "readinessProbe").await == Some(200) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "pod {} never became ready; its log:\n{}",
-                pod.name,
-                pod.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(pod.probe(container, "livenessProbe").await, Some(200), "{}", pod.log());
+        pod.wait_ready(container, LONG).await;
     }
     running
 }
@@ -261,7 +202,7 @@ fn check_logs_clean(pods: &[RunningPod], token: &str) {
 async fn the_registration_command_installs_a_least_privilege_agent_that_enrolls() {
     kubechat_tests::logscan::install();
     let p = saas().await;
-    let c = empty_cluster().await;
+    let c = TestCluster::empty().await;
     let cmd = install_command(&p);
     let token = cmd.values["bootstrapToken"].as_str().expect("token").to_string();
     let release = helm_install(&c, &cmd, &cmd.values);
@@ -338,7 +279,7 @@ async fn the_registration_command_installs_a_least_privilege_agent_that_enrolls(
 async fn customised_values_reach_the_objects_and_the_agent() {
     kubechat_tests::logscan::install();
     let p = saas().await;
-    let c = empty_cluster().await;
+    let c = TestCluster::empty().await;
     let cmd = install_command(&p);
     let token = cmd.values["bootstrapToken"].as_str().expect("token").to_string();
     // The token from a Secret of the customer's own instead of a value.
@@ -355,7 +296,7 @@ async fn customised_values_reach_the_objects_and_the_agent() {
         ])
         .await;
     // The Prometheus Operator's CRD, for the PodMonitor.
-    let crd = c._dir.path().join("podmonitor-crd.json");
+    let crd = c.dir.path().join("podmonitor-crd.json");
     std::fs::write(
         &crd,
         json!({
@@ -468,9 +409,9 @@ async fn customised_values_reach_the_objects_and_the_agent() {
 /// anything reaches the cluster, with a message naming the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_values_are_refused_with_a_message_naming_the_key() {
-    let c = empty_cluster().await;
+    let c = TestCluster::empty().await;
     let chart = helm::repo().join("charts/kubechat-agent");
-    let file = c._dir.path().join("bad.yaml");
+    let file = c.dir.path().join("bad.yaml");
     let good = json!({"controlPlaneUrl": "https://kubechat.example", "bootstrapToken": "kcb_x"});
     let cases = [
         (json!({"bootstrapTokn": "kcb_typo"}), "additional properties 'bootstrapTokn' not allowed"),
