@@ -345,10 +345,8 @@ fn proxy_from_env(proxy_ca: Option<&std::path::Path>) -> anyhow::Result<crate::p
     let env = |k: &str| std::env::var(k).or_else(|_| std::env::var(k.to_lowercase())).ok().filter(|v| !v.is_empty());
     let url = env("HTTPS_PROXY");
     if let Some(p) = &url {
-        anyhow::ensure!(
-            p.starts_with("http://") || p.starts_with("https://"),
-            "HTTPS_PROXY must be http://host:port or https://host:port (CONNECT), got {p:?}"
-        );
+        // The message never repeats the URL: it may hold a password.
+        crate::proxy::ProxyUrl::parse(p).map_err(anyhow::Error::msg)?;
     }
     let no_proxy = env("NO_PROXY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
     let ca = match proxy_ca {

@@ -52,10 +52,15 @@ fn roots(ca_pem: Option<&str>) -> Result<rustls::RootCertStore, EnrollError> {
     Ok(roots)
 }
 
+/// How long one request to the control plane may take, end to end.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A client of one control plane. Each request dials afresh (enrollment
 /// and renewal are rare), directly or through the egress proxy.
 pub(crate) struct ControlPlane {
     base: String,
+    /// The URL's path (without a trailing `/`), prefixed to every request.
+    prefix: String,
     /// `host:port` to dial.
     target: String,
     /// TLS to the control plane (`None` for a plain `http://` URL).
@@ -83,6 +88,10 @@ impl ControlPlane {
             Some("http") => return Err(bad("must be https:// to present a client certificate")),
             _ => return Err(bad("must start with https://")),
         };
+        if uri.query().is_some() {
+            return Err(bad("must not have a query"));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_string();
         let host = uri.host().ok_or_else(|| bad("names no host"))?.trim_matches(['[', ']']).to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
@@ -104,7 +113,7 @@ impl ControlPlane {
         } else {
             None
         };
-        Ok(Self { base: url.trim_end_matches('/').to_string(), target, tls, roots, proxy: proxy.clone() })
+        Ok(Self { base: url.trim_end_matches('/').to_string(), prefix, target, tls, roots, proxy: proxy.clone() })
     }
 
     /// One HTTP/1.1 connection to the control plane.
@@ -129,19 +138,28 @@ impl ControlPlane {
 
     /// POSTs `body` to `path`; the answer's JSON when the status is 201.
     /// `what` ("enrollment", "renewal") names the request in errors. The
-    /// body is never logged.
+    /// body is never logged. The whole exchange (connecting, through a proxy
+    /// too, TLS, request and answer) gets [`REQUEST_TIMEOUT`]; running out
+    /// is "unreachable", which callers retry.
     pub(crate) async fn post(&self, path: &str, body: &Value, what: &'static str) -> Result<Value, EnrollError> {
         let url = format!("{}{path}", self.base);
         let unreachable = |detail: String| EnrollError::Unreachable { url: url.clone(), detail };
-        let req = http::Request::post(path)
+        let req = http::Request::post(format!("{}{path}", self.prefix))
             .header(http::header::HOST, self.target.as_str())
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| unreachable(e.to_string()))?;
-        let mut send = self.connect().await.map_err(unreachable)?;
-        let resp = send.send_request(req).await.map_err(|e| unreachable(error_chain(&e)))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+        let exchange = async {
+            let mut send = self.connect().await?;
+            let resp = send.send_request(req).await.map_err(|e| error_chain(&e))?;
+            let status = resp.status().as_u16();
+            let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok::<_, String>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())))?
+            .map_err(unreachable)?;
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status != 201 {
             let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("no message").to_string();
@@ -164,4 +182,46 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         next = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-request HTTP server: answers `status` with `body` and returns
+    /// the request head it got.
+    async fn one_request(status: &'static str, body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.expect("read");
+            let resp = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            s.write_all(resp.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        (format!("http://{addr}"), task)
+    }
+
+    #[tokio::test]
+    async fn a_path_in_the_url_prefixes_every_request() {
+        let (base, server) = one_request("201 Created", r#"{"ok":true}"#).await;
+        let cp = ControlPlane::new(&format!("{base}/kubechat/"), None, None, &EgressProxy::default()).expect("client");
+        let v = cp.post("/v1/enroll", &serde_json::json!({}), "enrollment").await.expect("answer");
+        assert_eq!(v["ok"], true);
+        let head = server.await.expect("server");
+        assert!(head.starts_with("POST /kubechat/v1/enroll HTTP/1.1\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_refusals_not_followed() {
+        let (base, server) = one_request("302 Found\r\nlocation: http://elsewhere.example/v1/enroll", "").await;
+        let cp = ControlPlane::new(&base, None, None, &EgressProxy::default()).expect("client");
+        let err = cp.post("/v1/enroll", &serde_json::json!({}), "enrollment").await.expect_err("refused");
+        assert!(matches!(err, EnrollError::Refused { status: 302, .. }), "{err}");
+        server.await.expect("server");
+        assert!(ControlPlane::new("https://cp.example/?a=b", None, None, &EgressProxy::default()).is_err());
+    }
 }

@@ -96,10 +96,89 @@ impl EgressProxy {
     }
 }
 
+/// A parsed proxy URL: `http://[user:password@]host:port` or `https://…`.
+/// Its `Debug` and every message leave the credentials out.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct ProxyUrl {
+    /// TLS to the proxy itself.
+    pub(crate) tls: bool,
+    /// `host:port`.
+    pub(crate) addr: String,
+    /// `Basic …` for `Proxy-Authorization`, from the URL's user info.
+    auth: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl std::fmt::Display for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let creds = if self.auth.is_some() { "***@" } else { "" };
+        write!(f, "{}://{creds}{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+}
+
+/// `%XX` escapes of URL user info, decoded.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl ProxyUrl {
+    /// Parses `url`; errors say what is wrong without repeating the URL
+    /// (it may hold a password).
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err("HTTPS_PROXY must start with http:// or https:// (a CONNECT proxy)".into());
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.contains('/') || authority.contains('?') {
+            return Err("HTTPS_PROXY must be scheme://host:port, without a path".into());
+        }
+        let (auth, addr) = match authority.rsplit_once('@') {
+            Some((userinfo, addr)) => {
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                let pair = format!("{}:{}", percent_decode(user), percent_decode(password));
+                use base64::Engine;
+                (Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))), addr)
+            }
+            None => (None, authority),
+        };
+        let port_ok = addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err("HTTPS_PROXY must name a host and a port (http://host:port)".into());
+        }
+        Ok(Self { tls, addr: addr.to_string(), auth })
+    }
+}
+
 /// Asks the proxy on `io` to CONNECT to `target`; `io` then carries the tunnel.
-async fn connect_through<S: Pipe>(mut io: S, target: &str) -> Result<S, ProxyError> {
+async fn connect_through<S: Pipe>(mut io: S, target: &str, auth: Option<&str>) -> Result<S, ProxyError> {
     let failed = |e: std::io::Error| ProxyError::Connect(format!("proxy: {e}"));
-    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    let auth = auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default();
+    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n");
     io.write_all(req.as_bytes()).await.map_err(failed)?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -117,20 +196,18 @@ async fn connect_through<S: Pipe>(mut io: S, target: &str) -> Result<S, ProxyErr
     Ok(io)
 }
 
-/// A connection to `target` through `proxy` (`http://host:port`, or
-/// `https://host:port`: TLS to the proxy, trusting `roots`).
+/// A connection to `target` through `proxy` (TLS to an `https://` proxy,
+/// trusting `roots`), with the URL's credentials if it has any.
 async fn via_proxy(proxy: &str, roots: rustls::RootCertStore, target: &str) -> Result<Box<dyn Pipe>, ProxyError> {
-    let (tls, addr) = match proxy.strip_prefix("https://") {
-        Some(a) => (true, a),
-        None => (false, proxy.strip_prefix("http://").unwrap_or(proxy)),
-    };
-    let addr = addr.trim_end_matches('/');
+    let proxy = ProxyUrl::parse(proxy).map_err(ProxyError::Setup)?;
+    let addr = proxy.addr.as_str();
+    let auth = proxy.auth.as_deref();
     let tcp = TcpStream::connect(addr)
         .await
-        .map_err(|e| ProxyError::Connect(format!("cannot reach the proxy {addr}: {e}")))?;
+        .map_err(|e| ProxyError::Connect(format!("cannot reach the proxy {proxy}: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    if !tls {
-        return Ok(Box::new(connect_through(tcp, target).await?));
+    if !proxy.tls {
+        return Ok(Box::new(connect_through(tcp, target, auth).await?));
     }
     let cfg = rustls::ClientConfig::builder_with_provider(kubechat_transport::tls::provider())
         .with_safe_default_protocol_versions()
@@ -142,8 +219,8 @@ async fn via_proxy(proxy: &str, roots: rustls::RootCertStore, target: &str) -> R
     let stream = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
-        .map_err(|e| ProxyError::Connect(format!("TLS to the proxy {addr}: {e}")))?;
-    Ok(Box::new(connect_through(stream, target).await?))
+        .map_err(|e| ProxyError::Connect(format!("TLS to the proxy {proxy}: {e}")))?;
+    Ok(Box::new(connect_through(stream, target, auth).await?))
 }
 
 #[cfg(test)]
@@ -159,6 +236,42 @@ mod tests {
         assert!(!bypasses_proxy("relay.kubechat.io", &list));
         assert!(!bypasses_proxy("evilcorp.example", &list));
         assert!(bypasses_proxy("anything", &["*".to_string()]));
+    }
+
+    #[test]
+    fn proxy_urls_keep_their_credentials_out_of_messages() {
+        let p = ProxyUrl::parse("http://alice:s%3Acret@proxy.corp:3128/").expect("parses");
+        assert_eq!(p.addr, "proxy.corp:3128");
+        assert_eq!(p.auth.as_deref(), Some("Basic YWxpY2U6czpjcmV0"), "alice:s:cret");
+        assert_eq!(p.to_string(), "http://***@proxy.corp:3128");
+        assert_eq!(format!("{p:?}"), "http://***@proxy.corp:3128");
+        assert!(ProxyUrl::parse("https://proxy:443").expect("parses").tls);
+        for bad in ["socks5://u:secret@p:1080", "http://u:secret@proxy", "http://u:secret@p:3128/path", "http://:3128"]
+        {
+            let e = ProxyUrl::parse(bad).expect_err(bad);
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connect_sends_proxy_credentials_and_reports_refusals() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut buf = vec![0u8; 1024];
+            let n = s.read(&mut buf).await.expect("read");
+            s.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await.expect("write");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let p = EgressProxy { url: Some(format!("http://bob:pw@{addr}")), no_proxy: Vec::new(), ca: Vec::new() };
+        let err = p.connect("cp.example:443", &rustls::RootCertStore::empty()).await.err().expect("refused");
+        let req = server.await.expect("server");
+        assert!(req.starts_with("CONNECT cp.example:443 HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("Proxy-Authorization: Basic Ym9iOnB3\r\n"), "{req}");
+        let msg = err.to_string();
+        assert!(msg.contains("407") && !msg.contains("pw"), "{msg}");
     }
 
     #[test]

@@ -58,8 +58,30 @@ impl Renewer {
         result
     }
 
+    /// Credentials another replica (sharing the store) renewed to: same
+    /// identity, usable, and valid at least as long as `current`.
+    async fn sibling_renewal(&self, current: &Credentials) -> Option<Credentials> {
+        let now = unix_now();
+        let stored = self.store.load().await.ok()??;
+        let theirs = stored.check(now).ok()?;
+        let ours = current.check(now).map(|v| v.not_after).unwrap_or(i64::MIN);
+        (stored.identity == current.identity && stored.cert_pem != current.cert_pem && theirs.not_after >= ours)
+            .then_some(stored)
+    }
+
     async fn try_renew(&self, state: &AgentState) -> Result<(), AgentError> {
         let mut current = self.current.lock().await;
+        // Replicas share the store: if another one renewed already, switch
+        // to its certificate instead of renewing again (and instead of
+        // presenting a certificate the control plane revokes after the
+        // overlap).
+        if let Some(newer) = self.sibling_renewal(&current).await {
+            let active = active_identity(&state.config, &newer)?;
+            info!(identity = %newer.identity, serial = %active.serial, store = %self.store, "another replica renewed the certificate; rotating tunnels to it");
+            state.install(active);
+            *current = newer;
+            return Ok(());
+        }
         let presented = current.tls_identity()?;
         let uri = if current.identity.is_empty() { "spiffe://kubechat/renewing" } else { current.identity.as_str() };
         let (key, csr) = kubechat_transport::pki::new_csr(uri).map_err(|e| EnrollError::Csr(e.to_string()))?;

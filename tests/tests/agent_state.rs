@@ -153,6 +153,9 @@ struct FakeControlPlane {
     enrollments: Arc<AtomicUsize>,
     /// Refuse renewals (as for a revoked certificate).
     refuse_renewals: Arc<AtomicBool>,
+    /// Enrollment answers wait until this many attempts arrived (so
+    /// concurrent replicas really race for the token).
+    hold_enrollments_until: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 }
 
@@ -168,6 +171,8 @@ struct CpShared {
     renewed_serials: Arc<Mutex<Vec<String>>>,
     enrollments: Arc<AtomicUsize>,
     refuse_renewals: Arc<AtomicBool>,
+    hold_enrollments_until: Arc<AtomicUsize>,
+    enroll_attempts: tokio::sync::watch::Sender<usize>,
 }
 
 fn json_response(status: StatusCode, v: &Value) -> http::Response<Full<Bytes>> {
@@ -191,6 +196,10 @@ async fn cp_handle(
     let Some(csr) = body["csr"].as_str() else { return error_response(StatusCode::BAD_REQUEST, "no csr") };
     let identity = match path.as_str() {
         "/v1/enroll" => {
+            cp.enroll_attempts.send_modify(|n| *n += 1);
+            let want = cp.hold_enrollments_until.load(Ordering::SeqCst);
+            let mut attempts = cp.enroll_attempts.subscribe();
+            let _ = tokio::time::timeout(LONG, attempts.wait_for(|n| *n >= want)).await;
             // Spent atomically, as the control plane's database does.
             if body["bootstrapToken"] != BOOTSTRAP
                 || cp.enrollments.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_err()
@@ -263,6 +272,8 @@ async fn fake_control_plane(pki: Arc<TestPki>, relays: Vec<String>) -> FakeContr
         renewed_serials: Arc::default(),
         enrollments: Arc::default(),
         refuse_renewals: Arc::default(),
+        hold_enrollments_until: Arc::default(),
+        enroll_attempts: tokio::sync::watch::Sender::new(0),
     });
     let cp = FakeControlPlane {
         url: format!("https://{addr}"),
@@ -270,6 +281,7 @@ async fn fake_control_plane(pki: Arc<TestPki>, relays: Vec<String>) -> FakeContr
         renewed_serials: shared.renewed_serials.clone(),
         enrollments: shared.enrollments.clone(),
         refuse_renewals: shared.refuse_renewals.clone(),
+        hold_enrollments_until: shared.hold_enrollments_until.clone(),
         shutdown: CancellationToken::new(),
     };
     let shutdown = cp.shutdown.clone();
@@ -556,6 +568,9 @@ async fn two_replicas_sharing_one_token_both_come_up_with_one_enrollment() {
         control_plane_ca: Some(cp.ca_pem.clone()),
         bootstrap_token: Some(BootstrapToken::new(BOOTSTRAP)),
     };
+    capture_logs();
+    // Both attempts reach the control plane before either is answered.
+    cp.hold_enrollments_until.store(2, Ordering::SeqCst);
     let (a, b) = tokio::join!(
         RunningAgent::start(enrolling(kube_config(&s).await, enrollment.clone())),
         RunningAgent::start(enrolling(kube_config(&s).await, enrollment.clone())),
@@ -565,6 +580,17 @@ async fn two_replicas_sharing_one_token_both_come_up_with_one_enrollment() {
     b.wait_tunnels(1).await;
     assert_eq!(cp.enrollments.load(Ordering::SeqCst), 1, "the token is spent once");
     assert_eq!(a.handle.certificate_serial(), b.handle.certificate_serial(), "both use the one enrollment");
+    assert!(captured_logs().contains("another replica enrolled; using its credentials"));
+
+    // One renews; the other, due too, takes that certificate from the
+    // Secret instead of renewing the shared one again.
+    let shared_serial = a.handle.certificate_serial();
+    within("renewal of a", LONG, a.handle.renew_now()).await.expect("renewed");
+    let renewed = a.handle.certificate_serial();
+    assert_ne!(renewed, shared_serial);
+    within("renewal of b", LONG, b.handle.renew_now()).await.expect("took the sibling's");
+    assert_eq!(b.handle.certificate_serial(), renewed);
+    assert_eq!(*cp.renewed_serials.lock().expect("lock"), vec![shared_serial], "one renewal for both");
     a.stop().await;
     b.stop().await;
 }

@@ -317,6 +317,14 @@ async fn an_enrolled_agent_keeps_its_identity_in_a_secret_renews_and_its_old_cer
     task.await.expect("agent stops");
     let (agent, _stop, _task) = start(enrolling(None)).await;
     assert_eq!(agent.certificate_serial(), second_serial);
+    // Its own tunnel first: the directory may still list the stopped
+    // agent's tunnel (same serial) until the relay reports it gone.
+    let a = agent.clone();
+    kubechat_tests::wait::eventually("the restarted agent connects", Duration::from_secs(20), || {
+        let a = a.clone();
+        async move { a.tunnels_connected() >= 1 }
+    })
+    .await;
     kubechat_tests::wait::eventually("the restarted agent's tunnel", Duration::from_secs(20), || {
         let (f, s) = (tunnel_serials(), second_serial.clone());
         async move { f.await == vec![s] }

@@ -126,3 +126,23 @@ async fn token_requests_issue_service_account_tokens() {
     let err = admin.fails(&["-n", "kubechat", "create", "token", "no-such-account"]).await;
     assert!(err.contains(r#"serviceaccounts "no-such-account" not found"#), "{err}");
 }
+
+/// A server-side dry-run update (`kubectl replace --dry-run=server`) is
+/// checked but not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_update_changes_nothing() {
+    let s = sim().await;
+    let k = kubectl(&s, "admin", None);
+    k.ok(&["-n", "default", "create", "configmap", "settings", "--from-literal=mode=old"]).await;
+    let obj = k.ok(&["-n", "default", "get", "configmap", "settings", "-o", "json"]).await;
+    let changed = obj.replace("\"old\"", "\"new\"");
+    let file = k.dir().join("cm.json");
+    std::fs::write(&file, changed).expect("write");
+    let out = k.ok(&["replace", "--dry-run=server", "-f", file.to_str().expect("path")]).await;
+    assert!(out.contains("server dry run"), "{out}");
+    let after = k.ok(&["-n", "default", "get", "configmap", "settings", "-o", "jsonpath={.data.mode}"]).await;
+    assert_eq!(after, "old");
+    k.ok(&["replace", "-f", file.to_str().expect("path")]).await;
+    let after = k.ok(&["-n", "default", "get", "configmap", "settings", "-o", "jsonpath={.data.mode}"]).await;
+    assert_eq!(after, "new");
+}

@@ -302,6 +302,17 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Bo
                 return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
             }
             obj["metadata"]["name"] = json!(info.name);
+            if dry_run(&query) {
+                // Checked like a write (exists, not stale), but not stored.
+                let current = sim.cluster.store.get(&r, &ns, &info.name)?;
+                let sent_rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
+                let rv = current.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+                if !sent_rv.is_empty() && rv.as_str() != Some(sent_rv) {
+                    return Err(ApiError::conflict(&r, &info.name));
+                }
+                obj["metadata"]["resourceVersion"] = rv;
+                return Ok(json_response(StatusCode::OK, &obj));
+            }
             let updated = sim.cluster.update(&r, &ns, &info.name, obj)?;
             Ok(json_response(StatusCode::OK, &updated))
         }
