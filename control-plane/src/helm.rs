@@ -30,6 +30,36 @@ pub struct HelmInstall {
     pub chart: Value,
 }
 
+/// Ends the heredoc that writes the CA file; no line of a certificate can
+/// be this.
+const HEREDOC_END: &str = "KUBECHAT_CA_END";
+
+/// Only the `CERTIFICATE` blocks of a PEM bundle (comments and anything
+/// else an operator's file holds stay out of a snippet run in a shell),
+/// each line checked to be PEM.
+fn certificates_only(pem: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in pem.lines().map(str::trim) {
+        match line {
+            "-----BEGIN CERTIFICATE-----" => inside = true,
+            "-----END CERTIFICATE-----" if inside => {
+                out += "-----END CERTIFICATE-----\n";
+                inside = false;
+                continue;
+            }
+            _ => {}
+        }
+        let pem_line = line.starts_with("-----BEGIN CERTIFICATE")
+            || line.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='));
+        if inside && pem_line {
+            out += line;
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Quotes one `--set key=value` argument for the shell, escaping what
 /// Helm's `--set` parser treats specially (`\` and `,`).
 fn set_arg(key: &str, value: &str) -> String {
@@ -55,9 +85,9 @@ pub fn install(chart: &str, public_url: &str, ca_pem: Option<&str>, token: &str)
     args.push(format!("--namespace {NAMESPACE} --create-namespace"));
     args.push(format!("--set {}", set_arg("controlPlaneUrl", public_url)));
     args.push(format!("--set {}", set_arg("bootstrapToken", token)));
-    if let Some(pem) = ca_pem {
+    if let Some(pem) = ca_pem.map(certificates_only).filter(|p| !p.is_empty()) {
+        command += &format!("cat > {CA_FILE} <<'{HEREDOC_END}'\n{pem}{HEREDOC_END}\n");
         values.insert("controlPlaneCa".into(), json!(pem));
-        command += &format!("cat > {CA_FILE} <<'EOF'\n{}\nEOF\n", pem.trim_end());
         args.push(format!("--set-file controlPlaneCa={CA_FILE}"));
     }
     command += &args.join(" \\\n  ");
@@ -102,15 +132,40 @@ mod tests {
     fn a_private_ca_is_written_to_a_file_and_set_from_it() {
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
         let h = install("./charts/kubechat-agent", "https://127.0.0.1:8443", Some(pem), "kcb_abc");
-        assert!(h.command.starts_with(&format!("cat > {CA_FILE} <<'EOF'\n-----BEGIN CERTIFICATE-----\nMIIB\n")));
         assert!(
-            h.command
-                .contains("-----END CERTIFICATE-----\nEOF\nhelm install kubechat-agent ./charts/kubechat-agent \\")
+            h.command.starts_with(&format!("cat > {CA_FILE} <<'KUBECHAT_CA_END'\n-----BEGIN CERTIFICATE-----\nMIIB\n"))
         );
+        assert!(h.command.contains(
+            "-----END CERTIFICATE-----\nKUBECHAT_CA_END\nhelm install kubechat-agent ./charts/kubechat-agent \\"
+        ));
         assert!(h.command.ends_with(&format!("--set-file controlPlaneCa={CA_FILE}")));
         assert!(!h.command.contains("--version"), "a local chart has no version");
         assert_eq!(h.values["controlPlaneCa"], pem);
         assert_eq!(h.chart["version"], Value::Null);
+    }
+
+    #[test]
+    fn only_certificate_lines_reach_the_shell() {
+        let hostile = "# my CA\n-----BEGIN CERTIFICATE-----\nMIIB\nEOF\n$(rm -rf ~)\nKUBECHAT_CA_END\n-----END CERTIFICATE-----\nrm -rf /\n";
+        assert_eq!(certificates_only(hostile), "-----BEGIN CERTIFICATE-----\nMIIB\nEOF\n-----END CERTIFICATE-----\n");
+        let h = install(DEFAULT_AGENT_CHART, "https://cp", Some(hostile), "kcb_x");
+        assert!(!h.command.contains("rm -rf") && !h.command.contains("# my CA"), "{}", h.command);
+        assert_eq!(h.command.matches("\nKUBECHAT_CA_END\n").count(), 1);
+        assert!(
+            install(DEFAULT_AGENT_CHART, "https://cp", Some("no certificate"), "kcb_x")
+                .values
+                .get("controlPlaneCa")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_chart_version_is_the_agent_charts() {
+        let chart = include_str!("../../charts/kubechat-agent/Chart.yaml");
+        assert!(
+            chart.lines().any(|l| l == format!("version: {CHART_VERSION}")),
+            "bump charts/kubechat-agent/Chart.yaml"
+        );
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl TestCluster {
     }
 }
 
-/// A `helm install` command read back from its shell snippet.
+/// The `helm install` a shell snippet ran.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstallCommand {
     /// Release name.
@@ -143,47 +143,6 @@ pub struct InstallCommand {
     pub values: Value,
 }
 
-/// Splits a shell line into words: single quotes (with the `'\''` idiom)
-/// and plain words; anything else a snippet should not contain.
-fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(ch) = chars.next() {
-        match ch {
-            '\'' => {
-                in_word = true;
-                for q in chars.by_ref() {
-                    if q == '\'' {
-                        break;
-                    }
-                    cur.push(q);
-                }
-            }
-            '\\' => {
-                in_word = true;
-                cur.push(chars.next().expect("a backslash escapes a character"));
-            }
-            ' ' | '\n' | '\t' => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            '"' | '$' | '`' | ';' | '&' | '|' | '<' | '>' => panic!("unexpected {ch:?} in the helm command: {line}"),
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    words
-}
-
 /// Undoes Helm's `--set` escaping (`\,` and `\\`).
 fn helm_unescape(v: &str) -> String {
     let mut out = String::new();
@@ -199,29 +158,42 @@ fn helm_unescape(v: &str) -> String {
     out
 }
 
-/// Reads the registration's `helmInstall` snippet: heredocs writing files,
-/// then one `helm install` command (continued over lines with `\`).
-pub fn parse_install_command(snippet: &str) -> InstallCommand {
-    let mut files = std::collections::HashMap::new();
-    let mut rest = snippet;
-    while let Some(after) = rest.strip_prefix("cat > ") {
-        let (header, body) = after.split_once('\n').expect("heredoc header");
-        let file = header.strip_suffix(" <<'EOF'").expect("a quoted heredoc").to_string();
-        let (content, next) = body.split_once("\nEOF\n").expect("heredoc end");
-        files.insert(file, format!("{content}\n"));
-        rest = next;
-    }
-    let words = shell_words(&rest.replace("\\\n", " "));
-    assert_eq!(&words[..2], ["helm", "install"], "not a helm install command: {rest}");
+/// Runs the registration's `helmInstall` snippet the way a customer would,
+/// in `sh`, with a stand-in `helm` on the `PATH` that records its
+/// arguments; then reads them as Helm would (`--set` unescaped,
+/// `--set-file` files read from where the snippet wrote them).
+pub fn run_install_snippet(snippet: &str) -> InstallCommand {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let stub = bin.join("helm");
+    std::fs::write(&stub, "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > \"$HELM_ARGS_FILE\"\n")
+        .expect("stub");
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let args_file = dir.path().join("args");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = std::process::Command::new("sh")
+        .args(["-c", snippet])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("HELM_ARGS_FILE", &args_file)
+        .output()
+        .expect("run sh");
+    assert!(out.status.success(), "the snippet failed in sh: {}", String::from_utf8_lossy(&out.stderr));
+    let raw = std::fs::read(&args_file).expect("the snippet ran helm");
+    let words: Vec<String> =
+        raw.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+    assert_eq!(words.first().map(String::as_str), Some("install"), "not a helm install: {words:?}");
     let mut cmd = InstallCommand {
-        release: words[2].clone(),
-        chart: words[3].clone(),
+        release: words[1].clone(),
+        chart: words[2].clone(),
         version: None,
         namespace: "default".into(),
         create_namespace: false,
         values: Value::Object(Map::new()),
     };
-    let mut it = words[4..].iter();
+    let mut it = words[3..].iter();
     while let Some(w) = it.next() {
         let mut next = || it.next().unwrap_or_else(|| panic!("{w} needs a value")).clone();
         match w.as_str() {
@@ -235,10 +207,8 @@ pub fn parse_install_command(snippet: &str) -> InstallCommand {
                 let value = if w == "--set" {
                     helm_unescape(value)
                 } else {
-                    files
-                        .get(value)
-                        .unwrap_or_else(|| panic!("--set-file {value}: the snippet does not write it"))
-                        .clone()
+                    std::fs::read_to_string(dir.path().join(value))
+                        .unwrap_or_else(|e| panic!("--set-file {value}: the snippet did not write it: {e}"))
                 };
                 cmd.values[key] = Value::String(value);
             }
@@ -253,11 +223,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_back_a_snippet_with_a_ca_file() {
-        let snippet = "cat > ca.pem <<'EOF'\n-----BEGIN X-----\nAA==\n-----END X-----\nEOF\n\
+    fn runs_a_snippet_with_a_ca_file() {
+        let snippet = "cat > ca.pem <<'END'\n-----BEGIN X-----\nAA==\n-----END X-----\nEND\n\
                        helm install kubechat-agent ./charts/kubechat-agent \\\n  --namespace kubechat --create-namespace \\\n  \
                        --set 'controlPlaneUrl=https://a\\,b' \\\n  --set 'bootstrapToken=it'\\''s' \\\n  --set-file controlPlaneCa=ca.pem";
-        let c = parse_install_command(snippet);
+        let c = run_install_snippet(snippet);
         assert_eq!(
             (c.release.as_str(), c.chart.as_str(), c.namespace.as_str()),
             ("kubechat-agent", "./charts/kubechat-agent", "kubechat")

@@ -1,5 +1,6 @@
 //! The agent chart, end to end: the `helm install` command a cluster
-//! registration answers with is read back and run by the real Helm library
+//! registration answers with is run in `sh` (a stand-in `helm` records
+//! what it was given) and that is installed by the real Helm library
 //! (helm-sdkpy, Helm v4) against kube-sim; the objects it created are read
 //! back with the real kubectl and checked (least-privilege RBAC, security
 //! context, proxy settings, probes, secret references); then every pod of
@@ -26,11 +27,11 @@ async fn saas() -> Platform {
     platform(json!({}), |_| {}, |c| c.agent_chart = chart.to_str().expect("path").to_string()).await
 }
 
-/// The registration's `helm install` snippet, read back; its values must
+/// The registration's `helm install` snippet, run in `sh`; its values must
 /// be the ones the registration lists too.
 fn install_command(p: &Platform) -> InstallCommand {
     let snippet = p.registration["helmInstall"].as_str().expect("helmInstall");
-    let cmd = helm::parse_install_command(snippet);
+    let cmd = helm::run_install_snippet(snippet);
     assert_eq!(cmd.values, p.registration["helmValues"], "the command sets exactly helmValues");
     assert_eq!(cmd.chart, p.registration["helmChart"]["chart"]);
     assert_eq!((cmd.release.as_str(), cmd.namespace.as_str()), ("kubechat-agent", "kubechat"));
