@@ -13,13 +13,16 @@
 //! - `KUBERNETES_SERVICE_HOST`/`_PORT` naming kube-sim, as in-cluster
 //!   clients expect;
 //! - the root filesystem read-only when `readOnlyRootFilesystem` says so,
-//!   the pod's `runAsUser`/`runAsGroup`, no capabilities when they are
-//!   dropped, and `no_new_privs` without privilege escalation.
+//!   the pod's `runAsUser`/`runAsGroup` (refusing root under
+//!   `runAsNonRoot`), no capabilities when `ALL` are dropped, and
+//!   `no_new_privs` when privilege escalation is not allowed.
 //!
 //! The one change: a pod has its own network namespace, so ports the
 //! container binds on `0.0.0.0:<containerPort>` are mapped to free ports on
-//! 127.0.0.1 (tests never bind fixed ports). Anything the runner does not
-//! support (other volume kinds, `subPath`, a `command`) fails loudly.
+//! 127.0.0.1 (tests never bind fixed ports). Ports inside env values are
+//! not remapped (a relay advertises its in-pod internal port, which the
+//! tests do not dial). Anything the runner does not support (other volume
+//! kinds, `subPath`, a `command`) fails loudly.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,15 +31,15 @@ use std::process::Stdio;
 
 use base64::Engine;
 use kube_sim::TestSim;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::kubectl::Kubectl;
 
 /// Sets up the mount namespace, then becomes the container's process.
-/// Arguments: stage dir, uid, gid, read-only root (true/false), then the
-/// command line.
+/// Arguments: stage dir, uid, gid, read-only root (true/false), setpriv's
+/// privilege flags (from the security context), then the command line.
 const ENTER_POD: &str = r#"set -eu
-stage="$1"; uid="$2"; gid="$3"; ro="$4"; shift 4
+stage="$1"; uid="$2"; gid="$3"; ro="$4"; privs="$5"; shift 5
 mount -t tmpfs -o mode=0755 tmpfs /run
 for top in $(ls "$stage/files"); do
   if [ "$top" != run ]; then
@@ -52,7 +55,7 @@ for top in $(ls "$stage/files"); do
   if [ "$top" = run ]; then mount -o remount,ro /run; else mount -o remount,bind,ro "/$top"; fi
 done
 if [ "$ro" = true ]; then mount -o remount,bind,ro /; fi
-exec setpriv --reuid "$uid" --regid "$gid" --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all -- "$@"
+exec setpriv --reuid "$uid" --regid "$gid" --clear-groups $privs -- "$@"
 "#;
 
 /// A pod's container running as a process.
@@ -311,13 +314,23 @@ impl RunningPod {
         let sc = c.get("securityContext").cloned().unwrap_or_default();
         let id = |k: &str| sc.get(k).or_else(|| pod_sc.get(k)).and_then(Value::as_u64).unwrap_or(0).to_string();
         let (uid, gid) = (id("runAsUser"), id("runAsGroup"));
+        let non_root = sc.get("runAsNonRoot").or_else(|| pod_sc.get("runAsNonRoot")) == Some(&Value::Bool(true));
+        // The kubelet refuses to start such a container.
+        assert!(!(non_root && uid == "0"), "runAsNonRoot, but the container would run as root (no runAsUser)");
         let ro = sc["readOnlyRootFilesystem"] == true;
+        let mut privs = Vec::new();
+        if sc["allowPrivilegeEscalation"] == false {
+            privs.push("--no-new-privs");
+        }
+        if sc.pointer("/capabilities/drop").and_then(Value::as_array).is_some_and(|d| d.contains(&json!("ALL"))) {
+            privs.extend(["--inh-caps=-all", "--bounding-set=-all"]);
+        }
         let log = stage.path().join("container.log");
         let out = std::fs::File::create(&log).expect("log file");
         let child = tokio::process::Command::new("unshare")
             .args(["--mount", "--propagation", "private", "--", "sh", "-c", ENTER_POD, "enter-pod"])
             .arg(stage.path())
-            .args([uid.as_str(), gid.as_str(), if ro { "true" } else { "false" }])
+            .args([uid.as_str(), gid.as_str(), if ro { "true" } else { "false" }, &privs.join(" ")])
             .arg(binary)
             .args(&args)
             .env_clear()

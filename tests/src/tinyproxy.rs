@@ -14,6 +14,11 @@ pub struct Tinyproxy {
 impl Tinyproxy {
     /// Starts it and waits until it listens.
     pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts it with extra configuration lines (e.g. `BasicAuth user pw`).
+    pub async fn start_with(extra_config: &str) -> Self {
         let bin = std::env::var("KUBECHAT_TINYPROXY")
             .expect("KUBECHAT_TINYPROXY is not set: run `bash scripts/test.sh` (it installs tinyproxy)");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -23,7 +28,7 @@ impl Tinyproxy {
         std::fs::write(
             &conf,
             format!(
-                "Port {port}\nListen 127.0.0.1\nTimeout 600\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 100\n",
+                "Port {port}\nListen 127.0.0.1\nTimeout 600\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 100\n{extra_config}\n",
                 log.display()
             ),
         )

@@ -315,17 +315,38 @@ async fn customised_values_reach_the_objects_and_the_agent() {
 
     // The cluster's only way out is an egress proxy (a real one); the
     // control plane is reached through it. QUIC (UDP) is never proxied.
-    let proxy = kubechat_tests::tinyproxy::Tinyproxy::start().await;
-    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    // It wants credentials, so its URL (with them) comes from a Secret.
+    let proxy = kubechat_tests::tinyproxy::Tinyproxy::start_with("BasicAuth agent pr0xy-s3cret").await;
+    let proxy_url = format!("http://agent:pr0xy-s3cret@127.0.0.1:{}", proxy.port);
+    c.admin
+        .ok(&[
+            "-n",
+            &cmd.namespace,
+            "create",
+            "secret",
+            "generic",
+            "egress-proxy",
+            &format!("--from-literal=url={proxy_url}"),
+        ])
+        .await;
     let mut values = cmd.values.clone();
     values.as_object_mut().expect("object").remove("bootstrapToken");
     let custom = json!({
         "replicaCount": 1,
         "existingBootstrapSecret": {"name": "my-bootstrap", "key": "kcb"},
-        "proxy": {"httpsProxy": proxy_url, "noProxy": "kubernetes.default.svc,.cluster.local", "caBundle": p.cp_ca},
+        "proxy": {
+            "existingSecret": {"name": "egress-proxy", "key": "url"},
+            "noProxy": "kubernetes.default.svc,.cluster.local",
+            "caBundle": p.cp_ca,
+        },
         "roleBindings": {"enabled": true, "viewer": "view", "user": "edit", "admin": "cluster-admin"},
         "podDisruptionBudget": {"enabled": false},
-        "networkPolicy": {"enabled": true, "relayCidrs": ["127.0.0.1/32"], "apiServerCidrs": ["10.96.0.1/32"]},
+        "networkPolicy": {
+            "enabled": true,
+            "proxyCidrs": ["10.0.0.3/32"],
+            "relayCidrs": ["127.0.0.1/32"],
+            "apiServerCidrs": ["10.96.0.1/32"],
+        },
         "podMonitor": {"enabled": true},
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
         "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -372,7 +393,12 @@ async fn customised_values_reach_the_objects_and_the_agent() {
     assert_eq!(pod["containers"][0]["resources"]["limits"]["memory"], "128Mi");
     let env = env_of(d);
     let value = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, e)| e["value"].clone()).unwrap_or_default();
-    assert_eq!(value("HTTPS_PROXY"), proxy_url.as_str());
+    let https_proxy = env.iter().find(|(n, _)| n == "HTTPS_PROXY").map(|(_, e)| e.clone()).expect("HTTPS_PROXY");
+    assert_eq!(
+        https_proxy["valueFrom"]["secretKeyRef"],
+        json!({"name": "egress-proxy", "key": "url"}),
+        "never a plain value"
+    );
     assert_eq!(value("NO_PROXY"), "kubernetes.default.svc,.cluster.local");
     assert_eq!(pod["volumes"][0]["secret"]["secretName"], "my-bootstrap");
     let args = pod["containers"][0]["args"].as_array().expect("args");
@@ -383,18 +409,21 @@ async fn customised_values_reach_the_objects_and_the_agent() {
     let np = named(&objs, "NetworkPolicy", "kubechat-agent");
     assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
     let egress = np["spec"]["egress"].to_string();
-    assert!(egress.contains("127.0.0.1/32") && egress.contains("10.96.0.1/32") && egress.contains("53"), "{egress}");
+    for allowed in ["10.0.0.3/32", "127.0.0.1/32", "10.96.0.1/32", "53"] {
+        assert!(egress.contains(allowed), "{allowed} missing from {egress}");
+    }
     let pm = named(&objs, "PodMonitor", "kubechat-agent");
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "admin");
 
     // The agent runs from this spec (the proxy CA file is read at start)
-    // and enrolls through the proxy.
+    // and enrolls through the proxy, with the proxy's credentials.
     let pods = run_pods(&c, d).await;
     wait_connected(&p).await;
     assert!(pods[0].env.contains(&("HTTPS_PROXY".into(), proxy_url.clone())));
     let cp_target = p.cp_url.trim_start_matches("https://");
     let log = proxy.log();
     assert!(log.contains(&format!("CONNECT {cp_target}")), "enrollment did not go through the proxy:\n{log}");
+    assert!(!pods[0].log().contains("pr0xy-s3cret"), "the proxy password was logged");
     // With the role groups bound, the tenant's users can work.
     let user = p.user("dev@acme.example", "tenant_user").await;
     let k = p.kubectl(&user, &p.cluster);

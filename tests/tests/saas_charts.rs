@@ -172,7 +172,9 @@ async fn the_control_plane_and_relay_charts_run_from_their_pod_specs() {
     c.install(NS, "kubechat-relay", &helm::repo().join("charts/kubechat-relay"), &relay_values)
         .unwrap_or_else(|e| panic!("helm install of the relays failed: {e}"));
     let sets = c.get(&["-n", NS, "get", "statefulsets", "-l", "app.kubernetes.io/instance=kubechat-relay"]).await;
-    assert_eq!(sets.len(), 2, "one StatefulSet per relay id");
+    let mut set_names: Vec<&str> = sets.iter().filter_map(|s| s["metadata"]["name"].as_str()).collect();
+    set_names.sort();
+    assert_eq!(set_names, ["kubechat-relay-relay-a", "kubechat-relay-relay-b"], "one StatefulSet per relay id");
     let mut relays = Vec::new();
     for set in &sets {
         let pod_spec = &set["spec"]["template"]["spec"];
