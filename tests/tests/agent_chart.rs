@@ -188,9 +188,12 @@ async fn wait_connected(p: &Platform) {
     .await;
 }
 
-/// Nothing secret in the containers' logs: not the bootstrap token, not the
-/// service-account token, not a private key.
-fn check_logs_clean(pods: &[RunningPod], token: &str) {
+/// Nothing secret in the containers' logs (not the bootstrap token, not the
+/// service-account token, not a private key), nor in this process's (the
+/// control plane, the relay).
+fn check_logs_clean(p: &Platform, pods: &[RunningPod], token: &str) {
+    let literals: Vec<&str> = p.secrets.iter().map(String::as_str).chain([token]).collect();
+    kubechat_tests::logscan::assert_no_secrets(&literals);
     for p in pods {
         let log = p.log();
         assert!(!log.contains(token), "{}: the bootstrap token was logged", p.name);
@@ -273,7 +276,7 @@ async fn the_registration_command_installs_a_least_privilege_agent_that_enrolls(
     let err = p.kubectl(&user, &p.cluster).fails(&["get", "pods", "-n", ns]).await;
     assert!(err.contains("forbidden") && err.contains(r#"cannot list resource "pods""#), "{err}");
     assert!(!err.contains("system:serviceaccount"), "the request ran as the user, not the agent: {err}");
-    check_logs_clean(&pods, &token);
+    check_logs_clean(&p, &pods, &token);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,7 +435,7 @@ async fn customised_values_reach_the_objects_and_the_agent() {
     k.ok(&["-n", ns, "create", "configmap", "from-chat", "--from-literal=a=1"]).await;
     let viewer = p.user("viewer@acme.example", "tenant_viewer").await;
     p.kubectl(&viewer, &p.cluster).ok(&["-n", ns, "get", "configmap", "from-chat"]).await;
-    check_logs_clean(&pods, &token);
+    check_logs_clean(&p, &pods, &token);
 }
 
 /// Unknown values and wrong types are refused by the chart's schema before
