@@ -159,6 +159,7 @@ pub(crate) async fn publish(target: PresenceTarget, state: Arc<RelayState>) {
     let mut healthy = false;
     loop {
         state.metrics.spool_bytes.set(spool.bytes() as i64);
+        state.metrics.spool_write_failures.set(spool.write_failures() as i64);
         state.metrics.events_pending.set(spool.pending() as i64);
         if state.shutdown.is_cancelled() {
             let d = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(2));

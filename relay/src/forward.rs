@@ -277,7 +277,20 @@ async fn forward(
         };
         *audit = Some(audit_record(&state, &req, who, &uri, &identity));
     }
-    if events::must_audit(req.method().as_str(), upgrade) && state.spool.as_ref().is_some_and(|s| s.is_full()) {
+    let must_audit = events::must_audit(req.method().as_str(), upgrade);
+    if must_audit && let Some(why) = state.spool.as_ref().and_then(|s| s.write_error()) {
+        refuse(&state, audit, "audit_spool_unwritable");
+        state.metrics.audit_refusals.inc();
+        return status_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!(
+                "relay {}: the audit spool cannot be written ({why}); writes, exec, attach and port-forward are refused until it can, reads are still served",
+                state.config.relay_id
+            ),
+        );
+    }
+    if must_audit && state.spool.as_ref().is_some_and(|s| s.is_full()) {
         refuse(&state, audit, "audit_spool_full");
         state.metrics.audit_refusals.inc();
         let limit = state.spool.as_ref().map_or(0, |s| s.max_bytes());

@@ -35,6 +35,9 @@ pub struct RelayMetrics {
     pub publish_failures: Counter,
     /// Bytes in the event spool.
     pub spool_bytes: Gauge,
+    /// Batches of events the spool's disk refused since start (mirrored
+    /// from the spool by the publisher).
+    pub spool_write_failures: Gauge,
     /// Events awaiting an acknowledgement.
     pub events_pending: Gauge,
     /// Audited requests refused because the spool was full.
@@ -98,6 +101,11 @@ impl RelayMetrics {
                 self.publish_failures.get(),
             )
             .gauge("kubechat_relay_spool_bytes", "Bytes of events in the spool.", self.spool_bytes.get())
+            .counter(
+                "kubechat_relay_spool_write_failures_total",
+                "Batches of events the spool's disk refused (kept in memory; audited requests refused meanwhile).",
+                u64::try_from(self.spool_write_failures.get()).unwrap_or(0),
+            )
             .gauge(
                 "kubechat_relay_events_pending",
                 "Events awaiting the control plane's acknowledgement.",

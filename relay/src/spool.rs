@@ -60,7 +60,13 @@ struct Shared {
     in_flight: std::collections::HashMap<String, u64>,
     /// Events the writer has queued but not yet made durable.
     queued_bytes: u64,
+    /// Why the last write failed, until one succeeds again.
+    write_error: Option<String>,
 }
+
+/// The segment number of events the disk refused: they are kept in memory
+/// (and published) but belong to no file.
+const IN_MEMORY: u64 = 0;
 
 /// The spool. Cheap to share (`Arc`).
 pub(crate) struct Spool {
@@ -72,6 +78,8 @@ pub(crate) struct Spool {
     /// The segment being written. Lock order: never take `shared` while
     /// holding this one.
     active_file: Mutex<File>,
+    /// Batches the disk refused since start.
+    write_failures: std::sync::atomic::AtomicU64,
     /// Notified when events become available to send.
     pub(crate) ready: Notify,
 }
@@ -160,6 +168,7 @@ impl Spool {
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(None),
             active_file: Mutex::new(file),
+            write_failures: std::sync::atomic::AtomicU64::new(0),
             ready: Notify::new(),
         });
         let s = spool.clone();
@@ -192,6 +201,17 @@ impl Spool {
     /// Past the limit: requests that must be audited are to be refused.
     pub(crate) fn is_full(&self) -> bool {
         self.bytes() >= self.max_bytes
+    }
+
+    /// Why the disk refused the last write, while it does: requests that
+    /// must be audited are to be refused then too.
+    pub(crate) fn write_error(&self) -> Option<String> {
+        self.lock().write_error.clone()
+    }
+
+    /// Batches the disk refused since start.
+    pub(crate) fn write_failures(&self) -> u64 {
+        self.write_failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The configured limit.
@@ -233,17 +253,37 @@ impl Spool {
             }
             // The batch is still counted in `queued_bytes`, so the active
             // segment cannot be rotated away underneath this write.
+            let written_before = {
+                let s = self.lock();
+                s.segments.get(&s.active).map_or(0, |seg| seg.bytes)
+            };
             let ok = {
                 let mut file = self.active_file.lock().unwrap_or_else(|p| p.into_inner());
-                file.write_all(&buf).and_then(|()| file.sync_data())
+                let ok = file.write_all(&buf).and_then(|()| file.sync_data());
+                if ok.is_err() {
+                    // No torn record may stay in front of later ones.
+                    let _ = file.set_len(written_before);
+                }
+                ok
             };
             let mut s = self.lock();
             let queued: u64 = batch.iter().map(|e| e.encoded_len() as u64 + 8).sum();
             s.queued_bytes = s.queued_bytes.saturating_sub(queued);
             if let Err(e) = ok {
-                tracing::error!(error = %e, dir = %self.dir.display(), lost = batch.len(), "cannot write the event spool; events lost");
+                // Not lost: kept in memory and still published; requests
+                // that must be audited are refused until the disk takes
+                // writes again (a restart before then would lose these).
+                self.write_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(error = %e, dir = %self.dir.display(), events = batch.len(), "cannot write the event spool; keeping these events in memory and refusing audited requests until it can");
+                s.write_error = Some(e.to_string());
+                for ev in batch {
+                    s.unsent.push_back((IN_MEMORY, ev));
+                }
+                drop(s);
+                self.ready.notify_one();
                 continue;
             }
+            s.write_error = None;
             let active = s.active;
             s.total_bytes += buf.len() as u64;
             if let Some(seg) = s.segments.get_mut(&active) {
@@ -420,5 +460,31 @@ mod tests {
         assert!(!s.is_full(), "answered events free their space");
         assert_eq!(s.bytes(), 0);
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1, "only the fresh active segment remains");
+    }
+
+    #[tokio::test]
+    async fn a_disk_that_refuses_writes_loses_nothing_and_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Spool::open(dir.path(), 1 << 20).expect("open");
+        assert!(s.append(event(1)));
+        wait_unsent(&s, 1).await;
+        // The disk is full from now on.
+        let real = segment_path(dir.path(), s.lock().active);
+        *s.active_file.lock().expect("lock") = OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+        assert!(s.append(event(2)));
+        wait_unsent(&s, 2).await;
+        assert!(s.write_error().is_some_and(|e| e.contains("No space left")), "{:?}", s.write_error());
+        assert_eq!(s.write_failures(), 1);
+        // Both are still published, and answering them is fine.
+        let batch = s.take(10);
+        assert_eq!(batch.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["id-1", "id-2"]);
+        s.acknowledge(batch.iter().map(|e| e.id.as_str()));
+        // Answered in full, the segment was replaced by a new file: the
+        // writes go on there and the refusal ends.
+        assert_ne!(segment_path(dir.path(), s.lock().active), real);
+        assert!(s.append(event(3)));
+        wait_unsent(&s, 1).await;
+        assert_eq!(s.write_error(), None);
+        s.close();
     }
 }
