@@ -11,24 +11,13 @@ use kubechat_control_plane::client::Client;
 use kubechat_control_plane::db::{Backend, Scope, TENANT_TABLES};
 use kubechat_control_plane::{App, Config, ControlPlane, Secret};
 use serde_json::{Value, json};
-use sqlx::{Connection, Row};
+use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-const ADMIN_TOKEN: &str = "kc_platformadmintokenfortests0000000000000";
+mod common;
+use common::databases;
 
-/// A fresh database of each backend.
-async fn databases() -> Vec<(String, Option<tempfile::TempDir>)> {
-    sqlx::any::install_default_drivers();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
-    let base = std::env::var("KUBECHAT_TEST_POSTGRES_URL")
-        .expect("KUBECHAT_TEST_POSTGRES_URL is not set: run `bash scripts/test.sh`, which starts PostgreSQL, or point it at a server where the role may CREATE DATABASE");
-    let name = format!("kc_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::AnyConnection::connect(&base).await.expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a test database");
-    let pg = format!("{}/{name}", base.rsplit_once('/').expect("url has a database").0);
-    vec![(sqlite, Some(dir)), (pg, None)]
-}
+const ADMIN_TOKEN: &str = "kc_platformadmintokenfortests0000000000000";
 
 struct Env {
     admin: Client,
