@@ -7,20 +7,18 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use crate::error::ApiError;
 use crate::server::Body;
+use crate::websocket;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -61,51 +59,17 @@ impl ExecRequest {
 }
 
 /// Answers the upgrade and runs the session in the background.
-pub fn upgrade(mut req: Request<Incoming>, exec: ExecRequest) -> Result<Response<Body>, ApiError> {
-    let is_ws = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !is_ws {
+pub fn upgrade(req: Request<Incoming>, exec: ExecRequest) -> Result<Response<Body>, ApiError> {
+    if !websocket::is_websocket(&req) {
         return Err(ApiError::bad_request("kube-sim serves exec over WebSocket only (Upgrade: websocket)"));
     }
-    let offered: Vec<String> = req
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .collect();
+    let offered = websocket::offered_protocols(&req);
     let Some(protocol) = PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) else {
         return Err(ApiError::bad_request(format!(
             "no supported channel protocol offered (want one of {PROTOCOLS:?}, got {offered:?})"
         )));
     };
-    let key = req
-        .headers()
-        .get("sec-websocket-key")
-        .cloned()
-        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(io) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
-                session(ws, exec).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
-        }
-    });
-    let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert("sec-websocket-accept", HeaderValue::from_str(&accept).map_err(|_| ApiError::bad_request("bad key"))?);
-    h.insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
-    Ok(r)
+    websocket::accept(req, protocol, "exec", move |ws| session(ws, exec))
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`server`]: authentication, impersonation, authorization, handlers.
 //! - [`exec`]: pods/exec over WebSocket with a tiny shell.
+//! - `websocket`: accepting the WebSocket upgrades of exec and port-forward.
 //! - [`portforward`]: pods/portforward, SPDY/3.1 inside WebSocket, to a simulated in-pod HTTP service.
 //! - [`request`]: parsing paths like the API server's RequestInfo.
 //! - [`cluster`]: the store plus simulated kubelet, deployment controller, CRDs.
@@ -36,6 +37,7 @@ pub mod selector;
 pub mod server;
 pub mod store;
 pub mod table;
+mod websocket;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

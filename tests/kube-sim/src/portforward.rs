@@ -9,19 +9,17 @@
 
 use std::collections::HashMap;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::error::ApiError;
 use crate::server::Body;
+use crate::websocket;
 
 /// The subprotocol kubectl offers for port-forward over WebSocket.
 pub const PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -230,48 +228,15 @@ fn data(stream: u32, flags: u8, payload: &[u8]) -> Message {
 }
 
 /// Answers the upgrade and runs the session in the background.
-pub fn upgrade(mut req: Request<Incoming>, pod: String, ports: Vec<u16>) -> Result<Response<Body>, ApiError> {
-    let offered: Vec<String> = req
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .collect();
-    let is_ws = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !is_ws || !offered.iter().any(|p| p == PROTOCOL) {
+pub fn upgrade(req: Request<Incoming>, pod: String, ports: Vec<u16>) -> Result<Response<Body>, ApiError> {
+    if !websocket::is_websocket(&req) || !websocket::offered_protocols(&req).iter().any(|p| p == PROTOCOL) {
         return Err(ApiError::bad_request(format!("kube-sim serves port-forward over WebSocket with {PROTOCOL} only")));
     }
-    let key = req
-        .headers()
-        .get("sec-websocket-key")
-        .cloned()
-        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(io) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
-                if let Err(e) = session(ws, &pod, &ports).await {
-                    tracing::debug!(error = %e, "port-forward session ended with an error");
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "port-forward upgrade failed"),
+    websocket::accept(req, PROTOCOL, "port-forward", move |ws| async move {
+        if let Err(e) = session(ws, &pod, &ports).await {
+            tracing::debug!(error = %e, "port-forward session ended with an error");
         }
-    });
-    let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert("sec-websocket-accept", HeaderValue::from_str(&accept).map_err(|_| ApiError::bad_request("bad key"))?);
-    h.insert("sec-websocket-protocol", HeaderValue::from_static(PROTOCOL));
-    Ok(r)
+    })
 }
 
 #[derive(Default)]
