@@ -394,6 +394,9 @@ impl Db {
             .await?
             .try_get("n")?;
         if n > 0 {
+            // Ended now, not when the pooled connection is next used: the
+            // advisory lock lives until the transaction ends.
+            tx.commit().await?;
             return Ok(false);
         }
         insert_user(&mut tx, admin).await?;
