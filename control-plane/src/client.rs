@@ -11,6 +11,9 @@ use serde_json::Value;
 
 use crate::auth::Secret;
 
+/// How long one request (answer included) may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A response: status, `Retry-After` if any, JSON body.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -99,14 +102,21 @@ impl Client {
             req = req.header("authorization", format!("Bearer {}", t.0));
         }
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| format!("cannot reach the control plane at {}: {e}", self.base))?;
-        let status = resp.status().as_u16();
-        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| format!("cannot reach the control plane at {}: {e}", self.base))?;
+            let status = resp.status().as_u16();
+            let retry_after =
+                resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok::<_, String>((status, retry_after, bytes))
+        };
+        let (status, retry_after, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.map_err(|_| {
+            format!("the control plane at {} did not answer within {} s", self.base, REQUEST_TIMEOUT.as_secs())
+        })??;
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok(Reply { status, retry_after, body })
