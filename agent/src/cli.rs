@@ -47,6 +47,9 @@ enum AgentCommand {
         /// CA bundle to trust for the control plane (PEM).
         #[arg(long, env = "KUBECHAT_CONTROL_PLANE_CA")]
         ca_file: Option<PathBuf>,
+        /// CA bundle (PEM) of an https:// HTTPS_PROXY [default: the control-plane CA].
+        #[arg(long, env = "KUBECHAT_PROXY_CA")]
+        proxy_ca: Option<PathBuf>,
         /// Directory to write into.
         #[arg(long, default_value = "/var/run/kubechat")]
         out: PathBuf,
@@ -367,13 +370,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(process::EXIT_FAILURE);
         }
     };
-    if let Some(AgentCommand::Enroll { control_plane, bootstrap_token, ca_file, out }) = &cli.command {
+    if let Some(AgentCommand::Enroll { control_plane, bootstrap_token, ca_file, proxy_ca, out }) = &cli.command {
         return rt.block_on(async {
             let ca = match ca_file.as_deref().map(std::fs::read_to_string).transpose() {
                 Ok(ca) => ca,
                 Err(e) => return process::config_error(&format!("cannot read --ca-file: {e}")),
             };
-            let proxy = match proxy_from_env(None) {
+            let proxy = match proxy_from_env(proxy_ca.as_deref()) {
                 Ok(p) => p,
                 Err(e) => return process::config_error(&format!("{e:#}")),
             };
