@@ -365,10 +365,7 @@ pub fn main() -> ExitCode {
     process::init_tracing();
     let rt = match process::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(process::EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     if let Some(AgentCommand::Enroll { control_plane, bootstrap_token, ca_file, proxy_ca, out }) = &cli.command {
         return rt.block_on(async {

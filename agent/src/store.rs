@@ -232,11 +232,7 @@ impl CredentialStore {
     pub async fn prepare(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Dir(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                    action: "write",
-                    path: dir.clone(),
-                    source,
-                })?;
+                create_dir(dir)?;
                 let probe = dir.join(".kubechat-write-test");
                 std::fs::write(&probe, b"").map_err(|source| StoreError::Io {
                     action: "write",
@@ -269,11 +265,7 @@ impl CredentialStore {
         let summary = serde_json::to_string_pretty(&c.summary()).expect("the summary serializes");
         match &self.backend {
             Backend::Dir(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                    action: "write",
-                    path: dir.clone(),
-                    source,
-                })?;
+                create_dir(dir)?;
                 write_file(&dir.join(DIR_KEY), &c.key_pem, 0o600)?;
                 write_file(&dir.join(DIR_CERT), &c.cert_pem, 0o644)?;
                 write_file(&dir.join(DIR_RELAY_CA), &c.relay_ca_pem, 0o644)?;
@@ -355,6 +347,10 @@ impl CredentialStore {
 
 /// Writes `path` through a temporary file and a rename, so a reader never
 /// sees half a key; `mode` from the start.
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { action: "write", path: dir.to_path_buf(), source })
+}
+
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |source| StoreError::Io { action: "write", path: path.to_path_buf(), source };

@@ -211,10 +211,7 @@ pub fn main() -> ExitCode {
     config.breaker_cooldown = std::time::Duration::from_secs(cli.breaker_cooldown_secs);
     let rt = match process::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(process::EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         let cp = match ControlPlane::bind(config).await {

@@ -360,10 +360,7 @@ pub fn main() -> ExitCode {
     }
     let rt = match process::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(process::EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         let shutdown = CancellationToken::new();

@@ -65,7 +65,7 @@ struct Shared {
 }
 
 /// The segment number of events the disk refused: they are kept in memory
-/// (and published) but belong to no file.
+/// (and published), counted against the limit, but belong to no file.
 const IN_MEMORY: u64 = 0;
 
 /// The spool. Cheap to share (`Arc`).
@@ -275,7 +275,15 @@ impl Spool {
                 // writes again (a restart before then would lose these).
                 self.write_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(error = %e, dir = %self.dir.display(), events = batch.len(), "cannot write the event spool; keeping these events in memory and refusing audited requests until it can");
+                // Counted like a segment, so the limit and its reserve bound
+                // the memory too; answering them frees it (`collect`).
                 s.write_error = Some(e.to_string());
+                s.total_bytes += queued;
+                let held = s.segments.entry(IN_MEMORY).or_insert_with(|| Segment { bytes: 0, pending: HashSet::new() });
+                held.bytes += queued;
+                for ev in &batch {
+                    held.pending.insert(ev.id.clone());
+                }
                 for ev in batch {
                     s.unsent.push_back((IN_MEMORY, ev));
                 }

@@ -107,10 +107,7 @@ fn main() -> ExitCode {
     process::init_tracing();
     let rt = match process::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(process::EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
