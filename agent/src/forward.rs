@@ -13,7 +13,7 @@ use kubechat_protocol::frame::DATA_CHUNK_SIZE;
 use kubechat_protocol::frame::Frame;
 use kubechat_protocol::headers::{impersonation, sanitize_request};
 use kubechat_protocol::messages::{Header, Reset, ResponseHead, StreamEnd, StreamOpen, stream_message};
-use kubechat_protocol::{ErrorCode, ErrorCodeExt, frame, grant};
+use kubechat_protocol::{ErrorCode, ErrorCodeExt, frame, grant, kube_request};
 use kubechat_transport::framed::{COALESCE_LIMIT, FramesEnd, copy_from_frames, copy_into_frames};
 use kubechat_transport::{BiStream, FramedRecv, FramedSend, StreamError};
 use tokio::io::AsyncWriteExt;
@@ -77,6 +77,12 @@ fn build_request(open: &StreamOpen, body: Bytes) -> Result<Request<kube::client:
     }
     let uri: http::uri::PathAndQuery =
         open.uri.parse().map_err(|_| refused(format!("invalid request uri {:?}", open.uri)))?;
+    // The control plane sends canonical targets only (what it authorized is
+    // what the API server reads); anything else is not sent on.
+    let canonical = kube_request::Target::parse(uri.path(), uri.query()).map(|t| t.path_and_query());
+    if canonical.as_deref() != Ok(open.uri.as_str()) {
+        return Err(refused(format!("request uri {:?} is not in canonical form", open.uri)));
+    }
     let identity = open
         .identity
         .as_ref()

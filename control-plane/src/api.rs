@@ -369,6 +369,11 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
             let (items, next) = crate::audit::list(&app.db, &t.id, &f).await?;
             Ok((StatusCode::OK, json!({"items": items, "next": next})))
         }
+        (Method::GET, ["v1", "tenants", id, "audit", "requests", request_id]) => {
+            let t = admin_tenant(app, &p, id).await?;
+            let joined = crate::audit::request(&app.db, &t.id, request_id).await?;
+            joined.map(|j| (StatusCode::OK, json!(j))).ok_or_else(|| ApiError::not_found("request", request_id))
+        }
         (Method::GET, ["v1", "tenants", id, "audit", "verify"]) => {
             let t = admin_tenant(app, &p, id).await?;
             Ok((StatusCode::OK, json!(crate::audit::verify(&app.db, &t.id, &app.signer).await?)))
@@ -503,6 +508,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Reply {
 }
 
 /// The audit listing's query: `cluster`, `user`, `verb`, `resource`,
+/// `kind`, `requestId`,
 /// `since`/`until` (RFC 3339 or Unix milliseconds), `after` (cursor), `limit`
 /// (1–1000, default 100).
 fn audit_filter(query: Option<&str>) -> Result<crate::audit::Filter, ApiError> {
@@ -515,9 +521,13 @@ fn audit_filter(query: Option<&str>) -> Result<crate::audit::Filter, ApiError> {
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
             .map_err(|_| ApiError::bad_request("invalid_query", format!("{k} must be RFC 3339 or Unix milliseconds")))
     };
-    for (k, v) in kubechat_protocol::kube_request::query_pairs(query) {
+    let pairs = kubechat_protocol::kube_request::parse_query(query.unwrap_or_default())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    for (k, v) in pairs {
         match k.as_str() {
             "cluster" => f.cluster = Some(v),
+            "kind" => f.kind = Some(v),
+            "requestId" => f.request_id = Some(v),
             "user" => f.user = Some(v),
             "verb" => f.verb = Some(v),
             "resource" => f.resource = Some(v),

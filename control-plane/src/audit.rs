@@ -12,6 +12,8 @@
 //! Usage events are stored once per id (the relay may resend) and summed
 //! per tenant and month.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -40,7 +42,10 @@ pub struct AuditEntry {
     pub relay_id: String,
     /// The kube request it belongs to.
     pub request_id: String,
-    /// `request`, `tunnel_connect` or `tunnel_disconnect`.
+    /// `decision` (the control plane's allow or deny, recorded before a
+    /// request is forwarded or as it is refused), `request` (the relay's
+    /// record of how a forwarded request went), `tunnel_connect` or
+    /// `tunnel_disconnect`.
     pub kind: String,
     /// Who (e.g. `kubechat:user:alice@example.com`).
     pub user: String,
@@ -80,13 +85,82 @@ pub struct AuditEntry {
     pub kubectl_command: String,
     /// kubectl's `Kubectl-Session`.
     pub kubectl_session: String,
+    /// Fields cut short to fit (camelCase name → original length in bytes,
+    /// or for `groups` the original number of groups). Part of the hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub truncated: BTreeMap<String, u64>,
     /// Hash of the previous event ("" for the first).
     pub prev_hash: String,
     /// This event's hash.
     pub hash: String,
 }
 
-const COLUMNS: &str = "tenant_id, seq, id, time_ms, cluster_id, relay_id, request_id, kind, user_name, groups_json, verb, api_group, resource, namespace, name, subresource, method, path, status, bytes_in, bytes_out, duration_ms, decision, reason, client_address, kubectl_command, kubectl_session, prev_hash, hash";
+const COLUMNS: &str = "tenant_id, seq, id, time_ms, cluster_id, relay_id, request_id, kind, user_name, groups_json, verb, api_group, resource, namespace, name, subresource, method, path, status, bytes_in, bytes_out, duration_ms, decision, reason, client_address, kubectl_command, kubectl_session, truncated_json, prev_hash, hash";
+
+/// Longest path kept in an audit event, in bytes.
+pub const MAX_PATH: usize = 8192;
+/// Longest other text field kept in an audit event, in bytes.
+pub const MAX_FIELD: usize = 4096;
+/// Most groups kept in an audit event.
+pub const MAX_GROUPS: usize = 64;
+
+fn cut(field: &mut String, limit: usize) -> Option<u64> {
+    if field.len() <= limit {
+        return None;
+    }
+    let original = field.len() as u64;
+    let mut end = limit;
+    while !field.is_char_boundary(end) {
+        end -= 1;
+    }
+    field.truncate(end);
+    Some(original)
+}
+
+/// Cuts every over-long field of `e` to its limit and marks it in
+/// `truncated`: an event is never refused for its size, so no caller can
+/// keep their request out of the log by making it large.
+pub fn bound(e: &mut AuditEntry) {
+    let mut marks = Vec::new();
+    if let Some(n) = cut(&mut e.path, MAX_PATH) {
+        marks.push(("path", n));
+    }
+    for (name, field) in [
+        ("id", &mut e.id),
+        ("clusterId", &mut e.cluster_id),
+        ("relayId", &mut e.relay_id),
+        ("requestId", &mut e.request_id),
+        ("kind", &mut e.kind),
+        ("user", &mut e.user),
+        ("verb", &mut e.verb),
+        ("apiGroup", &mut e.api_group),
+        ("resource", &mut e.resource),
+        ("namespace", &mut e.namespace),
+        ("name", &mut e.name),
+        ("subresource", &mut e.subresource),
+        ("method", &mut e.method),
+        ("decision", &mut e.decision),
+        ("reason", &mut e.reason),
+        ("clientAddress", &mut e.client_address),
+        ("kubectlCommand", &mut e.kubectl_command),
+        ("kubectlSession", &mut e.kubectl_session),
+    ] {
+        if let Some(n) = cut(field, MAX_FIELD) {
+            marks.push((name, n));
+        }
+    }
+    let mut groups_cut = false;
+    for g in &mut e.groups {
+        groups_cut |= cut(g, MAX_FIELD).is_some();
+    }
+    if e.groups.len() > MAX_GROUPS || groups_cut {
+        marks.push(("groups", e.groups.len() as u64));
+        e.groups.truncate(MAX_GROUPS);
+    }
+    for (name, n) in marks {
+        e.truncated.insert(name.to_string(), n);
+    }
+}
 
 /// The hash of `e` following `prev`.
 pub fn chain_hash(prev: &str, e: &AuditEntry) -> String {
@@ -118,8 +192,15 @@ pub fn chain_hash(prev: &str, e: &AuditEntry) -> String {
         e.client_address,
         e.kubectl_command,
         e.kubectl_session
-    ])
-    .to_string();
+    ]);
+    // Events written before truncation marks existed hash as they did.
+    let canonical = match canonical {
+        serde_json::Value::Array(mut fields) if !e.truncated.is_empty() => {
+            fields.push(json!(e.truncated));
+            serde_json::Value::Array(fields).to_string()
+        }
+        other => other.to_string(),
+    };
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(b"|");
@@ -156,6 +237,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditEntry, sqlx::Error> {
         client_address: r.try_get("client_address")?,
         kubectl_command: r.try_get("kubectl_command")?,
         kubectl_session: r.try_get("kubectl_session")?,
+        truncated: serde_json::from_str(&r.try_get::<String, _>("truncated_json")?).unwrap_or_default(),
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
     })
@@ -187,13 +269,14 @@ pub async fn append(db: &Db, tenant: &str, entries: Vec<AuditEntry>) -> Result<u
         if exists > 0 {
             continue;
         }
+        bound(&mut e);
         seq += 1;
         e.seq = seq;
         e.tenant_id = tenant.to_string();
         e.prev_hash = prev.clone();
         e.hash = chain_hash(&prev, &e);
         sqlx::query(&format!(
-            "INSERT INTO audit_events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
+            "INSERT INTO audit_events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)"
         ))
         .bind(e.tenant_id.clone())
         .bind(e.seq)
@@ -222,6 +305,7 @@ pub async fn append(db: &Db, tenant: &str, entries: Vec<AuditEntry>) -> Result<u
         .bind(e.client_address.clone())
         .bind(e.kubectl_command.clone())
         .bind(e.kubectl_session.clone())
+        .bind(if e.truncated.is_empty() { String::new() } else { json!(e.truncated).to_string() })
         .bind(e.prev_hash.clone())
         .bind(e.hash.clone())
         .execute(&mut *tx)
@@ -250,6 +334,10 @@ pub struct Filter {
     pub verb: Option<String>,
     /// Only this resource.
     pub resource: Option<String>,
+    /// Only this kind (`decision`, `request`, …).
+    pub kind: Option<String>,
+    /// Only the events of this request.
+    pub request_id: Option<String>,
     /// From this time (Unix ms, inclusive).
     pub since_ms: Option<i64>,
     /// Until this time (Unix ms, exclusive).
@@ -267,7 +355,7 @@ pub async fn list(db: &Db, tenant: &str, f: &Filter) -> Result<(Vec<AuditEntry>,
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq > $2 \
          AND ($3 = '' OR cluster_id = $3) AND ($4 = '' OR user_name = $4) AND ($5 = '' OR verb = $5) AND ($6 = '' OR resource = $6) \
-         AND time_ms >= $7 AND time_ms < $8 ORDER BY seq LIMIT $9"
+         AND time_ms >= $7 AND time_ms < $8 AND ($10 = '' OR kind = $10) AND ($11 = '' OR request_id = $11) ORDER BY seq LIMIT $9"
     ))
     .bind(tenant.to_string())
     .bind(f.after)
@@ -278,6 +366,8 @@ pub async fn list(db: &Db, tenant: &str, f: &Filter) -> Result<(Vec<AuditEntry>,
     .bind(f.since_ms.unwrap_or(i64::MIN))
     .bind(f.until_ms.unwrap_or(i64::MAX))
     .bind(f.limit + 1)
+    .bind(f.kind.clone().unwrap_or_default())
+    .bind(f.request_id.clone().unwrap_or_default())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -289,6 +379,40 @@ pub async fn list(db: &Db, tenant: &str, f: &Filter) -> Result<(Vec<AuditEntry>,
         None
     };
     Ok((items, next))
+}
+
+/// One kube request as the audit log has it: the control plane's decision
+/// and what each relay recorded of how it went, joined by request id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Joined {
+    /// The request id.
+    pub request_id: String,
+    /// The control plane's decision record (allow or deny), if any.
+    pub decision: Option<AuditEntry>,
+    /// The relays' outcome records (status, bytes, duration).
+    pub outcomes: Vec<AuditEntry>,
+    /// True when a request the control plane allowed has an outcome; false
+    /// means it was allowed but never reported back (the relay died while it
+    /// ran, or its report is still on the way).
+    pub complete: bool,
+}
+
+/// The audit records of request `request_id` in `tenant`'s log.
+pub async fn request(db: &Db, tenant: &str, request_id: &str) -> Result<Option<Joined>, ApiError> {
+    let f = Filter { request_id: Some(request_id.to_string()), limit: 1000, ..Default::default() };
+    let (items, _) = list(db, tenant, &f).await?;
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let (decisions, outcomes): (Vec<_>, Vec<_>) =
+        items.into_iter().partition(|e| e.kind == crate::kube::DECISION);
+    let decision = decisions.into_iter().next();
+    let complete = match &decision {
+        Some(d) if d.decision == "allow" => !outcomes.is_empty(),
+        _ => true,
+    };
+    Ok(Some(Joined { request_id: request_id.to_string(), decision, outcomes, complete }))
 }
 
 /// The first place a tenant's chain is broken.

@@ -9,7 +9,6 @@
 //! one statement, so replicas sharing a database never overshoot.
 
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::audit;
 use crate::db::{Db, Scope};
@@ -70,23 +69,39 @@ pub struct QuotaExhausted {
     pub resets_at: String,
 }
 
+/// How long the requests of one `Kubectl-Session` count as one command.
+pub const SESSION_WINDOW_MS: i64 = 60_000;
+/// How many requests of one `Kubectl-Session` count as one command.
+pub const SESSION_WINDOW_REQUESTS: i64 = 100;
+
 /// Counts a command for `tenant` unless this month's quota is used up.
-/// `session` is kubectl's `Kubectl-Session` (empty: every request counts).
+/// `session` is kubectl's `Kubectl-Session` (empty: every request counts);
+/// the requests of one session count as one command for at most
+/// [`SESSION_WINDOW_MS`] or [`SESSION_WINDOW_REQUESTS`] requests, then the
+/// session counts again.
 /// Returns `Ok(true)` when a new command was counted, `Ok(false)` for a
 /// request of a command already counted.
 pub async fn count_command(db: &Db, tenant: &Tenant, session: &str) -> Result<Result<bool, QuotaExhausted>, ApiError> {
     let month = audit::this_month();
     let limit = tenant.subscription.limits.max_commands_per_month;
+    let now = crate::directory::now_ms();
+    // A value no kubectl sends (kubectl's are UUIDs) is no session at all.
+    let session = if session.len() > 128 { "" } else { session };
     let mut tx = db.begin(&Scope::Tenant(tenant.id.clone())).await?;
     if !session.is_empty() {
-        let known: i64 =
-            sqlx::query("SELECT COUNT(*) AS n FROM kubectl_sessions WHERE tenant_id = $1 AND session_id = $2")
-                .bind(tenant.id.clone())
-                .bind(session.to_string())
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("n")?;
-        if known > 0 {
+        // A session counts once per window: SESSION_WINDOW_MS from the
+        // request that counted, or SESSION_WINDOW_REQUESTS requests,
+        // whichever ends first. Reusing one value cannot stop the counting.
+        let known = sqlx::query(
+            "UPDATE kubectl_sessions SET requests = requests + 1 WHERE tenant_id = $1 AND session_id = $2 AND window_start_ms > $3 AND requests < $4",
+        )
+        .bind(tenant.id.clone())
+        .bind(session.to_string())
+        .bind(now - SESSION_WINDOW_MS)
+        .bind(SESSION_WINDOW_REQUESTS)
+        .execute(&mut *tx)
+        .await?;
+        if known.rows_affected() > 0 {
             tx.commit().await?;
             return Ok(Ok(false));
         }
@@ -110,12 +125,15 @@ pub async fn count_command(db: &Db, tenant: &Tenant, session: &str) -> Result<Re
         return Ok(Err(QuotaExhausted { plan: tenant.subscription.plan, limit, month, resets_at }));
     }
     if !session.is_empty() {
-        sqlx::query("INSERT INTO kubectl_sessions (tenant_id, session_id, first_seen_ms) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, session_id) DO NOTHING")
-            .bind(tenant.id.clone())
-            .bind(session.to_string())
-            .bind(crate::directory::now_ms())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO kubectl_sessions (tenant_id, session_id, first_seen_ms, window_start_ms, requests) VALUES ($1, $2, $3, $3, 1) \
+             ON CONFLICT (tenant_id, session_id) DO UPDATE SET window_start_ms = $3, requests = 1",
+        )
+        .bind(tenant.id.clone())
+        .bind(session.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(Ok(true))

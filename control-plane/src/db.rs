@@ -106,6 +106,15 @@ const V5: &[&str] = &[
     "ALTER TABLE relay_tunnels ADD COLUMN reconnects BIGINT NOT NULL DEFAULT 0",
 ];
 
+/// Version 6: truncation marks on audit events, the join of decision and
+/// outcome records by request id, and counting windows of kubectl sessions.
+const V6: &[&str] = &[
+    "ALTER TABLE audit_events ADD COLUMN truncated_json TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX audit_events_request ON audit_events(tenant_id, request_id)",
+    "ALTER TABLE kubectl_sessions ADD COLUMN window_start_ms BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE kubectl_sessions ADD COLUMN requests BIGINT NOT NULL DEFAULT 0",
+];
+
 /// Tables holding a tenant's rows, in the order a purge deletes them.
 pub const TENANT_TABLES: &[&str] = &[
     "cross_tenant_access",
@@ -286,6 +295,7 @@ impl Db {
                 V3.iter().map(|s| (*s).to_string()).collect(),
                 V4.iter().map(|s| (*s).to_string()).collect(),
                 V5.iter().map(|s| (*s).to_string()).collect(),
+                V6.iter().map(|s| (*s).to_string()).collect(),
             ],
             Backend::Postgres => vec![
                 postgres_v1(),
@@ -293,6 +303,7 @@ impl Db {
                 postgres_v3(),
                 postgres_v4(),
                 V5.iter().map(|s| (*s).to_string()).collect(),
+                V6.iter().map(|s| (*s).to_string()).collect(),
             ],
         };
         for (i, statements) in migrations.iter().enumerate() {

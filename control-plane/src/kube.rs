@@ -1,9 +1,11 @@
 //! The kube path: `https://<control-plane>/k8s/clusters/<cluster>/…`.
 //!
-//! kubectl authenticates with a KubeChat token; the control plane parses the
-//! request like the API server, authorizes it (tenant role and cluster
-//! policy, [`crate::kube_authz`]), signs an Ed25519 grant for exactly this
-//! request, finds a relay holding the cluster's tunnel in the directory
+//! kubectl authenticates with a KubeChat token; the control plane makes the
+//! request target canonical and classifies it like the API server
+//! ([`kubechat_protocol::kube_request`]; a spelling the API server would
+//! read differently is refused with a 400), authorizes it (tenant role and
+//! cluster policy, [`crate::kube_authz`]), records its decision in the audit
+//! log, signs an Ed25519 grant for exactly this canonical request, finds a relay holding the cluster's tunnel in the directory
 //! ([`crate::directory`]) and forwards it there over mutual TLS (pooled
 //! HTTP/2; a fresh HTTP/1.1 connection for upgrades). Responses stream
 //! back; upgraded connections (exec, attach, port-forward) are piped both
@@ -19,12 +21,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use kubechat_protocol::grant::{self, GrantSigner};
-use kubechat_protocol::kube_request;
 use kubechat_protocol::messages::Grant;
-use kubechat_protocol::status::Status;
+use kubechat_protocol::status::{self, Status};
+use kubechat_protocol::{headers, kube_request};
 use rand::seq::SliceRandom;
 
 use crate::api::App;
+use crate::audit::AuditEntry;
 use crate::db::Scope;
 use crate::model::TenantStatus;
 
@@ -35,9 +38,12 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// What the audit trail needs of a kube request the control plane decides on.
 struct RequestMeta {
+    /// The request id (also the grant's, when one is signed).
+    request_id: String,
     user: String,
     client_address: String,
     method: String,
+    /// The canonical path and query once the target parsed; else as sent.
     path: String,
     info: kube_request::RequestInfo,
     kubectl_command: String,
@@ -45,14 +51,13 @@ struct RequestMeta {
 }
 
 impl RequestMeta {
-    /// Records the control plane's own refusal in `tenant`'s audit chain.
-    /// A failure to record is logged; the refusal stands either way.
-    async fn deny(&self, app: &App, tenant: &str, cluster: &str, groups: &[String], status: u16, reason: &str) {
-        let entry = crate::audit::AuditEntry {
+    fn entry(&self, cluster: &str, groups: &[String], status: u16, decision: &str, reason: &str) -> AuditEntry {
+        AuditEntry {
             id: uuid::Uuid::now_v7().to_string(),
             time_ms: crate::directory::now_ms(),
             cluster_id: cluster.to_string(),
-            kind: "request".into(),
+            request_id: self.request_id.clone(),
+            kind: DECISION.into(),
             user: self.user.clone(),
             groups: groups.to_vec(),
             verb: self.info.verb.clone(),
@@ -64,18 +69,35 @@ impl RequestMeta {
             method: self.method.clone(),
             path: self.path.clone(),
             status: i64::from(status),
-            decision: "deny".into(),
+            decision: decision.into(),
             reason: reason.to_string(),
             client_address: self.client_address.clone(),
             kubectl_command: self.kubectl_command.clone(),
             kubectl_session: self.kubectl_session.clone(),
             ..Default::default()
-        };
+        }
+    }
+
+    /// Records the control plane's own refusal in `tenant`'s audit chain.
+    /// A failure to record is logged; the refusal stands either way.
+    async fn deny(&self, app: &App, tenant: &str, cluster: &str, groups: &[String], status: u16, reason: &str) {
+        let entry = self.entry(cluster, groups, status, "deny", reason);
         if let Err(e) = crate::audit::append(&app.db, tenant, vec![entry]).await {
             tracing::error!(error = %e.message, "a refusal could not be written to the audit log");
         }
     }
+
+    /// Records that the control plane lets the request go to the cluster,
+    /// before it does: the request is on record even if the relay dies
+    /// while it runs. The relay's outcome record joins it by request id.
+    async fn allow(&self, app: &App, tenant: &str, cluster: &str, groups: &[String]) -> Result<(), String> {
+        let entry = self.entry(cluster, groups, 0, "allow", "");
+        crate::audit::append(&app.db, tenant, vec![entry]).await.map(|_| ()).map_err(|e| e.message)
+    }
 }
+
+/// The audit kind of the control plane's own decision records.
+pub const DECISION: &str = "decision";
 
 /// Largest request body forwarded on the kube path.
 pub const MAX_REQUEST_BODY: usize = 16 << 20;
@@ -96,7 +118,8 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Serves one kube-path request for `cluster_id`; `rest` is the API path.
+/// Serves one kube-path request for `cluster_id`; `rest` is the API path
+/// as sent (still escaped).
 pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str, rest: &str) -> Response<Body> {
     let p = match crate::api::authenticate(app, &req).await {
         Ok(p) => p,
@@ -104,24 +127,30 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     };
     let not_found = || status(StatusCode::NOT_FOUND, "NotFound", format!("cluster {cluster_id} not found"));
     let Some(home_id) = p.user.tenant_id.clone() else { return not_found() };
-    let query = req.uri().query().map(str::to_string);
-    let pairs = kube_request::query_pairs(query.as_deref());
-    let watch = pairs.iter().any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
-    let info = kube_request::parse(req.method().as_str(), rest, watch);
-    let path_and_query = match &query {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_string(),
-    };
+    let raw_query = req.uri().query().map(str::to_string);
+    // The target as the API server will read it; a spelling it would read
+    // differently from how it looks is refused below, once the cluster's
+    // tenant is known (so the refusal lands in its audit log).
+    let target = kube_request::Target::parse(rest, raw_query.as_deref())
+        .and_then(|t| kube_request::classify(req.method().as_str(), &t).map(|info| (t, info)));
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let meta = RequestMeta {
+    let mut meta = RequestMeta {
+        request_id: uuid::Uuid::now_v7().to_string(),
         user: format!("kubechat:user:{}", p.user.email),
         client_address: req.extensions().get::<crate::ClientAddr>().map(|a| a.0.ip().to_string()).unwrap_or_default(),
         method: req.method().as_str().to_string(),
-        path: path_and_query.clone(),
-        info: info.clone(),
+        path: match &raw_query {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        },
+        info: kube_request::RequestInfo { verb: req.method().as_str().to_ascii_lowercase(), ..Default::default() },
         kubectl_command: header("kubectl-command"),
         kubectl_session: header("kubectl-session"),
     };
+    if let Ok((t, info)) = &target {
+        meta.path = t.path_and_query();
+        meta.info = info.clone();
+    }
     let now = std::time::Instant::now();
     for (limiter, key, what) in [(&app.per_token, &p.token_id, "API token"), (&app.per_tenant, &home_id, "tenant")] {
         if let Err(e) = limiter.check(key, now) {
@@ -183,6 +212,37 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         }
     }
     let groups = vec![format!("kubechat:tenant:{}", tenant.slug), format!("kubechat:role:{}", role.as_str())];
+    let (target, info) = match target {
+        Ok(t) => t,
+        Err(e) => {
+            let message = format!("KubeChat: {e}");
+            meta.deny(app, &tenant.id, &cluster.id, &groups, 400, &message).await;
+            return status(StatusCode::BAD_REQUEST, "BadRequest", message);
+        }
+    };
+    let upgrade = match req.headers().get(header::UPGRADE) {
+        None => None,
+        Some(v) => {
+            let offered = req.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok());
+            let checked = match v.to_str() {
+                Ok(up) => headers::check_upgrade(up, offered),
+                Err(_) => Err("the Upgrade header is not text".to_string()),
+            };
+            let checked = checked.and_then(|()| {
+                if info.is_interactive() {
+                    Ok(())
+                } else {
+                    Err("connection upgrades are only for exec, attach and port-forward".to_string())
+                }
+            });
+            if let Err(why) = checked {
+                let message = format!("KubeChat: {why}");
+                meta.deny(app, &tenant.id, &cluster.id, &groups, 400, &message).await;
+                return status(StatusCode::BAD_REQUEST, "BadRequest", message);
+            }
+            Some(())
+        }
+    };
     if let Err(reason) = crate::kube_authz::authorize(role, &cluster.policy, &info) {
         let what = if info.resource.is_empty() { info.path.clone() } else { info.resource.clone() };
         let message = format!("{what} is forbidden: KubeChat: {reason}");
@@ -221,7 +281,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     }
     if let Err(open) = app.breakers.check(&tenant.id, std::time::Instant::now()) {
         let message = format!(
-            "KubeChat: requests to tenant {}'s clusters failed upstream {} times in a row; they are paused for {}s so the relay stays available to others; check the agent and the API server",
+            "KubeChat: requests to tenant {}'s clusters failed on KubeChat's path (relay, tunnel or agent) {} times in a row; they are paused for {}s so the relay stays available to others; check the agent",
             tenant.slug,
             open.failures,
             open.retry_in.as_secs().max(1)
@@ -273,26 +333,25 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     // reached (crashed, not yet expired from the directory) is skipped.
     let mut candidates = allowed;
     candidates.shuffle(&mut rand::rng());
-    let request_id = uuid::Uuid::now_v7().to_string();
-    let client_address = meta.client_address.clone();
-    let user = meta.user.clone();
+    let path_and_query = target.path_and_query();
     let now = now_ms();
     let signed = app.signer.sign(Grant {
-        request_id: request_id.clone(),
+        request_id: meta.request_id.clone(),
         tenant: tenant.id.clone(),
         cluster: cluster.id.clone(),
-        user: user.clone(),
+        user: meta.user.clone(),
         groups: groups.clone(),
         method: req.method().as_str().to_string(),
         path: path_and_query.clone(),
         issued_at_ms: now,
         expires_at_ms: now + grant::MAX_VALIDITY_MS,
         key_id: String::new(),
-        client_address: client_address.clone(),
+        client_address: meta.client_address.clone(),
+        must_audit: crate::kube_authz::must_audit(&info),
     });
 
-    let upgrade = req.headers().get(header::UPGRADE).is_some();
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.map(|()| hyper::upgrade::on(&mut req));
+    let upgrade = client_upgrade.is_some();
     let (parts, body) = req.into_parts();
     // The body is read first (the API server takes at most a few MiB), so a
     // request can go to another relay when the first cannot be reached.
@@ -310,6 +369,15 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
             }
         }
     };
+    // On record before it leaves: if that cannot be written, it does not leave.
+    if let Err(e) = meta.allow(app, &tenant.id, &cluster.id, &groups).await {
+        tracing::error!(error = %e, "the decision record could not be written; the request is refused");
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "KubeChat cannot write the audit record of this request right now, so it was not sent; retry",
+        );
+    }
     let relay_path = format!("/v1/clusters/{}/k8s{path_and_query}", cluster.id);
     let build = |route: &crate::directory::Route| {
         let uri = if upgrade { relay_path.clone() } else { format!("https://{}{relay_path}", route.internal_address) };
@@ -317,11 +385,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         if let Some(h) = out.headers_mut() {
             for (k, v) in &parts.headers {
                 let name = k.as_str();
-                if name == "authorization"
-                    || name == "host"
-                    || name.starts_with("kubechat-")
-                    || name.starts_with("impersonate-")
-                {
+                if name == "host" || headers::is_caller_assertion(name) {
                     continue;
                 }
                 h.append(k.clone(), v.clone());
@@ -335,8 +399,8 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
                 }
             };
             set(grant::HEADER, &grant::to_header(&signed));
-            set("kubechat-request-id", &request_id);
-            set("kubechat-user", &user);
+            set("kubechat-request-id", &meta.request_id);
+            set("kubechat-user", &meta.user);
             for g in &groups {
                 set("kubechat-group", g);
             }
@@ -369,6 +433,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
     }
     let mut resp = match sent {
         None => {
+            app.breakers.record(&tenant.id, true, std::time::Instant::now());
             return status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
@@ -389,7 +454,11 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
             );
         }
     };
-    let upstream_failed = matches!(resp.status().as_u16(), 502..=504);
+    // Only KubeChat's own path counts against the breaker: an answer the
+    // relay made itself (no tunnel, agent failed, API server unreachable),
+    // never the API server's own 5xx (an unavailable aggregated API).
+    let ours = resp.headers_mut().remove(status::ORIGIN_HEADER).is_some();
+    let upstream_failed = ours && resp.status().is_server_error();
     app.breakers.record(&tenant.id, upstream_failed, std::time::Instant::now());
     if let Some(client_upgrade) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
         let relay_upgrade = hyper::upgrade::on(&mut resp);

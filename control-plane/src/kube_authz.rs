@@ -1,13 +1,24 @@
 //! Authorization of kubectl requests on the kube path: the tenant role
-//! matrix and the cluster's policy, decided before a grant is signed. The
-//! customer's own RBAC (for the impersonated identity) applies after this,
-//! in their API server.
+//! matrix and the cluster's policy, decided on the request's canonical
+//! classification ([`kubechat_protocol::kube_request`], the API server's
+//! own reading of the path) before a grant is signed. The customer's own
+//! RBAC (for the impersonated identity) applies after this, in their API
+//! server.
 //!
-//! - viewer: reads, logs; no secrets, no exec/attach/port-forward, no writes;
-//! - user: reads and writes of namespaced resources and exec/attach/
-//!   port-forward, in the cluster's allowed namespaces; cluster-scoped reads;
-//! - admin (and platform admin): everything, including cluster-scoped writes
-//!   and `*/proxy`, in every namespace.
+//! - viewer: reads and logs; no secrets, no exec/attach/port-forward/proxy,
+//!   no writes;
+//! - user: reads, and writes of namespaced objects and exec/attach/
+//!   port-forward, in the cluster's allowed namespaces; reads of
+//!   cluster-scoped objects; no write to anything without a namespace (a
+//!   write whose target has no namespace is cluster-scoped: nodes, CRDs,
+//!   admission policies, cluster-scoped custom resources, a `Namespace`
+//!   itself — no list of kinds to fall out of date);
+//! - admin (and platform admin): everything, including cluster-scoped writes,
+//!   proxy and non-resource paths, in every namespace.
+//!
+//! Non-admins may use only the discovery, version, OpenAPI and health
+//! non-resource paths, with GET or HEAD. Any verb other than get, list and
+//! watch counts as a write (an unknown method too).
 //!
 //! Cluster policy applies to everyone: `readOnly` refuses every write (and
 //! exec/attach/port-forward/proxy), `deniedResources` refuses any access.
@@ -16,55 +27,93 @@ use kubechat_protocol::kube_request::RequestInfo;
 
 use crate::model::{ClusterPolicy, Role};
 
-/// Resources that are not namespaced (reads of them need no namespace).
-const CLUSTER_SCOPED: &[&str] = &[
-    "nodes",
-    "namespaces",
-    "persistentvolumes",
-    "storageclasses",
-    "clusterroles",
-    "clusterrolebindings",
-    "customresourcedefinitions",
-    "apiservices",
-    "priorityclasses",
-    "ingressclasses",
-    "runtimeclasses",
-    "csidrivers",
-    "csinodes",
-    "volumeattachments",
-    "certificatesigningrequests",
-    "validatingwebhookconfigurations",
-    "mutatingwebhookconfigurations",
+/// Built-in cluster-scoped kinds, by API group: reads of them carry no
+/// namespace, so a cluster that allows only some namespaces still lets
+/// people read these. Fails closed: a cluster-scoped kind not listed here
+/// (a custom resource) cannot be read without a namespace under
+/// `allowedNamespaces`, except by admins. Writes never use this list.
+const CLUSTER_SCOPED_READS: &[(&str, &str)] = &[
+    ("", "nodes"),
+    ("", "namespaces"),
+    ("", "persistentvolumes"),
+    ("", "componentstatuses"),
+    ("storage.k8s.io", "storageclasses"),
+    ("storage.k8s.io", "csidrivers"),
+    ("storage.k8s.io", "csinodes"),
+    ("storage.k8s.io", "volumeattachments"),
+    ("rbac.authorization.k8s.io", "clusterroles"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("apiregistration.k8s.io", "apiservices"),
+    ("scheduling.k8s.io", "priorityclasses"),
+    ("networking.k8s.io", "ingressclasses"),
+    ("node.k8s.io", "runtimeclasses"),
+    ("certificates.k8s.io", "certificatesigningrequests"),
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
 ];
 
-/// Non-resource paths every member may read (discovery and health).
+/// Non-resource paths every member may read: discovery (`/api`,
+/// `/api/<version>`, `/apis`, `/apis/<group>[/<version>]`), `/version`,
+/// OpenAPI (`/openapi/v2`, `/openapi/v3…`) and health (`/healthz`,
+/// `/livez`, `/readyz`, and their named checks).
 fn is_discovery(path: &str) -> bool {
-    let p = path.trim_end_matches('/');
-    ["/api", "/apis", "/version", "/openapi", "/healthz", "/readyz", "/livez"]
-        .iter()
-        .any(|prefix| p == *prefix || p.starts_with(&format!("{prefix}/")))
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    match parts.as_slice() {
+        ["api"] | ["api", _] | ["apis"] | ["apis", _] | ["apis", _, _] | ["version"] => true,
+        ["openapi", "v2"] | ["openapi", "v3", ..] => true,
+        ["healthz" | "livez" | "readyz", rest @ ..] => rest.len() <= 1,
+        _ => false,
+    }
 }
 
-fn role_name(role: Role) -> &'static str {
-    role.as_str()
+/// Whether a request is a self-review anyone may make (`kubectl auth
+/// can-i`, `kubectl auth whoami`): it asks about the caller only.
+fn is_self_review(info: &RequestInfo) -> bool {
+    let own = match info.api_group.as_str() {
+        "authorization.k8s.io" => matches!(info.resource.as_str(), "selfsubjectaccessreviews" | "selfsubjectrulesreviews"),
+        "authentication.k8s.io" => info.resource == "selfsubjectreviews",
+        _ => false,
+    };
+    own && info.verb == "create" && info.name.is_empty() && info.subresource.is_empty()
+}
+
+/// Whether a request may only run once its audit record is safe: anything
+/// but a plain read, interactive sessions and proxying, and every access
+/// to secrets.
+pub fn must_audit(info: &RequestInfo) -> bool {
+    (info.resource_request && !info.is_read())
+        || info.is_interactive()
+        || info.is_proxy()
+        || info.resource == "secrets"
+        || (!info.resource_request && !matches!(info.verb.as_str(), "get" | "head"))
+}
+
+fn what(info: &RequestInfo) -> String {
+    if info.subresource.is_empty() { info.resource.clone() } else { format!("{}/{}", info.resource, info.subresource) }
 }
 
 /// Decides a request; `Err(reason)` is a refusal a person can understand.
 pub fn authorize(role: Role, policy: &ClusterPolicy, info: &RequestInfo) -> Result<(), String> {
     let admin = matches!(role, Role::TenantAdmin | Role::PlatformAdmin);
     if !info.resource_request {
-        if is_discovery(&info.path) || admin {
+        let read = matches!(info.verb.as_str(), "get" | "head");
+        if admin || (read && is_discovery(&info.path)) {
             return Ok(());
         }
-        return Err(format!("{} cannot use the non-resource path {}", role_name(role), info.path));
+        return Err(format!(
+            "{} may only GET discovery, version, OpenAPI and health paths; {} {} needs tenant_admin",
+            role.as_str(),
+            info.verb.to_ascii_uppercase(),
+            info.path
+        ));
     }
-    let review = info.api_group == "authorization.k8s.io" && info.resource.starts_with("self") && info.verb == "create";
-    if review {
+    if is_self_review(info) {
         return Ok(());
     }
-    let write = matches!(info.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection");
-    let interactive = matches!(info.subresource.as_str(), "exec" | "attach" | "portforward");
-    let proxy = info.subresource == "proxy";
+    let write = !info.is_read();
+    let interactive = info.is_interactive();
+    let proxy = info.is_proxy();
     let with_sub = format!("{}/{}", info.resource, info.subresource);
     if policy.denied_resources.iter().any(|d| *d == info.resource || *d == with_sub) {
         return Err(format!("the cluster's policy denies access to {}", info.resource));
@@ -73,7 +122,7 @@ pub fn authorize(role: Role, policy: &ClusterPolicy, info: &RequestInfo) -> Resu
         return Err("the cluster is read-only by policy".into());
     }
     if proxy && !admin {
-        return Err(format!("{} cannot use {with_sub}; only tenant admins may proxy", role_name(role)));
+        return Err(format!("{} cannot proxy ({}); only tenant admins may", role.as_str(), what(info)));
     }
     if admin {
         return Ok(());
@@ -81,10 +130,10 @@ pub fn authorize(role: Role, policy: &ClusterPolicy, info: &RequestInfo) -> Resu
     match role {
         Role::TenantViewer => {
             if write || interactive {
-                let what = if info.subresource.is_empty() { info.resource.clone() } else { with_sub.clone() };
+                let verb = if info.verb.is_empty() { "this method on" } else { info.verb.as_str() };
                 return Err(format!(
-                    "tenant_viewer can only read; {} {what} needs tenant_user or tenant_admin",
-                    info.verb
+                    "tenant_viewer can only read; {verb} {} needs tenant_user or tenant_admin",
+                    what(info)
                 ));
             }
             if info.resource == "secrets" {
@@ -92,9 +141,11 @@ pub fn authorize(role: Role, policy: &ClusterPolicy, info: &RequestInfo) -> Resu
             }
         }
         Role::TenantUser => {
-            let cluster_scoped = CLUSTER_SCOPED.contains(&info.resource.as_str());
-            if cluster_scoped && write {
-                return Err(format!("tenant_user cannot change cluster-scoped {}; ask a tenant admin", info.resource));
+            if write && info.target_namespace().is_empty() {
+                return Err(format!(
+                    "tenant_user cannot change cluster-scoped {} (a write without a namespace); ask a tenant admin",
+                    what(info)
+                ));
             }
         }
         Role::TenantAdmin | Role::PlatformAdmin => {}
@@ -102,7 +153,7 @@ pub fn authorize(role: Role, policy: &ClusterPolicy, info: &RequestInfo) -> Resu
     if !policy.allowed_namespaces.is_empty() {
         let allowed = policy.allowed_namespaces.join(", ");
         if info.namespace.is_empty() {
-            let cluster_scoped = CLUSTER_SCOPED.contains(&info.resource.as_str());
+            let cluster_scoped = CLUSTER_SCOPED_READS.contains(&(info.api_group.as_str(), info.resource.as_str()));
             if !cluster_scoped {
                 return Err(format!(
                     "the cluster's policy allows {} only in namespaces {allowed}; name one with -n",
@@ -119,10 +170,11 @@ pub fn authorize(role: Role, policy: &ClusterPolicy, info: &RequestInfo) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kubechat_protocol::kube_request::parse;
+    use kubechat_protocol::kube_request::{Target, classify};
 
     fn check(role: Role, policy: &ClusterPolicy, method: &str, path: &str) -> Result<(), String> {
-        authorize(role, policy, &parse(method, path, false))
+        let (p, q) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+        authorize(role, policy, &classify(method, &Target::parse(p, q).expect("canonical")).expect("classified"))
     }
 
     const V: Role = Role::TenantViewer;
@@ -145,6 +197,63 @@ mod tests {
         assert!(check(V, &p, "GET", "/apis").is_ok());
         assert!(check(V, &p, "GET", "/openapi/v3/apis/apps/v1").is_ok());
         assert!(check(V, &p, "GET", "/metrics").is_err());
+        // The same requests, spelled the API server's other ways.
+        assert!(check(V, &p, "GET", "/api/v1/namespaces/web/%73ecrets").expect_err("refused").contains("secrets"));
+        assert!(check(V, &p, "GET", "/api/v1/watch/namespaces/web/secrets").is_err());
+        assert!(check(V, &p, "GET", "/api/v1/namespaces/web/secrets?watch=yes").is_err());
+        assert!(check(V, &p, "GET", "/api/v1/proxy/namespaces/web/pods/p").is_err());
+        assert!(check(V, &p, "OPTIONS", "/api/v1/namespaces/web/pods").is_err());
+        assert!(check(V, &p, "POST", "/api/v1/namespaces/web/pods/p/attach").is_err());
+    }
+
+    #[test]
+    fn non_resource_paths_are_an_allow_list_of_reads() {
+        let p = ClusterPolicy::default();
+        for path in ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/version", "/openapi/v2", "/openapi/v3", "/openapi/v3/api/v1", "/healthz", "/readyz/etcd", "/livez"] {
+            assert!(check(V, &p, "GET", path).is_ok(), "{path}");
+            assert!(check(U, &p, "HEAD", path).is_ok(), "{path}");
+            assert!(check(U, &p, "POST", path).is_err(), "{path}");
+        }
+        for path in ["/", "/metrics", "/logs/kube-apiserver.log", "/debug/pprof", "/openapi", "/readyz/a/b", "/version/x", "/.well-known/openid-configuration"] {
+            let e = check(U, &p, "GET", path).expect_err(path);
+            assert!(e.contains("needs tenant_admin"), "{e}");
+            assert!(check(A, &p, "GET", path).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_user_never_writes_without_a_namespace() {
+        let p = ClusterPolicy::default();
+        for (m, path) in [
+            ("POST", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"),
+            ("PUT", "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/f"),
+            ("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"),
+            ("DELETE", "/apis/example.com/v1/clusterwidgets/w"),
+            ("PATCH", "/api/v1/namespaces/web"),
+            ("DELETE", "/api/v1/namespaces/web"),
+            ("PUT", "/api/v1/namespaces/web/finalize"),
+            ("DELETE", "/api/v1/pods"),
+        ] {
+            let e = check(U, &p, m, path).expect_err(path);
+            assert!(e.contains("cluster-scoped"), "{path}: {e}");
+            assert!(check(A, &p, m, path).is_ok(), "{path}");
+        }
+        assert!(check(U, &p, "GET", "/apis/example.com/v1/clusterwidgets").is_ok());
+        assert!(check(U, &p, "POST", "/apis/example.com/v1/namespaces/web/widgets").is_ok());
+        assert!(check(U, &p, "POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews").is_ok());
+    }
+
+    #[test]
+    fn must_audit_covers_writes_sessions_proxy_and_secrets() {
+        let info = |m: &str, p: &str| classify(m, &Target::parse(p, None).expect("ok")).expect("ok");
+        assert!(!must_audit(&info("GET", "/api/v1/namespaces/web/pods")));
+        assert!(!must_audit(&info("GET", "/apis")));
+        assert!(must_audit(&info("GET", "/api/v1/namespaces/web/secrets/s")));
+        assert!(must_audit(&info("GET", "/api/v1/watch/namespaces/web/secrets")));
+        assert!(must_audit(&info("GET", "/api/v1/namespaces/web/pods/p/exec")));
+        assert!(must_audit(&info("GET", "/api/v1/namespaces/web/services/s/proxy")));
+        assert!(must_audit(&info("DELETE", "/api/v1/namespaces/web/pods/p")));
+        assert!(must_audit(&info("POST", "/metrics")));
     }
 
     #[test]

@@ -220,6 +220,7 @@ mod tests {
             expires_at_ms: now + 30_000,
             key_id: String::new(),
             client_address: String::new(),
+            must_audit: false,
         }
     }
 

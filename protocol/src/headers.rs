@@ -2,9 +2,14 @@
 //! impersonation headers that replace the caller's.
 //!
 //! The caller's `Authorization`, every `Impersonate-*` header (any case,
-//! repeated), the front-proxy `X-Remote-*` headers, hop-by-hop headers and
-//! every header named in a `Connection` header are removed; the agent then adds
+//! repeated), the front-proxy `X-Remote-*` headers, the proxy headers
+//! `X-Forwarded-*`, `Forwarded` and `X-Real-Ip` (so the cluster's audit log
+//! shows only what the agent asserts), hop-by-hop headers and every header
+//! named in a `Connection` header are removed; the agent then adds
 //! impersonation for the identity the stream carries.
+//!
+//! An upgrade is only ever to SPDY/3.1 or to a WebSocket speaking
+//! Kubernetes' channel subprotocols ([`check_upgrade`]).
 
 use crate::messages::{Header, Identity};
 
@@ -38,16 +43,70 @@ fn named_in_connection(headers: &[Header]) -> Vec<String> {
         .collect()
 }
 
-/// Whether a request header must never reach the API server as sent.
-fn is_forbidden_request_header(lower: &str, connection_named: &[String]) -> bool {
+/// Whether a request header (name in lowercase) is the caller's say about
+/// who they are or where they come from, which must never reach the API
+/// server: credentials, impersonation, front-proxy identity, proxy hops,
+/// and KubeChat's own headers.
+pub fn is_caller_assertion(lower: &str) -> bool {
     lower == "authorization"
-        || lower == "host"
-        || lower == "content-length"
+        || lower == "forwarded"
+        || lower == "x-real-ip"
+        || lower.starts_with("x-forwarded-")
         || lower.starts_with("impersonate-")
         || lower.starts_with("x-remote-")
         || lower.starts_with("kubechat-")
+}
+
+/// Whether a request header must never reach the API server as sent.
+fn is_forbidden_request_header(lower: &str, connection_named: &[String]) -> bool {
+    is_caller_assertion(lower)
+        || lower == "host"
+        || lower == "content-length"
         || HOP_BY_HOP.contains(&lower)
         || connection_named.iter().any(|n| n == lower)
+}
+
+/// Whether a WebSocket subprotocol is one of Kubernetes' streaming
+/// protocols (`v5.channel.k8s.io`, `base64.channel.k8s.io`,
+/// `SPDY/3.1+portforward.k8s.io`, `portforward.k8s.io`, …). The bearer-token
+/// subprotocol (`base64url.bearer.authorization.k8s.io.…`) is not.
+pub fn is_kubernetes_subprotocol(p: &str) -> bool {
+    let base = p.strip_prefix("SPDY/3.1+").unwrap_or(p);
+    let base = base.strip_prefix("base64.").unwrap_or(base);
+    let base = match base.split_once('.') {
+        Some((v, rest)) if v.len() >= 2 && v.starts_with('v') && v[1..].bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => base,
+    };
+    let base = base.strip_prefix("base64.").unwrap_or(base);
+    matches!(base, "channel.k8s.io" | "portforward.k8s.io")
+}
+
+/// Checks an upgrade request: `upgrade` is the `Upgrade` header, and
+/// `subprotocols` the protocols offered in `Sec-WebSocket-Protocol` (comma
+/// separated, possibly repeated). Only `SPDY/3.1`, or `websocket` offering
+/// nothing but Kubernetes' subprotocols, may pass; `Err` says why not.
+pub fn check_upgrade<'a>(upgrade: &str, subprotocols: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let upgrade = upgrade.trim();
+    if upgrade.eq_ignore_ascii_case("SPDY/3.1") {
+        return Ok(());
+    }
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return Err(format!(
+            "upgrading to {upgrade:?} is not allowed; only SPDY/3.1 and websocket (exec, attach, port-forward) are"
+        ));
+    }
+    let offered: Vec<&str> =
+        subprotocols.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|p| !p.is_empty()).collect();
+    if offered.is_empty() {
+        return Err("a websocket upgrade must offer a Kubernetes subprotocol (e.g. v5.channel.k8s.io)".into());
+    }
+    match offered.iter().find(|p| !is_kubernetes_subprotocol(p)) {
+        Some(p) if p.contains("bearer.authorization.k8s.io") => {
+            Err("the websocket bearer-token subprotocol is not allowed; authenticate with your KubeChat token".into())
+        }
+        Some(p) => Err(format!("the websocket subprotocol {p:?} is not one of Kubernetes' channel protocols")),
+        None => Ok(()),
+    }
 }
 
 /// Removes every header the caller must not pass to the API server.
@@ -69,17 +128,16 @@ pub fn sanitize_request(headers: &[Header], upgrade: bool) -> Vec<Header> {
 }
 
 /// Removes hop-by-hop headers from a response, except on `101 Switching
-/// Protocols`, whose `Connection`/`Upgrade` headers the client needs.
+/// Protocols`, whose `Connection`/`Upgrade` headers the client needs; and
+/// KubeChat's own `kubechat-*` headers, which only KubeChat may set.
 pub fn sanitize_response(status: u16, headers: &[Header]) -> Vec<Header> {
-    if status == 101 {
-        return headers.to_vec();
-    }
-    let named = named_in_connection(headers);
+    let named = if status == 101 { Vec::new() } else { named_in_connection(headers) };
     headers
         .iter()
         .filter(|h| {
             let lower = h.name.to_ascii_lowercase();
-            !HOP_BY_HOP.contains(&lower.as_str()) && !named.contains(&lower)
+            let hop = status != 101 && (HOP_BY_HOP.contains(&lower.as_str()) || named.contains(&lower));
+            !hop && !lower.starts_with("kubechat-")
         })
         .cloned()
         .collect()
@@ -120,6 +178,10 @@ mod tests {
             h("Impersonate-Uid", "1"),
             h("Authorization", "Bearer secret"),
             h("X-Remote-User", "admin"),
+            h("X-Forwarded-For", "10.0.0.1"),
+            h("x-forwarded-host", "evil"),
+            h("Forwarded", "for=10.0.0.1"),
+            h("X-Real-IP", "10.0.0.1"),
             h("Accept", "application/json"),
         ];
         assert_eq!(names(&sanitize_request(&hs, false)), vec!["accept"]);
@@ -145,8 +207,32 @@ mod tests {
     }
 
     #[test]
+    fn upgrades_only_to_kubernetes_streaming_protocols() {
+        assert!(check_upgrade("SPDY/3.1", []).is_ok());
+        assert!(check_upgrade("spdy/3.1", []).is_ok());
+        assert!(check_upgrade("websocket", ["v5.channel.k8s.io"]).is_ok());
+        assert!(check_upgrade("websocket", ["v5.channel.k8s.io, v4.channel.k8s.io", "channel.k8s.io"]).is_ok());
+        assert!(check_upgrade("websocket", ["base64.channel.k8s.io"]).is_ok());
+        assert!(check_upgrade("websocket", ["v4.base64.channel.k8s.io"]).is_ok());
+        assert!(check_upgrade("websocket", ["SPDY/3.1+portforward.k8s.io"]).is_ok());
+        assert!(check_upgrade("websocket", ["portforward.k8s.io"]).is_ok());
+        assert!(check_upgrade("h2c", []).expect_err("refused").contains("h2c"));
+        assert!(check_upgrade("websocket, h2c", ["v5.channel.k8s.io"]).is_err());
+        assert!(check_upgrade("websocket", []).is_err());
+        assert!(check_upgrade("websocket", ["chat"]).is_err());
+        assert!(check_upgrade("websocket", ["v5.channel.k8s.io, x.channel.k8s.io.evil"]).is_err());
+        let e = check_upgrade("websocket", ["v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.a2NfeA"]);
+        assert!(e.expect_err("refused").contains("bearer"));
+    }
+
+    #[test]
     fn response_keeps_upgrade_headers_on_101() {
-        let hs = vec![h("Connection", "Upgrade"), h("Upgrade", "websocket"), h("Content-Type", "x")];
+        let hs = vec![
+            h("Connection", "Upgrade"),
+            h("Upgrade", "websocket"),
+            h("Content-Type", "x"),
+            h("Kubechat-Origin", "relay"),
+        ];
         assert_eq!(sanitize_response(101, &hs).len(), 3);
         assert_eq!(names(&sanitize_response(200, &hs)), vec!["content-type"]);
     }

@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 /// Media type of a `Status` body.
 pub const CONTENT_TYPE: &str = "application/json";
 
+/// Response header a relay sets on every answer it makes itself (no
+/// tunnel, the agent failed, the API server could not be reached), as
+/// opposed to one the API server made. The control plane counts only those
+/// against a tenant's circuit breaker, and removes the header.
+pub const ORIGIN_HEADER: &str = "kubechat-origin";
+
 /// A `meta.k8s.io/v1` `Status` object with `status: Failure`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,4 +1,5 @@
-//! The relay's admin endpoints, including `/v1/tunnels` for SREs.
+//! The relay's admin endpoints, including `/v1/tunnels` for SREs and
+//! `/v1/dead-letters` (events the control plane refused).
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -15,6 +16,56 @@ pub(crate) struct RelayAdmin {
 impl RelayAdmin {
     pub(crate) fn new(state: Arc<RelayState>) -> Self {
         Self { state }
+    }
+}
+
+/// One row of `/v1/dead-letters`.
+#[derive(Serialize)]
+struct DeadLetterInfo {
+    id: String,
+    tenant: String,
+    cluster: String,
+    request_id: String,
+    time_ms: i64,
+    reason: String,
+    rejected_at_ms: i64,
+    kind: &'static str,
+}
+
+impl RelayAdmin {
+    /// The newest 1000 dead letters, as JSON.
+    fn dead_letters(&self) -> Vec<u8> {
+        let Some(d) = &self.state.dead_letters else {
+            return br#"{"count":0,"items":[],"note":"this relay keeps no events (no --spool-dir)"}"#.to_vec();
+        };
+        let items: Vec<DeadLetterInfo> = match d.newest(1000) {
+            Ok(all) => all
+                .into_iter()
+                .map(|l| {
+                    let e = l.event.unwrap_or_default();
+                    let kind = match e.body {
+                        Some(kubechat_protocol::events::event::Body::Audit(_)) => "audit",
+                        Some(kubechat_protocol::events::event::Body::Usage(_)) => "usage",
+                        None => "",
+                    };
+                    DeadLetterInfo {
+                        id: e.id,
+                        tenant: e.tenant,
+                        cluster: e.cluster,
+                        request_id: e.request_id,
+                        time_ms: e.time_ms,
+                        reason: l.reason,
+                        rejected_at_ms: l.rejected_at_ms,
+                        kind,
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                return serde_json::to_vec(&serde_json::json!({"error": format!("cannot read the dead-letter file: {e}")}))
+                    .unwrap_or_default();
+            }
+        };
+        serde_json::to_vec(&serde_json::json!({"count": d.count(), "items": items})).unwrap_or_default()
     }
 }
 
@@ -52,6 +103,9 @@ impl AdminHandler for RelayAdmin {
     }
 
     fn route(&self, path: &str) -> Option<(&'static str, Vec<u8>)> {
+        if path == "/v1/dead-letters" {
+            return Some(("application/json", self.dead_letters()));
+        }
         if path != "/v1/tunnels" {
             return None;
         }

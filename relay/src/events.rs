@@ -1,13 +1,15 @@
 //! This relay's audit and usage events: built when a request ends or a
 //! tunnel comes or goes, written to the spool (see [`crate::spool`]) and
 //! published to the control plane over gRPC, which acknowledges each one.
+//! An event it refuses goes to the dead-letter file
+//! ([`crate::dead_letter`]) before the spool lets it go.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kubechat_protocol::events::events_client::EventsClient;
-use kubechat_protocol::events::{AuditBody, Event, EventBatch, UsageBody, UsageType, event};
+use kubechat_protocol::events::{AuditBody, DeadLetter, Event, EventBatch, Rejected, UsageBody, UsageType, event};
 use tracing::{debug, info, warn};
 
 use crate::presence::PresenceTarget;
@@ -49,7 +51,8 @@ pub(crate) fn record(state: &RelayState, e: Event) {
 }
 
 /// Whether a request must be audited before it may run: writes and
-/// exec/attach/port-forward (upgrades).
+/// exec/attach/port-forward (upgrades); the grant can say so too (reading
+/// secrets).
 pub(crate) fn must_audit(method: &str, upgrade: bool) -> bool {
     upgrade || !matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
@@ -136,6 +139,37 @@ impl Drop for RequestAudit {
     }
 }
 
+/// Writes the events of `batch` the control plane `rejected` to the
+/// dead-letter file; `false` if that failed (they must not be forgotten).
+async fn dead_letter(state: &Arc<RelayState>, batch: &[Event], rejected: &[Rejected]) -> bool {
+    let Some(dead) = state.dead_letters.clone() else { return false };
+    let at = now_ms();
+    let letters: Vec<DeadLetter> = rejected
+        .iter()
+        .map(|r| {
+            warn!(id = %r.id, reason = %r.reason, "the control plane rejected an event; it is kept in the dead-letter file");
+            DeadLetter { event: batch.iter().find(|e| e.id == r.id).cloned(), reason: r.reason.clone(), rejected_at_ms: at }
+        })
+        .collect();
+    let n = letters.len() as u64;
+    let written = tokio::task::spawn_blocking(move || dead.append(&letters).map(|()| dead.count())).await;
+    match written {
+        Ok(Ok(count)) => {
+            state.metrics.events_dead_lettered.add(n);
+            state.metrics.dead_letter_events.set(count as i64);
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot write the dead-letter file; the rejected events stay in the spool");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the dead-letter write did not finish; the rejected events stay in the spool");
+            false
+        }
+    }
+}
+
 type Grpc = EventsClient<crate::presence::Channel>;
 
 fn client(target: &PresenceTarget) -> Result<Grpc, String> {
@@ -181,9 +215,16 @@ pub(crate) async fn publish(target: PresenceTarget, state: Arc<RelayState>) {
             tokio::time::timeout(Duration::from_secs(10), grpc.publish(EventBatch { events: batch.clone() })).await;
         match sent {
             Ok(Ok(resp)) => {
-                let ack = resp.into_inner();
-                for r in &ack.rejected {
-                    warn!(id = %r.id, reason = %r.reason, "the control plane rejected an event");
+                let mut ack = resp.into_inner();
+                // What the control plane refused is kept in the dead-letter
+                // file before the spool may forget it; if that cannot be
+                // written, those events stay in the spool and go again.
+                if !ack.rejected.is_empty() && !dead_letter(&state, &batch, &ack.rejected).await {
+                    ack.rejected.clear();
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = state.shutdown.cancelled(), if deadline.is_none() => {}
+                    }
                 }
                 let answered: std::collections::HashSet<&str> =
                     ack.accepted.iter().chain(ack.rejected.iter().map(|r| &r.id)).map(String::as_str).collect();

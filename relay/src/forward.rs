@@ -17,6 +17,7 @@ use kubechat_protocol::events::AuditBody;
 use kubechat_protocol::frame::{self, Frame};
 use kubechat_protocol::headers::sanitize_response;
 use kubechat_protocol::identity::is_dns_label;
+use kubechat_protocol::kube_request;
 use kubechat_protocol::messages::{Header, Identity, Reset, StreamOpen, stream_message};
 use kubechat_protocol::status::{self, Status};
 use kubechat_protocol::{ErrorCode, ErrorCodeExt, grant};
@@ -52,6 +53,7 @@ pub(crate) fn status_response(code: StatusCode, reason: &str, message: impl Into
     let mut r = Response::new(full(Bytes::from(body)));
     *r.status_mut() = code;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(status::CONTENT_TYPE));
+    r.headers_mut().insert(status::ORIGIN_HEADER, HeaderValue::from_static("relay"));
     r
 }
 
@@ -169,11 +171,12 @@ fn audit_record(
     identity: &Identity,
 ) -> Arc<RequestAudit> {
     let Subject { tenant, cluster, request_id, client_address } = who;
-    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
-    let watch = kubechat_protocol::kube_request::query_pairs(Some(query))
-        .iter()
-        .any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
-    let info = kubechat_protocol::kube_request::parse(req.method().as_str(), path, watch);
+    // The control plane sends canonical targets, so this is its own
+    // classification; a target that is not (no grant) is recorded as is.
+    let (path, query) = uri.split_once('?').map_or((uri, None), |(p, q)| (p, Some(q)));
+    let info = kube_request::Target::parse(path, query)
+        .and_then(|t| kube_request::classify(req.method().as_str(), &t))
+        .unwrap_or_default();
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     RequestAudit::new(
         state.clone(),
@@ -277,7 +280,8 @@ async fn forward(
         };
         *audit = Some(audit_record(&state, &req, who, &uri, &identity));
     }
-    let must_audit = events::must_audit(req.method().as_str(), upgrade);
+    let must_audit =
+        events::must_audit(req.method().as_str(), upgrade) || granted.as_ref().is_some_and(|(g, _)| g.must_audit);
     if must_audit && let Some(why) = state.spool.as_ref().and_then(|s| s.write_error()) {
         refuse(&state, audit, "audit_spool_unwritable");
         state.metrics.audit_refusals.inc();

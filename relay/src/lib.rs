@@ -18,6 +18,7 @@
 //! - `admin`: `/healthz`, `/readyz`, `/metrics`, `/v1/tunnels`.
 //! - `spool`, `events`: audit and usage events, on disk until the control
 //!   plane acknowledges them.
+//! - `dead_letter`: events the control plane refused, kept for an operator.
 //! - [`presence`]: reporting tunnels to the control plane over gRPC; the
 //!   revocation list that comes back (revoked tunnels are dropped and refused).
 
@@ -26,6 +27,7 @@ pub mod config;
 pub mod metrics;
 
 mod admin;
+mod dead_letter;
 mod events;
 mod forward;
 mod internal;
@@ -117,6 +119,11 @@ impl RelayHandle {
         self.state.spool.as_ref().map_or(0, |s| s.pending())
     }
 
+    /// Events the control plane refused, kept in the dead-letter file.
+    pub fn dead_letters(&self) -> u64 {
+        self.state.dead_letters.as_ref().map_or(0, |d| d.count())
+    }
+
     /// Bytes of events in the spool (written or queued for writing).
     pub fn spool_bytes(&self) -> u64 {
         self.state.spool.as_ref().map_or(0, |s| s.bytes())
@@ -155,11 +162,21 @@ impl Relay {
             })?),
             None => None,
         };
-        let spool = match &config.spool_dir {
-            Some(dir) => Some(spool::Spool::open(dir, config.spool_max_bytes)?),
-            None => None,
+        let (spool, dead_letters) = match &config.spool_dir {
+            Some(dir) => (
+                Some(spool::Spool::open(dir, config.spool_max_bytes)?),
+                Some(Arc::new(dead_letter::DeadLetters::open(dir)?)),
+            ),
+            None => (None, None),
         };
-        Ok(Self { state: Arc::new(RelayState::new(config, shutdown, spool)), endpoint, internal, ws, admin })
+        if let Some(d) = &dead_letters {
+            if d.count() > 0 {
+                tracing::warn!(count = d.count(), "the dead-letter file holds events the control plane refused; see GET /v1/dead-letters");
+            }
+        }
+        let state = RelayState::new(config, shutdown, spool, dead_letters);
+        state.metrics.dead_letter_events.set(state.dead_letters.as_ref().map_or(0, |d| d.count() as i64));
+        Ok(Self { state: Arc::new(state), endpoint, internal, ws, admin })
     }
 
     /// The bound UDP address of the QUIC listener.

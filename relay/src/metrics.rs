@@ -33,6 +33,10 @@ pub struct RelayMetrics {
     pub events_dropped: LabeledCounter,
     /// Failed publish attempts.
     pub publish_failures: Counter,
+    /// Events the control plane refused, written to the dead-letter file.
+    pub events_dead_lettered: Counter,
+    /// Events the dead-letter file holds.
+    pub dead_letter_events: Gauge,
     /// Bytes in the event spool.
     pub spool_bytes: Gauge,
     /// Batches of events the spool's disk refused since start (mirrored
@@ -99,6 +103,16 @@ impl RelayMetrics {
                 "kubechat_relay_event_publish_failures_total",
                 "Failed attempts to publish events.",
                 self.publish_failures.get(),
+            )
+            .counter(
+                "kubechat_relay_events_dead_lettered_total",
+                "Events the control plane refused, kept in the dead-letter file.",
+                self.events_dead_lettered.get(),
+            )
+            .gauge(
+                "kubechat_relay_dead_letter_events",
+                "Events the dead-letter file holds (never resent; see GET /v1/dead-letters).",
+                self.dead_letter_events.get(),
             )
             .gauge("kubechat_relay_spool_bytes", "Bytes of events in the spool.", self.spool_bytes.get())
             .counter(

@@ -39,8 +39,15 @@ pub struct SpoolError {
     source: std::io::Error,
 }
 
+impl SpoolError {
+    /// The error `source` about `path`.
+    pub(crate) fn new(path: &Path, source: std::io::Error) -> Self {
+        Self { path: path.display().to_string(), source }
+    }
+}
+
 fn err(path: &Path, source: std::io::Error) -> SpoolError {
-    SpoolError { path: path.display().to_string(), source }
+    SpoolError::new(path, source)
 }
 
 struct Segment {

@@ -24,6 +24,8 @@ pub(crate) struct RelayState {
     pub(crate) presence_changed: tokio::sync::Notify,
     /// The event spool, when events are recorded.
     pub(crate) spool: Option<std::sync::Arc<crate::spool::Spool>>,
+    /// Events the control plane refused, kept beside the spool.
+    pub(crate) dead_letters: Option<std::sync::Arc<crate::dead_letter::DeadLetters>>,
     next_tunnel: AtomicU64,
 }
 
@@ -32,6 +34,7 @@ impl RelayState {
         config: Config,
         shutdown: CancellationToken,
         spool: Option<std::sync::Arc<crate::spool::Spool>>,
+        dead_letters: Option<std::sync::Arc<crate::dead_letter::DeadLetters>>,
     ) -> Self {
         Self {
             config,
@@ -42,6 +45,7 @@ impl RelayState {
             revocations: std::sync::RwLock::new(crate::presence::Revocations::default()),
             presence_changed: tokio::sync::Notify::new(),
             spool,
+            dead_letters,
             next_tunnel: AtomicU64::new(1),
         }
     }

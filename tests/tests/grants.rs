@@ -37,6 +37,7 @@ fn grant_for(cluster: &str, path: &str) -> Grant {
         expires_at_ms: now + 30_000,
         key_id: String::new(),
         client_address: String::new(),
+        must_audit: false,
     }
 }
 

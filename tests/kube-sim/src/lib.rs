@@ -7,7 +7,8 @@
 //! - [`exec`]: pods/exec over WebSocket with a tiny shell.
 //! - `websocket`: accepting the WebSocket upgrades of exec and port-forward.
 //! - [`portforward`]: pods/portforward, SPDY/3.1 inside WebSocket, to a simulated in-pod HTTP service.
-//! - [`request`]: parsing paths like the API server's RequestInfo.
+//! - [`request`]: request targets read the way Go's `net/url` and the API
+//!   server's RequestInfo read them (its own code, shared with nothing).
 //! - [`cluster`]: the store plus simulated kubelet, deployment controller, CRDs.
 //! - [`store`]: objects, resource versions, watch history.
 //! - [`resources`]: built-in and CRD resource types, discovery entries.
@@ -57,7 +58,8 @@ pub use server::{KubeSim, SimConfig};
 impl KubeSim {
     /// A simulated cluster with system RBAC and, if `demo`, the demo data.
     pub fn new(config: SimConfig, demo: bool) -> Arc<Self> {
-        let sim = Self { cluster: cluster::Cluster::new(), config, issued_tokens: Default::default() };
+        let sim =
+            Self { cluster: cluster::Cluster::new(), config, issued_tokens: Default::default(), seen: Default::default() };
         seed::system(&sim.cluster);
         if demo {
             seed::demo(&sim.cluster);

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::rbac::{self, Attributes, UserInfo};
-use crate::request::{self, RequestInfo};
+use crate::request::{self, GoUrl, RequestInfo};
 use crate::resources::Resource;
 use crate::selector::Selector;
 use crate::store::resource_key;
@@ -40,6 +40,29 @@ pub struct SimConfig {
     pub bookmark_interval: Duration,
 }
 
+/// One request as kube-sim received and read it (tests compare this with
+/// what the control plane authorized).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The HTTP method.
+    pub method: String,
+    /// The request target exactly as it arrived (path and query, escaped).
+    pub target: String,
+    /// How the API server's rules classify it.
+    pub info: RequestInfo,
+    /// The user it ran as (after impersonation; "" if that failed).
+    pub user: String,
+    /// The groups it ran with.
+    pub groups: Vec<String>,
+    /// The `kubechat.io/request-id` impersonation extra, if any.
+    pub request_id: String,
+    /// Every header (lowercase names) as received.
+    pub headers: Vec<(String, String)>,
+}
+
+/// How many received requests kube-sim remembers.
+const SEEN_LIMIT: usize = 20_000;
+
 /// The simulated API server.
 pub struct KubeSim {
     /// The cluster state.
@@ -49,6 +72,28 @@ pub struct KubeSim {
     /// Service-account tokens issued by TokenRequest (`kubectl create
     /// token`, or a test standing in for the kubelet), with their user.
     pub issued_tokens: std::sync::Mutex<HashMap<String, UserInfo>>,
+    /// The requests received, oldest first (the last [`SEEN_LIMIT`]).
+    pub seen: std::sync::Mutex<std::collections::VecDeque<Seen>>,
+}
+
+impl KubeSim {
+    /// Every request received (the last [`SEEN_LIMIT`]), oldest first.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
+
+    /// The request carrying impersonation extra `kubechat.io/request-id=<id>`.
+    pub fn seen_request(&self, id: &str) -> Option<Seen> {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().find(|s| s.request_id == id).cloned()
+    }
+
+    fn remember(&self, seen: Seen) {
+        let mut all = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if all.len() >= SEEN_LIMIT {
+            all.pop_front();
+        }
+        all.push_back(seen);
+    }
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
@@ -89,7 +134,7 @@ impl KubeSim {
             .iter()
             .filter_map(|(k, v)| {
                 let key = k.as_str().strip_prefix("impersonate-extra-")?;
-                Some((request::percent_decode(key), v.to_str().ok()?.to_string()))
+                Some((request::path_unescape(key)?, v.to_str().ok()?.to_string()))
             })
             .collect();
         if user.is_empty() {
@@ -145,7 +190,20 @@ impl KubeSim {
 
 /// Serves one request.
 pub async fn handle(sim: Arc<KubeSim>, req: Request<Incoming>) -> Response<Body> {
-    match route(&sim, req).await {
+    // Go's net/http refuses a target it cannot parse before any handler
+    // runs, with a bare text answer.
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let url = match GoUrl::parse_request_uri(&target) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(%target, error = ?e, "request target refused");
+            let mut r = Response::new(Full::new(Bytes::from_static(b"400 Bad Request")).boxed_unsync());
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+            return r;
+        }
+    };
+    match route(&sim, req, &target, &url).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
@@ -167,7 +225,7 @@ async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Byte
     Ok((parts, bytes))
 }
 
-async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>, target: &str, url: &GoUrl) -> Result<Response<Body>, ApiError> {
     tracing::debug!(
         method = %req.method(),
         uri = %req.uri(),
@@ -175,11 +233,34 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Bo
         accept = header_str(req.headers(), "accept"),
         "request"
     );
-    let caller = sim.authenticate(req.headers())?;
-    let user = sim.impersonate(caller, req.headers())?;
-    let query: HashMap<String, String> = request::query_pairs(req.uri().query()).into_iter().collect();
-    let watching = query.get("watch").is_some_and(|v| v == "true" || v == "1");
-    let info = request::parse(req.method().as_str(), req.uri().path(), watching);
+    let info = request::request_info(req.method().as_str(), url).map_err(|e| ApiError {
+        code: 500,
+        reason: "InternalError",
+        message: format!("failed to create RequestInfo: {}", e.0),
+        details: None,
+    })?;
+    let mut seen = Seen {
+        method: req.method().as_str().to_string(),
+        target: target.to_string(),
+        info: info.clone(),
+        request_id: header_str(req.headers(), "impersonate-extra-kubechat.io%2frequest-id").to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    let caller = sim.authenticate(req.headers());
+    let user = caller.and_then(|c| sim.impersonate(c, req.headers()));
+    if let Ok(u) = &user {
+        seen.user = u.name.clone();
+        seen.groups = u.groups.clone();
+    }
+    sim.remember(seen);
+    let user = user?;
+    let values = url.query();
+    let query: HashMap<String, String> = values.first_values();
     sim.authorize(&user, &info)?;
     if !info.resource_request {
         return discovery(sim, &info, req.headers());
@@ -213,8 +294,7 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>) -> Result<Response<Bo
             if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
                 return Err(ApiError::bad_request(format!("pod {} is not running", info.name)));
             }
-            let pairs = request::query_pairs(req.uri().query());
-            crate::exec::upgrade(req, crate::exec::ExecRequest::from_query(&info.name, &container, &pairs))
+            crate::exec::upgrade(req, crate::exec::ExecRequest::from_query(&info.name, &container, &values.pairs))
         }
         ("get" | "patch" | "update", "scale") => {
             let live = sim.cluster.store.get(&r, &ns, &info.name)?;
