@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Build (and fetch kubectl) first, untimed: on a fresh machine a cold build
+# takes longer than any wait below should, and the wait times the start only.
+cargo build --locked -p kubechat-relay -p kubechat-agent -p kube-sim -p kubechat-control-plane
+bash scripts/install-kubectl.sh > /dev/null
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export KUBECHAT_DEV_SIM_PORT=$(free_port) KUBECHAT_DEV_QUIC_PORT=$(free_port) KUBECHAT_DEV_INTERNAL_PORT=$(free_port) KUBECHAT_DEV_CP_PORT=$(free_port)
 export KUBECHAT_DEV_CP_INTERNAL_PORT=$(free_port) KUBECHAT_DEV_CP_ADMIN_PORT=$(free_port) KUBECHAT_DEV_WS_PORT=$(free_port)
@@ -18,7 +23,9 @@ DEV_PID=$!
 stop() { kill -TERM "$DEV_PID" 2>/dev/null || true; wait "$DEV_PID" 2>/dev/null || true; }
 trap stop EXIT
 
-for _ in $(seq 1 600); do
+# dev.sh's own cargo build is a no-op now; 120 s is for starting four
+# processes and enrolling the agent.
+for _ in $(seq 1 240); do
   grep -q "dev stack is up" "$OUT" && break
   kill -0 "$DEV_PID" 2>/dev/null || { cat "$OUT"; echo "dev.sh exited early"; exit 1; }
   sleep 0.5

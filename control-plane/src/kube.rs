@@ -118,9 +118,29 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Response header naming the request id of every kube-path answer: the id
+/// of its audit records (`GET /v1/tenants/{id}/audit/requests/{requestId}`),
+/// its grant, and the `kubechat.io/request-id` the cluster's audit log shows.
+pub const REQUEST_ID_HEADER: &str = "kubechat-request-id";
+
 /// Serves one kube-path request for `cluster_id`; `rest` is the API path
 /// as sent (still escaped).
-pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str, rest: &str) -> Response<Body> {
+pub async fn handle(app: &Arc<App>, req: Request<Incoming>, cluster_id: &str, rest: &str) -> Response<Body> {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let mut resp = decide_and_forward(app, req, cluster_id, rest, &request_id).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+async fn decide_and_forward(
+    app: &Arc<App>,
+    mut req: Request<Incoming>,
+    cluster_id: &str,
+    rest: &str,
+    request_id: &str,
+) -> Response<Body> {
     let p = match crate::api::authenticate(app, &req).await {
         Ok(p) => p,
         Err(e) => return status(StatusCode::UNAUTHORIZED, "Unauthorized", e.message),
@@ -135,7 +155,7 @@ pub async fn handle(app: &Arc<App>, mut req: Request<Incoming>, cluster_id: &str
         .and_then(|t| kube_request::classify(req.method().as_str(), &t).map(|info| (t, info)));
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let mut meta = RequestMeta {
-        request_id: uuid::Uuid::now_v7().to_string(),
+        request_id: request_id.to_string(),
         user: format!("kubechat:user:{}", p.user.email),
         client_address: req.extensions().get::<crate::ClientAddr>().map(|a| a.0.ip().to_string()).unwrap_or_default(),
         method: req.method().as_str().to_string(),

@@ -375,7 +375,7 @@ async fn a_tenant_failing_upstream_is_paused_by_its_breaker_and_others_are_serve
     let r = beta.get(&path).await.expect("reach");
     assert_eq!(r.status, 503);
     let msg = r.body["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("failed upstream") && msg.contains("paused"), "{msg}");
+    assert!(msg.contains("failed on KubeChat's path") && msg.contains("paused"), "{msg}");
     assert_eq!(w.relay.handle.metrics().streams_total.get(), streams, "the paused request reached the relay");
     let metrics = w.cp_metrics().await;
     let refusals: u64 = metrics

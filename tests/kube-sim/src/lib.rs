@@ -59,7 +59,10 @@ impl KubeSim {
     /// A simulated cluster with system RBAC and, if `demo`, the demo data.
     pub fn new(config: SimConfig, demo: bool) -> Arc<Self> {
         let sim =
-            Self { cluster: cluster::Cluster::new(), config, issued_tokens: Default::default(), seen: Default::default() };
+            Self { cluster: cluster::Cluster::new(), config, issued_tokens: Default::default(),
+            seen: Default::default(),
+            unavailable_groups: Default::default(),
+        };
         seed::system(&sim.cluster);
         if demo {
             seed::demo(&sim.cluster);

@@ -74,6 +74,9 @@ pub struct KubeSim {
     pub issued_tokens: std::sync::Mutex<HashMap<String, UserInfo>>,
     /// The requests received, oldest first (the last [`SEEN_LIMIT`]).
     pub seen: std::sync::Mutex<std::collections::VecDeque<Seen>>,
+    /// API groups served by an aggregated API that is down: the aggregator
+    /// answers their requests `503 service unavailable`.
+    pub unavailable_groups: std::sync::Mutex<Vec<String>>,
 }
 
 impl KubeSim {
@@ -85,6 +88,15 @@ impl KubeSim {
     /// The request carrying impersonation extra `kubechat.io/request-id=<id>`.
     pub fn seen_request(&self, id: &str) -> Option<Seen> {
         self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().find(|s| s.request_id == id).cloned()
+    }
+
+    /// Marks `group`'s aggregated API as down (or up again).
+    pub fn set_unavailable(&self, group: &str, down: bool) {
+        let mut g = self.unavailable_groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.retain(|x| x != group);
+        if down {
+            g.push(group.to_string());
+        }
     }
 
     fn remember(&self, seen: Seen) {
@@ -262,6 +274,14 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>, target: &str, url: &G
     let values = url.query();
     let query: HashMap<String, String> = values.first_values();
     sim.authorize(&user, &info)?;
+    let down = sim.unavailable_groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&info.api_group);
+    if down && !info.api_group.is_empty() {
+        // What kube-aggregator answers for an APIService whose backend is down.
+        let mut r = Response::new(Full::new(Bytes::from_static(b"service unavailable\n")).boxed_unsync());
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+        return Ok(r);
+    }
     if !info.resource_request {
         return discovery(sim, &info, req.headers());
     }
