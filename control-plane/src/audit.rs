@@ -405,8 +405,7 @@ pub async fn request(db: &Db, tenant: &str, request_id: &str) -> Result<Option<J
     if items.is_empty() {
         return Ok(None);
     }
-    let (decisions, outcomes): (Vec<_>, Vec<_>) =
-        items.into_iter().partition(|e| e.kind == crate::kube::DECISION);
+    let (decisions, outcomes): (Vec<_>, Vec<_>) = items.into_iter().partition(|e| e.kind == crate::kube::DECISION);
     let decision = decisions.into_iter().next();
     let complete = match &decision {
         Some(d) if d.decision == "allow" => !outcomes.is_empty(),

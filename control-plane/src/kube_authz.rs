@@ -71,7 +71,9 @@ fn is_discovery(path: &str) -> bool {
 /// can-i`, `kubectl auth whoami`): it asks about the caller only.
 fn is_self_review(info: &RequestInfo) -> bool {
     let own = match info.api_group.as_str() {
-        "authorization.k8s.io" => matches!(info.resource.as_str(), "selfsubjectaccessreviews" | "selfsubjectrulesreviews"),
+        "authorization.k8s.io" => {
+            matches!(info.resource.as_str(), "selfsubjectaccessreviews" | "selfsubjectrulesreviews")
+        }
         "authentication.k8s.io" => info.resource == "selfsubjectreviews",
         _ => false,
     };
@@ -209,12 +211,34 @@ mod tests {
     #[test]
     fn non_resource_paths_are_an_allow_list_of_reads() {
         let p = ClusterPolicy::default();
-        for path in ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/version", "/openapi/v2", "/openapi/v3", "/openapi/v3/api/v1", "/healthz", "/readyz/etcd", "/livez"] {
+        for path in [
+            "/api",
+            "/api/v1",
+            "/apis",
+            "/apis/apps",
+            "/apis/apps/v1",
+            "/version",
+            "/openapi/v2",
+            "/openapi/v3",
+            "/openapi/v3/api/v1",
+            "/healthz",
+            "/readyz/etcd",
+            "/livez",
+        ] {
             assert!(check(V, &p, "GET", path).is_ok(), "{path}");
             assert!(check(U, &p, "HEAD", path).is_ok(), "{path}");
             assert!(check(U, &p, "POST", path).is_err(), "{path}");
         }
-        for path in ["/", "/metrics", "/logs/kube-apiserver.log", "/debug/pprof", "/openapi", "/readyz/a/b", "/version/x", "/.well-known/openid-configuration"] {
+        for path in [
+            "/",
+            "/metrics",
+            "/logs/kube-apiserver.log",
+            "/debug/pprof",
+            "/openapi",
+            "/readyz/a/b",
+            "/version/x",
+            "/.well-known/openid-configuration",
+        ] {
             let e = check(U, &p, "GET", path).expect_err(path);
             assert!(e.contains("needs tenant_admin"), "{e}");
             assert!(check(A, &p, "GET", path).is_ok(), "{path}");

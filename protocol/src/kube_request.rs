@@ -478,7 +478,10 @@ mod tests {
         assert_eq!(ok("GET", "/api/v1/namespaces/web/pods/p1/log"), t("get", "", "web", "pods", "p1", "log"));
         assert_eq!(ok("GET", "/apis/apps/v1/deployments?watch=true"), t("watch", "apps", "", "deployments", "", ""));
         assert_eq!(ok("GET", "/api/v1/namespaces/web"), t("get", "", "web", "namespaces", "web", ""));
-        assert_eq!(ok("PUT", "/api/v1/namespaces/web/finalize"), t("update", "", "web", "namespaces", "web", "finalize"));
+        assert_eq!(
+            ok("PUT", "/api/v1/namespaces/web/finalize"),
+            t("update", "", "web", "namespaces", "web", "finalize")
+        );
         assert_eq!(ok("DELETE", "/api/v1/namespaces/web/pods"), t("deletecollection", "", "web", "pods", "", ""));
         assert_eq!(ok("GET", "/api/v1/watch/namespaces/web/secrets"), t("watch", "", "web", "secrets", "", ""));
         assert_eq!(ok("GET", "/api/v1/proxy/namespaces/web/pods/p/x/y"), t("proxy", "", "web", "pods", "p", ""));

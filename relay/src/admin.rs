@@ -61,8 +61,10 @@ impl RelayAdmin {
                 })
                 .collect(),
             Err(e) => {
-                return serde_json::to_vec(&serde_json::json!({"error": format!("cannot read the dead-letter file: {e}")}))
-                    .unwrap_or_default();
+                return serde_json::to_vec(
+                    &serde_json::json!({"error": format!("cannot read the dead-letter file: {e}")}),
+                )
+                .unwrap_or_default();
             }
         };
         serde_json::to_vec(&serde_json::json!({"count": d.count(), "items": items})).unwrap_or_default()

@@ -125,7 +125,10 @@ mod tests {
         let d = DeadLetters::open(dir.path()).expect("reopen");
         assert_eq!(d.count(), 3);
         let newest = d.newest(2).expect("read");
-        assert_eq!(newest.iter().map(|l| l.reason.as_str()).collect::<Vec<_>>(), ["no tenant t (2)", "no tenant t (3)"]);
+        assert_eq!(
+            newest.iter().map(|l| l.reason.as_str()).collect::<Vec<_>>(),
+            ["no tenant t (2)", "no tenant t (3)"]
+        );
         assert_eq!(newest[1].event.as_ref().map(|e| e.id.as_str()), Some("e3"));
     }
 }

@@ -169,10 +169,11 @@ impl Relay {
             ),
             None => (None, None),
         };
-        if let Some(d) = &dead_letters {
-            if d.count() > 0 {
-                tracing::warn!(count = d.count(), "the dead-letter file holds events the control plane refused; see GET /v1/dead-letters");
-            }
+        if let Some(d) = dead_letters.as_ref().filter(|d| d.count() > 0) {
+            tracing::warn!(
+                count = d.count(),
+                "the dead-letter file holds events the control plane refused; see GET /v1/dead-letters"
+            );
         }
         let state = RelayState::new(config, shutdown, spool, dead_letters);
         state.metrics.dead_letter_events.set(state.dead_letters.as_ref().map_or(0, |d| d.count() as i64));

@@ -64,7 +64,8 @@ impl RawClient {
     /// The request head `method target HTTP/1.1` with `headers`, plus Host,
     /// the bearer token and `Connection: close`.
     fn head(&self, method: &str, target: &str, token: &str, headers: &[(&str, &str)]) -> String {
-        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n", self.addr);
+        let mut head =
+            format!("{method} {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n", self.addr);
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -117,7 +118,8 @@ impl RawClient {
             }
         }
         let end = data.windows(4).position(|w| w == b"\r\n\r\n").map_or(data.len(), |e| e + 4);
-        let mut r = parse(&data[..end]).unwrap_or_else(|| panic!("unparsable response: {:?}", String::from_utf8_lossy(&data)));
+        let mut r =
+            parse(&data[..end]).unwrap_or_else(|| panic!("unparsable response: {:?}", String::from_utf8_lossy(&data)));
         if r.header("content-length").is_some() {
             r.body = data[end..].to_vec();
         }

@@ -154,7 +154,8 @@ pub fn control_plane(method: &str, target: &str) -> Result<(Reading, String), St
     let (path, query) = target.split_once('?').map_or((target, None), |(p, q)| (p, Some(q)));
     let t = Target::parse(path, query).map_err(|e| e.to_string())?;
     let i = kube_request::classify(method, &t).map_err(|e| e.to_string())?;
-    let reading = (i.resource_request, i.verb, i.api_group, i.api_version, i.namespace, i.resource, i.subresource, i.name);
+    let reading =
+        (i.resource_request, i.verb, i.api_group, i.api_version, i.namespace, i.resource, i.subresource, i.name);
     Ok((reading, t.path_and_query()))
 }
 

@@ -72,7 +72,20 @@ async fn the_audit_trail_of_a_kubectl_session_shows_every_request_including_refu
     })
     .await;
     let items = audit_items(&w.api, &w.tenant, "").await;
-    let list = items.iter().find(|e| e["user"] == ursula && e["verb"] == "list").expect("list");
+    // Each forwarded request has the control plane's decision (before it
+    // left) and the relay's record of how it went, joined by request id.
+    let outcome = |user: &str, verb: &str| {
+        items.iter().find(|e| e["user"] == user && e["verb"] == verb && e["kind"] == "request").cloned()
+    };
+    let list = outcome(ursula, "list").expect("list");
+    let decided = items
+        .iter()
+        .find(|e| e["kind"] == "decision" && e["requestId"] == list["requestId"])
+        .expect("the control plane's decision record of the list");
+    assert_eq!((decided["decision"].as_str(), decided["relayId"].as_str()), (Some("allow"), Some("")));
+    assert!(decided["seq"].as_i64() < list["seq"].as_i64(), "the decision is recorded before the outcome");
+    assert_eq!(decided["path"], list["path"]);
+    let list = &list;
     assert_eq!(list["resource"], "pods");
     assert_eq!(list["namespace"], "web");
     assert_eq!(list["status"], 200);
@@ -81,7 +94,7 @@ async fn the_audit_trail_of_a_kubectl_session_shows_every_request_including_refu
     assert!(list["kubectlCommand"].as_str().is_some_and(|c| c.starts_with("kubectl get")), "{list}");
     assert!(list["clientAddress"].as_str().is_some_and(|a| a == "127.0.0.1"), "{list}");
     assert!(list["groups"].as_array().is_some_and(|g| g.contains(&json!("kubechat:role:tenant_user"))));
-    let delete = items.iter().find(|e| e["user"] == ursula && e["verb"] == "delete").expect("delete");
+    let delete = outcome(ursula, "delete").expect("delete");
     assert_eq!((delete["resource"].as_str(), delete["name"].as_str()), (Some("pods"), Some(pod.as_str())));
     assert_eq!(delete["status"], 200);
     // The refusal is the control plane's own event, with kubectl's reason.
@@ -95,7 +108,17 @@ async fn the_audit_trail_of_a_kubectl_session_shows_every_request_including_refu
     assert!(items.iter().any(|e| e["kind"] == "tunnel_connect"), "the tunnel's connection is audited");
     // Filters.
     let mine = audit_items(&w.api, &w.tenant, &format!("&user={ursula}&verb=delete")).await;
+    assert_eq!(mine.len(), 2, "the decision and the outcome: {mine:?}");
+    let mine = audit_items(&w.api, &w.tenant, &format!("&user={ursula}&verb=delete&kind=request")).await;
     assert_eq!(mine.len(), 1);
+    let joined = w
+        .api
+        .get(&format!("/v1/tenants/{}/audit/requests/{}", w.tenant, delete["requestId"].as_str().unwrap_or_default()))
+        .await
+        .expect("reach");
+    assert_eq!(joined.body["decision"]["decision"], "allow", "{}", joined.body);
+    assert_eq!(joined.body["outcomes"][0]["status"], 200, "{}", joined.body);
+    assert_eq!(joined.body["complete"], true);
     // The chain verifies, and the export holds the same events.
     let v = w.api.get(&format!("/v1/tenants/{}/audit/verify", w.tenant)).await.expect("reach");
     assert_eq!(v.body["intact"], true, "{}", v.body);

@@ -73,7 +73,8 @@ fn request_id(r: &RawResponse) -> String {
 
 /// The decision record's reading, comparable with kube-sim's.
 fn decision_reading(d: &Value) -> [String; 6] {
-    ["verb", "apiGroup", "namespace", "resource", "subresource", "name"].map(|k| d[k].as_str().unwrap_or("").to_string())
+    ["verb", "apiGroup", "namespace", "resource", "subresource", "name"]
+        .map(|k| d[k].as_str().unwrap_or("").to_string())
 }
 
 fn sim_reading(i: &kube_sim::request::RequestInfo) -> [String; 6] {
@@ -89,9 +90,18 @@ async fn check_through_the_stack(w: &World, raw: &RawClient, token: &str, method
     let d = &j["decision"];
     match d["decision"].as_str() {
         Some("allow") => {
-            let seen = w.sim.sim.seen_request(&id).unwrap_or_else(|| panic!("{method} {target}: allowed but never arrived"));
-            assert_eq!(Some(seen.target.as_str()), d["path"].as_str(), "{method} {target}: the API server got another path");
-            assert_eq!(sim_reading(&seen.info), decision_reading(d), "{method} {target}: authorized one thing, served another");
+            let seen =
+                w.sim.sim.seen_request(&id).unwrap_or_else(|| panic!("{method} {target}: allowed but never arrived"));
+            assert_eq!(
+                Some(seen.target.as_str()),
+                d["path"].as_str(),
+                "{method} {target}: the API server got another path"
+            );
+            assert_eq!(
+                sim_reading(&seen.info),
+                decision_reading(d),
+                "{method} {target}: authorized one thing, served another"
+            );
             assert_eq!(seen.method, method);
             true
         }
@@ -128,13 +138,57 @@ async fn every_shape_reaches_the_api_server_exactly_as_authorized_or_is_refused_
 /// Request targets made of pieces that matter to the API server's reading.
 fn target_strategy() -> impl Strategy<Value = (String, String)> {
     let segment = prop::sample::select(vec![
-        "api", "apis", "v1", "apps", "namespaces", "scratch", "kube-system", "pods", "secrets", "watch", "proxy",
-        "status", "finalize", "log", "exec", "no-such", "%73ecrets", "%2F", "%2f", "..", ".", "", "%2e", "%2E%2e",
-        "%zz", "%00", "a%20b", "%C3%A9", "x:y", "@", "~", "%25", "%3F", "%23", "+",
+        "api",
+        "apis",
+        "v1",
+        "apps",
+        "namespaces",
+        "scratch",
+        "kube-system",
+        "pods",
+        "secrets",
+        "watch",
+        "proxy",
+        "status",
+        "finalize",
+        "log",
+        "exec",
+        "no-such",
+        "%73ecrets",
+        "%2F",
+        "%2f",
+        "..",
+        ".",
+        "",
+        "%2e",
+        "%2E%2e",
+        "%zz",
+        "%00",
+        "a%20b",
+        "%C3%A9",
+        "x:y",
+        "@",
+        "~",
+        "%25",
+        "%3F",
+        "%23",
+        "+",
     ]);
     let query = prop::sample::select(vec![
-        "", "watch=1", "watch=false", "watch", "w%61tch=yes", "limit=5", "limit=x", "fieldSelector=metadata.name%3Dx",
-        "fieldSelector=a%3D%3Db%2Cmetadata.name%3Dy", "a=b;c", "%zz=1", "labelSelector=app%3Dweb", "x=%", "a+b=c+d",
+        "",
+        "watch=1",
+        "watch=false",
+        "watch",
+        "w%61tch=yes",
+        "limit=5",
+        "limit=x",
+        "fieldSelector=metadata.name%3Dx",
+        "fieldSelector=a%3D%3Db%2Cmetadata.name%3Dy",
+        "a=b;c",
+        "%zz=1",
+        "labelSelector=app%3Dweb",
+        "x=%",
+        "a+b=c+d",
     ]);
     let method = prop::sample::select(vec!["GET", "HEAD", "POST", "PATCH"]);
     (prop::collection::vec(segment, 0..7), prop::collection::vec(query, 0..3), method).prop_map(|(segs, qs, m)| {
@@ -185,6 +239,9 @@ async fn refused(w: &World, raw: &RawClient, token: &str, method: &str, target: 
     assert_eq!(j["decision"]["status"], i64::from(r.status));
 }
 
+/// Extra request headers.
+type Headers = [(&'static str, &'static str)];
+
 /// A pod of the demo data set (`app=api` in `web`).
 fn api_pod(w: &World) -> String {
     let pods = w.sim.sim.cluster.resource("", "v1", "pods").expect("pods");
@@ -202,9 +259,15 @@ async fn a_viewer_reaches_no_secret_session_proxy_or_write_however_it_is_spelled
     let raw = RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("victor@acme.example", "tenant_viewer").await;
     let pod = api_pod(&w);
-    let ws = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Protocol", "v5.channel.k8s.io")];
+    let ws = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+    ];
     let spdy = [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"), ("X-Stream-Protocol-Version", "v4.channel.k8s.io")];
-    let mut cases: Vec<(&str, String, &[(&str, &str)])> = Vec::new();
+    let mut cases: Vec<(&str, String, &Headers)> = Vec::new();
     for t in [
         "/api/v1/namespaces/web/secrets",
         "/api/v1/namespaces/web/%73ecrets",
@@ -357,13 +420,25 @@ async fn only_kubernetes_upgrades_pass_and_proxy_headers_never_reach_the_api_ser
     let pod = api_pod(&w);
     let exec = format!("/api/v1/namespaces/web/pods/{pod}/exec?command=hostname&stdout=true");
     for (target, headers, why) in [
-        (exec.clone(), vec![("Connection", "Upgrade"), ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAAQAAP__")], "h2c"),
+        (
+            exec.clone(),
+            vec![("Connection", "Upgrade"), ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAAQAAP__")],
+            "h2c",
+        ),
         ("/api/v1/namespaces/web/pods".to_string(), vec![("Connection", "Upgrade"), ("Upgrade", "h2c")], "h2c"),
-        (exec.clone(), vec![("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Protocol", "chat")], "subprotocol"),
+        (
+            exec.clone(),
+            vec![("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Protocol", "chat")],
+            "subprotocol",
+        ),
         (exec.clone(), vec![("Connection", "Upgrade"), ("Upgrade", "websocket")], "subprotocol"),
         (
             exec.clone(),
-            vec![("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Protocol", "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.a2NfeA")],
+            vec![
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Protocol", "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.a2NfeA"),
+            ],
             "bearer",
         ),
         (
@@ -397,15 +472,22 @@ async fn only_kubernetes_upgrades_pass_and_proxy_headers_never_reach_the_api_ser
         ("Impersonate-Group", "system:masters"),
         ("Kubechat-User", "kubechat:user:admin@acme.example"),
     ];
-    let r = raw.send_head("GET", &format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster), &token, &forged).await;
+    let r =
+        raw.send_head("GET", &format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster), &token, &forged).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = w.sim.sim.seen_request(&request_id(&r)).expect("arrived");
     for (name, value) in &seen.headers {
         assert!(
-            !(name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip" || name.starts_with("x-remote-")),
+            !(name.starts_with("x-forwarded-")
+                || name == "forwarded"
+                || name == "x-real-ip"
+                || name.starts_with("x-remote-")),
             "{name}: {value} reached the API server"
         );
-        assert!(!value.contains("6.6.6.6") && !value.contains("system:masters") && !value.contains("system:admin"), "{name}: {value}");
+        assert!(
+            !value.contains("6.6.6.6") && !value.contains("system:masters") && !value.contains("system:admin"),
+            "{name}: {value}"
+        );
     }
     assert_eq!(seen.user, "kubechat:user:ursula@acme.example");
 }
@@ -429,7 +511,11 @@ async fn repeating_one_kubectl_session_does_not_evade_the_command_quota() {
     }
     let r = raw.send("GET", &target, &token, &session).await;
     assert_eq!(r.status, 429, "the same session kept counting as one command: {}", r.text());
-    assert!(r.json()["message"].as_str().is_some_and(|m| m.contains("has used all 2 kubectl commands")), "{}", r.text());
+    assert!(
+        r.json()["message"].as_str().is_some_and(|m| m.contains("has used all 2 kubectl commands")),
+        "{}",
+        r.text()
+    );
     let usage = w.api.get(&format!("/v1/tenants/{}/usage", w.tenant)).await.expect("reach").body;
     assert_eq!(usage["metered"]["command_executed"], 2.0, "{usage}");
 }

@@ -58,8 +58,10 @@ pub use server::{KubeSim, SimConfig};
 impl KubeSim {
     /// A simulated cluster with system RBAC and, if `demo`, the demo data.
     pub fn new(config: SimConfig, demo: bool) -> Arc<Self> {
-        let sim =
-            Self { cluster: cluster::Cluster::new(), config, issued_tokens: Default::default(),
+        let sim = Self {
+            cluster: cluster::Cluster::new(),
+            config,
+            issued_tokens: Default::default(),
             seen: Default::default(),
             unavailable_groups: Default::default(),
         };

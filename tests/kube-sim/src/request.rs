@@ -190,12 +190,10 @@ pub fn request_info(method: &str, url: &GoUrl) -> Result<RequestInfo, InfoError>
             _ => "",
         });
     }
-    if cur[0] == "namespaces" {
-        if cur.len() > 1 {
-            ri.namespace = cur[1].to_string();
-            if cur.len() > 2 && cur[2] != "status" && cur[2] != "finalize" {
-                cur.drain(..2);
-            }
+    if cur[0] == "namespaces" && cur.len() > 1 {
+        ri.namespace = cur[1].to_string();
+        if cur.len() > 2 && cur[2] != "status" && cur[2] != "finalize" {
+            cur.drain(..2);
         }
     }
     // resource / name / subresource (none for the proxy verb)

@@ -237,7 +237,12 @@ async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Byte
     Ok((parts, bytes))
 }
 
-async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>, target: &str, url: &GoUrl) -> Result<Response<Body>, ApiError> {
+async fn route(
+    sim: &Arc<KubeSim>,
+    req: Request<Incoming>,
+    target: &str,
+    url: &GoUrl,
+) -> Result<Response<Body>, ApiError> {
     tracing::debug!(
         method = %req.method(),
         uri = %req.uri(),
@@ -274,7 +279,8 @@ async fn route(sim: &Arc<KubeSim>, req: Request<Incoming>, target: &str, url: &G
     let values = url.query();
     let query: HashMap<String, String> = values.first_values();
     sim.authorize(&user, &info)?;
-    let down = sim.unavailable_groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&info.api_group);
+    let down =
+        sim.unavailable_groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&info.api_group);
     if down && !info.api_group.is_empty() {
         // What kube-aggregator answers for an APIService whose backend is down.
         let mut r = Response::new(Full::new(Bytes::from_static(b"service unavailable\n")).boxed_unsync());
