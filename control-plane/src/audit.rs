@@ -388,7 +388,9 @@ pub async fn list(db: &Db, tenant: &str, f: &Filter) -> Result<(Vec<AuditEntry>,
 pub struct Joined {
     /// The request id.
     pub request_id: String,
-    /// The control plane's decision record (allow or deny), if any.
+    /// The control plane's last decision record (allow or deny), if any: an
+    /// allowed request that could not be sent after all has a deny after
+    /// its allow.
     pub decision: Option<AuditEntry>,
     /// The relays' outcome records (status, bytes, duration).
     pub outcomes: Vec<AuditEntry>,
@@ -406,7 +408,7 @@ pub async fn request(db: &Db, tenant: &str, request_id: &str) -> Result<Option<J
         return Ok(None);
     }
     let (decisions, outcomes): (Vec<_>, Vec<_>) = items.into_iter().partition(|e| e.kind == crate::kube::DECISION);
-    let decision = decisions.into_iter().next();
+    let decision = decisions.into_iter().last();
     let complete = match &decision {
         Some(d) if d.decision == "allow" => !outcomes.is_empty(),
         _ => true,

@@ -311,11 +311,9 @@ async fn decide_and_forward(
         return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
     }
     let Some(relays) = app.relays.clone() else {
-        return status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "this control plane has no relay client certificate configured",
-        );
+        let message = "this control plane has no relay client certificate configured";
+        meta.deny(app, &tenant.id, &cluster.id, &groups, 503, message).await;
+        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
     };
     let routes = match crate::directory::routes(&app.db, &tenant.id, &cluster.id).await {
         Ok(r) => r,
@@ -337,17 +335,16 @@ async fn decide_and_forward(
             tenant.home_region,
             if failover.is_empty() { String::new() } else { format!(", failover {failover}") }
         );
+        meta.deny(app, &tenant.id, &cluster.id, &groups, 503, &message).await;
         return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
     }
     if allowed.is_empty() {
-        return status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            format!(
-                "cluster {} is not connected: no agent tunnel is up on any relay; check the agent (kubectl -n kubechat logs deploy/kubechat-agent)",
-                cluster.name
-            ),
+        let message = format!(
+            "cluster {} is not connected: no agent tunnel is up on any relay; check the agent (kubectl -n kubechat logs deploy/kubechat-agent)",
+            cluster.name
         );
+        meta.deny(app, &tenant.id, &cluster.id, &groups, 503, &message).await;
+        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
     }
     // Spread over the relays holding a tunnel; a relay that cannot be
     // reached (crashed, not yet expired from the directory) is skipped.
@@ -381,11 +378,10 @@ async fn decide_and_forward(
         match http_body_util::Limited::new(body, MAX_REQUEST_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
-                return status(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLarge",
-                    format!("the request body is larger than {MAX_REQUEST_BODY} bytes, or was not received whole"),
-                );
+                let message =
+                    format!("the request body is larger than {MAX_REQUEST_BODY} bytes, or was not received whole");
+                meta.deny(app, &tenant.id, &cluster.id, &groups, 413, &message).await;
+                return status(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", message);
             }
         }
     };
@@ -454,11 +450,11 @@ async fn decide_and_forward(
     let mut resp = match sent {
         None => {
             app.breakers.record(&tenant.id, true, std::time::Instant::now());
-            return status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!("no relay holding cluster {}'s tunnel can be reached; retry", cluster.name),
-            );
+            // The allow is on record; this says the request never left.
+            let message = format!("no relay holding cluster {}'s tunnel can be reached; retry", cluster.name);
+            meta.deny(app, &tenant.id, &cluster.id, &groups, 503, &format!("{message} (the request was not sent)"))
+                .await;
+            return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
         }
         Some((_, Ok(r))) => r,
         Some((relay, Err((_, e)))) => {

@@ -15,14 +15,11 @@ use std::time::Duration;
 
 use kubechat_control_plane::Secret;
 use kubechat_control_plane::client::Client;
-use kubechat_tests::platform::{ADMIN, World, world, world_full};
+use kubechat_tests::platform::{ADMIN, World, world_full};
 use kubechat_tests::raw::{RawClient, RawResponse};
 use kubechat_tests::shapes::{self, Expect, SHAPES};
-use kubechat_tests::wait::eventually;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-
-const LONG: Duration = Duration::from_secs(60);
 
 #[test]
 fn the_control_plane_reads_every_shape_as_the_api_server_does() {
@@ -58,6 +55,20 @@ fn the_control_plane_reads_every_shape_as_the_api_server_does() {
     assert_eq!(shapes::describe(&sneaky), r#"list /v1 secrets ns="web" name="""#);
     let dotted = shapes::api_server("GET", "//api/v1/namespaces/web/secrets").expect("served");
     assert_eq!(shapes::describe(&dotted), r#"list /v1 secrets ns="web" name="""#);
+}
+
+/// A world whose rate limits stay out of the way: these tests send many
+/// requests in a row, and are about authorization, not rate limiting.
+async fn world_unlimited(policy: Value) -> World {
+    world_full(
+        policy,
+        |_| {},
+        |c| {
+            c.per_token_rps = 100_000.0;
+            c.per_tenant_rps = 100_000.0;
+        },
+    )
+    .await
 }
 
 /// The audit log's joined view of one request.
@@ -117,7 +128,7 @@ async fn check_through_the_stack(w: &World, raw: &RawClient, token: &str, method
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shape_reaches_the_api_server_exactly_as_authorized_or_is_refused_and_audited() {
-    let w = world(json!({})).await;
+    let w = world_unlimited(json!({})).await;
     let raw = RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("ada@acme.example", "tenant_admin").await;
     for s in SHAPES {
@@ -204,7 +215,7 @@ fn target_strategy() -> impl Strategy<Value = (String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn for_any_target_the_control_plane_authorizes_the_api_server_gets_that_canonical_target() {
-    let w = world(json!({})).await;
+    let w = world_unlimited(json!({})).await;
     let raw = RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("ada@acme.example", "tenant_admin").await;
     let handle = tokio::runtime::Handle::current();
@@ -255,7 +266,7 @@ fn api_pod(w: &World) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_reaches_no_secret_session_proxy_or_write_however_it_is_spelled() {
-    let w = world(json!({})).await;
+    let w = world_unlimited(json!({})).await;
     let raw = RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("victor@acme.example", "tenant_viewer").await;
     let pod = api_pod(&w);
@@ -344,7 +355,7 @@ async fn a_viewer_reaches_no_secret_session_proxy_or_write_however_it_is_spelled
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_clusters_refuse_writes_however_they_are_spelled() {
-    let w = world(json!({"readOnly": true})).await;
+    let w = world_unlimited(json!({"readOnly": true})).await;
     let raw = RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("ada@acme.example", "tenant_admin").await;
     let pod = api_pod(&w);
@@ -383,7 +394,7 @@ async fn read_only_clusters_refuse_writes_however_they_are_spelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_namespaces_and_denied_resources_hold_however_they_are_spelled() {
-    let w = world(json!({"allowedNamespaces": ["web"], "deniedResources": ["configmaps"]})).await;
+    let w = world_unlimited(json!({"allowedNamespaces": ["web"], "deniedResources": ["configmaps"]})).await;
     let raw = RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("ursula@acme.example", "tenant_user").await;
     for (m, t) in [
@@ -414,7 +425,7 @@ async fn allowed_namespaces_and_denied_resources_hold_however_they_are_spelled()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_kubernetes_upgrades_pass_and_proxy_headers_never_reach_the_api_server() {
-    let w = world(json!({})).await;
+    let w = world_unlimited(json!({})).await;
     let raw = RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("ursula@acme.example", "tenant_user").await;
     let pod = api_pod(&w);
@@ -494,7 +505,7 @@ async fn only_kubernetes_upgrades_pass_and_proxy_headers_never_reach_the_api_ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeating_one_kubectl_session_does_not_evade_the_command_quota() {
-    let w = world(json!({})).await;
+    let w = world_unlimited(json!({})).await;
     let platform = Client::new_tls(&w.cp_url, Some(Secret(ADMIN.into())), &w.cp_ca);
     let limits = json!({"maxUsers": 50, "maxClusters": 20, "maxCommandsPerMonth": 2, "maxAuditRetentionDays": 90});
     let r = platform.put(&format!("/v1/tenants/{}", w.tenant), &json!({"limits": limits})).await.expect("reach");
@@ -543,15 +554,6 @@ async fn the_api_servers_own_unavailable_answers_do_not_pause_the_tenant() {
     assert_eq!(ok.status, 200, "the tenant was paused for its API server's answers: {}", ok.body);
     let metrics = w.cp_metrics().await;
     assert!(metrics.contains("kubechat_cp_breaker_refusals_total 0"), "{metrics}");
-    // KubeChat's own failures still count: with the agent gone, no tunnel.
-    w.agent.shutdown.cancel();
-    let (api, p2) = (w.api.clone(), path.clone());
-    eventually("the breaker opens on KubeChat's own failures", LONG, || {
-        let (api, p) = (api.clone(), p2.clone());
-        async move {
-            let r = api.get(&p).await.expect("reach");
-            r.body["message"].as_str().is_some_and(|m| m.contains("paused"))
-        }
-    })
-    .await;
+    // (KubeChat's own failures do open it, with the same settings:
+    // control_plane_kube::a_tenant_failing_upstream_is_paused_by_its_breaker_and_others_are_served.)
 }
