@@ -1,7 +1,7 @@
 //! Events the control plane refused to store, kept on the relay's disk for
 //! an operator instead of being forgotten (`dead-letters.log` in the spool
-//! directory). Records are `[u32 length][4 bytes of SHA-256][protobuf
-//! DeadLetter]`, appended and fsynced before the spool lets the events go.
+//! directory). Records (`crate::record`) hold a protobuf DeadLetter each,
+//! appended and fsynced before the spool lets the events go.
 //! The relay never resends nor deletes them; `GET /v1/dead-letters` on the
 //! admin listener lists them and `kubechat_relay_dead_letter_events` counts
 //! them (an alert rule in docs/operations.md fires on any).
@@ -14,12 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use kubechat_protocol::events::DeadLetter;
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 use crate::spool::SpoolError;
-
-/// Largest record read back.
-const MAX_RECORD: usize = 1 << 20;
 
 /// The dead-letter file of one relay.
 pub(crate) struct DeadLetters {
@@ -37,24 +33,7 @@ fn read_all(path: &Path) -> std::io::Result<Vec<DeadLetter>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     }
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while data.len() - at >= 8 {
-        let len = u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
-        if len > MAX_RECORD || data.len() - at - 8 < len {
-            break;
-        }
-        let payload = &data[at + 8..at + 8 + len];
-        if Sha256::digest(payload)[..4] != data[at + 4..at + 8] {
-            break;
-        }
-        match DeadLetter::decode(payload) {
-            Ok(d) => out.push(d),
-            Err(_) => break,
-        }
-        at += 8 + len;
-    }
-    Ok(out)
+    Ok(crate::record::decode_all(&data, |p| DeadLetter::decode(p).ok()).0)
 }
 
 impl DeadLetters {
@@ -71,10 +50,7 @@ impl DeadLetters {
     pub(crate) fn append(&self, letters: &[DeadLetter]) -> std::io::Result<()> {
         let mut buf = Vec::new();
         for d in letters {
-            let payload = d.encode_to_vec();
-            buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&Sha256::digest(&payload)[..4]);
-            buf.extend_from_slice(&payload);
+            crate::record::encode(&d.encode_to_vec(), &mut buf);
         }
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let before = file.metadata()?.len();

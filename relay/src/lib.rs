@@ -19,6 +19,7 @@
 //! - `spool`, `events`: audit and usage events, on disk until the control
 //!   plane acknowledges them.
 //! - `dead_letter`: events the control plane refused, kept for an operator.
+//! - `record`: the checksummed record format of both files.
 //! - [`presence`]: reporting tunnels to the control plane over gRPC; the
 //!   revocation list that comes back (revoked tunnels are dropped and refused).
 
@@ -33,6 +34,7 @@ mod forward;
 mod internal;
 mod listener;
 pub mod presence;
+mod record;
 mod registry;
 mod spool;
 mod state;

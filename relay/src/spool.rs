@@ -2,8 +2,8 @@
 //! is written (and fsynced) here before it is sent, replayed after reconnects
 //! and restarts, and deleted only once the control plane acknowledged it.
 //!
-//! Layout: `seg-<n>.log` files of records `[u32 length][4 bytes of SHA-256
-//! of the payload][payload: protobuf Event]`. A crash can leave a torn record
+//! Layout: `seg-<n>.log` files of records (`crate::record`) whose payload is
+//! a protobuf Event. A crash can leave a torn record
 //! at the end of the last segment; it is detected by its checksum and cut
 //! off on open. A segment is deleted once every event in it is acknowledged
 //! and it is no longer the one being written. Writes are group-committed by
@@ -22,13 +22,10 @@ use std::sync::{Arc, Mutex};
 
 use kubechat_protocol::events::Event;
 use prost::Message;
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 /// Largest segment before the writer starts a new one.
 const SEGMENT_BYTES: u64 = 4 << 20;
-/// Largest record accepted when reading a segment back.
-const MAX_RECORD: usize = 1 << 20;
 
 /// Why the spool could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -92,11 +89,8 @@ pub(crate) struct Spool {
 }
 
 fn record(e: &Event) -> Vec<u8> {
-    let payload = e.encode_to_vec();
-    let mut out = Vec::with_capacity(8 + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&Sha256::digest(&payload)[..4]);
-    out.extend_from_slice(&payload);
+    let mut out = Vec::with_capacity(crate::record::HEADER + e.encoded_len());
+    crate::record::encode(&e.encode_to_vec(), &mut out);
     out
 }
 
@@ -105,24 +99,8 @@ fn record(e: &Event) -> Vec<u8> {
 fn read_segment(path: &Path) -> Result<(Vec<Event>, u64), SpoolError> {
     let mut data = Vec::new();
     File::open(path).and_then(|mut f| f.read_to_end(&mut data)).map_err(|e| err(path, e))?;
-    let mut events = Vec::new();
-    let mut at = 0usize;
-    while data.len() - at >= 8 {
-        let len = u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
-        if len > MAX_RECORD || data.len() - at - 8 < len {
-            break;
-        }
-        let payload = &data[at + 8..at + 8 + len];
-        if Sha256::digest(payload)[..4] != data[at + 4..at + 8] {
-            break;
-        }
-        match Event::decode(payload) {
-            Ok(e) => events.push(e),
-            Err(_) => break,
-        }
-        at += 8 + len;
-    }
-    Ok((events, at as u64))
+    let (events, valid) = crate::record::decode_all(&data, |p| Event::decode(p).ok());
+    Ok((events, valid as u64))
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {

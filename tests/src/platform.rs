@@ -120,7 +120,72 @@ impl World {
     }
 }
 
+/// A relay binary ready to run beside a [`Platform`]: its own certificate
+/// (for its relay id) and the CAs in a directory, flags that report
+/// presence to the platform's control plane and trust its grant key, and
+/// fixed ports, so it can be killed and started again on the same ones.
+pub struct RelaySpec {
+    /// Certificates (and anything the flags point at, e.g. a spool).
+    pub dir: tempfile::TempDir,
+    /// The flags besides listen addresses and certificates.
+    pub args: Vec<String>,
+    /// QUIC, internal and admin ports.
+    pub ports: (u16, u16, u16),
+}
+
+impl RelaySpec {
+    /// Starts the relay binary `bin` (an integration test passes
+    /// `env!("CARGO_BIN_EXE_test-relay")`).
+    pub fn spawn(&self, bin: &str) -> crate::stack::RelayProcess {
+        let (quic, internal, admin) = self.ports;
+        crate::stack::RelayProcess::spawn_with(bin, self.dir.path(), quic, internal, admin, &self.args)
+    }
+}
+
+impl World {
+    /// The name of a demo pod in `ns` whose name starts with `prefix`.
+    pub fn pod(&self, ns: &str, prefix: &str) -> String {
+        let pods = self.sim.sim.cluster.resource("", "v1", "pods").expect("kube-sim serves pods");
+        let (items, _) = self.sim.sim.cluster.store.list(&pods, Some(ns));
+        items
+            .into_iter()
+            .filter_map(|p| p.pointer("/metadata/name").and_then(serde_json::Value::as_str).map(str::to_string))
+            .find(|n| n.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no pod {prefix}… in {ns}"))
+    }
+}
+
 impl Platform {
+    /// A relay `relay_id` to run as a process, reporting to this platform's
+    /// control plane every 200 ms, with `extra` flags.
+    pub fn relay_spec(&self, relay_id: &str, extra: &[&str]) -> RelaySpec {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        self.pki.relay_cert_for(relay_id).write(d, "relay").expect("write the relay certificate");
+        for (file, pem) in [
+            ("agent-ca.crt", self.pki.pki.agent_ca.cert_pem()),
+            ("internal-ca.crt", self.pki.pki.internal_ca.cert_pem()),
+            ("relay-ca.crt", self.pki.pki.relay_ca.cert_pem()),
+        ] {
+            std::fs::write(d.join(file), pem).expect("write a CA");
+        }
+        let mut args: Vec<String> = vec![
+            "--relay-id".into(),
+            relay_id.into(),
+            "--control-plane-url".into(),
+            format!("https://127.0.0.1:{}", self.internal_port),
+            "--control-plane-ca".into(),
+            d.join("relay-ca.crt").display().to_string(),
+            "--presence-interval-ms".into(),
+            "200".into(),
+            "--grant-key".into(),
+            self.grant_key.clone(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let free = crate::stack::free_port;
+        RelaySpec { dir, args, ports: (free(), free(), free()) }
+    }
+
     /// kubectl for `cluster` with `token`.
     pub fn kubectl(&self, token: &str, cluster: &str) -> Kubectl {
         Kubectl::new(

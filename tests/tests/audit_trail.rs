@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kubechat_tests::platform::{World, world, world_with};
 use kubechat_tests::raw::RawClient;
-use kubechat_tests::stack::{RelayProcess, free_port, start_agent};
+use kubechat_tests::stack::start_agent;
 use kubechat_tests::wait::{eventually, within};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,16 +26,6 @@ async fn joined(w: &World, id: &str) -> Value {
 async fn verified(w: &World) {
     let v = w.api.get(&format!("/v1/tenants/{}/audit/verify", w.tenant)).await.expect("reach");
     assert_eq!(v.body["intact"], true, "{}", v.body);
-}
-
-fn api_pod(w: &World) -> String {
-    let pods = w.sim.sim.cluster.resource("", "v1", "pods").expect("pods");
-    let (items, _) = w.sim.sim.cluster.store.list(&pods, Some("web"));
-    items
-        .into_iter()
-        .filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string))
-        .find(|n| n.starts_with("api-"))
-        .expect("an api pod in web")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +66,7 @@ async fn a_60_kib_header_and_a_9_kb_exec_are_audited_with_truncated_fields_marke
     assert_eq!(j["outcomes"][0]["status"], 200);
 
     // An exec whose command is 9 KB: the path is cut and marked, the command runs.
-    let pod = api_pod(&w);
+    let pod = w.pod("web", "api-");
     let word = "y".repeat(9 * 1024);
     let user = w.kubectl(&token, &w.cluster);
     let out = user.ok(&["exec", &pod, "-n", "web", "--", "echo", &word]).await;
@@ -106,28 +96,10 @@ async fn a_60_kib_header_and_a_9_kb_exec_are_audited_with_truncated_fields_marke
 async fn a_relay_killed_during_kubectl_exec_leaves_the_decision_record_and_the_chain_verifies() {
     let w = world(json!({})).await;
     // A relay of its own, as a process, reporting to the control plane.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    w.pki.relay_cert_for("relay-k").write(d, "relay").expect("write");
-    std::fs::write(d.join("agent-ca.crt"), w.pki.pki.agent_ca.cert_pem()).expect("write");
-    std::fs::write(d.join("internal-ca.crt"), w.pki.pki.internal_ca.cert_pem()).expect("write");
-    std::fs::write(d.join("relay-ca.crt"), w.pki.pki.relay_ca.cert_pem()).expect("write");
-    let args: Vec<String> = vec![
-        "--relay-id".into(),
-        "relay-k".into(),
-        "--control-plane-url".into(),
-        format!("https://127.0.0.1:{}", w.internal_port),
-        "--control-plane-ca".into(),
-        d.join("relay-ca.crt").display().to_string(),
-        "--presence-interval-ms".into(),
-        "200".into(),
-        "--grant-key".into(),
-        w.grant_key.clone(),
-        "--spool-dir".into(),
-        d.join("spool").display().to_string(),
-    ];
-    let mut relay =
-        RelayProcess::spawn_with(env!("CARGO_BIN_EXE_test-relay"), d, free_port(), free_port(), free_port(), &args);
+    let mut spec = w.relay_spec("relay-k", &[]);
+    let spool = spec.dir.path().join("spool").display().to_string();
+    spec.args.extend(["--spool-dir".to_string(), spool]);
+    let mut relay = spec.spawn(env!("CARGO_BIN_EXE_test-relay"));
     // A cluster whose only tunnel is on that relay.
     let c = w.api.post(&format!("/v1/tenants/{}/clusters", w.tenant), &json!({"name": "kx"})).await.expect("reach");
     let cluster = c.body["id"].as_str().expect("id").to_string();
@@ -150,7 +122,7 @@ async fn a_relay_killed_during_kubectl_exec_leaves_the_decision_record_and_the_c
     .await;
 
     // kubectl exec -i … cat: a session that stays open while stdin does.
-    let pod = api_pod(&w);
+    let pod = w.pod("web", "api-");
     let token = w.user("ursula@acme.example", "tenant_user").await;
     let user = w.kubectl(&token, &cluster);
     let mut child = user

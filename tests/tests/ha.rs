@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use kubechat_tests::platform::world;
-use kubechat_tests::stack::{RelayProcess, free_port, start_agent};
+use kubechat_tests::stack::start_agent;
 use kubechat_tests::wait::eventually;
 use serde_json::json;
 
@@ -16,31 +16,9 @@ const LONG: Duration = Duration::from_secs(60);
 async fn killing_one_of_two_relays_fails_at_most_the_request_in_flight_on_it() {
     let w = world(json!({})).await;
     // A second relay, as its own process, reporting to the control plane.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    w.pki.relay_cert_for("relay-p").write(d, "relay").expect("write");
-    std::fs::write(d.join("agent-ca.crt"), w.pki.pki.agent_ca.cert_pem()).expect("write");
-    std::fs::write(d.join("internal-ca.crt"), w.pki.pki.internal_ca.cert_pem()).expect("write");
-    std::fs::write(d.join("relay-ca.crt"), w.pki.pki.relay_ca.cert_pem()).expect("write");
-    let (quic, internal, admin) = (free_port(), free_port(), free_port());
-    let args: Vec<String> = vec![
-        "--relay-id".into(),
-        "relay-p".into(),
-        "--control-plane-url".into(),
-        format!("https://127.0.0.1:{}", w.internal_port),
-        "--control-plane-ca".into(),
-        d.join("relay-ca.crt").display().to_string(),
-        "--presence-interval-ms".into(),
-        "200".into(),
-        "--grant-key".into(),
-        w.grant_key.clone(),
-        "--idle-timeout-secs".into(),
-        "6".into(),
-        "--heartbeat-secs".into(),
-        "1".into(),
-    ];
+    let spec = w.relay_spec("relay-p", &["--idle-timeout-secs", "6", "--heartbeat-secs", "1"]);
     let bin = env!("CARGO_BIN_EXE_test-relay");
-    let mut relay_p = RelayProcess::spawn_with(bin, d, quic, internal, admin, &args);
+    let mut relay_p = spec.spawn(bin);
 
     // One agent (a new cluster), a tunnel to each relay.
     let c = w.api.post(&format!("/v1/tenants/{}/clusters", w.tenant), &json!({"name": "ha"})).await.expect("reach");
@@ -97,7 +75,7 @@ async fn killing_one_of_two_relays_fails_at_most_the_request_in_flight_on_it() {
     assert!(ok >= 118);
 
     // The relay comes back on the same ports: the agent has two tunnels again.
-    let _relay_p = RelayProcess::spawn_with(bin, d, quic, internal, admin, &args);
+    let _relay_p = spec.spawn(bin);
     agent.wait_tunnels(2).await;
 }
 

@@ -253,23 +253,12 @@ async fn refused(w: &World, raw: &RawClient, token: &str, method: &str, target: 
 /// Extra request headers.
 type Headers = [(&'static str, &'static str)];
 
-/// A pod of the demo data set (`app=api` in `web`).
-fn api_pod(w: &World) -> String {
-    let pods = w.sim.sim.cluster.resource("", "v1", "pods").expect("pods");
-    let (items, _) = w.sim.sim.cluster.store.list(&pods, Some("web"));
-    items
-        .into_iter()
-        .filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string))
-        .find(|n| n.starts_with("api-"))
-        .expect("an api pod in web")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_reaches_no_secret_session_proxy_or_write_however_it_is_spelled() {
     let w = world_unlimited(json!({})).await;
     let raw = RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("victor@acme.example", "tenant_viewer").await;
-    let pod = api_pod(&w);
+    let pod = w.pod("web", "api-");
     let ws = [
         ("Connection", "Upgrade"),
         ("Upgrade", "websocket"),
@@ -358,7 +347,7 @@ async fn read_only_clusters_refuse_writes_however_they_are_spelled() {
     let w = world_unlimited(json!({"readOnly": true})).await;
     let raw = RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("ada@acme.example", "tenant_admin").await;
-    let pod = api_pod(&w);
+    let pod = w.pod("web", "api-");
     for (m, t) in [
         ("DELETE", format!("/api/v1/namespaces/web/pods/{pod}")),
         ("DELETE", format!("/api/v1/namespaces/web/%70ods/{pod}")),
@@ -428,7 +417,7 @@ async fn only_kubernetes_upgrades_pass_and_proxy_headers_never_reach_the_api_ser
     let w = world_unlimited(json!({})).await;
     let raw = RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("ursula@acme.example", "tenant_user").await;
-    let pod = api_pod(&w);
+    let pod = w.pod("web", "api-");
     let exec = format!("/api/v1/namespaces/web/pods/{pod}/exec?command=hostname&stdout=true");
     for (target, headers, why) in [
         (
