@@ -64,10 +64,16 @@ async fn the_audit_trail_of_a_kubectl_session_shows_every_request_including_refu
         let (api, tenant) = (api.clone(), tenant.clone());
         async move {
             let items = audit_items(&api, &tenant, "").await;
-            let has = |user: &str, verb: &str, decision: &str| {
-                items.iter().any(|e| e["user"] == user && e["verb"] == verb && e["decision"] == decision)
+            let has = |kind: &str, user: &str, verb: &str, decision: &str| {
+                items.iter().any(|e| {
+                    e["kind"] == kind && e["user"] == user && e["verb"] == verb && e["decision"] == decision
+                })
             };
-            has(ursula, "list", "allow") && has(ursula, "delete", "allow") && has(victor, "delete", "deny")
+            // The relays' records of the allowed requests (their decisions
+            // are written first), and the control plane's refusal.
+            has("request", ursula, "list", "allow")
+                && has("request", ursula, "delete", "allow")
+                && has("decision", victor, "delete", "deny")
         }
     })
     .await;
