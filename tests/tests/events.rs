@@ -65,9 +65,9 @@ async fn the_audit_trail_of_a_kubectl_session_shows_every_request_including_refu
         async move {
             let items = audit_items(&api, &tenant, "").await;
             let has = |kind: &str, user: &str, verb: &str, decision: &str| {
-                items.iter().any(|e| {
-                    e["kind"] == kind && e["user"] == user && e["verb"] == verb && e["decision"] == decision
-                })
+                items
+                    .iter()
+                    .any(|e| e["kind"] == kind && e["user"] == user && e["verb"] == verb && e["decision"] == decision)
             };
             // The relays' records of the allowed requests (their decisions
             // are written first), and the control plane's refusal.
