@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::auth::{self, Principal};
-use crate::db::{Db, Scope, now};
 use crate::error::ApiError;
 use crate::model::*;
 use crate::ratelimit::RateLimiter;
+use crate::store::{Db, Scope, StoreError, now};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -110,7 +110,7 @@ async fn export_audit(
             let (items, next) = match crate::audit::list(&app.db, &t.id, &f).await {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::warn!(error = %e.message, "audit export failed");
+                    tracing::warn!(error = %e, "audit export failed");
                     tx.abort("storage failure during the export".into());
                     return;
                 }
@@ -132,7 +132,7 @@ async fn export_audit(
         let id = uuid::Uuid::now_v7().to_string();
         let now = crate::directory::now_ms();
         if let Err(e) = crate::audit::add_usage(&app.db, &id, &t.id, "", "audit_export", exported as f64, now).await {
-            tracing::warn!(error = %e.message, "audit export not metered");
+            tracing::warn!(error = %e, "audit export not metered");
         }
     });
     let mut resp = Response::new(body.boxed_unsync());
@@ -563,7 +563,7 @@ async fn role_in(app: &App, p: &Principal, id: &str) -> Result<Option<Role>, Api
         return Ok(Some(p.user.role));
     }
     match &p.tenant_slug {
-        Some(slug) => app.db.access_role(id, &p.user.email, slug).await,
+        Some(slug) => Ok(app.db.access_role(id, &p.user.email, slug).await?),
         None => Ok(None),
     }
 }
@@ -617,6 +617,19 @@ fn kubeconfig(app: &App, t: &Tenant, c: &Cluster, email: &str, token: &str) -> S
         u = q(email)
     );
     y
+}
+
+/// The refusal of a write above a plan limit.
+fn plan_limit(t: &Tenant, what: &str, field: &str, fix: &str) -> ApiError {
+    let limit = if what == "users" { t.subscription.limits.max_users } else { t.subscription.limits.max_clusters };
+    ApiError::forbidden(
+        "plan_limit",
+        format!(
+            "tenant {} is on the {} plan, which allows {limit} {what} ({field}); {fix} or upgrade the plan",
+            t.slug,
+            t.subscription.plan.as_str(),
+        ),
+    )
 }
 
 /// An optional lifetime given as days or seconds (not both).
@@ -729,7 +742,13 @@ async fn create_tenant(app: &App, p: &Principal, b: TenantCreate) -> Reply {
         revoked_at: None,
         created_at: now(),
     };
-    app.db.create_tenant(&tenant, &admin, &token, &auth::hash(&secret.0)).await?;
+    app.db.create_tenant(&tenant, &admin, &token, &auth::hash(&secret.0)).await.map_err(|e| {
+        if e.is_conflict_on("slug") {
+            ApiError::conflict(format!("a tenant with slug {} already exists", tenant.slug))
+        } else {
+            e.into()
+        }
+    })?;
     tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant onboarded");
     Ok((StatusCode::CREATED, json!({"tenant": tenant, "admin": admin, "token": secret.0, "apiToken": token})))
 }
@@ -831,7 +850,13 @@ async fn create_user(app: &App, p: &Principal, id: &str, b: UserCreate) -> Reply
         role: b.role,
         created_at: now(),
     };
-    app.db.add_user(&t, &u).await?;
+    app.db.add_user(&t, &u).await.map_err(|e| match e {
+        StoreError::LimitReached { .. } => plan_limit(&t, "users", "maxUsers", "remove a user"),
+        e if e.is_conflict_on("email") => {
+            ApiError::conflict(format!("a user with email {} already exists in this tenant", u.email))
+        }
+        e => e.into(),
+    })?;
     Ok((StatusCode::CREATED, json!(u)))
 }
 
@@ -973,7 +998,13 @@ async fn create_cluster(app: &App, p: &Principal, id: &str, b: ClusterCreate) ->
         policy: b.policy,
         created_at: now(),
     };
-    app.db.add_cluster(&t, &c).await?;
+    app.db.add_cluster(&t, &c).await.map_err(|e| match e {
+        StoreError::LimitReached { .. } => plan_limit(&t, "clusters", "maxClusters", "remove a cluster"),
+        e if e.is_conflict_on("name") => {
+            ApiError::conflict(format!("a cluster named {} already exists in this tenant", c.name))
+        }
+        e => e.into(),
+    })?;
     let mut out = json!(c);
     if app.enrollment.is_some() {
         let (token, expires) = crate::enroll::issue_bootstrap(app, &t.id, &c.id, None).await?;

@@ -21,8 +21,8 @@ use sqlx::Row;
 
 use kubechat_protocol::grant::GrantSigner;
 
-use crate::db::{Backend, Db, Scope};
-use crate::error::ApiError;
+use crate::store::StoreError;
+use crate::store::{Backend, Db, Scope};
 
 /// One audit event, as stored and shown.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -245,7 +245,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditEntry, sqlx::Error> {
 
 /// Appends `entries` (all of `tenant`) to its chain in order, skipping ids
 /// already stored anywhere. Returns how many were new.
-pub async fn append(db: &Db, tenant: &str, entries: Vec<AuditEntry>) -> Result<usize, ApiError> {
+pub async fn append(db: &Db, tenant: &str, entries: Vec<AuditEntry>) -> Result<usize, StoreError> {
     let mut tx = db.begin(&Scope::Platform).await?;
     // A write first: on SQLite it takes the database's write lock for the
     // whole transaction, so two appenders never read the same head.
@@ -350,7 +350,7 @@ pub struct Filter {
 
 /// One page of a tenant's audit events, oldest first, and the cursor of the
 /// next page if there is one.
-pub async fn list(db: &Db, tenant: &str, f: &Filter) -> Result<(Vec<AuditEntry>, Option<i64>), ApiError> {
+pub async fn list(db: &Db, tenant: &str, f: &Filter) -> Result<(Vec<AuditEntry>, Option<i64>), StoreError> {
     let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq > $2 \
@@ -401,7 +401,7 @@ pub struct Joined {
 }
 
 /// The audit records of request `request_id` in `tenant`'s log.
-pub async fn request(db: &Db, tenant: &str, request_id: &str) -> Result<Option<Joined>, ApiError> {
+pub async fn request(db: &Db, tenant: &str, request_id: &str) -> Result<Option<Joined>, StoreError> {
     let f = Filter { request_id: Some(request_id.to_string()), limit: 1000, ..Default::default() };
     let (items, _) = list(db, tenant, &f).await?;
     if items.is_empty() {
@@ -452,7 +452,7 @@ fn checkpoint_message(tenant: &str, seq: i64, hash: &str) -> Vec<u8> {
 /// chain (up to the first younger one), leaving a checkpoint signed with the
 /// control plane's key: the position and hash the rest chains from. Returns
 /// the position pruned through, if anything was.
-pub async fn prune(db: &Db, tenant: &str, cutoff_ms: i64, signer: &GrantSigner) -> Result<Option<i64>, ApiError> {
+pub async fn prune(db: &Db, tenant: &str, cutoff_ms: i64, signer: &GrantSigner) -> Result<Option<i64>, StoreError> {
     use base64::Engine;
     let mut tx = db.begin(&Scope::Platform).await?;
     let bounds = sqlx::query(
@@ -479,7 +479,7 @@ pub async fn prune(db: &Db, tenant: &str, cutoff_ms: i64, signer: &GrantSigner) 
         .bind(tenant.to_string())
         .bind(through)
         .bind(hash)
-        .bind(crate::db::now())
+        .bind(crate::store::now())
         .bind(signer.key_id().to_string())
         .bind(base64::engine::general_purpose::STANDARD.encode(signature))
         .execute(&mut *tx)
@@ -494,7 +494,7 @@ pub async fn prune(db: &Db, tenant: &str, cutoff_ms: i64, signer: &GrantSigner) 
 }
 
 /// Applies every tenant's plan retention (`maxAuditRetentionDays`) once.
-pub async fn apply_retention(app: &crate::App) -> Result<(), ApiError> {
+pub async fn apply_retention(app: &crate::App) -> Result<(), StoreError> {
     for t in app.db.tenants(&Scope::Platform).await? {
         let days = t.subscription.limits.max_audit_retention_days.max(1);
         let cutoff = crate::directory::now_ms() - days * 86_400_000;
@@ -507,7 +507,7 @@ pub async fn apply_retention(app: &crate::App) -> Result<(), ApiError> {
 
 /// Recomputes a tenant's whole chain (from its latest signed checkpoint, if
 /// retention pruned the start) and compares it with the head.
-pub async fn verify(db: &Db, tenant: &str, signer: &GrantSigner) -> Result<Verification, ApiError> {
+pub async fn verify(db: &Db, tenant: &str, signer: &GrantSigner) -> Result<Verification, StoreError> {
     use base64::Engine;
     let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
     let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
@@ -611,7 +611,7 @@ pub async fn add_usage(
     usage_type: &str,
     quantity: f64,
     time_ms: i64,
-) -> Result<bool, ApiError> {
+) -> Result<bool, StoreError> {
     let month = time::OffsetDateTime::from_unix_timestamp(time_ms / 1000)
         .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
         .unwrap_or_else(|_| "1970-01".into());
@@ -631,7 +631,7 @@ pub async fn add_usage(
 }
 
 /// A tenant's usage in `month` (`YYYY-MM`), per type.
-pub async fn usage_totals(db: &Db, tenant: &str, month: &str) -> Result<Vec<(String, f64)>, ApiError> {
+pub async fn usage_totals(db: &Db, tenant: &str, month: &str) -> Result<Vec<(String, f64)>, StoreError> {
     let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
     let rows = sqlx::query("SELECT usage_type, SUM(quantity) AS q FROM usage_events WHERE tenant_id = $1 AND month = $2 GROUP BY usage_type ORDER BY usage_type")
         .bind(tenant.to_string())

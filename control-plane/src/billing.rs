@@ -11,9 +11,9 @@
 use serde::Serialize;
 
 use crate::audit;
-use crate::db::{Db, Scope};
-use crate::error::ApiError;
 use crate::model::{Plan, Tenant};
+use crate::store::StoreError;
+use crate::store::{Db, Scope};
 
 /// What a plan costs: a monthly base and a price per metered unit, in
 /// micro-dollars (USD).
@@ -81,7 +81,11 @@ pub const SESSION_WINDOW_REQUESTS: i64 = 100;
 /// session counts again.
 /// Returns `Ok(true)` when a new command was counted, `Ok(false)` for a
 /// request of a command already counted.
-pub async fn count_command(db: &Db, tenant: &Tenant, session: &str) -> Result<Result<bool, QuotaExhausted>, ApiError> {
+pub async fn count_command(
+    db: &Db,
+    tenant: &Tenant,
+    session: &str,
+) -> Result<Result<bool, QuotaExhausted>, StoreError> {
     let month = audit::this_month();
     let limit = tenant.subscription.limits.max_commands_per_month;
     let now = crate::directory::now_ms();
@@ -177,7 +181,7 @@ pub struct Invoice {
 
 /// The invoice of `tenant` for `month` (`YYYY-MM`), from the usage ledger and
 /// the tenant's current plan.
-pub async fn invoice(db: &Db, tenant: &Tenant, month: &str) -> Result<Invoice, ApiError> {
+pub async fn invoice(db: &Db, tenant: &Tenant, month: &str) -> Result<Invoice, StoreError> {
     let p = price(tenant.subscription.plan);
     let mut lines = vec![Line {
         description: format!("{} plan, {month}", tenant.subscription.plan.as_str()),
@@ -214,7 +218,7 @@ pub async fn invoice(db: &Db, tenant: &Tenant, month: &str) -> Result<Invoice, A
 }
 
 /// Monthly recurring revenue over every active tenant, by plan.
-pub async fn mrr(db: &Db) -> Result<serde_json::Value, ApiError> {
+pub async fn mrr(db: &Db) -> Result<serde_json::Value, StoreError> {
     let tenants = db.tenants(&Scope::Platform).await?;
     let mut by_plan = serde_json::Map::new();
     let mut total = 0i64;

@@ -5,8 +5,8 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::db::{Db, Scope, now};
-use crate::error::ApiError;
+use crate::store::StoreError;
+use crate::store::{Db, Scope, now};
 
 /// One issued agent certificate.
 #[derive(Debug, Clone, Serialize)]
@@ -36,7 +36,7 @@ impl Db {
         cluster_id: &str,
         serial: &str,
         not_after: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         sqlx::query("INSERT INTO agent_certificates (serial, tenant_id, cluster_id, issued_at, not_after) VALUES ($1, $2, $3, $4, $5)")
             .bind(serial.to_string())
@@ -51,7 +51,7 @@ impl Db {
     }
 
     /// Whether `cluster` exists and belongs to `tenant`.
-    pub async fn cluster_exists(&self, tenant_id: &str, cluster_id: &str) -> Result<bool, ApiError> {
+    pub async fn cluster_exists(&self, tenant_id: &str, cluster_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM clusters WHERE id = $1 AND tenant_id = $2")
             .bind(cluster_id.to_string())
@@ -64,7 +64,7 @@ impl Db {
     }
 
     /// Whether the certificate with `serial` is revoked now.
-    pub async fn agent_certificate_revoked(&self, serial: &str) -> Result<bool, ApiError> {
+    pub async fn agent_certificate_revoked(&self, serial: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         let n: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM agent_certificates WHERE serial = $1 AND revoked_at IS NOT NULL AND revoked_at <= $2",
@@ -80,7 +80,7 @@ impl Db {
 
     /// Marks `old` as replaced by `new`, revoked from `retire_at` on (unless
     /// it already is, earlier).
-    pub async fn supersede_agent_certificate(&self, old: &str, new: &str, retire_at: i64) -> Result<(), ApiError> {
+    pub async fn supersede_agent_certificate(&self, old: &str, new: &str, retire_at: i64) -> Result<(), StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         sqlx::query(
             "UPDATE agent_certificates SET replaced_by = $1, revoked_at = CASE WHEN revoked_at IS NULL OR revoked_at > $2 THEN $2 ELSE revoked_at END WHERE serial = $3",
@@ -99,7 +99,7 @@ impl Db {
         &self,
         tenant_id: &str,
         cluster_id: &str,
-    ) -> Result<Vec<AgentCertificate>, ApiError> {
+    ) -> Result<Vec<AgentCertificate>, StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         let rows = sqlx::query(
             "SELECT serial, tenant_id, cluster_id, issued_at, not_after, revoked_at, replaced_by FROM agent_certificates WHERE tenant_id = $1 AND cluster_id = $2 ORDER BY issued_at DESC, serial",
@@ -132,7 +132,7 @@ impl Db {
         tenant_id: &str,
         cluster_id: &str,
         serial: &str,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         let r = sqlx::query(
             "UPDATE agent_certificates SET revoked_at = $1 WHERE serial = $2 AND tenant_id = $3 AND cluster_id = $4 AND (revoked_at IS NULL OR revoked_at > $1)",

@@ -8,8 +8,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::db::{Db, Scope, now};
-use crate::error::ApiError;
+use crate::store::StoreError;
+use crate::store::{Db, Scope, now};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -71,7 +71,7 @@ pub struct TunnelView {
 /// Applies a relay's report. Returns `false` (nothing applied) when it is a
 /// delta the directory cannot place (unknown relay or epoch, or not newer
 /// than the last report): the relay must send a full snapshot.
-pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<bool, ApiError> {
+pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<bool, StoreError> {
     let mut tx = db.begin(&Scope::Platform).await?;
     let known = sqlx::query("SELECT epoch, seq FROM relays WHERE relay_id = $1")
         .bind(r.relay_id.clone())
@@ -150,7 +150,7 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<bool, ApiError>
 }
 
 /// Relays with a live lease that hold a tunnel of `cluster`.
-pub async fn routes(db: &Db, tenant_id: &str, cluster_id: &str) -> Result<Vec<Route>, ApiError> {
+pub async fn routes(db: &Db, tenant_id: &str, cluster_id: &str) -> Result<Vec<Route>, StoreError> {
     let mut tx = db.begin(&Scope::Tenant(tenant_id.to_string())).await?;
     let rows = sqlx::query(
         "SELECT DISTINCT r.relay_id, r.region, r.internal_address FROM relay_tunnels t JOIN relays r ON r.relay_id = t.relay_id \
@@ -176,7 +176,7 @@ pub async fn routes(db: &Db, tenant_id: &str, cluster_id: &str) -> Result<Vec<Ro
 
 /// Live tunnels, of one tenant (and optionally one cluster) or, with
 /// `Scope::Platform`, of everyone.
-pub async fn tunnels(db: &Db, scope: &Scope, cluster_id: Option<&str>) -> Result<Vec<TunnelView>, ApiError> {
+pub async fn tunnels(db: &Db, scope: &Scope, cluster_id: Option<&str>) -> Result<Vec<TunnelView>, StoreError> {
     let mut tx = db.begin(scope).await?;
     // An empty tenant or cluster filter matches every row.
     let sql = "SELECT t.*, r.region, r.lease_expires_at_ms FROM relay_tunnels t JOIN relays r ON r.relay_id = t.relay_id \
@@ -233,7 +233,7 @@ pub struct RevocationList {
 }
 
 /// The current revocation list.
-pub async fn revocations(db: &Db) -> Result<RevocationList, ApiError> {
+pub async fn revocations(db: &Db) -> Result<RevocationList, StoreError> {
     let mut tx = db.begin(&Scope::Platform).await?;
     let clusters: Vec<String> = sqlx::query("SELECT cluster_id FROM revoked_clusters ORDER BY cluster_id")
         .fetch_all(&mut *tx)

@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 
 use crate::api::App;
 use crate::auth;
-use crate::db::now;
 use crate::error::ApiError;
+use crate::store::now;
 
 /// Prefix of bootstrap tokens.
 pub const BOOTSTRAP_PREFIX: &str = "kcb_";
@@ -137,7 +137,7 @@ pub(crate) async fn enroll(app: &App, b: EnrollRequest) -> Result<(StatusCode, V
 async fn home_relays(app: &App, e: &Enrollment, tenant_id: &str) -> Result<(Vec<String>, String), ApiError> {
     let tenant = app
         .db
-        .tenant(&crate::db::Scope::Platform, tenant_id)
+        .tenant(&crate::store::Scope::Platform, tenant_id)
         .await?
         .ok_or_else(|| ApiError::unauthenticated("the tenant no longer exists"))?;
     let relays: Vec<String> =

@@ -3,6 +3,8 @@
 
 use http::StatusCode;
 
+use crate::store::StoreError;
+
 /// An error answer of the REST API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -56,7 +58,15 @@ impl ApiError {
             )
         }
     }
-    /// 500 for storage failures (details go to the log, not the caller).
+    /// 503 for storage failures (details go to the log, not the caller):
+    /// nothing was applied, and retrying may succeed.
+    pub fn storage_unavailable() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage unavailable; retry")
+        }
+    }
+    /// 500 (details go to the log, not the caller).
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -70,12 +80,31 @@ impl ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    /// The generic answer to a storage error; callers that know what a
+    /// conflict or a limit means for their write map those themselves.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(e) => {
+                tracing::error!(error = %e, "storage failure");
+                Self::storage_unavailable()
+            }
+            StoreError::Conflict { constraint } => {
+                Self::conflict(format!("an object with that name already exists ({constraint})"))
+            }
+            StoreError::LimitReached { what, limit } => {
+                Self::forbidden("plan_limit", format!("the plan allows {limit} {what}; upgrade the plan"))
+            }
+            StoreError::Corrupt(why) => {
+                tracing::error!(error = %why, "stored data is invalid");
+                Self::internal()
+            }
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation()) {
-            return Self::conflict("an object with that name already exists");
-        }
-        tracing::error!(error = %e, "storage failure");
-        Self::internal()
+        StoreError::from(e).into()
     }
 }

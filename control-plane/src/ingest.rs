@@ -14,7 +14,7 @@ use kubechat_protocol::events::{BatchAck, Event, EventBatch, Rejected, UsageType
 
 use crate::api::App;
 use crate::audit::{self, AuditEntry};
-use crate::db::Scope;
+use crate::store::Scope;
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 5000;
@@ -110,7 +110,7 @@ fn validate(e: &Event, relay: &str) -> Result<Valid, String> {
 }
 
 /// Stores a batch (already attributed to `relay`); returns the answer.
-pub async fn ingest(app: &App, relay: &str, batch: Vec<Event>) -> Result<BatchAck, crate::error::ApiError> {
+pub async fn ingest(app: &App, relay: &str, batch: Vec<Event>) -> Result<BatchAck, crate::store::StoreError> {
     let mut ack = BatchAck::default();
     let mut audits: BTreeMap<String, Vec<AuditEntry>> = BTreeMap::new();
     let mut known_tenants: HashMap<String, bool> = HashMap::new();
@@ -178,7 +178,7 @@ impl Events for EventsService {
                 Ok(tonic::Response::new(ack))
             }
             Err(e) => {
-                tracing::warn!(error = %e.message, "events not stored");
+                tracing::warn!(error = %e, "events not stored");
                 Err(tonic::Status::unavailable("storage failure; retry"))
             }
         }

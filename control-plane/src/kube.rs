@@ -28,8 +28,8 @@ use rand::seq::SliceRandom;
 
 use crate::api::App;
 use crate::audit::AuditEntry;
-use crate::db::Scope;
 use crate::model::TenantStatus;
+use crate::store::Scope;
 
 /// Error type of streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -83,7 +83,7 @@ impl RequestMeta {
     async fn deny(&self, app: &App, tenant: &str, cluster: &str, groups: &[String], status: u16, reason: &str) {
         let entry = self.entry(cluster, groups, status, "deny", reason);
         if let Err(e) = crate::audit::append(&app.db, tenant, vec![entry]).await {
-            tracing::error!(error = %e.message, "a refusal could not be written to the audit log");
+            tracing::error!(error = %e, "a refusal could not be written to the audit log");
         }
     }
 
@@ -92,7 +92,7 @@ impl RequestMeta {
     /// while it runs. The relay's outcome record joins it by request id.
     async fn allow(&self, app: &App, tenant: &str, cluster: &str, groups: &[String]) -> Result<(), String> {
         let entry = self.entry(cluster, groups, 0, "allow", "");
-        crate::audit::append(&app.db, tenant, vec![entry]).await.map(|_| ()).map_err(|e| e.message)
+        crate::audit::append(&app.db, tenant, vec![entry]).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
@@ -143,6 +143,11 @@ async fn decide_and_forward(
 ) -> Response<Body> {
     let p = match crate::api::authenticate(app, &req).await {
         Ok(p) => p,
+        // A storage failure is a 503, never a 401: kubectl would ask for
+        // credentials that are fine.
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.message);
+        }
         Err(e) => return status(StatusCode::UNAUTHORIZED, "Unauthorized", e.message),
     };
     let not_found = || status(StatusCode::NOT_FOUND, "NotFound", format!("cluster {cluster_id} not found"));
@@ -277,7 +282,7 @@ async fn decide_and_forward(
             if let Err(e) =
                 crate::audit::add_usage(&app.db, &id, &tenant.id, &cluster.id, "command_executed", 1.0, at).await
             {
-                tracing::warn!(error = %e.message, "a command was not metered");
+                tracing::warn!(error = %e, "a command was not metered");
             }
         }
         Ok(Ok(false)) => {}

@@ -6,7 +6,7 @@
 //! # Layout
 //! - [`cli`]: the server's command line and `main`.
 //! - [`api`]: the `/v1` REST API (authentication, roles, isolation, limits).
-//! - [`db`]: the data-access layer over SQLite and PostgreSQL, migrations, RLS.
+//! - [`store`]: the data-access layer over SQLite and PostgreSQL, migrations, RLS; storage errors.
 //! - [`model`]: tenants, subscriptions, plans, users, roles, tokens, clusters.
 //! - [`auth`]: API tokens and the authenticated caller.
 //! - [`kube_authz`]: the role matrix and cluster policy for kubectl requests.
@@ -34,7 +34,6 @@ pub mod breaker;
 pub mod certificates;
 pub mod cli;
 pub mod client;
-pub mod db;
 pub mod directory;
 pub mod enroll;
 pub mod error;
@@ -47,6 +46,7 @@ pub mod model;
 pub mod openapi;
 pub mod ratelimit;
 pub mod relays;
+pub mod store;
 
 mod presence;
 
@@ -62,7 +62,7 @@ use tokio_util::task::TaskTracker;
 
 pub use api::App;
 pub use auth::Secret;
-pub use db::Db;
+pub use store::Db;
 
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +72,7 @@ pub enum ControlPlaneError {
     Database(#[from] sqlx::Error),
     /// Bootstrapping the platform admin failed.
     #[error("bootstrap: {0}")]
-    Bootstrap(#[from] error::ApiError),
+    Bootstrap(#[from] store::StoreError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -207,7 +207,7 @@ impl ControlPlane {
             email: "platform-admin@kubechat.local".into(),
             name: "Platform admin".into(),
             role: model::Role::PlatformAdmin,
-            created_at: db::now(),
+            created_at: store::now(),
         };
         let api_token = model::ApiToken {
             id: auth::new_id('k'),
@@ -217,7 +217,7 @@ impl ControlPlane {
             prefix: auth::prefix(&token.0),
             expires_at: None,
             revoked_at: None,
-            created_at: db::now(),
+            created_at: store::now(),
         };
         let created = db.ensure_platform_admin(&admin, &api_token, &auth::hash(&token.0)).await?;
         let signer = match &config.grant_signing_key {
@@ -332,7 +332,7 @@ impl ControlPlane {
         tasks.spawn(async move {
             loop {
                 if let Err(e) = audit::apply_retention(&app).await {
-                    tracing::warn!(error = %e.message, "audit retention failed; retrying in an hour");
+                    tracing::warn!(error = %e, "audit retention failed; retrying in an hour");
                 }
                 tokio::select! {
                     () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}

@@ -54,8 +54,8 @@ impl Presence for PresenceService {
                 "at most {MAX_TUNNELS_PER_REPORT} tunnels per report"
             )));
         }
-        let storage = |e: crate::error::ApiError| {
-            tracing::warn!(error = %e.message, "presence report not stored");
+        let storage = |e: crate::store::StoreError| {
+            tracing::warn!(error = %e, "presence report not stored");
             tonic::Status::unavailable("storage failure; retry")
         };
         let applied = directory::apply_report(&self.app.db, &r).await.map_err(storage)?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use kubechat_control_plane::client::Client;
-use kubechat_control_plane::db::{Backend, Scope, TENANT_TABLES};
+use kubechat_control_plane::store::{Backend, Scope, TENANT_TABLES};
 use kubechat_control_plane::{App, Config, ControlPlane, Secret};
 use serde_json::{Value, json};
 use sqlx::Row;

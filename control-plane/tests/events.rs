@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kubechat_control_plane::db::Scope;
+use kubechat_control_plane::store::Scope;
 use kubechat_protocol::events::events_client::EventsClient;
 use kubechat_protocol::events::{AuditBody, Event, EventBatch, UsageBody, UsageType, event};
 use kubechat_transport::tls;

@@ -7,10 +7,13 @@
 //! without one sees nothing of any tenant. SQLite has no RLS; the same
 //! scoping is enforced by the queries themselves (every one filters by tenant).
 
+mod error;
+
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row, Transaction};
 
-use crate::error::ApiError;
+pub use error::StoreError;
+
 use crate::model::*;
 
 /// Which backend a [`Db`] talks to.
@@ -354,7 +357,7 @@ impl Db {
         admin: &User,
         token: &ApiToken,
         token_hash: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         let l = t.subscription.limits;
         sqlx::query(&format!("INSERT INTO tenants ({TENANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"))
@@ -374,11 +377,7 @@ impl Db {
             .bind(t.subscription.next_billing_date.clone())
             .bind(t.created_at)
             .execute(&mut *tx)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::conflict(format!("a tenant with slug {} already exists", t.slug)),
-                _ => ApiError::from(e),
-            })?;
+            .await?;
         insert_user(&mut tx, admin).await?;
         insert_token(&mut tx, token, token_hash).await?;
         tx.commit().await?;
@@ -392,7 +391,7 @@ impl Db {
         admin: &User,
         token: &ApiToken,
         token_hash: &str,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         if self.backend == Backend::Postgres {
             // Replicas starting together on a fresh database: one creates
@@ -417,7 +416,7 @@ impl Db {
     }
 
     /// One tenant, as seen in `scope`.
-    pub async fn tenant(&self, scope: &Scope, id: &str) -> Result<Option<Tenant>, ApiError> {
+    pub async fn tenant(&self, scope: &Scope, id: &str) -> Result<Option<Tenant>, StoreError> {
         let mut tx = self.begin(scope).await?;
         let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
             .bind(id.to_string())
@@ -428,7 +427,7 @@ impl Db {
     }
 
     /// All tenants visible in `scope`.
-    pub async fn tenants(&self, scope: &Scope) -> Result<Vec<Tenant>, ApiError> {
+    pub async fn tenants(&self, scope: &Scope) -> Result<Vec<Tenant>, StoreError> {
         let mut tx = self.begin(scope).await?;
         let sql = match scope {
             Scope::Platform => format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id"),
@@ -444,7 +443,7 @@ impl Db {
     }
 
     /// Replaces a tenant's mutable fields.
-    pub async fn update_tenant(&self, scope: &Scope, t: &Tenant) -> Result<(), ApiError> {
+    pub async fn update_tenant(&self, scope: &Scope, t: &Tenant) -> Result<(), StoreError> {
         let mut tx = self.begin(scope).await?;
         let l = t.subscription.limits;
         sqlx::query("UPDATE tenants SET name = $1, domain = $2, status = $3, settings = $4, plan = $5, max_users = $6, max_clusters = $7, max_commands_per_month = $8, max_audit_retention_days = $9, home_region = $10 WHERE id = $11")
@@ -466,7 +465,7 @@ impl Db {
     }
 
     /// Deletes everything of a tenant; returns its cluster ids (now revoked).
-    pub async fn purge_tenant(&self, id: &str) -> Result<Vec<String>, ApiError> {
+    pub async fn purge_tenant(&self, id: &str) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         let clusters: Vec<String> = sqlx::query("SELECT id FROM clusters WHERE tenant_id = $1")
             .bind(id.to_string())
@@ -507,7 +506,7 @@ impl Db {
     }
 
     /// Counts for the usage endpoint and plan limits.
-    pub async fn usage(&self, tenant: &Tenant) -> Result<Usage, ApiError> {
+    pub async fn usage(&self, tenant: &Tenant) -> Result<Usage, StoreError> {
         let scope = Scope::Tenant(tenant.id.clone());
         let mut tx = self.begin(&scope).await?;
         let tenant_id = tenant.id.clone();
@@ -533,7 +532,7 @@ impl Db {
 
     /// Adds a user, refusing above the plan's `maxUsers` (checked in the same
     /// transaction).
-    pub async fn add_user(&self, tenant: &Tenant, u: &User) -> Result<(), ApiError> {
+    pub async fn add_user(&self, tenant: &Tenant, u: &User) -> Result<(), StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant.id.clone())).await?;
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE tenant_id = $1")
             .bind(tenant.id.clone())
@@ -541,29 +540,15 @@ impl Db {
             .await?
             .try_get("n")?;
         if n >= tenant.subscription.limits.max_users {
-            return Err(ApiError::forbidden(
-                "plan_limit",
-                format!(
-                    "tenant {} is on the {} plan, which allows {} users (maxUsers); remove a user or upgrade the plan",
-                    tenant.slug,
-                    tenant.subscription.plan.as_str(),
-                    tenant.subscription.limits.max_users
-                ),
-            ));
+            return Err(StoreError::LimitReached { what: "users", limit: tenant.subscription.limits.max_users });
         }
-        insert_user(&mut tx, u).await.map_err(|e| {
-            if e.status == http::StatusCode::CONFLICT {
-                ApiError::conflict(format!("a user with email {} already exists in this tenant", u.email))
-            } else {
-                e
-            }
-        })?;
+        insert_user(&mut tx, u).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Users of a tenant.
-    pub async fn users(&self, tenant_id: &str) -> Result<Vec<User>, ApiError> {
+    pub async fn users(&self, tenant_id: &str) -> Result<Vec<User>, StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         let rows = sqlx::query("SELECT id, tenant_id, email, name, role, created_at FROM users WHERE tenant_id = $1 ORDER BY created_at, id")
             .bind(tenant_id.to_string())
@@ -574,12 +559,12 @@ impl Db {
     }
 
     /// One user of a tenant.
-    pub async fn user(&self, tenant_id: &str, id: &str) -> Result<Option<User>, ApiError> {
+    pub async fn user(&self, tenant_id: &str, id: &str) -> Result<Option<User>, StoreError> {
         Ok(self.users(tenant_id).await?.into_iter().find(|u| u.id == id))
     }
 
     /// Changes a user's name and role.
-    pub async fn update_user(&self, u: &User) -> Result<(), ApiError> {
+    pub async fn update_user(&self, u: &User) -> Result<(), StoreError> {
         let tenant = u.tenant_id.clone().unwrap_or_default();
         let mut tx = self.begin(&Scope::Tenant(tenant.clone())).await?;
         sqlx::query("UPDATE users SET name = $1, role = $2 WHERE id = $3 AND tenant_id = $4")
@@ -594,7 +579,7 @@ impl Db {
     }
 
     /// Deletes a user and their tokens.
-    pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), ApiError> {
+    pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         for sql in [
             "DELETE FROM api_tokens WHERE user_id = $1 AND tenant_id = $2",
@@ -607,7 +592,7 @@ impl Db {
     }
 
     /// Stores a new token (its hash only).
-    pub async fn add_token(&self, t: &ApiToken, hash: &str) -> Result<(), ApiError> {
+    pub async fn add_token(&self, t: &ApiToken, hash: &str) -> Result<(), StoreError> {
         let scope = t.tenant_id.clone().map_or(Scope::Platform, Scope::Tenant);
         let mut tx = self.begin(&scope).await?;
         insert_token(&mut tx, t, hash).await?;
@@ -616,7 +601,7 @@ impl Db {
     }
 
     /// Tokens of a tenant.
-    pub async fn tokens(&self, tenant_id: &str) -> Result<Vec<ApiToken>, ApiError> {
+    pub async fn tokens(&self, tenant_id: &str) -> Result<Vec<ApiToken>, StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         let rows = sqlx::query("SELECT id, tenant_id, user_id, name, prefix, expires_at, revoked_at, created_at FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at, id")
             .bind(tenant_id.to_string())
@@ -627,7 +612,7 @@ impl Db {
     }
 
     /// Revokes a token of a tenant; `false` if there is no such token.
-    pub async fn revoke_token(&self, tenant_id: &str, id: &str) -> Result<bool, ApiError> {
+    pub async fn revoke_token(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         let r = sqlx::query(
             "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
@@ -642,7 +627,7 @@ impl Db {
     }
 
     /// Finds a token's owner by the token's hash (across tenants).
-    pub async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>, ApiError> {
+    pub async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>, StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         let row = sqlx::query("SELECT u.id, u.tenant_id, u.email, u.name, u.role, u.created_at, t.id AS token_id, t.expires_at, t.revoked_at FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1")
             .bind(hash.to_string())
@@ -659,7 +644,7 @@ impl Db {
     }
 
     /// Registers a cluster, refusing above the plan's `maxClusters`.
-    pub async fn add_cluster(&self, tenant: &Tenant, c: &Cluster) -> Result<(), ApiError> {
+    pub async fn add_cluster(&self, tenant: &Tenant, c: &Cluster) -> Result<(), StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant.id.clone())).await?;
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM clusters WHERE tenant_id = $1")
             .bind(tenant.id.clone())
@@ -667,15 +652,7 @@ impl Db {
             .await?
             .try_get("n")?;
         if n >= tenant.subscription.limits.max_clusters {
-            return Err(ApiError::forbidden(
-                "plan_limit",
-                format!(
-                    "tenant {} is on the {} plan, which allows {} clusters (maxClusters); remove a cluster or upgrade the plan",
-                    tenant.slug,
-                    tenant.subscription.plan.as_str(),
-                    tenant.subscription.limits.max_clusters
-                ),
-            ));
+            return Err(StoreError::LimitReached { what: "clusters", limit: tenant.subscription.limits.max_clusters });
         }
         sqlx::query("INSERT INTO clusters (id, tenant_id, name, region, labels, policy, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(c.id.clone())
@@ -686,17 +663,13 @@ impl Db {
             .bind(serde_json::to_string(&c.policy).unwrap_or_default())
             .bind(c.created_at)
             .execute(&mut *tx)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::conflict(format!("a cluster named {} already exists in this tenant", c.name)),
-                _ => ApiError::from(e),
-            })?;
+            .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Clusters of a tenant.
-    pub async fn clusters(&self, tenant_id: &str) -> Result<Vec<Cluster>, ApiError> {
+    pub async fn clusters(&self, tenant_id: &str) -> Result<Vec<Cluster>, StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         let rows = sqlx::query("SELECT id, tenant_id, name, region, labels, policy, created_at FROM clusters WHERE tenant_id = $1 ORDER BY created_at, id")
             .bind(tenant_id.to_string())
@@ -708,7 +681,7 @@ impl Db {
 
     /// A cluster by its (globally unique) id, whatever its tenant; for the
     /// kube path, which then decides whether the caller may use it.
-    pub async fn cluster_by_id(&self, id: &str) -> Result<Option<Cluster>, ApiError> {
+    pub async fn cluster_by_id(&self, id: &str) -> Result<Option<Cluster>, StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         let row =
             sqlx::query("SELECT id, tenant_id, name, region, labels, policy, created_at FROM clusters WHERE id = $1")
@@ -720,7 +693,7 @@ impl Db {
     }
 
     /// Updates a cluster's labels and policy.
-    pub async fn update_cluster(&self, c: &Cluster) -> Result<(), ApiError> {
+    pub async fn update_cluster(&self, c: &Cluster) -> Result<(), StoreError> {
         let mut tx = self.begin(&Scope::Tenant(c.tenant_id.clone())).await?;
         sqlx::query("UPDATE clusters SET labels = $1, policy = $2 WHERE id = $3 AND tenant_id = $4")
             .bind(serde_json::Value::Object(c.labels.clone()).to_string())
@@ -734,7 +707,7 @@ impl Db {
     }
 
     /// Deletes a cluster and revokes its credentials.
-    pub async fn delete_cluster(&self, tenant_id: &str, id: &str) -> Result<bool, ApiError> {
+    pub async fn delete_cluster(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         let r = sqlx::query("DELETE FROM clusters WHERE id = $1 AND tenant_id = $2")
             .bind(id.to_string())
@@ -753,7 +726,7 @@ impl Db {
     }
 
     /// Grants another tenant's user access to `access.tenant_id`.
-    pub async fn add_access(&self, a: &CrossTenantAccess) -> Result<(), ApiError> {
+    pub async fn add_access(&self, a: &CrossTenantAccess) -> Result<(), StoreError> {
         let mut tx = self.begin(&Scope::Tenant(a.tenant_id.clone())).await?;
         sqlx::query("INSERT INTO cross_tenant_access (id, tenant_id, grantee_email, grantee_tenant, role, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(a.id.clone())
@@ -770,7 +743,7 @@ impl Db {
     }
 
     /// The cross-tenant grants of a tenant.
-    pub async fn accesses(&self, tenant_id: &str) -> Result<Vec<CrossTenantAccess>, ApiError> {
+    pub async fn accesses(&self, tenant_id: &str) -> Result<Vec<CrossTenantAccess>, StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         let rows = sqlx::query("SELECT id, tenant_id, grantee_email, grantee_tenant, role, expires_at, created_at FROM cross_tenant_access WHERE tenant_id = $1 ORDER BY created_at, id")
             .bind(tenant_id.to_string())
@@ -790,11 +763,11 @@ impl Db {
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
-            .map_err(ApiError::from)
+            .map_err(StoreError::from)
     }
 
     /// Removes a grant; `false` if there is none.
-    pub async fn revoke_access(&self, tenant_id: &str, id: &str) -> Result<bool, ApiError> {
+    pub async fn revoke_access(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         let r = sqlx::query("DELETE FROM cross_tenant_access WHERE id = $1 AND tenant_id = $2")
             .bind(id.to_string())
@@ -812,7 +785,7 @@ impl Db {
         tenant_id: &str,
         email: &str,
         grantee_tenant: &str,
-    ) -> Result<Option<Role>, ApiError> {
+    ) -> Result<Option<Role>, StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         let row = sqlx::query("SELECT role FROM cross_tenant_access WHERE tenant_id = $1 AND grantee_email = $2 AND grantee_tenant = $3 AND (expires_at IS NULL OR expires_at > $4) ORDER BY created_at DESC")
             .bind(tenant_id.to_string())
@@ -832,7 +805,7 @@ impl Db {
         cluster_id: &str,
         hash: &str,
         expires_at: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin(&Scope::Tenant(tenant_id.to_string())).await?;
         sqlx::query("INSERT INTO bootstrap_tokens (id, tenant_id, cluster_id, token_hash, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(crate::auth::new_id('b'))
@@ -849,7 +822,7 @@ impl Db {
 
     /// The (tenant, cluster) a bootstrap token would enroll, if it is usable
     /// now; spends nothing.
-    pub async fn peek_bootstrap_token(&self, hash: &str) -> Result<Option<(String, String)>, ApiError> {
+    pub async fn peek_bootstrap_token(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         let row = sqlx::query("SELECT b.tenant_id, b.cluster_id FROM bootstrap_tokens b JOIN clusters c ON c.id = b.cluster_id WHERE b.token_hash = $1 AND b.used_at IS NULL AND b.expires_at > $2")
             .bind(hash.to_string())
@@ -863,7 +836,7 @@ impl Db {
     /// Uses a bootstrap token: returns (tenant, cluster) once, if it is
     /// unexpired, unused and its cluster still exists; marks it used in the
     /// same transaction.
-    pub async fn use_bootstrap_token(&self, hash: &str) -> Result<Option<(String, String)>, ApiError> {
+    pub async fn use_bootstrap_token(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         let row = sqlx::query("SELECT b.id, b.tenant_id, b.cluster_id FROM bootstrap_tokens b JOIN clusters c ON c.id = b.cluster_id WHERE b.token_hash = $1 AND b.used_at IS NULL AND b.expires_at > $2")
             .bind(hash.to_string())
@@ -886,14 +859,14 @@ impl Db {
     }
 
     /// Every revoked cluster id (for relays).
-    pub async fn revoked_clusters(&self) -> Result<Vec<String>, ApiError> {
+    pub async fn revoked_clusters(&self) -> Result<Vec<String>, StoreError> {
         let rows =
             sqlx::query("SELECT cluster_id FROM revoked_clusters ORDER BY revoked_at").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| r.try_get::<String, _>("cluster_id")).collect::<Result<_, _>>()?)
     }
 
     /// Whether a cluster's credentials were revoked.
-    pub async fn cluster_revoked(&self, id: &str) -> Result<bool, ApiError> {
+    pub async fn cluster_revoked(&self, id: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM revoked_clusters WHERE cluster_id = $1")
             .bind(id.to_string())
             .fetch_one(&self.pool)
@@ -903,7 +876,7 @@ impl Db {
     }
 }
 
-async fn insert_user(tx: &mut Transaction<'static, sqlx::Any>, u: &User) -> Result<(), ApiError> {
+async fn insert_user(tx: &mut Transaction<'static, sqlx::Any>, u: &User) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO users (id, tenant_id, email, name, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(u.id.clone())
         .bind(u.tenant_id.clone())
@@ -916,7 +889,7 @@ async fn insert_user(tx: &mut Transaction<'static, sqlx::Any>, u: &User) -> Resu
     Ok(())
 }
 
-async fn insert_token(tx: &mut Transaction<'static, sqlx::Any>, t: &ApiToken, hash: &str) -> Result<(), ApiError> {
+async fn insert_token(tx: &mut Transaction<'static, sqlx::Any>, t: &ApiToken, hash: &str) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO api_tokens (id, tenant_id, user_id, name, token_hash, prefix, expires_at, revoked_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(t.id.clone())
         .bind(t.tenant_id.clone())
