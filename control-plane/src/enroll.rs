@@ -20,7 +20,7 @@ use kubechat_transport::pki::{CertAuthority, Validity};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::App;
+use crate::app::App;
 use crate::auth;
 use crate::error::ApiError;
 use crate::store::now;

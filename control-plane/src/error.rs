@@ -80,6 +80,16 @@ impl ApiError {
     }
 }
 
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(v) = self.retry_after.and_then(|s| http::HeaderValue::from_str(&s.to_string()).ok()) {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
 impl From<StoreError> for ApiError {
     /// The generic answer to a storage error; callers that know what a
     /// conflict or a limit means for their write map those themselves.

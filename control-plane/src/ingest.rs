@@ -12,7 +12,7 @@ use std::sync::Arc;
 use kubechat_protocol::events::events_server::Events;
 use kubechat_protocol::events::{BatchAck, Event, EventBatch, Rejected, UsageType, event};
 
-use crate::api::App;
+use crate::app::App;
 use crate::audit::{self, AuditEntry};
 use crate::store::Scope;
 

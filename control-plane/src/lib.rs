@@ -5,17 +5,19 @@
 //!
 //! # Layout
 //! - [`cli`]: the server's command line and `main`.
-//! - [`api`]: the `/v1` REST API (authentication, roles, isolation, limits).
+//! - [`app`]: the shared state.
+//! - [`http`]: the public HTTP service on axum: a router per resource, the
+//!   caller extractor, the kube path mounted, the generated OpenAPI document.
 //! - [`store`]: the data-access layer over SQLite and PostgreSQL, migrations, RLS; storage errors.
 //! - [`model`]: tenants, subscriptions, plans, users, roles, tokens, clusters.
 //! - [`auth`]: API tokens and the authenticated caller.
 //! - [`kube_authz`]: the role matrix and cluster policy for kubectl requests.
 //! - [`ratelimit`]: token buckets per token and per tenant.
-//! - [`openapi`]: the OpenAPI document.
 //! - [`enroll`]: bootstrap tokens and agent enrollment (CSR → certificate).
 //! - [`helm`]: the `helm install` command a cluster registration answers with.
 //! - [`error`]: JSON errors with a code and a message a person can act on.
-//! - [`kube`]: the kube path: authorize, sign a grant, forward to the relay.
+//! - [`kube`]: the kube path as a pipeline: caller → cluster & role →
+//!   classify & authorize → quota → route → record → sign → forward.
 //! - [`directory`]: cluster → relay, from relays' presence reports, with leases.
 //! - [`audit`]: the per-tenant hash-chained audit log and the usage ledger.
 //! - [`ingest`]: the gRPC service relays publish events to.
@@ -26,7 +28,7 @@
 //! - [`relays`]: pooled mutual-TLS connections to relays.
 //! - [`client`]: the REST client the CLI and tests use.
 
-pub mod api;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod billing;
@@ -38,12 +40,12 @@ pub mod directory;
 pub mod enroll;
 pub mod error;
 pub mod helm;
+pub mod http;
 pub mod ingest;
 pub mod kube;
 pub mod kube_authz;
 pub mod metrics;
 pub mod model;
-pub mod openapi;
 pub mod ratelimit;
 pub mod relays;
 pub mod store;
@@ -59,8 +61,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
-pub use api::App;
+pub use app::App;
 pub use auth::Secret;
 pub use store::Db;
 
@@ -281,6 +284,7 @@ impl ControlPlane {
             enrollment: config.enrollment,
             breakers: breaker::Breakers::new(config.breaker_threshold, config.breaker_cooldown),
             metrics: metrics::CpMetrics::default(),
+            tasks: TaskTracker::new(),
         });
         Ok(Self {
             app,
@@ -342,22 +346,26 @@ impl ControlPlane {
         });
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let router = http::router(self.app.clone());
         loop {
             let (tcp, client) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = self.listener.accept() => match r { Ok(c) => c, Err(_) => continue },
             };
-            let (app, builder, tls, watcher) =
-                (self.app.clone(), builder.clone(), self.tls.clone(), graceful.watcher());
+            let (router, builder, tls, watcher) =
+                (router.clone(), builder.clone(), self.tls.clone(), graceful.watcher());
             tasks.spawn(async move {
+                // What every request of this connection carries: the TCP
+                // peer, and the agent certificate it presented, if any.
                 let service = move |peer: Option<enroll::AgentPeer>| {
+                    let router = router.clone();
                     hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                         if let Some(p) = &peer {
                             req.extensions_mut().insert(p.clone());
                         }
                         req.extensions_mut().insert(ClientAddr(client));
-                        let app = app.clone();
-                        async move { Ok::<_, Infallible>(api::handle(app, req).await) }
+                        let router = router.clone();
+                        async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
                     })
                 };
                 match tls {
@@ -382,7 +390,9 @@ impl ControlPlane {
         }
         drop(self.listener);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+        self.app.tasks.close();
         tasks.close();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.app.tasks.wait()).await;
         tasks.wait().await;
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::codegen::Service as _;
 
-use crate::api::App;
+use crate::app::App;
 use crate::directory;
 use crate::ingest::{EventsService, RelayPeer};
 

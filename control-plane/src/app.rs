@@ -1,0 +1,36 @@
+//! The control plane's shared state: storage, limiters, the relay clients,
+//! the grant signer and everything a handler reads.
+
+use crate::ratelimit::RateLimiter;
+use crate::store::Db;
+
+/// Shared state of every listener and handler.
+pub struct App {
+    /// Storage.
+    pub db: Db,
+    /// Per-token limit.
+    pub per_token: RateLimiter,
+    /// Per-tenant limit.
+    pub per_tenant: RateLimiter,
+    /// Region of new tenants when none is given.
+    pub default_region: String,
+    /// Pooled connections to relays, if a relay client certificate is configured.
+    pub relays: Option<crate::relays::RelayClients>,
+    /// Signs per-request grants.
+    pub signer: kubechat_protocol::grant::GrantSigner,
+    /// The URL kubectl reaches this control plane at, for kubeconfigs.
+    pub public_url: String,
+    /// The CA (PEM) kubectl should trust for `public_url`, if not public.
+    pub public_ca_pem: Option<String>,
+    /// The agent chart reference `helm install` commands name.
+    pub agent_chart: String,
+    /// Agent enrollment, if an agent CA is configured.
+    pub enrollment: Option<crate::enroll::Enrollment>,
+    /// Per-tenant circuit breakers of the kube path.
+    pub breakers: crate::breaker::Breakers,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::CpMetrics,
+    /// Work a request starts that outlives it (upgraded connections,
+    /// exports), awaited when the control plane drains.
+    pub tasks: tokio_util::task::TaskTracker,
+}

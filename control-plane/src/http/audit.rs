@@ -1,0 +1,134 @@
+//! `/v1/tenants/{id}/audit`: the hash-chained audit log (filters and
+//! pages), one request's records joined, chain verification, and a
+//! streamed JSON Lines export.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{StatusCode, header};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{Member, Reply, admin_tenant, reply};
+use crate::app::App;
+use crate::audit::Filter;
+use crate::error::ApiError;
+
+/// The audit router.
+pub(crate) fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(request)).routes(routes!(verify)).routes(routes!(export))
+}
+
+/// The listing's query: `cluster`, `user`, `verb`, `resource`, `kind`,
+/// `requestId`, `since`/`until` (RFC 3339 or Unix milliseconds), `after`
+/// (cursor), `limit` (1–1000, default 100).
+fn filter(query: Option<&str>) -> Result<Filter, ApiError> {
+    let mut f = Filter { limit: 100, ..Default::default() };
+    let time = |k: &str, v: &str| -> Result<i64, ApiError> {
+        if let Ok(ms) = v.parse::<i64>() {
+            return Ok(ms);
+        }
+        time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .map_err(|_| ApiError::bad_request("invalid_query", format!("{k} must be RFC 3339 or Unix milliseconds")))
+    };
+    let pairs = kubechat_protocol::kube_request::parse_query(query.unwrap_or_default())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "cluster" => f.cluster = Some(v),
+            "kind" => f.kind = Some(v),
+            "requestId" => f.request_id = Some(v),
+            "user" => f.user = Some(v),
+            "verb" => f.verb = Some(v),
+            "resource" => f.resource = Some(v),
+            "since" => f.since_ms = Some(time(&k, &v)?),
+            "until" => f.until_ms = Some(time(&k, &v)?),
+            "after" => {
+                f.after = v.parse().map_err(|_| ApiError::bad_request("invalid_query", "after must be a number"))?;
+            }
+            "limit" => {
+                f.limit = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| ApiError::bad_request("invalid_query", "limit must be 1 to 1000"))?;
+            }
+            other => {
+                return Err(ApiError::bad_request("invalid_query", format!("unknown audit filter {other:?}")));
+            }
+        }
+    }
+    Ok(f)
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{id}/audit", tag = "audit",
+    responses((status = 200, description = "a page of audit events, oldest first, and the next cursor")))]
+async fn list(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<String>, RawQuery(q): RawQuery) -> Reply {
+    let t = admin_tenant(&app, &p, &id).await?;
+    let f = filter(q.as_deref())?;
+    let (items, next) = crate::audit::list(&app.db, &t.id, &f).await?;
+    reply(StatusCode::OK, json!({"items": items, "next": next}))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{id}/audit/requests/{requestId}", tag = "audit",
+    responses((status = 200, description = "one kube request: the control plane's decision and the relays' outcome, joined")))]
+async fn request(State(app): State<Arc<App>>, Member(p): Member, Path((id, rid)): Path<(String, String)>) -> Reply {
+    let t = admin_tenant(&app, &p, &id).await?;
+    let joined = crate::audit::request(&app.db, &t.id, &rid).await?;
+    joined.map(|j| (StatusCode::OK, axum::Json(json!(j)))).ok_or_else(|| ApiError::not_found("request", &rid))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{id}/audit/verify", tag = "audit",
+    responses((status = 200, description = "the chain verified: intact, or the first break")))]
+async fn verify(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<String>) -> Reply {
+    let t = admin_tenant(&app, &p, &id).await?;
+    reply(StatusCode::OK, json!(crate::audit::verify(&app.db, &t.id, &app.signer).await?))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{id}/audit/export", tag = "audit",
+    responses((status = 200, description = "every audit event as JSON Lines, oldest first, streamed; metered as audit_export")))]
+async fn export(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let t = admin_tenant(&app, &p, &id).await?;
+    let (mut tx, body) = http_body_util::Channel::<Bytes, crate::kube::BoxError>::new(8);
+    let tasks = app.tasks.clone();
+    tasks.spawn(async move {
+        let mut f = Filter { limit: 1000, ..Default::default() };
+        let mut exported = 0u64;
+        loop {
+            let (items, next) = match crate::audit::list(&app.db, &t.id, &f).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit export failed");
+                    tx.abort("storage failure during the export".into());
+                    return;
+                }
+            };
+            let mut chunk = Vec::new();
+            for e in &items {
+                chunk.extend_from_slice(&serde_json::to_vec(e).unwrap_or_default());
+                chunk.push(b'\n');
+            }
+            exported += items.len() as u64;
+            if tx.send_data(Bytes::from(chunk)).await.is_err() {
+                return;
+            }
+            match next {
+                Some(n) => f.after = n,
+                None => break,
+            }
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = crate::directory::now_ms();
+        if let Err(e) = crate::audit::add_usage(&app.db, &id, &t.id, "", "audit_export", exported as f64, now).await {
+            tracing::warn!(error = %e, "audit export not metered");
+        }
+    });
+    let mut resp = Response::new(Body::new(body));
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-ndjson"));
+    Ok(resp)
+}

@@ -1,0 +1,144 @@
+//! The control plane's public HTTP service, on axum: one router per
+//! resource, merged here with the kube path, behind the middleware every
+//! request passes (request id and span, metrics, and running the handler
+//! in a task of its own so a client that goes away cannot cancel database
+//! work half-way). The whole thing is a [`Router`] that tests drive
+//! in-process with `tower::ServiceExt::oneshot`.
+//!
+//! # Layout
+//! - [`extract`]: the caller ([`extract::Caller`], [`extract::Member`]),
+//!   strict JSON bodies, a caller's access to a tenant.
+//! - `tenants`, `users`, `tokens`, `access`, `clusters`, `certificates`,
+//!   `audit`, `billing`, `tunnels`, `enroll`: a router each.
+//! - the kube path (`crate::kube`) at `/k8s/clusters/{cluster}/…`.
+//!
+//! The OpenAPI document (`/v1/openapi.json`) is generated from the same
+//! route declarations ([`openapi`]).
+
+pub mod extract;
+
+mod access;
+mod audit;
+mod billing;
+mod certificates;
+mod clusters;
+mod enroll;
+mod tenants;
+mod tokens;
+mod tunnels;
+mod users;
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+use tracing::Instrument;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// The id of one request: its audit records, its grant, its log span and
+/// the `Kubechat-Request-Id` answer header.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Response header naming the request id of every answer.
+pub const REQUEST_ID_HEADER: &str = "kubechat-request-id";
+
+/// Every documented route, with its OpenAPI operations.
+fn api() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .merge(tenants::router())
+        .merge(users::router())
+        .merge(tokens::router())
+        .merge(access::router())
+        .merge(clusters::router())
+        .merge(certificates::router())
+        .merge(audit::router())
+        .merge(billing::router())
+        .merge(tunnels::router())
+        .merge(enroll::router())
+}
+
+/// The OpenAPI document of every REST route, generated from the routers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api().split_for_parts();
+    doc.info.title = "KubeChat control plane".into();
+    doc.info.version = "v1".into();
+    doc.info.description = Some(
+        "Tenants, people, tokens, clusters, audit and billing. The kube path (/k8s/clusters/{clusterId}/…) speaks the Kubernetes API and is not listed here."
+            .into(),
+    );
+    let bearer = SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("kc_…").build());
+    doc.components.get_or_insert_with(Default::default).add_security_scheme("bearer", bearer);
+    doc
+}
+
+/// The whole public service.
+pub fn router(app: Arc<App>) -> Router {
+    let (api, _) = api().split_for_parts();
+    let doc = openapi();
+    api.route("/v1/openapi.json", get(move || std::future::ready(Json(doc))))
+        .route("/healthz", get(|| std::future::ready(Json(json!({"status": "ok"})))))
+        .route("/k8s/clusters/{*rest}", any(crate::kube::serve))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(detach))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+async fn no_route(req: Request) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "no_route",
+        message: format!("no endpoint {}; see /v1/openapi.json", req.uri().path()),
+        retry_after: None,
+    }
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("{} is not served at {}; see /v1/openapi.json", req.method(), req.uri().path()),
+        retry_after: None,
+    }
+}
+
+/// Gives the request its id and span, counts the answer.
+async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::now_v7().to_string();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let kube = req.uri().path().starts_with("/k8s/");
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let counter = if kube { &app.metrics.kube_requests } else { &app.metrics.api_requests };
+    counter.inc(resp.status().as_str());
+    resp
+}
+
+/// Runs the rest of the request in a task of its own: a client that goes
+/// away drops only the wait for the answer, never database work half-done
+/// (sqlx's `begin` is not cancel-safe, transact-rs/sqlx#4394).
+async fn detach(req: Request, next: Next) -> Response {
+    let span = tracing::Span::current();
+    match tokio::spawn(next.run(req).instrument(span)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "a request handler failed");
+            ApiError::internal().into_response()
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The last stage of the kube path: the request's body, its decision
+//! record, and the trip to a relay holding the cluster's tunnel (pooled
+//! HTTP/2; a fresh HTTP/1.1 connection for upgrades, piped both ways after
+//! the 101). Responses stream back as they come.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use kubechat_protocol::{grant, headers, status};
+
+use super::{LogPlace, Refusal, RequestMeta};
+use crate::app::App;
+use crate::directory::Route;
+use crate::model::{Cluster, Tenant};
+use crate::relays::RelayClients;
+
+/// Largest request body forwarded on the kube path.
+pub const MAX_REQUEST_BODY: usize = 16 << 20;
+
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What leaves for the relay.
+pub(super) struct Outgoing<'a> {
+    pub(super) tenant: &'a Tenant,
+    pub(super) cluster: &'a Cluster,
+    pub(super) groups: &'a [String],
+    pub(super) meta: &'a RequestMeta,
+    /// The signed grant, as the `kubechat-grant` header carries it.
+    pub(super) grant: String,
+    /// The canonical target.
+    pub(super) path_and_query: String,
+    pub(super) upgrade: bool,
+}
+
+/// Reads the body, records the decision, and sends the request to the
+/// first relay of `candidates` that can be reached.
+pub(super) async fn send(
+    app: &App,
+    relays: &RelayClients,
+    candidates: &[Route],
+    out: Outgoing<'_>,
+    mut req: Request,
+    log: &LogPlace,
+) -> Result<Response, Refusal> {
+    let client_upgrade = out.upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    // The body is read first (the API server takes at most a few MiB), so a
+    // request can go to another relay when the first cannot be reached.
+    let body = if out.upgrade {
+        Bytes::new()
+    } else {
+        let limited = http_body_util::Limited::new(body, MAX_REQUEST_BODY).collect();
+        match tokio::time::timeout(BODY_TIMEOUT, limited).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(_)) => {
+                return Err(Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    format!("the request body is larger than {MAX_REQUEST_BODY} bytes, or was not received whole"),
+                )
+                .logged(log));
+            }
+            Err(_) => {
+                return Err(Refusal::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Timeout",
+                    format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+                )
+                .logged(log));
+            }
+        }
+    };
+    // On record before it leaves: if that cannot be written, it does not leave.
+    let allow = out.meta.entry(&out.cluster.id, out.groups, 0, "allow", "");
+    if let Err(e) = crate::audit::append(&app.db, &out.tenant.id, vec![allow]).await {
+        tracing::error!(error = %e, "the decision record could not be written; the request is refused");
+        return Err(Refusal::unavailable(
+            "KubeChat cannot write the audit record of this request right now, so it was not sent; retry",
+        ));
+    }
+    let relay_path = format!("/v1/clusters/{}/k8s{}", out.cluster.id, out.path_and_query);
+    let build = |route: &Route| {
+        let uri =
+            if out.upgrade { relay_path.clone() } else { format!("https://{}{relay_path}", route.internal_address) };
+        let mut r = http::Request::builder().method(parts.method.clone()).uri(uri);
+        if let Some(h) = r.headers_mut() {
+            for (k, v) in &parts.headers {
+                let name = k.as_str();
+                if name == "host" || headers::is_caller_assertion(name) {
+                    continue;
+                }
+                h.append(k.clone(), v.clone());
+            }
+            if out.upgrade
+                && let Ok(v) = HeaderValue::from_str(&route.internal_address)
+            {
+                h.insert(header::HOST, v);
+            }
+            let mut set = |n: &'static str, v: &str| {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.append(n, v);
+                }
+            };
+            set(grant::HEADER, &out.grant);
+            set("kubechat-request-id", &out.meta.request_id);
+            set("kubechat-user", &out.meta.user);
+            for g in out.groups {
+                set("kubechat-group", g);
+            }
+        }
+        r.body(Full::new(body.clone()))
+    };
+    let mut sent = None;
+    for route in candidates {
+        let Ok(req) = build(route) else {
+            return Err(
+                Refusal::new(StatusCode::BAD_REQUEST, "BadRequest", "the request could not be forwarded").logged(log)
+            );
+        };
+        let attempt = if out.upgrade {
+            match relays.upgrade_connection(&route.internal_address).await {
+                Ok(mut send) => send.send_request(req).await.map_err(|e| (true, e.to_string())),
+                Err(e) => Err((false, e)),
+            }
+        } else {
+            relays.send(req).await.map_err(|e| (!e.is_connect(), e.to_string()))
+        };
+        match attempt {
+            Err((false, e)) => {
+                tracing::warn!(relay = %route.relay_id, error = %e, "cannot reach the relay; trying another");
+            }
+            other => {
+                sent = Some((route.relay_id.clone(), other));
+                break;
+            }
+        }
+    }
+    let now = std::time::Instant::now();
+    let mut resp = match sent {
+        None => {
+            app.breakers.record(&out.tenant.id, true, now);
+            // The allow is on record; this says the request never left.
+            let message = format!("no relay holding cluster {}'s tunnel can be reached; retry", out.cluster.name);
+            let mut refusal = Refusal::unavailable(message).logged(log);
+            refusal.message.push_str(" (the request was not sent)");
+            return Err(refusal);
+        }
+        Some((_, Ok(r))) => r,
+        Some((relay, Err((_, e)))) => {
+            app.breakers.record(&out.tenant.id, true, now);
+            tracing::warn!(relay = %relay, error = %e, "relay request failed");
+            return Ok(super::status(
+                StatusCode::BAD_GATEWAY,
+                "InternalError",
+                format!(
+                    "the relay failed while forwarding to cluster {}; the request may or may not have reached it",
+                    out.cluster.name
+                ),
+            ));
+        }
+    };
+    // Only KubeChat's own path counts against the breaker: an answer the
+    // relay made itself (no tunnel, agent failed, API server unreachable),
+    // never the API server's own 5xx (an unavailable aggregated API).
+    let ours = resp.headers_mut().remove(status::ORIGIN_HEADER).is_some();
+    app.breakers.record(&out.tenant.id, ours && resp.status().is_server_error(), now);
+    if let Some(client_upgrade) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+        let relay_upgrade = hyper::upgrade::on(&mut resp);
+        app.tasks.spawn(async move {
+            if let (Ok(c), Ok(r)) = (client_upgrade.await, relay_upgrade.await) {
+                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(r)).await;
+            }
+        });
+    }
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
