@@ -8,6 +8,12 @@ use crate::store::Db;
 pub struct App {
     /// Storage.
     pub db: Db,
+    /// What warm requests read, from memory.
+    pub cache: std::sync::Arc<crate::cache::Cache>,
+    /// The one task that writes what requests produce.
+    pub writer: crate::writer::Writer,
+    /// The command quota, in memory.
+    pub quota: crate::billing::Quota,
     /// Per-token limit.
     pub per_token: RateLimiter,
     /// Per-tenant limit.

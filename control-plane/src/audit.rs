@@ -244,26 +244,40 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditEntry, sqlx::Error> {
 }
 
 /// Appends `entries` (all of `tenant`) to its chain in order, skipping ids
-/// already stored anywhere. Returns how many were new.
+/// already stored anywhere, in a transaction of its own. Returns how many
+/// were new. (The request path goes through [`crate::writer`] instead.)
 pub async fn append(db: &Db, tenant: &str, entries: Vec<AuditEntry>) -> Result<usize, StoreError> {
     let mut tx = db.begin(&Scope::Platform).await?;
+    let added = append_in(&mut tx, db.backend(), tenant, entries).await?;
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Appends `entries` of `tenant` within `tx` (a platform-scoped write
+/// transaction): the group commit of many appends in one transaction.
+pub async fn append_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    tenant: &str,
+    entries: Vec<AuditEntry>,
+) -> Result<usize, StoreError> {
     // A write first: on SQLite it takes the database's write lock for the
     // whole transaction, so two appenders never read the same head.
     sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, '') ON CONFLICT (tenant_id) DO NOTHING")
         .bind(tenant.to_string())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    let lock = if db.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
     let head = sqlx::query(&format!("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1{lock}"))
         .bind(tenant.to_string())
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
     let (mut seq, mut prev): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
     let mut added = 0;
     for mut e in entries {
         let exists: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_events WHERE id = $1")
             .bind(e.id.clone())
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?
             .try_get("n")?;
         if exists > 0 {
@@ -308,7 +322,7 @@ pub async fn append(db: &Db, tenant: &str, entries: Vec<AuditEntry>) -> Result<u
         .bind(if e.truncated.is_empty() { String::new() } else { json!(e.truncated).to_string() })
         .bind(e.prev_hash.clone())
         .bind(e.hash.clone())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         prev = e.hash;
         added += 1;
@@ -317,9 +331,8 @@ pub async fn append(db: &Db, tenant: &str, entries: Vec<AuditEntry>) -> Result<u
         .bind(seq)
         .bind(prev)
         .bind(tenant.to_string())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(added)
 }
 
@@ -602,9 +615,26 @@ pub async fn verify(db: &Db, tenant: &str, signer: &GrantSigner) -> Result<Verif
 pub const USAGE_TYPES: &[&str] =
     &["command_executed", "api_request", "cluster_connected", "user_session", "audit_export"];
 
-/// Records a usage event once per id; `false` if it was already stored.
+/// Records a usage event once per id, in a transaction of its own; `false`
+/// if it was already stored.
 pub async fn add_usage(
     db: &Db,
+    id: &str,
+    tenant: &str,
+    cluster: &str,
+    usage_type: &str,
+    quantity: f64,
+    time_ms: i64,
+) -> Result<bool, StoreError> {
+    let mut tx = db.begin(&Scope::Platform).await?;
+    let added = add_usage_in(&mut tx, id, tenant, cluster, usage_type, quantity, time_ms).await?;
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Records a usage event within `tx`.
+pub async fn add_usage_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     id: &str,
     tenant: &str,
     cluster: &str,
@@ -615,7 +645,6 @@ pub async fn add_usage(
     let month = time::OffsetDateTime::from_unix_timestamp(time_ms / 1000)
         .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
         .unwrap_or_else(|_| "1970-01".into());
-    let mut tx = db.begin(&Scope::Platform).await?;
     let r = sqlx::query("INSERT INTO usage_events (id, tenant_id, cluster_id, usage_type, quantity, time_ms, month) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING")
         .bind(id.to_string())
         .bind(tenant.to_string())
@@ -624,9 +653,8 @@ pub async fn add_usage(
         .bind(quantity)
         .bind(time_ms)
         .bind(month)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(r.rows_affected() > 0)
 }
 

@@ -3,12 +3,14 @@
 //!
 //! A kubectl invocation is one command: kubectl sends the same random
 //! `Kubectl-Session` header on every request of one invocation, so the first
-//! request of a session counts it and the rest ride along. A request without
-//! that header (the chat UI, scripts) is a command of its own. The count is a
-//! per-tenant, per-month counter raised only while it is below the limit, in
-//! one statement, so replicas sharing a database never overshoot.
+//! request of a session counts it and the rest ride along (for a bounded
+//! window). A request without that header (the chat UI, scripts) is a
+//! command of its own. The quota is decided in memory from allotments
+//! reserved from a per-tenant, per-month counter ([`Quota`]), so replicas
+//! sharing a database never overshoot and a warm request does not touch it.
 
 use serde::Serialize;
+use sqlx::Row;
 
 use crate::audit;
 use crate::model::{Plan, Tenant};
@@ -74,73 +76,149 @@ pub const SESSION_WINDOW_MS: i64 = 60_000;
 /// How many requests of one `Kubectl-Session` count as one command.
 pub const SESSION_WINDOW_REQUESTS: i64 = 100;
 
-/// Counts a command for `tenant` unless this month's quota is used up.
-/// `session` is kubectl's `Kubectl-Session` (empty: every request counts);
-/// the requests of one session count as one command for at most
-/// [`SESSION_WINDOW_MS`] or [`SESSION_WINDOW_REQUESTS`] requests, then the
-/// session counts again.
-/// Returns `Ok(true)` when a new command was counted, `Ok(false)` for a
-/// request of a command already counted.
-pub async fn count_command(
-    db: &Db,
-    tenant: &Tenant,
-    session: &str,
-) -> Result<Result<bool, QuotaExhausted>, StoreError> {
-    let month = audit::this_month();
-    let limit = tenant.subscription.limits.max_commands_per_month;
-    let now = crate::directory::now_ms();
-    // A value no kubectl sends (kubectl's are UUIDs) is no session at all.
-    let session = if session.len() > 128 { "" } else { session };
-    let mut tx = db.begin(&Scope::Tenant(tenant.id.clone())).await?;
-    if !session.is_empty() {
-        // A session counts once per window: SESSION_WINDOW_MS from the
-        // request that counted, or SESSION_WINDOW_REQUESTS requests,
-        // whichever ends first. Reusing one value cannot stop the counting.
-        let known = sqlx::query(
-            "UPDATE kubectl_sessions SET requests = requests + 1 WHERE tenant_id = $1 AND session_id = $2 AND window_start_ms > $3 AND requests < $4",
-        )
-        .bind(tenant.id.clone())
-        .bind(session.to_string())
-        .bind(now - SESSION_WINDOW_MS)
-        .bind(SESSION_WINDOW_REQUESTS)
-        .execute(&mut *tx)
-        .await?;
-        if known.rows_affected() > 0 {
-            tx.commit().await?;
-            return Ok(Ok(false));
+/// A reservation takes at most this share of what remains of a quota …
+const RESERVE_SHARE: i64 = 16;
+/// … and at most this many commands.
+const RESERVE_MAX: i64 = 50;
+/// Sessions remembered per replica at most (the oldest go first).
+const MAX_SESSIONS: usize = 100_000;
+
+/// One `Kubectl-Session`'s counting window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started_ms: i64,
+    requests: i64,
+}
+
+/// The command quota, decided in memory.
+///
+/// Each replica holds an allotment per tenant and month, reserved from the
+/// database's counter in one conditional statement that never raises it
+/// past the limit; a command spends one from the allotment, and only an
+/// empty allotment goes to the database, for at most 1/16 of what remains
+/// (≤ 50). So replicas together never exceed a quota (the bound is 0).
+/// The price: a replica may hold up to 50 reserved commands it does not
+/// use (spent if it stops), so near the limit a tenant may be refused up
+/// to 50 commands early per replica that served it. Usage billed is what
+/// ran (`command_executed` events), not what was reserved.
+///
+/// Sessions are counted per replica: kubectl keeps one connection, so one
+/// invocation meets one replica; if a load balancer splits one, each
+/// replica counts it once (counting more, never less).
+#[derive(Debug, Default)]
+pub struct Quota {
+    allotments: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
+    sessions: std::sync::Mutex<std::collections::HashMap<(String, String), Window>>,
+    /// Reservations go one at a time.
+    reserving: tokio::sync::Mutex<()>,
+}
+
+impl Quota {
+    /// Counts a command for `tenant` unless this month's quota is used up.
+    /// `session` is kubectl's `Kubectl-Session` (empty, or over 128 bytes:
+    /// every request counts); the requests of one session count as one
+    /// command for at most [`SESSION_WINDOW_MS`] or
+    /// [`SESSION_WINDOW_REQUESTS`] requests, then the session counts again.
+    /// Returns `Ok(true)` when a new command was counted, `Ok(false)` for a
+    /// request of a command already counted.
+    pub async fn count(
+        &self,
+        db: &Db,
+        tenant: &Tenant,
+        session: &str,
+    ) -> Result<Result<bool, QuotaExhausted>, StoreError> {
+        let now = crate::directory::now_ms();
+        let session = if session.len() > 128 { "" } else { session };
+        let key = (tenant.id.clone(), session.to_string());
+        if !session.is_empty() {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(w) = sessions.get_mut(&key)
+                && w.started_ms > now - SESSION_WINDOW_MS
+                && w.requests < SESSION_WINDOW_REQUESTS
+            {
+                w.requests += 1;
+                return Ok(Ok(false));
+            }
+        }
+        let month = audit::this_month();
+        let slot = (tenant.id.clone(), month.clone());
+        if !self.take(&slot) {
+            let _one_at_a_time = self.reserving.lock().await;
+            if !self.take(&slot) {
+                let limit = tenant.subscription.limits.max_commands_per_month;
+                match reserve(db, &tenant.id, &month, limit).await? {
+                    0 => {
+                        let (resets_at, _) = month_reset(&month);
+                        return Ok(Err(QuotaExhausted { plan: tenant.subscription.plan, limit, month, resets_at }));
+                    }
+                    granted => {
+                        let mut a = self.allotments.lock().unwrap_or_else(|p| p.into_inner());
+                        *a.entry(slot).or_insert(0) += granted - 1;
+                    }
+                }
+            }
+        }
+        if !session.is_empty() {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if sessions.len() >= MAX_SESSIONS {
+                sessions.retain(|_, w| w.started_ms > now - SESSION_WINDOW_MS);
+            }
+            sessions.insert(key, Window { started_ms: now, requests: 1 });
+        }
+        Ok(Ok(true))
+    }
+
+    /// Spends one command of the allotment, if there is one.
+    fn take(&self, slot: &(String, String)) -> bool {
+        let mut a = self.allotments.lock().unwrap_or_else(|p| p.into_inner());
+        match a.get_mut(slot) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
         }
     }
+}
+
+/// Reserves commands of `tenant`'s quota for `month`: the number granted
+/// (0: the quota is used up). The counter never passes `limit`.
+async fn reserve(db: &Db, tenant: &str, month: &str, limit: i64) -> Result<i64, StoreError> {
+    let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
     sqlx::query("INSERT INTO command_counters (tenant_id, month, commands) VALUES ($1, $2, 0) ON CONFLICT (tenant_id, month) DO NOTHING")
-        .bind(tenant.id.clone())
-        .bind(month.clone())
+        .bind(tenant.to_string())
+        .bind(month.to_string())
         .execute(&mut *tx)
         .await?;
-    let raised = sqlx::query(
-        "UPDATE command_counters SET commands = commands + 1 WHERE tenant_id = $1 AND month = $2 AND commands < $3",
-    )
-    .bind(tenant.id.clone())
-    .bind(month.clone())
-    .bind(limit)
-    .execute(&mut *tx)
-    .await?;
-    if raised.rows_affected() == 0 {
-        tx.rollback().await?;
-        let (resets_at, _) = month_reset(&month);
-        return Ok(Err(QuotaExhausted { plan: tenant.subscription.plan, limit, month, resets_at }));
-    }
-    if !session.is_empty() {
-        sqlx::query(
-            "INSERT INTO kubectl_sessions (tenant_id, session_id, first_seen_ms, window_start_ms, requests) VALUES ($1, $2, $3, $3, 1) \
-             ON CONFLICT (tenant_id, session_id) DO UPDATE SET window_start_ms = $3, requests = 1",
+    loop {
+        let used: i64 = sqlx::query("SELECT commands FROM command_counters WHERE tenant_id = $1 AND month = $2")
+            .bind(tenant.to_string())
+            .bind(month.to_string())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("commands")?;
+        let remaining = limit - used;
+        if remaining <= 0 {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let k = (remaining / RESERVE_SHARE).clamp(1, RESERVE_MAX);
+        let raised = sqlx::query(
+            "UPDATE command_counters SET commands = commands + $3 WHERE tenant_id = $1 AND month = $2 AND commands = $4 AND commands + $3 <= $5",
         )
-        .bind(tenant.id.clone())
-        .bind(session.to_string())
-        .bind(now)
+        .bind(tenant.to_string())
+        .bind(month.to_string())
+        .bind(k)
+        .bind(used)
+        .bind(limit)
         .execute(&mut *tx)
         .await?;
+        if raised.rows_affected() == 1 {
+            tx.commit().await?;
+            return Ok(k);
+        }
+        // Another replica reserved meanwhile: read again.
     }
-    tx.commit().await?;
-    Ok(Ok(true))
 }
 
 /// One line of an invoice.

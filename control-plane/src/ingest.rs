@@ -13,8 +13,8 @@ use kubechat_protocol::events::events_server::Events;
 use kubechat_protocol::events::{BatchAck, Event, EventBatch, Rejected, UsageType, event};
 
 use crate::app::App;
-use crate::audit::{self, AuditEntry};
-use crate::store::Scope;
+use crate::audit::AuditEntry;
+use crate::writer::Write;
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 5000;
@@ -110,7 +110,7 @@ fn validate(e: &Event, relay: &str) -> Result<Valid, String> {
 }
 
 /// Stores a batch (already attributed to `relay`); returns the answer.
-pub async fn ingest(app: &App, relay: &str, batch: Vec<Event>) -> Result<BatchAck, crate::store::StoreError> {
+pub async fn ingest(app: &App, relay: &str, batch: Vec<Event>) -> Result<BatchAck, Unstored> {
     let mut ack = BatchAck::default();
     let mut audits: BTreeMap<String, Vec<AuditEntry>> = BTreeMap::new();
     let mut known_tenants: HashMap<String, bool> = HashMap::new();
@@ -126,7 +126,7 @@ pub async fn ingest(app: &App, relay: &str, batch: Vec<Event>) -> Result<BatchAc
         let exists = match known_tenants.get(&e.tenant) {
             Some(k) => *k,
             None => {
-                let k = app.db.tenant(&Scope::Platform, &e.tenant).await?.is_some();
+                let k = app.cache.tenant(&e.tenant).await?.is_some();
                 known_tenants.insert(e.tenant.clone(), k);
                 k
             }
@@ -142,16 +142,37 @@ pub async fn ingest(app: &App, relay: &str, batch: Vec<Event>) -> Result<BatchAc
             }
         }
     }
+    // Acknowledged only once committed: the relay forgets what we answer.
+    let mut writes = Vec::new();
     for (tenant, entries) in audits {
-        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-        audit::append(&app.db, &tenant, entries).await?;
-        ack.accepted.extend(ids);
+        for e in entries {
+            ack.accepted.push(e.id.clone());
+            writes.push(Write::Audit { tenant: tenant.clone(), entry: Box::new(e) });
+        }
     }
     for (id, tenant, cluster, usage_type, quantity, time_ms) in usages {
-        audit::add_usage(&app.db, &id, &tenant, &cluster, usage_type, quantity, time_ms).await?;
-        ack.accepted.push(id);
+        ack.accepted.push(id.clone());
+        writes.push(Write::Usage { id, tenant, cluster, usage_type: usage_type.to_string(), quantity, time_ms });
+    }
+    if !writes.is_empty() {
+        app.writer.commit(writes, COMMIT_TIMEOUT).await.map_err(|e| Unstored(e.to_string()))?;
     }
     Ok(ack)
+}
+
+/// How long a batch of events waits for its commit before the relay is told
+/// to retry (it keeps the events meanwhile; duplicates are skipped by id).
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Events that were not stored (the relay keeps them and retries).
+#[derive(Debug, thiserror::Error)]
+#[error("events not stored: {0}")]
+pub struct Unstored(String);
+
+impl From<crate::store::StoreError> for Unstored {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self(e.to_string())
+    }
 }
 
 /// The `Events` service.

@@ -23,6 +23,8 @@
 //! - [`ingest`]: the gRPC service relays publish events to.
 //! - [`billing`]: prices, the monthly command quota, invoices, MRR.
 //! - [`breaker`]: per-tenant circuit breakers on the kube path.
+//! - [`cache`]: what warm requests read, with invalidation across replicas.
+//! - [`writer`]: the one task that writes, with group commit.
 //! - [`metrics`]: Prometheus metrics on the admin listener.
 //! - `presence`: the internal gRPC listener relays report to (mutual TLS).
 //! - [`relays`]: pooled mutual-TLS connections to relays.
@@ -33,6 +35,7 @@ pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod breaker;
+pub mod cache;
 pub mod certificates;
 pub mod cli;
 pub mod client;
@@ -49,6 +52,7 @@ pub mod model;
 pub mod ratelimit;
 pub mod relays;
 pub mod store;
+pub mod writer;
 
 mod presence;
 
@@ -268,7 +272,12 @@ impl ControlPlane {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ControlPlaneError::Bind { addr: config.listen, source })?;
+        let cache = cache::Cache::new(db.clone()).await?;
+        let writer = writer::Writer::start(db.clone());
         let app = Arc::new(App {
+            cache,
+            writer,
+            quota: billing::Quota::default(),
             db,
             per_token: ratelimit::RateLimiter::new(config.per_token_rps, config.per_token_rps * 2.0),
             per_tenant: ratelimit::RateLimiter::new(config.per_tenant_rps, config.per_tenant_rps * 2.0),
@@ -331,6 +340,8 @@ impl ControlPlane {
             let handler = Arc::new(metrics::CpAdmin { app: self.app.clone(), shutdown: shutdown.clone() });
             tasks.spawn(kubechat_transport::admin::serve(listener, handler, shutdown.clone()));
         }
+        // Invalidations other replicas wrote.
+        tasks.spawn(self.app.cache.clone().follow(shutdown.clone()));
         // Audit retention: each tenant's plan says how many days are kept.
         let (app, stop) = (self.app.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -394,6 +405,8 @@ impl ControlPlane {
         tasks.close();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.app.tasks.wait()).await;
         tasks.wait().await;
+        // Last: what the drained requests queued.
+        self.app.writer.close().await;
     }
 }
 

@@ -59,6 +59,18 @@ impl Presence for PresenceService {
             tonic::Status::unavailable("storage failure; retry")
         };
         let applied = directory::apply_report(&self.app.db, &r).await.map_err(storage)?;
+        if applied {
+            // This replica's cached routes follow at once; others within
+            // the routes' refresh age.
+            if !r.down.is_empty() {
+                self.app.cache.invalidate_all_routes();
+            } else if r.full {
+                self.app.cache.refresh_all_routes();
+            }
+            for t in &r.up {
+                self.app.cache.saw_tunnel(&t.tenant, &t.cluster, &r.relay_id);
+            }
+        }
         self.app.metrics.presence_reports.inc(if applied { "applied" } else { "resend_full" });
         let list = directory::revocations(&self.app.db).await.map_err(storage)?;
         let changed = list.version != r.revocations_version;

@@ -67,7 +67,29 @@ pub(crate) async fn authenticate(app: &App, token: &str) -> Result<Principal, Ap
     if owner.expires_at.is_some_and(|e| e <= now()) {
         return Err(ApiError::unauthenticated("the API token has expired; create a new one"));
     }
+    note_use(app, &owner.token_id);
     Ok(Principal { user: owner.user, token_id: owner.token_id, tenant_slug: None })
+}
+
+/// Tokens' last use is written at most once a minute per token, by the writer.
+fn note_use(app: &App, token_id: &str) {
+    static LAST: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, i64>>> =
+        std::sync::LazyLock::new(Default::default);
+    let at = now();
+    {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        if last.get(token_id).is_some_and(|t| at - t < 60) {
+            return;
+        }
+        if last.len() > 100_000 {
+            last.clear();
+        }
+        last.insert(token_id.to_string(), at);
+    }
+    let write = crate::writer::Write::TokenUsed { token_id: token_id.to_string(), at };
+    if app.writer.try_queue(vec![write]).is_err() {
+        tracing::debug!("token last-use not recorded: the writer queue is full");
+    }
 }
 
 /// A [`Caller`] whose own tenant is not suspended (every REST call but
@@ -81,11 +103,8 @@ impl FromRequestParts<Arc<App>> for Member {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let Caller(mut p) = Caller::from_request_parts(parts, app).await?;
         if let Some(t) = p.user.tenant_id.clone() {
-            let tenant = app
-                .db
-                .tenant(&Scope::Tenant(t.clone()), &t)
-                .await?
-                .ok_or_else(|| ApiError::unauthenticated("the API token is not valid"))?;
+            let tenant =
+                app.cache.tenant(&t).await?.ok_or_else(|| ApiError::unauthenticated("the API token is not valid"))?;
             if tenant.status == TenantStatus::Suspended {
                 return Err(ApiError::forbidden(
                     "tenant_suspended",

@@ -35,7 +35,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use serde_json::json;
 use tracing::Instrument;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -90,8 +90,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/k8s/clusters/{*rest}", any(crate::kube::serve))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(detach))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
+        // Outermost: everything below runs in a task a vanishing client cannot cancel.
+        .layer(middleware::from_fn(detach))
         .with_state(app)
 }
 
@@ -118,9 +119,18 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     let id = uuid::Uuid::now_v7().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
     let kube = req.uri().path().starts_with("/k8s/");
+    let writes = !kube && !matches!(*req.method(), Method::GET | Method::HEAD);
     let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
     let mut resp = next.run(req).instrument(span).await;
+    if writes && resp.status().is_success() {
+        // What this write invalidated is dropped here before the answer
+        // (other replicas follow within the cache's poll interval).
+        if let Err(e) = app.cache.sync().await {
+            tracing::warn!(error = %e, "cache not synced after a write");
+            app.cache.invalidate(crate::cache::Change::All, "");
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
@@ -133,8 +143,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
 /// away drops only the wait for the answer, never database work half-done
 /// (sqlx's `begin` is not cancel-safe, transact-rs/sqlx#4394).
 async fn detach(req: Request, next: Next) -> Response {
-    let span = tracing::Span::current();
-    match tokio::spawn(next.run(req).instrument(span)).await {
+    match tokio::spawn(next.run(req)).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::error!(error = %e, "a request handler failed");

@@ -19,6 +19,7 @@ use crate::app::App;
 use crate::directory::Route;
 use crate::model::{Cluster, Tenant};
 use crate::relays::RelayClients;
+use crate::writer::Write;
 
 /// Largest request body forwarded on the kube path.
 pub const MAX_REQUEST_BODY: usize = 16 << 20;
@@ -37,7 +38,12 @@ pub(super) struct Outgoing<'a> {
     /// The canonical target.
     pub(super) path_and_query: String,
     pub(super) upgrade: bool,
+    /// Whether the decision must be durable before the request leaves.
+    pub(super) must_audit: bool,
 }
+
+/// How long a must-audit request waits for its decision record to commit.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads the body, records the decision, and sends the request to the
 /// first relay of `candidates` that can be reached.
@@ -77,13 +83,19 @@ pub(super) async fn send(
             }
         }
     };
-    // On record before it leaves: if that cannot be written, it does not leave.
+    // On record before it leaves. A request that must be audited (a write,
+    // a session, secrets) waits until its record is committed, and does not
+    // leave if it cannot be; a read's record joins the next group commit.
     let allow = out.meta.entry(&out.cluster.id, out.groups, 0, "allow", "");
-    if let Err(e) = crate::audit::append(&app.db, &out.tenant.id, vec![allow]).await {
+    let write = vec![Write::Audit { tenant: out.tenant.id.clone(), entry: Box::new(allow) }];
+    let recorded =
+        if out.must_audit { app.writer.commit(write, RECORD_TIMEOUT).await } else { app.writer.queue(write).await };
+    if let Err(e) = recorded {
         tracing::error!(error = %e, "the decision record could not be written; the request is refused");
         return Err(Refusal::unavailable(
             "KubeChat cannot write the audit record of this request right now, so it was not sent; retry",
-        ));
+        )
+        .logged(log));
     }
     let relay_path = format!("/v1/clusters/{}/k8s{}", out.cluster.id, out.path_and_query);
     let build = |route: &Route| {

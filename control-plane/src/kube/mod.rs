@@ -43,7 +43,7 @@ use crate::error::ApiError;
 use crate::http::RequestId;
 use crate::http::extract::Caller;
 use crate::model::{Cluster, Role, Tenant, TenantStatus};
-use crate::store::Scope;
+use crate::writer::Write;
 
 pub use forward::MAX_REQUEST_BODY;
 
@@ -103,8 +103,9 @@ impl Refusal {
     async fn answer(self, app: &App, meta: &RequestMeta) -> Response {
         if let Some(place) = &self.log {
             let entry = meta.entry(&place.cluster, &place.groups, self.status.as_u16(), "deny", &self.message);
-            if let Err(e) = crate::audit::append(&app.db, &place.tenant, vec![entry]).await {
-                tracing::error!(error = %e, "a refusal could not be written to the audit log");
+            let write = Write::Audit { tenant: place.tenant.clone(), entry: Box::new(entry) };
+            if let Err(e) = app.writer.queue(vec![write]).await {
+                tracing::error!(error = %e, "a refusal could not be queued for the audit log");
             }
         }
         let mut r = status(self.status, self.reason, self.message);
@@ -294,6 +295,7 @@ async fn pipeline(
         client_address: meta.client_address.clone(),
         must_audit: crate::kube_authz::must_audit(&info),
     });
+    let must_audit = crate::kube_authz::must_audit(&info);
     let out = forward::Outgoing {
         tenant: &r.tenant,
         cluster: &r.cluster,
@@ -302,6 +304,7 @@ async fn pipeline(
         grant: grant::to_header(&signed),
         path_and_query: target.path_and_query(),
         upgrade,
+        must_audit,
     };
     forward::send(app, &relays, &candidates, out, req, &r.log).await
 }
@@ -310,10 +313,10 @@ async fn pipeline(
 async fn resolve(app: &App, p: &crate::auth::Principal, cluster_id: &str) -> Result<Resolved, Refusal> {
     let not_found = || Refusal::new(StatusCode::NOT_FOUND, "NotFound", format!("cluster {cluster_id} not found"));
     let Some(home_id) = p.user.tenant_id.clone() else { return Err(not_found()) };
-    let home = app.db.tenant(&Scope::Tenant(home_id.clone()), &home_id).await?.ok_or_else(not_found)?;
+    let home = app.cache.tenant(&home_id).await?.ok_or_else(not_found)?;
     // Refusals until the cluster is known go to the caller's own log.
     let home_log = LogPlace { tenant: home.id.clone(), cluster: cluster_id.to_string(), groups: Vec::new() };
-    let Some(cluster) = app.db.cluster_by_id(cluster_id).await? else {
+    let Some(cluster) = app.cache.cluster(cluster_id).await? else {
         return Err(not_found().logged(&home_log));
     };
     let (tenant, role) = if cluster.tenant_id == home.id {
@@ -321,10 +324,10 @@ async fn resolve(app: &App, p: &crate::auth::Principal, cluster_id: &str) -> Res
     } else {
         // A cross-tenant grant, or the cluster does not exist for them.
         // Audited in the caller's own log: the other tenant's stays theirs.
-        let Some(role) = app.db.access_role(&cluster.tenant_id, &p.user.email, &home.slug).await? else {
+        let Some(role) = app.cache.access_role(&cluster.tenant_id, &p.user.email, &home.slug).await? else {
             return Err(not_found().logged(&home_log));
         };
-        let t = app.db.tenant(&Scope::Tenant(cluster.tenant_id.clone()), &cluster.tenant_id).await?;
+        let t = app.cache.tenant(&cluster.tenant_id).await?;
         (t.ok_or_else(not_found)?, role)
     };
     for t in [&home, &tenant] {
@@ -357,13 +360,17 @@ fn check_upgrade(h: &http::HeaderMap, info: &kube_request::RequestInfo) -> Resul
 
 /// The cluster owner's monthly command quota (one kubectl invocation, one command).
 async fn quota(app: &App, r: &Resolved, meta: &RequestMeta) -> Result<(), Refusal> {
-    match crate::billing::count_command(&app.db, &r.tenant, &meta.kubectl_session).await? {
+    match app.quota.count(&app.db, &r.tenant, &meta.kubectl_session).await? {
         Ok(true) => {
-            let id = uuid::Uuid::now_v7().to_string();
-            let at = crate::directory::now_ms();
-            if let Err(e) =
-                crate::audit::add_usage(&app.db, &id, &r.tenant.id, &r.cluster.id, "command_executed", 1.0, at).await
-            {
+            let write = Write::Usage {
+                id: uuid::Uuid::now_v7().to_string(),
+                tenant: r.tenant.id.clone(),
+                cluster: r.cluster.id.clone(),
+                usage_type: "command_executed".into(),
+                quantity: 1.0,
+                time_ms: crate::directory::now_ms(),
+            };
+            if let Err(e) = app.writer.queue(vec![write]).await {
                 tracing::warn!(error = %e, "a command was not metered");
             }
             Ok(())
@@ -395,7 +402,7 @@ async fn quota(app: &App, r: &Resolved, meta: &RequestMeta) -> Result<(), Refusa
 /// tenant's home region, or the failover region its settings name when none
 /// of the home region holds a tunnel.
 async fn routes(app: &App, r: &Resolved) -> Result<Vec<crate::directory::Route>, Refusal> {
-    let routes = crate::directory::routes(&app.db, &r.tenant.id, &r.cluster.id).await?;
+    let routes = app.cache.routes(&r.tenant.id, &r.cluster.id).await?;
     let failover = r.tenant.settings.get("failoverRegion").and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let home: Vec<_> = routes.iter().filter(|x| x.region == r.tenant.home_region).cloned().collect();
     let allowed: Vec<_> = if home.is_empty() && !failover.is_empty() {

@@ -118,6 +118,18 @@ const V6: &[&str] = &[
     "ALTER TABLE kubectl_sessions ADD COLUMN requests BIGINT NOT NULL DEFAULT 0",
 ];
 
+/// Version 7 on SQLite: the cache's change log.
+const SQLITE_V7: &[&str] = &[
+    "CREATE TABLE cache_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, key TEXT NOT NULL, at_ms BIGINT NOT NULL)",
+    "CREATE INDEX cache_changes_at ON cache_changes(at_ms)",
+];
+
+/// Version 7 on PostgreSQL.
+const POSTGRES_V7: &[&str] = &[
+    "CREATE TABLE cache_changes (seq BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, at_ms BIGINT NOT NULL)",
+    "CREATE INDEX cache_changes_at ON cache_changes(at_ms)",
+];
+
 /// Tables holding a tenant's rows, in the order a purge deletes them.
 pub const TENANT_TABLES: &[&str] = &[
     "cross_tenant_access",
@@ -299,6 +311,7 @@ impl Db {
                 V4.iter().map(|s| (*s).to_string()).collect(),
                 V5.iter().map(|s| (*s).to_string()).collect(),
                 V6.iter().map(|s| (*s).to_string()).collect(),
+                SQLITE_V7.iter().map(|s| (*s).to_string()).collect(),
             ],
             Backend::Postgres => vec![
                 postgres_v1(),
@@ -307,6 +320,7 @@ impl Db {
                 postgres_v4(),
                 V5.iter().map(|s| (*s).to_string()).collect(),
                 V6.iter().map(|s| (*s).to_string()).collect(),
+                POSTGRES_V7.iter().map(|s| (*s).to_string()).collect(),
             ],
         };
         for (i, statements) in migrations.iter().enumerate() {
@@ -460,6 +474,7 @@ impl Db {
             .bind(t.id.clone())
             .execute(&mut *tx)
             .await?;
+        crate::cache::note(&mut tx, crate::cache::Change::Tenant, &t.id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -501,6 +516,7 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
+        crate::cache::note(&mut tx, crate::cache::Change::All, id).await?;
         tx.commit().await?;
         Ok(clusters)
     }
@@ -574,6 +590,7 @@ impl Db {
             .bind(tenant)
             .execute(&mut *tx)
             .await?;
+        crate::cache::note(&mut tx, crate::cache::Change::Tokens, &u.id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -587,6 +604,7 @@ impl Db {
         ] {
             sqlx::query(sql).bind(id.to_string()).bind(tenant_id.to_string()).execute(&mut *tx).await?;
         }
+        crate::cache::note(&mut tx, crate::cache::Change::Tokens, id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -622,6 +640,7 @@ impl Db {
         .bind(tenant_id.to_string())
         .execute(&mut *tx)
         .await?;
+        crate::cache::note(&mut tx, crate::cache::Change::Tokens, id).await?;
         tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
@@ -702,6 +721,7 @@ impl Db {
             .bind(c.tenant_id.clone())
             .execute(&mut *tx)
             .await?;
+        crate::cache::note(&mut tx, crate::cache::Change::Cluster, &c.id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -721,6 +741,7 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
+        crate::cache::note(&mut tx, crate::cache::Change::Cluster, id).await?;
         tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
@@ -738,6 +759,7 @@ impl Db {
             .bind(a.created_at)
             .execute(&mut *tx)
             .await?;
+        crate::cache::note(&mut tx, crate::cache::Change::Access, &a.tenant_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -774,6 +796,7 @@ impl Db {
             .bind(tenant_id.to_string())
             .execute(&mut *tx)
             .await?;
+        crate::cache::note(&mut tx, crate::cache::Change::Access, tenant_id).await?;
         tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }

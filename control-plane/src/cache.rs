@@ -1,0 +1,382 @@
+//! What a warm request reads, from memory: token → owner, tenants,
+//! clusters, cross-tenant roles, and the relays holding a cluster's tunnel.
+//!
+//! Invalidation is explicit. Every write that changes what an entry says
+//! (a revoked token, a deleted user, a role change, a suspended tenant, a
+//! deleted cluster or a changed policy, a cross-tenant grant) records a row
+//! in `cache_changes` in its own transaction; every replica polls that log
+//! every [`POLL_INTERVAL`] and drops what it names, and the replica that
+//! wrote drops it at once. So a revocation is in force on every replica
+//! within the poll interval plus one query (≤ 1 s documented; 250 ms
+//! typical). Entries also expire after [`MAX_AGE`], a safety net should a
+//! change row be missed.
+//!
+//! A read that raced with an invalidation never stores its (possibly
+//! stale) answer: each map has a generation that invalidations bump.
+//!
+//! Tunnel routes are not in the change log (relays report presence every
+//! few seconds): they are refreshed in the background once older than
+//! [`ROUTES_FRESH`] and read from the database only when older than
+//! [`ROUTES_MAX_AGE`] or missing; this replica drops them when a report it
+//! receives changes the cluster's tunnels.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+
+use crate::directory::Route;
+use crate::model::{Cluster, Role, Tenant};
+use crate::store::{Db, Scope, StoreError, TokenOwner};
+
+/// How often each replica reads the change log.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest an entry is trusted without being read again.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// Age after which routes are refreshed in the background.
+pub const ROUTES_FRESH: Duration = Duration::from_millis(500);
+/// Age after which routes are read again before use.
+pub const ROUTES_MAX_AGE: Duration = Duration::from_secs(5);
+/// How far back each poll reads the change log again.
+const RECHECK: Duration = Duration::from_secs(5);
+/// Entries one map holds at most (unknown tokens included); past it the
+/// map is emptied.
+const MAX_ENTRIES: usize = 100_000;
+
+/// What a change-log row invalidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Tokens and their owners (a token revoked, a user deleted or changed).
+    Tokens,
+    /// One tenant (`key` its id).
+    Tenant,
+    /// One cluster (`key` its id).
+    Cluster,
+    /// Cross-tenant roles.
+    Access,
+    /// Everything (a tenant purged).
+    All,
+}
+
+impl Change {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Tokens => "tokens",
+            Self::Tenant => "tenant",
+            Self::Cluster => "cluster",
+            Self::Access => "access",
+            Self::All => "all",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "tokens" => Self::Tokens,
+            "tenant" => Self::Tenant,
+            "cluster" => Self::Cluster,
+            "access" => Self::Access,
+            _ => Self::All,
+        }
+    }
+}
+
+/// Records `change` of `key` in the change log, within `tx` (the write's
+/// own transaction, so the two commit together).
+pub async fn note(tx: &mut sqlx::Transaction<'static, sqlx::Any>, change: Change, key: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO cache_changes (kind, key, at_ms) VALUES ($1, $2, $3)")
+        .bind(change.as_str())
+        .bind(key.to_string())
+        .bind(crate::directory::now_ms())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+struct Entry<T> {
+    value: T,
+    at: Instant,
+}
+
+/// One map of entries with its generation.
+struct Map<K, V> {
+    entries: RwLock<HashMap<K, Entry<V>>>,
+    generation: AtomicU64,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Map<K, V> {
+    fn new() -> Self {
+        Self { entries: RwLock::new(HashMap::new()), generation: AtomicU64::new(0) }
+    }
+
+    fn get(&self, k: &K, max_age: Duration) -> Option<(V, Duration)> {
+        let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        map.get(k).map(|e| (e.value.clone(), e.at.elapsed())).filter(|(_, age)| *age <= max_age)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Stores `v` unless the map was invalidated since `generation`.
+    fn put(&self, k: K, v: V, generation: u64) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(k, Entry { value: v, at: Instant::now() });
+    }
+
+    fn remove(&self, k: &K) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.remove(k);
+    }
+
+    fn clear(&self) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.clear();
+    }
+
+    /// Makes every entry at least `age` old (kept, but due for a refresh).
+    fn age_out(&self, age: Duration) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let Some(then) = Instant::now().checked_sub(age) else { return };
+        for e in map.values_mut() {
+            e.at = e.at.min(then);
+        }
+    }
+}
+
+/// The cache of one control plane.
+pub struct Cache {
+    db: Db,
+    tokens: Map<String, Option<TokenOwner>>,
+    tenants: Map<String, Option<Tenant>>,
+    clusters: Map<String, Option<Cluster>>,
+    access: Map<(String, String, String), Option<Role>>,
+    routes: Map<(String, String), Vec<Route>>,
+    refreshing: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// The last change-log position applied.
+    seen: AtomicI64,
+    /// Reads answered from memory, and from the database.
+    pub hits: AtomicU64,
+    /// Reads that went to the database.
+    pub misses: AtomicU64,
+}
+
+impl Cache {
+    /// An empty cache over `db`, positioned at the end of its change log.
+    pub async fn new(db: Db) -> Result<Arc<Self>, StoreError> {
+        let mut tx = db.begin(&Scope::Platform).await?;
+        let seen: Option<i64> =
+            sqlx::query("SELECT MAX(seq) AS s FROM cache_changes").fetch_one(&mut *tx).await?.try_get("s")?;
+        tx.commit().await?;
+        Ok(Arc::new(Self {
+            db,
+            tokens: Map::new(),
+            tenants: Map::new(),
+            clusters: Map::new(),
+            access: Map::new(),
+            routes: Map::new(),
+            refreshing: Default::default(),
+            seen: AtomicI64::new(seen.unwrap_or(0)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }))
+    }
+
+    fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The owner of the token whose hash is `hash` (`None`: no such token).
+    pub async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>, StoreError> {
+        if let Some((v, _)) = self.tokens.get(&hash.to_string(), MAX_AGE) {
+            self.hit();
+            return Ok(v);
+        }
+        self.miss();
+        let generation = self.tokens.generation();
+        let v = self.db.token_owner(hash).await?;
+        self.tokens.put(hash.to_string(), v.clone(), generation);
+        Ok(v)
+    }
+
+    /// Tenant `id` (read with platform scope: callers check access).
+    pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        if let Some((v, _)) = self.tenants.get(&id.to_string(), MAX_AGE) {
+            self.hit();
+            return Ok(v);
+        }
+        self.miss();
+        let generation = self.tenants.generation();
+        let v = self.db.tenant(&Scope::Platform, id).await?;
+        self.tenants.put(id.to_string(), v.clone(), generation);
+        Ok(v)
+    }
+
+    /// Cluster `id`, of any tenant.
+    pub async fn cluster(&self, id: &str) -> Result<Option<Cluster>, StoreError> {
+        if let Some((v, _)) = self.clusters.get(&id.to_string(), MAX_AGE) {
+            self.hit();
+            return Ok(v);
+        }
+        self.miss();
+        let generation = self.clusters.generation();
+        let v = self.db.cluster_by_id(id).await?;
+        self.clusters.put(id.to_string(), v.clone(), generation);
+        Ok(v)
+    }
+
+    /// The role a cross-tenant grant of `tenant` gives `email` of tenant `home_slug`.
+    pub async fn access_role(&self, tenant: &str, email: &str, home_slug: &str) -> Result<Option<Role>, StoreError> {
+        let key = (tenant.to_string(), email.to_string(), home_slug.to_string());
+        if let Some((v, _)) = self.access.get(&key, MAX_AGE) {
+            self.hit();
+            return Ok(v);
+        }
+        self.miss();
+        let generation = self.access.generation();
+        let v = self.db.access_role(tenant, email, home_slug).await?;
+        self.access.put(key, v, generation);
+        Ok(v)
+    }
+
+    /// The relays holding a live tunnel of `cluster` (leases checked when read).
+    pub async fn routes(self: &Arc<Self>, tenant: &str, cluster: &str) -> Result<Vec<Route>, StoreError> {
+        let key = (tenant.to_string(), cluster.to_string());
+        if let Some((v, age)) = self.routes.get(&key, ROUTES_MAX_AGE) {
+            self.hit();
+            if age > ROUTES_FRESH {
+                self.refresh_routes(key);
+            }
+            return Ok(v);
+        }
+        self.miss();
+        let generation = self.routes.generation();
+        let v = crate::directory::routes(&self.db, tenant, cluster).await?;
+        self.routes.put(key, v.clone(), generation);
+        Ok(v)
+    }
+
+    /// Reads a cluster's routes again in the background (one at a time).
+    fn refresh_routes(self: &Arc<Self>, key: (String, String)) {
+        {
+            let mut busy = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+            if !busy.insert(key.clone()) {
+                return;
+            }
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let generation = cache.routes.generation();
+            match crate::directory::routes(&cache.db, &key.0, &key.1).await {
+                Ok(v) => cache.routes.put(key.clone(), v, generation),
+                Err(e) => tracing::debug!(error = %e, "routes not refreshed"),
+            }
+            cache.refreshing.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        });
+    }
+
+    /// Drops what `change` of `key` names (this replica wrote it, or the
+    /// change log says another did).
+    pub fn invalidate(&self, change: Change, key: &str) {
+        match change {
+            Change::Tokens => self.tokens.clear(),
+            Change::Tenant => self.tenants.remove(&key.to_string()),
+            Change::Cluster => {
+                self.clusters.remove(&key.to_string());
+                self.routes.clear();
+            }
+            Change::Access => self.access.clear(),
+            Change::All => {
+                self.tokens.clear();
+                self.tenants.clear();
+                self.clusters.clear();
+                self.access.clear();
+                self.routes.clear();
+            }
+        }
+    }
+
+    /// A relay reported a tunnel of `cluster`: cached routes that do not
+    /// name that relay are dropped (read again on next use).
+    pub fn saw_tunnel(&self, tenant: &str, cluster: &str, relay_id: &str) {
+        let key = (tenant.to_string(), cluster.to_string());
+        let known = self.routes.get(&key, Duration::MAX).is_some_and(|(v, _)| v.iter().any(|r| r.relay_id == relay_id));
+        if !known {
+            self.routes.remove(&key);
+        }
+    }
+
+    /// Drops every cached route (a relay's tunnels went away: reports name
+    /// them by id only).
+    pub fn invalidate_all_routes(&self) {
+        self.routes.clear();
+    }
+
+    /// Keeps the cached routes but has each refreshed on its next use (a
+    /// relay sent its full state, which usually changes nothing).
+    pub fn refresh_all_routes(&self) {
+        self.routes.age_out(ROUTES_FRESH + Duration::from_millis(1));
+    }
+
+    /// Applies the change log since the last position read; returns how
+    /// many changes were applied.
+    pub async fn sync(&self) -> Result<usize, StoreError> {
+        let mut tx = self.db.begin(&Scope::Platform).await?;
+        // Also the last few seconds again: on PostgreSQL a row can commit
+        // after a later-numbered one was read (invalidating twice is harmless).
+        let rows = sqlx::query(
+            "SELECT seq, kind, key FROM cache_changes WHERE seq > $1 OR at_ms > $2 ORDER BY seq LIMIT 1000",
+        )
+        .bind(self.seen.load(Ordering::Acquire))
+        .bind(crate::directory::now_ms() - RECHECK.as_millis() as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        for r in &rows {
+            let (seq, kind, key): (i64, String, String) = (r.try_get("seq")?, r.try_get("kind")?, r.try_get("key")?);
+            self.invalidate(Change::parse(&kind), &key);
+            self.seen.fetch_max(seq, Ordering::AcqRel);
+        }
+        Ok(rows.len())
+    }
+
+    /// Polls the change log until `shutdown`, and prunes rows older than
+    /// ten minutes (any replica may; every replica has read them by then).
+    pub async fn follow(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut prune_at = Instant::now();
+        loop {
+            if let Err(e) = self.sync().await {
+                // Unreadable log: trust nothing older than the poll interval.
+                tracing::warn!(error = %e, "cannot read the cache change log; dropping the cache");
+                self.invalidate(Change::All, "");
+            }
+            if prune_at.elapsed() > Duration::from_secs(60) {
+                prune_at = Instant::now();
+                let cutoff = crate::directory::now_ms() - 600_000;
+                if let Ok(mut tx) = self.db.begin(&Scope::Platform).await {
+                    let _ =
+                        sqlx::query("DELETE FROM cache_changes WHERE at_ms < $1").bind(cutoff).execute(&mut *tx).await;
+                    let _ = tx.commit().await;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL_INTERVAL) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The one task that writes what requests produce: audit decision records,
+//! usage events, events relays publish, token last-use. Requests queue
+//! their writes and go on; the writer takes everything queued and commits
+//! it as one transaction (group commit: one fsync for many requests). A
+//! request that must not go on before its record is durable (a write, an
+//! exec, reading secrets; relays' events before they are acknowledged)
+//! waits for the commit of its batch.
+//!
+//! The task belongs to the control plane, not to any request, so a client
+//! that disconnects cannot cancel a write half-way. A batch the database
+//! refuses (unreachable, busy) is kept and retried until it commits; waiters
+//! give up after their own deadline and say so.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::audit::{self, AuditEntry};
+use crate::store::{Db, Scope, StoreError};
+
+/// Writes one batch holds at most.
+const MAX_BATCH: usize = 2048;
+/// Writes waiting in the queue at most; past it, queueing waits (backpressure).
+const QUEUE: usize = 65_536;
+
+/// One write.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// An audit event appended to `tenant`'s chain (skipped if its id is stored).
+    Audit {
+        /// The tenant whose chain it joins.
+        tenant: String,
+        /// The event.
+        entry: Box<AuditEntry>,
+    },
+    /// A usage event (stored once per id).
+    Usage {
+        /// Event id.
+        id: String,
+        /// Tenant.
+        tenant: String,
+        /// Cluster ("" if none).
+        cluster: String,
+        /// One of [`audit::USAGE_TYPES`].
+        usage_type: String,
+        /// Quantity.
+        quantity: f64,
+        /// Unix milliseconds.
+        time_ms: i64,
+    },
+    /// An API token was used at `at` (Unix seconds).
+    TokenUsed {
+        /// The token's id.
+        token_id: String,
+        /// When.
+        at: i64,
+    },
+}
+
+/// Why a write did not happen in time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The writer has stopped (the control plane is shutting down).
+    #[error("the writer has stopped")]
+    Stopped,
+    /// The batch was not committed before the caller's deadline (the
+    /// database is unreachable or slow); it stays queued and will commit.
+    #[error("the batch was not committed within {0:?}")]
+    Timeout(Duration),
+}
+
+struct Job {
+    writes: Vec<Write>,
+    done: Option<oneshot::Sender<()>>,
+    /// The last job: commit and stop.
+    stop: bool,
+}
+
+/// The writer of one database. Cheap to share.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    stats: Arc<Stats>,
+}
+
+/// Counters of the writer, for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Writes committed.
+    pub writes: AtomicU64,
+    /// Commits the database refused (each retried).
+    pub failures: AtomicU64,
+}
+
+impl Writer {
+    /// Starts the writer task of `db`.
+    pub fn start(db: Db) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(run(db, rx, stats.clone()));
+        Self { tx, task: Arc::new(Mutex::new(Some(task))), stats }
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Queues `writes` and returns at once (it waits only while the queue is
+    /// full). They commit with the next batch.
+    pub async fn queue(&self, writes: Vec<Write>) -> Result<(), WriteError> {
+        self.tx.send(Job { writes, done: None, stop: false }).await.map_err(|_| WriteError::Stopped)
+    }
+
+    /// Queues `writes` if the queue has room, without waiting (for writes
+    /// that may be lost under overload, like a token's last use).
+    pub fn try_queue(&self, writes: Vec<Write>) -> Result<(), WriteError> {
+        self.tx.try_send(Job { writes, done: None, stop: false }).map_err(|_| WriteError::Stopped)
+    }
+
+    /// Queues `writes` and waits until their batch is committed, at most
+    /// `within`.
+    pub async fn commit(&self, writes: Vec<Write>, within: Duration) -> Result<(), WriteError> {
+        let (done, committed) = oneshot::channel();
+        let job = Job { writes, done: Some(done), stop: false };
+        let wait = async {
+            self.tx.send(job).await.map_err(|_| WriteError::Stopped)?;
+            committed.await.map_err(|_| WriteError::Stopped)
+        };
+        tokio::time::timeout(within, wait).await.map_err(|_| WriteError::Timeout(within))?
+    }
+
+    /// Commits everything queued, then stops the task (at shutdown, after
+    /// the listeners drained). Writes queued later are refused.
+    pub async fn close(&self) {
+        let Some(task) = self.task.lock().await.take() else { return };
+        let _ = self.tx.send(Job { writes: Vec::new(), done: None, stop: true }).await;
+        let _ = task.await;
+    }
+}
+
+async fn run(db: Db, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let mut n = jobs[0].writes.len();
+        while n < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n += job.writes.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let stop = jobs.iter().any(|j| j.stop);
+        let writes: Vec<&Write> = jobs.iter().flat_map(|j| j.writes.iter()).collect();
+        if !writes.is_empty() {
+            let mut backoff = Duration::from_millis(20);
+            // Kept until it commits: nothing queued is ever dropped.
+            while let Err(e) = commit(&db, &writes).await {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, writes = writes.len(), "a batch of writes was not committed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.writes.fetch_add(writes.len() as u64, Ordering::Relaxed);
+        }
+        for job in jobs {
+            if let Some(done) = job.done {
+                let _ = done.send(());
+            }
+        }
+        if stop {
+            rx.close();
+            // What was queued before the close still commits.
+            let mut rest = Vec::new();
+            while let Ok(job) = rx.try_recv() {
+                rest.push(job);
+            }
+            let writes: Vec<&Write> = rest.iter().flat_map(|j| j.writes.iter()).collect();
+            if !writes.is_empty() && commit(&db, &writes).await.is_err() {
+                tracing::error!(writes = writes.len(), "writes queued at shutdown were not committed");
+            }
+            for job in rest {
+                if let Some(done) = job.done {
+                    let _ = done.send(());
+                }
+            }
+            return;
+        }
+    }
+}
+
+/// One transaction for the whole batch.
+async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
+    let mut tx = db.begin(&Scope::Platform).await?;
+    // Audit events per tenant, in queue order within each chain.
+    let mut chains: BTreeMap<&str, Vec<AuditEntry>> = BTreeMap::new();
+    for w in writes {
+        if let Write::Audit { tenant, entry } = w {
+            chains.entry(tenant.as_str()).or_default().push((**entry).clone());
+        }
+    }
+    for (tenant, entries) in chains {
+        audit::append_in(&mut tx, db.backend(), tenant, entries).await?;
+    }
+    for w in writes {
+        match w {
+            Write::Usage { id, tenant, cluster, usage_type, quantity, time_ms } => {
+                audit::add_usage_in(&mut tx, id, tenant, cluster, usage_type, *quantity, *time_ms).await?;
+            }
+            Write::TokenUsed { token_id, at } => {
+                sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)")
+                    .bind(*at)
+                    .bind(token_id.clone())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Write::Audit { .. } => {}
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
