@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kubechat_tests::platform::world;
+use kubechat_tests::platform::world_full;
 use kubechat_tests::stack::start_agent;
 use kubechat_tests::wait::eventually;
 use serde_json::json;
@@ -14,7 +14,16 @@ const LONG: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_two_relays_fails_at_most_the_request_in_flight_on_it() {
-    let w = world(json!({})).await;
+    // Rate limits out of the way: 120 requests in a row, served from memory.
+    let w = world_full(
+        json!({}),
+        |_| {},
+        |c| {
+            c.per_token_rps = 10_000.0;
+            c.per_tenant_rps = 10_000.0;
+        },
+    )
+    .await;
     // A second relay, as its own process, reporting to the control plane.
     let spec = w.relay_spec("relay-p", &["--idle-timeout-secs", "6", "--heartbeat-secs", "1"]);
     let bin = env!("CARGO_BIN_EXE_test-relay");

@@ -71,10 +71,28 @@ async fn world_unlimited(policy: Value) -> World {
     .await
 }
 
-/// The audit log's joined view of one request.
+/// The audit log's joined view of one request. A refusal is on record
+/// when it is answered; an allowed read's decision joins the next group
+/// commit, so this waits for it.
 async fn joined(w: &World, id: &str) -> Value {
+    let path = format!("/v1/tenants/{}/audit/requests/{id}", w.tenant);
+    let (api, p2) = (w.api.clone(), path.clone());
+    kubechat_tests::wait::eventually(
+        &format!("request {id} in the audit log"),
+        std::time::Duration::from_secs(30),
+        || {
+            let (api, p) = (api.clone(), p2.clone());
+            async move { api.get(&p).await.is_ok_and(|r| r.status == 200) }
+        },
+    )
+    .await;
+    w.api.get(&path).await.expect("reach").body
+}
+
+/// The audit record of a refusal, there as soon as the refusal is answered.
+async fn refusal_record(w: &World, id: &str) -> Value {
     let r = w.api.get(&format!("/v1/tenants/{}/audit/requests/{id}", w.tenant)).await.expect("reach");
-    assert_eq!(r.status, 200, "request {id} is not in the audit log: {}", r.body);
+    assert_eq!(r.status, 200, "the refusal {id} is not in the audit log when it is answered: {}", r.body);
     r.body
 }
 
@@ -245,7 +263,7 @@ async fn refused(w: &World, raw: &RawClient, token: &str, method: &str, target: 
     assert!(body["message"].as_str().is_some_and(|m| m.contains("KubeChat")), "{method} {target}: {body}");
     let id = request_id(&r);
     assert!(w.sim.sim.seen_request(&id).is_none(), "{method} {target} reached the API server");
-    let j = joined(w, &id).await;
+    let j = refusal_record(w, &id).await;
     assert_eq!(j["decision"]["decision"], "deny", "{method} {target}: {j}");
     assert_eq!(j["decision"]["status"], i64::from(r.status));
 }
@@ -453,7 +471,7 @@ async fn only_kubernetes_upgrades_pass_and_proxy_headers_never_reach_the_api_ser
         let msg = r.json()["message"].as_str().unwrap_or_default().to_string();
         assert!(msg.contains("KubeChat") && msg.contains(why), "{msg}");
         assert!(w.sim.sim.seen_request(&request_id(&r)).is_none());
-        assert_eq!(joined(&w, &request_id(&r)).await["decision"]["decision"], "deny");
+        assert_eq!(refusal_record(&w, &request_id(&r)).await["decision"]["decision"], "deny");
     }
     // A real exec (kubectl's WebSocket) still works.
     let user = w.kubectl(&token, &w.cluster);

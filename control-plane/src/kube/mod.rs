@@ -50,6 +50,9 @@ pub use forward::MAX_REQUEST_BODY;
 /// Error type of streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How long a refusal waits for its record to commit before answering.
+const REFUSAL_RECORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The audit kind of the control plane's own decision records.
 pub const DECISION: &str = "decision";
 
@@ -103,9 +106,11 @@ impl Refusal {
     async fn answer(self, app: &App, meta: &RequestMeta) -> Response {
         if let Some(place) = &self.log {
             let entry = meta.entry(&place.cluster, &place.groups, self.status.as_u16(), "deny", &self.message);
+            // On record before kubectl prints it (one group commit; a flood
+            // of refusals waits its turn instead of growing the queue).
             let write = Write::Audit { tenant: place.tenant.clone(), entry: Box::new(entry) };
-            if let Err(e) = app.writer.queue(vec![write]).await {
-                tracing::error!(error = %e, "a refusal could not be queued for the audit log");
+            if let Err(e) = app.writer.commit(vec![write], REFUSAL_RECORD_TIMEOUT).await {
+                tracing::error!(error = %e, "a refusal was not committed to the audit log in time; it stays queued");
             }
         }
         let mut r = status(self.status, self.reason, self.message);
