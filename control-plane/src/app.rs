@@ -36,6 +36,8 @@ pub struct App {
     pub breakers: crate::breaker::Breakers,
     /// Prometheus metrics.
     pub metrics: crate::metrics::CpMetrics,
+    /// Longest a REST request may take to be answered.
+    pub request_timeout: std::time::Duration,
     /// Work a request starts that outlives it (upgraded connections,
     /// exports), awaited when the control plane drains.
     pub tasks: tokio_util::task::TaskTracker,

@@ -61,7 +61,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -144,6 +144,12 @@ pub struct Config {
     pub breaker_threshold: u32,
     /// How long an open breaker refuses before a trial request.
     pub breaker_cooldown: std::time::Duration,
+    /// Connection caps and timeouts of the public listener (the internal
+    /// and admin listeners use the defaults).
+    pub limits: kubechat_transport::limits::Limits,
+    /// Longest a REST request (not the kube path, not the audit export's
+    /// streamed body) may take to be answered.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -167,6 +173,8 @@ impl Config {
             admin_listen: None,
             breaker_threshold: 20,
             breaker_cooldown: std::time::Duration::from_secs(10),
+            limits: kubechat_transport::limits::Limits::default(),
+            request_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -193,6 +201,7 @@ pub struct ControlPlane {
     tls: Option<tokio_rustls::TlsAcceptor>,
     internal: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     admin: Option<TcpListener>,
+    limits: kubechat_transport::limits::Limits,
     /// The platform admin token, if this start generated it (one given in
     /// the configuration is never echoed: it would end up in pod logs).
     pub created_admin_token: Option<Secret>,
@@ -294,6 +303,7 @@ impl ControlPlane {
             breakers: breaker::Breakers::new(config.breaker_threshold, config.breaker_cooldown),
             metrics: metrics::CpMetrics::default(),
             tasks: TaskTracker::new(),
+            request_timeout: config.request_timeout,
         });
         Ok(Self {
             app,
@@ -301,6 +311,7 @@ impl ControlPlane {
             tls,
             internal,
             admin,
+            limits: config.limits,
             created_admin_token: (created && config.platform_admin_token.is_none()).then_some(token),
         })
     }
@@ -334,7 +345,8 @@ impl ControlPlane {
     pub async fn run(self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
         if let Some((listener, acceptor)) = self.internal {
-            tasks.spawn(presence::serve(listener, acceptor, self.app.clone(), shutdown.clone()));
+            let limits = kubechat_transport::limits::Limits::default();
+            tasks.spawn(presence::serve(listener, acceptor, self.app.clone(), shutdown.clone(), limits));
         }
         if let Some(listener) = self.admin {
             let handler = Arc::new(metrics::CpAdmin { app: self.app.clone(), shutdown: shutdown.clone() });
@@ -356,16 +368,28 @@ impl ControlPlane {
             }
         });
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // Headers must arrive in time; without a timer hyper waits forever.
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout);
+        let admission = kubechat_transport::limits::Admission::new(self.limits);
         let router = http::router(self.app.clone());
         loop {
             let (tcp, client) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = self.listener.accept() => match r { Ok(c) => c, Err(_) => continue },
             };
-            let (router, builder, tls, watcher) =
-                (router.clone(), builder.clone(), self.tls.clone(), graceful.watcher());
+            // Over a cap: closed before TLS, before anything is read.
+            let permit = match admission.admit(client.ip()) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.app.metrics.connections_refused.inc(why.as_str());
+                    continue;
+                }
+            };
+            let handshake_timeout = self.limits.handshake_timeout;
+            let (router, builder, tls, watcher) = (router.clone(), builder.clone(), self.tls.clone(), graceful.watcher());
             tasks.spawn(async move {
+                let _permit = permit;
                 // What every request of this connection carries: the TCP
                 // peer, and the agent certificate it presented, if any.
                 let service = move |peer: Option<enroll::AgentPeer>| {
@@ -381,7 +405,17 @@ impl ControlPlane {
                 };
                 match tls {
                     Some(acceptor) => {
-                        let Ok(stream) = acceptor.accept(tcp).await else { return };
+                        let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(peer = %client, error = %e, "tls handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(peer = %client, "tls handshake timed out");
+                                return;
+                            }
+                        };
                         // An agent renewing its certificate presents it here.
                         let peer = stream
                             .get_ref()

@@ -23,6 +23,9 @@ pub struct CpMetrics {
     pub events_rejected: Counter,
     /// Presence reports, by result (`applied`, `resend_full`, `refused`).
     pub presence_reports: LabeledCounter,
+    /// Connections the public listener closed at once, by reason
+    /// (`connection_cap`, `address_cap`).
+    pub connections_refused: LabeledCounter,
 }
 
 impl CpMetrics {
@@ -66,6 +69,12 @@ impl CpMetrics {
                 "Presence reports from relays, by result.",
                 "result",
                 &self.presence_reports,
+            )
+            .labeled(
+                "kubechat_cp_connections_refused_total",
+                "Connections the public listener closed at once, by reason.",
+                "reason",
+                &self.connections_refused,
             )
             .finish()
     }

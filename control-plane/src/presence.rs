@@ -14,6 +14,8 @@ use kubechat_protocol::presence::{PresenceAck, PresenceReport};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use kubechat_transport::limits::{Admission, Limits};
 use tonic::codegen::Service as _;
 
 use crate::app::App;
@@ -90,19 +92,26 @@ pub(crate) async fn serve(
     tls: tokio_rustls::TlsAcceptor,
     app: Arc<App>,
     shutdown: CancellationToken,
+    limits: Limits,
 ) {
     let server = PresenceServer::new(PresenceService { app: app.clone() });
     let events = kubechat_protocol::events::events_server::EventsServer::new(EventsService { app })
         .max_decoding_message_size(64 << 20);
     let tasks = TaskTracker::new();
+    let admission = Admission::new(limits);
     loop {
         let (tcp, addr) = tokio::select! {
             () = shutdown.cancelled() => break,
             r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
         };
+        let Ok(permit) = admission.admit(addr.ip()) else {
+            tracing::debug!(peer = %addr, "internal connection refused: over the connection limits");
+            continue;
+        };
         let (tls, server, events, shutdown) = (tls.clone(), server.clone(), events.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+            let _permit = permit;
+            let stream = match tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::warn!(peer = %addr, error = %e, "relay TLS handshake refused on the internal listener");

@@ -9,10 +9,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::limits::{Admission, Limits};
 
 /// What a component exposes on its admin listener.
 pub trait AdminHandler: Send + Sync + 'static {
@@ -53,11 +55,24 @@ fn handle(handler: &dyn AdminHandler, req: &Request<Incoming>) -> Response<Full<
     }
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` is cancelled.
+/// Serves the admin endpoints on `listener` until `shutdown` is cancelled,
+/// within the default [`Limits`].
 pub async fn serve(listener: TcpListener, handler: Arc<dyn AdminHandler>, shutdown: CancellationToken) {
+    serve_within(listener, handler, shutdown, Limits::default()).await;
+}
+
+/// Like [`serve`], within `limits`: connections over the caps are closed at
+/// once, and headers must arrive within the header timeout.
+pub async fn serve_within(
+    listener: TcpListener,
+    handler: Arc<dyn AdminHandler>,
+    shutdown: CancellationToken,
+    limits: Limits,
+) {
     let tracker = TaskTracker::new();
+    let admission = Admission::new(limits);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -67,18 +82,30 @@ pub async fn serve(listener: TcpListener, handler: Arc<dyn AdminHandler>, shutdo
                 }
             },
         };
+        let Ok(permit) = admission.admit(peer.ip()) else {
+            tracing::debug!(%peer, "admin connection refused: over the connection limits");
+            continue;
+        };
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
+            let _permit = permit;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let resp = handle(handler.as_ref(), &req);
                 async move { Ok::<_, Infallible>(resp) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "admin connection ended") },
-                () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+                () = shutdown.cancelled() => {
+                    // Let the request in flight finish, within the header timeout's bound.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(limits.header_timeout, conn.as_mut()).await;
+                }
             }
         });
     }

@@ -11,12 +11,14 @@
 //! - [`tls`]: certificate loading, rustls configurations, peer identity.
 //! - [`pki`]: certificate authorities and certificates for development and tests.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` HTTP listener.
+//! - [`limits`]: connection caps and handshake/header timeouts for listeners.
 //! - [`metrics`]: minimal Prometheus counters, gauges and text encoding.
 //! - [`process`]: what every binary's `main` does: logging, signals, exit codes.
 
 pub mod admin;
 pub mod connection;
 pub mod framed;
+pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod process;

@@ -85,6 +85,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(app: Arc<App>) -> Router {
     let (api, _) = api().split_for_parts();
     let doc = openapi();
+    // REST answers come within the request timeout; the kube path has
+    // watches and streams, and limits its body's arrival itself.
+    let api = api.layer(middleware::from_fn_with_state(app.clone(), deadline));
     api.route("/v1/openapi.json", get(move || std::future::ready(Json(doc))))
         .route("/healthz", get(|| std::future::ready(Json(json!({"status": "ok"})))))
         .route("/k8s/clusters/{*rest}", any(crate::kube::serve))
@@ -111,6 +114,21 @@ async fn method_not_allowed(req: Request) -> ApiError {
         code: "method_not_allowed",
         message: format!("{} is not served at {}; see /v1/openapi.json", req.method(), req.uri().path()),
         retry_after: None,
+    }
+}
+
+/// Answers a REST request that takes longer than the request timeout with
+/// a 503 (its work goes on to the end in its own task).
+async fn deadline(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(app.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "timeout",
+            message: format!("no answer within {} s; retry", app.request_timeout.as_secs()),
+            retry_after: Some(1),
+        }
+        .into_response(),
     }
 }
 
