@@ -387,7 +387,8 @@ impl ControlPlane {
                 }
             };
             let handshake_timeout = self.limits.handshake_timeout;
-            let (router, builder, tls, watcher) = (router.clone(), builder.clone(), self.tls.clone(), graceful.watcher());
+            let (router, builder, tls, watcher) =
+                (router.clone(), builder.clone(), self.tls.clone(), graceful.watcher());
             tasks.spawn(async move {
                 let _permit = permit;
                 // What every request of this connection carries: the TCP

@@ -13,6 +13,7 @@
 //! - [`helm`]: the real Helm library (helm-sdkpy): lint, install, and the registration's `helm install` command.
 //! - [`pod`]: running a pod's container from its spec, as a kubelet would.
 //! - [`platform`]: control plane, relay, agent and kube-sim wired together.
+//! - [`postgres`]: fresh databases on the test PostgreSQL server.
 //! - [`raw`]: raw HTTP/1.1 over TLS, sent byte for byte (`curl --path-as-is`).
 //! - [`shapes`]: request shapes, read by the control plane and by kube-sim.
 //! - [`stack`]: starting relays and agents on 127.0.0.1:0.
@@ -28,6 +29,7 @@ pub mod logscan;
 pub mod pki;
 pub mod platform;
 pub mod pod;
+pub mod postgres;
 pub mod raw;
 pub mod shapes;
 pub mod stack;

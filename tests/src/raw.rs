@@ -126,6 +126,16 @@ impl RawClient {
         r
     }
 
+    /// A TLS connection, nothing sent yet.
+    pub async fn open(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
+        self.connect(b"").await
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
     async fn connect(&self, bytes: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
         let tcp = TcpStream::connect(self.addr).await.expect("connect");
         let name = ServerName::IpAddress(self.addr.ip().into());

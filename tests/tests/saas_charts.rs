@@ -19,7 +19,6 @@ use kubechat_tests::pod::RunningPod;
 use kubechat_tests::wait::eventually;
 use kubechat_transport::pki::DevPki;
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 const LONG: Duration = Duration::from_secs(60);
 const NS: &str = "kubechat-system";
@@ -27,13 +26,7 @@ const ADMIN_TOKEN: &str = "kc_platformadmintokenforthesaaschartstest00";
 
 /// A fresh database on the test PostgreSQL server (the test command starts it).
 async fn fresh_database() -> String {
-    sqlx::any::install_default_drivers();
-    let base = std::env::var("KUBECHAT_TEST_POSTGRES_URL")
-        .expect("KUBECHAT_TEST_POSTGRES_URL is not set: run `bash scripts/test.sh`");
-    let name = format!("kc_charts_{:016x}", rand::random::<u64>());
-    let mut conn = sqlx::AnyConnection::connect(&base).await.expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a database");
-    format!("{}/{name}", base.rsplit_once('/').expect("url has a database").0)
+    kubechat_tests::postgres::fresh_database("charts").await
 }
 
 /// Writes `files` into the cluster as a generic Secret.
