@@ -1,0 +1,179 @@
+//! Two control-plane replicas on one PostgreSQL database, caches warm: a
+//! revoked token, a deleted user, a changed role, a suspended tenant and a
+//! deleted cluster are refused on the other replica within the cache's
+//! bound; and commands sent to both at once never exceed the quota.
+
+use std::time::{Duration, Instant};
+
+use kubechat_control_plane::client::{Client, Reply};
+use kubechat_control_plane::{Config, ControlPlane, Secret};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+mod common;
+
+const ADMIN: &str = "kc_replicastestplatformadmintoken000000000";
+
+async fn replica(url: &str, shutdown: &CancellationToken) -> String {
+    let mut cfg = Config::new(url);
+    cfg.platform_admin_token = Some(Secret(ADMIN.into()));
+    cfg.per_token_rps = 100_000.0;
+    cfg.per_tenant_rps = 100_000.0;
+    let cp = ControlPlane::bind(cfg).await.expect("replica");
+    let base = format!("http://{}", cp.addr());
+    tokio::spawn(cp.run(shutdown.child_token()));
+    base
+}
+
+/// Waits until `probe` answers `status` on the other replica; returns how
+/// long that took.
+async fn refused_within(what: &str, status: u16, probe: impl AsyncFn() -> Reply) -> Duration {
+    let started = Instant::now();
+    loop {
+        let r = probe().await;
+        if r.status == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: still {} on the other replica: {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_reach_every_replica_within_the_caches_bound() {
+    let (url, _) = common::databases().await.into_iter().nth(1).expect("postgres");
+    let shutdown = CancellationToken::new();
+    let (a, b) = (replica(&url, &shutdown).await, replica(&url, &shutdown).await);
+    let admin_a = Client::new(&a, Some(Secret(ADMIN.into())));
+    let r = admin_a
+        .post(
+            "/v1/tenants",
+            &json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "admin@acme.example"}),
+        )
+        .await
+        .expect("reach");
+    let tenant = r.body["tenant"]["id"].as_str().expect("id").to_string();
+    let owner_a = admin_a.with_token(r.body["token"].as_str().expect("token"));
+    let person = |email: &str, role: &str| {
+        let (owner, tenant) = (owner_a.clone(), tenant.clone());
+        let (email, role) = (email.to_string(), role.to_string());
+        async move {
+            let u = owner
+                .post(&format!("/v1/tenants/{tenant}/users"), &json!({"email": email, "role": role}))
+                .await
+                .expect("reach");
+            let uid = u.body["id"].as_str().expect("user id").to_string();
+            let t = owner
+                .post(&format!("/v1/tenants/{tenant}/tokens"), &json!({"name": "t", "userId": uid}))
+                .await
+                .expect("reach");
+            (
+                uid,
+                t.body["token"].as_str().expect("token").to_string(),
+                t.body["apiToken"]["id"].as_str().expect("id").to_string(),
+            )
+        }
+    };
+    let (_, revoked_token, revoked_id) = person("rita@acme.example", "tenant_user").await;
+    let (deleted_uid, deleted_token, _) = person("dan@acme.example", "tenant_user").await;
+    let (demoted_uid, demoted_token, _) = person("ada@acme.example", "tenant_admin").await;
+    let c = owner_a.post(&format!("/v1/tenants/{tenant}/clusters"), &json!({"name": "prod"})).await.expect("reach");
+    let cluster = c.body["id"].as_str().expect("cluster").to_string();
+
+    // Warm replica b's cache with every one of them.
+    let on_b = |token: &str| Client::new(&b, Some(Secret(token.to_string())));
+    let tenant_path = format!("/v1/tenants/{tenant}");
+    let users_path = format!("/v1/tenants/{tenant}/users");
+    let kube_path = format!("/k8s/clusters/{cluster}/api/v1/pods");
+    assert_eq!(on_b(&revoked_token).get(&tenant_path).await.expect("reach").status, 200);
+    assert_eq!(on_b(&deleted_token).get(&tenant_path).await.expect("reach").status, 200);
+    assert_eq!(on_b(&demoted_token).get(&users_path).await.expect("reach").status, 200);
+    let k = on_b(&demoted_token).get(&kube_path).await.expect("reach");
+    assert_eq!(k.status, 503, "the cluster is known (not connected): {}", k.body);
+
+    let mut bounds = Vec::new();
+    owner_a.delete(&format!("/v1/tenants/{tenant}/tokens/{revoked_id}")).await.expect("reach");
+    bounds.push(
+        refused_within("revoked token", 401, async || on_b(&revoked_token).get(&tenant_path).await.expect("reach"))
+            .await,
+    );
+    owner_a.delete(&format!("/v1/tenants/{tenant}/users/{deleted_uid}")).await.expect("reach");
+    bounds.push(
+        refused_within("deleted user", 401, async || on_b(&deleted_token).get(&tenant_path).await.expect("reach"))
+            .await,
+    );
+    owner_a
+        .put(&format!("/v1/tenants/{tenant}/users/{demoted_uid}"), &json!({"role": "tenant_viewer"}))
+        .await
+        .expect("reach");
+    bounds.push(
+        refused_within("changed role", 403, async || on_b(&demoted_token).get(&users_path).await.expect("reach")).await,
+    );
+    owner_a.delete(&format!("/v1/tenants/{tenant}/clusters/{cluster}")).await.expect("reach");
+    bounds.push(
+        refused_within("deleted cluster", 404, async || on_b(&demoted_token).get(&kube_path).await.expect("reach"))
+            .await,
+    );
+    admin_a.put(&format!("/v1/tenants/{tenant}"), &json!({"status": "suspended"})).await.expect("reach");
+    bounds.push(
+        refused_within("suspended tenant", 403, async || on_b(&demoted_token).get(&tenant_path).await.expect("reach"))
+            .await,
+    );
+    println!("refused on the other replica after {bounds:?} (documented bound 1 s)");
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_sending_commands_together_never_exceed_the_quota() {
+    let (url, _) = common::databases().await.into_iter().nth(1).expect("postgres");
+    let shutdown = CancellationToken::new();
+    let (a, b) = (replica(&url, &shutdown).await, replica(&url, &shutdown).await);
+    let admin = Client::new(&a, Some(Secret(ADMIN.into())));
+    let r = admin
+        .post(
+            "/v1/tenants",
+            &json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "admin@acme.example"}),
+        )
+        .await
+        .expect("reach");
+    let tenant = r.body["tenant"]["id"].as_str().expect("id").to_string();
+    let token = r.body["token"].as_str().expect("token").to_string();
+    const LIMIT: i64 = 200;
+    let limits = json!({"maxUsers": 5, "maxClusters": 5, "maxCommandsPerMonth": LIMIT, "maxAuditRetentionDays": 30});
+    assert_eq!(
+        admin.put(&format!("/v1/tenants/{tenant}"), &json!({"limits": limits})).await.expect("reach").status,
+        200
+    );
+    let owner = admin.with_token(&token);
+    let c = owner.post(&format!("/v1/tenants/{tenant}/clusters"), &json!({"name": "prod"})).await.expect("reach");
+    let path = format!("/k8s/clusters/{}/api/v1/pods", c.body["id"].as_str().expect("cluster"));
+    // 300 commands (no session: each one counts), half to each replica, at once.
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let client = Client::new(if i % 2 == 0 { &a } else { &b }, Some(Secret(token.clone())));
+        let path = path.clone();
+        sends.spawn(async move { client.get(&path).await.expect("reach").status });
+    }
+    let (mut counted, mut refused) = (0i64, 0i64);
+    while let Some(s) = sends.join_next().await {
+        // 503: counted, then not connected (no agent in this test); 429: over the quota.
+        match s.expect("send") {
+            429 => refused += 1,
+            503 => counted += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let slack = 2 * 50;
+    assert!(counted <= LIMIT, "{counted} commands passed a quota of {LIMIT}");
+    assert!(
+        counted >= LIMIT - slack,
+        "only {counted} of {LIMIT} allowed: more unused reservations than two replicas hold"
+    );
+    assert_eq!(counted + refused, 300);
+    shutdown.cancel();
+}
