@@ -1,7 +1,8 @@
 //! The one task that writes what requests produce: audit decision records,
 //! usage events, events relays publish, token last-use. Requests queue
-//! their writes and go on; the writer takes everything queued and commits
-//! it as one transaction (group commit: one fsync for many requests). A
+//! their writes and go on; the writer takes everything queued (waiting up to
+//! 5 ms for more while nobody waits on the batch) and commits it as one
+//! transaction (group commit: one fsync for many requests). A
 //! request that must not go on before its record is durable (a write, an
 //! exec, reading secrets; relays' events before they are acknowledged)
 //! waits for the commit of its batch.
@@ -24,6 +25,8 @@ use crate::store::{Db, Scope, StoreError};
 
 /// Writes one batch holds at most.
 const MAX_BATCH: usize = 2048;
+/// Longest queued writes wait for others to share their commit.
+const LINGER: Duration = Duration::from_millis(5);
 /// Writes waiting in the queue at most; past it, queueing waits (backpressure).
 const QUEUE: usize = 65_536;
 
@@ -150,13 +153,24 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         let mut n = jobs[0].writes.len();
+        // Nobody waiting: linger a moment so one commit takes many
+        // requests' writes. A waiter (a must-audit request, a refusal,
+        // relays' events) ends the wait at once.
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut waiting = jobs[0].done.is_some() || jobs[0].stop;
         while n < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => {
+            let next = if waiting {
+                rx.try_recv().ok()
+            } else {
+                tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+            };
+            match next {
+                Some(job) => {
+                    waiting |= job.done.is_some() || job.stop;
                     n += job.writes.len();
                     jobs.push(job);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         let stop = jobs.iter().any(|j| j.stop);

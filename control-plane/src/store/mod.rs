@@ -270,6 +270,11 @@ impl Db {
                 Box::pin(async move {
                     sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    // Write-ahead log: readers never wait for the writer,
+                    // and a commit is one fsync of the log (FULL: durable
+                    // against power loss too), not several of the database.
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
                     Ok(())
                 })
             });

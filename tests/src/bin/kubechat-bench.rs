@@ -1,8 +1,10 @@
-//! `kubechat-bench`: measures the tunnel against a direct baseline in the
-//! same process, on loopback, and prints a table and one JSON line.
+//! `kubechat-bench`: measures the tunnel, and the whole kube path, against
+//! a direct baseline in the same process, on loopback, and prints a table
+//! and one JSON line each.
 //!
 //! ```text
 //! cargo run --release --bin kubechat-bench -- tunnel [--quick]
+//! cargo run --release --bin kubechat-bench -- kube-path [--quick]
 //! ```
 
 use std::net::SocketAddr;
@@ -377,12 +379,312 @@ where
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     match args.first().map(String::as_str) {
-        Some("tunnel") => rt.block_on(tunnel_bench(quick)),
+        Some("tunnel") => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(tunnel_bench(quick));
+        }
+        Some("kube-path") => {
+            // The whole platform in one process, as the tests run it: two
+            // worker threads for everything (this machine has two cores).
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            rt.block_on(kube_path::bench(quick));
+        }
         _ => {
-            eprintln!("usage: kubechat-bench tunnel [--quick]");
+            eprintln!("usage: kubechat-bench tunnel|kube-path [--quick]");
             std::process::exit(64);
         }
+    }
+}
+
+/// Direct to kube-sim vs kubectl's way through KubeChat: control plane
+/// (authorize, record, sign) → relay → QUIC → agent → kube-sim.
+mod kube_path {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use http::Request;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    use kubechat_control_plane::Secret;
+    use kubechat_tests::platform::{World, world_full};
+    use kubechat_tests::stack::AGENT_TOKEN;
+    use rustls_pki_types::ServerName;
+    use serde_json::json;
+
+    use super::{Latency, percentile, us};
+
+    /// One way to the pods of `web`.
+    #[derive(Clone)]
+    struct Target {
+        addr: std::net::SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        path: String,
+        headers: Vec<(String, String)>,
+    }
+
+    impl Target {
+        fn new(url: &str, ca_pem: &str, path: String, headers: Vec<(String, String)>) -> Self {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in kubechat_transport::tls::parse_ca_pem(ca_pem).expect("ca") {
+                roots.add(c).expect("root");
+            }
+            let mut tls = rustls::ClientConfig::builder_with_provider(kubechat_transport::tls::provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let addr = url.trim_start_matches("https://").parse().expect("https://ip:port");
+            Self { addr, tls: Arc::new(tls), path, headers }
+        }
+
+        async fn connect(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+            let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+            tcp.set_nodelay(true).expect("nodelay");
+            let name = ServerName::IpAddress(self.addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await.expect("tls");
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("handshake");
+            tokio::spawn(conn);
+            send
+        }
+
+        async fn get(&self, send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>) {
+            let mut req = Request::get(&self.path).header(http::header::HOST, self.addr.to_string());
+            for (k, v) in &self.headers {
+                req = req.header(k, v);
+            }
+            send.ready().await.expect("ready");
+            let resp = send.send_request(req.body(Full::new(Bytes::new())).expect("request")).await.expect("send");
+            assert!(resp.status().is_success(), "status {}", resp.status());
+            let _ = resp.into_body().collect().await.expect("body");
+        }
+    }
+
+    async fn latency(t: &Target, n: usize) -> Latency {
+        let mut conn = t.connect().await;
+        for _ in 0..n / 10 {
+            t.get(&mut conn).await;
+        }
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = Instant::now();
+            t.get(&mut conn).await;
+            samples.push(at.elapsed());
+        }
+        samples.sort();
+        Latency { p50: percentile(&samples, 0.5), p99: percentile(&samples, 0.99) }
+    }
+
+    async fn throughput(t: &Target, conns: usize, dur: Duration) -> f64 {
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            let (t, done, stop) = (t.clone(), done.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = t.connect().await;
+                while !stop.load(Ordering::Relaxed) {
+                    t.get(&mut conn).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        tokio::time::sleep(dur / 5).await;
+        let start = done.load(Ordering::Relaxed);
+        let at = Instant::now();
+        tokio::time::sleep(dur).await;
+        let rps = (done.load(Ordering::Relaxed) - start) as f64 / at.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        rps
+    }
+
+    /// fsync and fdatasync calls of this process while `work` runs, less
+    /// those of an idle window as long (presence reports and other
+    /// background writes), per request; `None` without strace.
+    async fn fsyncs_per_request(t: &Target, n: usize) -> Option<f64> {
+        async fn count<F: std::future::Future<Output = ()>>(work: F) -> Option<(u64, Duration)> {
+            let pid = std::process::id().to_string();
+            let out = tempfile::NamedTempFile::new().ok()?;
+            let mut child = tokio::process::Command::new("strace")
+                .args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"])
+                .arg(out.path())
+                .args(["-p", &pid])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let at = Instant::now();
+            work.await;
+            let took = at.elapsed();
+            let _ = tokio::process::Command::new("kill").args(["-INT", &child.id()?.to_string()]).status().await;
+            let _ = child.wait().await;
+            let text = std::fs::read_to_string(out.path()).ok()?;
+            let calls = text
+                .lines()
+                .filter(|l| l.ends_with("fsync") || l.ends_with("fdatasync"))
+                .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+                .sum();
+            Some((calls, took))
+        }
+        let mut conn = t.connect().await;
+        t.get(&mut conn).await;
+        let (busy, took) = count(async {
+            for _ in 0..n {
+                t.get(&mut conn).await;
+            }
+        })
+        .await?;
+        let (idle, _) = count(tokio::time::sleep(took)).await?;
+        Some((busy.saturating_sub(idle)) as f64 / n as f64)
+    }
+
+    /// Wall time of the real `kubectl get pods -A` (discovery cached: the
+    /// median of runs 2–6).
+    async fn kubectl_wall(k: &kubechat_tests::kubectl::Kubectl) -> Duration {
+        let mut runs = Vec::new();
+        for i in 0..6 {
+            let at = Instant::now();
+            let out = k.ok(&["get", "pods", "-A"]).await;
+            assert!(out.contains("Running"));
+            if i > 0 {
+                runs.push(at.elapsed());
+            }
+        }
+        runs.sort();
+        runs[runs.len() / 2]
+    }
+
+    struct Figures {
+        backend: &'static str,
+        direct: Latency,
+        kubechat: Latency,
+        rps_direct: f64,
+        rps_kubechat: f64,
+        fsyncs: Option<f64>,
+        kubectl_direct: Duration,
+        kubectl_kubechat: Duration,
+    }
+
+    async fn measure(w: &World, backend: &'static str, quick: bool) -> Figures {
+        let (n, dur) = if quick { (300, Duration::from_secs(1)) } else { (3000, Duration::from_secs(4)) };
+        let token = w.user("bench@acme.example", "tenant_admin").await;
+        let user = "kubechat:user:bench@acme.example";
+        // Direct: what the agent sends kube-sim for this person.
+        let direct = Target::new(
+            &w.sim.url(),
+            &w.sim.ca_pem,
+            "/api/v1/namespaces/web/pods".into(),
+            vec![
+                ("authorization".into(), format!("Bearer {AGENT_TOKEN}")),
+                ("impersonate-user".into(), user.into()),
+                ("impersonate-group".into(), "kubechat:role:tenant_admin".into()),
+            ],
+        );
+        let kubechat = Target::new(
+            &w.cp_url,
+            &w.cp_ca,
+            format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster),
+            vec![("authorization".into(), format!("Bearer {token}"))],
+        );
+        let d = latency(&direct, n).await;
+        let k = latency(&kubechat, n).await;
+        let rps_d = throughput(&direct, 32, dur).await;
+        let rps_k = throughput(&kubechat, 32, dur).await;
+        let fsyncs = fsyncs_per_request(&kubechat, n.min(500)).await;
+        let kc_direct = kubechat_tests::kubectl::Kubectl::new(
+            &kube_sim::kubeconfig::KubeconfigSpec {
+                name: "direct".into(),
+                server: w.sim.url(),
+                ca_pem: Some(w.sim.ca_pem.clone()),
+                credentials: kube_sim::kubeconfig::Credentials::Token(AGENT_TOKEN.into()),
+                impersonate_user: Some(user.into()),
+                impersonate_groups: vec!["kubechat:role:tenant_admin".into()],
+                namespace: None,
+            }
+            .to_yaml(),
+        );
+        let kc_kubechat = w.kubectl(&token, &w.cluster);
+        Figures {
+            backend,
+            direct: d,
+            kubechat: k,
+            rps_direct: rps_d,
+            rps_kubechat: rps_k,
+            fsyncs,
+            kubectl_direct: kubectl_wall(&kc_direct).await,
+            kubectl_kubechat: kubectl_wall(&kc_kubechat).await,
+        }
+    }
+
+    fn limits(c: &mut kubechat_control_plane::Config) {
+        c.per_token_rps = 1e9;
+        c.per_tenant_rps = 1e9;
+    }
+
+    pub(super) async fn bench(quick: bool) {
+        let mut all = Vec::new();
+        {
+            let w = world_full(json!({}), |_| {}, limits).await;
+            all.push(measure(&w, "sqlite", quick).await);
+        }
+        match std::env::var("KUBECHAT_TEST_POSTGRES_URL") {
+            Ok(_) => {
+                let url = kubechat_tests::postgres::fresh_database("bench").await;
+                let w = world_full(
+                    json!({}),
+                    |_| {},
+                    move |c| {
+                        limits(c);
+                        c.database_url = Secret(url);
+                    },
+                )
+                .await;
+                all.push(measure(&w, "postgresql", quick).await);
+            }
+            Err(_) => eprintln!(
+                "KUBECHAT_TEST_POSTGRES_URL is not set: PostgreSQL not measured (bash scripts/postgres.sh prints one)"
+            ),
+        }
+        println!(
+            "kubechat-bench kube-path (loopback, one process, 2 worker threads; direct = HTTPS to kube-sim as the agent sends it; kubechat = HTTPS to the control plane → relay → QUIC → agent → kube-sim; GET /api/v1/namespaces/web/pods)"
+        );
+        println!("{:<12} {:<40} {:>12} {:>12} {:>12}", "database", "measure", "direct", "kubechat", "delta/ratio");
+        let mut json = Vec::new();
+        for f in &all {
+            let row = |m: &str, d: f64, k: f64| {
+                println!("{:<12} {:<40} {:>12.3} {:>12.3} {:>+12.3}", f.backend, m, d, k, k - d);
+            };
+            row("p50, one connection (ms)", us(f.direct.p50) / 1e3, us(f.kubechat.p50) / 1e3);
+            row("p99, one connection (ms)", us(f.direct.p99) / 1e3, us(f.kubechat.p99) / 1e3);
+            println!(
+                "{:<12} {:<40} {:>12.0} {:>12.0} {:>11.2}x",
+                f.backend,
+                "32 connections, requests/s",
+                f.rps_direct,
+                f.rps_kubechat,
+                f.rps_kubechat / f.rps_direct
+            );
+            match f.fsyncs {
+                Some(n) => println!("{:<12} {:<40} {:>12} {:>12.3}", f.backend, "fsyncs per warm request", "", n),
+                None => println!("{:<12} {:<40} {:>12} {:>12}", f.backend, "fsyncs per warm request", "", "no strace"),
+            }
+            row("kubectl get pods -A, wall (ms)", us(f.kubectl_direct) / 1e3, us(f.kubectl_kubechat) / 1e3);
+            json.push(json!({
+                "database": f.backend,
+                "p50_ms": {"direct": us(f.direct.p50) / 1e3, "kubechat": us(f.kubechat.p50) / 1e3},
+                "p99_ms": {"direct": us(f.direct.p99) / 1e3, "kubechat": us(f.kubechat.p99) / 1e3},
+                "rps_32": {"direct": f.rps_direct, "kubechat": f.rps_kubechat, "ratio": f.rps_kubechat / f.rps_direct},
+                "fsyncs_per_warm_request": f.fsyncs,
+                "kubectl_get_pods_all_ms": {"direct": us(f.kubectl_direct) / 1e3, "kubechat": us(f.kubectl_kubechat) / 1e3},
+            }));
+        }
+        println!("{}", json!({"bench": "kube-path", "quick": quick, "runs": json}));
     }
 }
