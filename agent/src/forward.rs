@@ -13,6 +13,7 @@ use kubechat_protocol::frame::DATA_CHUNK_SIZE;
 use kubechat_protocol::frame::Frame;
 use kubechat_protocol::headers::{impersonation, sanitize_request};
 use kubechat_protocol::messages::{Header, Reset, ResponseHead, StreamEnd, StreamOpen, stream_message};
+use kubechat_protocol::trace::{self, TraceParent};
 use kubechat_protocol::{ErrorCode, ErrorCodeExt, frame, grant, kube_request};
 use kubechat_transport::framed::{COALESCE_LIMIT, FramesEnd, copy_from_frames, copy_into_frames};
 use kubechat_transport::{BiStream, FramedRecv, FramedSend, StreamError};
@@ -54,7 +55,22 @@ pub(crate) async fn serve_stream(stream: BiStream, state: Arc<AgentState>) {
             return;
         }
     };
-    let span = tracing::info_span!("stream", request_id = %open.request_id, method = %open.method);
+    // The control plane's trace goes on to the API server, with this hop's span.
+    let mut open = open;
+    let trace = open
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(trace::HEADER))
+        .and_then(|h| std::str::from_utf8(&h.value).ok())
+        .and_then(TraceParent::parse)
+        .map(|t| t.child(rand::random()));
+    open.headers.retain(|h| !h.name.eq_ignore_ascii_case(trace::HEADER));
+    if let Some(t) = trace {
+        open.headers.push(Header { name: trace::HEADER.into(), value: Bytes::from(t.to_header()) });
+    }
+    let trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default();
+    let span =
+        tracing::info_span!("stream", request_id = %open.request_id, method = %open.method, trace_id = %trace_id);
     state.metrics.streams_open.inc();
     state.metrics.streams_total.inc();
     forward(open, recv, &mut send, &state).instrument(span).await;
@@ -192,6 +208,11 @@ async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, 
         }
     };
     let status = resp.status();
+    let (path, query) = open.uri.split_once('?').map_or((open.uri.as_str(), None), |(p, q)| (p, Some(q)));
+    let verb = kube_request::Target::parse(path, query)
+        .and_then(|t| kube_request::classify(&open.method, &t))
+        .map_or_else(|_| "unknown".to_string(), |i| i.verb);
+    state.metrics.request_durations.observe("api-server", &verb, status.as_u16(), started.elapsed().as_secs_f64());
     send.queue_stream_message(response_head(status, resp.headers()));
 
     if status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade {

@@ -1,6 +1,6 @@
 //! The agent's Prometheus metrics.
 
-use kubechat_transport::metrics::{Counter, Encoder, Gauge, LabeledCounter};
+use kubechat_transport::metrics::{Counter, Encoder, Gauge, LabeledCounter, RequestDurations};
 
 /// Counters and gauges of one agent process.
 #[derive(Debug, Default)]
@@ -31,12 +31,19 @@ pub struct AgentMetrics {
     pub renewals: LabeledCounter,
     /// Tunnels replaced by one with a renewed certificate.
     pub tunnel_rotations: Counter,
+    /// Requests until the API server's response head, by route, verb and code.
+    pub request_durations: RequestDurations,
 }
 
 impl AgentMetrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         Encoder::new()
+            .histogram(
+                "kubechat_agent_request_duration_seconds",
+                "Requests until the API server's response head, by route, verb and code.",
+                &self.request_durations,
+            )
             .gauge("kubechat_agent_tunnels_connected", "Tunnels to relays up now.", self.tunnels_connected.get())
             .counter(
                 "kubechat_agent_connect_attempts_total",

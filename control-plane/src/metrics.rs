@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kubechat_transport::admin::AdminHandler;
-use kubechat_transport::metrics::{Counter, Encoder, LabeledCounter};
+use kubechat_transport::metrics::{Counter, Encoder, LabeledCounter, RequestDurations};
 
 /// Counters of one control-plane process.
 #[derive(Debug, Default)]
@@ -26,57 +26,65 @@ pub struct CpMetrics {
     /// Connections the public listener closed at once, by reason
     /// (`connection_cap`, `address_cap`).
     pub connections_refused: LabeledCounter,
+    /// Requests until their response head, by route, verb and code.
+    pub request_durations: RequestDurations,
 }
 
 impl CpMetrics {
     /// The text exposition.
     pub fn render(&self) -> String {
-        Encoder::new()
-            .labeled(
-                "kubechat_cp_kube_requests_total",
-                "Kube-path requests answered, by status code.",
-                "code",
-                &self.kube_requests,
-            )
-            .labeled(
-                "kubechat_cp_api_requests_total",
-                "REST API requests answered, by status code.",
-                "code",
-                &self.api_requests,
-            )
-            .counter(
-                "kubechat_cp_quota_refusals_total",
-                "kubectl commands refused for an exhausted monthly quota.",
-                self.quota_refusals.get(),
-            )
-            .counter(
-                "kubechat_cp_breaker_refusals_total",
-                "Kube requests refused by a tenant's open circuit breaker.",
-                self.breaker_refusals.get(),
-            )
-            .counter(
-                "kubechat_cp_events_accepted_total",
-                "Relay events stored (or already stored).",
-                self.events_accepted.get(),
-            )
-            .counter(
-                "kubechat_cp_events_rejected_total",
-                "Relay events rejected as malformed.",
-                self.events_rejected.get(),
-            )
-            .labeled(
-                "kubechat_cp_presence_reports_total",
-                "Presence reports from relays, by result.",
-                "result",
-                &self.presence_reports,
-            )
-            .labeled(
-                "kubechat_cp_connections_refused_total",
-                "Connections the public listener closed at once, by reason.",
-                "reason",
-                &self.connections_refused,
-            )
-            .finish()
+        self.encoder().finish()
+    }
+
+    /// These metrics in an exposition, for more to be added.
+    pub fn encoder(&self) -> Encoder {
+        let mut e = Encoder::new();
+        e.histogram(
+            "kubechat_cp_request_duration_seconds",
+            "Requests until their response head, by route, verb and code.",
+            &self.request_durations,
+        )
+        .labeled(
+            "kubechat_cp_kube_requests_total",
+            "Kube-path requests answered, by status code.",
+            "code",
+            &self.kube_requests,
+        )
+        .labeled(
+            "kubechat_cp_api_requests_total",
+            "REST API requests answered, by status code.",
+            "code",
+            &self.api_requests,
+        )
+        .counter(
+            "kubechat_cp_quota_refusals_total",
+            "kubectl commands refused for an exhausted monthly quota.",
+            self.quota_refusals.get(),
+        )
+        .counter(
+            "kubechat_cp_breaker_refusals_total",
+            "Kube requests refused by a tenant's open circuit breaker.",
+            self.breaker_refusals.get(),
+        )
+        .counter(
+            "kubechat_cp_events_accepted_total",
+            "Relay events stored (or already stored).",
+            self.events_accepted.get(),
+        )
+        .counter("kubechat_cp_events_rejected_total", "Relay events rejected as malformed.", self.events_rejected.get())
+        .labeled(
+            "kubechat_cp_presence_reports_total",
+            "Presence reports from relays, by result.",
+            "result",
+            &self.presence_reports,
+        )
+        .labeled(
+            "kubechat_cp_connections_refused_total",
+            "Connections the public listener closed at once, by reason.",
+            "reason",
+            &self.connections_refused,
+        );
+        e
     }
 }
 
@@ -92,6 +100,21 @@ impl AdminHandler for CpAdmin {
     }
 
     fn metrics(&self) -> String {
-        self.app.metrics.render()
+        use std::sync::atomic::Ordering::Relaxed;
+        let w = self.app.writer.stats();
+        let c = &self.app.cache;
+        self.app
+            .metrics
+            .encoder()
+            .counter("kubechat_cp_writer_batches_total", "Batches the writer committed.", w.batches.load(Relaxed))
+            .counter("kubechat_cp_writer_writes_total", "Writes the writer committed.", w.writes.load(Relaxed))
+            .counter(
+                "kubechat_cp_writer_failures_total",
+                "Commits the database refused (each batch is retried until it commits).",
+                w.failures.load(Relaxed),
+            )
+            .counter("kubechat_cp_cache_hits_total", "Reads answered from memory.", c.hits.load(Relaxed))
+            .counter("kubechat_cp_cache_misses_total", "Reads that went to the database.", c.misses.load(Relaxed))
+            .finish()
     }
 }

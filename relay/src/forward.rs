@@ -20,6 +20,7 @@ use kubechat_protocol::identity::is_dns_label;
 use kubechat_protocol::kube_request;
 use kubechat_protocol::messages::{Header, Identity, Reset, StreamOpen, stream_message};
 use kubechat_protocol::status::{self, Status};
+use kubechat_protocol::trace::{self, TraceParent};
 use kubechat_protocol::{ErrorCode, ErrorCodeExt, grant};
 use kubechat_transport::framed::{FramesEnd, copy_from_frames, copy_into_frames};
 use kubechat_transport::{FramedRecv, FramedSend, StreamError};
@@ -133,13 +134,34 @@ pub(crate) async fn handle(req: Request<Incoming>, state: Arc<RelayState>) -> Re
         .filter(|s| !s.is_empty() && s.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let span = tracing::info_span!("stream", request_id = %request_id, cluster = %cluster);
+    // The control plane's trace goes on, with this hop's span.
+    let trace = req
+        .headers()
+        .get(trace::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map(|t| t.child(rand::random()));
+    let trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default();
+    let span = tracing::info_span!("stream", request_id = %request_id, cluster = %cluster, trace_id = %trace_id);
+    let (path, query) = uri.split_once('?').map_or((uri.as_str(), None), |(p, q)| (p, Some(q)));
+    let verb = kube_request::Target::parse(path, query)
+        .and_then(|t| kube_request::classify(req.method().as_str(), &t))
+        .map_or_else(|_| "unknown".to_string(), |i| i.verb);
+    let started = std::time::Instant::now();
     async move {
         let mut audit = None;
-        let resp = forward(req, state, cluster, uri, request_id, &mut audit).await;
+        let metrics_state = state.clone();
+        let resp = forward(req, state, cluster, uri, request_id, trace, &mut audit).await;
         if let Some(a) = &audit {
             a.answered(resp.status().as_u16());
         }
+        let seconds = started.elapsed().as_secs_f64();
+        metrics_state.metrics.request_durations.observe(
+            "/v1/clusters/{cluster}/k8s",
+            &verb,
+            resp.status().as_u16(),
+            seconds,
+        );
         resp
     }
     .instrument(span)
@@ -209,6 +231,7 @@ async fn forward(
     cluster: String,
     uri: String,
     request_id: String,
+    trace: Option<TraceParent>,
     audit: &mut Option<Arc<RequestAudit>>,
 ) -> Response<RespBody> {
     let head_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
@@ -348,12 +371,15 @@ async fn forward(
         );
     }
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let headers: Vec<Header> = req
+    let mut headers: Vec<Header> = req
         .headers()
         .iter()
-        .filter(|(k, _)| !k.as_str().starts_with("kubechat-"))
+        .filter(|(k, _)| !k.as_str().starts_with("kubechat-") && k.as_str() != trace::HEADER)
         .map(|(k, v)| Header { name: k.as_str().to_string(), value: Bytes::copy_from_slice(v.as_bytes()) })
         .collect();
+    if let Some(t) = trace {
+        headers.push(Header { name: trace::HEADER.into(), value: Bytes::from(t.to_header()) });
+    }
     let open = StreamOpen {
         request_id: granted.as_ref().map_or_else(|| request_id.clone(), |(g, _)| g.request_id.clone()),
         method: req.method().as_str().to_string(),

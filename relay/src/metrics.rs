@@ -1,6 +1,6 @@
 //! The relay's Prometheus metrics.
 
-use kubechat_transport::metrics::{Counter, Encoder, Gauge, LabeledCounter};
+use kubechat_transport::metrics::{Counter, Encoder, Gauge, LabeledCounter, RequestDurations};
 
 /// Counters and gauges of one relay process.
 #[derive(Debug, Default)]
@@ -46,12 +46,20 @@ pub struct RelayMetrics {
     pub events_pending: Gauge,
     /// Audited requests refused because the spool was full.
     pub audit_refusals: Counter,
+    /// Requests from the control plane until their response head, by
+    /// route, verb and code.
+    pub request_durations: RequestDurations,
 }
 
 impl RelayMetrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         Encoder::new()
+            .histogram(
+                "kubechat_relay_request_duration_seconds",
+                "Requests from the control plane until their response head, by route, verb and code.",
+                &self.request_durations,
+            )
             .gauge("kubechat_relay_tunnels_connected", "Agent tunnels connected now.", self.tunnels_connected.get())
             .counter("kubechat_relay_tunnels_total", "Agent tunnels accepted since start.", self.tunnels_total.get())
             .gauge("kubechat_relay_streams_open", "Request streams open now.", self.streams_open.get())

@@ -403,3 +403,50 @@ async fn a_tenant_failing_upstream_is_paused_by_its_breaker_and_others_are_serve
     .await;
     assert!(paused_at.elapsed() >= Duration::from_millis(500), "the trial came before the cooldown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_reaches_the_api_server_and_every_component_times_the_request() {
+    let w = world(json!({})).await;
+    let raw = kubechat_tests::raw::RawClient::new(&w.cp_url, &w.cp_ca);
+    let token = w.user("ursula@acme.example", "tenant_user").await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let path = format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster);
+    let r = raw.send("GET", &path, &token, &[("traceparent", &parent)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.header("kubechat-request-id").expect("request id");
+    let seen = w.sim.sim.seen_request(id).expect("arrived");
+    let sent = seen.headers.iter().find(|(k, _)| k == "traceparent").map(|(_, v)| v.clone()).expect("traceparent");
+    let t = kubechat_protocol::trace::TraceParent::parse(&sent).expect("a valid traceparent");
+    assert_eq!(t.trace_id_hex(), trace, "the caller's trace reaches the API server");
+    assert_ne!(sent, parent, "each hop names its own span");
+    // Without one, a trace is started and still reaches the API server.
+    let r = raw.send("GET", &path, &token, &[]).await;
+    let seen = w.sim.sim.seen_request(r.header("kubechat-request-id").expect("id")).expect("arrived");
+    assert!(
+        seen.headers
+            .iter()
+            .any(|(k, v)| k == "traceparent" && kubechat_protocol::trace::TraceParent::parse(v).is_some())
+    );
+    // Every component timed it, by verb and code.
+    let cp = w.cp_metrics().await;
+    assert!(
+        cp.contains(
+            r#"kubechat_cp_request_duration_seconds_count{route="/k8s/clusters/{cluster}",verb="list",code="200"}"#
+        ),
+        "{cp}"
+    );
+    assert!(
+        cp.contains(
+            r#"kubechat_cp_request_duration_seconds_count{route="/v1/tenants/{id}/users",verb="POST",code="201"}"#
+        ),
+        "{cp}"
+    );
+    let (_, relay) = kubechat_tests::stack::http_get(w.relay.admin, "/metrics").await;
+    assert!(relay.contains(r#"kubechat_relay_request_duration_seconds_count{route="/v1/clusters/{cluster}/k8s",verb="list",code="200"}"#), "{relay}");
+    let (_, agent) = kubechat_tests::stack::http_get(w.agent.admin, "/metrics").await;
+    assert!(
+        agent.contains(r#"kubechat_agent_request_duration_seconds_count{route="api-server",verb="list",code="200"}"#),
+        "{agent}"
+    );
+}

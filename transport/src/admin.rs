@@ -47,7 +47,7 @@ fn handle(handler: &dyn AdminHandler, req: &Request<Incoming>) -> Response<Full<
             Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n"),
             Err(why) => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
         },
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", handler.metrics()),
+        "/metrics" => respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, handler.metrics()),
         path => match handler.route(path) {
             Some((ct, body)) => respond(StatusCode::OK, ct, body),
             None => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),

@@ -1,11 +1,17 @@
-//! Minimal Prometheus metrics: counters, gauges, labelled counters and the
-//! text exposition format. Enough for a handful of metrics per process,
-//! without a registry crate.
+//! Prometheus metrics: the components count with these cheap atomics
+//! (counters, gauges, counters by one label) and a request-duration
+//! histogram; a scrape registers their values with the `prometheus-client`
+//! registry, which encodes the OpenMetrics text.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use prometheus_client::metrics::counter::{ConstCounter, Counter as PcCounter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge as PcGauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -68,15 +74,39 @@ impl LabeledCounter {
     }
 }
 
-/// Builds a text exposition.
-#[derive(Debug, Default)]
-pub struct Encoder {
-    out: String,
+/// Durations of requests, by route, verb and status code: a Prometheus
+/// histogram (100 µs to ~26 s).
+#[derive(Debug, Clone)]
+pub struct RequestDurations(Family<Vec<(String, String)>, Histogram>);
+
+impl Default for RequestDurations {
+    fn default() -> Self {
+        Self(Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))))
+    }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+impl RequestDurations {
+    /// Records one request that took `seconds`.
+    pub fn observe(&self, route: &str, verb: &str, code: u16, seconds: f64) {
+        let labels = vec![
+            ("route".to_string(), route.to_string()),
+            ("verb".to_string(), verb.to_string()),
+            ("code".to_string(), code.to_string()),
+        ];
+        self.0.get_or_create(&labels).observe(seconds);
+    }
 }
+
+/// Builds an exposition with the `prometheus-client` registry and its
+/// OpenMetrics text encoding. Counters are named with their `_total`
+/// suffix here, as they are scraped.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    registry: Registry,
+}
+
+/// The content type of [`Encoder::finish`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 impl Encoder {
     /// An empty exposition.
@@ -84,46 +114,54 @@ impl Encoder {
         Self::default()
     }
 
-    fn head(&mut self, name: &str, help: &str, kind: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    /// Writes a counter.
+    /// Writes a counter (`name` ends in `_total`).
     pub fn counter(&mut self, name: &str, help: &str, value: u64) -> &mut Self {
-        self.head(name, help, "counter");
-        let _ = writeln!(self.out, "{name} {value}");
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        self.registry.register(base, help, ConstCounter::new(value));
         self
     }
 
     /// Writes a gauge.
     pub fn gauge(&mut self, name: &str, help: &str, value: i64) -> &mut Self {
-        self.head(name, help, "gauge");
-        let _ = writeln!(self.out, "{name} {value}");
+        self.registry.register(name, help, ConstGauge::new(value));
         self
     }
 
     /// Writes a labelled counter.
     pub fn labeled(&mut self, name: &str, help: &str, label: &str, c: &LabeledCounter) -> &mut Self {
-        self.head(name, help, "counter");
+        let family = Family::<Vec<(String, String)>, PcCounter>::default();
         for (v, n) in c.snapshot() {
-            let _ = writeln!(self.out, "{name}{{{label}=\"{}\"}} {n}", escape(&v));
+            family.get_or_create(&vec![(label.to_string(), v)]).inc_by(n);
         }
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        self.registry.register(base, help, family);
         self
     }
 
     /// Writes a gauge with one sample per label set.
     pub fn gauge_samples(&mut self, name: &str, help: &str, samples: &[(Vec<(&str, String)>, i64)]) -> &mut Self {
-        self.head(name, help, "gauge");
+        let family = Family::<Vec<(String, String)>, PcGauge>::default();
         for (labels, v) in samples {
-            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-            let _ = writeln!(self.out, "{name}{{{}}} {v}", l.join(","));
+            let labels: Vec<(String, String)> = labels.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect();
+            family.get_or_create(&labels).set(*v);
         }
+        self.registry.register(name, help, family);
         self
     }
 
-    /// The finished text.
+    /// Writes a request-duration histogram (`name` ends in `_seconds`).
+    pub fn histogram(&mut self, name: &str, help: &str, h: &RequestDurations) -> &mut Self {
+        self.registry.register(name, help, h.0.clone());
+        self
+    }
+
+    /// The finished text ([`CONTENT_TYPE`]).
     pub fn finish(&mut self) -> String {
-        std::mem::take(&mut self.out)
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics could not be encoded");
+        }
+        out
     }
 }
 
@@ -140,7 +178,18 @@ mod tests {
             .counter("kubechat_x_total", "x", 3)
             .labeled("kubechat_fail_total", "f", "reason", &c)
             .finish();
-        assert!(text.contains("# TYPE kubechat_x_total counter\nkubechat_x_total 3\n"));
-        assert!(text.contains("kubechat_fail_total{reason=\"unknown_ca\"} 2\n"));
+        assert!(text.contains("# TYPE kubechat_x counter\n"), "{text}");
+        assert!(text.contains("\nkubechat_x_total 3\n"), "{text}");
+        assert!(text.contains("kubechat_fail_total{reason=\"unknown_ca\"} 2\n"), "{text}");
+        let h = RequestDurations::default();
+        h.observe("/v1/tenants", "GET", 200, 0.0004);
+        let text = Encoder::new().histogram("kubechat_x_request_duration_seconds", "d", &h).finish();
+        assert!(
+            text.contains(
+                "kubechat_x_request_duration_seconds_count{route=\"/v1/tenants\",verb=\"GET\",code=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
     }
 }

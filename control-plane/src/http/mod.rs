@@ -41,6 +41,8 @@ use tracing::Instrument;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
+use kubechat_protocol::trace::TraceParent;
+
 use crate::app::App;
 use crate::error::ApiError;
 
@@ -139,7 +141,23 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     let kube = req.uri().path().starts_with("/k8s/");
     let writes = !kube && !matches!(*req.method(), Method::GET | Method::HEAD);
     let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
+    // One trace from here to the API server: the caller's, or a new one.
+    let trace = req
+        .headers()
+        .get(kubechat_protocol::trace::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map_or_else(|| TraceParent::new(rand::random()), |t| t.child(rand::random()));
+    req.extensions_mut().insert(trace);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        trace_id = %trace.trace_id_hex(),
+        method = %req.method(),
+        route = %route
+    );
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
     let mut resp = next.run(req).instrument(span).await;
     if writes && resp.status().is_success() {
         // What this write invalidated is dropped here before the answer
@@ -154,6 +172,16 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     }
     let counter = if kube { &app.metrics.kube_requests } else { &app.metrics.api_requests };
     counter.inc(resp.status().as_str());
+    // Kube requests by the API server's verb; REST ones by method.
+    let verb = resp.extensions().get::<crate::kube::Verb>().map_or(method, |v| v.0.clone());
+    let route = if kube {
+        "/k8s/clusters/{cluster}"
+    } else if route.is_empty() {
+        "unmatched"
+    } else {
+        &route
+    };
+    app.metrics.request_durations.observe(route, &verb, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
 }
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use kubechat_protocol::trace::{self, TraceParent};
 use kubechat_protocol::{grant, headers, status};
 
 use super::{LogPlace, Refusal, RequestMeta};
@@ -56,6 +57,7 @@ pub(super) async fn send(
     log: &LogPlace,
 ) -> Result<Response, Refusal> {
     let client_upgrade = out.upgrade.then(|| hyper::upgrade::on(&mut req));
+    let trace = req.extensions().get::<TraceParent>().copied();
     let (parts, body) = req.into_parts();
     // The body is read first (the API server takes at most a few MiB), so a
     // request can go to another relay when the first cannot be reached.
@@ -114,6 +116,12 @@ pub(super) async fn send(
                 && let Ok(v) = HeaderValue::from_str(&route.internal_address)
             {
                 h.insert(header::HOST, v);
+            }
+            // Ours, not the caller's: the trace goes on with this hop's span.
+            if let Some(t) = &trace
+                && let Ok(v) = HeaderValue::from_str(&t.to_header())
+            {
+                h.insert(trace::HEADER, v);
             }
             let mut set = |n: &'static str, v: &str| {
                 if let Ok(v) = HeaderValue::from_str(v) {

@@ -227,11 +227,22 @@ pub async fn serve(
         kubectl_command,
         kubectl_session,
     };
-    match pipeline(&app, caller, &mut meta, req, cluster_id, &rest, raw_query.as_deref()).await {
+    let mut resp = match pipeline(&app, caller, &mut meta, req, cluster_id, &rest, raw_query.as_deref()).await {
         Ok(resp) => resp,
         Err(refusal) => refusal.answer(&app, &meta).await,
-    }
+    };
+    resp.extensions_mut().insert(Verb(if meta.info.verb.is_empty() {
+        "unknown".into()
+    } else {
+        meta.info.verb.clone()
+    }));
+    resp
 }
+
+/// The API server's verb of a kube-path request, on its response (for the
+/// request-duration histogram).
+#[derive(Debug, Clone)]
+pub struct Verb(pub String);
 
 async fn pipeline(
     app: &Arc<App>,
