@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`cli`]: the server's command line and `main`.
+//! - [`config`]: file < environment < flags, validated; `--check-config`.
 //! - [`app`]: the shared state.
 //! - [`http`]: the public HTTP service on axum: a router per resource, the
 //!   caller extractor, the kube path mounted, the generated OpenAPI document.
@@ -39,6 +40,7 @@ pub mod cache;
 pub mod certificates;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod directory;
 pub mod enroll;
 pub mod error;
