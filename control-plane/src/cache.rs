@@ -163,6 +163,8 @@ pub struct Cache {
     access: Map<(String, String, String), Option<Role>>,
     routes: Map<(String, String), Vec<Route>>,
     refreshing: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// Background refreshes, awaited when the control plane drains.
+    tasks: tokio_util::task::TaskTracker,
     /// The last change-log position applied.
     seen: AtomicI64,
     /// Reads answered from memory, and from the database.
@@ -186,6 +188,7 @@ impl Cache {
             access: Map::new(),
             routes: Map::new(),
             refreshing: Default::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
             seen: AtomicI64::new(seen.unwrap_or(0)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -279,7 +282,7 @@ impl Cache {
             }
         }
         let cache = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let generation = cache.routes.generation();
             match crate::directory::routes(&cache.db, &key.0, &key.1).await {
                 Ok(v) => cache.routes.put(key.clone(), v, generation),

@@ -97,7 +97,7 @@ pub fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         // Outermost: everything below runs in a task a vanishing client cannot cancel.
-        .layer(middleware::from_fn(detach))
+        .layer(middleware::from_fn_with_state(app.clone(), detach))
         .with_state(app)
 }
 
@@ -188,8 +188,9 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
 /// Runs the rest of the request in a task of its own: a client that goes
 /// away drops only the wait for the answer, never database work half-done
 /// (sqlx's `begin` is not cancel-safe, transact-rs/sqlx#4394).
-async fn detach(req: Request, next: Next) -> Response {
-    match tokio::spawn(next.run(req)).await {
+async fn detach(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    // Tracked: a draining control plane waits for it.
+    match app.tasks.spawn(next.run(req)).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::error!(error = %e, "a request handler failed");

@@ -8,6 +8,7 @@
 //! scoping is enforced by the queries themselves (every one filters by tenant).
 
 mod error;
+pub mod migrations;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row, Transaction};
@@ -41,95 +42,6 @@ pub struct Db {
     backend: Backend,
 }
 
-const SQLITE_V1: &[&str] = &[
-    "CREATE TABLE tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL, slug TEXT NOT NULL UNIQUE, domain TEXT, status TEXT NOT NULL, home_region TEXT NOT NULL, settings TEXT NOT NULL, plan TEXT NOT NULL, max_users BIGINT NOT NULL, max_clusters BIGINT NOT NULL, max_commands_per_month BIGINT NOT NULL, max_audit_retention_days BIGINT NOT NULL, billing_cycle TEXT NOT NULL, next_billing_date TEXT NOT NULL, created_at BIGINT NOT NULL)",
-    "CREATE TABLE users (id TEXT PRIMARY KEY, tenant_id TEXT REFERENCES tenants(id), email TEXT NOT NULL, name TEXT NOT NULL, role TEXT NOT NULL, created_at BIGINT NOT NULL)",
-    "CREATE UNIQUE INDEX users_tenant_email ON users(COALESCE(tenant_id, ''), email)",
-    "CREATE TABLE api_tokens (id TEXT PRIMARY KEY, tenant_id TEXT REFERENCES tenants(id), user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, expires_at BIGINT, revoked_at BIGINT, created_at BIGINT NOT NULL, last_used_at BIGINT)",
-    "CREATE TABLE clusters (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), name TEXT NOT NULL, region TEXT NOT NULL, labels TEXT NOT NULL, policy TEXT NOT NULL, created_at BIGINT NOT NULL)",
-    "CREATE UNIQUE INDEX clusters_tenant_name ON clusters(tenant_id, name)",
-    "CREATE TABLE cross_tenant_access (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), grantee_email TEXT NOT NULL, grantee_tenant TEXT NOT NULL, role TEXT NOT NULL, expires_at BIGINT, created_at BIGINT NOT NULL)",
-    "CREATE INDEX cross_tenant_access_grantee ON cross_tenant_access(grantee_tenant, grantee_email)",
-    "CREATE TABLE revoked_clusters (cluster_id TEXT PRIMARY KEY, revoked_at BIGINT NOT NULL)",
-    "CREATE TABLE bootstrap_tokens (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), cluster_id TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, expires_at BIGINT NOT NULL, used_at BIGINT, created_at BIGINT NOT NULL)",
-];
-
-/// Version 2: the tunnel directory (relays and their tunnels, with leases)
-/// and every agent certificate issued (for renewal and revocation).
-const V2: &[&str] = &[
-    "CREATE TABLE relays (relay_id TEXT PRIMARY KEY, region TEXT NOT NULL, internal_address TEXT NOT NULL, epoch TEXT NOT NULL, seq BIGINT NOT NULL, lease_expires_at_ms BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
-    "CREATE TABLE relay_tunnels (relay_id TEXT NOT NULL, tunnel_id BIGINT NOT NULL, tenant_id TEXT NOT NULL, cluster_id TEXT NOT NULL, agent_id TEXT NOT NULL, agent_version TEXT NOT NULL, transport TEXT NOT NULL, remote_addr TEXT NOT NULL, connected_at_ms BIGINT NOT NULL, certificate_serial TEXT NOT NULL, PRIMARY KEY (relay_id, tunnel_id))",
-    "CREATE INDEX relay_tunnels_cluster ON relay_tunnels(tenant_id, cluster_id)",
-    "CREATE TABLE agent_certificates (serial TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, cluster_id TEXT NOT NULL, issued_at BIGINT NOT NULL, not_after BIGINT NOT NULL, revoked_at BIGINT, replaced_by TEXT)",
-    "CREATE INDEX agent_certificates_cluster ON agent_certificates(tenant_id, cluster_id)",
-];
-
-/// Version 3: the audit chain and the usage ledger.
-const V3: &[&str] = &[
-    "CREATE TABLE audit_events (tenant_id TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL UNIQUE, time_ms BIGINT NOT NULL, cluster_id TEXT NOT NULL, relay_id TEXT NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL, user_name TEXT NOT NULL, groups_json TEXT NOT NULL, verb TEXT NOT NULL, api_group TEXT NOT NULL, resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, subresource TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL, status BIGINT NOT NULL, bytes_in BIGINT NOT NULL, bytes_out BIGINT NOT NULL, duration_ms BIGINT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL, client_address TEXT NOT NULL, kubectl_command TEXT NOT NULL, kubectl_session TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (tenant_id, seq))",
-    "CREATE INDEX audit_events_time ON audit_events(tenant_id, time_ms)",
-    "CREATE TABLE audit_heads (tenant_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)",
-    "CREATE TABLE usage_events (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, cluster_id TEXT NOT NULL, usage_type TEXT NOT NULL, quantity DOUBLE PRECISION NOT NULL, time_ms BIGINT NOT NULL, month TEXT NOT NULL)",
-    "CREATE INDEX usage_events_month ON usage_events(tenant_id, month, usage_type)",
-];
-
-/// Version 3 on PostgreSQL.
-fn postgres_v3() -> Vec<String> {
-    let mut v: Vec<String> = V3.iter().map(|s| (*s).to_string()).collect();
-    for table in ["audit_events", "audit_heads", "usage_events"] {
-        v.extend(rls(table, "tenant_id"));
-    }
-    v
-}
-
-/// Version 4: command quotas (per month counters, kubectl sessions seen) and
-/// audit checkpoints (signed, where retention pruned the chain).
-const V4: &[&str] = &[
-    "CREATE TABLE command_counters (tenant_id TEXT NOT NULL, month TEXT NOT NULL, commands BIGINT NOT NULL, PRIMARY KEY (tenant_id, month))",
-    "CREATE TABLE kubectl_sessions (tenant_id TEXT NOT NULL, session_id TEXT NOT NULL, first_seen_ms BIGINT NOT NULL, PRIMARY KEY (tenant_id, session_id))",
-    "CREATE TABLE audit_checkpoints (tenant_id TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, created_at BIGINT NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL, PRIMARY KEY (tenant_id, seq))",
-];
-
-/// Version 4 on PostgreSQL.
-fn postgres_v4() -> Vec<String> {
-    let mut v: Vec<String> = V4.iter().map(|s| (*s).to_string()).collect();
-    for table in ["command_counters", "kubectl_sessions", "audit_checkpoints"] {
-        v.extend(rls(table, "tenant_id"));
-    }
-    v
-}
-
-/// Version 5: live figures of each tunnel in the directory.
-const V5: &[&str] = &[
-    "ALTER TABLE relay_tunnels ADD COLUMN rtt_us BIGINT NOT NULL DEFAULT 0",
-    "ALTER TABLE relay_tunnels ADD COLUMN open_streams BIGINT NOT NULL DEFAULT 0",
-    "ALTER TABLE relay_tunnels ADD COLUMN bytes_to_agent BIGINT NOT NULL DEFAULT 0",
-    "ALTER TABLE relay_tunnels ADD COLUMN bytes_from_agent BIGINT NOT NULL DEFAULT 0",
-    "ALTER TABLE relay_tunnels ADD COLUMN last_heartbeat_ms BIGINT NOT NULL DEFAULT 0",
-    "ALTER TABLE relay_tunnels ADD COLUMN reconnects BIGINT NOT NULL DEFAULT 0",
-];
-
-/// Version 6: truncation marks on audit events, the join of decision and
-/// outcome records by request id, and counting windows of kubectl sessions.
-const V6: &[&str] = &[
-    "ALTER TABLE audit_events ADD COLUMN truncated_json TEXT NOT NULL DEFAULT ''",
-    "CREATE INDEX audit_events_request ON audit_events(tenant_id, request_id)",
-    "ALTER TABLE kubectl_sessions ADD COLUMN window_start_ms BIGINT NOT NULL DEFAULT 0",
-    "ALTER TABLE kubectl_sessions ADD COLUMN requests BIGINT NOT NULL DEFAULT 0",
-];
-
-/// Version 7 on SQLite: the cache's change log.
-const SQLITE_V7: &[&str] = &[
-    "CREATE TABLE cache_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, key TEXT NOT NULL, at_ms BIGINT NOT NULL)",
-    "CREATE INDEX cache_changes_at ON cache_changes(at_ms)",
-];
-
-/// Version 7 on PostgreSQL.
-const POSTGRES_V7: &[&str] = &[
-    "CREATE TABLE cache_changes (seq BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, at_ms BIGINT NOT NULL)",
-    "CREATE INDEX cache_changes_at ON cache_changes(at_ms)",
-];
-
 /// Tables holding a tenant's rows, in the order a purge deletes them.
 pub const TENANT_TABLES: &[&str] = &[
     "cross_tenant_access",
@@ -141,43 +53,13 @@ pub const TENANT_TABLES: &[&str] = &[
     "audit_heads",
     "usage_events",
     "command_counters",
-    "kubectl_sessions",
     "audit_checkpoints",
     "clusters",
     "users",
     "tenants",
 ];
 
-/// Version 2 on PostgreSQL: the same tables, tenant rows under RLS.
-fn postgres_v2() -> Vec<String> {
-    let mut v: Vec<String> = V2.iter().map(|s| (*s).to_string()).collect();
-    for table in ["relay_tunnels", "agent_certificates"] {
-        v.extend(rls(table, "tenant_id"));
-    }
-    v
-}
-
-fn rls(table: &str, column: &str) -> [String; 3] {
-    [
-        format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"),
-        format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"),
-        format!(
-            "CREATE POLICY tenant_isolation ON {table} USING (current_setting('kubechat.platform', true) = 'on' OR {column} = current_setting('kubechat.tenant', true)) WITH CHECK (current_setting('kubechat.platform', true) = 'on' OR {column} = current_setting('kubechat.tenant', true))"
-        ),
-    ]
-}
-
-fn postgres_v1() -> Vec<String> {
-    // The tables are the same in both dialects; PostgreSQL adds RLS.
-    let mut v: Vec<String> = SQLITE_V1.iter().map(|s| (*s).to_string()).collect();
-    for table in ["users", "api_tokens", "clusters", "cross_tenant_access", "bootstrap_tokens", "tenants"] {
-        let column = if table == "tenants" { "id" } else { "tenant_id" };
-        v.extend(rls(table, column));
-    }
-    v
-}
-
-/// Unix seconds now.
+/// Now, Unix seconds.
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -295,54 +177,8 @@ impl Db {
         &self.pool
     }
 
-    async fn migrate(&self) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            // One migrator at a time across replicas.
-            sqlx::query("SELECT pg_advisory_xact_lock(7041)").execute(&mut *tx).await?;
-        }
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let applied: Option<i64> =
-            sqlx::query("SELECT MAX(version) AS v FROM schema_migrations").fetch_one(&mut *tx).await?.try_get("v")?;
-        let migrations: Vec<Vec<String>> = match self.backend {
-            Backend::Sqlite => vec![
-                SQLITE_V1.iter().map(|s| (*s).to_string()).collect(),
-                V2.iter().map(|s| (*s).to_string()).collect(),
-                V3.iter().map(|s| (*s).to_string()).collect(),
-                V4.iter().map(|s| (*s).to_string()).collect(),
-                V5.iter().map(|s| (*s).to_string()).collect(),
-                V6.iter().map(|s| (*s).to_string()).collect(),
-                SQLITE_V7.iter().map(|s| (*s).to_string()).collect(),
-            ],
-            Backend::Postgres => vec![
-                postgres_v1(),
-                postgres_v2(),
-                postgres_v3(),
-                postgres_v4(),
-                V5.iter().map(|s| (*s).to_string()).collect(),
-                V6.iter().map(|s| (*s).to_string()).collect(),
-                POSTGRES_V7.iter().map(|s| (*s).to_string()).collect(),
-            ],
-        };
-        for (i, statements) in migrations.iter().enumerate() {
-            let version = i as i64 + 1;
-            if applied.is_some_and(|a| a >= version) {
-                continue;
-            }
-            for s in statements {
-                sqlx::query(s).execute(&mut *tx).await?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await
+    async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        migrations::run(&self.pool, self.backend).await
     }
 
     /// A transaction limited to `scope`.

@@ -1,0 +1,14 @@
+CREATE TABLE audit_events (tenant_id TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL UNIQUE, time_ms BIGINT NOT NULL, cluster_id TEXT NOT NULL, relay_id TEXT NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL, user_name TEXT NOT NULL, groups_json TEXT NOT NULL, verb TEXT NOT NULL, api_group TEXT NOT NULL, resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, subresource TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL, status BIGINT NOT NULL, bytes_in BIGINT NOT NULL, bytes_out BIGINT NOT NULL, duration_ms BIGINT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL, client_address TEXT NOT NULL, kubectl_command TEXT NOT NULL, kubectl_session TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (tenant_id, seq));
+CREATE INDEX audit_events_time ON audit_events(tenant_id, time_ms);
+CREATE TABLE audit_heads (tenant_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE usage_events (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, cluster_id TEXT NOT NULL, usage_type TEXT NOT NULL, quantity DOUBLE PRECISION NOT NULL, time_ms BIGINT NOT NULL, month TEXT NOT NULL);
+CREATE INDEX usage_events_month ON usage_events(tenant_id, month, usage_type);
+ALTER TABLE audit_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE audit_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON audit_events USING (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true)) WITH CHECK (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true));
+ALTER TABLE audit_heads ENABLE ROW LEVEL SECURITY;
+ALTER TABLE audit_heads FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON audit_heads USING (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true)) WITH CHECK (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true));
+ALTER TABLE usage_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE usage_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON usage_events USING (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true)) WITH CHECK (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true));

@@ -1,0 +1,12 @@
+CREATE TABLE command_counters (tenant_id TEXT NOT NULL, month TEXT NOT NULL, commands BIGINT NOT NULL, PRIMARY KEY (tenant_id, month));
+CREATE TABLE kubectl_sessions (tenant_id TEXT NOT NULL, session_id TEXT NOT NULL, first_seen_ms BIGINT NOT NULL, PRIMARY KEY (tenant_id, session_id));
+CREATE TABLE audit_checkpoints (tenant_id TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, created_at BIGINT NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL, PRIMARY KEY (tenant_id, seq));
+ALTER TABLE command_counters ENABLE ROW LEVEL SECURITY;
+ALTER TABLE command_counters FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON command_counters USING (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true)) WITH CHECK (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true));
+ALTER TABLE kubectl_sessions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE kubectl_sessions FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON kubectl_sessions USING (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true)) WITH CHECK (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true));
+ALTER TABLE audit_checkpoints ENABLE ROW LEVEL SECURITY;
+ALTER TABLE audit_checkpoints FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON audit_checkpoints USING (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true)) WITH CHECK (current_setting('kubechat.platform', true) = 'on' OR tenant_id = current_setting('kubechat.tenant', true));

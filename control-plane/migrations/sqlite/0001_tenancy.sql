@@ -1,0 +1,10 @@
+CREATE TABLE tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL, slug TEXT NOT NULL UNIQUE, domain TEXT, status TEXT NOT NULL, home_region TEXT NOT NULL, settings TEXT NOT NULL, plan TEXT NOT NULL, max_users BIGINT NOT NULL, max_clusters BIGINT NOT NULL, max_commands_per_month BIGINT NOT NULL, max_audit_retention_days BIGINT NOT NULL, billing_cycle TEXT NOT NULL, next_billing_date TEXT NOT NULL, created_at BIGINT NOT NULL);
+CREATE TABLE users (id TEXT PRIMARY KEY, tenant_id TEXT REFERENCES tenants(id), email TEXT NOT NULL, name TEXT NOT NULL, role TEXT NOT NULL, created_at BIGINT NOT NULL);
+CREATE UNIQUE INDEX users_tenant_email ON users(COALESCE(tenant_id, ''), email);
+CREATE TABLE api_tokens (id TEXT PRIMARY KEY, tenant_id TEXT REFERENCES tenants(id), user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, expires_at BIGINT, revoked_at BIGINT, created_at BIGINT NOT NULL, last_used_at BIGINT);
+CREATE TABLE clusters (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), name TEXT NOT NULL, region TEXT NOT NULL, labels TEXT NOT NULL, policy TEXT NOT NULL, created_at BIGINT NOT NULL);
+CREATE UNIQUE INDEX clusters_tenant_name ON clusters(tenant_id, name);
+CREATE TABLE cross_tenant_access (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), grantee_email TEXT NOT NULL, grantee_tenant TEXT NOT NULL, role TEXT NOT NULL, expires_at BIGINT, created_at BIGINT NOT NULL);
+CREATE INDEX cross_tenant_access_grantee ON cross_tenant_access(grantee_tenant, grantee_email);
+CREATE TABLE revoked_clusters (cluster_id TEXT PRIMARY KEY, revoked_at BIGINT NOT NULL);
+CREATE TABLE bootstrap_tokens (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), cluster_id TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, expires_at BIGINT NOT NULL, used_at BIGINT, created_at BIGINT NOT NULL);

@@ -1,0 +1,1 @@
+DROP TABLE kubectl_sessions;
