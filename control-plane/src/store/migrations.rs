@@ -19,22 +19,23 @@ use super::Backend;
 
 type Files = &'static [(i64, &'static str, &'static str)];
 
+/// `version "NNNN" "name"`: the file `NNNN_name.sql` of a dialect.
 macro_rules! files {
-    ($dialect:literal: $($v:literal $name:literal),* $(,)?) => {
-        &[$(($v, $name, include_str!(concat!("../../migrations/", $dialect, "/", stringify!($v), "_", $name, ".sql")))),*]
+    ($dialect:literal: $($v:literal $n:literal $name:literal),* $(,)?) => {
+        &[$(($v, $name, include_str!(concat!("../../migrations/", $dialect, "/", $n, "_", $name, ".sql")))),*]
     };
 }
 
 /// SQLite's migrations.
 pub const SQLITE: Files = files!("sqlite":
-    0001 "tenancy", 0002 "directory", 0003 "audit", 0004 "quotas", 0005 "tunnel_figures",
-    0006 "audit_marks", 0007 "cache_changes", 0008 "sessions_in_memory",
+    1 "0001" "tenancy", 2 "0002" "directory", 3 "0003" "audit", 4 "0004" "quotas",
+    5 "0005" "tunnel_figures", 6 "0006" "audit_marks", 7 "0007" "cache_changes", 8 "0008" "sessions_in_memory",
 );
 
 /// PostgreSQL's migrations (the same tables, tenant rows under row-level security).
 pub const POSTGRES: Files = files!("postgres":
-    0001 "tenancy", 0002 "directory", 0003 "audit", 0004 "quotas", 0005 "tunnel_figures",
-    0006 "audit_marks", 0007 "cache_changes", 0008 "sessions_in_memory",
+    1 "0001" "tenancy", 2 "0002" "directory", 3 "0003" "audit", 4 "0004" "quotas",
+    5 "0005" "tunnel_figures", 6 "0006" "audit_marks", 7 "0007" "cache_changes", 8 "0008" "sessions_in_memory",
 );
 
 /// The versions the pre-file migrator knew (`schema_migrations`).
