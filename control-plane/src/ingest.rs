@@ -155,7 +155,7 @@ pub async fn ingest(app: &App, relay: &str, batch: Vec<Event>) -> Result<BatchAc
         writes.push(Write::Usage { id, tenant, cluster, usage_type: usage_type.to_string(), quantity, time_ms });
     }
     if !writes.is_empty() {
-        app.writer.commit(writes, COMMIT_TIMEOUT).await.map_err(|e| Unstored(e.to_string()))?;
+        app.writer.commit_batched(writes, COMMIT_TIMEOUT).await.map_err(|e| Unstored(e.to_string()))?;
     }
     Ok(ack)
 }

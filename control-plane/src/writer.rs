@@ -79,6 +79,8 @@ pub enum WriteError {
 struct Job {
     writes: Vec<Write>,
     done: Option<oneshot::Sender<()>>,
+    /// Commit without lingering (a request is waiting on it).
+    urgent: bool,
     /// The last job: commit and stop.
     stop: bool,
 }
@@ -119,20 +121,32 @@ impl Writer {
     /// Queues `writes` and returns at once (it waits only while the queue is
     /// full). They commit with the next batch.
     pub async fn queue(&self, writes: Vec<Write>) -> Result<(), WriteError> {
-        self.tx.send(Job { writes, done: None, stop: false }).await.map_err(|_| WriteError::Stopped)
+        self.tx.send(Job { writes, done: None, urgent: false, stop: false }).await.map_err(|_| WriteError::Stopped)
     }
 
     /// Queues `writes` if the queue has room, without waiting (for writes
     /// that may be lost under overload, like a token's last use).
     pub fn try_queue(&self, writes: Vec<Write>) -> Result<(), WriteError> {
-        self.tx.try_send(Job { writes, done: None, stop: false }).map_err(|_| WriteError::Stopped)
+        self.tx.try_send(Job { writes, done: None, urgent: false, stop: false }).map_err(|_| WriteError::Stopped)
     }
 
     /// Queues `writes` and waits until their batch is committed, at most
-    /// `within`.
+    /// `within`. The batch commits at once: for a request that waits on it.
     pub async fn commit(&self, writes: Vec<Write>, within: Duration) -> Result<(), WriteError> {
+        self.wait_for(writes, true, within).await
+    }
+
+    /// Queues `writes` and waits until their batch is committed, at most
+    /// `within`, letting the batch linger like queued writes do: for
+    /// callers no request waits on (relays' events, acknowledged once
+    /// stored), so that their commits share one transaction and one fsync.
+    pub async fn commit_batched(&self, writes: Vec<Write>, within: Duration) -> Result<(), WriteError> {
+        self.wait_for(writes, false, within).await
+    }
+
+    async fn wait_for(&self, writes: Vec<Write>, urgent: bool, within: Duration) -> Result<(), WriteError> {
         let (done, committed) = oneshot::channel();
-        let job = Job { writes, done: Some(done), stop: false };
+        let job = Job { writes, done: Some(done), urgent, stop: false };
         let wait = async {
             self.tx.send(job).await.map_err(|_| WriteError::Stopped)?;
             committed.await.map_err(|_| WriteError::Stopped)
@@ -144,7 +158,7 @@ impl Writer {
     /// the listeners drained). Writes queued later are refused.
     pub async fn close(&self) {
         let Some(task) = self.task.lock().await.take() else { return };
-        let _ = self.tx.send(Job { writes: Vec::new(), done: None, stop: true }).await;
+        let _ = self.tx.send(Job { writes: Vec::new(), done: None, urgent: true, stop: true }).await;
         let _ = task.await;
     }
 }
@@ -153,11 +167,11 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         let mut n = jobs[0].writes.len();
-        // Nobody waiting: linger a moment so one commit takes many
-        // requests' writes. A waiter (a must-audit request, a refusal,
-        // relays' events) ends the wait at once.
+        // Nobody in a hurry: linger a moment so one commit takes many
+        // requests' writes. An urgent waiter (a must-audit request, a
+        // refusal) ends the wait at once.
         let deadline = tokio::time::Instant::now() + LINGER;
-        let mut waiting = jobs[0].done.is_some() || jobs[0].stop;
+        let mut waiting = jobs[0].urgent || jobs[0].stop;
         while n < MAX_BATCH {
             let next = if waiting {
                 rx.try_recv().ok()
@@ -166,7 +180,7 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
             };
             match next {
                 Some(job) => {
-                    waiting |= job.done.is_some() || job.stop;
+                    waiting |= job.urgent || job.stop;
                     n += job.writes.len();
                     jobs.push(job);
                 }

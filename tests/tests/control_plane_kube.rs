@@ -450,3 +450,31 @@ async fn one_trace_reaches_the_api_server_and_every_component_times_the_request(
         "{agent}"
     );
 }
+
+/// A warm kube request reads nothing from the database: the caller's token,
+/// tenant, cluster and the tunnel's route come from memory. With the pool
+/// closed it is still served; a request that needs a read (a cluster not
+/// yet seen) is told the storage is unavailable, never that its
+/// credentials are wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_kube_request_is_served_without_the_database() {
+    let w = world(json!({})).await;
+    let raw = kubechat_tests::raw::RawClient::new(&w.cp_url, &w.cp_ca);
+    let token = w.user("ursula@acme.example", "tenant_user").await;
+    let path = format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster);
+    let r = raw.send("GET", &path, &token, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    w.app.db.pool().close().await;
+    for i in 0..5 {
+        let r = raw.send("GET", &path, &token, &[]).await;
+        assert_eq!(r.status, 200, "warm request {i} with the database gone: {}", r.text());
+    }
+    let cold = raw.send("GET", "/k8s/clusters/c_not_seen_yet/api/v1/namespaces/web/pods", &token, &[]).await;
+    assert_eq!(cold.status, 503, "{}", cold.text());
+    let status: serde_json::Value = serde_json::from_slice(&cold.body).expect("a Status");
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "ServiceUnavailable", "{status}");
+    let unknown = raw.send("GET", &path, "kc_a_token_nobody_has_seen", &[]).await;
+    assert_eq!(unknown.status, 503, "an unseen token cannot be checked, which is not a 401: {}", unknown.text());
+}

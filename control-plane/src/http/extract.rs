@@ -54,10 +54,12 @@ impl FromRequestParts<Arc<App>> for Caller {
 }
 
 /// Authenticates `token` (a `kc_` token): its owner, unless the token is
-/// unknown, revoked or expired (401). A storage failure is a 503.
+/// unknown, revoked or expired (401). A storage failure is a 503. Warm
+/// tokens are answered from the cache (invalidated by revocation, user
+/// deletion and role changes through the change log).
 pub(crate) async fn authenticate(app: &App, token: &str) -> Result<Principal, ApiError> {
     let owner = app
-        .db
+        .cache
         .token_owner(&auth::hash(token))
         .await?
         .ok_or_else(|| ApiError::unauthenticated("the API token is not valid"))?;

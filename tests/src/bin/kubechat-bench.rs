@@ -479,7 +479,22 @@ mod kube_path {
         Latency { p50: percentile(&samples, 0.5), p99: percentile(&samples, 0.99) }
     }
 
-    async fn throughput(t: &Target, conns: usize, dur: Duration) -> f64 {
+    /// CPU time this process has used (every thread), from /proc/self/stat
+    /// (user and system time in USER_HZ = 100 ticks per second).
+    fn cpu_time() -> Duration {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which is in parentheses).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
+        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    }
+
+    /// Requests per second with `conns` connections, and the CPU time the
+    /// whole process (client, control plane, relay, agent, kube-sim) spent
+    /// per request meanwhile.
+    async fn throughput(t: &Target, conns: usize, dur: Duration) -> (f64, Duration) {
         let done = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -495,20 +510,52 @@ mod kube_path {
         }
         tokio::time::sleep(dur / 5).await;
         let start = done.load(Ordering::Relaxed);
-        let at = Instant::now();
+        let (at, cpu) = (Instant::now(), cpu_time());
         tokio::time::sleep(dur).await;
-        let rps = (done.load(Ordering::Relaxed) - start) as f64 / at.elapsed().as_secs_f64();
+        let n = done.load(Ordering::Relaxed) - start;
+        let rps = n as f64 / at.elapsed().as_secs_f64();
+        let cpu = (cpu_time() - cpu) / n.max(1) as u32;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             let _ = t.await;
         }
-        rps
+        (rps, cpu)
     }
 
-    /// fsync and fdatasync calls of this process while `work` runs, less
-    /// those of an idle window as long (presence reports and other
-    /// background writes), per request; `None` without strace.
-    async fn fsyncs_per_request(t: &Target, n: usize) -> Option<f64> {
+    /// How warm requests cost fsyncs. strace slows every system call, so
+    /// the requests it watches come slower and each group commit takes
+    /// fewer of them; hence two measurements: the writer's commits per
+    /// request at full speed (its own counter, no strace), and fsync and
+    /// fdatasync calls of this process per writer commit under strace
+    /// (both less an idle window as long: presence reports and other
+    /// background writes). Their product is the fsyncs per warm request.
+    async fn fsyncs_per_request(w: &World, t: &Target, n: usize) -> Fsyncs {
+        let batches = || w.app.writer.stats().batches.load(Ordering::Relaxed);
+        let mut conn = t.connect().await;
+        t.get(&mut conn).await;
+        let (b0, at) = (batches(), Instant::now());
+        for _ in 0..n {
+            t.get(&mut conn).await;
+        }
+        let took = at.elapsed();
+        let commits_busy = batches() - b0;
+        let b1 = batches();
+        tokio::time::sleep(took).await;
+        let commits_idle = batches() - b1;
+        let commits_per_request = commits_busy.saturating_sub(commits_idle) as f64 / n as f64;
+        let per_commit = strace_fsyncs_per_commit(w, t, n).await;
+        Fsyncs { commits_per_request, per_commit }
+    }
+
+    /// What [`fsyncs_per_request`] measured.
+    struct Fsyncs {
+        commits_per_request: f64,
+        /// `None` without strace.
+        per_commit: Option<f64>,
+    }
+
+    async fn strace_fsyncs_per_commit(w: &World, t: &Target, n: usize) -> Option<f64> {
+        let batches = || w.app.writer.stats().batches.load(Ordering::Relaxed);
         async fn count<F: std::future::Future<Output = ()>>(work: F) -> Option<(u64, Duration)> {
             let pid = std::process::id().to_string();
             let out = tempfile::NamedTempFile::new().ok()?;
@@ -535,14 +582,18 @@ mod kube_path {
         }
         let mut conn = t.connect().await;
         t.get(&mut conn).await;
+        let b0 = batches();
         let (busy, took) = count(async {
             for _ in 0..n {
                 t.get(&mut conn).await;
             }
         })
         .await?;
+        let b1 = batches();
         let (idle, _) = count(tokio::time::sleep(took)).await?;
-        Some((busy.saturating_sub(idle)) as f64 / n as f64)
+        let b2 = batches();
+        let commits = (b1 - b0).saturating_sub(b2 - b1).max(1);
+        Some(busy.saturating_sub(idle) as f64 / commits as f64)
     }
 
     /// Wall time of the real `kubectl get pods -A` (discovery cached: the
@@ -567,7 +618,9 @@ mod kube_path {
         kubechat: Latency,
         rps_direct: f64,
         rps_kubechat: f64,
-        fsyncs: Option<f64>,
+        cpu_direct: Duration,
+        cpu_kubechat: Duration,
+        fsyncs: Fsyncs,
         kubectl_direct: Duration,
         kubectl_kubechat: Duration,
     }
@@ -595,9 +648,9 @@ mod kube_path {
         );
         let d = latency(&direct, n).await;
         let k = latency(&kubechat, n).await;
-        let rps_d = throughput(&direct, 32, dur).await;
-        let rps_k = throughput(&kubechat, 32, dur).await;
-        let fsyncs = fsyncs_per_request(&kubechat, n.min(500)).await;
+        let (rps_d, cpu_d) = throughput(&direct, 32, dur).await;
+        let (rps_k, cpu_k) = throughput(&kubechat, 32, dur).await;
+        let fsyncs = fsyncs_per_request(w, &kubechat, n.min(500)).await;
         let kc_direct = kubechat_tests::kubectl::Kubectl::new(
             &kube_sim::kubeconfig::KubeconfigSpec {
                 name: "direct".into(),
@@ -617,6 +670,8 @@ mod kube_path {
             kubechat: k,
             rps_direct: rps_d,
             rps_kubechat: rps_k,
+            cpu_direct: cpu_d,
+            cpu_kubechat: cpu_k,
             fsyncs,
             kubectl_direct: kubectl_wall(&kc_direct).await,
             kubectl_kubechat: kubectl_wall(&kc_kubechat).await,
@@ -671,9 +726,22 @@ mod kube_path {
                 f.rps_kubechat,
                 f.rps_kubechat / f.rps_direct
             );
-            match f.fsyncs {
-                Some(n) => println!("{:<12} {:<40} {:>12} {:>12.3}", f.backend, "fsyncs per warm request", "", n),
-                None => println!("{:<12} {:<40} {:>12} {:>12}", f.backend, "fsyncs per warm request", "", "no strace"),
+            println!(
+                "{:<12} {:<40} {:>12.0} {:>12.0} {:>11.2}x",
+                f.backend,
+                "CPU per request at 32 connections (us)",
+                us(f.cpu_direct),
+                us(f.cpu_kubechat),
+                us(f.cpu_kubechat) / us(f.cpu_direct)
+            );
+            let single = |m: &str, v: String| println!("{:<12} {:<40} {:>12} {:>12}", f.backend, m, "", v);
+            single("writer commits per warm request", format!("{:.3}", f.fsyncs.commits_per_request));
+            match f.fsyncs.per_commit {
+                Some(per) => {
+                    single("fsyncs per writer commit (strace)", format!("{per:.2}"));
+                    single("fsyncs per warm request", format!("{:.3}", per * f.fsyncs.commits_per_request));
+                }
+                None => single("fsyncs per writer commit", "no strace".into()),
             }
             row("kubectl get pods -A, wall (ms)", us(f.kubectl_direct) / 1e3, us(f.kubectl_kubechat) / 1e3);
             json.push(json!({
@@ -681,7 +749,10 @@ mod kube_path {
                 "p50_ms": {"direct": us(f.direct.p50) / 1e3, "kubechat": us(f.kubechat.p50) / 1e3},
                 "p99_ms": {"direct": us(f.direct.p99) / 1e3, "kubechat": us(f.kubechat.p99) / 1e3},
                 "rps_32": {"direct": f.rps_direct, "kubechat": f.rps_kubechat, "ratio": f.rps_kubechat / f.rps_direct},
-                "fsyncs_per_warm_request": f.fsyncs,
+                "cpu_us_per_request_32": {"direct": us(f.cpu_direct), "kubechat": us(f.cpu_kubechat)},
+                "writer_commits_per_warm_request": f.fsyncs.commits_per_request,
+                "fsyncs_per_writer_commit": f.fsyncs.per_commit,
+                "fsyncs_per_warm_request": f.fsyncs.per_commit.map(|p| p * f.fsyncs.commits_per_request),
                 "kubectl_get_pods_all_ms": {"direct": us(f.kubectl_direct) / 1e3, "kubechat": us(f.kubectl_kubechat) / 1e3},
             }));
         }
