@@ -1,0 +1,3 @@
+//! A kubectl command line, parsed with kubectl's own grammar.
+//!
+//! (Being written.)
