@@ -76,7 +76,7 @@ impl ApiResource {
         name == self.plural
             || name == self.singular
             || name == self.kind.to_ascii_lowercase()
-            || self.short_names.iter().any(|s| *s == name)
+            || self.short_names.contains(&name)
     }
 }
 
@@ -193,7 +193,14 @@ impl Discovery {
                 r("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", &[], false),
                 r("storage.k8s.io", "v1", "storageclasses", "StorageClass", &["sc"], false),
                 r("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", &["hpa"], true),
-                r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", &["crd", "crds"], false),
+                r(
+                    "apiextensions.k8s.io",
+                    "v1",
+                    "customresourcedefinitions",
+                    "CustomResourceDefinition",
+                    &["crd", "crds"],
+                    false,
+                ),
             ],
         }
     }
@@ -204,8 +211,14 @@ impl Discovery {
 fn group_priority(group: &str) -> u8 {
     match group {
         "" => 0,
-        "apps" | "batch" | "autoscaling" | "policy" | "networking.k8s.io" | "rbac.authorization.k8s.io"
-        | "storage.k8s.io" | "apiextensions.k8s.io" => 1,
+        "apps"
+        | "batch"
+        | "autoscaling"
+        | "policy"
+        | "networking.k8s.io"
+        | "rbac.authorization.k8s.io"
+        | "storage.k8s.io"
+        | "apiextensions.k8s.io" => 1,
         g if g.ends_with(".k8s.io") => 2,
         _ => 3,
     }
