@@ -60,9 +60,59 @@ impl ApiError {
         .with_details(r, name)
     }
 
+    /// 409 Conflict from a failed precondition (`DeleteOptions.preconditions`):
+    /// the API server names the kind there, not the resource.
+    pub fn precondition(r: &Resource, name: &str, why: &str) -> Self {
+        let kind = if r.group.is_empty() { r.kind.clone() } else { format!("{}.{}", r.kind, r.group) };
+        let mut e = Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {kind} \"{name}\": {why}"));
+        e.details = Some(json!({"name": name, "group": r.group, "kind": r.kind}));
+        e
+    }
+
     /// 422 Invalid.
     pub fn invalid(kind: &str, name: &str, why: &str) -> Self {
         Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {why}"))
+    }
+
+    /// 422 Invalid for field errors, as `errors.NewInvalid` words it: the
+    /// group-qualified kind, each error as `field: detail`, and the causes.
+    pub fn invalid_fields(group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Self {
+        let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let list: Vec<String> = errs.iter().map(FieldError::to_string).collect();
+        let why = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
+        let causes: Vec<Value> =
+            errs.iter().map(|e| json!({"reason": e.reason, "message": e.body(), "field": e.field})).collect();
+        let mut e = Self::new(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {why}"));
+        e.details = Some(json!({"name": name, "group": group, "kind": kind, "causes": causes}));
+        e
+    }
+
+    /// The 422 for a `dryRun` other than `All` (`options` is
+    /// `CreateOptions`, `UpdateOptions`, `PatchOptions` or `DeleteOptions`).
+    pub fn bad_dry_run(options: &str, values: &[String]) -> Self {
+        let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+        let err = FieldError {
+            field: "dryRun".into(),
+            reason: "FieldValueNotSupported",
+            detail: format!("Unsupported value: []string{{{}}}: supported values: \"All\"", quoted.join(", ")),
+        };
+        Self::invalid_fields("meta.k8s.io", options, "", &[err])
+    }
+
+    /// 429 TooManyRequests, with a cause (as the eviction subresource answers).
+    pub fn too_many_requests(message: &str, retry_after: u32, cause: (&str, String)) -> Self {
+        let mut e = Self::new(429, "TooManyRequests", message);
+        let mut details = json!({"causes": [{"reason": cause.0, "message": cause.1}]});
+        if retry_after > 0 {
+            details["retryAfterSeconds"] = json!(retry_after);
+        }
+        e.details = Some(details);
+        e
+    }
+
+    /// 500 InternalError.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
     }
 
     /// 403 Forbidden with the API server's message.
@@ -114,5 +164,38 @@ impl ApiError {
             s["details"] = d.clone();
         }
         s
+    }
+}
+
+/// One field error of a validation (`field.Error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field path, e.g. `spec.template.metadata.labels`.
+    pub field: String,
+    /// The cause reason, e.g. `FieldValueRequired`.
+    pub reason: &'static str,
+    /// The body, e.g. `Required value`.
+    pub detail: String,
+}
+
+impl FieldError {
+    /// `Required value`.
+    pub fn required(field: &str) -> Self {
+        Self { field: field.into(), reason: "FieldValueRequired", detail: "Required value".into() }
+    }
+
+    /// `Invalid value: <value>: <why>`.
+    pub fn invalid(field: &str, value: &str, why: &str) -> Self {
+        Self { field: field.into(), reason: "FieldValueInvalid", detail: format!("Invalid value: {value}: {why}") }
+    }
+
+    fn body(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.detail)
     }
 }

@@ -9,11 +9,16 @@
 //! - [`portforward`]: pods/portforward, SPDY/3.1 inside WebSocket, to a simulated in-pod HTTP service.
 //! - [`request`]: request targets read the way Go's `net/url` and the API
 //!   server's RequestInfo read them (its own code, shared with nothing).
-//! - [`cluster`]: the store plus simulated kubelet, deployment controller, CRDs.
+//! - [`cluster`]: the store plus the simulated scheduler, kubelet, garbage collector, events, CRDs.
+//! - [`admission`]: defaults and validation of the built-in kinds.
+//! - [`workloads`]: the Deployment, ReplicaSet, DaemonSet and StatefulSet controllers.
+//! - [`disruption`]: PodDisruptionBudgets and pods/eviction.
+//! - [`metrics`]: `metrics.k8s.io` (PodMetrics, NodeMetrics), as metrics-server serves it.
+//! - [`openapi`]: `/openapi/v3`, the schemas `kubectl explain` reads.
 //! - [`store`]: objects, resource versions, watch history.
 //! - [`resources`]: built-in and CRD resource types, discovery entries.
 //! - [`rbac`]: the RBAC evaluator and the API server's forbidden messages.
-//! - [`proto`]: protobuf object bodies (Secret, ConfigMap) as client-go's typed clients send them.
+//! - [`proto`]: protobuf object bodies (core and apps/v1 kinds, Eviction, DeleteOptions) as client-go's typed clients send them.
 //! - [`review`]: (Self)SubjectAccessReview bodies, JSON and protobuf.
 //! - [`patch`]: merge, JSON and strategic merge patches, server-side apply.
 //! - [`selector`]: label and field selectors.
@@ -22,10 +27,14 @@
 //! - [`kubeconfig`]: kubeconfig files for kubectl and the agent.
 //! - [`seed`]: system RBAC and the demo data set.
 
+pub mod admission;
 pub mod cluster;
+pub mod disruption;
 pub mod error;
 pub mod exec;
 pub mod kubeconfig;
+pub mod metrics;
+pub mod openapi;
 pub mod patch;
 pub mod portforward;
 pub mod proto;
@@ -39,6 +48,7 @@ pub mod server;
 pub mod store;
 pub mod table;
 mod websocket;
+pub mod workloads;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -70,6 +80,13 @@ impl KubeSim {
             seed::demo(&sim.cluster);
         }
         Arc::new(sim)
+    }
+}
+
+impl KubeSim {
+    /// Installs or removes the metrics API (`kubectl top` needs it).
+    pub fn set_metrics(&self, on: bool) {
+        self.cluster.set_metrics(on);
     }
 }
 

@@ -57,7 +57,7 @@ pub fn builtins() -> Vec<Resource> {
     let rbac = "rbac.authorization.k8s.io";
     let mut out = vec![
         r("", "Namespace", "namespaces", false, &["ns"], &[], &["status"]),
-        r("", "Pod", "pods", true, &["po"], &["all"], &["log", "exec", "portforward", "attach", "status"]),
+        r("", "Pod", "pods", true, &["po"], &["all"], &["log", "exec", "portforward", "attach", "status", "eviction"]),
         r("", "Service", "services", true, &["svc"], &["all"], &["status"]),
         r("", "ConfigMap", "configmaps", true, &["cm"], &[], &[]),
         r("", "Secret", "secrets", true, &[], &[], &[]),
@@ -67,6 +67,7 @@ pub fn builtins() -> Vec<Resource> {
         r("apps", "Deployment", "deployments", true, &["deploy"], &["all"], &["status", "scale"]),
         r("apps", "ReplicaSet", "replicasets", true, &["rs"], &["all"], &["status", "scale"]),
         r("apps", "StatefulSet", "statefulsets", true, &["sts"], &["all"], &["status", "scale"]),
+        r("apps", "DaemonSet", "daemonsets", true, &["ds"], &["all"], &["status"]),
         r("policy", "PodDisruptionBudget", "poddisruptionbudgets", true, &["pdb"], &[], &["status"]),
         r("networking.k8s.io", "NetworkPolicy", "networkpolicies", true, &["netpol"], &[], &[]),
         r("networking.k8s.io", "Ingress", "ingresses", true, &["ing"], &[], &["status"]),
@@ -87,10 +88,68 @@ pub fn builtins() -> Vec<Resource> {
     for review in [
         r("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, &[], &[], &[]),
         r("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", false, &[], &[], &[]),
+        r("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", false, &[], &[], &[]),
     ] {
         out.push(Resource { verbs: vec!["create".into()], ..review });
     }
+    // metrics.k8s.io, as metrics-server's APIService serves it.
+    for (kind, plural, namespaced) in [("PodMetrics", "pods", true), ("NodeMetrics", "nodes", false)] {
+        out.push(Resource {
+            version: "v1beta1".into(),
+            verbs: vec!["get".into(), "list".into()],
+            ..r(crate::metrics::GROUP, kind, plural, namespaced, &[], &[], &[])
+        });
+    }
     out
+}
+
+/// Whether `group` is one kube-sim serves itself (not a CRD's).
+pub fn is_builtin_group(group: &str) -> bool {
+    builtins().iter().any(|r| r.group == group)
+}
+
+/// Whether the API server accepts `field` in a field selector on `r`
+/// (`metadata.name` and `metadata.namespace` everywhere, plus the fields
+/// each built-in kind indexes).
+pub fn selectable_field(r: &Resource, field: &str) -> bool {
+    if matches!(field, "metadata.name" | "metadata.namespace") {
+        return true;
+    }
+    if !is_builtin_group(&r.group) {
+        return false;
+    }
+    let extra: &[&str] = match (r.group.as_str(), r.plural.as_str()) {
+        ("", "pods") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        ],
+        ("", "events") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ("", "nodes") => &["spec.unschedulable"],
+        ("", "namespaces") => &["status.phase"],
+        ("", "secrets") => &["type"],
+        ("apps", "replicasets") => &["status.replicas"],
+        _ => &[],
+    };
+    extra.contains(&field)
 }
 
 /// The resource type a CRD object defines (its storage version), if valid.
@@ -132,6 +191,16 @@ impl Resource {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
+    /// Whether the registry keeps `metadata.generation` (kinds with a spec
+    /// that controllers observe, and every custom resource).
+    pub fn has_generation(&self) -> bool {
+        !is_builtin_group(&self.group)
+            || matches!(
+                (self.group.as_str(), self.plural.as_str()),
+                ("", "pods") | ("apps", _) | ("policy", _) | ("networking.k8s.io", _) | ("apiextensions.k8s.io", _)
+            )
+    }
+
     /// The `APIResource` entries (the resource and its subresources).
     pub fn api_resources(&self) -> Vec<Value> {
         let mut out = vec![json!({
@@ -144,21 +213,38 @@ impl Resource {
             "categories": self.categories,
         })];
         for sub in &self.subresources {
-            let (kind, verbs): (&str, &[&str]) = match sub.as_str() {
-                "log" => ("Pod", &["get"]),
-                "exec" | "attach" | "portforward" => ("PodExecOptions", &["create", "get"]),
-                "scale" => ("Scale", &["get", "patch", "update"]),
-                _ => (self.kind.as_str(), &["get", "patch", "update"]),
-            };
-            out.push(json!({
+            let (group, version, kind, verbs) = self.subresource(sub);
+            let mut entry = json!({
                 "name": format!("{}/{}", self.plural, sub),
                 "singularName": "",
                 "namespaced": self.namespaced,
                 "kind": kind,
                 "verbs": verbs,
-            }));
+            });
+            if !version.is_empty() {
+                entry["group"] = json!(group);
+                entry["version"] = json!(version);
+            }
+            out.push(entry);
         }
         out
+    }
+
+    /// A subresource's response kind `(group, version, kind)` (group and
+    /// version empty when they are the resource's own) and verbs.
+    fn subresource(&self, sub: &str) -> (&'static str, &'static str, String, Vec<&'static str>) {
+        match sub {
+            "log" => ("", "", "Pod".into(), vec!["get"]),
+            "exec" | "attach" | "portforward" => (
+                "",
+                "",
+                format!("Pod{}Options", capitalize(sub)).replace("PodPortforwardOptions", "PodPortForwardOptions"),
+                vec!["create", "get"],
+            ),
+            "scale" => ("autoscaling", "v1", "Scale".into(), vec!["get", "patch", "update"]),
+            "eviction" => ("policy", "v1", "Eviction".into(), vec!["create"]),
+            _ => ("", "", self.kind.clone(), vec!["get", "patch", "update"]),
+        }
     }
 
     /// The aggregated-discovery entry of this resource.
@@ -167,10 +253,11 @@ impl Resource {
             .subresources
             .iter()
             .map(|s| {
+                let (group, version, kind, verbs) = self.subresource(s);
                 json!({
                     "subresource": s,
-                    "responseKind": {"group": "", "version": "", "kind": if s == "log" { "Pod" } else { self.kind.as_str() }},
-                    "verbs": if s == "log" { vec!["get"] } else { vec!["create", "get"] },
+                    "responseKind": {"group": group, "version": version, "kind": kind},
+                    "verbs": verbs,
                 })
             })
             .collect();
@@ -185,4 +272,9 @@ impl Resource {
             "subresources": subs,
         })
     }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
 }

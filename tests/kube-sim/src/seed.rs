@@ -40,6 +40,8 @@ pub fn system(c: &Cluster) {
         "deployments",
         "deployments/scale",
         "replicasets/scale",
+        "daemonsets",
+        "statefulsets",
         "namespaces",
         "nodes"
     ]);
@@ -63,7 +65,10 @@ pub fn system(c: &Cluster) {
         ),
         (
             "system:basic-user",
-            json!([{"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}]),
+            json!([
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+            ]),
         ),
         (
             "kubechat:agent-impersonator",
@@ -105,31 +110,51 @@ pub fn demo(c: &Cluster) {
     }
     create(c, "serviceaccounts", "kubechat", json!({"metadata": {"name": "kubechat-agent"}}));
     for (i, node) in ["sim-node-1", "sim-node-2"].iter().enumerate() {
+        let resources = json!({"cpu": "4", "memory": "16374604Ki", "pods": "110", "ephemeral-storage": "102350Mi"});
         create(
             c,
             "nodes",
             "",
             json!({
-                "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux"}},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}], "addresses": [{"type": "InternalIP", "address": format!("10.0.0.{}", i + 10)}],
-                           "nodeInfo": {"kubeletVersion": "v1.37.1", "osImage": "kube-sim", "containerRuntimeVersion": "sim://1.0"}}
+                "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
+                "spec": {"podCIDR": format!("10.244.{i}.0/24"), "podCIDRs": [format!("10.244.{i}.0/24")]},
+                "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
+                           "addresses": [{"type": "InternalIP", "address": format!("10.0.0.{}", i + 10)}, {"type": "Hostname", "address": node}],
+                           "capacity": resources, "allocatable": resources,
+                           "nodeInfo": {"kubeletVersion": "v1.37.1", "osImage": "kube-sim", "containerRuntimeVersion": "containerd://2.1.0",
+                                        "kernelVersion": "6.12.0", "operatingSystem": "linux", "architecture": "amd64"}}
             }),
         );
     }
+    // A node agent on every node (kubectl drain needs --ignore-daemonsets).
+    create(
+        c,
+        "daemonsets",
+        "kube-system",
+        json!({
+            "metadata": {"name": "kube-proxy", "labels": {"k8s-app": "kube-proxy"}},
+            "spec": {"selector": {"matchLabels": {"k8s-app": "kube-proxy"}},
+                     "template": {"metadata": {"labels": {"k8s-app": "kube-proxy"}},
+                                  "spec": {"containers": [{"name": "kube-proxy", "image": "registry.k8s.io/kube-proxy:v1.37.1"}]}}},
+        }),
+    );
     for (ns, name, replicas) in
         [("web", "frontend", 2), ("web", "api", 1), ("kube-system", "coredns", 2), ("default", "hello", 1)]
     {
-        create(
-            c,
-            "deployments",
-            ns,
-            json!({
-                "metadata": {"name": name, "labels": {"app": name}},
-                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                         "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "main", "image": format!("registry.example/{name}:1.0"), "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]}}},
-            }),
-        );
+        let mut d = json!({
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "main", "image": format!("registry.example/{name}:1.0"), "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]}}},
+        });
+        if name == "frontend" {
+            // A cache on an emptyDir (kubectl drain needs --delete-emptydir-data).
+            d["spec"]["template"]["spec"]["volumes"] = json!([{"name": "cache", "emptyDir": {}}]);
+            d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+                json!([{"name": "cache", "mountPath": "/cache"}]);
+        }
+        create(c, "deployments", ns, d);
     }
+
     create(
         c,
         "secrets",

@@ -67,6 +67,21 @@ impl Selector {
         Ok(Self(reqs))
     }
 
+    /// The keys (fields or labels) the selector names.
+    pub fn fields(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .map(|r| match r {
+                Req::Eq(k, _)
+                | Req::NotEq(k, _)
+                | Req::In(k, _)
+                | Req::NotIn(k, _)
+                | Req::Exists(k)
+                | Req::NotExists(k) => k.as_str(),
+            })
+            .collect()
+    }
+
     fn matches_with(&self, get: impl Fn(&str) -> Option<String>) -> bool {
         self.0.iter().all(|r| match r {
             Req::Eq(k, v) => get(k).as_deref() == Some(v.as_str()) || (v.is_empty() && get(k).is_none()),

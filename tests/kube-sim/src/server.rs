@@ -14,13 +14,13 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::cluster::Cluster;
-use crate::error::ApiError;
+use crate::cluster::{Cluster, DeleteOptions, Propagation, WriteOptions};
+use crate::error::{ApiError, FieldError};
 use crate::rbac::{self, Attributes, UserInfo};
 use crate::request::{self, GoUrl, RequestInfo};
 use crate::resources::Resource;
 use crate::selector::Selector;
-use crate::store::resource_key;
+use crate::store::{Preconditions, resource_key};
 use crate::{patch, proto, review, table};
 
 /// Response body type.
@@ -59,6 +59,9 @@ pub struct Seen {
     /// Every header (lowercase names) as received.
     pub headers: Vec<(String, String)>,
 }
+
+/// Impersonated `extra` pairs (key, value), in the order received.
+type Extras = Vec<(String, String)>;
 
 /// How many received requests kube-sim remembers.
 const SEEN_LIMIT: usize = 20_000;
@@ -138,7 +141,7 @@ impl KubeSim {
 
     /// Applies `Impersonate-*` headers, checking the caller's `impersonate`
     /// permission for the user, each group and each extra, like the API server.
-    fn impersonate(&self, caller: UserInfo, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+    fn impersonate(&self, caller: UserInfo, headers: &HeaderMap) -> Result<(UserInfo, Extras), ApiError> {
         let user = header_str(headers, "impersonate-user").to_string();
         let groups: Vec<String> =
             headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
@@ -155,7 +158,7 @@ impl KubeSim {
                     "requested impersonation of groups or extras without impersonating a user",
                 ));
             }
-            return Ok(caller);
+            return Ok((caller, Vec::new()));
         }
         let check = |a: Attributes| -> Result<(), ApiError> {
             rbac::authorize(&self.cluster.store, &caller, &a)
@@ -180,7 +183,7 @@ impl KubeSim {
         }
         let mut groups = groups;
         groups.push("system:authenticated".into());
-        Ok(UserInfo { name: user, groups })
+        Ok((UserInfo { name: user, groups }, extras))
     }
 
     fn authorize(&self, user: &UserInfo, info: &RequestInfo) -> Result<(), ApiError> {
@@ -270,12 +273,12 @@ async fn route(
     };
     let caller = sim.authenticate(req.headers());
     let user = caller.and_then(|c| sim.impersonate(c, req.headers()));
-    if let Ok(u) = &user {
+    if let Ok((u, _)) = &user {
         seen.user = u.name.clone();
         seen.groups = u.groups.clone();
     }
     sim.remember(seen);
-    let user = user?;
+    let (user, extras) = user?;
     let values = url.query();
     let query: HashMap<String, String> = values.first_values();
     sim.authorize(&user, &info)?;
@@ -290,6 +293,9 @@ async fn route(
     }
     if !info.resource_request {
         return discovery(sim, &info, req.headers());
+    }
+    if info.api_group == crate::metrics::GROUP && sim.cluster.metrics_enabled() {
+        return crate::metrics::serve(&sim.cluster, &info, &query).map(|v| json_response(StatusCode::OK, &v));
     }
     let r = sim
         .cluster
@@ -308,6 +314,50 @@ async fn route(
         ("create", "") if r.group == "authorization.k8s.io" => {
             let (_, body) = read_body(req).await?;
             access_review(sim, &r, &user, &body)
+        }
+        ("create", "") if r.plural == "selfsubjectreviews" => {
+            read_body(req).await?;
+            let mut extra = serde_json::Map::new();
+            for (k, v) in &extras {
+                let entry = extra.entry(k.clone()).or_insert_with(|| json!([]));
+                if let Some(a) = entry.as_array_mut() {
+                    a.push(json!(v));
+                }
+            }
+            let mut info = json!({"username": user.name, "groups": user.groups});
+            if !extra.is_empty() {
+                info["extra"] = Value::Object(extra);
+            }
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "SelfSubjectReview", "apiVersion": r.group_version(), "metadata": {"creationTimestamp": null},
+                        "status": {"userInfo": info}}),
+            ))
+        }
+        ("create", "eviction") if r.plural == "pods" && r.group.is_empty() => {
+            let dry = dry_run_of(&values, "CreateOptions")?;
+            let (_, body) = read_body(req).await?;
+            let eviction = if body.starts_with(proto::MAGIC) {
+                proto::object_to_json(&body)?
+            } else {
+                serde_json::from_slice::<Value>(&body)
+                    .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?
+            };
+            if eviction.pointer("/metadata/name").and_then(Value::as_str) != Some(info.name.as_str()) {
+                return Err(ApiError::bad_request("name in URL does not match name in Eviction object"));
+            }
+            let mut opts = delete_options(eviction.get("deleteOptions").unwrap_or(&json!({})))?;
+            if dry
+                && !opts.dry_run
+                && eviction
+                    .pointer("/deleteOptions/dryRun")
+                    .is_some_and(|d| d.as_array().is_some_and(|a| !a.is_empty()))
+            {
+                return Err(ApiError::bad_request("Non-matching dry-run options in request and content"));
+            }
+            opts.dry_run |= dry;
+            let status = sim.cluster.evict(&ns, &info.name, &opts)?;
+            Ok(json_response(StatusCode::CREATED, &status))
         }
         ("get", "log") => logs(sim, &r, &ns, &info.name, &query).await,
         ("create", "token") if r.plural == "serviceaccounts" => {
@@ -339,6 +389,9 @@ async fn route(
             if info.verb == "get" {
                 return Ok(json_response(StatusCode::OK, &scale_of(&live)));
             }
+            let opts = WriteOptions {
+                dry_run: dry_run_of(&values, if info.verb == "update" { "UpdateOptions" } else { "PatchOptions" })?,
+            };
             let ct = header_str(req.headers(), "content-type").split(';').next().unwrap_or("").trim().to_string();
             let (_, body) = read_body(req).await?;
             let sent: Value =
@@ -351,14 +404,28 @@ async fn route(
                 }
                 _ => patch::merge(&mut scale, &sent),
             }
-            let replicas = scale
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .ok_or_else(|| ApiError::invalid("Scale", &info.name, "spec.replicas: Required value"))?;
+            let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+            if replicas < 0 {
+                return Err(ApiError::invalid_fields(
+                    "autoscaling",
+                    "Scale",
+                    &info.name,
+                    &[FieldError::invalid(
+                        "spec.replicas",
+                        &replicas.to_string(),
+                        "must be greater than or equal to 0",
+                    )],
+                ));
+            }
+            let sent_rv = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
             let mut updated = live;
             updated["spec"]["replicas"] = json!(replicas);
-            strip_rv(&mut updated);
-            let updated = sim.cluster.update(&r, &ns, &info.name, updated)?;
+            if sent_rv.is_empty() {
+                strip_rv(&mut updated);
+            } else {
+                updated["metadata"]["resourceVersion"] = json!(sent_rv);
+            }
+            let updated = sim.cluster.update_with(&r, &ns, &info.name, updated, opts)?;
             Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }
         ("get" | "create", "portforward") => {
@@ -393,51 +460,53 @@ async fn route(
         ("list", "") => list(sim, &r, &info, &query, &accept),
         ("watch", "") => watch(sim, &r, &info, &query, &accept),
         ("create", "") => {
+            let opts = WriteOptions { dry_run: dry_run_of(&values, "CreateOptions")? };
             let (_, body) = read_body(req).await?;
             let obj = parse_object(&body, &r, &ns)?;
-            if dry_run(&query) {
-                return Ok(json_response(StatusCode::CREATED, &obj));
-            }
-            let created = sim.cluster.create(&r, &ns, obj)?;
+            let created = sim.cluster.create_with(&r, &ns, obj, opts)?;
             Ok(json_response(StatusCode::CREATED, &created))
         }
         ("update", "" | "status") => {
+            let opts = WriteOptions { dry_run: dry_run_of(&values, "UpdateOptions")? };
             let (_, body) = read_body(req).await?;
             let mut obj = parse_object(&body, &r, &ns)?;
             if obj.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != info.name) {
                 return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
             }
             obj["metadata"]["name"] = json!(info.name);
-            if dry_run(&query) {
-                // Checked like a write (exists, not stale), but not stored.
-                let current = sim.cluster.store.get(&r, &ns, &info.name)?;
-                let sent_rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
-                let rv = current.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
-                if !sent_rv.is_empty() && rv.as_str() != Some(sent_rv) {
-                    return Err(ApiError::conflict(&r, &info.name));
-                }
-                obj["metadata"]["resourceVersion"] = rv;
-                return Ok(json_response(StatusCode::OK, &obj));
+            if info.subresource == "status" {
+                // The status subresource changes only the status.
+                let mut live = sim.cluster.store.get(&r, &ns, &info.name)?;
+                live["status"] = obj.get("status").cloned().unwrap_or(json!({}));
+                live["metadata"]["resourceVersion"] =
+                    obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+                obj = live;
             }
-            let updated = sim.cluster.update(&r, &ns, &info.name, obj)?;
+            let updated = sim.cluster.update_with(&r, &ns, &info.name, obj, opts)?;
             Ok(json_response(StatusCode::OK, &updated))
         }
         ("patch", "" | "status") => {
+            let opts = WriteOptions { dry_run: dry_run_of(&values, "PatchOptions")? };
             let ct = header_str(req.headers(), "content-type").split(';').next().unwrap_or("").trim().to_string();
             let (_, body) = read_body(req).await?;
-            patch_object(sim, &r, &ns, &info.name, &ct, &body, &query)
+            patch_object(sim, &r, &ns, &info.name, &ct, &body, &query, opts)
         }
         ("delete", "") => {
-            let gone = sim.cluster.delete(&r, &ns, &info.name)?;
-            Ok(json_response(StatusCode::OK, &gone))
+            let (_, body) = read_body(req).await?;
+            let opts = delete_options_of(&body, &values)?;
+            let gone = sim.cluster.delete_with(&r, &ns, &info.name, &opts)?;
+            Ok(json_response(StatusCode::OK, &deleted_answer(&r, gone)))
         }
         ("deletecollection", "") => {
+            let (_, body) = read_body(req).await?;
+            let opts = delete_options_of(&body, &values)?;
             let (items, _) = sim.cluster.store.list(&r, Some(&ns));
             let labels = selector(&query, "labelSelector")?;
+            let fields = field_selector(&r, &query)?;
             let mut gone = Vec::new();
-            for o in items.into_iter().filter(|o| labels.matches_labels(o)) {
+            for o in items.into_iter().filter(|o| labels.matches_labels(o) && fields.matches_fields(o)) {
                 let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-                if let Ok(g) = sim.cluster.delete(&r, &ns, &name) {
+                if let Ok(g) = sim.cluster.delete_with(&r, &ns, &name, &opts) {
                     gone.push(g);
                 }
             }
@@ -491,8 +560,92 @@ fn token_request(sim: &KubeSim, r: &Resource, ns: &str, name: &str, body: &[u8])
     ))
 }
 
-fn dry_run(query: &HashMap<String, String>) -> bool {
-    query.get("dryRun").is_some_and(|v| v == "All")
+/// The `dryRun` query parameters: none, or only `All` (anything else is
+/// the 422 `errors.NewInvalid` gives for the `options` kind).
+fn dry_run_of(values: &request::Values, options: &str) -> Result<bool, ApiError> {
+    let all: Vec<String> = values.pairs.iter().filter(|(k, _)| k == "dryRun").map(|(_, v)| v.clone()).collect();
+    if all.iter().any(|v| v != "All") {
+        return Err(ApiError::bad_dry_run(options, &all));
+    }
+    Ok(!all.is_empty())
+}
+
+/// `DeleteOptions` from a JSON object.
+fn delete_options(v: &Value) -> Result<DeleteOptions, ApiError> {
+    let dry: Vec<String> = v
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    if dry.iter().any(|d| d != "All") {
+        return Err(ApiError::bad_dry_run("DeleteOptions", &dry));
+    }
+    let pre = |k: &str| v.pointer(&format!("/preconditions/{k}")).and_then(Value::as_str).map(str::to_string);
+    let propagation = match (v.get("propagationPolicy").and_then(Value::as_str), v.get("orphanDependents")) {
+        (Some("Orphan"), _) | (None, Some(Value::Bool(true))) => Propagation::Orphan,
+        (Some("Foreground"), _) => Propagation::Foreground,
+        _ => Propagation::Background,
+    };
+    Ok(DeleteOptions {
+        dry_run: !dry.is_empty(),
+        preconditions: Preconditions { uid: pre("uid"), resource_version: pre("resourceVersion") },
+        propagation,
+    })
+}
+
+/// `DeleteOptions` as the delete handler reads them: from the body when
+/// there is one (then the query is not read), else from the query.
+fn delete_options_of(body: &[u8], values: &request::Values) -> Result<DeleteOptions, ApiError> {
+    if !body.is_empty() {
+        let v = if body.starts_with(proto::MAGIC) {
+            proto::object_to_json(body)?
+        } else {
+            serde_json::from_slice::<Value>(body)
+                .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?
+        };
+        return delete_options(&v);
+    }
+    let mut v = json!({});
+    let dry: Vec<&str> = values.pairs.iter().filter(|(k, _)| k == "dryRun").map(|(_, x)| x.as_str()).collect();
+    if !dry.is_empty() {
+        v["dryRun"] = json!(dry);
+    }
+    if let Some(p) = values.get("propagationPolicy") {
+        v["propagationPolicy"] = json!(p);
+    }
+    if let Some(o) = values.get("orphanDependents") {
+        v["orphanDependents"] = json!(o == "true");
+    }
+    delete_options(&v)
+}
+
+/// What a delete answers: the object for the kinds whose registry returns
+/// it (`ReturnDeletedObject`), else a `Status` naming it.
+fn deleted_answer(r: &Resource, gone: Value) -> Value {
+    let returns_object = !crate::resources::is_builtin_group(&r.group)
+        || matches!(
+            (r.group.as_str(), r.plural.as_str()),
+            ("", "pods" | "services" | "serviceaccounts" | "namespaces")
+        );
+    if returns_object {
+        return gone;
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+           "details": {"name": gone.pointer("/metadata/name").cloned().unwrap_or(Value::Null), "group": r.group,
+                       "kind": r.plural, "uid": gone.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)}})
+}
+
+/// A field selector, refused (400) when it names a field the resource does
+/// not index, as the API server refuses it.
+fn field_selector(r: &Resource, query: &HashMap<String, String>) -> Result<Selector, ApiError> {
+    let raw = query.get("fieldSelector").map(String::as_str).unwrap_or("");
+    let sel = Selector::parse(raw).map_err(ApiError::bad_request)?;
+    for field in sel.fields() {
+        if !crate::resources::selectable_field(r, field) {
+            return Err(ApiError::bad_request(format!("field label not supported: {field}")));
+        }
+    }
+    Ok(sel)
 }
 
 fn selector(query: &HashMap<String, String>, key: &str) -> Result<Selector, ApiError> {
@@ -542,7 +695,7 @@ fn list(
     let ns = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
     let (items, rv) = sim.cluster.store.list(r, ns);
     let labels = selector(query, "labelSelector")?;
-    let fields = selector(query, "fieldSelector")?;
+    let fields = field_selector(r, query)?;
     let items: Vec<Value> =
         items.into_iter().filter(|o| labels.matches_labels(o) && fields.matches_fields(o)).collect();
     let start: usize = match query.get("continue").filter(|c| !c.is_empty()) {
@@ -570,13 +723,17 @@ fn watch(
     accept: &str,
 ) -> Result<Response<Body>, ApiError> {
     let labels = selector(query, "labelSelector")?;
-    let mut fields = selector(query, "fieldSelector")?;
+    let mut fields = field_selector(r, query)?;
     if !info.name.is_empty() {
         fields = Selector::parse(&format!("metadata.name={}", info.name)).map_err(ApiError::bad_request)?;
     }
     let rv: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
     let as_table = table::wants_table(accept);
     let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    // WatchList (`sendInitialEvents=true`): the current objects as ADDED,
+    // then a BOOKMARK marking the end of the initial events.
+    let initial_events = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let rv = if initial_events { 0 } else { rv };
     let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
     let ns = info.namespace.clone();
     let resource = resource_key(r);
@@ -623,6 +780,14 @@ fn watch(
                 return;
             }
         }
+        if initial_events {
+            let rv = initial.iter().map(|e| e.rv).max().unwrap_or_else(|| sim2.cluster.store.resource_version());
+            let line = json!({"type": "BOOKMARK", "object": {"kind": bookmark_kind, "apiVersion": api_version,
+                "metadata": {"resourceVersion": rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}}});
+            if tx.send(Bytes::from(format!("{line}\n"))).await.is_err() {
+                return;
+            }
+        }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut tick = tokio::time::interval(bookmark_every);
         tick.tick().await;
@@ -660,6 +825,7 @@ fn watch(
     Ok(resp)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn patch_object(
     sim: &KubeSim,
     r: &Resource,
@@ -668,52 +834,53 @@ fn patch_object(
     content_type: &str,
     body: &[u8],
     query: &HashMap<String, String>,
+    opts: WriteOptions,
 ) -> Result<Response<Body>, ApiError> {
     let p: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
-    let existing = sim.cluster.store.get(r, ns, name);
+    let rv = |o: &Value| o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
     if content_type == "application/apply-patch+yaml" {
         // Server-side apply: create when missing, else merge the applied
         // configuration into the live object.
         let manager = query.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
-        return match existing {
+        return match sim.cluster.store.get(r, ns, name) {
             Err(e) if e.code == 404 => {
                 let mut obj = parse_object(body, r, ns)?;
                 obj["metadata"]["name"] = json!(name);
                 obj["metadata"]["managedFields"] = json!([{"manager": manager, "operation": "Apply", "apiVersion": r.group_version(), "fieldsType": "FieldsV1"}]);
-                if dry_run(query) {
-                    return Ok(json_response(StatusCode::CREATED, &obj));
-                }
-                Ok(json_response(StatusCode::CREATED, &sim.cluster.create(r, ns, obj)?))
+                Ok(json_response(StatusCode::CREATED, &sim.cluster.create_with(r, ns, obj, opts)?))
             }
             Err(e) => Err(e),
             Ok(mut live) => {
                 patch::strategic(&mut live, &p);
-                strip_rv(&mut live);
-                if dry_run(query) {
-                    return Ok(json_response(StatusCode::OK, &live));
-                }
-                Ok(json_response(StatusCode::OK, &sim.cluster.update(r, ns, name, live)?))
+                Ok(json_response(StatusCode::OK, &sim.cluster.update_with(r, ns, name, live, opts)?))
             }
         };
     }
-    let mut live = existing?;
-    match content_type {
-        "application/merge-patch+json" => patch::merge(&mut live, &p),
-        "application/strategic-merge-patch+json" => patch::strategic(&mut live, &p),
-        "application/json-patch+json" => {
-            patch::json_patch(&mut live, &p).map_err(|e| ApiError::invalid(&r.kind, name, &e))?
+    // Like the API server, retry on a conflict the patch did not ask for
+    // (it names no other resourceVersion); a stale one it names is a 409.
+    let mut tries = 0;
+    loop {
+        let live = sim.cluster.store.get(r, ns, name)?;
+        let mut patched = live.clone();
+        match content_type {
+            "application/merge-patch+json" => patch::merge(&mut patched, &p),
+            "application/strategic-merge-patch+json" => patch::strategic(&mut patched, &p),
+            "application/json-patch+json" => {
+                patch::json_patch(&mut patched, &p).map_err(|e| ApiError::invalid(&r.kind, name, &e))?
+            }
+            other => return Err(ApiError::unsupported_media_type(other)),
         }
-        other => return Err(ApiError::unsupported_media_type(other)),
+        let asked_rv = rv(&patched);
+        if asked_rv.is_empty() {
+            patched["metadata"]["resourceVersion"] = json!(rv(&live));
+        }
+        match sim.cluster.update_with(r, ns, name, patched, opts) {
+            Err(e) if e.code == 409 && (asked_rv.is_empty() || asked_rv == rv(&live)) && tries < 5 => tries += 1,
+            Err(e) => return Err(e),
+            Ok(v) => return Ok(json_response(StatusCode::OK, &v)),
+        }
     }
-    // A patch that names a resourceVersion must match; otherwise it applies to the latest.
-    if p.pointer("/metadata/resourceVersion").is_none() {
-        strip_rv(&mut live);
-    }
-    if dry_run(query) {
-        return Ok(json_response(StatusCode::OK, &live));
-    }
-    Ok(json_response(StatusCode::OK, &sim.cluster.update(r, ns, name, live)?))
 }
 
 fn strip_rv(o: &mut Value) {

@@ -18,6 +18,25 @@ pub fn resource_key(r: &Resource) -> String {
     format!("{}/{}", r.group, r.plural)
 }
 
+/// `DeleteOptions.preconditions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    /// The object's uid must be this.
+    pub uid: Option<String>,
+    /// The object's resourceVersion must be this.
+    pub resource_version: Option<String>,
+}
+
+/// The characters the API server draws generated names from
+/// (`k8s.io/apimachinery/pkg/util/rand`: no vowels, no look-alikes).
+pub const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// `n` random characters from [`ALPHANUMS`], like `utilrand.String(n)`.
+pub fn random_suffix(n: usize) -> String {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes.iter().cycle().take(n).map(|b| char::from(ALPHANUMS[usize::from(*b) % ALPHANUMS.len()])).collect()
+}
+
 /// A change to one object.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -85,7 +104,14 @@ impl Store {
     }
 
     /// Creates `obj` (kind and apiVersion filled from `r`).
-    pub fn create(&self, r: &Resource, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+    pub fn create(&self, r: &Resource, ns: &str, obj: Value) -> Result<Value, ApiError> {
+        self.create_opts(r, ns, obj, false)
+    }
+
+    /// Creates `obj`, or with `dry_run` answers what would be created (a
+    /// name, uid and timestamp, no resourceVersion) without storing it or
+    /// telling watches, as the API server's dry-run storage does.
+    pub fn create_opts(&self, r: &Resource, ns: &str, mut obj: Value, dry_run: bool) -> Result<Value, ApiError> {
         let name = meta(&obj, "name");
         let name = if name.is_empty() {
             let prefix = meta(&obj, "generateName");
@@ -96,7 +122,7 @@ impl Store {
                     "metadata.name: Required value: name or generateName is required",
                 ));
             }
-            format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..5])
+            format!("{prefix}{}", random_suffix(5))
         } else {
             name
         };
@@ -105,7 +131,9 @@ impl Store {
         if inner.objects.contains_key(&key) {
             return Err(ApiError::already_exists(r, &name));
         }
-        inner.rv += 1;
+        if !dry_run {
+            inner.rv += 1;
+        }
         let rv = inner.rv;
         obj["apiVersion"] = json!(r.group_version());
         obj["kind"] = json!(r.kind);
@@ -118,9 +146,17 @@ impl Store {
             mm.remove("namespace");
         }
         metadata["uid"] = json!(uuid::Uuid::new_v4().to_string());
-        metadata["resourceVersion"] = json!(rv.to_string());
         metadata["creationTimestamp"] = json!(now_rfc3339());
-        metadata["generation"] = json!(1);
+        if r.has_generation() {
+            metadata["generation"] = json!(1);
+        }
+        if dry_run {
+            if let Some(m) = metadata.as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            return Ok(obj);
+        }
+        metadata["resourceVersion"] = json!(rv.to_string());
         inner.objects.insert(key, obj.clone());
         self.record(&mut inner, &resource_key(r), "ADDED", obj.clone());
         Ok(obj)
@@ -152,7 +188,20 @@ impl Store {
 
     /// Replaces an object. A `resourceVersion` in `obj` must match (else
     /// Conflict); `generation` goes up when `spec` changes.
-    pub fn update(&self, r: &Resource, ns: &str, name: &str, mut obj: Value) -> Result<Value, ApiError> {
+    pub fn update(&self, r: &Resource, ns: &str, name: &str, obj: Value) -> Result<Value, ApiError> {
+        self.update_opts(r, ns, name, obj, false)
+    }
+
+    /// Replaces an object, or with `dry_run` answers the result (checked
+    /// the same way, keeping the stored resourceVersion) without storing it.
+    pub fn update_opts(
+        &self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let ns = if r.namespaced { ns } else { "" };
         let key = (resource_key(r), ns.to_string(), name.to_string());
         let mut inner = self.lock();
@@ -161,8 +210,7 @@ impl Store {
         if !sent_rv.is_empty() && sent_rv != meta(&old, "resourceVersion") {
             return Err(ApiError::conflict(r, name));
         }
-        inner.rv += 1;
-        let rv = inner.rv;
+        let rv = if dry_run { inner.rv } else { inner.rv + 1 };
         obj["apiVersion"] = json!(r.group_version());
         obj["kind"] = json!(r.kind);
         if !obj.get("metadata").is_some_and(Value::is_object) {
@@ -174,9 +222,18 @@ impl Store {
         if r.namespaced {
             obj["metadata"]["namespace"] = json!(ns);
         }
-        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-        let changed = obj.get("spec") != old.get("spec");
-        obj["metadata"]["generation"] = json!(if changed { generation + 1 } else { generation });
+        if r.has_generation() {
+            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            let changed = obj.get("spec") != old.get("spec");
+            obj["metadata"]["generation"] = json!(if changed { generation + 1 } else { generation });
+        } else if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("generation");
+        }
+        if dry_run {
+            obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+            return Ok(obj);
+        }
+        inner.rv = rv;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         inner.objects.insert(key, obj.clone());
         self.record(&mut inner, &resource_key(r), "MODIFIED", obj.clone());
@@ -185,12 +242,46 @@ impl Store {
 
     /// Deletes an object, returning it.
     pub fn delete(&self, r: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.delete_opts(r, ns, name, &Preconditions::default(), false)
+    }
+
+    /// Deletes an object if `pre` holds (else 409 Conflict, with the API
+    /// server's messages), returning it; with `dry_run` only checks.
+    pub fn delete_opts(
+        &self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        pre: &Preconditions,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let ns = if r.namespaced { ns } else { "" };
+        let key = (resource_key(r), ns.to_string(), name.to_string());
         let mut inner = self.lock();
-        let mut obj = inner
-            .objects
-            .remove(&(resource_key(r), ns.to_string(), name.to_string()))
-            .ok_or_else(|| ApiError::not_found(r, name))?;
+        let current = inner.objects.get(&key).ok_or_else(|| ApiError::not_found(r, name))?;
+        let (uid, rv) = (meta(current, "uid"), meta(current, "resourceVersion"));
+        if let Some(want) = pre.uid.as_deref().filter(|w| *w != uid) {
+            return Err(ApiError::precondition(
+                r,
+                name,
+                &format!(
+                    "the UID in the precondition ({want}) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+                ),
+            ));
+        }
+        if let Some(want) = pre.resource_version.as_deref().filter(|w| *w != rv) {
+            return Err(ApiError::precondition(
+                r,
+                name,
+                &format!(
+                    "the ResourceVersion in the precondition ({want}) does not match the ResourceVersion in record ({rv}). The object might have been modified"
+                ),
+            ));
+        }
+        if dry_run {
+            return Ok(current.clone());
+        }
+        let mut obj = inner.objects.remove(&key).ok_or_else(|| ApiError::not_found(r, name))?;
         inner.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
         self.record(&mut inner, &resource_key(r), "DELETED", obj.clone());

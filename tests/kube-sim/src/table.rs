@@ -62,6 +62,30 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
             ("Message", "string"),
         ],
         "Namespace" => vec![("Name", "string"), ("Status", "string"), ("Age", "string")],
+        "ReplicaSet" => vec![
+            ("Name", "string"),
+            ("Desired", "integer"),
+            ("Current", "integer"),
+            ("Ready", "integer"),
+            ("Age", "string"),
+        ],
+        "DaemonSet" => vec![
+            ("Name", "string"),
+            ("Desired", "integer"),
+            ("Current", "integer"),
+            ("Ready", "integer"),
+            ("Up-to-date", "integer"),
+            ("Available", "integer"),
+            ("Node Selector", "string"),
+            ("Age", "string"),
+        ],
+        "PodDisruptionBudget" => vec![
+            ("Name", "string"),
+            ("Min Available", "string"),
+            ("Max Unavailable", "string"),
+            ("Allowed Disruptions", "integer"),
+            ("Age", "string"),
+        ],
         _ => vec![("Name", "string"), ("Age", "string")],
     }
 }
@@ -126,7 +150,57 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]
         }
         "Node" => {
-            vec![json!(name), json!("Ready"), json!("<none>"), json!(a), json!(s(o, "/status/nodeInfo/kubeletVersion"))]
+            let ready = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| cs.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"));
+            let mut status = if ready { "Ready" } else { "NotReady" }.to_string();
+            if o.pointer("/spec/unschedulable") == Some(&json!(true)) {
+                status.push_str(",SchedulingDisabled");
+            }
+            vec![json!(name), json!(status), json!("<none>"), json!(a), json!(s(o, "/status/nodeInfo/kubeletVersion"))]
+        }
+        "ReplicaSet" => {
+            let n = |p: &str| o.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+            vec![
+                json!(name),
+                json!(n("/spec/replicas")),
+                json!(n("/status/replicas")),
+                json!(n("/status/readyReplicas")),
+                json!(a),
+            ]
+        }
+        "DaemonSet" => {
+            let n = |p: &str| o.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+            let sel: Vec<String> = o
+                .pointer("/spec/template/spec/nodeSelector")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+                .unwrap_or_default();
+            vec![
+                json!(name),
+                json!(n("/status/desiredNumberScheduled")),
+                json!(n("/status/currentNumberScheduled")),
+                json!(n("/status/numberReady")),
+                json!(n("/status/updatedNumberScheduled")),
+                json!(n("/status/numberAvailable")),
+                json!(if sel.is_empty() { "<none>".to_string() } else { sel.join(",") }),
+                json!(a),
+            ]
+        }
+        "PodDisruptionBudget" => {
+            let show = |p: &str| match o.pointer(p) {
+                Some(Value::String(v)) => v.clone(),
+                Some(Value::Number(v)) => v.to_string(),
+                _ => "N/A".to_string(),
+            };
+            vec![
+                json!(name),
+                json!(show("/spec/minAvailable")),
+                json!(show("/spec/maxUnavailable")),
+                json!(o.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0)),
+                json!(a),
+            ]
         }
         "Event" => vec![
             json!(age(if s(o, "/lastTimestamp").is_empty() {
