@@ -38,6 +38,8 @@ pub struct App {
     pub metrics: crate::metrics::CpMetrics,
     /// Longest a REST request may take to be answered.
     pub request_timeout: std::time::Duration,
+    /// The chat command service's shared state.
+    pub chat: crate::chat::ChatState,
     /// Work a request starts that outlives it (upgraded connections,
     /// exports), awaited when the control plane drains.
     pub tasks: tokio_util::task::TaskTracker,

@@ -117,6 +117,10 @@ pub struct RawConfig {
     /// Seconds a REST request may take to be answered [default: 30].
     #[arg(long, env = "KUBECHAT_REQUEST_TIMEOUT_SECS")]
     pub request_timeout_secs: Option<u64>,
+    /// Let tenants' chat LLM endpoints be on loopback over plain http (dev
+    /// stack and tests only) [default: false].
+    #[arg(long, env = "KUBECHAT_CHAT_LLM_ALLOW_LOOPBACK", num_args = 0..=1, default_missing_value = "true")]
+    pub chat_llm_allow_loopback: Option<bool>,
 }
 
 macro_rules! merge {
@@ -157,7 +161,8 @@ impl RawConfig {
             max_connections_per_address,
             handshake_timeout_secs,
             header_timeout_secs,
-            request_timeout_secs
+            request_timeout_secs,
+            chat_llm_allow_loopback
         )
     }
 
@@ -234,6 +239,7 @@ impl RawConfig {
             anyhow::ensure!(s > 0, "--request-timeout-secs must be at least 1");
             c.request_timeout = Duration::from_secs(s);
         }
+        c.chat_llm_allow_loopback = self.chat_llm_allow_loopback.unwrap_or(false);
         Ok(c)
     }
 

@@ -29,6 +29,8 @@
 //! - [`metrics`]: Prometheus metrics on the admin listener.
 //! - `presence`: the internal gRPC listener relays report to (mutual TLS).
 //! - [`relays`]: pooled mutual-TLS connections to relays.
+//! - [`chat`]: the chat command service: kubectl or English in, a plan
+//!   with a server-side dry run out, writes only on a bound confirmation.
 //! - [`client`]: the REST client the CLI and tests use.
 
 pub mod app;
@@ -38,6 +40,7 @@ pub mod billing;
 pub mod breaker;
 pub mod cache;
 pub mod certificates;
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -152,6 +155,8 @@ pub struct Config {
     /// Longest a REST request (not the kube path, not the audit export's
     /// streamed body) may take to be answered.
     pub request_timeout: std::time::Duration,
+    /// Tenants' chat LLM endpoints may be on loopback over plain http.
+    pub chat_llm_allow_loopback: bool,
 }
 
 impl Config {
@@ -177,6 +182,7 @@ impl Config {
             breaker_cooldown: std::time::Duration::from_secs(10),
             limits: kubechat_transport::limits::Limits::default(),
             request_timeout: std::time::Duration::from_secs(30),
+            chat_llm_allow_loopback: false,
         }
     }
 }
@@ -306,7 +312,9 @@ impl ControlPlane {
             metrics: metrics::CpMetrics::default(),
             tasks: TaskTracker::new(),
             request_timeout: config.request_timeout,
+            chat: chat::ChatState::default(),
         });
+        chat::llm::allow_loopback(config.chat_llm_allow_loopback);
         Ok(Self {
             app,
             listener,

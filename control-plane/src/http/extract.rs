@@ -136,6 +136,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Largest body of a chat command (a pasted manifest of up to 1 MiB, in JSON).
+pub const MAX_COMMAND_BODY: usize = 2 << 20;
+
+/// A chat command's JSON body: like [`JsonBody`], at most
+/// [`MAX_COMMAND_BODY`] bytes.
+#[derive(Debug)]
+pub struct CommandBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for CommandBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let body = http_body_util::Limited::new(req.into_body(), MAX_COMMAND_BODY);
+        let bytes = body.collect().await.map_err(|_| ApiError::too_large(MAX_COMMAND_BODY))?.to_bytes();
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("the request body is not valid: {e}")))
+    }
+}
+
 /// The caller's role in tenant `id`: their own, the platform's, or one
 /// granted by a cross-tenant access grant; `None` if they have no access.
 pub(crate) async fn role_in(app: &App, p: &Principal, id: &str) -> Result<Option<Role>, ApiError> {

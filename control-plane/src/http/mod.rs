@@ -22,6 +22,7 @@ mod audit;
 mod billing;
 mod certificates;
 mod clusters;
+mod commands;
 mod enroll;
 mod tenants;
 mod tokens;
@@ -67,6 +68,7 @@ fn api() -> OpenApiRouter<Arc<App>> {
         .merge(billing::router())
         .merge(tunnels::router())
         .merge(enroll::router())
+        .merge(commands::router())
 }
 
 /// The OpenAPI document of every REST route, generated from the routers.

@@ -56,7 +56,10 @@ pub(super) async fn send(
     mut req: Request,
     log: &LogPlace,
 ) -> Result<Response, Refusal> {
-    let client_upgrade = out.upgrade.then(|| hyper::upgrade::on(&mut req));
+    // A caller's connection to splice with the relay's once both upgrade.
+    // A request the control plane makes itself (chat's exec) has none: the
+    // relay's upgrade is then left on the response for it to take.
+    let client_upgrade = if out.upgrade { req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let trace = req.extensions().get::<TraceParent>().copied();
     let (parts, body) = req.into_parts();
     // The body is read first (the API server takes at most a few MiB), so a

@@ -157,6 +157,9 @@ pub(crate) struct RequestMeta {
     info: kube_request::RequestInfo,
     kubectl_command: String,
     kubectl_session: String,
+    /// Counted against the command quota here (chat counts its commands
+    /// itself, once each).
+    metered: bool,
 }
 
 impl RequestMeta {
@@ -226,6 +229,7 @@ pub async fn serve(
         info: kube_request::RequestInfo { verb: req.method().as_str().to_ascii_lowercase(), ..Default::default() },
         kubectl_command,
         kubectl_session,
+        metered: true,
     };
     let mut resp = match pipeline(&app, caller, &mut meta, req, cluster_id, &rest, raw_query.as_deref()).await {
         Ok(resp) => resp,
@@ -236,6 +240,53 @@ pub async fn serve(
     } else {
         meta.info.verb.clone()
     }));
+    resp
+}
+
+/// Who a request the control plane makes on a person's behalf (a chat
+/// command) is for, and how it is recorded.
+pub(crate) struct OnBehalf<'a> {
+    /// The person.
+    pub principal: &'a crate::auth::Principal,
+    /// Their address.
+    pub client_address: &'a str,
+    /// The command line it belongs to (the audit's `kubectlCommand`).
+    pub command_line: &'a str,
+    /// The plan it belongs to (the audit's `kubectlSession`).
+    pub session: &'a str,
+}
+
+/// Sends `req` (its URI the API path and query, e.g.
+/// `/api/v1/namespaces/web/pods?limit=500`) to `cluster_id` as `who`,
+/// through the very pipeline kubectl's requests take: the same
+/// classification, authorization, audit record, grant and relays. Not
+/// counted against the command quota (the caller counts each command once).
+/// Refusals are `Status` answers, as kubectl would get them.
+pub(crate) async fn send_as(app: &Arc<App>, who: &OnBehalf<'_>, cluster_id: &str, req: Request) -> Response {
+    let rest = req.uri().path().to_string();
+    let raw_query = req.uri().query().map(str::to_string);
+    let mut meta = RequestMeta {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        user: String::new(),
+        client_address: who.client_address.to_string(),
+        method: req.method().as_str().to_string(),
+        path: match &raw_query {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.clone(),
+        },
+        info: kube_request::RequestInfo { verb: req.method().as_str().to_ascii_lowercase(), ..Default::default() },
+        kubectl_command: who.command_line.to_string(),
+        kubectl_session: who.session.to_string(),
+        metered: false,
+    };
+    let caller = Ok(Caller(who.principal.clone()));
+    let mut resp = match pipeline(app, caller, &mut meta, req, cluster_id, &rest, raw_query.as_deref()).await {
+        Ok(resp) => resp,
+        Err(refusal) => refusal.answer(app, &meta).await,
+    };
+    if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
+        resp.headers_mut().entry("kubechat-request-id").or_insert(v);
+    }
     resp
 }
 
@@ -277,7 +328,9 @@ async fn pipeline(
         Refusal::new(StatusCode::FORBIDDEN, "Forbidden", format!("{what} is forbidden: KubeChat: {reason}"))
             .logged(&r.log)
     })?;
-    quota(app, &r, meta).await?;
+    if meta.metered {
+        quota(app, &r, meta).await?;
+    }
     if let Err(open) = app.breakers.check(&r.tenant.id, std::time::Instant::now()) {
         app.metrics.breaker_refusals.inc();
         return Err(Refusal::unavailable(format!(
@@ -376,12 +429,38 @@ fn check_upgrade(h: &http::HeaderMap, info: &kube_request::RequestInfo) -> Resul
 
 /// The cluster owner's monthly command quota (one kubectl invocation, one command).
 async fn quota(app: &App, r: &Resolved, meta: &RequestMeta) -> Result<(), Refusal> {
-    match app.quota.count(&app.db, &r.tenant, &meta.kubectl_session).await? {
+    count_command(app, &r.tenant, &r.cluster.id, &meta.kubectl_session).await.map_err(|e| {
+        let (status, message) = match e {
+            ApiOrQuota::Api(e) => return Refusal::from(e),
+            ApiOrQuota::Quota(m) => (StatusCode::TOO_MANY_REQUESTS, m),
+        };
+        Refusal::new(status, "TooManyRequests", message).logged(&r.log)
+    })
+}
+
+/// Why a command was not counted.
+pub(crate) enum ApiOrQuota {
+    /// Storage failed.
+    Api(ApiError),
+    /// The quota is used up (the message says until when).
+    Quota(String),
+}
+
+/// Counts a command against `tenant`'s monthly quota and meters it as
+/// `command_executed` (once per `session` window; every call when
+/// `session` is empty), or says why not.
+pub(crate) async fn count_command(
+    app: &App,
+    tenant: &Tenant,
+    cluster_id: &str,
+    session: &str,
+) -> Result<(), ApiOrQuota> {
+    match app.quota.count(&app.db, tenant, session).await.map_err(|e| ApiOrQuota::Api(e.into()))? {
         Ok(true) => {
             let write = Write::Usage {
                 id: uuid::Uuid::now_v7().to_string(),
-                tenant: r.tenant.id.clone(),
-                cluster: r.cluster.id.clone(),
+                tenant: tenant.id.clone(),
+                cluster: cluster_id.to_string(),
                 usage_type: "command_executed".into(),
                 quantity: 1.0,
                 time_ms: crate::directory::now_ms(),
@@ -396,21 +475,31 @@ async fn quota(app: &App, r: &Resolved, meta: &RequestMeta) -> Result<(), Refusa
             app.metrics.quota_refusals.inc();
             // No Retry-After: client-go would sleep that long (days) and
             // retry; kubectl should print the reason now.
-            Err(Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                format!(
-                    "KubeChat: tenant {} has used all {} kubectl commands of its {} plan for {}; the quota resets at {}; a tenant admin can upgrade with POST /v1/subscriptions/{}/upgrade",
-                    r.tenant.slug,
-                    q.limit,
-                    q.plan.as_str(),
-                    q.month,
-                    q.resets_at,
-                    r.tenant.id
-                ),
-            )
-            .logged(&r.log))
+            Err(ApiOrQuota::Quota(format!(
+                "KubeChat: tenant {} has used all {} kubectl commands of its {} plan for {}; the quota resets at {}; a tenant admin can upgrade with POST /v1/subscriptions/{}/upgrade",
+                tenant.slug,
+                q.limit,
+                q.plan.as_str(),
+                q.month,
+                q.resets_at,
+                tenant.id
+            )))
         }
+    }
+}
+
+/// The cluster a chat command is for, its tenant and the caller's role on
+/// it, resolved as the kube path resolves them (the same 404 for another
+/// tenant's cluster, the same suspension checks); or the status and
+/// message to answer.
+pub(crate) async fn resolve_cluster(
+    app: &App,
+    p: &crate::auth::Principal,
+    cluster_id: &str,
+) -> Result<(Tenant, Cluster, Role), (StatusCode, String)> {
+    match resolve(app, p, cluster_id).await {
+        Ok(r) => Ok((r.tenant, r.cluster, r.role)),
+        Err(refusal) => Err((refusal.status, refusal.message)),
     }
 }
 

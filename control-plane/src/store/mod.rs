@@ -7,6 +7,7 @@
 //! without one sees nothing of any tenant. SQLite has no RLS; the same
 //! scoping is enforced by the queries themselves (every one filters by tenant).
 
+pub mod chat;
 mod error;
 pub mod migrations;
 
@@ -45,6 +46,7 @@ pub struct Db {
 /// Tables holding a tenant's rows, in the order a purge deletes them.
 pub const TENANT_TABLES: &[&str] = &[
     "cross_tenant_access",
+    "chat_plans",
     "bootstrap_tokens",
     "api_tokens",
     "relay_tunnels",

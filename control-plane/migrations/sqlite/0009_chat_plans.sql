@@ -1,0 +1,2 @@
+CREATE TABLE chat_plans (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), cluster_id TEXT NOT NULL, user_id TEXT NOT NULL, kind TEXT NOT NULL, command_line TEXT NOT NULL, risk TEXT NOT NULL, body_json TEXT NOT NULL, body_hash TEXT NOT NULL, confirmation_hash TEXT NOT NULL, type_to_confirm TEXT, needs_approval BIGINT NOT NULL, approved_by TEXT, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, used_at BIGINT);
+CREATE INDEX chat_plans_expiry ON chat_plans(expires_at);
