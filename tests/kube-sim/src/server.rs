@@ -1035,8 +1035,12 @@ fn discovery(sim: &KubeSim, info: &RequestInfo, headers: &HeaderMap) -> Result<R
             );
             Ok(r)
         }
-        p if p == "/openapi/v3" || p.starts_with("/openapi/v3/") => {
-            Ok(json_response(StatusCode::OK, &json!({"paths": {}})))
+        "/openapi/v3" => Ok(json_response(StatusCode::OK, &crate::openapi::index())),
+        p if p.starts_with("/openapi/v3/") => {
+            let doc = crate::openapi::document(&p["/openapi/v3/".len()..]).ok_or_else(|| ApiError::no_route(p))?;
+            let mut r = json_response(StatusCode::OK, doc);
+            r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("public, immutable"));
+            Ok(r)
         }
         "/api" if aggregated => Ok(aggregated_response(&[(String::new(), "v1".to_string())], &resources)),
         "/apis" if aggregated => Ok(aggregated_response(&groups, &resources)),
