@@ -391,6 +391,8 @@ async fn auth_whoami_prints_the_impersonated_user() {
     assert!(out.lines().any(|l| l.starts_with("Username") && l.ends_with(" alice@example.com")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("Groups") && l.ends_with(" [devs system:authenticated]")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("Extra: team") && l.ends_with(" [blue]")), "{out}");
+    let out = kubectl(&s, "admin", Some("bob")).ok(&["auth", "whoami", "--as-uid=1234"]).await;
+    assert!(out.lines().any(|l| l.starts_with("UID") && l.ends_with(" 1234")), "{out}");
     let err = kubectl(&s, "nobody", Some("admin")).fails(&["auth", "whoami"]).await;
     // kubectl words a 403 on the review itself.
     assert!(

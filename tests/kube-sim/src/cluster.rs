@@ -422,12 +422,8 @@ impl Cluster {
     /// The garbage collector: dependents of the deleted owner `uid` are
     /// deleted (or, `orphan`, freed of their owner reference).
     fn collect(&self, ns: &str, uid: &str, orphan: bool) {
-        let kinds = [("apps", "replicasets"), ("", "pods"), ("", "events")];
-        for (g, p) in kinds {
+        for (g, p) in [("apps", "replicasets"), ("", "pods")] {
             let r = self.builtin(g, p);
-            if p == "events" {
-                continue;
-            }
             for o in self.store.list(&r, Some(ns)).0 {
                 let refs = o.pointer("/metadata/ownerReferences").and_then(Value::as_array);
                 if !refs.is_some_and(|refs| refs.iter().any(|x| s(x, "/uid") == uid)) {

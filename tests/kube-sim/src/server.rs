@@ -60,8 +60,14 @@ pub struct Seen {
     pub headers: Vec<(String, String)>,
 }
 
-/// Impersonated `extra` pairs (key, value), in the order received.
-type Extras = Vec<(String, String)>;
+/// What impersonation names besides the user and groups.
+#[derive(Debug, Clone, Default)]
+struct Impersonated {
+    /// `Impersonate-Extra-*` pairs (key, value), in the order received.
+    extras: Vec<(String, String)>,
+    /// `Impersonate-Uid`.
+    uid: Option<String>,
+}
 
 /// How many received requests kube-sim remembers.
 const SEEN_LIMIT: usize = 20_000;
@@ -141,7 +147,7 @@ impl KubeSim {
 
     /// Applies `Impersonate-*` headers, checking the caller's `impersonate`
     /// permission for the user, each group and each extra, like the API server.
-    fn impersonate(&self, caller: UserInfo, headers: &HeaderMap) -> Result<(UserInfo, Extras), ApiError> {
+    fn impersonate(&self, caller: UserInfo, headers: &HeaderMap) -> Result<(UserInfo, Impersonated), ApiError> {
         let user = header_str(headers, "impersonate-user").to_string();
         let groups: Vec<String> =
             headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
@@ -152,13 +158,17 @@ impl KubeSim {
                 Some((request::path_unescape(key)?, v.to_str().ok()?.to_string()))
             })
             .collect();
+        let uid = Some(header_str(headers, "impersonate-uid").to_string()).filter(|u| !u.is_empty());
         if user.is_empty() {
+            if uid.is_some() {
+                return Err(ApiError::bad_request("requested impersonation of uid without impersonating a user"));
+            }
             if !groups.is_empty() || !extras.is_empty() {
                 return Err(ApiError::bad_request(
                     "requested impersonation of groups or extras without impersonating a user",
                 ));
             }
-            return Ok((caller, Vec::new()));
+            return Ok((caller, Impersonated::default()));
         }
         let check = |a: Attributes| -> Result<(), ApiError> {
             rbac::authorize(&self.cluster.store, &caller, &a)
@@ -181,9 +191,12 @@ impl KubeSim {
         for (k, v) in &extras {
             check(imp("userextras", "authentication.k8s.io", k, v))?;
         }
+        if let Some(u) = &uid {
+            check(imp("uids", "authentication.k8s.io", "", u))?;
+        }
         let mut groups = groups;
         groups.push("system:authenticated".into());
-        Ok((UserInfo { name: user, groups }, extras))
+        Ok((UserInfo { name: user, groups }, Impersonated { extras, uid }))
     }
 
     fn authorize(&self, user: &UserInfo, info: &RequestInfo) -> Result<(), ApiError> {
@@ -278,7 +291,7 @@ async fn route(
         seen.groups = u.groups.clone();
     }
     sim.remember(seen);
-    let (user, extras) = user?;
+    let (user, impersonated) = user?;
     let values = url.query();
     let query: HashMap<String, String> = values.first_values();
     sim.authorize(&user, &info)?;
@@ -318,13 +331,16 @@ async fn route(
         ("create", "") if r.plural == "selfsubjectreviews" => {
             read_body(req).await?;
             let mut extra = serde_json::Map::new();
-            for (k, v) in &extras {
+            for (k, v) in &impersonated.extras {
                 let entry = extra.entry(k.clone()).or_insert_with(|| json!([]));
                 if let Some(a) = entry.as_array_mut() {
                     a.push(json!(v));
                 }
             }
             let mut info = json!({"username": user.name, "groups": user.groups});
+            if let Some(uid) = &impersonated.uid {
+                info["uid"] = json!(uid);
+            }
             if !extra.is_empty() {
                 info["extra"] = Value::Object(extra);
             }
