@@ -126,6 +126,16 @@ impl RawClient {
         r
     }
 
+    /// Sends `body` as a JSON request body, byte for byte.
+    pub async fn send_json(&self, method: &str, target: &str, token: &str, body: &[u8]) -> RawResponse {
+        let length = body.len().to_string();
+        let mut bytes = self
+            .head(method, target, token, &[("Content-Type", "application/json"), ("Content-Length", &length)])
+            .into_bytes();
+        bytes.extend_from_slice(body);
+        self.send_bytes(&bytes).await
+    }
+
     /// A TLS connection, nothing sent yet.
     pub async fn open(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
         self.connect(b"").await
@@ -176,5 +186,80 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         let Some(chunk) = data.get(..size) else { return Some(out) };
         out.extend_from_slice(chunk);
         data = data.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// Server-Sent Events read off one raw connection as they arrive.
+pub struct EventStream {
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    /// Bytes read and not yet parsed (de-chunked).
+    buf: Vec<u8>,
+    /// Raw bytes of the chunked body not yet de-chunked.
+    raw: Vec<u8>,
+}
+
+impl EventStream {
+    /// GETs `target` (`Accept: text/event-stream`) and reads the head; panics
+    /// unless it is a 200 event stream.
+    pub async fn open(client: &RawClient, target: &str, token: &str) -> Self {
+        let head = client.head("GET", target, token, &[("Accept", "text/event-stream")]);
+        let mut tls = client.connect(head.as_bytes()).await;
+        let mut data = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let end = loop {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let n = tls.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before the head: {:?}", String::from_utf8_lossy(&data));
+            data.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&data[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
+        Self { tls, buf: Vec::new(), raw: data[end..].to_vec() }
+    }
+
+    /// De-chunks what is complete in `raw` into `buf`.
+    fn dechunk(&mut self) {
+        loop {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
+            let size = usize::from_str_radix(String::from_utf8_lossy(&self.raw[..line_end]).trim(), 16).unwrap_or(0);
+            if self.raw.len() < line_end + 2 + size + 2 {
+                return;
+            }
+            self.buf.extend_from_slice(&self.raw[line_end + 2..line_end + 2 + size]);
+            self.raw.drain(..line_end + 2 + size + 2);
+        }
+    }
+
+    /// The next event (its name, "message" if none, and its data); `None`
+    /// once the server closes the stream.
+    pub async fn next(&mut self) -> Option<(String, String)> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            self.dechunk();
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let text = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                self.buf.drain(..end + 2);
+                let mut event = "message".to_string();
+                let mut data = Vec::new();
+                for line in text.lines() {
+                    if let Some(e) = line.strip_prefix("event:") {
+                        event = e.trim().to_string();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+                    }
+                }
+                if data.is_empty() && event == "message" {
+                    continue; // a keep-alive comment
+                }
+                return Some((event, data.join("\n")));
+            }
+            match self.tls.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.raw.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 }

@@ -197,6 +197,12 @@ impl ClusterClient {
         Self { command_line: command_line.to_string(), ..self.clone() }
     }
 
+    /// The same client recording into a list of its own (discovery reads,
+    /// which are not the command's requests).
+    pub fn apart(&self) -> Self {
+        Self { sent: Arc::default(), ..self.clone() }
+    }
+
     /// The person.
     pub fn principal(&self) -> &Principal {
         &self.principal

@@ -32,7 +32,7 @@ impl DiscoveryCache {
         {
             return Ok(d.clone());
         }
-        let d = Arc::new(read(client).await?);
+        let d = Arc::new(read(&client.apart()).await?);
         let mut entries = self.lock();
         if entries.len() > 10_000 {
             entries.clear();

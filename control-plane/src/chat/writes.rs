@@ -568,7 +568,13 @@ pub fn dry_run_path(path: &str) -> String {
 pub async fn send(ctx: &Ctx, step: &WriteStep, dry_run: bool) -> Result<Value, KubeError> {
     let method = Method::from_bytes(step.method.as_bytes()).map_err(|e| KubeError::local(e.to_string()))?;
     let path = if dry_run { dry_run_path(&step.path) } else { step.path.clone() };
-    ctx.client.write(method, &path, &step.content_type, &step.body).await
+    // The API server reads a DELETE's options from its body when it has
+    // one and then ignores the query: the dry run goes in the body too.
+    let mut body = step.body.clone();
+    if dry_run && step.method == "DELETE" && body.is_object() {
+        body["dryRun"] = json!(["All"]);
+    }
+    ctx.client.write(method, &path, &step.content_type, &body).await
 }
 
 /// Human differences between `before` and `after` (the dry run's result):

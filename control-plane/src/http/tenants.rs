@@ -229,7 +229,7 @@ async fn delete(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<S
 #[utoipa::path(get, path = "/v1/tenants/{id}/settings", tag = "tenants",
     responses((status = 200, description = "the tenant's settings")))]
 async fn get_settings(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<String>) -> Reply {
-    reply(StatusCode::OK, tenant_for(&app, &p, &id).await?.settings)
+    reply(StatusCode::OK, crate::chat::settings::shown(tenant_for(&app, &p, &id).await?.settings))
 }
 
 #[utoipa::path(put, path = "/v1/tenants/{id}/settings", tag = "tenants",
@@ -244,9 +244,19 @@ async fn put_settings(
     if !settings.is_object() {
         return Err(ApiError::bad_request("invalid_settings", "settings must be a JSON object"));
     }
+    crate::chat::settings::ChatSettings::parse(settings.get("chat"))
+        .map_err(|e| ApiError::bad_request("invalid_settings", e))?;
+    let mut settings = settings;
+    // A key shown as *** and sent back unchanged keeps the stored one.
+    if settings.pointer("/chat/llm/apiKey").and_then(|k| k.as_str()) == Some("***")
+        && let (Some(old), Some(k)) =
+            (t.settings.pointer("/chat/llm/apiKey").cloned(), settings.pointer_mut("/chat/llm/apiKey"))
+    {
+        *k = old;
+    }
     t.settings = settings;
     app.db.update_tenant(&Scope::Tenant(t.id.clone()), &t).await?;
-    reply(StatusCode::OK, t.settings)
+    reply(StatusCode::OK, crate::chat::settings::shown(t.settings))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{id}/usage", tag = "tenants",
