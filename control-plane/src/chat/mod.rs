@@ -197,7 +197,9 @@ impl ChatError {
         let status = StatusCode::from_u16(e.code).unwrap_or(StatusCode::BAD_GATEWAY);
         let status = if status.is_success() { StatusCode::BAD_GATEWAY } else { status };
         let code = match status {
-            StatusCode::FORBIDDEN => "forbidden",
+            // KubeChat's own refusal, or the cluster's RBAC.
+            StatusCode::FORBIDDEN if e.message.contains("KubeChat:") => "forbidden",
+            StatusCode::FORBIDDEN => "cluster_forbidden",
             StatusCode::NOT_FOUND => "not_found",
             StatusCode::CONFLICT => "conflict",
             StatusCode::UNPROCESSABLE_ENTITY => "invalid",
