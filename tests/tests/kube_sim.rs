@@ -326,6 +326,10 @@ async fn stale_versions_and_failed_preconditions_conflict() {
     let r = raw(&s, "PATCH", "/api/v1/namespaces/web/configmaps/settings", "application/json-patch+json", &json_patch)
         .await;
     assert_eq!(r.status, 409, "{}", r.text());
+    let wrong_uid = r#"{"metadata":{"name":"settings","uid":"0000"},"data":{"mode":"five"}}"#;
+    let r = raw(&s, "PUT", "/api/v1/namespaces/web/configmaps/settings", "application/json", wrong_uid).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("Precondition failed: UID in precondition: 0000"), "{}", r.text());
     assert_eq!(k.ok(&["-n", "web", "get", "configmap", "settings", "-o", "jsonpath={.data.mode}"]).await, "two");
 
     let target = "/api/v1/namespaces/web/configmaps/settings";

@@ -60,6 +60,12 @@ impl ApiError {
         .with_details(r, name)
     }
 
+    /// 409 Conflict for another reason than a stale resourceVersion.
+    pub fn conflict_because(r: &Resource, name: &str, why: &str) -> Self {
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(r)))
+            .with_details(r, name)
+    }
+
     /// 409 Conflict from a failed precondition (`DeleteOptions.preconditions`):
     /// the API server names the kind there, not the resource.
     pub fn precondition(r: &Resource, name: &str, why: &str) -> Self {

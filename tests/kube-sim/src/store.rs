@@ -206,6 +206,17 @@ impl Store {
         let key = (resource_key(r), ns.to_string(), name.to_string());
         let mut inner = self.lock();
         let old = inner.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(r, name))?;
+        let sent_uid = meta(&obj, "uid");
+        if !sent_uid.is_empty() && sent_uid != meta(&old, "uid") {
+            return Err(ApiError::conflict_because(
+                r,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {sent_uid}, UID in object meta: {}",
+                    meta(&old, "uid")
+                ),
+            ));
+        }
         let sent_rv = meta(&obj, "resourceVersion");
         if !sent_rv.is_empty() && sent_rv != meta(&old, "resourceVersion") {
             return Err(ApiError::conflict(r, name));
