@@ -3,35 +3,35 @@
 //!
 //! A sentence is read in four steps:
 //!
-//! 1. its words ([`token`]): lowercased, punctuation trimmed,
+//! 1. its words (`token`): lowercased, punctuation trimmed,
 //!    contractions split; more than [`MAX_CHARS`] characters are not read;
-//! 2. what it may not ask for ([`refusal`]): another cluster or identity
+//! 2. what it may not ask for (`refusal`): another cluster or identity
 //!    (`--kubeconfig`, `--server`, `--token`, `--as`), `--raw`, files and
 //!    URLs, `exec`, `port-forward`, `proxy`, `edit`, `cp`, `apply` …;
-//! 3. its verb phrase ([`verb`]), anywhere in the sentence: "*show* me",
+//! 3. its verb phrase (`verb`), anywhere in the sentence: "*show* me",
 //!    "*logs* of", "*why* is", "*roll* api *back*"; none is `get`;
-//! 4. the rest ([`slot`]): resource words resolved against the cluster's
+//! 4. the rest (`slot`): resource words resolved against the cluster's
 //!    [`Discovery`] (plural, singular, short names, kinds, CRDs, and
 //!    `deploys`, `stateful sets`, `apps`), object names, the namespace
 //!    (`in web`, `everywhere`), and each option (`as yaml`, `app=api`,
 //!    `last 50 lines`, `in the last hour`, `container sidecar`, `to three
 //!    replicas`, `revision 2`, `tier=web`, `remove label tier`), which
-//!    [`command`] then assembles into the canonical argv, a question back,
+//!    `command` then assembles into the canonical argv, a question back,
 //!    or a reason it was not understood.
 //!
 //! A sentence that names an object gives a [`Draft`] whose [`NameLookup`]
-//! is matched against the live objects by [`resolve`] ([`lookup`]).
+//! is matched against the live objects by [`resolve`] (`lookup`).
 //!
 //! # Layout
 //!
-//! - [`token`]: words.
-//! - [`quantity`]: numbers and spans of time.
-//! - [`lexicon`]: filler, formats, resource words, name shapes.
-//! - [`refusal`]: what is refused, and why.
-//! - [`verb`]: which command.
-//! - [`slot`]: resource, names, namespace, options.
-//! - [`command`]: each command's grammar and argv.
-//! - [`lookup`]: typed names against live objects.
+//! - `token`: words.
+//! - `quantity`: numbers and spans of time.
+//! - `lexicon`: filler, formats, resource words, name shapes.
+//! - `refusal`: what is refused, and why.
+//! - `verb`: which command.
+//! - `slot`: resource, names, namespace, options.
+//! - `command`: each command's grammar and argv.
+//! - `lookup`: typed names against live objects.
 
 use serde::Serialize;
 
@@ -52,6 +52,10 @@ pub const MAX_CHARS: usize = 2000;
 /// What a sentence was read as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the interface callers match on; one value per sentence, never in a hot loop"
+)]
 pub enum Interpretation {
     /// A command line, perhaps with one object name still to resolve
     /// against the cluster's objects ([`resolve`]).

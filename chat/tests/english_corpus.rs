@@ -79,9 +79,8 @@ fn cases() -> Vec<Case<'static>> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let (lhs, expected) = trimmed
-            .rsplit_once(" => ")
-            .unwrap_or_else(|| panic!("line {line_no}: no ` => ` in {trimmed:?}"));
+        let (lhs, expected) =
+            trimmed.rsplit_once(" => ").unwrap_or_else(|| panic!("line {line_no}: no ` => ` in {trimmed:?}"));
         let (namespace, phrase) = match lhs.strip_prefix('[').and_then(|r| r.split_once(']')) {
             Some((ns, rest)) => (ns.trim(), rest.trim()),
             None => ("default", lhs.trim()),

@@ -29,7 +29,14 @@ const POD_OWNERS: &[&str] = &["deployments", "statefulsets", "daemonsets", "repl
 /// What an object name with no resource word most likely is, asked back.
 const LIKELY_KINDS: &[&str] = &["deployments", "statefulsets", "services"];
 
-type Built = Result<Interpretation, Interpretation>;
+/// An answer found before the command line is complete: a question or a
+/// reason (boxed: it is the rare path).
+pub(crate) struct Halt(Box<Interpretation>);
+
+type Built = Result<Interpretation, Halt>;
+
+/// What a command's object phrase gave: resource, name, namespace.
+type Object = (Option<ApiResource>, Option<String>, Option<Scope>);
 
 /// The command `reading` and `slots` make, in `namespace` by default.
 pub(crate) fn build(reading: &Reading, slots: Slots, d: &Discovery, namespace: &str) -> Interpretation {
@@ -54,7 +61,7 @@ pub(crate) fn build(reading: &Reading, slots: Slots, d: &Discovery, namespace: &
         Verb::Diagnose => c.diagnose(),
         Verb::Changes => c.changes(),
     };
-    built.unwrap_or_else(|e| e)
+    built.unwrap_or_else(|h| *h.0)
 }
 
 /// Not understood, with the usual examples.
@@ -62,8 +69,14 @@ pub(crate) fn nope(message: impl Into<String>) -> Interpretation {
     Interpretation::NotUnderstood { message: message.into(), examples: examples() }
 }
 
-fn ask(text: impl Into<String>, choices: Vec<Choice>) -> Interpretation {
-    Interpretation::Question(Question { text: text.into(), choices })
+/// Stops with a reason.
+fn stop(message: impl Into<String>) -> Halt {
+    Halt(Box::new(nope(message)))
+}
+
+/// Stops with a question.
+fn ask(text: impl Into<String>, choices: Vec<Choice>) -> Halt {
+    Halt(Box::new(Interpretation::Question(Question { text: text.into(), choices })))
 }
 
 fn argv(words: &[&str]) -> Vec<String> {
@@ -77,7 +90,10 @@ fn looks_like_pod(name: &str) -> bool {
     let alnum = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     match segs.as_slice() {
         [_, .., hash, suffix] if segs.len() >= 3 => {
-            (suffix.len() == 5 && alnum(suffix) && (6..=10).contains(&hash.len()) && alnum(hash)
+            (suffix.len() == 5
+                && alnum(suffix)
+                && (6..=10).contains(&hash.len())
+                && alnum(hash)
                 && hash.bytes().any(|b| b.is_ascii_digit()))
                 || suffix.bytes().all(|b| b.is_ascii_digit())
         }
@@ -121,26 +137,26 @@ impl Ctx<'_> {
 
     /// Problems, unknown words, a write's collection words, and parts the
     /// command does not take.
-    fn check(&self, allowed: &[Part]) -> Result<(), Interpretation> {
+    fn check(&self, allowed: &[Part]) -> Result<(), Halt> {
         if let Some(p) = self.s.problems.first() {
-            return Err(nope(p.clone()));
+            return Err(stop(p.clone()));
         }
         if !self.s.unknown.is_empty() {
-            return Err(nope(format!(
+            return Err(stop(format!(
                 "I don't understand “{}”. Say what to do and to which object, e.g. “show pods in web” or “logs of api”.",
                 self.s.unknown.join(" ")
             )));
         }
         if self.verb.is_write() {
             if self.s.negated {
-                return Err(nope(format!(
+                return Err(stop(format!(
                     "That reads as not wanting to {}; I did nothing. Say what to do, e.g. “restart deployment api”.",
                     self.verb.name()
                 )));
             }
             if self.s.all.is_some() || !self.s.selector.is_empty() {
                 let what = self.s.all.clone().unwrap_or_else(|| self.s.selector.join(","));
-                return Err(nope(format!(
+                return Err(stop(format!(
                     "I {} one object at a time, by its name — not “{what}”. Say e.g. “{} …” with one name.",
                     self.verb.name(),
                     self.verb.name()
@@ -148,19 +164,19 @@ impl Ctx<'_> {
             }
         }
         if let Some((_, phrase)) = self.s.parts.iter().find(|(p, _)| !allowed.contains(p)) {
-            return Err(nope(format!("“{phrase}” doesn't go with {}.", self.verb.name())));
+            return Err(stop(format!("“{phrase}” doesn't go with {}.", self.verb.name())));
         }
         Ok(())
     }
 
-    fn no_numbers(&self, numbers: &[i64]) -> Result<(), Interpretation> {
+    fn no_numbers(&self, numbers: &[i64]) -> Result<(), Halt> {
         match numbers.first() {
-            Some(n) => Err(nope(format!("I don't know what “{n}” is for here."))),
+            Some(n) => Err(stop(format!("I don't know what “{n}” is for here."))),
             None => Ok(()),
         }
     }
 
-    fn resource(&self) -> Result<Option<ApiResource>, Interpretation> {
+    fn resource(&self) -> Result<Option<ApiResource>, Halt> {
         let mut out: Vec<&ApiResource> = Vec::new();
         for r in &self.s.resources {
             if !out.iter().any(|o| o.group == r.group && o.plural == r.plural) {
@@ -170,18 +186,18 @@ impl Ctx<'_> {
         match out.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some((*one).clone())),
-            many => Err(nope(format!(
+            many => Err(stop(format!(
                 "Name one kind of object at a time (I read {}).",
                 many.iter().map(|r| r.plural.as_str()).collect::<Vec<_>>().join(" and ")
             ))),
         }
     }
 
-    fn name(&self) -> Result<Option<String>, Interpretation> {
+    fn name(&self) -> Result<Option<String>, Halt> {
         match self.s.names.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(one.name.clone())),
-            many => Err(nope(format!(
+            many => Err(stop(format!(
                 "I can't tell which of {} is the object's name; name one object.",
                 many.iter().map(|n| format!("“{}”", n.name)).collect::<Vec<_>>().join(", ")
             ))),
@@ -189,11 +205,9 @@ impl Ctx<'_> {
     }
 
     /// The namespace named, or all, or `None` (the default).
-    fn scope(&self) -> Result<Option<Scope>, Interpretation> {
+    fn scope(&self) -> Result<Option<Scope>, Halt> {
         match (&self.s.scope, &self.s.namespace_word) {
-            (Some(Scope::Namespace(a)), Some(b)) if a != b => {
-                Err(nope("I read two different namespaces; name one."))
-            }
+            (Some(Scope::Namespace(a)), Some(b)) if a != b => Err(stop("I read two different namespaces; name one.")),
             (Some(s), _) => Ok(Some(s.clone())),
             (None, Some(ns)) => Ok(Some(Scope::Namespace(ns.clone()))),
             (None, None) => Ok(None),
@@ -202,7 +216,7 @@ impl Ctx<'_> {
 
     /// The resource and name, with `namespace web` read as the namespace
     /// object when nothing else is named.
-    fn object(&self) -> Result<(Option<ApiResource>, Option<String>, Option<Scope>), Interpretation> {
+    fn object(&self) -> Result<Object, Halt> {
         let resource = self.resource()?;
         let name = self.name()?;
         if resource.is_none()
@@ -280,7 +294,10 @@ impl Ctx<'_> {
             .filter_map(|k| self.kind(k))
             .map(|r| Choice { label: format!("the {} {name}", r.singular), argv: argv_for(&r) })
             .collect();
-        Err(ask(format!("{what} which “{name}”? Say its kind, e.g. “{} deployment {name}”.", what.to_lowercase()), choices))
+        Err(ask(
+            format!("{what} which “{name}”? Say its kind, e.g. “{} deployment {name}”.", what.to_lowercase()),
+            choices,
+        ))
     }
 
     /// "show everything": ask which kind.
@@ -307,24 +324,24 @@ impl Ctx<'_> {
             None if self.s.everything || (self.s.all.is_some() && name.is_none()) => {
                 return self.which_objects(&scope);
             }
-            None if self.s.replica_word => self.kind("deployments").ok_or_else(|| nope("no deployments"))?,
+            None if self.s.replica_word => self.kind("deployments").ok_or_else(|| stop("no deployments"))?,
             None => match &name {
                 Some(n) => self.guess(n).ok_or_else(|| {
-                    nope(format!(
+                    stop(format!(
                         "I don't know a kind of object called “{n}”. Name a resource type this cluster serves (e.g. “show pods in web”), or the object with its kind (e.g. “show the {n} deployment”)."
                     ))
                 })?,
-                None => return Err(nope("Show what? Name a kind of object, e.g. “show pods in web”.")),
+                None => return Err(stop("Show what? Name a kind of object, e.g. “show pods in web”.")),
             },
         };
         if resource.plural == "events" && resource.group.is_empty() {
             return self.events();
         }
         if name.is_some() && scope == Some(Scope::All) {
-            return Err(nope("An object's name needs its namespace, not every namespace; say e.g. “… in web”."));
+            return Err(stop("An object's name needs its namespace, not every namespace; say e.g. “… in web”."));
         }
         if name.is_some() && !self.s.selector.is_empty() {
-            return Err(nope("Name an object or give a label selector, not both."));
+            return Err(stop("Name an object or give a label selector, not both."));
         }
         let mut a = argv(&["get", &self.plural(&resource)]);
         let index = a.len();
@@ -366,13 +383,13 @@ impl Ctx<'_> {
                     });
                 }
             },
-            (None, None) => return Err(nope("Describe what? Name an object, e.g. “describe the api deployment”.")),
+            (None, None) => return Err(stop("Describe what? Name an object, e.g. “describe the api deployment”.")),
         };
         if name.is_some() && scope == Some(Scope::All) {
-            return Err(nope("An object's name needs its namespace, not every namespace; say e.g. “… in web”."));
+            return Err(stop("An object's name needs its namespace, not every namespace; say e.g. “… in web”."));
         }
         if name.is_some() && !self.s.selector.is_empty() {
-            return Err(nope("Name an object or give a label selector, not both."));
+            return Err(stop("Name an object or give a label selector, not both."));
         }
         let mut a = argv(&["describe", &self.plural(&resource)]);
         let index = a.len();
@@ -391,7 +408,7 @@ impl Ctx<'_> {
 
     fn logs(&self) -> Built {
         if self.s.all.is_some() || !self.s.selector.is_empty() {
-            return Err(nope(
+            return Err(stop(
                 "Logs come from one pod at a time: name it or its deployment, e.g. “logs of api”, not all pods or a selector.",
             ));
         }
@@ -401,26 +418,26 @@ impl Ctx<'_> {
         if let Some(r) = &resource
             && !(r.plural == "pods" || POD_OWNERS.contains(&r.plural.as_str()))
         {
-            return Err(nope(format!("Logs come from pods (or a deployment's pods), not {}.", r.plural)));
+            return Err(stop(format!("Logs come from pods (or a deployment's pods), not {}.", r.plural)));
         }
         let Some(name) = name else {
             return Err(ask("Logs of which pod? Name it or its deployment, e.g. “logs of api”.", Vec::new()));
         };
         if scope == Some(Scope::All) {
-            return Err(nope("Logs come from one pod in one namespace; say which namespace, e.g. “… in web”."));
+            return Err(stop("Logs come from one pod in one namespace; say which namespace, e.g. “… in web”."));
         }
-        let pods = self.kind("pods").ok_or_else(|| nope("this cluster serves no pods"))?;
+        let pods = self.kind("pods").ok_or_else(|| stop("this cluster serves no pods"))?;
         let mut a = argv(&["logs", &name]);
         a.extend(self.scope_args(&pods, &scope));
         if let Some(t) = self.s.tail {
             if !(1..=MAX_TAIL).contains(&t) {
-                return Err(nope(format!("I show between 1 and {MAX_TAIL} log lines, not {t}.")));
+                return Err(stop(format!("I show between 1 and {MAX_TAIL} log lines, not {t}.")));
             }
             a.push(format!("--tail={t}"));
         }
         if let Some(s) = &self.s.since {
             if s.seconds == 0 {
-                return Err(nope("A span of time has to be longer than zero."));
+                return Err(stop("A span of time has to be longer than zero."));
             }
             a.push(format!("--since={}", s.go));
         }
@@ -443,12 +460,12 @@ impl Ctx<'_> {
         let name = self.name()?;
         if resource.as_ref().is_some_and(|r| r.plural != "events") || name.is_some() {
             let what = name.or(resource.map(|r| r.plural)).unwrap_or_default();
-            return Err(nope(format!(
+            return Err(stop(format!(
                 "I list the events of a whole namespace (“events in web”); for “{what}” alone, ask “what's wrong with {what}” or describe it."
             )));
         }
         let scope = self.all_scope(self.scope()?);
-        let events = self.kind("events").ok_or_else(|| nope("this cluster serves no events"))?;
+        let events = self.kind("events").ok_or_else(|| stop("this cluster serves no events"))?;
         let mut a = argv(&["events"]);
         a.extend(self.scope_args(&events, &scope));
         if let Some(span) = &self.s.since {
@@ -476,17 +493,17 @@ impl Ctx<'_> {
         let (resource, name, scope) = self.object()?;
         let resource = match resource.or_else(|| name.as_deref().and_then(|n| self.guess(n))) {
             Some(r) => r,
-            None => self.kind("pods").ok_or_else(|| nope("this cluster serves no pods"))?,
+            None => self.kind("pods").ok_or_else(|| stop("this cluster serves no pods"))?,
         };
         if !(resource.group.is_empty() && matches!(resource.plural.as_str(), "pods" | "nodes")) {
-            return Err(nope(format!("Usage (top) is shown for pods or nodes, not {}.", resource.plural)));
+            return Err(stop(format!("Usage (top) is shown for pods or nodes, not {}.", resource.plural)));
         }
         let scope = if name.is_none() { self.all_scope(scope) } else { scope };
         if name.is_some() && scope == Some(Scope::All) {
-            return Err(nope("An object's name needs its namespace, not every namespace; say e.g. “… in web”."));
+            return Err(stop("An object's name needs its namespace, not every namespace; say e.g. “… in web”."));
         }
         if name.is_some() && !self.s.selector.is_empty() {
-            return Err(nope("Name an object or give a label selector, not both."));
+            return Err(stop("Name an object or give a label selector, not both."));
         }
         let mut a = argv(&["top", &resource.plural]);
         if let Some(n) = &name {
@@ -507,28 +524,32 @@ impl Ctx<'_> {
         let (resource, name, scope) = self.object()?;
         let resource = match resource {
             Some(r) => r,
-            None => self.kind("deployments").ok_or_else(|| nope("this cluster serves no deployments"))?,
+            None => self.kind("deployments").ok_or_else(|| stop("this cluster serves no deployments"))?,
         };
         if !SCALE_KINDS.contains(&resource.plural.as_str()) {
-            return Err(nope(format!(
+            return Err(stop(format!(
                 "{} don't scale; deployments, statefulsets and replicasets do (e.g. “scale deployment api to 3”).",
                 resource.plural
             )));
         }
+        // "scale api 3": a count in digits, the sentence's only number
         let mut numbers = self.s.numbers.clone();
         let replicas = match self.s.replicas {
             Some(r) => Some(r),
-            None if numbers.len() == 1 => numbers.pop(),
+            None if numbers.len() == 1 && self.s.digits => numbers.pop(),
             None => None,
         };
         self.no_numbers(&numbers)?;
         if scope == Some(Scope::All) {
-            return Err(nope("I scale one object in one namespace; say which namespace, e.g. “… in web”."));
+            return Err(stop("I scale one object in one namespace; say which namespace, e.g. “… in web”."));
         }
         let kind = resource.singular.clone();
         let Some(name) = name else {
             let to = replicas.map(|r| format!(" to {r} replicas")).unwrap_or_default();
-            return Err(ask(format!("Which {kind} should I scale{to}? Name it, e.g. “scale {kind} api to 3”."), Vec::new()));
+            return Err(ask(
+                format!("Which {kind} should I scale{to}? Name it, e.g. “scale {kind} api to 3”."),
+                Vec::new(),
+            ));
         };
         let Some(replicas) = replicas else {
             let by = match self.s.relative {
@@ -541,10 +562,10 @@ impl Ctx<'_> {
             ));
         };
         if replicas < 0 {
-            return Err(nope(format!("A replica count can't be negative ({replicas}).")));
+            return Err(stop(format!("A replica count can't be negative ({replicas}).")));
         }
         if replicas > MAX_REPLICAS {
-            return Err(nope(format!(
+            return Err(stop(format!(
                 "{replicas} replicas is more than I scale to from a sentence (at most {MAX_REPLICAS})."
             )));
         }
@@ -572,33 +593,30 @@ impl Ctx<'_> {
         self.check(allowed)?;
         let resource = match resource {
             Some(r) => r,
-            None => self.kind("deployments").ok_or_else(|| nope("this cluster serves no deployments"))?,
+            None => self.kind("deployments").ok_or_else(|| stop("this cluster serves no deployments"))?,
         };
         if !ROLLOUT_KINDS.contains(&resource.plural.as_str()) {
             if sub == "restart" && resource.plural == "pods" {
-                return Err(nope(
+                return Err(stop(
                     "Pods aren't restarted in place: delete the pod (“delete pod …”) and its deployment starts a new one, or restart the deployment (“restart deployment api”).",
                 ));
             }
-            return Err(nope(format!(
+            return Err(stop(format!(
                 "{} don't roll out; deployments, statefulsets and daemonsets do.",
                 resource.plural
             )));
         }
-        let mut numbers = self.s.numbers.clone();
-        let revision = match self.s.revision {
-            Some(r) => Some(r),
-            None if matches!(sub, "undo" | "history") && numbers.len() == 1 => numbers.pop(),
-            None => None,
-        };
-        self.no_numbers(&numbers)?;
+        // A revision is said as one ("to revision 2", "to 2"), never
+        // taken from a stray number.
+        self.no_numbers(&self.s.numbers)?;
+        let revision = self.s.revision;
         if let Some(r) = revision
             && r < 1
         {
-            return Err(nope(format!("Revisions are numbered from 1, not {r}.")));
+            return Err(stop(format!("Revisions are numbered from 1, not {r}.")));
         }
         if scope == Some(Scope::All) {
-            return Err(nope("A rollout is of one object in one namespace; say which namespace, e.g. “… in web”."));
+            return Err(stop("A rollout is of one object in one namespace; say which namespace, e.g. “… in web”."));
         }
         let kind = resource.singular.clone();
         let Some(name) = name else {
@@ -620,7 +638,7 @@ impl Ctx<'_> {
 
     fn delete(&self) -> Built {
         if self.s.everything {
-            return Err(nope(
+            return Err(stop(
                 "I delete one object at a time, by its name — never everything. Say e.g. “delete pod api-7d9f8c6b5-x2kqp”.",
             ));
         }
@@ -628,7 +646,7 @@ impl Ctx<'_> {
         self.no_numbers(&self.s.numbers)?;
         let (resource, name, scope) = self.object()?;
         let Some(name) = name else {
-            return Err(nope(match resource {
+            return Err(stop(match resource {
                 Some(r) => format!(
                     "I delete one object at a time, by its name — not all {}. Say e.g. “delete {} NAME”.",
                     r.plural, r.singular
@@ -637,7 +655,7 @@ impl Ctx<'_> {
             }));
         };
         if scope == Some(Scope::All) {
-            return Err(nope("I delete one object in one namespace; say which namespace, e.g. “… in web”."));
+            return Err(stop("I delete one object in one namespace; say which namespace, e.g. “… in web”."));
         }
         let resource = match resource.or_else(|| self.guess(&name)) {
             Some(r) => r,
@@ -661,11 +679,14 @@ impl Ctx<'_> {
         if let Some(r) = &resource
             && !(r.group.is_empty() && r.plural == "nodes")
         {
-            return Err(nope(format!("Only nodes are {verb}ed, not {}.", r.plural)));
+            return Err(stop(format!("Only nodes are {verb}ed, not {}.", r.plural)));
         }
-        let nodes = self.kind("nodes").ok_or_else(|| nope("this cluster serves no nodes"))?;
+        let nodes = self.kind("nodes").ok_or_else(|| stop("this cluster serves no nodes"))?;
         let Some(name) = name else {
-            return Err(ask(format!("Which node should I {verb}? Name it, e.g. “{verb} node sim-node-1”."), Vec::new()));
+            return Err(ask(
+                format!("Which node should I {verb}? Name it, e.g. “{verb} node sim-node-1”."),
+                Vec::new(),
+            ));
         };
         let mut a = argv(&[verb, &name]);
         if verb == "drain" {
@@ -698,7 +719,7 @@ impl Ctx<'_> {
             [] => None,
             [one] => Some(one.name.clone()),
             many => {
-                return Err(nope(format!(
+                return Err(stop(format!(
                     "I can't tell which of {} is the object's name; name one object.",
                     many.iter().map(|n| format!("“{}”", n.name)).collect::<Vec<_>>().join(", ")
                 )));
@@ -706,7 +727,10 @@ impl Ctx<'_> {
         };
         let scope = self.scope()?;
         let Some(name) = name else {
-            return Err(ask(format!("Which object should I {verb}? Say e.g. “{verb} pod api-7d9f8c6b5-x2kqp tier=web”."), Vec::new()));
+            return Err(ask(
+                format!("Which object should I {verb}? Say e.g. “{verb} pod api-7d9f8c6b5-x2kqp tier=web”."),
+                Vec::new(),
+            ));
         };
         if changes.is_empty() {
             let text = if self.mode == Mode::RemoveKeys {
@@ -720,15 +744,15 @@ impl Ctx<'_> {
         for c in &changes {
             let key = c.split_once('=').map(|(k, _)| k).unwrap_or_else(|| c.trim_end_matches('-'));
             if !lexicon::is_key(key) {
-                return Err(nope(format!("“{key}” is not a {noun} key.")));
+                return Err(stop(format!("“{key}” is not a {noun} key.")));
             }
             if keys.contains(&key) {
-                return Err(nope(format!("I read the {noun} “{key}” twice; change each key once.")));
+                return Err(stop(format!("I read the {noun} “{key}” twice; change each key once.")));
             }
             keys.push(key);
         }
         if scope == Some(Scope::All) {
-            return Err(nope(format!("I {verb} one object in one namespace; say which namespace, e.g. “… in web”.")));
+            return Err(stop(format!("I {verb} one object in one namespace; say which namespace, e.g. “… in web”.")));
         }
         let overwrite = self.s.overwrite || self.mode == Mode::Overwrite;
         let argv_for = |r: &ApiResource| {
@@ -755,11 +779,11 @@ impl Ctx<'_> {
         let Some(name) = name else {
             let listed = match &resource {
                 Some(r) if r.plural != "events" => r.clone(),
-                _ => self.kind("pods").ok_or_else(|| nope("this cluster serves no pods"))?,
+                _ => self.kind("pods").ok_or_else(|| stop("this cluster serves no pods"))?,
             };
             let mut get = argv(&["get", &self.plural(&listed)]);
             get.extend(self.scope_args(&listed, &scope));
-            let events = self.kind("events").ok_or_else(|| nope("this cluster serves no events"))?;
+            let events = self.kind("events").ok_or_else(|| stop("this cluster serves no events"))?;
             let mut ev = argv(&["events"]);
             ev.extend(self.scope_args(&events, &scope));
             return Err(ask(
@@ -774,11 +798,11 @@ impl Ctx<'_> {
             ));
         };
         if scope == Some(Scope::All) {
-            return Err(nope("An object's name needs its namespace, not every namespace; say e.g. “… in web”."));
+            return Err(stop("An object's name needs its namespace, not every namespace; say e.g. “… in web”."));
         }
         let resource = match resource.or_else(|| self.guess(&name)) {
             Some(r) => r,
-            None => self.kind("deployments").ok_or_else(|| nope("this cluster serves no deployments"))?,
+            None => self.kind("deployments").ok_or_else(|| stop("this cluster serves no deployments"))?,
         };
         let mut a = argv(&["diagnose", &self.plural(&resource), &name]);
         a.extend(self.scope_args(&resource, &scope));
@@ -792,7 +816,7 @@ impl Ctx<'_> {
         let name = self.name()?;
         if resource.is_some() || name.is_some() {
             let what = name.or(resource.map(|r| r.plural)).unwrap_or_default();
-            return Err(nope(format!(
+            return Err(stop(format!(
                 "I list what changed in a whole namespace (“what changed in web”); for one deployment, ask for its history (“history of {what}”)."
             )));
         }
@@ -805,10 +829,10 @@ impl Ctx<'_> {
         }
         if let Some(s) = &self.s.since {
             if s.seconds == 0 {
-                return Err(nope("A span of time has to be longer than zero."));
+                return Err(stop("A span of time has to be longer than zero."));
             }
             if s.seconds > MAX_CHANGES_SECONDS {
-                return Err(nope("I look back at most 7 days (168h) for changes."));
+                return Err(stop("I look back at most 7 days (168h) for changes."));
             }
             a.push(format!("--since={}", s.go));
         }

@@ -9,6 +9,7 @@ use crate::discovery::{ApiResource, Discovery};
 /// Words read past wherever they stand. Anything here can never be an
 /// object's name, so names people give objects (`web`, `api`, `test`,
 /// `default`, `server`) stay out.
+#[rustfmt::skip]
 const FILLER: &[&str] = &[
     // articles, pronouns, politeness
     "a", "an", "the", "this", "that", "these", "those", "my", "our", "your", "its", "their", "his", "her", "me", "us",
@@ -23,15 +24,16 @@ const FILLER: &[&str] = &[
     "things", "stuff", "ones", "some", "currently", "current", "existing", "exist", "exists", "available", "active",
     "real", "very", "much", "many", "more", "most", "lot", "lots", "bit", "also", "only", "still", "yet",
     // connectives
-    "of", "for", "from", "on", "at", "by", "about", "with", "to", "into", "onto", "over", "under", "within", "inside",
-    "as", "per", "via", "up", "down", "out", "off", "back",
+    "of", "for", "from", "in", "on", "at", "by", "about", "with", "to", "into", "onto", "over", "under", "within",
+    "inside", "as", "per", "via", "up", "down", "out", "off", "back",
     // how things are going (diagnose words when asked why)
     "running", "run", "runs", "failing", "failed", "fail", "fails", "crashing", "crashed", "crash", "crashes",
     "crashloop", "crashlooping", "crashloopbackoff", "broken", "break", "healthy", "unhealthy", "health", "ready",
     "fine", "working", "work", "works", "stuck", "pending", "restarting", "erroring", "error", "errors", "dying",
-    "died", "die", "dead", "slow", "starting", "start", "started", "stopped", "stop", "keep", "keeps", "kept", "going",
-    "happening", "happened", "matter", "problem", "problems", "issue", "issues", "trouble", "wrong", "bad", "status",
-    "state", "alive", "oomkilled", "evicted", "hanging", "hung", "doing", "behaving", "weird", "strange", "acting",
+    "died", "die", "dead", "slow", "starting", "start", "started", "stopped", "stop", "keep", "keeps", "kept",
+    "going", "happening", "happened", "matter", "problem", "problems", "issue", "issues", "trouble", "wrong", "bad",
+    "status", "state", "alive", "oomkilled", "evicted", "hanging", "hung", "doing", "behaving", "weird", "strange",
+    "acting",
     // verbs whose sense was read already
     "show", "list", "get", "display", "give", "print", "view", "see", "fetch", "find", "lookup", "look", "check",
     "count", "tell", "know", "enumerate", "ls", "query", "mark", "make", "set", "put", "add",
@@ -49,6 +51,7 @@ const FILLER: &[&str] = &[
 
 /// Words that are never an object's name even where a name is expected
 /// (they belong to some phrase of the grammar).
+#[rustfmt::skip]
 const KEYWORDS: &[&str] = &[
     "all", "every", "each", "everything", "any", "namespace", "namespaces", "ns", "container", "containers", "yaml",
     "yml", "json", "wide", "previous", "prev", "prior", "since", "last", "past", "revision", "version", "not", "no",
@@ -56,11 +59,27 @@ const KEYWORDS: &[&str] = &[
     "overwrite", "force", "everywhere", "first", "manifest", "definition", "spec",
 ];
 
+/// Words of the grammar's commands and quantities: never an object's
+/// name ("restart in" names no object called `in`).
+#[rustfmt::skip]
+const COMMAND_WORDS: &[&str] = &[
+    "delete", "remove", "rm", "del", "kill", "destroy", "terminate", "nuke", "erase", "evict", "wipe", "purge",
+    "rescale", "resize", "scaling", "restart", "restarted", "redeploy", "bounce", "reboot", "recycle", "relaunch",
+    "undo", "rollback", "revert", "downgrade", "cordon", "uncordon", "drain", "evacuate", "unlabel", "relabel",
+    "annotate", "unannotate", "describe", "inspect", "diagnose", "troubleshoot", "investigate", "create", "patch",
+    "replace", "expose", "autoscale", "taint", "diff", "explain", "edit", "cp", "copy", "apply", "run", "exec",
+    "attach", "increase", "decrease", "bump", "reduce", "change", "update", "modify", "ago", "yesterday", "half",
+    "second", "seconds", "sec", "secs", "minute", "minutes", "min", "mins", "hour", "hours", "hr", "hrs", "day",
+    "days", "week", "weeks", "ignoring", "ignore", "image", "minus", "negative", "tail", "since", "before", "after",
+    "until",
+];
+
 /// Words never read as a resource type although discovery names one so
 /// (`no` is nodes' short name, and the English word).
 const NOT_RESOURCES: &[&str] = &["no", "all"];
 
 /// Words never joined into a compound resource word.
+#[rustfmt::skip]
 const JOIN_STOP: &[&str] = &[
     "the", "a", "an", "of", "in", "on", "to", "for", "and", "or", "with", "from", "all", "my", "this", "that", "is",
     "are", "me", "show", "list", "get",
@@ -71,9 +90,9 @@ pub(crate) fn is_filler(w: &str) -> bool {
     FILLER.contains(&w)
 }
 
-/// Whether `w` belongs to a phrase and can never be a name.
+/// Whether `w` belongs to a phrase or a command and can never be a name.
 pub(crate) fn is_keyword(w: &str) -> bool {
-    KEYWORDS.contains(&w)
+    KEYWORDS.contains(&w) || COMMAND_WORDS.contains(&w)
 }
 
 /// An output format word.
@@ -146,8 +165,7 @@ pub(crate) fn is_selector(s: &str) -> bool {
 /// `persistent volume claims`, `widgets.example.com`, `apps`.
 pub(crate) fn resource<'d>(d: &'d Discovery, words: &[&str]) -> Option<(&'d ApiResource, usize)> {
     for n in [3, 2] {
-        if words.len() >= n && words[..n].iter().all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
-        {
+        if words.len() >= n && words[..n].iter().all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase())) {
             if words[..n].iter().any(|w| JOIN_STOP.contains(w)) {
                 continue;
             }

@@ -49,13 +49,22 @@ pub(crate) fn resolve(draft: Draft, names: &[String]) -> Interpretation {
             let listed = if some.is_empty() {
                 format!(" (there are no {}{place})", lookup.resource.plural)
             } else {
-                format!(" ({}{} are: {})", if live.len() > 5 { "some " } else { "" }, lookup.resource.plural, some.join(", "))
+                format!(
+                    " ({}{} are: {})",
+                    if live.len() > 5 { "some " } else { "" },
+                    lookup.resource.plural,
+                    some.join(", ")
+                )
             };
             nope(format!("No {kind}{place} matches “{}”{listed}.", lookup.typed))
         }
         [one] => Interpretation::Command(Draft { argv: with(one), lookup: None }),
         many => {
-            let more = if many.len() > MAX_CHOICES { format!(" (the first {MAX_CHOICES} of {})", many.len()) } else { String::new() };
+            let more = if many.len() > MAX_CHOICES {
+                format!(" (the first {MAX_CHOICES} of {})", many.len())
+            } else {
+                String::new()
+            };
             Interpretation::Question(Question {
                 text: format!("Several {}{place} match “{}”: which one?{more}", lookup.resource.plural, lookup.typed),
                 choices: many

@@ -98,7 +98,9 @@ pub(crate) fn check(tokens: &[Token], first: Option<usize>) -> Option<String> {
             );
         }
         if w.contains("://") {
-            return Some("KubeChat fetches nothing from a URL; say what you want to see or change in plain words.".into());
+            return Some(
+                "KubeChat fetches nothing from a URL; say what you want to see or change in plain words.".into(),
+            );
         }
         if (w == "-f" || w == "-k") && tokens.get(i + 1).is_some_and(|n| looks_like_file(&n.word)) {
             return Some(files());

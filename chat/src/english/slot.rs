@@ -105,6 +105,8 @@ pub(crate) struct Slots {
     pub(crate) everything: bool,
     /// Numbers no phrase took.
     pub(crate) numbers: Vec<i64>,
+    /// Each of them was written in digits (`3`, not `three`).
+    pub(crate) digits: bool,
     /// `not`, `never`, `no`.
     pub(crate) negated: bool,
     /// `replicas` was said.
@@ -127,7 +129,7 @@ pub(crate) fn read(tokens: &[&Token], verb: Verb, mode: Mode, d: &Discovery) -> 
         d,
         i: 0,
         last_was_resource: false,
-        s: Slots::default(),
+        s: Slots { digits: true, ..Slots::default() },
     };
     while r.i < r.words.len() {
         let start = r.i;
@@ -231,11 +233,28 @@ impl<'a> Reader<'a> {
         }
         if let Some((n, k)) = quantity::number(&self.words[i..]) {
             self.s.numbers.push(n);
+            self.s.digits &= k == 1 && quantity::digits(w).is_some();
             self.i = i + k;
             self.last_was_resource = false;
             return;
         }
-        if is_filler(w) {
+        // "why did api restart", "why was db-0 evicted"
+        let diagnose_word = self.verb == Verb::Diagnose
+            && matches!(
+                w,
+                "restart"
+                    | "kill"
+                    | "killed"
+                    | "evict"
+                    | "scale"
+                    | "scaled"
+                    | "drain"
+                    | "drained"
+                    | "delete"
+                    | "deleted"
+                    | "change"
+            );
+        if is_filler(w) || diagnose_word {
             self.i = i + 1;
             return;
         }
@@ -287,8 +306,18 @@ impl<'a> Reader<'a> {
             let rest = rest.strip_prefix('=').map(str::to_string).unwrap_or(rest);
             (long.to_string(), (!rest.is_empty()).then_some(rest))
         };
-        let boolean =
-            matches!(name.as_str(), "all-namespaces" | "previous" | "follow" | "ignore-daemonsets" | "delete-emptydir-data" | "overwrite" | "all" | "watch" | "force");
+        let boolean = matches!(
+            name.as_str(),
+            "all-namespaces"
+                | "previous"
+                | "follow"
+                | "ignore-daemonsets"
+                | "delete-emptydir-data"
+                | "overwrite"
+                | "all"
+                | "watch"
+                | "force"
+        );
         let (value, end) = if boolean {
             (String::new(), i + 1)
         } else if let Some(v) = attached {
@@ -496,7 +525,8 @@ impl<'a> Reader<'a> {
     /// `last 50 lines`, `50 lines`, `tail 20`, `the last 50` (logs).
     fn tail(&mut self) -> bool {
         let i = self.i;
-        let lead = matches!(self.w(i), "last" | "latest" | "final" | "recent" | "past" | "tail" | "only" | "just" | "limit");
+        let lead =
+            matches!(self.w(i), "last" | "latest" | "final" | "recent" | "past" | "tail" | "only" | "just" | "limit");
         let j = if lead { self.skip_articles(i + 1) } else { i };
         let Some((n, k)) = quantity::number(&self.words[j.min(self.words.len())..]) else {
             if self.w(i) == "first" && (self.w(i + 2) == "lines" || quantity::number(&self.words[i + 1..]).is_some()) {
@@ -724,7 +754,17 @@ impl<'a> Reader<'a> {
         let i = self.i;
         if matches!(
             self.w(i),
-            "follow" | "following" | "stream" | "streaming" | "live" | "watch" | "watching" | "realtime" | "real-time" | "continuously" | "tailing"
+            "follow"
+                | "following"
+                | "stream"
+                | "streaming"
+                | "live"
+                | "watch"
+                | "watching"
+                | "realtime"
+                | "real-time"
+                | "continuously"
+                | "tailing"
         ) {
             self.s.follow = true;
             self.part(Part::Follow, i, i + 1);
@@ -802,7 +842,8 @@ impl<'a> Reader<'a> {
         if KEY_WORDS.contains(&w) {
             let j = self.skip_articles(i + 1);
             let key = self.raws.get(j).copied().unwrap_or("");
-            let usable = key_like(key) && lexicon::resource(self.d, &self.words[j..]).is_none() && !is_filler(self.w(j));
+            let usable =
+                key_like(key) && lexicon::resource(self.d, &self.words[j..]).is_none() && !is_filler(self.w(j));
             if self.mode == Mode::RemoveKeys && usable {
                 self.s.changes.push(format!("{key}-"));
                 self.part(Part::Change, i, j + 1);
@@ -852,7 +893,15 @@ impl<'a> Reader<'a> {
         let i = self.i;
         if matches!(
             self.w(i),
-            "overwrite" | "overwriting" | "override" | "overriding" | "replacing" | "force" | "forcing" | "forced" | "forcibly"
+            "overwrite"
+                | "overwriting"
+                | "override"
+                | "overriding"
+                | "replacing"
+                | "force"
+                | "forcing"
+                | "forced"
+                | "forcibly"
         ) {
             self.s.overwrite = true;
             self.part(Part::Overwrite, i, i + 1);

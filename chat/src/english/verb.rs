@@ -284,6 +284,7 @@ const PATTERNS: &[Pattern] = &[
 ];
 
 /// Skipped when looking for the verb phrase.
+#[rustfmt::skip]
 const SKIP: &[&str] = &[
     "the", "a", "an", "please", "pls", "plz", "kindly", "can", "could", "would", "will", "you", "me", "us", "i", "we",
     "let", "want", "wanna", "like", "need", "just", "ahead", "and", "hey", "hi", "hello", "so", "now", "quickly",
@@ -292,25 +293,14 @@ const SKIP: &[&str] = &[
 
 /// Words that, with no command named, make a sentence a question of
 /// what is wrong ("api keeps crashing").
+#[rustfmt::skip]
 const TROUBLE: &[&str] = &[
-    "crashing",
-    "crashlooping",
-    "crashloopbackoff",
-    "failing",
-    "failed",
-    "broken",
-    "erroring",
-    "restarting",
-    "stuck",
-    "dying",
-    "dead",
-    "hanging",
-    "oomkilled",
-    "crashed",
-    "down",
+    "crashing", "crashlooping", "crashloopbackoff", "failing", "failed", "broken", "erroring", "restarting", "stuck",
+    "dying", "dead", "hanging", "oomkilled", "crashed", "down",
 ];
 
 /// How an `is … ok?` question ends.
+#[rustfmt::skip]
 const STATUS_END: &[&str] = &[
     "ok", "okay", "fine", "working", "running", "up", "down", "ready", "alive", "crashing", "failing", "broken",
     "stuck", "pending", "available", "responding",
@@ -356,7 +346,8 @@ pub(crate) fn read(tokens: &[Token], d: &Discovery) -> Reading {
                 continue;
             }
             let n = p.words.len();
-            if at + n > words.len() || !p.words.iter().zip(&words[at..]).all(|(alts, w)| alts.split('|').any(|a| a == *w))
+            if at + n > words.len()
+                || !p.words.iter().zip(&words[at..]).all(|(alts, w)| alts.split('|').any(|a| a == *w))
             {
                 continue;
             }
