@@ -50,13 +50,21 @@ pub fn system(c: &Cluster) {
             "cluster-admin",
             json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
         ),
-        ("view", json!([{"apiGroups": ["", "apps"], "resources": workloads, "verbs": read}])),
+        (
+            "view",
+            json!([
+                {"apiGroups": ["", "apps"], "resources": workloads, "verbs": read},
+                // metrics-server's system:aggregated-metrics-reader, aggregated to view, edit and admin.
+                {"apiGroups": ["metrics.k8s.io"], "resources": ["pods", "nodes"], "verbs": read},
+            ]),
+        ),
         (
             "edit",
             json!([
                 {"apiGroups": ["", "apps"], "resources": ["pods", "services", "configmaps", "secrets", "serviceaccounts", "replicasets", "deployments", "deployments/scale", "events"], "verbs": write},
                 {"apiGroups": [""], "resources": ["pods/log", "namespaces", "nodes"], "verbs": read},
                 {"apiGroups": [""], "resources": ["pods/exec", "pods/attach", "pods/portforward"], "verbs": ["get", "create"]},
+                {"apiGroups": ["metrics.k8s.io"], "resources": ["pods", "nodes"], "verbs": read},
             ]),
         ),
         (
