@@ -532,11 +532,11 @@ impl Ctx<'_> {
                 resource.plural
             )));
         }
-        // "scale api 3": a count in digits, the sentence's only number
+        // "scale api 3": the sentence's only number is the count
         let mut numbers = self.s.numbers.clone();
         let replicas = match self.s.replicas {
             Some(r) => Some(r),
-            None if numbers.len() == 1 && self.s.digits => numbers.pop(),
+            None if numbers.len() == 1 => numbers.pop(),
             None => None,
         };
         self.no_numbers(&numbers)?;
@@ -725,7 +725,11 @@ impl Ctx<'_> {
                 )));
             }
         };
-        let scope = self.scope()?;
+        // "label namespace web team=shop": the namespace object
+        let (resource, name, scope) = match (&resource, &name, &self.s.namespace_word) {
+            (None, None, Some(ns)) if self.s.scope.is_none() => (self.kind("namespaces"), Some(ns.clone()), None),
+            _ => (resource, name, self.scope()?),
+        };
         let Some(name) = name else {
             return Err(ask(
                 format!("Which object should I {verb}? Say e.g. “{verb} pod api-7d9f8c6b5-x2kqp tier=web”."),

@@ -105,8 +105,6 @@ pub(crate) struct Slots {
     pub(crate) everything: bool,
     /// Numbers no phrase took.
     pub(crate) numbers: Vec<i64>,
-    /// Each of them was written in digits (`3`, not `three`).
-    pub(crate) digits: bool,
     /// `not`, `never`, `no`.
     pub(crate) negated: bool,
     /// `replicas` was said.
@@ -129,7 +127,7 @@ pub(crate) fn read(tokens: &[&Token], verb: Verb, mode: Mode, d: &Discovery) -> 
         d,
         i: 0,
         last_was_resource: false,
-        s: Slots { digits: true, ..Slots::default() },
+        s: Slots::default(),
     };
     while r.i < r.words.len() {
         let start = r.i;
@@ -233,7 +231,6 @@ impl<'a> Reader<'a> {
         }
         if let Some((n, k)) = quantity::number(&self.words[i..]) {
             self.s.numbers.push(n);
-            self.s.digits &= k == 1 && quantity::digits(w).is_some();
             self.i = i + k;
             self.last_was_resource = false;
             return;
