@@ -122,6 +122,31 @@ impl Client {
         Ok(Reply { status, retry_after, body })
     }
 
+    /// Opens a Server-Sent Events stream (`GET path`); its events as they
+    /// come. An error answer is an `Err` with its message.
+    pub async fn events(&self, path: &str) -> Result<Events, String> {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path}", self.base))
+            .header("accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {}", t.0));
+        }
+        let req = req.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(req))
+            .await
+            .map_err(|_| format!("the control plane at {} did not answer", self.base))?
+            .map_err(|e| format!("cannot reach the control plane at {}: {e}", self.base))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let m = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("the stream was refused");
+            return Err(format!("HTTP {status}: {m}"));
+        }
+        Ok(Events { body: resp.into_body(), buf: Vec::new() })
+    }
+
     /// Sends `body` as JSON.
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, String> {
         let bytes = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default())).unwrap_or_default();
@@ -146,5 +171,45 @@ impl Client {
     /// DELETE.
     pub async fn delete(&self, path: &str) -> Result<Reply, String> {
         self.send(Method::DELETE, path, None).await
+    }
+}
+
+/// A Server-Sent Events stream being read.
+pub struct Events {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl Events {
+    /// The next event: its name (`message` if none) and data; `None` when
+    /// the stream ends.
+    pub async fn next(&mut self) -> Option<(String, String)> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let text = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                self.buf.drain(..end + 2);
+                let mut event = "message".to_string();
+                let mut data = Vec::new();
+                for line in text.lines() {
+                    if let Some(e) = line.strip_prefix("event:") {
+                        event = e.trim().to_string();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+                    }
+                }
+                if data.is_empty() && event == "message" {
+                    continue;
+                }
+                return Some((event, data.join("\n")));
+            }
+            match self.body.frame().await {
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        self.buf.extend_from_slice(d);
+                    }
+                }
+                Some(Err(_)) | None => return None,
+            }
+        }
     }
 }

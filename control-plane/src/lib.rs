@@ -31,6 +31,7 @@
 //! - [`relays`]: pooled mutual-TLS connections to relays.
 //! - [`chat`]: the chat command service: kubectl or English in, a plan
 //!   with a server-side dry run out, writes only on a bound confirmation.
+//! - [`chat_cli`]: `kubechat chat`, the interactive prompt over the chat API.
 //! - [`client`]: the REST client the CLI and tests use.
 
 pub mod app;
@@ -41,6 +42,7 @@ pub mod breaker;
 pub mod cache;
 pub mod certificates;
 pub mod chat;
+pub mod chat_cli;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -797,3 +797,52 @@ async fn for_generated_commands_the_plan_classifies_each_request_as_the_api_serv
     }
     assert!(checked >= 48, "{checked} requests checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubechat_chat_shows_each_plan_and_runs_a_write_only_when_confirmed() {
+    let w = world(json!({})).await;
+    let admin = admin_kubectl(&w).await;
+    let user = chat(&w, &w.user("ursula@acme.example", "tenant_user").await);
+    let pod = w.pod("web", "frontend-");
+    let script = format!(
+        "show pods in web\n\
+         kubectl scale deployment api -n web --replicas=2\n\
+         n\n\
+         kubectl scale deployment api -n web --replicas=2\n\
+         y\n\
+         kubectl delete pod {pod} -n web\n\
+         frontend\n\
+         delete pod frontend\n\
+         \n\
+         kubectl get pods --kubeconfig=/etc/kubernetes/admin.conf\n\
+         exit\n"
+    );
+    let mut out = Vec::new();
+    kubechat_control_plane::chat_cli::session(&user, &w.cluster, "web", script.as_bytes(), &mut out)
+        .await
+        .expect("session");
+    let out = String::from_utf8(out).expect("utf-8");
+    println!("{out}");
+    for want in [
+        "$ kubectl get pods -n web   (read)",
+        "NAME ",
+        "READY",
+        "$ kubectl scale deployment api -n web --replicas=2   (write)",
+        "dry run: deployment/api: replicas 1 → 2",
+        "    spec.replicas: 1 → 2",
+        "cancelled; nothing was run",
+        "done: deployment/api: replicas 1 → 2",
+        &format!("This is destructive. Type {pod} to run it"),
+        "? ",
+        "  1) ",
+        "error: --kubeconfig is not available in chat",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert_eq!(out.matches("cancelled; nothing was run").count(), 2, "{out}");
+    assert_eq!(ok(&admin, &["get", "deploy", "api", "-n", "web", "-o", "jsonpath={.spec.replicas}"]).await, "2");
+    assert!(
+        ok(&admin, &["get", "pods", "-n", "web", "-o", "name"]).await.contains(&pod),
+        "the mistyped name ran nothing"
+    );
+}

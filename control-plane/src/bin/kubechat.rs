@@ -66,6 +66,16 @@ enum Command {
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
         watch: Option<u64>,
     },
+    /// An interactive chat with a cluster: plain English or kubectl command
+    /// lines; plans shown, writes confirmed before they run.
+    Chat {
+        /// The cluster's id.
+        #[arg(long)]
+        cluster: String,
+        /// The namespace when a command names none.
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -280,6 +290,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             Err(format!("{code} (HTTP {}): {msg}", r.status))
         }
     };
+    if let Command::Chat { cluster, namespace } = &cli.command {
+        let input = tokio::io::BufReader::new(tokio::io::stdin());
+        return kubechat_control_plane::chat_cli::session(&c, cluster, namespace, input, std::io::stdout())
+            .await
+            .map_err(|e| format!("chat: {e}"));
+    }
     if let Command::Tunnels { tenant, cluster, relay, region, watch } = &cli.command {
         let path = match tenant {
             Some(t) => format!("/v1/tenants/{t}/tunnels"),
@@ -374,7 +390,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 &[("REVOKED", "/revoked")],
             ),
         },
-        Command::Tunnels { .. } => {}
+        Command::Tunnels { .. } | Command::Chat { .. } => {}
         Command::Clusters(cl) => match cl {
             Clusters::Add { tenant, name, region } => {
                 let mut body = json!({"name": name});
