@@ -163,6 +163,13 @@ pub fn interpret(text: &str, discovery: &Discovery, namespace: &str) -> Interpre
             reading.verb.name()
         ));
     }
+    if reading.asks && reading.verb.is_write() {
+        return command::nope(format!(
+            "That reads as a question, so I changed nothing. To {}, ask for it, e.g. “{}”.",
+            reading.verb.name(),
+            reading.verb.example()
+        ));
+    }
     let rest: Vec<&token::Token> =
         tokens.iter().enumerate().filter(|(i, _)| !reading.taken.contains(i)).map(|(_, t)| t).collect();
     let slots = slot::read(&rest, reading.verb, reading.mode, discovery);

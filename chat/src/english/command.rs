@@ -150,16 +150,17 @@ impl Ctx<'_> {
         if self.verb.is_write() {
             if self.s.negated {
                 return Err(stop(format!(
-                    "That reads as not wanting to {}; I did nothing. Say what to do, e.g. “restart deployment api”.",
-                    self.verb.name()
+                    "That reads as not wanting to {}; I did nothing. Say what to do, e.g. “{}”.",
+                    self.verb.name(),
+                    self.verb.example()
                 )));
             }
             if self.s.all.is_some() || !self.s.selector.is_empty() {
                 let what = self.s.all.clone().unwrap_or_else(|| self.s.selector.join(","));
                 return Err(stop(format!(
-                    "I {} one object at a time, by its name — not “{what}”. Say e.g. “{} …” with one name.",
+                    "I {} one object at a time, by its name — not “{what}”. Say e.g. “{}”.",
                     self.verb.name(),
-                    self.verb.name()
+                    self.verb.example()
                 )));
             }
         }

@@ -73,6 +73,30 @@ impl Verb {
         )
     }
 
+    /// A sentence that does it, for messages.
+    pub(crate) fn example(self) -> &'static str {
+        match self {
+            Self::Scale => "scale deployment api to 3",
+            Self::Restart => "restart deployment api",
+            Self::Undo => "roll back deployment api",
+            Self::Delete => "delete pod api-7d9f8c6b5-x2kqp",
+            Self::Cordon => "cordon node sim-node-1",
+            Self::Uncordon => "uncordon node sim-node-1",
+            Self::Drain => "drain node sim-node-1",
+            Self::Label => "label pod db-0 tier=web",
+            Self::Annotate => "annotate deployment api owner=ops",
+            Self::Logs => "logs of api",
+            Self::Diagnose => "what's wrong with api",
+            Self::Changes => "what changed in web in the last hour",
+            Self::Events => "events in web",
+            Self::Top => "top pods in web",
+            Self::Status => "rollout status of api",
+            Self::History => "history of api",
+            Self::Describe => "describe the api deployment",
+            Self::Get => "show pods in web",
+        }
+    }
+
     /// How a message names it.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -120,6 +144,9 @@ pub(crate) struct Reading {
     pub(crate) taken: Vec<usize>,
     /// Another command's words beside a write ("… and show pods").
     pub(crate) conflict: Option<String>,
+    /// The sentence opens as a question ("when did api restart?", "how
+    /// do I scale api?"): never a write.
+    pub(crate) asks: bool,
 }
 
 /// Which of a phrase's words it uses up.
@@ -208,6 +235,7 @@ const PATTERNS: &[Pattern] = &[
     pat(&["what", "is|was|are", "wrong"], Diagnose),
     pat(&["what", "wrong"], Diagnose),
     pat(&["what", "is", "going", "on", "with"], Diagnose),
+    pat(&["what", "is", "going", "on"], Events),
     pat(&["what", "is", "up", "with"], Diagnose),
     pat(&["what", "is|was", "happening", "with|to"], Diagnose),
     pat(&["what", "happened", "to|with"], Diagnose),
@@ -299,6 +327,13 @@ const TROUBLE: &[&str] = &[
     "dying", "dead", "hanging", "oomkilled", "crashed", "down",
 ];
 
+/// Words a question opens with. A request ("can you restart api") opens
+/// with none of them: `can`, `could`, `would`, `please` are skipped.
+const QUESTION_WORDS: &[&str] = &[
+    "when", "did", "does", "do", "has", "have", "had", "was", "were", "is", "are", "how", "who", "where", "what",
+    "which", "whether", "why",
+];
+
 /// How an `is … ok?` question ends.
 #[rustfmt::skip]
 const STATUS_END: &[&str] = &[
@@ -309,6 +344,19 @@ const STATUS_END: &[&str] = &[
 /// Intent words that make `replicas` a scale.
 const SCALE_INTENT: &[&str] =
     &["set", "change", "make", "update", "increase", "decrease", "bump", "reduce", "adjust", "modify", "want", "give"];
+
+/// Whether the sentence opens as a question. "do a rolling restart" is a
+/// request, "do you restart …" a question.
+fn asks(tokens: &[Token]) -> bool {
+    let mut words = tokens.iter().map(|t| t.word.as_str()).skip_while(|w| {
+        matches!(*w, "please" | "pls" | "hey" | "hi" | "hello" | "ok" | "okay" | "so" | "well" | "um" | "kubechat")
+    });
+    match words.next() {
+        Some("do") => matches!(words.next(), Some("you" | "i" | "we" | "they")),
+        Some(w) => QUESTION_WORDS.contains(&w),
+        None => false,
+    }
+}
 
 /// Indices of the content words of `tokens` (politeness and articles
 /// skipped).
@@ -336,6 +384,7 @@ struct Match {
 pub(crate) fn read(tokens: &[Token], d: &Discovery) -> Reading {
     let content = content(tokens);
     let words: Vec<&str> = content.iter().map(|&i| tokens[i].word.as_str()).collect();
+    let asks = asks(tokens);
     let mut matches = Vec::new();
     for at in 0..words.len() {
         for p in PATTERNS {
@@ -369,7 +418,7 @@ pub(crate) fn read(tokens: &[Token], d: &Discovery) -> Reading {
             || (tokens.iter().any(|t| t.word == "not")
                 && tokens.iter().any(|t| matches!(t.word.as_str(), "ready" | "starting" | "working" | "responding")));
         let verb = if trouble { Diagnose } else { Get };
-        return Reading { verb, mode: Mode::Plain, taken: Vec::new(), conflict: None };
+        return Reading { verb, mode: Mode::Plain, taken: Vec::new(), conflict: None, asks };
     };
     let conflict = if chosen.verb.is_write() {
         matches
@@ -380,7 +429,7 @@ pub(crate) fn read(tokens: &[Token], d: &Discovery) -> Reading {
     } else {
         None
     };
-    Reading { verb: chosen.verb, mode: chosen.mode, taken: chosen.take, conflict }
+    Reading { verb: chosen.verb, mode: chosen.mode, taken: chosen.take, conflict, asks }
 }
 
 /// Phrases with a gap or a condition: "roll api back", "remove the tier
