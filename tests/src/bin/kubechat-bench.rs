@@ -384,6 +384,11 @@ fn main() {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(tunnel_bench(quick));
         }
+        Some("chat") => {
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            rt.block_on(chat_bench(quick));
+        }
         Some("kube-path") => {
             // The whole platform in one process, as the tests run it: two
             // worker threads for everything (this machine has two cores).
@@ -392,7 +397,7 @@ fn main() {
             rt.block_on(kube_path::bench(quick));
         }
         _ => {
-            eprintln!("usage: kubechat-bench tunnel|kube-path [--quick]");
+            eprintln!("usage: kubechat-bench tunnel|kube-path|chat [--quick]");
             std::process::exit(64);
         }
     }
@@ -419,15 +424,23 @@ mod kube_path {
 
     /// One way to the pods of `web`.
     #[derive(Clone)]
-    struct Target {
+    pub(super) struct Target {
         addr: std::net::SocketAddr,
         tls: Arc<rustls::ClientConfig>,
         path: String,
         headers: Vec<(String, String)>,
+        /// A JSON body to POST instead of a GET.
+        body: Option<String>,
     }
 
     impl Target {
-        fn new(url: &str, ca_pem: &str, path: String, headers: Vec<(String, String)>) -> Self {
+        /// The same request, POSTed with a JSON `body`.
+        pub(super) fn posting(mut self, body: serde_json::Value) -> Self {
+            self.body = Some(body.to_string());
+            self
+        }
+
+        pub(super) fn new(url: &str, ca_pem: &str, path: String, headers: Vec<(String, String)>) -> Self {
             let mut roots = rustls::RootCertStore::empty();
             for c in kubechat_transport::tls::parse_ca_pem(ca_pem).expect("ca") {
                 roots.add(c).expect("root");
@@ -439,10 +452,10 @@ mod kube_path {
                 .with_no_client_auth();
             tls.alpn_protocols = vec![b"http/1.1".to_vec()];
             let addr = url.trim_start_matches("https://").parse().expect("https://ip:port");
-            Self { addr, tls: Arc::new(tls), path, headers }
+            Self { addr, tls: Arc::new(tls), path, headers, body: None }
         }
 
-        async fn connect(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        pub(super) async fn connect(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
             let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
             tcp.set_nodelay(true).expect("nodelay");
             let name = ServerName::IpAddress(self.addr.ip().into());
@@ -452,19 +465,29 @@ mod kube_path {
             send
         }
 
-        async fn get(&self, send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>) {
-            let mut req = Request::get(&self.path).header(http::header::HOST, self.addr.to_string());
+        pub(super) async fn get(&self, send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>) {
+            let method = if self.body.is_some() { http::Method::POST } else { http::Method::GET };
+            let mut req =
+                Request::builder().method(method).uri(&self.path).header(http::header::HOST, self.addr.to_string());
             for (k, v) in &self.headers {
                 req = req.header(k, v);
             }
+            let body = match &self.body {
+                Some(b) => {
+                    req = req.header(http::header::CONTENT_TYPE, "application/json");
+                    Bytes::from(b.clone())
+                }
+                None => Bytes::new(),
+            };
             send.ready().await.expect("ready");
-            let resp = send.send_request(req.body(Full::new(Bytes::new())).expect("request")).await.expect("send");
-            assert!(resp.status().is_success(), "status {}", resp.status());
-            let _ = resp.into_body().collect().await.expect("body");
+            let resp = send.send_request(req.body(Full::new(body)).expect("request")).await.expect("send");
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            assert!(status.is_success(), "status {status}: {}", String::from_utf8_lossy(&bytes));
         }
     }
 
-    async fn latency(t: &Target, n: usize) -> Latency {
+    pub(super) async fn latency(t: &Target, n: usize) -> Latency {
         let mut conn = t.connect().await;
         for _ in 0..n / 10 {
             t.get(&mut conn).await;
@@ -758,4 +781,64 @@ mod kube_path {
         }
         println!("{}", json!({"bench": "kube-path", "quick": quick, "runs": json}));
     }
+}
+
+/// A read through chat (plan + run) and a write's plan (+ server-side dry
+/// run) against the same read through the kube path, in one run.
+async fn chat_bench(quick: bool) {
+    use kube_path::{Target, latency};
+    use serde_json::json;
+    let n = if quick { 200 } else { 2000 };
+    let w = kubechat_tests::platform::world_full(
+        json!({}),
+        |_| {},
+        |c| {
+            c.per_token_rps = 1e9;
+            c.per_tenant_rps = 1e9;
+        },
+    )
+    .await;
+    let token = w.user("bench@acme.example", "tenant_user").await;
+    let auth = vec![("authorization".to_string(), format!("Bearer {token}"))];
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+    let mut kube_headers = auth.clone();
+    kube_headers.push(("accept".into(), table.into()));
+    let kube = Target::new(
+        &w.cp_url,
+        &w.cp_ca,
+        format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster),
+        kube_headers,
+    );
+    let commands = format!("/v1/clusters/{}/commands", w.cluster);
+    let read = Target::new(&w.cp_url, &w.cp_ca, commands.clone(), auth.clone())
+        .posting(json!({"argv": ["get", "pods", "-n", "web"]}));
+    let write = Target::new(&w.cp_url, &w.cp_ca, commands.clone(), auth.clone())
+        .posting(json!({"argv": ["scale", "deployment", "api", "-n", "web", "--replicas=2"]}));
+    let english = Target::new(&w.cp_url, &w.cp_ca, commands, auth).posting(json!({"text": "show pods in web"}));
+    let k = latency(&kube, n).await;
+    let r = latency(&read, n).await;
+    let e = latency(&english, n).await;
+    let wr = latency(&write, n / 4).await;
+    println!(
+        "kubechat-bench chat (loopback, one process, 2 worker threads, SQLite; each through control plane → relay → QUIC → agent → kube-sim)"
+    );
+    println!("{:<44} {:>10} {:>10} {:>12}", "request", "p50 (ms)", "p99 (ms)", "Δp50 (ms)");
+    let row = |name: &str, l: &Latency| {
+        println!(
+            "{:<44} {:>10.3} {:>10.3} {:>+12.3}",
+            name,
+            us(l.p50) / 1e3,
+            us(l.p99) / 1e3,
+            (us(l.p50) - us(k.p50)) / 1e3
+        )
+    };
+    row("kube path: GET pods (Table), kubectl's way", &k);
+    row("chat: get pods -n web (plan + run)", &r);
+    row("chat: \"show pods in web\" (English, + run)", &e);
+    row("chat: scale … (plan + server-side dry run)", &wr);
+    println!(
+        "{}",
+        json!({"bench": "chat", "quick": quick, "p50_ms": {"kube": us(k.p50) / 1e3, "chat_read": us(r.p50) / 1e3, "chat_english": us(e.p50) / 1e3, "chat_write_plan": us(wr.p50) / 1e3},
+               "p99_ms": {"kube": us(k.p99) / 1e3, "chat_read": us(r.p99) / 1e3, "chat_english": us(e.p99) / 1e3, "chat_write_plan": us(wr.p99) / 1e3}})
+    );
 }
