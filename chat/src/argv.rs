@@ -376,7 +376,7 @@ pub fn parse(argv: &[String], manifest: Option<&str>, discovery: &Discovery) -> 
     let parsed = Flags::parse(&rest, spec.flags, verb)?;
     let namespace = parsed.value("namespace").map(str::to_string);
     if let Some(ns) = &namespace {
-        check_name("namespace", ns)?;
+        check_namespace(ns)?;
     }
     let all_namespaces = parsed.bool("all-namespaces");
     if all_namespaces && !spec.all_namespaces {
@@ -689,6 +689,21 @@ fn check_name(what: &str, name: &str) -> Result<(), Refusal> {
         || name.chars().any(|c| c == '/' || c == '%' || c == '?' || c == '#' || c.is_whitespace() || c.is_control());
     if bad {
         return Err(invalid(format!("{what} {name:?} is not a valid name")));
+    }
+    Ok(())
+}
+
+/// A namespace: a DNS-1123 label, as the API server requires.
+fn check_namespace(ns: &str) -> Result<(), Refusal> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 63
+        && ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if !ok {
+        return Err(invalid(format!(
+            "namespace {ns:?} is not a valid name: a lowercase RFC 1123 label (letters, digits and '-')"
+        )));
     }
     Ok(())
 }
