@@ -79,6 +79,12 @@ fn ask(text: impl Into<String>, choices: Vec<Choice>) -> Halt {
     Halt(Box::new(Interpretation::Question(Question { text: text.into(), choices })))
 }
 
+/// `pods` → `Pods`, to open a sentence.
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
 fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|s| s.to_string()).collect()
 }
@@ -523,14 +529,14 @@ impl Ctx<'_> {
     fn scale(&self) -> Built {
         self.check(&[Part::Scope, Part::Replicas])?;
         let (resource, name, scope) = self.object()?;
-        let resource = match resource {
+        let resource = match resource.or_else(|| name.as_deref().and_then(|n| self.guess(n))) {
             Some(r) => r,
             None => self.kind("deployments").ok_or_else(|| stop("this cluster serves no deployments"))?,
         };
         if !SCALE_KINDS.contains(&resource.plural.as_str()) {
             return Err(stop(format!(
                 "{} don't scale; deployments, statefulsets and replicasets do (e.g. “scale deployment api to 3”).",
-                resource.plural
+                capitalized(&resource.plural)
             )));
         }
         // "scale api 3": the sentence's only number is the count
@@ -592,7 +598,8 @@ impl Ctx<'_> {
             return self.get();
         }
         self.check(allowed)?;
-        let resource = match resource {
+        // "reboot sim-node-1" is no deployment's rollout
+        let resource = match resource.or_else(|| name.as_deref().and_then(|n| self.guess(n))) {
             Some(r) => r,
             None => self.kind("deployments").ok_or_else(|| stop("this cluster serves no deployments"))?,
         };
@@ -604,7 +611,7 @@ impl Ctx<'_> {
             }
             return Err(stop(format!(
                 "{} don't roll out; deployments, statefulsets and daemonsets do.",
-                resource.plural
+                capitalized(&resource.plural)
             )));
         }
         // A revision is said as one ("to revision 2", "to 2"), never

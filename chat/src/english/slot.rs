@@ -235,6 +235,29 @@ impl<'a> Reader<'a> {
             self.last_was_resource = false;
             return;
         }
+        // "delete pods a and b", "what's wrong with api and frontend": one
+        // object at a time ("tier=web and app=api" joins selectors)
+        if matches!(w, "and" | "or" | "plus" | "&") {
+            let mut j = i + 1;
+            while matches!(self.w(j), "then" | "also" | "the" | "a" | "an" | "too") {
+                j += 1;
+            }
+            let next = self.w(j);
+            let rest = &self.words[j.min(self.words.len())..];
+            let object = is_name(next)
+                && !is_filler(next)
+                && !is_keyword(next)
+                && quantity::number(rest).is_none()
+                && lexicon::resource(self.d, rest).is_none();
+            if object && (!self.s.names.is_empty() || !self.s.resources.is_empty()) {
+                self.s.problems.push(format!(
+                    "I read more than one object (“{} {}”); ask about one at a time.",
+                    self.raws[i], self.raws[j]
+                ));
+            }
+            self.i = i + 1;
+            return;
+        }
         // "why did api restart", "why was db-0 evicted"
         let diagnose_word = self.verb == Verb::Diagnose
             && matches!(
@@ -636,7 +659,9 @@ impl<'a> Reader<'a> {
                 self.i = j + 1;
                 return true;
             }
-            if w != "from" && self.plain_name(j) {
+            // "from web" once the object is named ("delete pod db-0 from
+            // web"); before, it is the object ("logs from api")
+            if (w != "from" || !self.s.names.is_empty()) && self.plain_name(j) {
                 let ns = self.w(j).to_string();
                 return self.namespace_named(ns, i, j + 1);
             }

@@ -481,9 +481,14 @@ fn special(tokens: &[Token], content: &[usize], words: &[&str], d: &Discovery, o
     let replica_word = |w: &str| matches!(w, "replicas" | "replica" | "instances" | "copies");
     if words.iter().any(|w| replica_word(w)) {
         let to_number = tokens.windows(2).any(|p| p[0].word == "to" && quantity::number(&[&p[1].word]).is_some());
+        // "i need 4 replicas": intent words the content view skips
+        let wanted =
+            tokens.iter().any(|t| matches!(t.word.as_str(), "want" | "wants" | "need" | "needs" | "should" | "wanna"));
         if let Some(p) = words.iter().position(|w| SCALE_INTENT.contains(w)) {
             out.push(m(Scale, Mode::Plain, p, 1, vec![content[p]], vec![content[p]]));
-        } else if to_number && let Some(p) = words.iter().position(|w| replica_word(w)) {
+        } else if (to_number || wanted)
+            && let Some(p) = words.iter().position(|w| replica_word(w))
+        {
             out.push(m(Scale, Mode::Plain, p, 1, vec![content[p]], Vec::new()));
         }
     }
