@@ -216,7 +216,8 @@ impl Ctx<'_> {
         match (&self.s.scope, &self.s.namespace_word) {
             (Some(Scope::Namespace(a)), Some(b)) if a != b => Err(stop("I read two different namespaces; name one.")),
             (Some(s), _) => Ok(Some(s.clone())),
-            (None, Some(ns)) => Ok(Some(Scope::Namespace(ns.clone()))),
+            (None, Some(ns)) if lexicon::is_namespace(ns) => Ok(Some(Scope::Namespace(ns.clone()))),
+            (None, Some(ns)) => Err(stop(format!("“{ns}” is not a namespace name."))),
             (None, None) => Ok(None),
         }
     }
