@@ -329,6 +329,9 @@ impl Ctx<'_> {
         let scope = if name.is_none() { self.all_scope(scope) } else { scope };
         let resource = match resource {
             Some(r) => r,
+            None if self.s.namespaces_noun && name.is_none() => {
+                self.kind("namespaces").ok_or_else(|| stop("this cluster serves no namespaces"))?
+            }
             None if self.s.everything || (self.s.all.is_some() && name.is_none()) => {
                 return self.which_objects(&scope);
             }

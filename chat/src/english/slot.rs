@@ -109,6 +109,9 @@ pub(crate) struct Slots {
     pub(crate) negated: bool,
     /// `replicas` was said.
     pub(crate) replica_word: bool,
+    /// "all namespaces" with no preposition ("show all namespaces"): the
+    /// namespaces themselves, when no other resource is named.
+    pub(crate) namespaces_noun: bool,
     /// Words not understood.
     pub(crate) unknown: Vec<String>,
     /// What is wrong with a phrase that was understood (a bad flag value).
@@ -485,6 +488,7 @@ impl<'a> Reader<'a> {
             }
             k = self.skip_articles(k);
             if matches!(self.w(k), "namespaces" | "namespace" | "ns") {
+                self.s.namespaces_noun |= j == i;
                 self.set_scope(Scope::All, i, k + 1);
                 return true;
             }
