@@ -166,6 +166,27 @@ async fn reads_run_at_once_through_the_kube_path() {
     assert_eq!(blocks(&p)[0]["items"][0]["severity"], "info", "a healthy deployment: {p}");
     let p = plan(&user, &w, &["changes", "-n", "web", "--since=1h"]).await;
     assert_eq!(blocks(&p)[0]["type"], "findings");
+
+    // Large output is paged.
+    let cm = w.sim.sim.cluster.resource_by_plural("configmaps").expect("configmaps");
+    for i in 0..510 {
+        w.sim
+            .sim
+            .cluster
+            .create(&cm, "web", json!({"metadata": {"name": format!("page-{i:03}")}, "data": {"i": i.to_string()}}))
+            .expect("create");
+    }
+    let p = plan(&user, &w, &["get", "configmaps", "-n", "web"]).await;
+    let first = &blocks(&p)[0];
+    assert_eq!(first["rows"].as_array().expect("rows").len(), 500);
+    let next = first["continue"].as_str().expect("a continue token").to_string();
+    let r = user
+        .post(&commands(&w), &json!({"argv": ["get", "configmaps", "-n", "web"], "continue": next}))
+        .await
+        .expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rest = blocks(&r.body)[0]["rows"].as_array().expect("rows").len();
+    assert!(rest >= 10 && blocks(&r.body)[0].get("continue").is_none(), "{rest} rows on the last page");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -845,4 +866,239 @@ async fn kubechat_chat_shows_each_plan_and_runs_a_write_only_when_confirmed() {
         ok(&admin, &["get", "pods", "-n", "web", "-o", "name"]).await.contains(&pod),
         "the mistyped name ran nothing"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_cordoned_and_drained_and_rollouts_undone_only_on_confirmation() {
+    let w = world(json!({})).await;
+    let admin = admin_kubectl(&w).await;
+    let ada = chat(&w, &w.user("ada@acme.example", "tenant_admin").await);
+    let user = chat(&w, &w.user("ursula@acme.example", "tenant_user").await);
+    let unschedulable =
+        async || ok(&admin, &["get", "node", "sim-node-1", "-o", "jsonpath={.spec.unschedulable}"]).await;
+
+    // A tenant user cannot change nodes (cluster-scoped), as with kubectl.
+    let r = argv(&user, &w, &["cordon", "sim-node-1"]).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (403, Some("forbidden")), "{}", r.body);
+
+    let p = plan(&ada, &w, &["cordon", "sim-node-1"]).await;
+    assert_eq!(p["dryRun"][0]["changes"], json!(["spec.unschedulable: (none) → true"]), "{p}");
+    assert_eq!(unschedulable().await, "");
+    assert_eq!(confirm(&ada, &w, &p, None).await.status, 200);
+    assert_eq!(unschedulable().await, "true");
+    let p = plan(&ada, &w, &["cordon", "sim-node-1"]).await;
+    assert_eq!(p["needsConfirmation"], false, "already cordoned: nothing to do: {p}");
+    let p = plan(&ada, &w, &["uncordon", "sim-node-1"]).await;
+    assert_eq!(confirm(&ada, &w, &p, None).await.status, 200);
+    assert_eq!(unschedulable().await, "");
+
+    // Drain: kubectl's refusals first, then evictions planned, dry-run, confirmed.
+    let r = argv(&ada, &w, &["drain", "sim-node-1"]).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .expect("m")
+            .contains("cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore)"),
+        "{}",
+        r.body
+    );
+    let on_node = async || {
+        ok(
+            &admin,
+            &[
+                "get",
+                "pods",
+                "-A",
+                "--field-selector",
+                "spec.nodeName=sim-node-1",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.ownerReferences[0].kind} {.metadata.name}{\"\\n\"}{end}",
+            ],
+        )
+        .await
+    };
+    let before: Vec<String> =
+        on_node().await.lines().filter(|l| !l.starts_with("DaemonSet")).map(str::to_string).collect();
+    assert!(!before.is_empty(), "pods to evict on sim-node-1");
+    let p = plan(&ada, &w, &["drain", "sim-node-1", "--ignore-daemonsets", "--delete-emptydir-data"]).await;
+    assert_eq!(p["risk"], "destructive");
+    assert_eq!(p["typeToConfirm"], "sim-node-1");
+    let evictions = p["dryRun"]
+        .as_array()
+        .expect("dry")
+        .iter()
+        .filter(|d| d["summary"].as_str().is_some_and(|s| s.starts_with("evicts pod")))
+        .count();
+    assert_eq!(evictions, before.len(), "{p}");
+    assert!(p["notes"][0].as_str().is_some_and(|n| n.contains("(DaemonSet)")), "{p}");
+    assert_eq!(
+        on_node().await.lines().filter(|l| !l.starts_with("DaemonSet")).count(),
+        before.len(),
+        "nothing evicted by the dry run"
+    );
+    let c = confirm(&ada, &w, &p, Some("sim-node-1")).await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(c.body["succeeded"], true, "{}", c.body);
+    assert_eq!(unschedulable().await, "true");
+    eventually("sim-node-1 holds only DaemonSet pods", Duration::from_secs(30), async || {
+        on_node().await.lines().all(|l| l.starts_with("DaemonSet"))
+    })
+    .await;
+
+    // rollout undo: back to the previous template.
+    ok(&admin, &["set", "image", "deployment/api", "-n", "web", "main=registry.example/api:2.0"]).await;
+    eventually("revision 2", Duration::from_secs(30), async || {
+        ok(&admin, &["rollout", "history", "deployment/api", "-n", "web"]).await.contains("\n2 ")
+    })
+    .await;
+    let p = plan(&ada, &w, &["rollout", "undo", "deployment/api", "-n", "web"]).await;
+    assert_eq!(p["risk"], "destructive");
+    assert_eq!(
+        p["dryRun"][0]["changes"],
+        json!(["spec.template.spec.containers[main].image: registry.example/api:2.0 → registry.example/api:1.0"]),
+        "{p}"
+    );
+    let image = async || {
+        ok(&admin, &["get", "deploy", "api", "-n", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"])
+            .await
+    };
+    assert_eq!(image().await, "registry.example/api:2.0");
+    assert_eq!(confirm(&ada, &w, &p, Some("api")).await.status, 200);
+    assert_eq!(image().await, "registry.example/api:1.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whats_wrong_is_answered_from_status_events_and_logs() {
+    let w = world(json!({})).await;
+    let user = chat(&w, &w.user("ursula@acme.example", "tenant_user").await);
+    // The api pod crash-loops.
+    let pod = w.pod("web", "api-");
+    let pods = w.sim.sim.cluster.resource_by_plural("pods").expect("pods");
+    let mut p = w.sim.sim.cluster.store.get(&pods, "web", &pod).expect("pod");
+    p["status"]["containerStatuses"][0]["ready"] = json!(false);
+    p["status"]["containerStatuses"][0]["restartCount"] = json!(7);
+    p["status"]["containerStatuses"][0]["state"] =
+        json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting failed container"}});
+    p["status"]["containerStatuses"][0]["lastState"] = json!({"terminated": {"reason": "Error", "exitCode": 1}});
+    w.sim.sim.cluster.store.update(&pods, "web", &pod, p).expect("update");
+    let r = text(&user, &w, "what's wrong with api").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["kubectl"].as_str().expect("k").starts_with("kubectl diagnose "), "{}", r.body);
+    let f = &blocks(&r.body)[0];
+    assert_eq!(f["type"], "findings", "{f}");
+    let items = f["items"].as_array().expect("items");
+    let crash = items
+        .iter()
+        .find(|i| i["message"].as_str().is_some_and(|m| m.contains("CrashLoopBackOff")))
+        .unwrap_or_else(|| panic!("{f}"));
+    assert_eq!(crash["severity"], "error");
+    assert_eq!(crash["object"], format!("pod/{pod}"));
+    assert!(
+        crash["evidence"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|l| l.as_str().is_some_and(|l| l.contains("handled request")))),
+        "recent logs as evidence: {crash}"
+    );
+    assert!(
+        items.iter().any(|i| i["message"].as_str().is_some_and(|m| m.contains("restarted 7 times (last: Error)"))),
+        "{f}"
+    );
+}
+
+/// A stand-in OpenAI-compatible endpoint: answers each request with the
+/// next proposal, and keeps what it was sent.
+async fn fake_llm(proposals: Vec<Value>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(proposals));
+    let (s2, q2) = (seen.clone(), queue.clone());
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let (seen, queue) = (s2.clone(), q2.clone());
+            async move {
+                seen.lock().expect("lock").push(body);
+                let next = queue.lock().expect("lock").remove(0);
+                axum::Json(json!({"choices": [{"message": {"role": "assistant", "content": next.to_string()}}]}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_only_proposes_and_its_proposal_passes_every_check() {
+    let w = kubechat_tests::platform::world_full(json!({}), |_| {}, |c| c.chat_llm_allow_loopback = true).await;
+    let admin = admin_kubectl(&w).await;
+    let user = chat(&w, &w.user("ursula@acme.example", "tenant_user").await);
+    let (url, seen) = fake_llm(vec![
+        json!({"argv": ["get", "deployments", "-n", "web"]}),
+        json!({"argv": ["delete", "pods", "-n", "web", "-l", "app=frontend"]}),
+        json!({"argv": ["get", "--raw", "/api/v1/namespaces/web/secrets"]}),
+        json!({"argv": ["exec", "api", "-n", "web", "--", "sh"]}),
+    ])
+    .await;
+    // Off by default: not understood, nothing sent.
+    let r = text(&user, &w, "xyzzy plugh one").await;
+    assert_eq!(r.body["error"]["code"], "not_understood", "{}", r.body);
+    assert!(seen.lock().expect("lock").is_empty());
+    let r = w
+        .api
+        .put(
+            &format!("/v1/tenants/{}/settings", w.tenant),
+            &json!({"chat": {"llm": {"url": url, "model": "fake", "apiKey": "sk-test-key"}}}),
+        )
+        .await
+        .expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["chat"]["llm"]["apiKey"], "***", "the key is never shown back");
+    // A read proposal runs like any read.
+    let r = text(&user, &w, "xyzzy plugh two, my password is hunter2").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (r.body["source"].as_str(), r.body["kubectl"].as_str()),
+        (Some("llm"), Some("kubectl get deployments -n web"))
+    );
+    let sent = seen.lock().expect("lock")[0].to_string();
+    assert!(!sent.contains("hunter2") && sent.contains("[redacted]"), "redacted before sending: {sent}");
+    // A write proposal is only a plan; nothing runs.
+    let r = text(&user, &w, "xyzzy plugh three").await;
+    assert_eq!((r.status, r.body["needsConfirmation"].as_bool()), (200, Some(true)), "{}", r.body);
+    assert_eq!(ok(&admin, &["get", "pods", "-n", "web", "-l", "app=frontend", "-o", "name"]).await.lines().count(), 2);
+    // Refused forms stay refused; exec never comes from a model.
+    let r = text(&user, &w, "xyzzy plugh four").await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (403, Some("refused")), "{}", r.body);
+    let r = text(&user, &w, "xyzzy plugh five").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_watch_streams_changes_as_they_happen() {
+    let w = world(json!({})).await;
+    let admin = admin_kubectl(&w).await;
+    let token = w.user("ursula@acme.example", "tenant_user").await;
+    let user = chat(&w, &token);
+    let p = plan(&user, &w, &["get", "configmaps", "-n", "web", "-w"]).await;
+    let url = p["stream"].as_str().expect("stream").to_string();
+    let raw = kubechat_tests::raw::RawClient::new(&w.cp_url, &w.cp_ca);
+    let mut events = kubechat_tests::raw::EventStream::open(&raw, &url, &token).await;
+    ok(&admin, &["create", "configmap", "watched", "-n", "web", "--from-literal=a=b"]).await;
+    loop {
+        let (event, data) = events.next().await.expect("an event");
+        if event == "added" && data.contains("\"name\":\"watched\"") {
+            break;
+        }
+    }
+    ok(&admin, &["delete", "configmap", "watched", "-n", "web"]).await;
+    loop {
+        let (event, data) = events.next().await.expect("an event");
+        if event == "deleted" {
+            assert!(data.contains("\"name\":\"watched\""), "{data}");
+            break;
+        }
+    }
 }

@@ -56,6 +56,11 @@ pub fn redact(text: &str) -> String {
             || (core.len() >= 24
                 && core.chars().all(|c| c.is_ascii_alphanumeric() || "+/=_-".contains(c))
                 && core.chars().any(|c| c.is_ascii_digit()));
+        // "password is hunter2": the connecting word stays, the value goes.
+        if hide_next && matches!(lower.as_str(), "is" | "was" | "=" | ":" | "are" | "of" | "to" | "be") {
+            out.push(word.to_string());
+            continue;
+        }
         if hide_next || secretish {
             out.push("[redacted]".to_string());
             hide_next = false;
