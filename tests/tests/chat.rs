@@ -1102,3 +1102,15 @@ async fn get_watch_streams_changes_as_they_happen() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_says_so_when_the_cluster_has_no_metrics_api() {
+    let w = world(json!({})).await;
+    w.sim.sim.set_metrics(false);
+    let user = chat(&w, &w.user("ursula@acme.example", "tenant_user").await);
+    let r = argv(&user, &w, &["top", "pods", "-n", "web"]).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().expect("m").contains("Metrics API not available"), "{}", r.body);
+    // Everything else still works without it.
+    assert_eq!(argv(&user, &w, &["get", "pods", "-n", "web"]).await.status, 200);
+}
