@@ -362,19 +362,25 @@ mod tests {
 
     #[test]
     fn words_split_like_a_shell_without_expanding_anything() {
-        assert_eq!(words("get pods -n web").unwrap(), ["get", "pods", "-n", "web"]);
+        assert_eq!(words("get pods -n web").expect("valid"), ["get", "pods", "-n", "web"]);
         assert_eq!(
-            words(r#"label pod a 'x=a b' "y=\"q\"" $HOME"#).unwrap(),
+            words(r#"label pod a 'x=a b' "y=\"q\"" $HOME"#).expect("valid"),
             ["label", "pod", "a", "x=a b", "y=\"q\"", "$HOME"]
         );
-        assert_eq!(words("exec a -- sh -c 'ls; rm -rf /'").unwrap(), ["exec", "a", "--", "sh", "-c", "ls; rm -rf /"]);
+        assert_eq!(
+            words("exec a -- sh -c 'ls; rm -rf /'").expect("valid"),
+            ["exec", "a", "--", "sh", "-c", "ls; rm -rf /"]
+        );
         assert!(words("get 'pods").is_err());
-        assert_eq!(words("''").unwrap(), [""]);
+        assert_eq!(words("''").expect("valid"), [""]);
     }
 
     #[test]
     fn tables_render_aligned() {
         let b = json!([{"type": "table", "title": "pods", "columns": [{"name": "NAME"}, {"name": "READY"}], "rows": [["api-1", "1/1"], ["frontend-abc", "2/2"]]}]);
-        assert_eq!(render(b.as_array().unwrap()), "NAME           READY\napi-1          1/1\nfrontend-abc   2/2\n");
+        assert_eq!(
+            render(b.as_array().expect("valid")),
+            "NAME           READY\napi-1          1/1\nfrontend-abc   2/2\n"
+        );
     }
 }

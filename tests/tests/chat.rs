@@ -418,7 +418,7 @@ async fn kubechat_refused_in_chat(c: &Client, w: &World, args: &[&str]) -> bool 
 async fn kubechat_refused_in_kubectl(k: &kubechat_tests::kubectl::Kubectl, args: &[&str]) -> bool {
     let mut a: Vec<&str> = args.to_vec();
     let write = !matches!(args[0], "get" | "describe" | "logs" | "events" | "top")
-        && !(args[0] == "rollout" && matches!(args[1], "status" | "history"));
+        && (args[0] != "rollout" || !matches!(args[1], "status" | "history"));
     if write && args[0] != "rollout" && args[0] != "drain" && args[0] != "cordon" && args[0] != "uncordon" {
         a.push("--dry-run=server");
     }
@@ -594,7 +594,7 @@ async fn logs_follow_streams_as_server_sent_events_until_stopped() {
         }
     }
     assert!(lines.iter().all(|l| l.contains("handled request")), "{lines:?}");
-    let r = user.delete(&format!("{url}")).await.expect("reach");
+    let r = user.delete(&url).await.expect("reach");
     assert_eq!((r.status, r.body["stopped"].as_bool()), (200, Some(true)), "{}", r.body);
     loop {
         let (event, data) = events.next().await.expect("the end");

@@ -270,7 +270,7 @@ pub fn sha256_hex(b: &[u8]) -> String {
 
 /// Unix milliseconds now.
 fn now_ms() -> i64 {
-    crate::directory::now_ms() as i64
+    crate::directory::now_ms()
 }
 
 /// Who is asking, and for which cluster.
@@ -575,6 +575,15 @@ pub enum Stored {
     },
 }
 
+/// What a confirmation of a stored plan must also carry.
+#[derive(Debug, Clone, Default)]
+struct Gate {
+    /// The name to type back (destructive commands).
+    type_to_confirm: Option<String>,
+    /// Whether a second tenant_admin must approve first.
+    needs_approval: bool,
+}
+
 /// Stores `body` as plan `plan.id`, with a fresh confirmation.
 async fn store(
     app: &App,
@@ -583,9 +592,9 @@ async fn store(
     plan: &mut Plan,
     kind: &str,
     body: &Stored,
-    type_to_confirm: Option<String>,
-    needs_approval: bool,
+    gate: Gate,
 ) -> Result<(), ChatError> {
+    let Gate { type_to_confirm, needs_approval } = gate;
     let body_json = serde_json::to_string(body)
         .map_err(|e| ChatError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let body_hash = sha256_hex(body_json.as_bytes());
@@ -686,8 +695,7 @@ async fn plan_write(
         plan,
         "write",
         &body,
-        type_to_confirm,
-        destructive && settings.require_approval,
+        Gate { type_to_confirm, needs_approval: destructive && settings.require_approval },
     )
     .await?;
     plan.requests = pending;
@@ -758,7 +766,7 @@ async fn plan_exec(
         resource_version: pod_obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string(),
     };
     let body = Stored::Exec { namespace: ns, pod, container: container.clone(), command: command.clone(), guard };
-    store(app, s, ctx.client_principal(), plan, "exec", &body, None, false).await?;
+    store(app, s, ctx.client_principal(), plan, "exec", &body, Gate::default()).await?;
     plan.requests = vec![view];
     Ok(plan.clone())
 }

@@ -206,10 +206,10 @@ fn redact_in(v: &mut Value, secrets_ok: bool, env_ok: bool) {
                         }
                     }
                 }
-                if let Some(Value::Object(a)) = map.get_mut("metadata").and_then(|m| m.get_mut("annotations")) {
-                    if let Some(x) = a.get_mut("kubectl.kubernetes.io/last-applied-configuration") {
-                        *x = Value::String(REDACTED.into());
-                    }
+                if let Some(Value::Object(a)) = map.get_mut("metadata").and_then(|m| m.get_mut("annotations"))
+                    && let Some(x) = a.get_mut("kubectl.kubernetes.io/last-applied-configuration")
+                {
+                    *x = Value::String(REDACTED.into());
                 }
             }
             if !env_ok {

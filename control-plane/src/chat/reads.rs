@@ -1050,7 +1050,7 @@ mod tests {
             json!({"metadata": {"name": "api", "generation": generation}, "spec": {"replicas": want},
                    "status": {"observedGeneration": obs, "updatedReplicas": upd, "replicas": rep, "availableReplicas": avail}})
         };
-        assert_eq!(rollout_message(&d(2, 1, 3, 3, 3, 3)).1, false);
+        assert!(!rollout_message(&d(2, 1, 3, 3, 3, 3)).1);
         assert!(rollout_message(&d(2, 2, 3, 1, 3, 1)).0.contains("1 out of 3 new replicas"));
         assert!(rollout_message(&d(2, 2, 3, 3, 4, 3)).0.contains("1 old replicas are pending termination"));
         assert!(rollout_message(&d(2, 2, 3, 3, 3, 2)).0.contains("2 of 3 updated replicas are available"));

@@ -112,7 +112,7 @@ pub async fn plan(app: &Arc<App>, s: &Scope, ctx: &Ctx, inv: &Invocation, plan: 
         .with(&p));
     }
     let body = Stored::Stream { path, what: what.to_string() };
-    store(app, s, ctx.client.principal(), plan, "stream", &body, None, false).await?;
+    store(app, s, ctx.client.principal(), plan, "stream", &body, super::Gate::default()).await?;
     // A stream needs no confirmation: it is read by its planner, once.
     plan.confirmation = None;
     plan.stream = Some(format!("/v1/clusters/{}/commands/{}/stream", s.cluster.id, plan.id));

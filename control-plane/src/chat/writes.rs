@@ -521,7 +521,7 @@ async fn apply(ctx: &Ctx, manifest: &str, _server_side: bool, force: bool) -> Re
                 "" => ctx.namespace.clone(),
                 n => n.to_string(),
             };
-            if !ctx.explicit_namespace.as_deref().is_none_or(|given| given == ns) {
+            if ctx.explicit_namespace.as_deref().is_some_and(|given| given != ns) {
                 return Err(invalid(format!(
                     "the namespace from the provided object {ns:?} does not match the namespace {:?}. You must pass '--namespace={ns}' to perform this operation.",
                     ctx.explicit_namespace.as_deref().unwrap_or_default()
