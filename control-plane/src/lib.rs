@@ -314,9 +314,8 @@ impl ControlPlane {
             metrics: metrics::CpMetrics::default(),
             tasks: TaskTracker::new(),
             request_timeout: config.request_timeout,
-            chat: chat::ChatState::default(),
+            chat: chat::ChatState { llm_allow_loopback: config.chat_llm_allow_loopback, ..Default::default() },
         });
-        chat::llm::allow_loopback(config.chat_llm_allow_loopback);
         Ok(Self {
             app,
             listener,

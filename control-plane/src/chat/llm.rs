@@ -28,13 +28,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest answer read.
 const MAX_ANSWER: usize = 64 * 1024;
 
-static ALLOW_LOOPBACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Lets the endpoint be on loopback over plain http (tests, dev stack).
-pub fn allow_loopback(on: bool) {
-    ALLOW_LOOPBACK.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
 const SYSTEM: &str = "You translate a person's request about their Kubernetes cluster into ONE kubectl command line. \
 Answer only JSON: {\"argv\": [\"get\", \"pods\", \"-n\", \"web\"]} without the word kubectl, or {\"argv\": []} if unsure. \
 Never use exec, proxy, port-forward, edit, cp, --raw, --kubeconfig, --server, --token or --as.";
@@ -127,8 +120,9 @@ fn private(ip: IpAddr) -> bool {
     }
 }
 
-/// Checks where `url` points before dialling it.
-async fn check_target(url: &http::Uri) -> Result<(), String> {
+/// Checks where `url` points before dialling it; loopback only when
+/// `loopback_ok` (`--chat-llm-allow-loopback`: tests, dev stack).
+async fn check_target(url: &http::Uri, loopback_ok: bool) -> Result<(), String> {
     let host = url.host().ok_or("the LLM URL has no host")?.trim_matches(['[', ']']).to_string();
     let port = url.port_u16().unwrap_or(if url.scheme_str() == Some("https") { 443 } else { 80 });
     let addrs: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), port))
@@ -136,7 +130,6 @@ async fn check_target(url: &http::Uri) -> Result<(), String> {
         .map_err(|e| format!("cannot resolve the LLM host {host}: {e}"))?
         .map(|a| a.ip())
         .collect();
-    let loopback_ok = ALLOW_LOOPBACK.load(std::sync::atomic::Ordering::Relaxed);
     for ip in &addrs {
         if ip.is_loopback() && !loopback_ok {
             return Err("the LLM endpoint is on loopback, which this control plane does not allow".into());
@@ -152,12 +145,13 @@ async fn check_target(url: &http::Uri) -> Result<(), String> {
     Ok(())
 }
 
-/// Asks the endpoint for a command line for `text` (redacted first).
-pub async fn propose(llm: &LlmSettings, text: &str, namespace: &str) -> Result<Vec<String>, String> {
+/// Asks the endpoint for a command line for `text` (redacted first);
+/// `loopback_ok` lets it be on loopback over plain http.
+pub async fn propose(llm: &LlmSettings, text: &str, namespace: &str, loopback_ok: bool) -> Result<Vec<String>, String> {
     let url: http::Uri = format!("{}/chat/completions", llm.url.trim_end_matches('/'))
         .parse()
         .map_err(|e| format!("bad LLM URL: {e}"))?;
-    check_target(&url).await?;
+    check_target(&url, loopback_ok).await?;
     let body = json!({
         "model": llm.model,
         "temperature": 0,

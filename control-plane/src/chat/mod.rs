@@ -63,6 +63,9 @@ pub struct ChatState {
     pub discovery: discovery::DiscoveryCache,
     /// Streams running on this replica, to stop them.
     pub streams: stream::Streams,
+    /// Whether a tenant's LLM endpoint may be on loopback over plain http
+    /// (`--chat-llm-allow-loopback`; tests and the dev stack).
+    pub llm_allow_loopback: bool,
 }
 
 /// A command as it is sent.
@@ -323,6 +326,7 @@ fn client_for(app: &Arc<App>, who: &Asker<'_>, s: &Scope, command_line: &str, pl
 /// cluster's objects (listed as the person). `Err` carries a plan with a
 /// question, or why it was not understood.
 async fn english_argv(
+    app: &App,
     ctx: &Ctx,
     text: &str,
     settings: &ChatSettings,
@@ -352,7 +356,7 @@ async fn english_argv(
         }
         Interpretation::NotUnderstood { message, examples } => {
             if let Some(llm) = &settings.llm {
-                match llm::propose(llm, text, &ctx.namespace).await {
+                match llm::propose(llm, text, &ctx.namespace, app.chat.llm_allow_loopback).await {
                     Ok(argv) => return Ok((argv, Source::Llm)),
                     Err(e) => tracing::info!(error = %e, "the tenant's LLM endpoint proposed nothing usable"),
                 }
@@ -459,7 +463,7 @@ async fn plan_command(
     };
     let (argv, source) = match (req.argv, req.text) {
         (Some(a), _) => (a, Source::Kubectl),
-        (None, Some(t)) => english_argv(&ctx, &t, settings, plan).await?,
+        (None, Some(t)) => english_argv(app, &ctx, &t, settings, plan).await?,
         (None, None) => unreachable_input()?,
     };
     plan.source = Some(source);
