@@ -68,25 +68,42 @@ pub struct TunnelView {
     pub reconnects: i64,
 }
 
-/// Applies a relay's report. Returns `false` (nothing applied) when it is a
-/// delta the directory cannot place (unknown relay or epoch, or not newer
-/// than the last report): the relay must send a full snapshot.
-pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<bool, StoreError> {
+/// What applying a relay's report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing: a delta the directory cannot place (unknown relay or epoch,
+    /// or not newer than the last report); the relay must send a full
+    /// snapshot.
+    NeedFull,
+    /// Stored.
+    Stored {
+        /// The relay's lease had run out before this report renewed it
+        /// (lookups meanwhile saw none of its tunnels), so cached routes
+        /// should be read again.
+        lapsed: bool,
+    },
+}
+
+/// Applies a relay's report.
+pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<Applied, StoreError> {
     let mut tx = db.begin(&Scope::Platform).await?;
-    let known = sqlx::query("SELECT epoch, seq FROM relays WHERE relay_id = $1")
+    let mut lapsed = false;
+    let known = sqlx::query("SELECT epoch, seq, lease_expires_at_ms FROM relays WHERE relay_id = $1")
         .bind(r.relay_id.clone())
         .fetch_optional(&mut *tx)
         .await?;
     let follows = match &known {
         Some(row) => {
             let epoch: String = row.try_get("epoch")?;
+            let lease: i64 = row.try_get("lease_expires_at_ms")?;
+            lapsed = lease < now_ms();
             let seq: i64 = row.try_get("seq")?;
             epoch == r.epoch && i64::try_from(r.seq).unwrap_or(i64::MAX) > seq
         }
         None => false,
     };
     if !r.full && !follows {
-        return Ok(false);
+        return Ok(Applied::NeedFull);
     }
     if r.full {
         sqlx::query("DELETE FROM relay_tunnels WHERE relay_id = $1").bind(r.relay_id.clone()).execute(&mut *tx).await?;
@@ -146,7 +163,7 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<bool, StoreErro
     .await?;
     sqlx::query("DELETE FROM relays WHERE lease_expires_at_ms < $1").bind(stale).execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(Applied::Stored { lapsed })
 }
 
 /// Relays with a live lease that hold a tunnel of `cluster`.

@@ -60,11 +60,15 @@ impl Presence for PresenceService {
             tracing::warn!(error = %e, "presence report not stored");
             tonic::Status::unavailable("storage failure; retry")
         };
-        let applied = directory::apply_report(&self.app.db, &r).await.map_err(storage)?;
+        let outcome = directory::apply_report(&self.app.db, &r).await.map_err(storage)?;
+        let applied = outcome != directory::Applied::NeedFull;
         if applied {
             // This replica's cached routes follow at once; others within
             // the routes' refresh age.
-            if !r.down.is_empty() {
+            if outcome == (directory::Applied::Stored { lapsed: true }) {
+                tracing::warn!(relay = %r.relay_id, "a relay's presence lease had run out before its report came; its tunnels were unroutable meanwhile");
+                self.app.cache.invalidate_all_routes();
+            } else if !r.down.is_empty() {
                 self.app.cache.invalidate_all_routes();
             } else if r.full {
                 self.app.cache.refresh_all_routes();

@@ -58,6 +58,22 @@ async fn presence_reports_build_a_directory_with_leases() {
             assert!(tokio::time::Instant::now() < deadline, "the lease never expired");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // While lapsed, the kube path's cache learns there is no route.
+        assert!(env.app.cache.routes(&tid, &cid).await.expect("routes").is_empty());
+        // A late report (a delta that changes nothing) renews the lease, and
+        // the cached routes are read again at once, not at their next refresh.
+        let ack = relay.report(report("eu-1", "e2", 2, false, vec![], 60_000)).await.expect("report").into_inner();
+        assert!(!ack.resend_full);
+        assert!(connected(&ta, &tid, &cid).await);
+        let routes = env.app.cache.routes(&tid, &cid).await.expect("routes");
+        assert_eq!(routes.iter().map(|r| r.relay_id.as_str()).collect::<Vec<_>>(), ["eu-1"]);
+        // And then it lapses again for the checks below.
+        relay.report(report("eu-1", "e2", 3, false, vec![], 300)).await.expect("report");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while connected(&ta, &tid, &cid).await {
+            assert!(tokio::time::Instant::now() < deadline, "the lease never expired");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
         // A report naming another relay than the certificate is refused.
         let err = relay.report(report("us-1", "e3", 1, true, vec![], 60_000)).await.expect_err("refused");

@@ -151,7 +151,7 @@ struct RawConfig {
     #[arg(long, env = "KUBECHAT_ADVERTISE_INTERNAL")]
     advertise_internal: Option<String>,
     /// Report presence at least this often, milliseconds (the lease is three
-    /// intervals) [default: 2000].
+    /// intervals, at least 3 s) [default: 2000].
     #[arg(long, env = "KUBECHAT_PRESENCE_INTERVAL_MS")]
     presence_interval_ms: Option<u64>,
     /// Directory of the audit and usage event spool (events stay here until

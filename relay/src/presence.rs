@@ -32,7 +32,8 @@ pub struct PresenceTarget {
     /// mTLS client configuration: the relay's certificate, the control
     /// plane's CA. Any ALPN list is replaced by h2.
     pub tls: rustls::ClientConfig,
-    /// Report at least this often (the lease is three intervals).
+    /// Report at least this often (the lease is three intervals, at least
+    /// [`MIN_LEASE`]).
     pub interval: Duration,
     /// The internal listener's address as the control plane dials it;
     /// default: the bound address.
@@ -127,6 +128,11 @@ fn snapshot(state: &RelayState) -> HashMap<u64, TunnelInfo> {
 /// Reports between two refreshes of every tunnel's live figures.
 const STATS_EVERY: u64 = 15;
 
+/// The shortest lease a relay asks for, whatever its interval: a report
+/// late on a busy host must not make live tunnels unroutable (a crashed
+/// relay is forgotten within max(three intervals, this)).
+const MIN_LEASE: Duration = Duration::from_secs(3);
+
 /// An HTTP/2 channel to the control plane's internal gRPC endpoint, for
 /// both presence and events.
 pub(crate) type Channel = Client<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>;
@@ -160,7 +166,7 @@ pub(crate) async fn run(target: PresenceTarget, state: Arc<RelayState>, internal
     };
     let epoch = uuid::Uuid::now_v7().to_string();
     let address = target.advertise.clone().unwrap_or(internal_addr);
-    let lease = target.interval * 3;
+    let lease = (target.interval * 3).max(MIN_LEASE);
     let mut seq = 0u64;
     let mut acked: HashMap<u64, TunnelInfo> = HashMap::new();
     let mut full = true;
