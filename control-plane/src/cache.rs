@@ -32,6 +32,9 @@ use crate::directory::Route;
 use crate::model::{Cluster, Role, Tenant};
 use crate::store::{Db, Scope, StoreError, TokenOwner};
 
+/// How long entries are trusted once the change log cannot be read
+/// (unless configured otherwise).
+pub const OFFLINE_TRUST: Duration = Duration::from_secs(1);
 /// How often each replica reads the change log.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Longest an entry is trusted without being read again.
@@ -167,10 +170,17 @@ pub struct Cache {
     tasks: tokio_util::task::TaskTracker,
     /// The last change-log position applied.
     seen: AtomicI64,
+    /// When the change log was last read (Unix ms).
+    synced_at_ms: AtomicI64,
+    /// How long entries are trusted while the change log cannot be read
+    /// (ms); see [`Cache::set_offline_trust`].
+    offline_trust_ms: AtomicI64,
     /// Reads answered from memory, and from the database.
     pub hits: AtomicU64,
     /// Reads that went to the database.
     pub misses: AtomicU64,
+    /// Polls of the change log that failed.
+    pub sync_failures: AtomicU64,
 }
 
 impl Cache {
@@ -190,9 +200,22 @@ impl Cache {
             refreshing: Default::default(),
             tasks: tokio_util::task::TaskTracker::new(),
             seen: AtomicI64::new(seen.unwrap_or(0)),
+            synced_at_ms: AtomicI64::new(crate::directory::now_ms()),
+            offline_trust_ms: AtomicI64::new(OFFLINE_TRUST.as_millis() as i64),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            sync_failures: AtomicU64::new(0),
         }))
+    }
+
+    /// How long, once the change log cannot be read (the database is
+    /// unreachable), entries are still trusted before the whole cache is
+    /// dropped. A revocation needs the database, so none can be missed
+    /// while it is down for everyone; the window bounds what a replica cut
+    /// off from a database others still reach may miss. Default
+    /// [`OFFLINE_TRUST`], the documented revocation bound.
+    pub fn set_offline_trust(&self, d: Duration) {
+        self.offline_trust_ms.store(i64::try_from(d.as_millis()).unwrap_or(i64::MAX), Ordering::Release);
     }
 
     fn hit(&self) {
@@ -349,6 +372,7 @@ impl Cache {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.synced_at_ms.fetch_max(crate::directory::now_ms(), Ordering::AcqRel);
         for r in &rows {
             let (seq, kind, key): (i64, String, String) = (r.try_get("seq")?, r.try_get("kind")?, r.try_get("key")?);
             self.invalidate(Change::parse(&kind), &key);
@@ -363,9 +387,16 @@ impl Cache {
         let mut prune_at = Instant::now();
         loop {
             if let Err(e) = self.sync().await {
-                // Unreadable log: trust nothing older than the poll interval.
-                tracing::warn!(error = %e, "cannot read the cache change log; dropping the cache");
-                self.invalidate(Change::All, "");
+                // Unreadable log: entries are trusted for the offline
+                // window after the last read, then dropped.
+                self.sync_failures.fetch_add(1, Ordering::Relaxed);
+                let since = crate::directory::now_ms() - self.synced_at_ms.load(Ordering::Acquire);
+                if since > self.offline_trust_ms.load(Ordering::Acquire) {
+                    tracing::warn!(error = %e, since_ms = since, "cannot read the cache change log; dropping the cache");
+                    self.invalidate(Change::All, "");
+                } else {
+                    tracing::debug!(error = %e, since_ms = since, "cannot read the cache change log; trusting the cache a little longer");
+                }
             }
             if prune_at.elapsed() > Duration::from_secs(60) {
                 prune_at = Instant::now();

@@ -59,6 +59,7 @@ pub mod model;
 pub mod ratelimit;
 pub mod relays;
 pub mod store;
+pub mod web;
 pub mod writer;
 
 mod presence;
@@ -159,6 +160,10 @@ pub struct Config {
     pub request_timeout: std::time::Duration,
     /// Tenants' chat LLM endpoints may be on loopback over plain http.
     pub chat_llm_allow_loopback: bool,
+    /// How long cached principals, tenants, clusters and grants are still
+    /// trusted once the database's change log cannot be read (see
+    /// [`cache::Cache::set_offline_trust`]).
+    pub cache_offline_trust: std::time::Duration,
 }
 
 impl Config {
@@ -185,6 +190,7 @@ impl Config {
             limits: kubechat_transport::limits::Limits::default(),
             request_timeout: std::time::Duration::from_secs(30),
             chat_llm_allow_loopback: false,
+            cache_offline_trust: cache::OFFLINE_TRUST,
         }
     }
 }
@@ -292,6 +298,7 @@ impl ControlPlane {
             .await
             .map_err(|source| ControlPlaneError::Bind { addr: config.listen, source })?;
         let cache = cache::Cache::new(db.clone()).await?;
+        cache.set_offline_trust(config.cache_offline_trust);
         let writer = writer::Writer::start(db.clone());
         let app = Arc::new(App {
             cache,

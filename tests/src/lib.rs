@@ -35,3 +35,4 @@ pub mod shapes;
 pub mod stack;
 pub mod tinyproxy;
 pub mod wait;
+pub mod web_client;

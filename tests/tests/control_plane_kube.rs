@@ -453,19 +453,34 @@ async fn one_trace_reaches_the_api_server_and_every_component_times_the_request(
 
 /// A warm kube request reads nothing from the database: the caller's token,
 /// tenant, cluster and the tunnel's route come from memory. With the pool
-/// closed it is still served; a request that needs a read (a cluster not
-/// yet seen) is told the storage is unavailable, never that its
-/// credentials are wrong.
+/// closed it is still served (within the cache's offline window, a minute
+/// here); a request that needs a read (a cluster not yet seen) is told the
+/// storage is unavailable, never that its credentials are wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_kube_request_is_served_without_the_database() {
-    let w = world(json!({})).await;
+    let w = kubechat_tests::platform::world_full(
+        json!({}),
+        |_| {},
+        |c| {
+            c.cache_offline_trust = Duration::from_secs(60);
+        },
+    )
+    .await;
     let raw = kubechat_tests::raw::RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("ursula@acme.example", "tenant_user").await;
     let path = format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster);
     let r = raw.send("GET", &path, &token, &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
 
+    let failures = || w.app.cache.sync_failures.load(std::sync::atomic::Ordering::Relaxed);
+    let before = failures();
     w.app.db.pool().close().await;
+    // The cache has tried (and failed) to read its change log meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while failures() < before + 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the cache never polled its change log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for i in 0..5 {
         let r = raw.send("GET", &path, &token, &[]).await;
         assert_eq!(r.status, 200, "warm request {i} with the database gone: {}", r.text());
@@ -477,4 +492,26 @@ async fn a_warm_kube_request_is_served_without_the_database() {
     assert_eq!(status["reason"], "ServiceUnavailable", "{status}");
     let unknown = raw.send("GET", &path, "kc_a_token_nobody_has_seen", &[]).await;
     assert_eq!(unknown.status, 503, "an unseen token cannot be checked, which is not a 401: {}", unknown.text());
+}
+
+/// Once the change log has been unreadable for longer than the offline
+/// window (here none), the cache is dropped: a replica cut off from the
+/// database stops trusting what it may since have missed (a revocation on
+/// another replica), and says storage is unavailable, never 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_offline_window_a_cut_off_replica_stops_trusting_its_cache() {
+    let w = kubechat_tests::platform::world_full(json!({}), |_| {}, |c| c.cache_offline_trust = Duration::ZERO).await;
+    let raw = kubechat_tests::raw::RawClient::new(&w.cp_url, &w.cp_ca);
+    let token = w.user("ursula@acme.example", "tenant_user").await;
+    let path = format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster);
+    assert_eq!(raw.send("GET", &path, &token, &[]).await.status, 200);
+    w.app.db.pool().close().await;
+    let (r2, t2, p2) = (raw.clone(), token.clone(), path.clone());
+    kubechat_tests::wait::eventually("the cache is dropped", Duration::from_secs(10), || {
+        let (raw, t, p) = (r2.clone(), t2.clone(), p2.clone());
+        async move { raw.send("GET", &p, &t, &[]).await.status != 200 }
+    })
+    .await;
+    let r = raw.send("GET", &path, &token, &[]).await;
+    assert_eq!(r.status, 503, "storage unavailable, not a credentials problem: {}", r.text());
 }

@@ -11,6 +11,7 @@
 //! - `tenants`, `users`, `tokens`, `access`, `clusters`, `certificates`,
 //!   `audit`, `billing`, `tunnels`, `enroll`: a router each.
 //! - the kube path (`crate::kube`) at `/k8s/clusters/{cluster}/…`.
+//! - the web app (`crate::web`) at `/ui/…`.
 //!
 //! The OpenAPI document (`/v1/openapi.json`) is generated from the same
 //! route declarations ([`openapi`]).
@@ -95,6 +96,7 @@ pub fn router(app: Arc<App>) -> Router {
     api.route("/v1/openapi.json", get(move || std::future::ready(Json(doc))))
         .route("/healthz", get(|| std::future::ready(Json(json!({"status": "ok"})))))
         .route("/k8s/clusters/{*rest}", any(crate::kube::serve))
+        .merge(crate::web::router(app.clone()))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), observe))

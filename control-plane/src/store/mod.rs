@@ -10,6 +10,7 @@
 pub mod chat;
 mod error;
 pub mod migrations;
+pub mod sessions;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row, Transaction};

@@ -1,0 +1,156 @@
+//! A cluster's chat page: a kubectl line or plain English in, the plan out
+//! (each request with its verdict, a write's server-side dry run and its
+//! confirmation form), through [`crate::chat`] exactly as the REST API
+//! runs it. With htmx each answer is a fragment added to the transcript;
+//! without JavaScript the form posts and the answer is a page.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+
+use super::session::Session;
+use super::{WebError, check_csrf, pages};
+use crate::app::App;
+use crate::chat::{self, Asker, CommandRequest};
+
+/// The chat routes.
+pub(super) fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/ui/clusters/{id}", get(page))
+        .route("/ui/clusters/{id}/commands", post(command))
+        .route("/ui/clusters/{id}/commands/{plan}/confirm", post(confirm))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    /// A command line to put in the box (deep links; never run by a GET).
+    q: Option<String>,
+}
+
+async fn cluster_name(app: &App, s: &Session, id: &str) -> Result<crate::model::Cluster, WebError> {
+    let Some(t) = &s.tenant else {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "Platform administrators have no clusters of their own."));
+    };
+    app.db
+        .clusters(&t.id)
+        .await?
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| WebError::new(StatusCode::NOT_FOUND, &format!("There is no cluster {id} in your tenant.")))
+}
+
+async fn page(
+    State(app): State<Arc<App>>,
+    s: Session,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Html<String>, WebError> {
+    let c = cluster_name(&app, &s, &id).await?;
+    let connected = !app.cache.routes(&c.tenant_id, &c.id).await?.is_empty();
+    Ok(Html(pages::chat(&s, &c, connected, q.q.as_deref().unwrap_or_default(), None).into_string()))
+}
+
+#[derive(Debug, Deserialize)]
+struct CommandForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    line: String,
+}
+
+/// What a line asks for: a kubectl command line when it starts with
+/// `kubectl` (split like a shell, never run by one), else plain English.
+fn request_of(line: &str) -> Result<CommandRequest, String> {
+    let line = line.trim();
+    match line.strip_prefix("kubectl ") {
+        Some(rest) => Ok(CommandRequest { argv: Some(crate::chat_cli::words(rest)?), ..Default::default() }),
+        None if line == "kubectl" => Err("Say what kubectl should do, e.g. kubectl get pods.".into()),
+        None => Ok(CommandRequest { text: Some(line.to_string()), ..Default::default() }),
+    }
+}
+
+fn is_htmx(h: &HeaderMap) -> bool {
+    h.get("hx-request").is_some_and(|v| v == "true")
+}
+
+/// Whole page (no JavaScript) or fragment (htmx).
+fn answer(htmx: bool, s: &Session, c: &crate::model::Cluster, turn: maud::Markup) -> Response {
+    if htmx {
+        Html(turn.into_string()).into_response()
+    } else {
+        Html(pages::chat(s, c, true, "", Some(turn)).into_string()).into_response()
+    }
+}
+
+async fn command(
+    State(app): State<Arc<App>>,
+    s: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CommandForm>,
+) -> Result<Response, WebError> {
+    check_csrf(&s, &f.csrf)?;
+    let c = cluster_name(&app, &s, &id).await?;
+    let htmx = is_htmx(&headers);
+    let req = match request_of(&f.line) {
+        Ok(r) => r,
+        Err(why) => return Ok(answer(htmx, &s, &c, pages::turn_error(&f.line, &why, None))),
+    };
+    let who = Asker { principal: &s.principal, client_address: "" };
+    let turn = match chat::command(&app, &who, &id, req).await {
+        Ok(plan) => pages::turn(&s, &c, &f.line, &plan),
+        Err(e) if e.code == "question" => match e.plan {
+            Some(plan) => pages::turn(&s, &c, &f.line, &plan),
+            None => pages::turn_error(&f.line, &e.message, None),
+        },
+        Err(e) => pages::turn_error(&f.line, &e.message, e.plan.as_deref()),
+    };
+    Ok(answer(htmx, &s, &c, turn))
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfirmForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirmation: String,
+    #[serde(default)]
+    typed_name: Option<String>,
+}
+
+async fn confirm(
+    State(app): State<Arc<App>>,
+    s: Session,
+    headers: HeaderMap,
+    Path((id, plan_id)): Path<(String, String)>,
+    Form(f): Form<ConfirmForm>,
+) -> Result<Response, WebError> {
+    check_csrf(&s, &f.csrf)?;
+    let c = cluster_name(&app, &s, &id).await?;
+    let who = Asker { principal: &s.principal, client_address: "" };
+    let typed = f.typed_name.as_deref().filter(|t| !t.is_empty());
+    let out = match chat::confirm::confirm(&app, &who, &id, &plan_id, &f.confirmation, typed).await {
+        Ok(o) => pages::outcome(&o),
+        Err(e) => pages::refusal(&e.message),
+    };
+    Ok(answer(is_htmx(&headers), &s, &c, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubectl_lines_are_argv_and_the_rest_is_english() {
+        let r = request_of("kubectl get pods -n 'web'").expect("argv");
+        assert_eq!(r.argv.as_deref(), Some(&["get".to_string(), "pods".into(), "-n".into(), "web".into()][..]));
+        assert_eq!(request_of("show pods in web").expect("text").text.as_deref(), Some("show pods in web"));
+        assert!(request_of("kubectl").is_err());
+        assert!(request_of("kubectl get 'pods").is_err());
+    }
+}

@@ -1,0 +1,278 @@
+//! The web app, served under `/ui/`: server-rendered HTML (maud) with
+//! htmx, its JavaScript vendored from npm at pinned versions and embedded
+//! in the binary (`assets/vendor`, refreshed by
+//! `scripts/vendor-web-assets.sh`), so running it needs no Node.
+//!
+//! # Trust
+//! - A browser signs in with an API token for now ([`session`]); the
+//!   session cookie is `__Host-`, `Secure; HttpOnly; SameSite=Strict`.
+//! - Every state-changing request carries the session's CSRF token (form
+//!   field `csrf`), and no request under `/ui/` is served to a foreign
+//!   `Origin` or a cross-site fetch ([`guard`]): a cross-site form post,
+//!   `EventSource` or WebSocket never acts.
+//! - Pages carry a strict Content-Security-Policy (scripts only from
+//!   `/ui/assets/`), `X-Frame-Options: DENY` and no referrer.
+//! - What a page offers follows the role, and every action goes through
+//!   the same handlers and policy as the REST API (chat commands through
+//!   [`crate::chat`]): a hidden control forged by hand is refused there.
+//!
+//! # Layout
+//! - [`session`]: sign-in, the session extractor, CSRF tokens.
+//! - `pages`: the HTML of every page (maud).
+//! - `chat`: a cluster's chat (plans, dry runs, confirmations).
+
+pub mod session;
+
+mod chat;
+mod pages;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use http::{HeaderValue, Method, StatusCode, header};
+use serde::Deserialize;
+
+use crate::app::App;
+use crate::model::Role;
+use crate::store::{Scope, StoreError};
+use session::Session;
+
+/// An answer that is not a page: an error shown as one, or a redirect to
+/// sign in.
+#[derive(Debug)]
+pub struct WebError {
+    /// The status.
+    pub status: StatusCode,
+    /// What happened and what to do.
+    pub message: String,
+    /// Send the browser to the sign-in page instead.
+    pub sign_in: bool,
+}
+
+impl WebError {
+    /// An error page.
+    pub fn new(status: StatusCode, message: &str) -> Self {
+        Self { status, message: message.to_string(), sign_in: false }
+    }
+
+    /// No (valid) session: sign in.
+    pub fn sign_in() -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, message: "Sign in to continue.".into(), sign_in: true }
+    }
+
+    /// Sign-in refused.
+    pub fn unauthenticated(message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// The role may not do this.
+    pub fn forbidden(message: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+}
+
+impl From<StoreError> for WebError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "web app: storage failure");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "Storage is unavailable; retry in a moment.")
+    }
+}
+
+impl From<crate::error::ApiError> for WebError {
+    fn from(e: crate::error::ApiError) -> Self {
+        Self::new(e.status, &e.message)
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        if self.sign_in {
+            let mut r = Redirect::to("/ui/login").into_response();
+            // htmx follows this header for fragments.
+            r.headers_mut().insert("hx-redirect", HeaderValue::from_static("/ui/login"));
+            return r;
+        }
+        (self.status, Html(pages::error(self.status, &self.message).into_string())).into_response()
+    }
+}
+
+/// The web app's routes.
+pub fn router(app: Arc<App>) -> Router<Arc<App>> {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(home))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/audit", get(audit))
+        .route("/ui/assets/{file}", get(asset))
+        .merge(chat::router())
+        .layer(middleware::from_fn_with_state(app, guard))
+}
+
+/// The origin (`scheme://host[:port]`) browsers reach this control plane at.
+fn own_origin(app: &App) -> String {
+    let u = app.public_url.trim_end_matches('/');
+    match u.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or_default()),
+        None => u.to_string(),
+    }
+}
+
+/// Refuses what a browser sent on another site's behalf: a foreign
+/// `Origin` (forms, `fetch`, `EventSource`, WebSocket), a `Sec-Fetch-Site`
+/// of `cross-site` or `same-site`, and a state-changing request that names
+/// no origin at all; then adds the security headers to every answer.
+async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let fetch_site = req.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let writes = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let refuse = |why: &str| {
+        tracing::info!(path = %req.uri().path(), why, "web app: cross-site request refused");
+        WebError::forbidden(&format!("Cross-site request refused: {why}.")).into_response()
+    };
+    let own = own_origin(&app);
+    if let Some(o) = &origin
+        && *o != own
+    {
+        return refuse(&format!("it came from {o}, not {own}"));
+    }
+    if matches!(fetch_site.as_str(), "cross-site" | "same-site") {
+        return refuse("the browser says another site sent it");
+    }
+    if writes && origin.is_none() && fetch_site.is_empty() {
+        return refuse("a form post must name its origin");
+    }
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A form posted with the session's CSRF token.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Refuses unless `sent` is the session's CSRF token.
+pub(crate) fn check_csrf(s: &Session, sent: &str) -> Result<(), WebError> {
+    if session::csrf_ok(s, sent) {
+        Ok(())
+    } else {
+        Err(WebError::forbidden("This form has expired or was not sent by this page; reload the page and try again."))
+    }
+}
+
+async fn login_page() -> Html<String> {
+    Html(pages::login(None).into_string())
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
+async fn login(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Response {
+    match session::open(&app, &f.token).await {
+        Ok(cookie) => {
+            let mut r = Redirect::to("/ui/").into_response();
+            r.headers_mut().insert(header::SET_COOKIE, session::set_cookie(&cookie));
+            r
+        }
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            (StatusCode::UNAUTHORIZED, Html(pages::login(Some(&e.message)).into_string())).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn logout(State(app): State<Arc<App>>, s: Session, Form(f): Form<CsrfForm>) -> Result<Response, WebError> {
+    check_csrf(&s, &f.csrf)?;
+    session::end(&app, &s).await?;
+    let mut r = Redirect::to("/ui/login").into_response();
+    r.headers_mut().insert(header::SET_COOKIE, session::clear_cookie());
+    Ok(r)
+}
+
+/// The signed-in person's clusters and whether each is connected.
+async fn home(State(app): State<Arc<App>>, s: Session) -> Result<Html<String>, WebError> {
+    let Some(t) = &s.tenant else {
+        return Ok(Html(pages::platform_home(&s).into_string()));
+    };
+    let clusters = app.db.clusters(&t.id).await?;
+    let tunnels = crate::directory::tunnels(&app.db, &Scope::Tenant(t.id.clone()), None).await?;
+    let rows: Vec<pages::ClusterRow> = clusters
+        .into_iter()
+        .map(|c| {
+            let mine: Vec<_> = tunnels.iter().filter(|x| x.cluster_id == c.id).cloned().collect();
+            pages::ClusterRow { cluster: c, tunnels: mine }
+        })
+        .collect();
+    Ok(Html(pages::home(&s, t, &rows).into_string()))
+}
+
+/// The tenant's audit trail, newest page first, and whether its chain verifies.
+async fn audit(State(app): State<Arc<App>>, s: Session) -> Result<Html<String>, WebError> {
+    let Some(t) = &s.tenant else {
+        return Err(WebError::new(
+            StatusCode::NOT_FOUND,
+            "Platform administrators read a tenant's audit through the API.",
+        ));
+    };
+    if !matches!(s.principal.user.role, Role::TenantAdmin | Role::PlatformAdmin) {
+        return Err(WebError::forbidden("Only tenant admins read the audit trail; ask one."));
+    }
+    let verification = crate::audit::verify(&app.db, &t.id, &app.signer).await?;
+    let f = crate::audit::Filter { limit: 100, after: (verification.head_seq - 100).max(0), ..Default::default() };
+    let (mut items, _) = crate::audit::list(&app.db, &t.id, &f).await?;
+    items.reverse();
+    Ok(Html(pages::audit(&s, t, &verification, &items).into_string()))
+}
+
+/// The vendored and own static files.
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind): (&'static [u8], &str) = match file.as_str() {
+        "htmx.min.js" => (include_bytes!("../../assets/vendor/htmx.min.js"), "text/javascript"),
+        "htmx-ext-sse.min.js" => (include_bytes!("../../assets/vendor/htmx-ext-sse.min.js"), "text/javascript"),
+        "app.css" => (include_bytes!("../../assets/app.css"), "text/css"),
+        _ => return WebError::new(StatusCode::NOT_FOUND, "No such file.").into_response(),
+    };
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_str(kind).unwrap_or(HeaderValue::from_static("text/plain")));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn vendored_assets_are_the_pinned_ones() {
+        let sums = include_str!("../../assets/vendor/SHA256SUMS");
+        let files: [(&str, &[u8]); 2] = [
+            ("htmx.min.js", include_bytes!("../../assets/vendor/htmx.min.js")),
+            ("htmx-ext-sse.min.js", include_bytes!("../../assets/vendor/htmx-ext-sse.min.js")),
+        ];
+        for (name, bytes) in files {
+            let hex: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+            assert!(sums.lines().any(|l| l == format!("{hex}  {name}")), "{name} is not the vendored file: {hex}");
+        }
+    }
+}

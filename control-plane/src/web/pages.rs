@@ -1,0 +1,391 @@
+//! The HTML of every page (maud: escaped by construction). Pages are plain
+//! HTML that works without JavaScript; htmx (vendored, `/ui/assets/`) adds
+//! answers to the chat transcript in place. Every control has a label,
+//! headings are in order, and the layout reads at phone width.
+
+use maud::{DOCTYPE, Markup, html};
+use serde_json::Value;
+
+use super::session::Session;
+use crate::audit::{AuditEntry, Verification};
+use crate::directory::TunnelView;
+use crate::model::{Cluster, Role, Tenant};
+
+fn role_label(r: Role) -> &'static str {
+    match r {
+        Role::PlatformAdmin => "platform admin",
+        Role::TenantAdmin => "tenant admin",
+        Role::TenantUser => "tenant user",
+        Role::TenantViewer => "tenant viewer",
+    }
+}
+
+fn is_admin(s: &Session) -> bool {
+    matches!(s.principal.user.role, Role::TenantAdmin | Role::PlatformAdmin)
+}
+
+/// The frame of every page; `s` when signed in.
+fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
+                title { (title) " · KubeChat" }
+                link rel="stylesheet" href="/ui/assets/app.css";
+                script src="/ui/assets/htmx.min.js" defer {}
+                script src="/ui/assets/htmx-ext-sse.min.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/ui/" { "KubeChat" }
+                    @if let Some(s) = s {
+                        nav aria-label="Main" {
+                            a href="/ui/" { "Clusters" }
+                            @if is_admin(s) && s.tenant.is_some() { a href="/ui/audit" { "Audit" } }
+                        }
+                        div.who {
+                            span data-testid="who" { (s.principal.user.email) " · " (role_label(s.principal.user.role)) }
+                            form method="post" action="/ui/logout" {
+                                input type="hidden" name="csrf" value=(s.csrf);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main id="main" { (body) }
+            }
+        }
+    }
+}
+
+/// An error page.
+pub(super) fn error(status: http::StatusCode, message: &str) -> Markup {
+    layout(
+        "Error",
+        None,
+        html! {
+            h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("Error")) }
+            p.error role="alert" { (message) }
+            p { a href="/ui/" { "Back to your clusters" } }
+        },
+    )
+}
+
+/// The sign-in page, with why the last try failed.
+pub(super) fn login(failed: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in" }
+            @if let Some(why) = failed { p.error role="alert" { (why) } }
+            form.card method="post" action="/ui/login" {
+                label for="token" { "API token" }
+                input id="token" name="token" type="password" autocomplete="off" required placeholder="kc_…";
+                p.hint { "Create one with " code { "kubechat tokens create" } " or ask your tenant admin." }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// A platform administrator's start page.
+pub(super) fn platform_home(s: &Session) -> Markup {
+    layout(
+        "Platform",
+        Some(s),
+        html! {
+            h1 { "Platform" }
+            p { "You operate the platform. Tenants, MRR and every tunnel are served by the REST API (" code { "/v1/tenants" } ", " code { "/v1/tunnels" } ")." }
+        },
+    )
+}
+
+/// One cluster on the start page.
+pub(super) struct ClusterRow {
+    /// The cluster.
+    pub(super) cluster: Cluster,
+    /// Its live tunnels.
+    pub(super) tunnels: Vec<TunnelView>,
+}
+
+/// The tenant's clusters and their tunnels.
+pub(super) fn home(s: &Session, t: &Tenant, rows: &[ClusterRow]) -> Markup {
+    layout(
+        "Clusters",
+        Some(s),
+        html! {
+            h1 { "Clusters of " (t.name) }
+            @if rows.is_empty() {
+                p { "No clusters yet." }
+            } @else {
+                table.data {
+                    caption { "Your clusters and their tunnels" }
+                    thead { tr { th scope="col" { "Cluster" } th scope="col" { "Status" } th scope="col" { "Tunnels" } th scope="col" { "Policy" } } }
+                    tbody {
+                        @for r in rows {
+                            tr data-cluster=(r.cluster.id) {
+                                td { a href={ "/ui/clusters/" (r.cluster.id) } { (r.cluster.name) } }
+                                td {
+                                    @if r.tunnels.is_empty() { span.badge.down data-testid="status" { "not connected" } }
+                                    @else { span.badge.up data-testid="status" { "connected" } }
+                                }
+                                td {
+                                    @for x in &r.tunnels {
+                                        div { (x.relay_id) " (" (x.region) ") · " (x.transport) " · RTT " (format!("{:.1}", x.rtt_us as f64 / 1000.0)) " ms" }
+                                    }
+                                }
+                                td { @if r.cluster.policy.read_only { "read-only" } @else { "read-write" } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A cluster's chat; `turn` is an answer to show (no JavaScript).
+pub(super) fn chat(s: &Session, c: &Cluster, connected: bool, prefill: &str, turn: Option<Markup>) -> Markup {
+    layout(
+        &c.name,
+        Some(s),
+        html! {
+            h1 { "Chat with " (c.name) }
+            p {
+                @if connected { span.badge.up data-testid="status" { "connected" } } @else { span.badge.down data-testid="status" { "not connected" } }
+                " · your role: " (role_label(s.principal.user.role))
+            }
+            section id="transcript" aria-live="polite" aria-label="Transcript" {
+                @if let Some(t) = turn { (t) }
+            }
+            form.ask method="post" action={ "/ui/clusters/" (c.id) "/commands" }
+                hx-post={ "/ui/clusters/" (c.id) "/commands" } hx-target="#transcript" hx-swap="beforeend" {
+                input type="hidden" name="csrf" value=(s.csrf);
+                label for="line" { "Ask in English, or type a kubectl command" }
+                div.row {
+                    input id="line" name="line" type="text" required autocomplete="off" value=(prefill)
+                        placeholder="show pods in web · kubectl get deployments -n web";
+                    button type="submit" { "Send" }
+                }
+            }
+        },
+    )
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn blocks(blocks: &Value) -> Markup {
+    html! {
+        @for b in blocks.as_array().into_iter().flatten() {
+            @match b["type"].as_str().unwrap_or_default() {
+                "table" => {
+                    table.data {
+                        caption { (text(&b["title"])) }
+                        thead { tr { @for col in b["columns"].as_array().into_iter().flatten() { th scope="col" { (text(&col["name"])) } } } }
+                        tbody { @for row in b["rows"].as_array().into_iter().flatten() {
+                            tr { @for cell in row.as_array().into_iter().flatten() { td { (text(cell)) } } }
+                        } }
+                    }
+                    @if b["continue"].is_string() { p.hint { "More rows: ask again with --chunk-size or a narrower selector." } }
+                }
+                "text" => {
+                    h3 { (text(&b["title"])) }
+                    pre { (text(&b["text"])) }
+                    @if b["truncated"] == Value::Bool(true) { p.hint { "(cut: too long to show)" } }
+                }
+                "yaml" => { pre { (text(&b["text"])) } }
+                "json" => { pre { (serde_json::to_string_pretty(&b["value"]).unwrap_or_default()) } }
+                "findings" => {
+                    h3 { (text(&b["title"])) }
+                    ul.findings { @for f in b["items"].as_array().into_iter().flatten() {
+                        li class=(text(&f["severity"])) {
+                            strong { (text(&f["severity"])) } " " code { (text(&f["object"])) } ": " (text(&f["message"]))
+                            @for e in f["evidence"].as_array().into_iter().flatten() { pre { (text(e)) } }
+                        }
+                    } }
+                }
+                _ => { pre { (b.to_string()) } }
+            }
+        }
+    }
+}
+
+fn requests(reqs: &Value) -> Markup {
+    html! {
+        @if reqs.as_array().is_some_and(|r| !r.is_empty()) {
+            details.requests {
+                summary { "API requests and their verdicts" }
+                table.data {
+                    thead { tr { th scope="col" { "Request" } th scope="col" { "Verb" } th scope="col" { "Verdict" } } }
+                    tbody { @for r in reqs.as_array().into_iter().flatten() {
+                        tr {
+                            td { code { (text(&r["method"])) " " (text(&r["path"])) } }
+                            td { (text(&r["verb"])) " " (text(&r["resource"])) }
+                            td { @if r["allowed"] == Value::Bool(true) { "allowed" } @else { "refused: " (text(&r["reason"])) } }
+                        }
+                    } }
+                }
+            }
+        }
+    }
+}
+
+fn shell_quote(a: &str) -> String {
+    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_=./:,@".contains(c)) {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', ""))
+    }
+}
+
+/// One answer in the transcript: what was asked, the plan, and its result
+/// or its confirmation form.
+pub(super) fn turn(s: &Session, c: &Cluster, line: &str, plan: &crate::chat::Plan) -> Markup {
+    let p = serde_json::to_value(plan).unwrap_or_default();
+    let risk = text(&p["risk"]);
+    html! {
+        article.turn data-plan=(plan.id) {
+            p.asked { span.visually-hidden { "You asked: " } (line) }
+            @if !plan.kubectl.is_empty() {
+                p.kubectl {
+                    code data-testid="kubectl" { (plan.kubectl) }
+                    " "
+                    @if !risk.is_empty() { span class={ "badge risk-" (risk) } { (risk) } }
+                    " "
+                    a.deep href={ "/ui/clusters/" (c.id) "?q=" (urlencode(&plan.kubectl)) } { "link" }
+                }
+            }
+            @for n in &plan.notes { p.note { (n) } }
+            @if let Some(q) = &plan.question {
+                p.question { (q.text) }
+                ul.choices { @for ch in &q.choices {
+                    li { form method="post" action={ "/ui/clusters/" (c.id) "/commands" }
+                        hx-post={ "/ui/clusters/" (c.id) "/commands" } hx-target="#transcript" hx-swap="beforeend" {
+                        input type="hidden" name="csrf" value=(s.csrf);
+                        input type="hidden" name="line" value={ "kubectl " (ch.argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")) };
+                        button type="submit" { (ch.label) }
+                    } }
+                } }
+            }
+            (requests(&p["requests"]))
+            @if let Some(dry) = &plan.dry_run {
+                section.dryrun aria-label="Dry run" {
+                    h3 { "Dry run (server-side, nothing changed yet)" }
+                    @for d in dry {
+                        p { (d.summary) }
+                        @if !d.changes.is_empty() { ul.diff { @for ch in &d.changes { li { (ch) } } } }
+                    }
+                }
+            }
+            @if let (true, Some(token)) = (plan.needs_confirmation, &plan.confirmation) {
+                form.confirm method="post" action={ "/ui/clusters/" (c.id) "/commands/" (plan.id) "/confirm" }
+                    hx-post={ "/ui/clusters/" (c.id) "/commands/" (plan.id) "/confirm" } hx-target="this" hx-swap="outerHTML" {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    input type="hidden" name="confirmation" value=(token);
+                    @if let Some(name) = &plan.type_to_confirm {
+                        label for={ "typed-" (plan.id) } { "Type " strong { (name) } " to confirm" }
+                        input id={ "typed-" (plan.id) } name="typed_name" type="text" required autocomplete="off";
+                    }
+                    @if plan.needs_approval { p.note { "A second tenant admin must approve this first." } }
+                    button.danger type="submit" { "Confirm: " (plan.kubectl) }
+                    p.hint { "The confirmation is for exactly these requests, once, within 2 minutes; if the object changes meanwhile, ask again." }
+                }
+            }
+            @if let Some(stream) = &plan.stream {
+                p.note { "A stream: read it from " code { (stream) } " (Server-Sent Events)." }
+            }
+            @if plan.result.is_some() { section.result aria-label="Result" { (blocks(&p["result"])) } }
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An answer that is a refusal or an error, with the plan so far.
+pub(super) fn turn_error(line: &str, message: &str, plan: Option<&crate::chat::Plan>) -> Markup {
+    let p = plan.map(|p| serde_json::to_value(p).unwrap_or_default()).unwrap_or_default();
+    html! {
+        article.turn.refused {
+            p.asked { span.visually-hidden { "You asked: " } (line) }
+            @if let Some(k) = p["kubectl"].as_str() { p.kubectl { code data-testid="kubectl" { (k) } } }
+            p.error role="alert" { (message) }
+            (requests(&p["requests"]))
+        }
+    }
+}
+
+/// What a confirmed plan did.
+pub(super) fn outcome(o: &crate::chat::Outcome) -> Markup {
+    let v = serde_json::to_value(o).unwrap_or_default();
+    html! {
+        section.outcome aria-label="Outcome" role="status" {
+            @if o.succeeded { p.ok { "Done: " code { (o.kubectl) } } } @else { p.error role="alert" { "Failed: " (o.error.clone().unwrap_or_default()) } }
+            ul { @for d in &o.done { li { (d) } } }
+            @if o.result.is_some() { (blocks(&v["result"])) }
+        }
+    }
+}
+
+/// A confirmation refused.
+pub(super) fn refusal(message: &str) -> Markup {
+    html! { section.outcome role="alert" { p.error { "Not done: " (message) } } }
+}
+
+/// The audit page: the chain's verification, plainly, and the latest events.
+pub(super) fn audit(s: &Session, t: &Tenant, v: &Verification, items: &[AuditEntry]) -> Markup {
+    let time = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default()
+    };
+    layout(
+        "Audit",
+        Some(s),
+        html! {
+            h1 { "Audit trail of " (t.name) }
+            @if v.intact {
+                p.badge.up data-testid="chain" role="status" { "Chain verified: " (v.events) " events, intact up to #" (v.head_seq) "." }
+            } @else {
+                p.badge.down data-testid="chain" role="alert" {
+                    "Chain broken"
+                    @if let Some(b) = &v.first_break { " at #" (b.position) ": " (b.problem) }
+                    ". Contact support: someone changed or removed events."
+                }
+            }
+            p { a href={ "/v1/tenants/" (t.id) "/audit/export" } { "Export (JSON Lines, with your API token)" } }
+            table.data {
+                caption { "Latest events, newest first" }
+                thead { tr { th scope="col" { "#" } th scope="col" { "Time" } th scope="col" { "Kind" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "Decision" } } }
+                tbody { @for e in items {
+                    tr {
+                        td { (e.seq) }
+                        td { (time(e.time_ms)) }
+                        td { (e.kind) }
+                        td { (e.user) }
+                        td { (e.verb) " " (e.resource) @if !e.name.is_empty() { "/" (e.name) } @if !e.namespace.is_empty() { " in " (e.namespace) } }
+                        td { (e.decision) }
+                    }
+                } }
+            }
+        },
+    )
+}

@@ -1,0 +1,236 @@
+//! The web app on the wire, as a browser (or a hostile page) speaks to it:
+//! sign-in and a strict session cookie, logout ending the session on the
+//! server, cross-site requests refused before they act, chat reads and
+//! writes only on a confirmation, the audit chain shown verified. The
+//! browser itself (chromium through playwright-core) is driven by the UI
+//! suite; these show the server's side of each rule.
+
+use kubechat_tests::platform::{World, world};
+use kubechat_tests::web_client::{WebClient, input_value};
+use serde_json::json;
+
+async fn signed_in(w: &World, role: &str, email: &str) -> (WebClient, String) {
+    let token = w.user(email, role).await;
+    let mut b = WebClient::new(&w.cp_url, &w.cp_ca);
+    let r = b.sign_in(&token).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/")), "{}", r.text());
+    (b, token)
+}
+
+fn chat_path(w: &World) -> String {
+    format!("/ui/clusters/{}", w.cluster)
+}
+
+async fn ask(b: &WebClient, w: &World, line: &str) -> String {
+    let csrf = b.csrf(&chat_path(w)).await;
+    let r = b.post(&format!("{}/commands", chat_path(w)), &[("csrf", &csrf), ("line", line)], true).await;
+    assert_eq!(r.status, 200, "{line}: {}", r.text());
+    r.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_gives_a_strict_session_cookie_and_signing_out_ends_it_on_the_server() {
+    let w = world(json!({})).await;
+    let mut b = WebClient::new(&w.cp_url, &w.cp_ca);
+    // Not signed in: every page sends you to sign in.
+    let r = b.get("/ui/").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
+    let r = b.get("/ui/login").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("name=\"token\""), "{}", r.text());
+    let csp = r.header("content-security-policy").expect("a CSP on every page");
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    // A wrong token: refused, no cookie.
+    let r = b.sign_in("kc_0000000000000000000000000000000000000000").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.header("set-cookie").is_none() && b.cookie.is_none());
+    assert!(r.text().contains("not valid"), "{}", r.text());
+
+    let token = w.user("sam@acme.example", "tenant_user").await;
+    let r = b.sign_in(&token).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let set = r.header("set-cookie").expect("a session cookie");
+    for flag in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(set.split("; ").any(|f| f == flag), "{flag} missing from {set}");
+    }
+    assert!(set.starts_with("__Host-kubechat=") && !set.to_ascii_lowercase().contains("domain="), "{set}");
+    let cookie = b.cookie.clone().expect("kept");
+    assert!(!cookie.contains(&token), "the cookie is not the token");
+    // The start page lists the cluster, connected.
+    let r = b.get("/ui/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.text();
+    assert!(page.contains("sam@acme.example") && page.contains(">prod<"), "{page}");
+    assert!(page.contains("data-testid=\"status\">connected<"), "{page}");
+
+    // Signing out needs the page's CSRF token…
+    let r = b.post("/ui/logout", &[("csrf", "forged")], false).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(b.get("/ui/").await.status, 200, "a forged logout ended nothing");
+    let csrf = b.csrf("/ui/").await;
+    let r = b.post("/ui/logout", &[("csrf", &csrf)], false).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
+    assert!(r.header("set-cookie").is_some_and(|c| c.contains("Max-Age=0")));
+    // …and then the old cookie is refused, whoever replays it.
+    let mut replay = b.clone();
+    replay.cookie = Some(cookie);
+    let r = replay.get("/ui/").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
+
+    // Revoking the token a session was opened with ends the session too.
+    let mut b = WebClient::new(&w.cp_url, &w.cp_ca);
+    assert_eq!(b.sign_in(&token).await.status, 303);
+    assert_eq!(b.get("/ui/").await.status, 200);
+    let list = w.api.get(&format!("/v1/tenants/{}/tokens", w.tenant)).await.expect("reach");
+    let id = list.body["items"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| token.starts_with(t["prefix"].as_str().unwrap_or("-")) && t["revokedAt"].is_null())
+        .and_then(|t| t["id"].as_str())
+        .expect("the token is listed")
+        .to_string();
+    let r = w.api.delete(&format!("/v1/tenants/{}/tokens/{id}", w.tenant)).await.expect("reach");
+    assert!(r.status < 300, "{}", r.body);
+    let r = b.get("/ui/").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_never_act() {
+    let w = world(json!({})).await;
+    let (b, _) = signed_in(&w, "tenant_admin", "ada@acme.example").await;
+    let path = format!("{}/commands", chat_path(&w));
+    let csrf = b.csrf(&chat_path(&w)).await;
+    let line = "kubectl scale deployment api -n web --replicas=4";
+    // A form on another site, posted with the (SameSite-ignoring) cookie.
+    for headers in [
+        vec![("Origin", "https://evil.example"), ("Sec-Fetch-Site", "cross-site")],
+        vec![("Origin", "https://evil.example")],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Sec-Fetch-Site", "same-site")],
+        vec![("Origin", "null")],
+        vec![],
+    ] {
+        let r = b.post_with(&path, &[("csrf", &csrf), ("line", line)], &headers).await;
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.text());
+        assert!(r.text().contains("Cross-site request refused"), "{}", r.text());
+    }
+    // Same origin but without, or with another session's, CSRF token.
+    let r = b.post(&path, &[("line", line)], true).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let (other, _) = signed_in(&w, "tenant_admin", "bob@acme.example").await;
+    let theirs = other.csrf("/ui/").await;
+    let r = b.post(&path, &[("csrf", &theirs), ("line", line)], true).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // A foreign page's EventSource or WebSocket handshake is refused too.
+    for headers in [
+        vec![("Origin", "https://evil.example"), ("Accept", "text/event-stream")],
+        vec![
+            ("Origin", "https://evil.example"),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+    ] {
+        let r = b.get_with(&chat_path(&w), &headers).await;
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.text());
+    }
+    // A cross-site sign-in (login CSRF) is refused as well.
+    let fresh = WebClient::new(&w.cp_url, &w.cp_ca);
+    let r = fresh.post_with("/ui/login", &[("token", "kc_x")], &[("Origin", "https://evil.example")]).await;
+    assert_eq!(r.status, 403);
+    // None of it acted: no plan was made, the deployment is as it was.
+    let page = ask(&b, &w, "kubectl get deployment api -n web -o json").await;
+    assert!(page.contains("&quot;replicas&quot;: 1,") || page.contains("\"replicas\": 1,"), "{page}");
+    let audit = w.api.get(&format!("/v1/tenants/{}/audit?kind=chat", w.tenant)).await.expect("reach");
+    let steps = audit.body["items"].as_array().cloned().unwrap_or_default();
+    assert!(!steps.iter().any(|e| e.to_string().contains("--replicas=4")), "{steps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_in_the_browser_reads_at_once_and_writes_only_on_confirmation() {
+    let w = world(json!({})).await;
+    let (b, _) = signed_in(&w, "tenant_user", "ursula@acme.example").await;
+    // A kubectl read: the table, with the pods.
+    let page = ask(&b, &w, "kubectl get pods -n web").await;
+    assert!(page.contains("<table") && page.contains(&w.pod("web", "api-")), "{page}");
+    assert!(page.contains("data-testid=\"kubectl\">kubectl get pods -n web<"), "{page}");
+    // English: the command it stands for, always shown, and the result.
+    let page = ask(&b, &w, "show deployments in web").await;
+    assert!(page.contains("kubectl get deployments -n web") && page.contains(">api<"), "{page}");
+    // A deep link puts a command in the box; a GET never runs it.
+    let r = b.get(&format!("{}?q=kubectl+delete+pods+--all+-n+web", chat_path(&w))).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("value=\"kubectl delete pods --all -n web\""), "{}", r.text());
+    assert!(!r.text().contains("name=\"confirmation\""));
+
+    // A write: the dry run's diff and a confirmation form; nothing changed.
+    let page = ask(&b, &w, "scale deployment api in web to 3").await;
+    assert!(page.contains("kubectl scale deployments api -n web --replicas=3"), "{page}");
+    assert!(page.contains("Dry run") && page.contains("replicas: 1 → 3"), "{page}");
+    let confirmation = input_value(&page, "confirmation").expect("a confirmation form");
+    let plan = page.split("data-plan=\"").nth(1).and_then(|s| s.split('"').next()).expect("plan id").to_string();
+    let now = ask(&b, &w, "kubectl get deployment api -n web -o json").await;
+    assert!(now.contains("&quot;replicas&quot;: 1,"), "unchanged before the confirmation: {now}");
+    // Confirmed: done, once.
+    let csrf = b.csrf(&chat_path(&w)).await;
+    let confirm = format!("{}/commands/{plan}/confirm", chat_path(&w));
+    let r = b.post(&confirm, &[("csrf", &csrf), ("confirmation", &confirmation)], true).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Done:"), "{}", r.text());
+    let now = ask(&b, &w, "kubectl get deployment api -n web -o json").await;
+    assert!(now.contains("&quot;replicas&quot;: 3,"), "{now}");
+    let r = b.post(&confirm, &[("csrf", &csrf), ("confirmation", &confirmation)], true).await;
+    assert!(r.text().contains("Not done:"), "a confirmation is single-use: {}", r.text());
+
+    // A destructive command needs the name typed back.
+    let page = ask(&b, &w, "kubectl delete deployment api -n web").await;
+    assert!(page.contains("Type <strong>api</strong> to confirm"), "{page}");
+    let confirmation = input_value(&page, "confirmation").expect("a confirmation form");
+    let plan = page.split("data-plan=\"").nth(1).and_then(|s| s.split('"').next()).expect("plan id").to_string();
+    let confirm = format!("{}/commands/{plan}/confirm", chat_path(&w));
+    let r = b.post(&confirm, &[("csrf", &csrf), ("confirmation", &confirmation), ("typed_name", "ap")], true).await;
+    assert!(r.text().contains("Not done:"), "{}", r.text());
+    let now = ask(&b, &w, "kubectl get deployments -n web").await;
+    assert!(now.contains(">api<"), "still there: {now}");
+
+    // A viewer gets no confirmation form: the plan itself is refused.
+    let (v, _) = signed_in(&w, "tenant_viewer", "vic@acme.example").await;
+    let page = ask(&v, &w, "kubectl scale deployment api -n web --replicas=5").await;
+    assert!(!page.contains("name=\"confirmation\""), "{page}");
+    assert!(page.contains("refused"), "{page}");
+    // And a write forged by hand with someone else's confirmation is refused.
+    let page = ask(&b, &w, "kubectl scale deployment api -n web --replicas=6").await;
+    let confirmation = input_value(&page, "confirmation").expect("a confirmation form");
+    let plan = page.split("data-plan=\"").nth(1).and_then(|s| s.split('"').next()).expect("plan id").to_string();
+    let vcsrf = v.csrf(&chat_path(&w)).await;
+    let r = v
+        .post(
+            &format!("{}/commands/{plan}/confirm", chat_path(&w)),
+            &[("csrf", &vcsrf), ("confirmation", &confirmation)],
+            true,
+        )
+        .await;
+    assert!(r.text().contains("Not done:"), "{}", r.text());
+    let now = ask(&b, &w, "kubectl get deployment api -n web -o json").await;
+    assert!(now.contains("&quot;replicas&quot;: 3,"), "{now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_page_shows_the_verified_chain_to_admins_only() {
+    let w = world(json!({})).await;
+    let (admin, _) = signed_in(&w, "tenant_admin", "ada@acme.example").await;
+    ask(&admin, &w, "kubectl get pods -n web").await;
+    let r = admin.get("/ui/audit").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.text();
+    assert!(page.contains("data-testid=\"chain\" role=\"status\">Chain verified:"), "{page}");
+    assert!(page.contains("ada@acme.example"), "{page}");
+    assert!(page.contains("href=\"/ui/audit\""), "admins see the Audit link");
+    let (user, _) = signed_in(&w, "tenant_user", "ursula@acme.example").await;
+    assert!(!user.get("/ui/").await.text().contains("href=\"/ui/audit\""), "a user sees no Audit link");
+    assert_eq!(user.get("/ui/audit").await.status, 403);
+}
