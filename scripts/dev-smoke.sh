@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 # takes longer than any wait below should, and the wait times the start only.
 cargo build --locked -p kubechat-relay -p kubechat-agent -p kube-sim -p kubechat-control-plane
 bash scripts/install-kubectl.sh > /dev/null
+# The browser tests' chromium and playwright-core (also untimed).
+UI_NODE=$(bash scripts/install-browser.sh)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export KUBECHAT_DEV_SIM_PORT=$(free_port) KUBECHAT_DEV_QUIC_PORT=$(free_port) KUBECHAT_DEV_INTERNAL_PORT=$(free_port) KUBECHAT_DEV_CP_PORT=$(free_port)
@@ -56,13 +58,21 @@ check "kubectl requests audited" '"verb":"list"' curl -fsS --cacert "$KUBECHAT_D
 check "control plane metrics" "kubechat_cp_kube_requests_total" curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_CP_ADMIN_PORT/metrics"
 check "agent ready" "ready" curl -fsS "http://127.0.0.1:$KUBECHAT_DEV_AGENT_ADMIN_PORT/readyz"
 check "control plane lists the tenant" "demo" "$PWD/target/debug/kubechat" --server "https://127.0.0.1:$KUBECHAT_DEV_CP_PORT" --ca-file "$KUBECHAT_DEV_DIR/certs/relay-ca.crt" --token "$(cat "$KUBECHAT_DEV_DIR/admin-token")" tenants list
+# The web app in a real browser (chromium via playwright-core) against this
+# stack; screenshots of each page in target/ui-screenshots.
+UI_OUT="$PWD/target/ui-screenshots"
+rm -rf "$UI_OUT"; mkdir -p "$UI_OUT"
+VIEWER_TOKEN=$(grep -o 'kc_[A-Za-z0-9_-]*' "$KUBECHAT_DEV_DIR/kubeconfig-viewer" | head -1)
+if KUBECHAT_UI_NODE="$UI_NODE" KUBECHAT_CHROMIUM="$(command -v chromium)" KUBECHAT_UI_URL="https://127.0.0.1:$KUBECHAT_DEV_CP_PORT" \
+  KUBECHAT_UI_ADMIN_TOKEN="$TENANT_TOKEN" KUBECHAT_UI_VIEWER_TOKEN="$VIEWER_TOKEN" KUBECHAT_UI_CLUSTER="$CLUSTER" KUBECHAT_UI_OUT="$UI_OUT" \
+  node ui-tests/web-app.cjs; then echo "ok: the web app in a real browser"; else echo "FAILED: the web app in a real browser"; fail=1; fi
 # No log of any component may contain a token or a private key.
 leaks=0
-for secret in "$(cat "$KUBECHAT_DEV_DIR/admin-token")" "$TENANT_TOKEN" "PRIVATE KEY" "$(sed -n 2p "$KUBECHAT_DEV_DIR/agent/agent.key")" "kcb_"; do
+for secret in "$(cat "$KUBECHAT_DEV_DIR/admin-token")" "$TENANT_TOKEN" "$VIEWER_TOKEN" "PRIVATE KEY" "$(sed -n 2p "$KUBECHAT_DEV_DIR/agent/agent.key")" "kcb_"; do
   if [ -n "$secret" ] && grep -rqF -- "$secret" "$KUBECHAT_DEV_DIR"/*.log "$OUT"; then
     echo "FAILED: a secret appears in the logs: ${secret:0:12}…"; leaks=1
   fi
 done
 if [ $leaks -eq 0 ]; then echo "ok: no token or private key in any log"; else fail=1; fi
 if [ $fail -ne 0 ]; then echo "--- dev.sh output"; cat "$OUT"; exit 1; fi
-echo "smoke: 12 passed, 0 failed"
+echo "smoke: 13 passed, 0 failed"

@@ -78,7 +78,7 @@ pub struct RawConfig {
     /// Seconds a renewed agent certificate stays valid next to its successor [default: 300].
     #[arg(long, env = "KUBECHAT_RENEWAL_OVERLAP_SECS")]
     pub renewal_overlap_secs: Option<u64>,
-    /// URL users reach the control plane at, for kubeconfigs [default: https://<listen>].
+    /// URL users reach the control plane at: kubeconfigs point there, and the web app accepts only that origin [default: https://<listen>].
     #[arg(long, env = "KUBECHAT_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// CA bundle (PEM) kubeconfigs tell kubectl to trust.

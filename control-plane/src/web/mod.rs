@@ -11,7 +11,7 @@
 //!   `Origin` or a cross-site fetch ([`guard`]): a cross-site form post,
 //!   `EventSource` or WebSocket never acts.
 //! - Pages carry a strict Content-Security-Policy (scripts only from
-//!   `/ui/assets/`), `X-Frame-Options: DENY` and no referrer.
+//!   `/ui/assets/`), `X-Frame-Options: DENY` and referrers only to itself.
 //! - What a page offers follows the role, and every action goes through
 //!   the same handlers and policy as the REST API (chat commands through
 //!   [`crate::chat`]): a hidden control forged by hand is refused there.
@@ -155,7 +155,8 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: with it, browsers send `Origin: null` on form posts.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     resp

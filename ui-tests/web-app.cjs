@@ -1,0 +1,185 @@
+// The web app in a real browser: Debian's chromium driven by npm's
+// playwright-core, against the stack `bash scripts/dev.sh` started.
+// Run by scripts/dev-smoke.sh (so by scripts/test.sh); screenshots of each
+// page go to $KUBECHAT_UI_OUT. Exits non-zero on the first failed check.
+'use strict';
+const path = require('path');
+const http = require('http');
+const { chromium } = require(path.join(process.env.KUBECHAT_UI_NODE, 'node_modules', 'playwright-core'));
+
+const URL_ = process.env.KUBECHAT_UI_URL; // https://127.0.0.1:PORT
+const ADMIN = process.env.KUBECHAT_UI_ADMIN_TOKEN; // a tenant admin's API token
+const VIEWER = process.env.KUBECHAT_UI_VIEWER_TOKEN; // a tenant viewer's
+const CLUSTER = process.env.KUBECHAT_UI_CLUSTER; // the cluster id
+const OUT = process.env.KUBECHAT_UI_OUT; // screenshots
+const TIMEOUT = 30000;
+let passed = 0;
+
+function check(name, ok, detail) {
+  if (!ok) {
+    console.log(`FAILED: ${name}${detail ? ': ' + detail : ''}`);
+    throw new Error(name);
+  }
+  passed += 1;
+  console.log(`ok: ${name}`);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: true });
+}
+
+async function signIn(browser, token, viewport) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: viewport || { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  await page.goto(`${URL_}/ui/`);
+  await page.waitForURL(/\/ui\/login$/);
+  await page.getByLabel('API token').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  try {
+    await page.waitForURL(/\/ui\/$/);
+  } catch (e) {
+    throw new Error(`sign-in did not reach /ui/: at ${page.url()}: ${(await page.locator('body').innerText()).slice(0, 500)}`);
+  }
+  return { context, page };
+}
+
+/** Sends a line in the chat and waits for its answer (the newest turn). */
+async function ask(page, line) {
+  const before = await page.locator('#transcript article').count();
+  await page.getByLabel('Ask in English, or type a kubectl command').fill(line);
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.locator('#transcript article').nth(before).waitFor();
+  return page.locator('#transcript article').nth(before);
+}
+
+/** A page on another origin that posts a form to the chat as soon as it loads. */
+function hostileSite() {
+  return new Promise((resolve) => {
+    const server = http.createServer((req, res) => {
+      res.setHeader('content-type', 'text/html');
+      res.end(`<!doctype html><title>evil</title>
+        <form id="f" method="post" action="${URL_}/ui/clusters/${CLUSTER}/commands">
+          <input name="csrf" value="guessed"><input name="line" value="kubectl scale deployment api -n web --replicas=7">
+        </form>
+        <script>
+          const es = new EventSource(${JSON.stringify(URL_ + '/ui/clusters/' + CLUSTER)}, { withCredentials: true });
+          // Its EventSource is refused by Origin (tests/tests/web.rs shows the
+          // 403 on the wire; a page cannot read it), then the form is posted.
+          es.onerror = () => { es.close(); document.getElementById('f').submit(); };
+        </script>`);
+    });
+    server.listen(0, '127.0.0.1', () => resolve(server));
+  });
+}
+
+async function main() {
+  const browser = await chromium.launch({ executablePath: process.env.KUBECHAT_CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  try {
+    // Sign in: the clusters page, the cluster connected.
+    const loginCtx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
+    const login = await loginCtx.newPage();
+    await login.goto(`${URL_}/ui/login`);
+    await shot(login, '01-login');
+    await loginCtx.close();
+    const { context, page } = await signIn(browser, ADMIN);
+    const row = page.locator(`tr[data-cluster="${CLUSTER}"]`);
+    await row.getByText('connected', { exact: true }).waitFor();
+    check('signed in, the cluster is connected', true);
+    await shot(page, '02-clusters');
+    const cookies = await context.cookies();
+    const c = cookies.find((x) => x.name === '__Host-kubechat');
+    check('the session cookie is Secure, HttpOnly, SameSite=Strict', c && c.secure && c.httpOnly && c.sameSite === 'Strict', JSON.stringify(c));
+
+    // Chat: a kubectl read, an English read, a write with its dry run and confirmation.
+    await row.getByRole('link').click();
+    await page.waitForURL(new RegExp(`/ui/clusters/${CLUSTER}$`));
+    let turn = await ask(page, 'kubectl get pods -n web');
+    check('get pods shows a table of pods', (await turn.locator('table tbody tr').count()) > 0 && /api-/.test(await turn.innerText()));
+    turn = await ask(page, 'show deployments in web');
+    const english = await turn.innerText();
+    check('an English read shows its command and result', english.includes('kubectl get deployments -n web') && /frontend/.test(english), english);
+    turn = await ask(page, 'scale deployment api in web to 2');
+    const plan = await turn.innerText();
+    check('a scale shows its server-side dry run', /Dry run/.test(plan) && /spec\.replicas: \d+ → 2/.test(plan), plan);
+    await shot(page, '03-chat-plan');
+    await turn.getByRole('button', { name: /^Confirm/ }).click();
+    await turn.getByText('Done:').waitFor();
+    check('the confirmed scale is done', true);
+    turn = await ask(page, 'kubectl get deployment api -n web');
+    check('the deployment has 2 replicas', /2\/2|\b2\b/.test(await turn.innerText()), await turn.innerText());
+    await shot(page, '04-chat-done');
+
+    // Audit: the verified chain.
+    await page.getByRole('link', { name: 'Audit' }).click();
+    const chain = page.getByTestId('chain');
+    check('the audit page shows the verified chain', /^Chain verified/.test(await chain.innerText()), await chain.innerText());
+    await shot(page, '05-audit');
+
+    // Phone width.
+    const phone = await signIn(browser, ADMIN, { width: 390, height: 844 });
+    await phone.page.goto(`${URL_}/ui/clusters/${CLUSTER}`);
+    await ask(phone.page, 'show pods in web');
+    await shot(phone.page, '06-chat-phone');
+    const overflow = await phone.page.evaluate(() => {
+      const wide = [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1);
+      return { px: document.documentElement.scrollWidth - window.innerWidth, wide: wide.slice(0, 5).map((e) => e.tagName + '.' + e.className) };
+    });
+    check('the chat reads at phone width (no sideways scrolling of the page)', overflow.px <= 1, JSON.stringify(overflow));
+    await phone.context.close();
+
+    // A viewer: no confirmation control, and a forged confirmation is refused.
+    const viewer = await signIn(browser, VIEWER);
+    check('a viewer sees no Audit link', (await viewer.page.getByRole('link', { name: 'Audit' }).count()) === 0);
+    await viewer.page.goto(`${URL_}/ui/clusters/${CLUSTER}`);
+    await page.goto(`${URL_}/ui/clusters/${CLUSTER}`);
+    const adminPlan = await ask(page, 'kubectl scale deployment api -n web --replicas=5');
+    const planId = await adminPlan.getAttribute('data-plan');
+    const token = await adminPlan.locator('input[name="confirmation"]').getAttribute('value');
+    const vturn = await ask(viewer.page, 'kubectl scale deployment api -n web --replicas=5');
+    await shot(viewer.page, '07-viewer');
+    const vtext = await vturn.innerText();
+    check('a viewer gets no write control, and is told why', (await vturn.getByRole('button', { name: /^Confirm/ }).count()) === 0 && /tenant_viewer/.test(vtext), vtext);
+    const csrf = await viewer.page.locator('input[name="csrf"]').first().getAttribute('value');
+    const forged = await viewer.page.evaluate(async ({ u, csrf, token }) => {
+      const r = await fetch(u, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf, confirmation: token }) });
+      return r.status + ' ' + (await r.text());
+    }, { u: `${URL_}/ui/clusters/${CLUSTER}/commands/${planId}/confirm`, csrf, token });
+    check("a write forged by hand with another person's confirmation is refused", /Not done/.test(forged), forged.slice(0, 200));
+    await viewer.context.close();
+
+    // Another site: its form post and EventSource are refused, nothing acts.
+    const evil = await hostileSite();
+    const evilUrl = `http://127.0.0.1:${evil.address().port}/`;
+    const hostile = await context.newPage();
+    hostile.setDefaultTimeout(TIMEOUT);
+    const refused = hostile.waitForResponse((r) => r.url().endsWith('/commands') && r.request().method() === 'POST');
+    await hostile.goto(evilUrl);
+    const resp = await refused;
+    check('a cross-site form post is refused', resp.status() === 403 && /Cross-site request refused/.test(await resp.text()), String(resp.status()));
+    await shot(hostile, '08-cross-site-refused');
+    evil.close();
+    turn = await ask(page, 'kubectl get deployment api -n web -o json');
+    check('nothing the other site sent acted', /"replicas": 2,/.test(await turn.innerText()));
+
+    // Sign out: the old cookie is refused afterwards.
+    const old = (await context.cookies()).find((x) => x.name === '__Host-kubechat');
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.waitForURL(/\/ui\/login$/);
+    const replay = await browser.newContext({ ignoreHTTPSErrors: true });
+    await replay.addCookies([old]);
+    const rp = await replay.newPage();
+    await rp.goto(`${URL_}/ui/`);
+    check('after sign-out the old cookie is refused', /\/ui\/login$/.test(rp.url()), rp.url());
+    await replay.close();
+    await context.close();
+  } finally {
+    await browser.close();
+  }
+  console.log(`ui: ${passed} passed, 0 failed (screenshots in ${OUT})`);
+}
+
+main().catch((e) => {
+  console.log(`ui: FAILED after ${passed} passed: ${e.stack || e}`);
+  process.exit(1);
+});
