@@ -5,6 +5,9 @@
 'use strict';
 const path = require('path');
 const http = require('http');
+const fs = require('fs');
+const os = require('os');
+const { spawn } = require('child_process');
 const { chromium } = require(path.join(process.env.KUBECHAT_UI_NODE, 'node_modules', 'playwright-core'));
 
 const URL_ = process.env.KUBECHAT_UI_URL; // https://127.0.0.1:PORT
@@ -46,6 +49,7 @@ async function signIn(browser, token, viewport) {
 
 /** Sends a line in the chat and waits for its answer (the newest turn). */
 async function ask(page, line) {
+  current = page;
   const before = await page.locator('#transcript article').count();
   await page.getByLabel('Ask in English, or type a kubectl command').fill(line);
   await page.getByRole('button', { name: 'Send' }).click();
@@ -73,6 +77,9 @@ function hostileSite() {
   });
 }
 
+let agent = null;
+let current = null; // the page last asked, shot if a check fails
+
 async function main() {
   const browser = await chromium.launch({ executablePath: process.env.KUBECHAT_CHROMIUM, headless: true, args: ['--no-sandbox'] });
   try {
@@ -87,6 +94,29 @@ async function main() {
     await row.getByText('connected', { exact: true }).waitFor();
     check('signed in, the cluster is connected', true);
     await shot(page, '02-clusters');
+    // Onboarding: add a cluster, copy its helm command, and the page turns
+    // "connected" by itself once the agent enrolls (started here with the
+    // command's one-time token, as the chart would run it).
+    await page.getByLabel(/^Add a cluster/).fill('staging');
+    await page.getByRole('button', { name: 'Add cluster' }).click();
+    await page.getByRole('heading', { name: 'Connect staging' }).waitFor();
+    const helm = await page.getByTestId('helm').innerText();
+    const bootstrap = (helm.match(/kcb_[A-Za-z0-9_-]+/) || [])[0];
+    check('adding a cluster shows its helm command with a one-time token', /helm (upgrade --install|install)/.test(helm) && bootstrap, helm.slice(0, 200));
+    check('the page waits for the agent', /waiting for the agent/.test(await page.getByTestId('status').innerText()));
+    await shot(page, '02a-connect-waiting');
+    const state = fs.mkdtempSync(path.join(os.tmpdir(), 'kubechat-ui-agent-'));
+    agent = spawn(process.env.KUBECHAT_UI_AGENT_BIN, ['--control-plane', URL_, '--control-plane-ca', process.env.KUBECHAT_UI_CA,
+      '--state-dir', state, '--admin-listen', '127.0.0.1:0', '--kubeconfig', process.env.KUBECHAT_UI_KUBECONFIG],
+      { env: { ...process.env, KUBECHAT_BOOTSTRAP_TOKEN: bootstrap }, stdio: ['ignore', 'ignore', fs.openSync(path.join(OUT, 'staging-agent.log'), 'w')] });
+    await page.getByTestId('status').getByText('connected', { exact: true }).waitFor({ timeout: 60000 });
+    check('the page turned "connected" once the agent enrolled', true);
+    await shot(page, '02b-connect-connected');
+    await page.getByRole('link', { name: /^Open the chat with staging/ }).click();
+    const first = await ask(page, 'kubectl get namespaces');
+    check('a first command on the new cluster', /\bweb\b/.test(await first.innerText()), await first.innerText());
+    await page.goto(`${URL_}/ui/`);
+
     const cookies = await context.cookies();
     const c = cookies.find((x) => x.name === '__Host-kubechat');
     check('the session cookie is Secure, HttpOnly, SameSite=Strict', c && c.secure && c.httpOnly && c.sameSite === 'Strict', JSON.stringify(c));
@@ -109,6 +139,19 @@ async function main() {
     turn = await ask(page, 'kubectl get deployment api -n web');
     check('the deployment has 2 replicas', /2\/2|\b2\b/.test(await turn.innerText()), await turn.innerText());
     await shot(page, '04-chat-done');
+
+    // logs -f streams into the page over Server-Sent Events until stopped.
+    const pods = await ask(page, 'kubectl get pods -n web');
+    const pod = (await pods.locator('section.result tbody tr td').first().innerText()).trim();
+    turn = await ask(page, `kubectl logs -f ${pod} -n web`);
+    const lines = turn.locator('pre.lines');
+    await page.waitForFunction((el) => el.textContent.split('\n').filter(Boolean).length >= 2, await lines.elementHandle());
+    check('logs -f streams lines into the page', true);
+    await turn.getByRole('button', { name: 'Stop' }).click();
+    await turn.locator('.stream-status', { hasText: 'Stream ended: stopped' }).waitFor();
+    const count = (await lines.innerText()).split('\n').filter(Boolean).length;
+    check('the stream stops when asked', count >= 2, `${count} lines`);
+    await shot(page, '04b-logs-stream-stopped');
 
     // Audit: the verified chain.
     await page.getByRole('link', { name: 'Audit' }).click();
@@ -173,7 +216,11 @@ async function main() {
     check('after sign-out the old cookie is refused', /\/ui\/login$/.test(rp.url()), rp.url());
     await replay.close();
     await context.close();
+  } catch (e) {
+    if (current) await current.screenshot({ path: path.join(OUT, '99-failure.png'), fullPage: true }).catch(() => {});
+    throw e;
   } finally {
+    if (agent) agent.kill('SIGTERM');
     await browser.close();
   }
   console.log(`ui: ${passed} passed, 0 failed (screenshots in ${OUT})`);

@@ -234,3 +234,37 @@ async fn the_audit_page_shows_the_verified_chain_to_admins_only() {
     assert!(!user.get("/ui/").await.text().contains("href=\"/ui/audit\""), "a user sees no Audit link");
     assert_eq!(user.get("/ui/audit").await.status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_add_clusters_and_the_helm_command_is_shown_once_made() {
+    let w = world(json!({})).await;
+    let (user, _) = signed_in(&w, "tenant_user", "ursula@acme.example").await;
+    assert!(!user.get("/ui/").await.text().contains("Add cluster"), "a user sees no Add cluster form");
+    let csrf = user.csrf("/ui/").await;
+    let r = user.post("/ui/clusters", &[("csrf", &csrf), ("name", "sneaky")], false).await;
+    assert_eq!(r.status, 403, "a forged add is refused by the same check as the API: {}", r.text());
+    let (admin, _) = signed_in(&w, "tenant_admin", "ada@acme.example").await;
+    assert!(admin.get("/ui/").await.text().contains("Add cluster"));
+    let csrf = admin.csrf("/ui/").await;
+    let r = admin.post("/ui/clusters", &[("csrf", &csrf), ("name", "Not A Name")], false).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = admin.post("/ui/clusters", &[("csrf", &csrf), ("name", "staging")], false).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.text();
+    assert!(page.contains("Connect staging") && page.contains("waiting for the agent"), "{page}");
+    let listed = w.api.get(&format!("/v1/tenants/{}/clusters", w.tenant)).await.expect("reach");
+    let id = listed.body["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == "staging"))
+        .and_then(|c| c["id"].as_str())
+        .expect("registered")
+        .to_string();
+    // Its status is polled until connected; the known cluster is connected.
+    let r = admin.get(&format!("/ui/clusters/{id}/status")).await;
+    assert!(r.text().contains("hx-trigger=\"every 2s\""), "{}", r.text());
+    let r = admin.get(&format!("/ui/clusters/{}/status", w.cluster)).await;
+    assert!(r.text().contains(">connected<") && !r.text().contains("hx-trigger"), "{}", r.text());
+    // Another tenant's cluster id is not found, like a missing one.
+    let r = admin.get("/ui/clusters/c000000000000/status").await;
+    assert_eq!(r.status, 404);
+}

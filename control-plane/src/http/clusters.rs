@@ -31,16 +31,17 @@ pub(crate) fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(bootstrap_token))
 }
 
-#[derive(Deserialize)]
+/// A cluster to register.
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ClusterCreate {
-    name: String,
+pub(crate) struct ClusterCreate {
+    pub(crate) name: String,
     #[serde(default)]
-    region: Option<String>,
+    pub(crate) region: Option<String>,
     #[serde(default)]
-    labels: serde_json::Map<String, Value>,
+    pub(crate) labels: serde_json::Map<String, Value>,
     #[serde(default)]
-    policy: ClusterPolicy,
+    pub(crate) policy: ClusterPolicy,
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{id}/clusters", tag = "clusters",
@@ -51,7 +52,14 @@ async fn create(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<ClusterCreate>,
 ) -> Reply {
-    let t = admin_tenant(&app, &p, &id).await?;
+    reply(StatusCode::CREATED, register(&app, &p, &id, b).await?)
+}
+
+/// Registers cluster `b` in tenant `id` for `p` (a tenant admin): the
+/// cluster, and with enrollment configured a one-time bootstrap token and
+/// its helm install command. The REST API and the web app's onboarding.
+pub(crate) async fn register(app: &App, p: &auth::Principal, id: &str, b: ClusterCreate) -> Result<Value, ApiError> {
+    let t = admin_tenant(app, p, id).await?;
     if !is_dns_label(&b.name) {
         return Err(ApiError::bad_request(
             "invalid_name",
@@ -76,12 +84,12 @@ async fn create(
     })?;
     let mut out = json!(c);
     if app.enrollment.is_some() {
-        let (token, expires) = crate::enroll::issue_bootstrap(&app, &t.id, &c.id, None).await?;
+        let (token, expires) = crate::enroll::issue_bootstrap(app, &t.id, &c.id, None).await?;
         out["bootstrapToken"] = json!(token);
         out["bootstrapExpiresAt"] = json!(expires);
-        crate::enroll::helm_install(&app, &token).add_to(&mut out);
+        crate::enroll::helm_install(app, &token).add_to(&mut out);
     }
-    reply(StatusCode::CREATED, out)
+    Ok(out)
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{id}/clusters", tag = "clusters", responses((status = 200, description = "list clusters")))]

@@ -22,7 +22,7 @@ mod access;
 mod audit;
 mod billing;
 mod certificates;
-mod clusters;
+pub(crate) mod clusters;
 mod commands;
 mod enroll;
 mod tenants;

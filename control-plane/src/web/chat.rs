@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -24,6 +25,8 @@ pub(super) fn router() -> Router<Arc<App>> {
         .route("/ui/clusters/{id}", get(page))
         .route("/ui/clusters/{id}/commands", post(command))
         .route("/ui/clusters/{id}/commands/{plan}/confirm", post(confirm))
+        .route("/ui/clusters/{id}/commands/{plan}/stream", get(stream))
+        .route("/ui/clusters/{id}/commands/{plan}/stop", post(stop))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,8 +54,8 @@ async fn page(
     Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, WebError> {
     let c = cluster_name(&app, &s, &id).await?;
-    let connected = !app.cache.routes(&c.tenant_id, &c.id).await?.is_empty();
-    Ok(Html(pages::chat(&s, &c, connected, q.q.as_deref().unwrap_or_default(), None).into_string()))
+    let tunnels = tunnels(&app, &c).await?;
+    Ok(Html(pages::chat(&s, &c, &tunnels, q.q.as_deref().unwrap_or_default(), None).into_string()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,12 +81,25 @@ fn is_htmx(h: &HeaderMap) -> bool {
     h.get("hx-request").is_some_and(|v| v == "true")
 }
 
+/// The cluster's live tunnels.
+async fn tunnels(app: &App, c: &crate::model::Cluster) -> Result<Vec<crate::directory::TunnelView>, WebError> {
+    let scope = crate::store::Scope::Tenant(c.tenant_id.clone());
+    Ok(crate::directory::tunnels(&app.db, &scope, Some(&c.id)).await?)
+}
+
 /// Whole page (no JavaScript) or fragment (htmx).
-fn answer(htmx: bool, s: &Session, c: &crate::model::Cluster, turn: maud::Markup) -> Response {
+async fn answer(
+    app: &App,
+    htmx: bool,
+    s: &Session,
+    c: &crate::model::Cluster,
+    turn: maud::Markup,
+) -> Result<Response, WebError> {
     if htmx {
-        Html(turn.into_string()).into_response()
+        Ok(Html(turn.into_string()).into_response())
     } else {
-        Html(pages::chat(s, c, true, "", Some(turn)).into_string()).into_response()
+        let tunnels = tunnels(app, c).await?;
+        Ok(Html(pages::chat(s, c, &tunnels, "", Some(turn)).into_string()).into_response())
     }
 }
 
@@ -99,7 +115,7 @@ async fn command(
     let htmx = is_htmx(&headers);
     let req = match request_of(&f.line) {
         Ok(r) => r,
-        Err(why) => return Ok(answer(htmx, &s, &c, pages::turn_error(&f.line, &why, None))),
+        Err(why) => return answer(&app, htmx, &s, &c, pages::turn_error(&f.line, &why, None)).await,
     };
     let who = Asker { principal: &s.principal, client_address: "" };
     let turn = match chat::command(&app, &who, &id, req).await {
@@ -110,7 +126,7 @@ async fn command(
         },
         Err(e) => pages::turn_error(&f.line, &e.message, e.plan.as_deref()),
     };
-    Ok(answer(htmx, &s, &c, turn))
+    answer(&app, htmx, &s, &c, turn).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +154,38 @@ async fn confirm(
         Ok(o) => pages::outcome(&o),
         Err(e) => pages::refusal(&e.message),
     };
-    Ok(answer(is_htmx(&headers), &s, &c, out))
+    answer(&app, is_htmx(&headers), &s, &c, out).await
+}
+
+/// A stream's Server-Sent Events (`line`, `added`/`modified`/`deleted`,
+/// `end`), read by `/ui/assets/app.js` as text (never as HTML).
+async fn stream(
+    State(app): State<Arc<App>>,
+    s: Session,
+    Path((id, plan_id)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    let who = Asker { principal: &s.principal, client_address: "" };
+    match chat::stream::open(&app, &who, &id, &plan_id).await {
+        Ok(events) => Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response()),
+        Err(e) => Err(WebError::new(e.status, &e.message)),
+    }
+}
+
+async fn stop(
+    State(app): State<Arc<App>>,
+    s: Session,
+    headers: HeaderMap,
+    Path((id, plan_id)): Path<(String, String)>,
+    Form(f): Form<super::CsrfForm>,
+) -> Result<Response, WebError> {
+    check_csrf(&s, &f.csrf)?;
+    let c = cluster_name(&app, &s, &id).await?;
+    let who = Asker { principal: &s.principal, client_address: "" };
+    let out = match chat::stream::stop(&app, &who, &id, &plan_id).await {
+        Ok(_) => pages::stopped(),
+        Err(e) => pages::refusal(&e.message),
+    };
+    answer(&app, is_htmx(&headers), &s, &c, out).await
 }
 
 #[cfg(test)]

@@ -109,6 +109,8 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/logout", post(logout))
         .route("/ui/audit", get(audit))
         .route("/ui/assets/{file}", get(asset))
+        .route("/ui/clusters", post(add_cluster))
+        .route("/ui/clusters/{id}/status", get(cluster_status))
         .merge(chat::router())
         .layer(middleware::from_fn_with_state(app, guard))
 }
@@ -166,7 +168,7 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
 #[derive(Debug, Deserialize)]
 pub(crate) struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 /// Refuses unless `sent` is the session's CSRF token.
@@ -227,6 +229,52 @@ async fn home(State(app): State<Arc<App>>, s: Session) -> Result<Html<String>, W
     Ok(Html(pages::home(&s, t, &rows).into_string()))
 }
 
+#[derive(Debug, Deserialize)]
+struct AddCluster {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// Onboarding: registers a cluster and shows the helm command that
+/// installs its agent, then waits live for the agent.
+async fn add_cluster(
+    State(app): State<Arc<App>>,
+    s: Session,
+    Form(f): Form<AddCluster>,
+) -> Result<Html<String>, WebError> {
+    check_csrf(&s, &f.csrf)?;
+    let Some(t) = &s.tenant else {
+        return Err(WebError::new(
+            StatusCode::NOT_FOUND,
+            "Platform administrators add clusters in a tenant through the API.",
+        ));
+    };
+    let req = crate::http::clusters::ClusterCreate { name: f.name.trim().to_string(), ..Default::default() };
+    let out = crate::http::clusters::register(&app, &s.principal, &t.id, req).await?;
+    let id = out["id"].as_str().unwrap_or_default().to_string();
+    let name = out["name"].as_str().unwrap_or_default().to_string();
+    let helm = out["helmInstall"].as_str().map(str::to_string);
+    Ok(Html(pages::connect(&s, &id, &name, helm.as_deref()).into_string()))
+}
+
+/// A cluster's connection badge; polled by the page until connected.
+async fn cluster_status(
+    State(app): State<Arc<App>>,
+    s: Session,
+    Path(id): Path<String>,
+) -> Result<Html<String>, WebError> {
+    let Some(t) = &s.tenant else {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "No such cluster."));
+    };
+    if !app.db.clusters(&t.id).await?.iter().any(|c| c.id == id) {
+        return Err(WebError::new(StatusCode::NOT_FOUND, &format!("There is no cluster {id} in your tenant.")));
+    }
+    let connected = !app.cache.routes(&t.id, &id).await?.is_empty();
+    Ok(Html(pages::status(&id, connected).into_string()))
+}
+
 /// The tenant's audit trail, newest page first, and whether its chain verifies.
 async fn audit(State(app): State<Arc<App>>, s: Session) -> Result<Html<String>, WebError> {
     let Some(t) = &s.tenant else {
@@ -251,6 +299,7 @@ async fn asset(Path(file): Path<String>) -> Response {
         "htmx.min.js" => (include_bytes!("../../assets/vendor/htmx.min.js"), "text/javascript"),
         "htmx-ext-sse.min.js" => (include_bytes!("../../assets/vendor/htmx-ext-sse.min.js"), "text/javascript"),
         "app.css" => (include_bytes!("../../assets/app.css"), "text/css"),
+        "app.js" => (include_bytes!("../../assets/app.js"), "text/javascript"),
         _ => return WebError::new(StatusCode::NOT_FOUND, "No such file.").into_response(),
     };
     let mut r = body.into_response();

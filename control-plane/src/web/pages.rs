@@ -37,6 +37,7 @@ fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
                 link rel="stylesheet" href="/ui/assets/app.css";
                 script src="/ui/assets/htmx.min.js" defer {}
                 script src="/ui/assets/htmx-ext-sse.min.js" defer {}
+                script src="/ui/assets/app.js" defer {}
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -120,6 +121,14 @@ pub(super) fn home(s: &Session, t: &Tenant, rows: &[ClusterRow]) -> Markup {
         Some(s),
         html! {
             h1 { "Clusters of " (t.name) }
+            @if is_admin(s) {
+                form.card.add method="post" action="/ui/clusters" {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    label for="cluster-name" { "Add a cluster (its name: lowercase letters, digits, -)" }
+                    input id="cluster-name" name="name" type="text" required pattern="[a-z0-9]([a-z0-9-]*[a-z0-9])?" maxlength="40" autocomplete="off";
+                    button type="submit" { "Add cluster" }
+                }
+            }
             @if rows.is_empty() {
                 p { "No clusters yet." }
             } @else {
@@ -149,16 +158,71 @@ pub(super) fn home(s: &Session, t: &Tenant, rows: &[ClusterRow]) -> Markup {
     )
 }
 
+/// A cluster's connection badge. Until it is connected it asks again every
+/// 2 s (htmx), so the page turns "connected" by itself once the agent is up.
+pub(super) fn status(id: &str, connected: bool) -> Markup {
+    html! {
+        @if connected {
+            span.badge.up data-testid="status" role="status" { "connected" }
+        } @else {
+            span.badge.down data-testid="status" role="status"
+                hx-get={ "/ui/clusters/" (id) "/status" } hx-trigger="every 2s" hx-swap="outerHTML" { "waiting for the agent…" }
+        }
+    }
+}
+
+/// Onboarding: the helm command for a new cluster's agent, and its status
+/// turning live to "connected".
+pub(super) fn connect(s: &Session, id: &str, name: &str, helm: Option<&str>) -> Markup {
+    layout(
+        &format!("Connect {name}"),
+        Some(s),
+        html! {
+            h1 { "Connect " (name) }
+            @if let Some(cmd) = helm {
+                p { "Run this where your kubectl reaches the cluster. The token in it works once, within an hour." }
+                pre data-testid="helm" { (cmd) }
+            } @else {
+                p.note { "Agent enrollment is not configured on this control plane; ask your operator for the agent's certificate." }
+            }
+            p { "Status: " (status(id, false)) }
+            p { a href={ "/ui/clusters/" (id) } { "Open the chat with " (name) } " (send a first command once it is connected)" }
+        },
+    )
+}
+
 /// A cluster's chat; `turn` is an answer to show (no JavaScript).
-pub(super) fn chat(s: &Session, c: &Cluster, connected: bool, prefill: &str, turn: Option<Markup>) -> Markup {
+pub(super) fn chat(s: &Session, c: &Cluster, tunnels: &[TunnelView], prefill: &str, turn: Option<Markup>) -> Markup {
+    let now = crate::directory::now_ms();
+    let ago = |ms: i64| format!("{} s ago", ((now - ms).max(0)) / 1000);
     layout(
         &c.name,
         Some(s),
         html! {
             h1 { "Chat with " (c.name) }
             p {
-                @if connected { span.badge.up data-testid="status" { "connected" } } @else { span.badge.down data-testid="status" { "not connected" } }
+                (status(&c.id, !tunnels.is_empty()))
                 " · your role: " (role_label(s.principal.user.role))
+                @if c.policy.read_only { " · read-only cluster" }
+            }
+            @if !tunnels.is_empty() {
+                details.tunnels {
+                    summary { "Tunnel health (" (tunnels.len()) ")" }
+                    table.data {
+                        thead { tr { th scope="col" { "Relay" } th scope="col" { "Transport" } th scope="col" { "RTT" } th scope="col" { "Last heartbeat" } th scope="col" { "Connected" } th scope="col" { "Reconnects" } th scope="col" { "Agent" } } }
+                        tbody { @for x in tunnels {
+                            tr {
+                                td { (x.relay_id) " (" (x.region) ")" }
+                                td { (x.transport) }
+                                td { (format!("{:.1} ms", x.rtt_us as f64 / 1000.0)) }
+                                td { (ago(x.last_heartbeat_ms)) }
+                                td { (ago(x.connected_at_ms)) }
+                                td { (x.reconnects) }
+                                td { (x.agent_version) }
+                            }
+                        } }
+                    }
+                }
             }
             section id="transcript" aria-live="polite" aria-label="Transcript" {
                 @if let Some(t) = turn { (t) }
@@ -302,8 +366,17 @@ pub(super) fn turn(s: &Session, c: &Cluster, line: &str, plan: &crate::chat::Pla
                     p.hint { "The confirmation is for exactly these requests, once, within 2 minutes; if the object changes meanwhile, ask again." }
                 }
             }
-            @if let Some(stream) = &plan.stream {
-                p.note { "A stream: read it from " code { (stream) } " (Server-Sent Events)." }
+            @if plan.stream.is_some() {
+                section.stream aria-label="Stream"
+                    data-stream={ "/ui/clusters/" (c.id) "/commands/" (plan.id) "/stream" } {
+                    pre.lines aria-live="polite" {}
+                    p.stream-status role="status" { "Streaming…" }
+                    form method="post" action={ "/ui/clusters/" (c.id) "/commands/" (plan.id) "/stop" }
+                        hx-post={ "/ui/clusters/" (c.id) "/commands/" (plan.id) "/stop" } hx-target="this" hx-swap="outerHTML" {
+                        input type="hidden" name="csrf" value=(s.csrf);
+                        button type="submit" { "Stop" }
+                    }
+                }
             }
             @if plan.result.is_some() { section.result aria-label="Result" { (blocks(&p["result"])) } }
         }
@@ -342,6 +415,11 @@ pub(super) fn outcome(o: &crate::chat::Outcome) -> Markup {
             @if o.result.is_some() { (blocks(&v["result"])) }
         }
     }
+}
+
+/// A stream stopped at the person's request.
+pub(super) fn stopped() -> Markup {
+    html! { p.hint { "You stopped this stream." } }
 }
 
 /// A confirmation refused.
