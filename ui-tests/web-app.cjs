@@ -159,6 +159,14 @@ async function main() {
     check('the audit page shows the verified chain', /^Chain verified/.test(await chain.innerText()), await chain.innerText());
     await shot(page, '05-audit');
 
+    // People and tokens: a new token is shown once.
+    await page.getByRole('link', { name: 'People and tokens' }).click();
+    await page.getByLabel(/^New API token/).fill('ui-test');
+    await page.getByRole('button', { name: 'Create token' }).click();
+    const created = await page.getByTestId('new-token').innerText();
+    check('a new API token is shown once', /^kc_[0-9a-f]{40}$/.test(created.trim()) && /viewer@demo\.example/.test(await page.locator('body').innerText()), created);
+    await shot(page, '05b-people-tokens');
+
     // Phone width.
     const phone = await signIn(browser, ADMIN, { width: 390, height: 844 });
     await phone.page.goto(`${URL_}/ui/clusters/${CLUSTER}`);

@@ -268,3 +268,55 @@ async fn only_admins_add_clusters_and_the_helm_command_is_shown_once_made() {
     let r = admin.get("/ui/clusters/c000000000000/status").await;
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_and_tokens_a_new_token_is_shown_once_and_revoked_by_its_owner() {
+    let w = world(json!({})).await;
+    let (admin, _) = signed_in(&w, "tenant_admin", "ada@acme.example").await;
+    let (user, _) = signed_in(&w, "tenant_user", "ursula@acme.example").await;
+    // Admins see people and roles; a user sees only their own tokens.
+    let page = admin.get("/ui/people").await.text();
+    assert!(page.contains("People and their roles") && page.contains("ursula@acme.example"), "{page}");
+    let page = user.get("/ui/people").await.text();
+    assert!(!page.contains("People and their roles") && !page.contains("ada@acme.example"), "{page}");
+    // A new token: shown once, and it works.
+    let csrf = user.csrf("/ui/people").await;
+    let r = user.post("/ui/tokens", &[("csrf", &csrf), ("name", "laptop")], false).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.text();
+    let secret = page
+        .split("data-testid=\"new-token\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the new token is shown")
+        .to_string();
+    assert!(secret.starts_with("kc_"), "{secret}");
+    assert!(!user.get("/ui/people").await.text().contains(&secret), "shown only once");
+    let mut laptop = WebClient::new(&w.cp_url, &w.cp_ca);
+    assert_eq!(laptop.sign_in(&secret).await.status, 303);
+    assert_eq!(laptop.get("/ui/").await.status, 200);
+    // Someone else's token is not theirs to revoke (the same 404 as a missing one).
+    let page = admin.get("/ui/people").await.text();
+    let admin_token = page
+        .split("<tr data-token=\"")
+        .skip(1)
+        .find(|row| row.contains("ada@acme.example"))
+        .and_then(|row| row.split('"').next())
+        .expect("the admin's token is listed")
+        .to_string();
+    let r = user.post(&format!("/ui/tokens/{admin_token}/revoke"), &[("csrf", &csrf)], false).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    // Their own: revoked, and the session opened with it ends.
+    let page = user.get("/ui/people").await.text();
+    let laptop_id = page
+        .split("<tr data-token=\"")
+        .skip(1)
+        .find(|row| row.contains("<td>laptop</td>"))
+        .and_then(|row| row.split('"').next())
+        .expect("listed")
+        .to_string();
+    let r = user.post(&format!("/ui/tokens/{laptop_id}/revoke"), &[("csrf", &csrf)], false).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/people")), "{}", r.text());
+    let r = laptop.get("/ui/").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
+}

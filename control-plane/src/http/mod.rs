@@ -26,7 +26,7 @@ pub(crate) mod clusters;
 mod commands;
 mod enroll;
 mod tenants;
-mod tokens;
+pub(crate) mod tokens;
 mod tunnels;
 mod users;
 
@@ -163,7 +163,8 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     let method = req.method().as_str().to_string();
     let started = std::time::Instant::now();
     let mut resp = next.run(req).instrument(span).await;
-    if writes && resp.status().is_success() {
+    // (A form post that succeeded answers with a redirect.)
+    if writes && (resp.status().is_success() || resp.status().is_redirection()) {
         // What this write invalidated is dropped here before the answer
         // (other replicas follow within the cache's poll interval).
         if let Err(e) = app.cache.sync().await {

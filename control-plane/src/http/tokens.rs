@@ -35,16 +35,17 @@ pub(crate) fn lifetime(days: Option<u32>, seconds: Option<u32>) -> Result<Option
     }
 }
 
-#[derive(Deserialize)]
+/// A token to create.
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TokenCreate {
-    name: String,
+pub(crate) struct TokenCreate {
+    pub(crate) name: String,
     #[serde(default)]
-    user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     #[serde(default)]
-    expires_in_days: Option<u32>,
+    pub(crate) expires_in_days: Option<u32>,
     #[serde(default)]
-    expires_in_seconds: Option<u32>,
+    pub(crate) expires_in_seconds: Option<u32>,
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{id}/tokens", tag = "tokens",
@@ -55,7 +56,20 @@ async fn create(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<TokenCreate>,
 ) -> Reply {
-    let t = tenant_for(&app, &p, &id).await?;
+    let (secret, token) = create_token(&app, &p, &id, b).await?;
+    reply(StatusCode::CREATED, json!({"token": secret.0, "apiToken": token}))
+}
+
+/// Creates token `b` in tenant `id` for `p` (or, for a tenant admin, for
+/// another user): the secret (shown once) and the stored metadata. The REST
+/// API and the web app.
+pub(crate) async fn create_token(
+    app: &App,
+    p: &auth::Principal,
+    id: &str,
+    b: TokenCreate,
+) -> Result<(auth::Secret, ApiToken), ApiError> {
+    let t = tenant_for(app, p, id).await?;
     let owner = b.user_id.unwrap_or_else(|| p.user.id.clone());
     if owner != p.user.id && !p.is_admin_of(&t.id) {
         return Err(ApiError::forbidden("role", "only tenant admins can create tokens for other users"));
@@ -77,30 +91,42 @@ async fn create(
         created_at: now(),
     };
     app.db.add_token(&token, &auth::hash(&secret.0)).await?;
-    reply(StatusCode::CREATED, json!({"token": secret.0, "apiToken": token}))
+    Ok((secret, token))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{id}/tokens", tag = "tokens",
     responses((status = 200, description = "list tokens (metadata only; a user sees their own)")))]
 async fn list(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<String>) -> Reply {
-    let t = tenant_for(&app, &p, &id).await?;
+    reply(StatusCode::OK, json!({"items": list_tokens(&app, &p, &id).await?}))
+}
+
+/// The tokens of tenant `id` that `p` may see (a user, their own).
+pub(crate) async fn list_tokens(app: &App, p: &auth::Principal, id: &str) -> Result<Vec<ApiToken>, ApiError> {
+    let t = tenant_for(app, p, id).await?;
     let mut tokens = app.db.tokens(&t.id).await?;
     if !p.is_admin_of(&t.id) {
         tokens.retain(|k| k.user_id == p.user.id);
     }
-    reply(StatusCode::OK, json!({"items": tokens}))
+    Ok(tokens)
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{id}/tokens/{tokenId}", tag = "tokens",
     responses((status = 200, description = "revoke a token (refused on the next request)")))]
 async fn revoke(State(app): State<Arc<App>>, Member(p): Member, Path((id, tid)): Path<(String, String)>) -> Reply {
-    let t = tenant_for(&app, &p, &id).await?;
+    revoke_token(&app, &p, &id, &tid).await?;
+    reply(StatusCode::OK, json!({"revoked": tid}))
+}
+
+/// Revokes token `tid` of tenant `id` if `p` owns it or administers the
+/// tenant (else the same 404 as a missing one).
+pub(crate) async fn revoke_token(app: &App, p: &auth::Principal, id: &str, tid: &str) -> Result<(), ApiError> {
+    let t = tenant_for(app, p, id).await?;
     let owned = app.db.tokens(&t.id).await?.into_iter().find(|k| k.id == tid);
     match owned {
         Some(k) if p.is_admin_of(&t.id) || k.user_id == p.user.id => {
-            app.db.revoke_token(&t.id, &tid).await?;
-            reply(StatusCode::OK, json!({"revoked": tid}))
+            app.db.revoke_token(&t.id, tid).await?;
+            Ok(())
         }
-        _ => Err(ApiError::not_found("token", &tid)),
+        _ => Err(ApiError::not_found("token", tid)),
     }
 }

@@ -110,6 +110,9 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/audit", get(audit))
         .route("/ui/assets/{file}", get(asset))
         .route("/ui/clusters", post(add_cluster))
+        .route("/ui/people", get(people))
+        .route("/ui/tokens", post(create_token))
+        .route("/ui/tokens/{id}/revoke", post(revoke_token))
         .route("/ui/clusters/{id}/status", get(cluster_status))
         .merge(chat::router())
         .layer(middleware::from_fn_with_state(app, guard))
@@ -273,6 +276,58 @@ async fn cluster_status(
     }
     let connected = !app.cache.routes(&t.id, &id).await?.is_empty();
     Ok(Html(pages::status(&id, connected).into_string()))
+}
+
+fn own_tenant(s: &Session) -> Result<&crate::model::Tenant, WebError> {
+    s.tenant.as_ref().ok_or_else(|| {
+        WebError::new(StatusCode::NOT_FOUND, "Platform administrators manage a tenant's people through the API.")
+    })
+}
+
+/// People (tenant admins see everyone and their roles) and API tokens (your
+/// own; tenant admins see all); `created` is a token just made, shown once.
+async fn people_page(app: &App, s: &Session, created: Option<(String, String)>) -> Result<Html<String>, WebError> {
+    let t = own_tenant(s)?;
+    let tokens = crate::http::tokens::list_tokens(app, &s.principal, &t.id).await?;
+    let admin = matches!(s.principal.user.role, Role::TenantAdmin | Role::PlatformAdmin);
+    let users = if admin { app.db.users(&t.id).await? } else { Vec::new() };
+    Ok(Html(pages::people(s, t, &users, &tokens, created).into_string()))
+}
+
+async fn people(State(app): State<Arc<App>>, s: Session) -> Result<Html<String>, WebError> {
+    people_page(&app, &s, None).await
+}
+
+#[derive(Debug, Deserialize)]
+struct NewToken {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn create_token(
+    State(app): State<Arc<App>>,
+    s: Session,
+    Form(f): Form<NewToken>,
+) -> Result<Html<String>, WebError> {
+    check_csrf(&s, &f.csrf)?;
+    let t = own_tenant(&s)?;
+    let req = crate::http::tokens::TokenCreate { name: f.name.trim().to_string(), ..Default::default() };
+    let (secret, token) = crate::http::tokens::create_token(&app, &s.principal, &t.id, req).await?;
+    people_page(&app, &s, Some((token.name, secret.0))).await
+}
+
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    s: Session,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    check_csrf(&s, &f.csrf)?;
+    let t = own_tenant(&s)?;
+    crate::http::tokens::revoke_token(&app, &s.principal, &t.id, &id).await?;
+    Ok(Redirect::to("/ui/people").into_response())
 }
 
 /// The tenant's audit trail, newest page first, and whether its chain verifies.

@@ -46,6 +46,7 @@ fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
                     @if let Some(s) = s {
                         nav aria-label="Main" {
                             a href="/ui/" { "Clusters" }
+                            @if s.tenant.is_some() { a href="/ui/people" { "People and tokens" } }
                             @if is_admin(s) && s.tenant.is_some() { a href="/ui/audit" { "Audit" } }
                         }
                         div.who {
@@ -425,6 +426,69 @@ pub(super) fn stopped() -> Markup {
 /// A confirmation refused.
 pub(super) fn refusal(message: &str) -> Markup {
     html! { section.outcome role="alert" { p.error { "Not done: " (message) } } }
+}
+
+/// People and API tokens; `created` is (name, secret) of a token just made.
+pub(super) fn people(
+    s: &Session,
+    t: &Tenant,
+    users: &[crate::model::User],
+    tokens: &[crate::model::ApiToken],
+    created: Option<(String, String)>,
+) -> Markup {
+    let day = |secs: i64| {
+        time::OffsetDateTime::from_unix_timestamp(secs)
+            .ok()
+            .map(|d| format!("{}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
+            .unwrap_or_default()
+    };
+    let email = |id: &str| users.iter().find(|u| u.id == id).map_or_else(|| id.to_string(), |u| u.email.clone());
+    layout(
+        "People and tokens",
+        Some(s),
+        html! {
+            h1 { "People and tokens of " (t.name) }
+            @if let Some((name, secret)) = &created {
+                section.card.created role="status" aria-label="New token" {
+                    p.ok { "Token " strong { (name) } " created. Copy it now: it is shown only once." }
+                    pre data-testid="new-token" { (secret) }
+                }
+            }
+            @if !users.is_empty() {
+                table.data {
+                    caption { "People and their roles" }
+                    thead { tr { th scope="col" { "Email" } th scope="col" { "Name" } th scope="col" { "Role" } } }
+                    tbody { @for u in users { tr { td { (u.email) } td { (u.name) } td { (role_label(u.role)) } } } }
+                }
+            }
+            table.data {
+                caption { @if users.is_empty() { "Your API tokens" } @else { "API tokens" } }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Starts with" } @if !users.is_empty() { th scope="col" { "Person" } } th scope="col" { "Expires" } th scope="col" { "State" } } }
+                tbody { @for k in tokens {
+                    tr data-token=(k.id) {
+                        td { (k.name) }
+                        td { code { (k.prefix) "…" } }
+                        @if !users.is_empty() { td { (email(&k.user_id)) } }
+                        td { (k.expires_at.map(day).unwrap_or_else(|| "never".into())) }
+                        td {
+                            @if k.revoked_at.is_some() { "revoked" } @else {
+                                form method="post" action={ "/ui/tokens/" (k.id) "/revoke" } {
+                                    input type="hidden" name="csrf" value=(s.csrf);
+                                    button.danger type="submit" aria-label={ "Revoke token " (k.name) } { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                } }
+            }
+            form.card method="post" action="/ui/tokens" {
+                input type="hidden" name="csrf" value=(s.csrf);
+                label for="token-name" { "New API token for you (for kubectl, the CLI or the API)" }
+                input id="token-name" name="name" type="text" required maxlength="100" autocomplete="off";
+                button type="submit" { "Create token" }
+            }
+        },
+    )
 }
 
 /// The audit page: the chain's verification, plainly, and the latest events.
