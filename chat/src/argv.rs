@@ -503,6 +503,21 @@ struct Flags {
     after_dash: Option<Vec<String>>,
 }
 
+/// The value of `flag` given as the next argument `v`. pflag would take
+/// even a flag as the value (`-l --kubeconfig=/x` selects by the label
+/// "--kubeconfig=/x"); a person never means that, and a command line that
+/// reads as if it carried a refused flag is not run: it is refused with how
+/// to say it unambiguously. Negative numbers (`--tail -1`) are values.
+fn separate_value(flag: &str, v: &str) -> Result<String, Refusal> {
+    let numeric = v.strip_prefix('-').is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    if v.len() > 1 && v.starts_with('-') && !numeric {
+        return Err(invalid(format!(
+            "flag {flag} needs a value, but the next argument {v:?} is a flag; if you mean it as the value, write {flag}={v}"
+        )));
+    }
+    Ok(v.to_string())
+}
+
 impl Flags {
     fn parse(args: &[String], own: &[FlagSpec], verb: &str) -> Result<Self, Refusal> {
         let find_long = |name: &str| own.iter().chain(GLOBAL).find(|f| f.long == name).copied();
@@ -530,7 +545,7 @@ impl Flags {
                     (Kind::Value, None) => {
                         let v = args.get(i).ok_or_else(|| invalid(format!("flag needs an argument: --{name}")))?;
                         i += 1;
-                        v.clone()
+                        separate_value(&format!("--{name}"), v)?
                     }
                 };
                 out.values.push((spec.long, value));
@@ -569,7 +584,7 @@ impl Flags {
                                     .get(i)
                                     .ok_or_else(|| invalid(format!("flag needs an argument: '{c}' in -{c}")))?;
                                 i += 1;
-                                v.clone()
+                                separate_value(&format!("-{c}"), v)?
                             };
                             out.values.push((spec.long, value));
                             j = chars.len();
@@ -1410,6 +1425,12 @@ mod tests {
     }
 
     #[test]
+    fn a_negative_number_is_a_value_not_a_flag() {
+        ok(&["logs", "a", "--tail", "-1"]);
+        ok(&["logs", "a", "--tail=-1"]);
+    }
+
+    #[test]
     fn kubectl_errors_are_invalid_with_kubectls_reason() {
         for (args, want) in [
             (&["get"][..], "you must specify the type of resource"),
@@ -1423,6 +1444,8 @@ mod tests {
             (&["exec", "api"], "at least one command"),
             (&["label", "pod", "a"], "at least one label update"),
             (&["label", "pod", "a", "bad key=x"], "invalid label key"),
+            (&["get", "pods", "-l", "--kubeconfig=/x"], "the next argument \"--kubeconfig=/x\" is a flag"),
+            (&["get", "pods", "--selector", "-o"], "write --selector=-o"),
             (&["get", "pods", "-o", "jsonpath={.items}"], "chat shows -o wide, yaml, json or name"),
             (&["logs", "-n"], "flag needs an argument"),
             (&["rollout", "restart", "pods", "a"], "no rollout for pods"),
