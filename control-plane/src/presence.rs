@@ -65,10 +65,11 @@ impl Presence for PresenceService {
         if applied {
             // This replica's cached routes follow at once; others within
             // the routes' refresh age.
-            if outcome == (directory::Applied::Stored { lapsed: true }) {
+            let lapsed = outcome == (directory::Applied::Stored { lapsed: true });
+            if lapsed {
                 tracing::warn!(relay = %r.relay_id, "a relay's presence lease had run out before its report came; its tunnels were unroutable meanwhile");
-                self.app.cache.invalidate_all_routes();
-            } else if !r.down.is_empty() {
+            }
+            if lapsed || !r.down.is_empty() {
                 self.app.cache.invalidate_all_routes();
             } else if r.full {
                 self.app.cache.refresh_all_routes();

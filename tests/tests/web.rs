@@ -17,6 +17,15 @@ async fn signed_in(w: &World, role: &str, email: &str) -> (WebClient, String) {
     (b, token)
 }
 
+/// The id of the first token row of the people page containing `needle`.
+fn token_row(page: &str, needle: &str) -> Option<String> {
+    page.split("<tr data-token=\"")
+        .skip(1)
+        .find(|row| row.contains(needle))
+        .and_then(|row| row.split('"').next())
+        .map(str::to_string)
+}
+
 fn chat_path(w: &World) -> String {
     format!("/ui/clusters/{}", w.cluster)
 }
@@ -297,24 +306,12 @@ async fn people_and_tokens_a_new_token_is_shown_once_and_revoked_by_its_owner() 
     assert_eq!(laptop.get("/ui/").await.status, 200);
     // Someone else's token is not theirs to revoke (the same 404 as a missing one).
     let page = admin.get("/ui/people").await.text();
-    let admin_token = page
-        .split("<tr data-token=\"")
-        .skip(1)
-        .find(|row| row.contains("ada@acme.example"))
-        .and_then(|row| row.split('"').next())
-        .expect("the admin's token is listed")
-        .to_string();
+    let admin_token = token_row(&page, "ada@acme.example").expect("the admin's token is listed");
     let r = user.post(&format!("/ui/tokens/{admin_token}/revoke"), &[("csrf", &csrf)], false).await;
     assert_eq!(r.status, 404, "{}", r.text());
     // Their own: revoked, and the session opened with it ends.
     let page = user.get("/ui/people").await.text();
-    let laptop_id = page
-        .split("<tr data-token=\"")
-        .skip(1)
-        .find(|row| row.contains("<td>laptop</td>"))
-        .and_then(|row| row.split('"').next())
-        .expect("listed")
-        .to_string();
+    let laptop_id = token_row(&page, "<td>laptop</td>").expect("listed");
     let r = user.post(&format!("/ui/tokens/{laptop_id}/revoke"), &[("csrf", &csrf)], false).await;
     assert_eq!((r.status, r.header("location")), (303, Some("/ui/people")), "{}", r.text());
     let r = laptop.get("/ui/").await;

@@ -11,7 +11,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use serde::Deserialize;
 
 use super::session::Session;
@@ -35,25 +35,13 @@ struct PageQuery {
     q: Option<String>,
 }
 
-async fn cluster_name(app: &App, s: &Session, id: &str) -> Result<crate::model::Cluster, WebError> {
-    let Some(t) = &s.tenant else {
-        return Err(WebError::new(StatusCode::NOT_FOUND, "Platform administrators have no clusters of their own."));
-    };
-    app.db
-        .clusters(&t.id)
-        .await?
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or_else(|| WebError::new(StatusCode::NOT_FOUND, &format!("There is no cluster {id} in your tenant.")))
-}
-
 async fn page(
     State(app): State<Arc<App>>,
     s: Session,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, WebError> {
-    let c = cluster_name(&app, &s, &id).await?;
+    let c = super::own_cluster(&app, &s, &id).await?;
     let tunnels = tunnels(&app, &c).await?;
     Ok(Html(pages::chat(&s, &c, &tunnels, q.q.as_deref().unwrap_or_default(), None).into_string()))
 }
@@ -111,7 +99,7 @@ async fn command(
     Form(f): Form<CommandForm>,
 ) -> Result<Response, WebError> {
     check_csrf(&s, &f.csrf)?;
-    let c = cluster_name(&app, &s, &id).await?;
+    let c = super::own_cluster(&app, &s, &id).await?;
     let htmx = is_htmx(&headers);
     let req = match request_of(&f.line) {
         Ok(r) => r,
@@ -147,7 +135,7 @@ async fn confirm(
     Form(f): Form<ConfirmForm>,
 ) -> Result<Response, WebError> {
     check_csrf(&s, &f.csrf)?;
-    let c = cluster_name(&app, &s, &id).await?;
+    let c = super::own_cluster(&app, &s, &id).await?;
     let who = Asker { principal: &s.principal, client_address: "" };
     let typed = f.typed_name.as_deref().filter(|t| !t.is_empty());
     let out = match chat::confirm::confirm(&app, &who, &id, &plan_id, &f.confirmation, typed).await {
@@ -179,7 +167,7 @@ async fn stop(
     Form(f): Form<super::CsrfForm>,
 ) -> Result<Response, WebError> {
     check_csrf(&s, &f.csrf)?;
-    let c = cluster_name(&app, &s, &id).await?;
+    let c = super::own_cluster(&app, &s, &id).await?;
     let who = Asker { principal: &s.principal, client_address: "" };
     let out = match chat::stream::stop(&app, &who, &id, &plan_id).await {
         Ok(_) => pages::stopped(),

@@ -37,7 +37,6 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 
 use crate::app::App;
-use crate::model::Role;
 use crate::store::{Scope, StoreError};
 use session::Session;
 
@@ -248,12 +247,7 @@ async fn add_cluster(
     Form(f): Form<AddCluster>,
 ) -> Result<Html<String>, WebError> {
     check_csrf(&s, &f.csrf)?;
-    let Some(t) = &s.tenant else {
-        return Err(WebError::new(
-            StatusCode::NOT_FOUND,
-            "Platform administrators add clusters in a tenant through the API.",
-        ));
-    };
+    let t = s.own_tenant()?;
     let req = crate::http::clusters::ClusterCreate { name: f.name.trim().to_string(), ..Default::default() };
     let out = crate::http::clusters::register(&app, &s.principal, &t.id, req).await?;
     let id = out["id"].as_str().unwrap_or_default().to_string();
@@ -268,29 +262,28 @@ async fn cluster_status(
     s: Session,
     Path(id): Path<String>,
 ) -> Result<Html<String>, WebError> {
-    let Some(t) = &s.tenant else {
-        return Err(WebError::new(StatusCode::NOT_FOUND, "No such cluster."));
-    };
-    if !app.db.clusters(&t.id).await?.iter().any(|c| c.id == id) {
-        return Err(WebError::new(StatusCode::NOT_FOUND, &format!("There is no cluster {id} in your tenant.")));
-    }
-    let connected = !app.cache.routes(&t.id, &id).await?.is_empty();
-    Ok(Html(pages::status(&id, connected).into_string()))
+    let c = own_cluster(&app, &s, &id).await?;
+    let connected = !app.cache.routes(&c.tenant_id, &c.id).await?.is_empty();
+    Ok(Html(pages::status(&c.id, connected).into_string()))
 }
 
-fn own_tenant(s: &Session) -> Result<&crate::model::Tenant, WebError> {
-    s.tenant.as_ref().ok_or_else(|| {
-        WebError::new(StatusCode::NOT_FOUND, "Platform administrators manage a tenant's people through the API.")
-    })
+/// Cluster `id` of the person's own tenant, or the same 404 as a missing one.
+pub(crate) async fn own_cluster(app: &App, s: &Session, id: &str) -> Result<crate::model::Cluster, WebError> {
+    let t = s.own_tenant()?;
+    app.db
+        .clusters(&t.id)
+        .await?
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| WebError::new(StatusCode::NOT_FOUND, &format!("There is no cluster {id} in your tenant.")))
 }
 
 /// People (tenant admins see everyone and their roles) and API tokens (your
 /// own; tenant admins see all); `created` is a token just made, shown once.
 async fn people_page(app: &App, s: &Session, created: Option<(String, String)>) -> Result<Html<String>, WebError> {
-    let t = own_tenant(s)?;
+    let t = s.own_tenant()?;
     let tokens = crate::http::tokens::list_tokens(app, &s.principal, &t.id).await?;
-    let admin = matches!(s.principal.user.role, Role::TenantAdmin | Role::PlatformAdmin);
-    let users = if admin { app.db.users(&t.id).await? } else { Vec::new() };
+    let users = if s.is_admin() { app.db.users(&t.id).await? } else { Vec::new() };
     Ok(Html(pages::people(s, t, &users, &tokens, created).into_string()))
 }
 
@@ -312,7 +305,7 @@ async fn create_token(
     Form(f): Form<NewToken>,
 ) -> Result<Html<String>, WebError> {
     check_csrf(&s, &f.csrf)?;
-    let t = own_tenant(&s)?;
+    let t = s.own_tenant()?;
     let req = crate::http::tokens::TokenCreate { name: f.name.trim().to_string(), ..Default::default() };
     let (secret, token) = crate::http::tokens::create_token(&app, &s.principal, &t.id, req).await?;
     people_page(&app, &s, Some((token.name, secret.0))).await
@@ -325,20 +318,15 @@ async fn revoke_token(
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
     check_csrf(&s, &f.csrf)?;
-    let t = own_tenant(&s)?;
+    let t = s.own_tenant()?;
     crate::http::tokens::revoke_token(&app, &s.principal, &t.id, &id).await?;
     Ok(Redirect::to("/ui/people").into_response())
 }
 
 /// The tenant's audit trail, newest page first, and whether its chain verifies.
 async fn audit(State(app): State<Arc<App>>, s: Session) -> Result<Html<String>, WebError> {
-    let Some(t) = &s.tenant else {
-        return Err(WebError::new(
-            StatusCode::NOT_FOUND,
-            "Platform administrators read a tenant's audit through the API.",
-        ));
-    };
-    if !matches!(s.principal.user.role, Role::TenantAdmin | Role::PlatformAdmin) {
+    let t = s.own_tenant()?;
+    if !s.is_admin() {
         return Err(WebError::forbidden("Only tenant admins read the audit trail; ask one."));
     }
     let verification = crate::audit::verify(&app.db, &t.id, &app.signer).await?;

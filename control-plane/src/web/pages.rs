@@ -20,10 +20,6 @@ fn role_label(r: Role) -> &'static str {
     }
 }
 
-fn is_admin(s: &Session) -> bool {
-    matches!(s.principal.user.role, Role::TenantAdmin | Role::PlatformAdmin)
-}
-
 /// The frame of every page; `s` when signed in.
 fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
     html! {
@@ -47,7 +43,7 @@ fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             a href="/ui/" { "Clusters" }
                             @if s.tenant.is_some() { a href="/ui/people" { "People and tokens" } }
-                            @if is_admin(s) && s.tenant.is_some() { a href="/ui/audit" { "Audit" } }
+                            @if s.is_admin() && s.tenant.is_some() { a href="/ui/audit" { "Audit" } }
                         }
                         div.who {
                             span data-testid="who" { (s.principal.user.email) " · " (role_label(s.principal.user.role)) }
@@ -122,7 +118,7 @@ pub(super) fn home(s: &Session, t: &Tenant, rows: &[ClusterRow]) -> Markup {
         Some(s),
         html! {
             h1 { "Clusters of " (t.name) }
-            @if is_admin(s) {
+            @if s.is_admin() {
                 form.card.add method="post" action="/ui/clusters" {
                     input type="hidden" name="csrf" value=(s.csrf);
                     label for="cluster-name" { "Add a cluster (its name: lowercase letters, digits, -)" }

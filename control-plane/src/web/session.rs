@@ -155,6 +155,24 @@ impl FromRequestParts<Arc<App>> for Session {
     }
 }
 
+impl Session {
+    /// The person's own tenant; platform administrators have none (they
+    /// manage tenants through the API).
+    pub fn own_tenant(&self) -> Result<&Tenant, WebError> {
+        self.tenant.as_ref().ok_or_else(|| {
+            WebError::new(
+                http::StatusCode::NOT_FOUND,
+                "Platform administrators have no tenant of their own here; manage tenants through the API.",
+            )
+        })
+    }
+
+    /// Whether the person administers their tenant.
+    pub fn is_admin(&self) -> bool {
+        matches!(self.principal.user.role, crate::model::Role::TenantAdmin | crate::model::Role::PlatformAdmin)
+    }
+}
+
 /// Whether `sent` is the session's CSRF token (compared in constant time).
 pub(crate) fn csrf_ok(s: &Session, sent: &str) -> bool {
     let (a, b) = (s.csrf.as_bytes(), sent.as_bytes());
