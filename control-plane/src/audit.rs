@@ -95,6 +95,12 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+/// How many columns [`COLUMNS`] names.
+const AUDIT_COLUMNS: usize = 30;
+/// Events per multi-row insert: 30 columns × 32 rows = 960 parameters,
+/// under SQLite's oldest limit of 999.
+const APPEND_CHUNK: usize = 32;
+
 const COLUMNS: &str = "tenant_id, seq, id, time_ms, cluster_id, relay_id, request_id, kind, user_name, groups_json, verb, api_group, resource, namespace, name, subresource, method, path, status, bytes_in, bytes_out, duration_ms, decision, reason, client_address, kubectl_command, kubectl_session, truncated_json, prev_hash, hash";
 
 /// Longest path kept in an audit event, in bytes.
@@ -274,58 +280,92 @@ pub async fn append_in(
         .await?;
     let (mut seq, mut prev): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
     let mut added = 0;
-    for mut e in entries {
-        let exists: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_events WHERE id = $1")
-            .bind(e.id.clone())
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("n")?;
-        if exists > 0 {
+    // Ids seen in this batch: a repeat within it is skipped like a stored one.
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Two statements a chunk (which ids are stored; the new rows), not two
+    // an event: each statement is a round trip to the database.
+    for chunk in entries.chunks(APPEND_CHUNK) {
+        let mut sql = String::from("SELECT id FROM audit_events WHERE id IN (");
+        for i in 1..=chunk.len() {
+            sql.push_str(if i == 1 { "$1" } else { ", $" });
+            if i > 1 {
+                sql.push_str(&i.to_string());
+            }
+        }
+        sql.push(')');
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q.bind(e.id.clone());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            seen.insert(row.try_get("id")?);
+        }
+        let mut rows = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            if !seen.insert(e.id.clone()) {
+                continue;
+            }
+            let mut e = e.clone();
+            bound(&mut e);
+            seq += 1;
+            e.seq = seq;
+            e.tenant_id = tenant.to_string();
+            e.prev_hash = std::mem::take(&mut prev);
+            e.hash = chain_hash(&e.prev_hash, &e);
+            prev = e.hash.clone();
+            rows.push(e);
+        }
+        if rows.is_empty() {
             continue;
         }
-        bound(&mut e);
-        seq += 1;
-        e.seq = seq;
-        e.tenant_id = tenant.to_string();
-        e.prev_hash = prev.clone();
-        e.hash = chain_hash(&prev, &e);
-        sqlx::query(&format!(
-            "INSERT INTO audit_events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)"
-        ))
-        .bind(e.tenant_id.clone())
-        .bind(e.seq)
-        .bind(e.id.clone())
-        .bind(e.time_ms)
-        .bind(e.cluster_id.clone())
-        .bind(e.relay_id.clone())
-        .bind(e.request_id.clone())
-        .bind(e.kind.clone())
-        .bind(e.user.clone())
-        .bind(serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()))
-        .bind(e.verb.clone())
-        .bind(e.api_group.clone())
-        .bind(e.resource.clone())
-        .bind(e.namespace.clone())
-        .bind(e.name.clone())
-        .bind(e.subresource.clone())
-        .bind(e.method.clone())
-        .bind(e.path.clone())
-        .bind(e.status)
-        .bind(e.bytes_in)
-        .bind(e.bytes_out)
-        .bind(e.duration_ms)
-        .bind(e.decision.clone())
-        .bind(e.reason.clone())
-        .bind(e.client_address.clone())
-        .bind(e.kubectl_command.clone())
-        .bind(e.kubectl_session.clone())
-        .bind(if e.truncated.is_empty() { String::new() } else { json!(e.truncated).to_string() })
-        .bind(e.prev_hash.clone())
-        .bind(e.hash.clone())
-        .execute(&mut **tx)
-        .await?;
-        prev = e.hash;
-        added += 1;
+        let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
+        for r in 0..rows.len() {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 1..=AUDIT_COLUMNS {
+                if c > 1 {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&(r * AUDIT_COLUMNS + c).to_string());
+            }
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for e in &rows {
+            q = q
+                .bind(e.tenant_id.clone())
+                .bind(e.seq)
+                .bind(e.id.clone())
+                .bind(e.time_ms)
+                .bind(e.cluster_id.clone())
+                .bind(e.relay_id.clone())
+                .bind(e.request_id.clone())
+                .bind(e.kind.clone())
+                .bind(e.user.clone())
+                .bind(serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()))
+                .bind(e.verb.clone())
+                .bind(e.api_group.clone())
+                .bind(e.resource.clone())
+                .bind(e.namespace.clone())
+                .bind(e.name.clone())
+                .bind(e.subresource.clone())
+                .bind(e.method.clone())
+                .bind(e.path.clone())
+                .bind(e.status)
+                .bind(e.bytes_in)
+                .bind(e.bytes_out)
+                .bind(e.duration_ms)
+                .bind(e.decision.clone())
+                .bind(e.reason.clone())
+                .bind(e.client_address.clone())
+                .bind(e.kubectl_command.clone())
+                .bind(e.kubectl_session.clone())
+                .bind(if e.truncated.is_empty() { String::new() } else { json!(e.truncated).to_string() })
+                .bind(e.prev_hash.clone())
+                .bind(e.hash.clone());
+        }
+        q.execute(&mut **tx).await?;
+        added += rows.len();
     }
     sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3")
         .bind(seq)
@@ -355,8 +395,14 @@ pub struct Filter {
     pub since_ms: Option<i64>,
     /// Until this time (Unix ms, exclusive).
     pub until_ms: Option<i64>,
+    /// Only this decision (`allow`, `deny`).
+    pub decision: Option<String>,
     /// After this position (the previous page's `next`).
     pub after: i64,
+    /// Newest first: only positions below this one (`i64::MAX` for the
+    /// newest page; the previous page's `next` after that). Overrides
+    /// `after`.
+    pub before: Option<i64>,
     /// Page size.
     pub limit: i64,
 }
@@ -365,13 +411,18 @@ pub struct Filter {
 /// next page if there is one.
 pub async fn list(db: &Db, tenant: &str, f: &Filter) -> Result<(Vec<AuditEntry>, Option<i64>), StoreError> {
     let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
+    let (cmp, order, from) = match f.before {
+        Some(before) => ("<", "DESC", before),
+        None => (">", "ASC", f.after),
+    };
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq > $2 \
+        "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq {cmp} $2 \
          AND ($3 = '' OR cluster_id = $3) AND ($4 = '' OR user_name = $4) AND ($5 = '' OR verb = $5) AND ($6 = '' OR resource = $6) \
-         AND time_ms >= $7 AND time_ms < $8 AND ($10 = '' OR kind = $10) AND ($11 = '' OR request_id = $11) ORDER BY seq LIMIT $9"
+         AND time_ms >= $7 AND time_ms < $8 AND ($10 = '' OR kind = $10) AND ($11 = '' OR request_id = $11) \
+         AND ($12 = '' OR decision = $12) ORDER BY seq {order} LIMIT $9"
     ))
     .bind(tenant.to_string())
-    .bind(f.after)
+    .bind(from)
     .bind(f.cluster.clone().unwrap_or_default())
     .bind(f.user.clone().unwrap_or_default())
     .bind(f.verb.clone().unwrap_or_default())
@@ -381,6 +432,7 @@ pub async fn list(db: &Db, tenant: &str, f: &Filter) -> Result<(Vec<AuditEntry>,
     .bind(f.limit + 1)
     .bind(f.kind.clone().unwrap_or_default())
     .bind(f.request_id.clone().unwrap_or_default())
+    .bind(f.decision.clone().unwrap_or_default())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -642,20 +694,75 @@ pub async fn add_usage_in(
     quantity: f64,
     time_ms: i64,
 ) -> Result<bool, StoreError> {
-    let month = time::OffsetDateTime::from_unix_timestamp(time_ms / 1000)
-        .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
-        .unwrap_or_else(|_| "1970-01".into());
-    let r = sqlx::query("INSERT INTO usage_events (id, tenant_id, cluster_id, usage_type, quantity, time_ms, month) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING")
-        .bind(id.to_string())
-        .bind(tenant.to_string())
-        .bind(cluster.to_string())
-        .bind(usage_type.to_string())
-        .bind(quantity)
-        .bind(time_ms)
-        .bind(month)
-        .execute(&mut **tx)
-        .await?;
-    Ok(r.rows_affected() > 0)
+    let one = UsageRow { id, tenant, cluster, usage_type, quantity, time_ms };
+    Ok(add_usage_rows_in(tx, &[one]).await? > 0)
+}
+
+/// One usage event to store (see [`add_usage_rows_in`]).
+#[derive(Debug, Clone, Copy)]
+pub struct UsageRow<'a> {
+    /// Its id (a repeat is not stored twice).
+    pub id: &'a str,
+    /// The tenant it is billed to.
+    pub tenant: &'a str,
+    /// The cluster it happened on.
+    pub cluster: &'a str,
+    /// What was used.
+    pub usage_type: &'a str,
+    /// How much.
+    pub quantity: f64,
+    /// When, in Unix milliseconds.
+    pub time_ms: i64,
+}
+
+/// Usage rows per multi-row insert (7 parameters each).
+const USAGE_CHUNK: usize = 128;
+
+/// Stores `rows` within `tx`, skipping ids already stored, in one
+/// statement per [`USAGE_CHUNK`] rows. Returns how many were new.
+pub async fn add_usage_rows_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    rows: &[UsageRow<'_>],
+) -> Result<u64, StoreError> {
+    let mut added = 0;
+    for chunk in rows.chunks(USAGE_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO usage_events (id, tenant_id, cluster_id, usage_type, quantity, time_ms, month) VALUES ",
+        );
+        for r in 0..chunk.len() {
+            let b = r * 7;
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7
+            ));
+        }
+        sql.push_str(" ON CONFLICT (id) DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for u in chunk {
+            let month = time::OffsetDateTime::from_unix_timestamp(u.time_ms / 1000)
+                .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
+                .unwrap_or_else(|_| "1970-01".into());
+            q = q
+                .bind(u.id.to_string())
+                .bind(u.tenant.to_string())
+                .bind(u.cluster.to_string())
+                .bind(u.usage_type.to_string())
+                .bind(u.quantity)
+                .bind(u.time_ms)
+                .bind(month);
+        }
+        added += q.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(added)
 }
 
 /// A tenant's usage in `month` (`YYYY-MM`), per type.
@@ -682,6 +789,11 @@ pub fn this_month() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_column_count_matches_the_column_list() {
+        assert_eq!(COLUMNS.split(',').count(), AUDIT_COLUMNS);
+    }
 
     #[test]
     fn the_hash_covers_every_field_and_the_link() {

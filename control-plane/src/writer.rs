@@ -240,20 +240,30 @@ async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
     for (tenant, entries) in chains {
         audit::append_in(&mut tx, db.backend(), tenant, entries).await?;
     }
+    // Usage rows in one statement; each token's latest use once.
+    let mut usage = Vec::new();
+    let mut token_used: BTreeMap<&str, i64> = BTreeMap::new();
     for w in writes {
         match w {
             Write::Usage { id, tenant, cluster, usage_type, quantity, time_ms } => {
-                audit::add_usage_in(&mut tx, id, tenant, cluster, usage_type, *quantity, *time_ms).await?;
+                usage.push(audit::UsageRow { id, tenant, cluster, usage_type, quantity: *quantity, time_ms: *time_ms })
             }
             Write::TokenUsed { token_id, at } => {
-                sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)")
-                    .bind(*at)
-                    .bind(token_id.clone())
-                    .execute(&mut *tx)
-                    .await?;
+                let latest = token_used.entry(token_id.as_str()).or_insert(*at);
+                *latest = (*latest).max(*at);
             }
             Write::Audit { .. } => {}
         }
+    }
+    audit::add_usage_rows_in(&mut tx, &usage).await?;
+    for (token_id, at) in token_used {
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+        )
+        .bind(at)
+        .bind(token_id.to_string())
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(())

@@ -204,6 +204,20 @@ async fn editing_deleting_or_reordering_a_stored_row_is_named_by_verify() {
         let next = page.body["next"].as_i64().expect("a next page");
         let rest = ta.get(&format!("/v1/tenants/{tid}/audit?after={next}&limit=100")).await.expect("reach");
         assert_eq!(rest.body["items"].as_array().map(Vec::len), Some(3), "{}", rest.body);
+        // Newest first: `before=max`, then the page's `next`.
+        let newest = ta.get(&format!("/v1/tenants/{tid}/audit?before=max&limit=2")).await.expect("reach");
+        let seqs = |v: &serde_json::Value| -> Vec<i64> {
+            v["items"].as_array().map(|a| a.iter().filter_map(|e| e["seq"].as_i64()).collect()).unwrap_or_default()
+        };
+        let top = seqs(&newest.body);
+        assert!(top.len() == 2 && top[0] > top[1], "{}", newest.body);
+        let below = newest.body["next"].as_i64().expect("an older page");
+        let older = ta.get(&format!("/v1/tenants/{tid}/audit?before={below}&limit=100")).await.expect("reach");
+        let down = seqs(&older.body);
+        assert_eq!(down.len(), 3, "{}", older.body);
+        assert!(down[0] < top[1] && down.windows(2).all(|p| p[0] > p[1]), "{down:?}");
+        let bad = ta.get(&format!("/v1/tenants/{tid}/audit?before=soon")).await.expect("reach");
+        assert_eq!(bad.status, 400);
         let one = ta.get(&format!("/v1/tenants/{tid}/audit?user=kubechat:user:u5@acme.example")).await.expect("reach");
         assert_eq!(one.body["items"].as_array().map(Vec::len), Some(1), "{}", one.body);
         let bad = ta.get(&format!("/v1/tenants/{tid}/audit?since=yesterday")).await.expect("reach");

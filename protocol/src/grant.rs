@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use prost::Message;
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::messages::{Grant, SignedGrant};
 
@@ -149,13 +149,19 @@ pub struct Expected<'a> {
 /// Verifies grants against a set of control-plane public keys.
 #[derive(Debug, Clone, Default)]
 pub struct GrantVerifier {
-    keys: HashMap<String, Vec<u8>>,
+    /// Key id → its key, decompressed once (`None`: not a valid Ed25519
+    /// public key, so nothing verifies against it).
+    keys: HashMap<String, Option<ed25519_dalek::VerifyingKey>>,
 }
 
 impl GrantVerifier {
     /// A verifier trusting `keys` (key id → raw Ed25519 public key).
     pub fn new(keys: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
-        Self { keys: keys.into_iter().collect() }
+        let parse = |raw: Vec<u8>| {
+            let bytes: [u8; 32] = raw.try_into().ok()?;
+            ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
+        };
+        Self { keys: keys.into_iter().map(|(id, raw)| (id, parse(raw))).collect() }
     }
 
     /// Whether any key is configured.
@@ -171,7 +177,12 @@ impl GrantVerifier {
         let s = SignedGrant::decode(signed).map_err(|_| GrantError::Malformed)?;
         let grant = Grant::decode(s.grant.clone()).map_err(|_| GrantError::Malformed)?;
         let key = self.keys.get(&grant.key_id).ok_or_else(|| GrantError::UnknownKey(grant.key_id.clone()))?;
-        UnparsedPublicKey::new(&ED25519, key).verify(&s.grant, &s.signature).map_err(|_| GrantError::BadSignature)?;
+        // Strict: a non-canonical signature or a small-order key is refused.
+        let signature = ed25519_dalek::Signature::from_slice(&s.signature).map_err(|_| GrantError::BadSignature)?;
+        key.as_ref()
+            .ok_or(GrantError::BadSignature)?
+            .verify_strict(&s.grant, &signature)
+            .map_err(|_| GrantError::BadSignature)?;
         if grant.expires_at_ms < grant.issued_at_ms
             || grant.expires_at_ms - grant.issued_at_ms > MAX_VALIDITY_MS
             || grant.issued_at_ms > now_ms + CLOCK_SKEW_MS
@@ -272,5 +283,37 @@ mod tests {
         g.user = "system:admin".into();
         wire.grant = g.encode_to_vec().into();
         assert_eq!(v.verify(&wire.encode_to_vec(), NOW, OK), Err(GrantError::BadSignature));
+        // A signature of the wrong length, or a non-canonical one (S + ℓ).
+        let mut short = SignedGrant::decode(s.sign(grant(NOW)).as_slice()).expect("decodes");
+        short.signature = short.signature.slice(..63);
+        assert_eq!(v.verify(&short.encode_to_vec(), NOW, OK), Err(GrantError::BadSignature));
+        let mut malleated = SignedGrant::decode(s.sign(grant(NOW)).as_slice()).expect("decodes");
+        let mut sig = malleated.signature.to_vec();
+        add_group_order(&mut sig[32..]);
+        malleated.signature = sig.into();
+        assert_eq!(v.verify(&malleated.encode_to_vec(), NOW, OK), Err(GrantError::BadSignature));
+    }
+
+    /// Adds ℓ (the group order) to a little-endian 32-byte scalar.
+    fn add_group_order(s: &mut [u8]) {
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for (b, l) in s.iter_mut().zip(L) {
+            let sum = u16::from(*b) + u16::from(l) + carry;
+            *b = sum as u8;
+            carry = sum >> 8;
+        }
+    }
+
+    #[test]
+    fn a_key_that_is_not_a_curve_point_verifies_nothing() {
+        let s = signer("k1");
+        for bad in [vec![0u8; 31], vec![0xffu8; 32]] {
+            let v = GrantVerifier::new([("k1".to_string(), bad)]);
+            assert_eq!(v.verify(&s.sign(grant(NOW)), NOW, OK), Err(GrantError::BadSignature));
+        }
     }
 }

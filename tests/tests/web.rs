@@ -317,3 +317,207 @@ async fn people_and_tokens_a_new_token_is_shown_once_and_revoked_by_its_owner() 
     let r = laptop.get("/ui/").await;
     assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
 }
+
+/// The positions (`#`) of the audit page's rows, in page order.
+fn audit_rows(page: &str) -> Vec<i64> {
+    let table = page.split("data-testid=\"audit-events\"").nth(1).unwrap_or_default();
+    let body = table.split("<tbody>").nth(1).and_then(|b| b.split("</tbody>").next()).unwrap_or_default();
+    body.split("<tr><td>").skip(1).filter_map(|row| row.split("</td>").next()?.parse().ok()).collect()
+}
+
+/// The `href` of the element marked `data-testid="<id>"` (attributes
+/// before it), HTML entities undone.
+fn link(page: &str, testid: &str) -> Option<String> {
+    let at = page.find(&format!("data-testid=\"{testid}\""))?;
+    let start = page[..at].rfind("<a ")?;
+    let href = page[start..at].split("href=\"").nth(1)?.split('"').next()?;
+    Some(href.replace("&amp;", "&"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_page_filters_pages_newest_first_and_exports_what_it_shows() {
+    let w = world(json!({})).await;
+    let (admin, _) = signed_in(&w, "tenant_admin", "ada@acme.example").await;
+    let viewer_token = w.user("vic@acme.example", "tenant_viewer").await;
+    let k = w.kubectl(&viewer_token, &w.cluster);
+    for _ in 0..12 {
+        k.ok(&["get", "pods", "-n", "web"]).await;
+    }
+    // Refused: a viewer reads no secrets.
+    k.fails(&["get", "secrets", "-n", "web"]).await;
+    k.fails(&["get", "secrets", "-n", "kube-system"]).await;
+
+    // Newest first, ten a page; "Older events" continues without overlap.
+    let r = admin.get("/ui/audit?limit=10").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = audit_rows(&r.text());
+    assert_eq!(first.len(), 10, "{}", r.text());
+    assert!(first.windows(2).all(|p| p[0] > p[1]), "newest first: {first:?}");
+    let older = link(&r.text(), "older").unwrap_or_else(|| panic!("an Older link: {}", r.text()));
+    assert!(older.contains("limit=10") && older.contains("before="), "{older}");
+    let second = audit_rows(&admin.get(&older).await.text());
+    assert!(!second.is_empty() && second[0] < *first.last().expect("rows"), "{first:?} then {second:?}");
+
+    // Filtered: only the viewer's refusals, each one shown.
+    let r = admin.get("/ui/audit?user=kubechat%3Auser%3Avic%40acme.example&decision=deny").await;
+    let page = r.text();
+    assert_eq!(r.status, 200, "{page}");
+    let rows = audit_rows(&page);
+    assert!(rows.len() >= 2, "{page}");
+    assert!(page.contains("list secrets in web") && page.contains("list secrets in kube-system"), "{page}");
+    assert!(!page.contains("list pods"), "a filtered page shows only what matches: {page}");
+    assert!(page.contains("Clear filters") && page.contains("selected>refused<"), "{page}");
+
+    // The export carries the same filter, as JSON Lines, every line a refusal by vic.
+    let export = link(&page, "export").expect("an export link");
+    assert!(export.starts_with("/ui/audit/export?") && export.contains("decision=deny"), "{export}");
+    let r = admin.get(&export).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    assert!(r.header("content-disposition").is_some_and(|d| d.contains("kubechat-audit-acme.jsonl")));
+    let lines: Vec<serde_json::Value> =
+        r.text().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), rows.len(), "the export holds what the page shows");
+    for e in &lines {
+        assert_eq!(
+            (e["decision"].as_str(), e["user"].as_str()),
+            (Some("deny"), Some("kubechat:user:vic@acme.example"))
+        );
+    }
+
+    // A day range: today holds them all, a day long past holds none.
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let r = admin.get(&format!("/ui/audit?since={today}&until={today}&decision=deny")).await;
+    assert_eq!(audit_rows(&r.text()).len(), rows.len(), "{}", r.text());
+    let r = admin.get("/ui/audit?until=2001-01-01").await;
+    assert!(audit_rows(&r.text()).is_empty() && r.text().contains("No event matches."), "{}", r.text());
+    // Nonsense is a clear refusal, not an empty page.
+    let r = admin.get("/ui/audit?since=yesterday").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("must be a date like"), "{}", r.text());
+    assert_eq!(admin.get("/ui/audit?limit=100000").await.status, 400);
+
+    // Neither the page nor its export is a non-admin's.
+    let mut viewer = WebClient::new(&w.cp_url, &w.cp_ca);
+    assert_eq!(viewer.sign_in(&viewer_token).await.status, 303);
+    assert_eq!(viewer.get("/ui/audit").await.status, 403);
+    assert_eq!(viewer.get("/ui/audit/export").await.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_and_billing_show_commands_against_the_quota_invoices_and_the_upgrade() {
+    let w = world(json!({})).await;
+    let (admin, token) = signed_in(&w, "tenant_admin", "ada@acme.example").await;
+    let k = w.kubectl(&token, &w.cluster);
+    k.ok(&["get", "pods", "-n", "web"]).await;
+    // The command is metered by the writer's next group commit.
+    let metered =
+        |page: &str| page.split("data-testid=\"commands\"").nth(1).is_some_and(|row| !row.contains("<td>0 of "));
+    kubechat_tests::wait::eventually("the command metered", std::time::Duration::from_secs(10), || async {
+        metered(&admin.get("/ui/billing").await.text())
+    })
+    .await;
+    let page = admin.get("/ui/billing").await.text();
+    assert!(page.contains("href=\"/ui/billing\""), "admins see the link: {page}");
+    assert!(page.contains("data-testid=\"plan\">Plan: <strong>team</strong>"), "{page}");
+    let commands = page.split("data-testid=\"commands\"").nth(1).expect("the commands row");
+    assert!(commands.contains(" of 100000</td>"), "{commands}");
+    assert!(page.contains("data-testid=\"invoice\"") && page.contains("team plan, "), "{page}");
+    assert!(page.contains("data-testid=\"invoice-total\"><strong>$99."), "{page}");
+    // Months: this one and five before; another is refused.
+    let months: Vec<&str> = page.split("<option value=\"").skip(1).filter_map(|o| o.split('"').next()).collect();
+    assert_eq!(months.len(), 6, "{months:?}");
+    assert_eq!(admin.get(&format!("/ui/billing?month={}", months[5])).await.status, 200);
+    assert_eq!(admin.get("/ui/billing?month=1999-01").await.status, 404);
+
+    // The upgrade: a forged form acts not; the real one raises the plan at once.
+    let r = admin.post("/ui/billing/upgrade", &[("csrf", "forged"), ("plan", "enterprise")], false).await;
+    assert_eq!(r.status, 403);
+    let csrf = admin.csrf("/ui/billing").await;
+    let r = admin.post("/ui/billing/upgrade", &[("csrf", &csrf), ("plan", "free")], false).await;
+    assert_eq!(r.status, 400, "free is no upgrade: {}", r.text());
+    let r = admin.post("/ui/billing/upgrade", &[("csrf", &csrf), ("plan", "enterprise")], false).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/billing")), "{}", r.text());
+    let t = w.api.get(&format!("/v1/tenants/{}", w.tenant)).await.expect("reach");
+    assert_eq!(t.body["subscription"]["plan"], "enterprise", "{}", t.body);
+    let page = admin.get("/ui/billing").await.text();
+    assert!(page.contains("<strong>enterprise</strong>") && !page.contains("data-testid=\"upgrade-"), "{page}");
+
+    // Not a tenant user's page, nor their upgrade.
+    let (user, _) = signed_in(&w, "tenant_user", "ursula@acme.example").await;
+    assert!(!user.get("/ui/").await.text().contains("href=\"/ui/billing\""));
+    assert_eq!(user.get("/ui/billing").await.status, 403);
+    let csrf = user.csrf("/ui/").await;
+    let r = user.post("/ui/billing/upgrade", &[("csrf", &csrf), ("plan", "enterprise")], false).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_settings_set_the_policy_kubectl_obeys_and_delete_needs_the_name() {
+    let w = world(json!({})).await;
+    let (admin, _) = signed_in(&w, "tenant_admin", "ada@acme.example").await;
+    let settings = format!("/ui/clusters/{}/settings", w.cluster);
+    assert!(admin.get(&chat_path(&w)).await.text().contains(&format!("href=\"{settings}\"")));
+    let csrf = admin.csrf(&settings).await;
+    let policy = format!("/ui/clusters/{}/policy", w.cluster);
+
+    // A namespace that cannot exist: refused on the form, nothing saved.
+    let r = admin
+        .post(
+            &policy,
+            &[("csrf", &csrf), ("allowed_namespaces", "web, Not_A_Namespace"), ("denied_resources", "")],
+            false,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("is not a namespace name") && r.text().contains("Not_A_Namespace"), "{}", r.text());
+    // Read-only, web only, no configmaps: saved, and kubectl meets it at once.
+    let r = admin
+        .post(
+            &policy,
+            &[("csrf", &csrf), ("read_only", "on"), ("allowed_namespaces", "web"), ("denied_resources", "configmaps")],
+            false,
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = admin.get(r.header("location").expect("back to the settings")).await.text();
+    assert!(
+        page.contains("data-testid=\"saved\"") && page.contains("value=\"web\"") && page.contains("checked"),
+        "{page}"
+    );
+    let c = w.api.get(&format!("/v1/tenants/{}/clusters/{}", w.tenant, w.cluster)).await.expect("reach");
+    assert_eq!(
+        c.body["policy"],
+        json!({"allowedNamespaces": ["web"], "readOnly": true, "deniedResources": ["configmaps"]})
+    );
+    let (user, user_token) = signed_in(&w, "tenant_user", "ursula@acme.example").await;
+    let k = w.kubectl(&user_token, &w.cluster);
+    k.ok(&["get", "pods", "-n", "web"]).await;
+    let out = k.fails(&["scale", "deployment", "api", "-n", "web", "--replicas=2"]).await;
+    assert!(out.contains("read-only"), "{out}");
+    let out = k.fails(&["get", "configmaps", "-n", "web"]).await;
+    assert!(out.to_lowercase().contains("configmaps"), "{out}");
+
+    // Not a user's: no link, no page, no save.
+    assert!(!user.get(&chat_path(&w)).await.text().contains(&settings));
+    assert_eq!(user.get(&settings).await.status, 403);
+    let theirs = user.csrf(&chat_path(&w)).await;
+    let r = user.post(&policy, &[("csrf", &theirs), ("allowed_namespaces", "")], false).await;
+    assert_eq!(r.status, 403);
+
+    // Delete: the wrong name deletes nothing; the right one revokes the agent.
+    let delete = format!("/ui/clusters/{}/delete", w.cluster);
+    let r = admin.post(&delete, &[("csrf", &csrf), ("confirm_name", "prod-typo")], false).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("Type the cluster&#39;s name, prod") || r.text().contains("Type the cluster's name, prod"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(admin.get(&chat_path(&w)).await.status, 200, "still there");
+    let r = admin.post(&delete, &[("csrf", &csrf), ("confirm_name", "prod")], false).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/")), "{}", r.text());
+    assert_eq!(admin.get(&chat_path(&w)).await.status, 404);
+    let c = w.api.get(&format!("/v1/tenants/{}/clusters/{}", w.tenant, w.cluster)).await.expect("reach");
+    assert_eq!(c.status, 404, "{}", c.body);
+}

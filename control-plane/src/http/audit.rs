@@ -24,8 +24,10 @@ pub(crate) fn router() -> OpenApiRouter<Arc<App>> {
 }
 
 /// The listing's query: `cluster`, `user`, `verb`, `resource`, `kind`,
-/// `requestId`, `since`/`until` (RFC 3339 or Unix milliseconds), `after`
-/// (cursor), `limit` (1–1000, default 100).
+/// `decision`, `requestId`, `since`/`until` (RFC 3339 or Unix
+/// milliseconds), `after` (cursor, oldest first) or `before` (cursor,
+/// newest first; `before=max` for the newest page), `limit` (1–1000,
+/// default 100).
 fn filter(query: Option<&str>) -> Result<Filter, ApiError> {
     let mut f = Filter { limit: 100, ..Default::default() };
     let time = |k: &str, v: &str| -> Result<i64, ApiError> {
@@ -48,8 +50,14 @@ fn filter(query: Option<&str>) -> Result<Filter, ApiError> {
             "resource" => f.resource = Some(v),
             "since" => f.since_ms = Some(time(&k, &v)?),
             "until" => f.until_ms = Some(time(&k, &v)?),
+            "decision" => f.decision = Some(v),
             "after" => {
                 f.after = v.parse().map_err(|_| ApiError::bad_request("invalid_query", "after must be a number"))?;
+            }
+            "before" => {
+                let before = if v == "max" { Ok(i64::MAX) } else { v.parse() };
+                f.before =
+                    Some(before.map_err(|_| ApiError::bad_request("invalid_query", "before must be a number or max"))?);
             }
             "limit" => {
                 f.limit = v
@@ -94,13 +102,22 @@ async fn verify(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<S
     responses((status = 200, description = "every audit event as JSON Lines, oldest first, streamed; metered as audit_export")))]
 async fn export(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<String>) -> Result<Response, ApiError> {
     let t = admin_tenant(&app, &p, &id).await?;
+    Ok(export_stream(app, t.id, Filter::default()))
+}
+
+/// Every event of `tenant` that `only` selects (its cursors and page size
+/// are ignored), as JSON Lines, oldest first, streamed by a task of the
+/// control plane's (so a client that goes away only ends the stream);
+/// metered as `audit_export`. The REST export and the web app's share it.
+pub(crate) fn export_stream(app: Arc<App>, tenant: String, only: Filter) -> Response {
     let (mut tx, body) = http_body_util::Channel::<Bytes, crate::kube::BoxError>::new(8);
     let tasks = app.tasks.clone();
     tasks.spawn(async move {
-        let mut f = Filter { limit: 1000, ..Default::default() };
+        let t = tenant;
+        let mut f = Filter { limit: 1000, after: 0, before: None, ..only };
         let mut exported = 0u64;
         loop {
-            let (items, next) = match crate::audit::list(&app.db, &t.id, &f).await {
+            let (items, next) = match crate::audit::list(&app.db, &t, &f).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "audit export failed");
@@ -124,11 +141,11 @@ async fn export(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<S
         }
         let id = uuid::Uuid::now_v7().to_string();
         let now = crate::directory::now_ms();
-        if let Err(e) = crate::audit::add_usage(&app.db, &id, &t.id, "", "audit_export", exported as f64, now).await {
+        if let Err(e) = crate::audit::add_usage(&app.db, &id, &t, "", "audit_export", exported as f64, now).await {
             tracing::warn!(error = %e, "audit export not metered");
         }
     });
     let mut resp = Response::new(Body::new(body));
     resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-ndjson"));
-    Ok(resp)
+    resp
 }

@@ -48,28 +48,45 @@ async fn upgrade(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<Upgrade>,
 ) -> Reply {
-    let mut t = admin_tenant(&app, &p, &id).await?;
-    let rank = |p: Plan| match p {
+    let t = upgrade_plan(&app, &p, &id, b.plan).await?;
+    reply(StatusCode::OK, json!(t))
+}
+
+/// How plans rank: an upgrade goes up.
+pub(crate) fn rank(p: Plan) -> u8 {
+    match p {
         Plan::Free => 0,
         Plan::Team => 1,
         Plan::Enterprise => 2,
-    };
-    if rank(b.plan) <= rank(t.subscription.plan) && !p.is_platform() {
+    }
+}
+
+/// Raises tenant `id`'s plan to `plan` and its limits with it, at once
+/// (tenant admins; platform admins may also lower it). The REST API's and
+/// the web app's upgrade.
+pub(crate) async fn upgrade_plan(
+    app: &App,
+    p: &crate::auth::Principal,
+    id: &str,
+    plan: Plan,
+) -> Result<crate::model::Tenant, ApiError> {
+    let mut t = admin_tenant(app, p, id).await?;
+    if rank(plan) <= rank(t.subscription.plan) && !p.is_platform() {
         return Err(ApiError::bad_request(
             "not_an_upgrade",
             format!(
                 "{} is not above the current plan {}; contact support to downgrade",
-                b.plan.as_str(),
+                plan.as_str(),
                 t.subscription.plan.as_str()
             ),
         ));
     }
-    t.subscription.plan = b.plan;
-    t.subscription.limits = b.plan.limits();
+    t.subscription.plan = plan;
+    t.subscription.limits = plan.limits();
     let scope = if p.is_platform() { Scope::Platform } else { Scope::Tenant(t.id.clone()) };
     app.db.update_tenant(&scope, &t).await?;
-    tracing::info!(tenant = %t.id, plan = b.plan.as_str(), "subscription upgraded");
-    reply(StatusCode::OK, json!(t))
+    tracing::info!(tenant = %t.id, plan = plan.as_str(), "subscription upgraded");
+    Ok(t)
 }
 
 #[utoipa::path(get, path = "/v1/analytics/mrr", tag = "billing",

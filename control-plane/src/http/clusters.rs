@@ -127,25 +127,80 @@ async fn update(
     Path((id, cid)): Path<(String, String)>,
     JsonBody(b): JsonBody<ClusterUpdate>,
 ) -> Reply {
-    let t = admin_tenant(&app, &p, &id).await?;
-    let mut c = cluster_of(&app, &t, &cid).await?;
-    if let Some(l) = b.labels {
+    let c = update_cluster(&app, &p, &id, &cid, b.labels, b.policy).await?;
+    reply(StatusCode::OK, json!(c))
+}
+
+/// Refuses a policy naming what no request can carry: namespaces must be
+/// DNS labels, resources lowercase names with an optional `/subresource`.
+pub(crate) fn check_policy(policy: &ClusterPolicy) -> Result<(), ApiError> {
+    // A namespace name is a DNS label of up to 63 characters.
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    if let Some(bad) = policy.allowed_namespaces.iter().find(|n| !label(n)) {
+        return Err(ApiError::bad_request(
+            "invalid_policy",
+            format!("{bad:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"),
+        ));
+    }
+    let resource = |s: &str| {
+        let (r, sub) = s.split_once('/').unwrap_or((s, "a"));
+        [r, sub].iter().all(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        })
+    };
+    if let Some(bad) = policy.denied_resources.iter().find(|r| !resource(r)) {
+        return Err(ApiError::bad_request(
+            "invalid_policy",
+            format!("{bad:?} is not a resource name like secrets or pods/exec"),
+        ));
+    }
+    Ok(())
+}
+
+/// Changes cluster `cid`'s labels or policy (tenant admins): the REST API's
+/// and the web app's update.
+pub(crate) async fn update_cluster(
+    app: &App,
+    p: &crate::auth::Principal,
+    id: &str,
+    cid: &str,
+    labels: Option<serde_json::Map<String, serde_json::Value>>,
+    policy: Option<ClusterPolicy>,
+) -> Result<Cluster, ApiError> {
+    let t = admin_tenant(app, p, id).await?;
+    let mut c = cluster_of(app, &t, cid).await?;
+    if let Some(l) = labels {
         c.labels = l;
     }
-    if let Some(pol) = b.policy {
+    if let Some(pol) = policy {
+        check_policy(&pol)?;
         c.policy = pol;
     }
     app.db.update_cluster(&c).await?;
-    reply(StatusCode::OK, json!(c))
+    tracing::info!(tenant = %t.id, cluster = %c.id, "cluster updated");
+    Ok(c)
+}
+
+/// Deletes cluster `cid` and revokes its credentials (tenant admins).
+pub(crate) async fn delete_cluster(app: &App, p: &crate::auth::Principal, id: &str, cid: &str) -> Result<(), ApiError> {
+    let t = admin_tenant(app, p, id).await?;
+    if !app.db.delete_cluster(&t.id, cid).await? {
+        return Err(ApiError::not_found("cluster", cid));
+    }
+    tracing::info!(tenant = %t.id, cluster = %cid, "cluster deleted");
+    Ok(())
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{id}/clusters/{clusterId}", tag = "clusters",
     responses((status = 200, description = "delete a cluster and revoke its credentials")))]
 async fn delete(State(app): State<Arc<App>>, Member(p): Member, Path((id, cid)): Path<(String, String)>) -> Reply {
-    let t = admin_tenant(&app, &p, &id).await?;
-    if !app.db.delete_cluster(&t.id, &cid).await? {
-        return Err(ApiError::not_found("cluster", &cid));
-    }
+    delete_cluster(&app, &p, &id, &cid).await?;
     reply(StatusCode::OK, json!({"deleted": cid, "credentialsRevoked": true}))
 }
 

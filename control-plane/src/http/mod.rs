@@ -19,8 +19,8 @@
 pub mod extract;
 
 mod access;
-mod audit;
-mod billing;
+pub(crate) mod audit;
+pub(crate) mod billing;
 mod certificates;
 pub(crate) mod clusters;
 mod commands;

@@ -20,10 +20,12 @@
 //! - [`session`]: sign-in, the session extractor, CSRF tokens.
 //! - `pages`: the HTML of every page (maud).
 //! - `chat`: a cluster's chat (plans, dry runs, confirmations).
+//! - `clusters`: a cluster's settings (policy, delete).
 
 pub mod session;
 
 mod chat;
+mod clusters;
 mod pages;
 
 use std::sync::Arc;
@@ -107,6 +109,9 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/audit", get(audit))
+        .route("/ui/audit/export", get(audit_export))
+        .route("/ui/billing", get(billing))
+        .route("/ui/billing/upgrade", post(upgrade))
         .route("/ui/assets/{file}", get(asset))
         .route("/ui/clusters", post(add_cluster))
         .route("/ui/people", get(people))
@@ -114,6 +119,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/tokens/{id}/revoke", post(revoke_token))
         .route("/ui/clusters/{id}/status", get(cluster_status))
         .merge(chat::router())
+        .merge(clusters::router())
         .layer(middleware::from_fn_with_state(app, guard))
 }
 
@@ -323,17 +329,180 @@ async fn revoke_token(
     Ok(Redirect::to("/ui/people").into_response())
 }
 
-/// The tenant's audit trail, newest page first, and whether its chain verifies.
-async fn audit(State(app): State<Arc<App>>, s: Session) -> Result<Html<String>, WebError> {
+/// The audit page's query: what to show (all optional; an empty field
+/// filters nothing) and where the page starts.
+#[derive(Debug, Default, Clone, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub(crate) struct AuditQuery {
+    pub(crate) cluster: String,
+    pub(crate) user: String,
+    pub(crate) verb: String,
+    pub(crate) resource: String,
+    pub(crate) kind: String,
+    pub(crate) decision: String,
+    /// First day shown, `YYYY-MM-DD` (UTC).
+    pub(crate) since: String,
+    /// Last day shown, `YYYY-MM-DD` (UTC), inclusive.
+    pub(crate) until: String,
+    /// Newest first, below this position (the "Older" link's cursor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) before: Option<i64>,
+    /// Events a page (10–500, default 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) limit: Option<i64>,
+}
+
+impl AuditQuery {
+    /// The storage filter, or what is wrong with the query.
+    fn filter(&self) -> Result<crate::audit::Filter, WebError> {
+        let day = |name: &str, v: &str| -> Result<Option<i64>, WebError> {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            time::Date::parse(v, &format)
+                .map(|d| Some(d.midnight().assume_utc().unix_timestamp() * 1000))
+                .map_err(|_| WebError::new(StatusCode::BAD_REQUEST, &format!("{name} must be a date like 2026-12-01.")))
+        };
+        let some = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
+        let limit = self.limit.unwrap_or(50);
+        if !(10..=500).contains(&limit) {
+            return Err(WebError::new(StatusCode::BAD_REQUEST, "A page holds 10 to 500 events."));
+        }
+        Ok(crate::audit::Filter {
+            cluster: some(&self.cluster),
+            user: some(&self.user),
+            verb: some(&self.verb),
+            resource: some(&self.resource),
+            kind: some(&self.kind),
+            decision: some(&self.decision),
+            since_ms: day("The first day", &self.since)?,
+            // The last day is shown whole.
+            until_ms: day("The last day", &self.until)?.map(|ms| ms + 86_400_000),
+            request_id: None,
+            after: 0,
+            before: Some(self.before.unwrap_or(i64::MAX)),
+            limit,
+        })
+    }
+
+    /// This query as a URL query string, without the page cursor.
+    pub(crate) fn without_cursor(&self) -> String {
+        let q = Self { before: None, ..self.clone() };
+        serde_urlencoded::to_string(&q).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct BillingQuery {
+    /// The invoice shown, `YYYY-MM` (default: this month).
+    month: String,
+}
+
+/// The months whose invoices the page offers: this one and the five before.
+fn recent_months(now: time::OffsetDateTime) -> Vec<String> {
+    let (mut y, mut m) = (now.year(), u8::from(now.month()));
+    let mut out = Vec::new();
+    for _ in 0..6 {
+        out.push(format!("{y:04}-{m:02}"));
+        if m == 1 {
+            (y, m) = (y - 1, 12);
+        } else {
+            m -= 1;
+        }
+    }
+    out
+}
+
+/// Usage against the plan, invoices by month, and the upgrade (tenant admins).
+async fn billing(
+    State(app): State<Arc<App>>,
+    s: Session,
+    axum::extract::Query(q): axum::extract::Query<BillingQuery>,
+) -> Result<Html<String>, WebError> {
+    let t = s.own_tenant()?;
+    if !s.is_admin() {
+        return Err(WebError::forbidden("Only tenant admins see usage and invoices; ask one."));
+    }
+    let months = recent_months(time::OffsetDateTime::now_utc());
+    let month = if q.month.is_empty() { months[0].clone() } else { q.month.clone() };
+    if !months.contains(&month) {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "Invoices are shown for this month and the five before it."));
+    }
+    // The tenant as stored now (a plan just upgraded shows at once).
+    let tenant = app.db.tenant(&Scope::Tenant(t.id.clone()), &t.id).await?.unwrap_or_else(|| t.clone());
+    let usage = app.db.usage(&tenant).await?;
+    let this_month = crate::audit::this_month();
+    let metered = crate::audit::usage_totals(&app.db, &tenant.id, &this_month).await?;
+    let invoice = crate::billing::invoice(&app.db, &tenant, &month).await?;
+    let page = pages::BillingPage { usage: &usage, metered: &metered, months: &months, invoice: &invoice };
+    Ok(Html(pages::billing(&s, &tenant, &page).into_string()))
+}
+
+#[derive(Debug, Deserialize)]
+struct UpgradeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    plan: String,
+}
+
+/// Raises the plan (the REST API's upgrade), then shows the billing page.
+async fn upgrade(State(app): State<Arc<App>>, s: Session, Form(f): Form<UpgradeForm>) -> Result<Response, WebError> {
+    check_csrf(&s, &f.csrf)?;
+    let t = s.own_tenant()?;
+    let plan = match f.plan.as_str() {
+        "team" => crate::model::Plan::Team,
+        "enterprise" => crate::model::Plan::Enterprise,
+        other => {
+            return Err(WebError::new(StatusCode::BAD_REQUEST, &format!("There is no plan {other:?} to upgrade to.")));
+        }
+    };
+    crate::http::billing::upgrade_plan(&app, &s.principal, &t.id, plan).await?;
+    Ok(Redirect::to("/ui/billing").into_response())
+}
+
+/// Only tenant admins read the audit trail.
+fn audit_admin(s: &Session) -> Result<&crate::model::Tenant, WebError> {
     let t = s.own_tenant()?;
     if !s.is_admin() {
         return Err(WebError::forbidden("Only tenant admins read the audit trail; ask one."));
     }
+    Ok(t)
+}
+
+/// The tenant's audit trail, filtered, newest first a page at a time, and
+/// whether its chain verifies.
+async fn audit(
+    State(app): State<Arc<App>>,
+    s: Session,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Html<String>, WebError> {
+    let t = audit_admin(&s)?;
+    let f = q.filter()?;
     let verification = crate::audit::verify(&app.db, &t.id, &app.signer).await?;
-    let f = crate::audit::Filter { limit: 100, after: (verification.head_seq - 100).max(0), ..Default::default() };
-    let (mut items, _) = crate::audit::list(&app.db, &t.id, &f).await?;
-    items.reverse();
-    Ok(Html(pages::audit(&s, t, &verification, &items).into_string()))
+    let (items, next) = crate::audit::list(&app.db, &t.id, &f).await?;
+    let clusters = app.db.clusters(&t.id).await?;
+    let page = pages::AuditPage { query: &q, items: &items, older: next, clusters: &clusters };
+    Ok(Html(pages::audit(&s, t, &verification, &page).into_string()))
+}
+
+/// The events the page's filters select, as JSON Lines (oldest first), for
+/// the signed-in admin — the REST export's stream.
+async fn audit_export(
+    State(app): State<Arc<App>>,
+    s: Session,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Response, WebError> {
+    let t = audit_admin(&s)?;
+    let f = q.filter()?;
+    let mut resp = crate::http::audit::export_stream(app.clone(), t.id.clone(), f);
+    let name = format!("attachment; filename=\"kubechat-audit-{}.jsonl\"", t.slug);
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
 }
 
 /// The vendored and own static files.

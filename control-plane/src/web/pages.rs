@@ -43,6 +43,7 @@ fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             a href="/ui/" { "Clusters" }
                             @if s.tenant.is_some() { a href="/ui/people" { "People and tokens" } }
+                            @if s.is_admin() && s.tenant.is_some() { a href="/ui/billing" { "Usage and billing" } }
                             @if s.is_admin() && s.tenant.is_some() { a href="/ui/audit" { "Audit" } }
                         }
                         div.who {
@@ -201,6 +202,7 @@ pub(super) fn chat(s: &Session, c: &Cluster, tunnels: &[TunnelView], prefill: &s
                 (status(&c.id, !tunnels.is_empty()))
                 " · your role: " (role_label(s.principal.user.role))
                 @if c.policy.read_only { " · read-only cluster" }
+                @if s.is_admin() { " · " a href={ "/ui/clusters/" (c.id) "/settings" } data-testid="settings" { "Settings" } }
             }
             @if !tunnels.is_empty() {
                 details.tunnels {
@@ -488,12 +490,46 @@ pub(super) fn people(
 }
 
 /// The audit page: the chain's verification, plainly, and the latest events.
-pub(super) fn audit(s: &Session, t: &Tenant, v: &Verification, items: &[AuditEntry]) -> Markup {
+/// What the audit page shows besides the chain's state.
+pub(super) struct AuditPage<'a> {
+    /// The filters and cursor it was asked for.
+    pub(super) query: &'a super::AuditQuery,
+    /// The events, newest first.
+    pub(super) items: &'a [AuditEntry],
+    /// The cursor of the next (older) page, if there is one.
+    pub(super) older: Option<i64>,
+    /// The tenant's clusters, to filter by.
+    pub(super) clusters: &'a [crate::model::Cluster],
+}
+
+pub(super) fn audit(s: &Session, t: &Tenant, v: &Verification, page: &AuditPage<'_>) -> Markup {
     let time = |ms: i64| {
         time::OffsetDateTime::from_unix_timestamp(ms / 1000)
             .ok()
             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
             .unwrap_or_default()
+    };
+    let q = page.query;
+    let filters = q.without_cursor();
+    let filtered = !(q.cluster.is_empty()
+        && q.user.is_empty()
+        && q.verb.is_empty()
+        && q.resource.is_empty()
+        && q.kind.is_empty()
+        && q.decision.is_empty()
+        && q.since.is_empty()
+        && q.until.is_empty());
+    let cluster_name = |id: &str| page.clusters.iter().find(|c| c.id == id).map(|c| c.name.clone());
+    let choice = |name: &'static str, label: &'static str, current: &str, options: &[(&str, &str)]| {
+        html! {
+            label { (label)
+                select name=(name) {
+                    @for (value, text) in options {
+                        option value=(value) selected[*value == current] { (text) }
+                    }
+                }
+            }
+        }
     };
     layout(
         "Audit",
@@ -509,21 +545,223 @@ pub(super) fn audit(s: &Session, t: &Tenant, v: &Verification, items: &[AuditEnt
                     ". Contact support: someone changed or removed events."
                 }
             }
-            p { a href={ "/v1/tenants/" (t.id) "/audit/export" } { "Export (JSON Lines, with your API token)" } }
-            table.data {
-                caption { "Latest events, newest first" }
-                thead { tr { th scope="col" { "#" } th scope="col" { "Time" } th scope="col" { "Kind" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "Decision" } } }
-                tbody { @for e in items {
-                    tr {
-                        td { (e.seq) }
-                        td { (time(e.time_ms)) }
-                        td { (e.kind) }
-                        td { (e.user) }
-                        td { (e.verb) " " (e.resource) @if !e.name.is_empty() { "/" (e.name) } @if !e.namespace.is_empty() { " in " (e.namespace) } }
-                        td { (e.decision) }
+            form.filters method="get" action="/ui/audit" role="search" aria-label="Filter the audit trail" {
+                @let clusters: Vec<(String, String)> = std::iter::once((String::new(), "any cluster".to_string()))
+                    .chain(page.clusters.iter().map(|c| (c.id.clone(), c.name.clone())))
+                    .collect();
+                @let cluster_options: Vec<(&str, &str)> = clusters.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                (choice("cluster", "Cluster", &q.cluster, &cluster_options))
+                label { "Who" input type="text" name="user" value=(q.user) placeholder="kubechat:user:ana@acme.example"; }
+                label { "Verb" input type="text" name="verb" value=(q.verb) placeholder="get, delete, …"; }
+                label { "Resource" input type="text" name="resource" value=(q.resource) placeholder="pods, secrets, …"; }
+                (choice("decision", "Decision", &q.decision, &[("", "any"), ("allow", "allowed"), ("deny", "refused")]))
+                (choice("kind", "Kind", &q.kind, &[("", "any"), ("decision", "decisions"), ("request", "requests"), ("chat", "chat")]))
+                label { "From" input type="date" name="since" value=(q.since); }
+                label { "To" input type="date" name="until" value=(q.until); }
+                div.actions {
+                    button type="submit" { "Filter" }
+                    @if filtered { a href="/ui/audit" { "Clear filters" } }
+                    a href={ "/ui/audit/export?" (filters) } download data-testid="export" {
+                        @if filtered { "Export these events (JSON Lines)" } @else { "Export everything (JSON Lines)" }
                     }
-                } }
+                }
+            }
+            div.table-wrap {
+                table.data data-testid="audit-events" {
+                    caption { @if filtered { "Matching events, newest first" } @else { "Events, newest first" } }
+                    thead { tr { th scope="col" { "#" } th scope="col" { "Time" } th scope="col" { "Kind" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "Decision" } } }
+                    tbody {
+                        @for e in page.items {
+                            tr {
+                                td { (e.seq) }
+                                td { (time(e.time_ms)) }
+                                td { (e.kind) }
+                                td.wrap { (e.user) }
+                                td.wrap {
+                                    (e.verb) " " (e.resource) @if !e.name.is_empty() { "/" (e.name) } @if !e.namespace.is_empty() { " in " (e.namespace) }
+                                    @if let Some(c) = cluster_name(&e.cluster_id) { " on " (c) }
+                                }
+                                td { @if e.decision == "deny" { strong { "refused" } } @else { (e.decision) } }
+                            }
+                        }
+                        @if page.items.is_empty() { tr { td colspan="6" { "No event matches." } } }
+                    }
+                }
+            }
+            nav.pager aria-label="Pages" {
+                @if q.before.is_some() { a href={ "/ui/audit?" (filters) } { "Newest" } }
+                @if let Some(older) = page.older {
+                    a href={ "/ui/audit?" (filters) @if !filters.is_empty() { "&" } "before=" (older) } rel="next" data-testid="older" { "Older events" }
+                }
             }
         },
     )
+}
+
+/// What the billing page shows.
+pub(super) struct BillingPage<'a> {
+    /// Counts against the plan's limits.
+    pub(super) usage: &'a crate::model::Usage,
+    /// This month's metered usage, per type.
+    pub(super) metered: &'a [(String, f64)],
+    /// The months with an invoice to show, newest first.
+    pub(super) months: &'a [String],
+    /// The invoice of the month asked for.
+    pub(super) invoice: &'a crate::billing::Invoice,
+}
+
+/// Micro-dollars as dollars and cents (`$1,234.56`; below a cent, to the
+/// tenth of a cent).
+fn dollars(micros: i64) -> String {
+    let cents = (micros + 5_000) / 10_000;
+    if micros != 0 && cents == 0 {
+        return format!("${:.3}", micros as f64 / 1e6);
+    }
+    let whole = (cents / 100).to_string();
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("${grouped}.{:02}", cents % 100)
+}
+
+pub(super) fn billing(s: &Session, t: &Tenant, page: &BillingPage<'_>) -> Markup {
+    let u = page.usage;
+    let l = &u.limits;
+    let commands = page.metered.iter().find(|(k, _)| k == "command_executed").map(|(_, q)| *q as i64).unwrap_or(0);
+    let plan = t.subscription.plan;
+    let price = crate::billing::price(plan);
+    let upgrades: Vec<crate::model::Plan> = [crate::model::Plan::Team, crate::model::Plan::Enterprise]
+        .into_iter()
+        .filter(|p| crate::http::billing::rank(*p) > crate::http::billing::rank(plan))
+        .collect();
+    let meter = |label: &str, used: i64, max: i64, testid: &str| {
+        let pct = if max > 0 { (used as f64 / max as f64 * 100.0).min(100.0) } else { 0.0 };
+        html! {
+            tr data-testid=(testid) {
+                th scope="row" { (label) }
+                td { (used) " of " (max) }
+                td { meter min="0" max=(max.max(1)) value=(used.min(max.max(1))) aria-label={ (label) ": " (used) " of " (max) } {} " " (format!("{pct:.0} %")) }
+            }
+        }
+    };
+    layout(
+        "Usage and billing",
+        Some(s),
+        html! {
+            h1 { "Usage and billing" }
+            p data-testid="plan" { "Plan: " strong { (plan.as_str()) } " — " (dollars(price.base_micros)) " a month, " (dollars(price.command_micros)) " a command." }
+            div.table-wrap {
+                table.data {
+                    caption { "Against the plan, this month (" (crate::audit::this_month()) ")" }
+                    thead { tr { th scope="col" { "What" } th scope="col" { "Used" } th scope="col" { "Share" } } }
+                    tbody {
+                        (meter("kubectl commands", commands, l.max_commands_per_month, "commands"))
+                        (meter("People", u.users, l.max_users, "users"))
+                        (meter("Clusters", u.clusters, l.max_clusters, "clusters"))
+                        tr { th scope="row" { "Active API tokens" } td { (u.active_tokens) } td {} }
+                        tr { th scope="row" { "Audit kept" } td { (l.max_audit_retention_days) " days" } td {} }
+                    }
+                }
+            }
+            @if !upgrades.is_empty() {
+                section aria-labelledby="upgrade-h" {
+                    h2 id="upgrade-h" { "Upgrade" }
+                    @for p in &upgrades {
+                        @let lim = p.limits();
+                        form.inline method="post" action="/ui/billing/upgrade" {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            input type="hidden" name="plan" value=(p.as_str());
+                            button type="submit" data-testid={ "upgrade-" (p.as_str()) } {
+                                "Upgrade to " (p.as_str()) " — " (dollars(crate::billing::price(*p).base_micros)) " a month"
+                            }
+                            " " span.muted { (lim.max_commands_per_month) " commands a month, " (lim.max_clusters) " clusters, " (lim.max_users) " people; effective at once." }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="invoice-h" {
+                h2 id="invoice-h" { "Invoice for " (page.invoice.month) }
+                form.inline method="get" action="/ui/billing" {
+                    label { "Month "
+                        select name="month" {
+                            @for m in page.months { option value=(m) selected[*m == page.invoice.month] { (m) } }
+                        }
+                    }
+                    " " button type="submit" { "Show" }
+                }
+                div.table-wrap {
+                    table.data data-testid="invoice" {
+                        caption { "Lines of the " (page.invoice.month) " invoice, in " (page.invoice.currency) }
+                        thead { tr { th scope="col" { "Line" } th scope="col" { "Quantity" } th scope="col" { "Unit price" } th scope="col" { "Amount" } } }
+                        tbody {
+                            @for line in &page.invoice.lines {
+                                tr { td { (line.description) } td { (line.quantity) } td { (dollars(line.unit_price_micros)) } td { (dollars(line.amount_micros)) } }
+                            }
+                        }
+                        tfoot { tr { th scope="row" colspan="3" { "Total" } td data-testid="invoice-total" { strong { (dollars(page.invoice.total_micros)) } } } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+
+/// A cluster's policy form and its delete form (tenant admins); `problem`
+/// is why the last submission was refused.
+pub(super) fn cluster_settings(s: &Session, c: &Cluster, saved: bool, problem: Option<&str>) -> Markup {
+    let p = &c.policy;
+    layout(
+        &format!("{} settings", c.name),
+        Some(s),
+        html! {
+            h1 { "Settings of " (c.name) }
+            p { a href={ "/ui/clusters/" (c.id) } { "Back to the chat" } }
+            @if saved { p.badge.up role="status" data-testid="saved" { "Policy saved; it holds from the next request." } }
+            @if let Some(m) = problem { p.badge.down role="alert" data-testid="problem" { (m) } }
+            section aria-labelledby="policy-h" {
+                h2 id="policy-h" { "Policy" }
+                p.hint { "KubeChat enforces this before a request reaches the cluster, for everyone but tenant admins (read-only and denied resources bind admins too)." }
+                form.card method="post" action={ "/ui/clusters/" (c.id) "/policy" } {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    label { input type="checkbox" name="read_only" value="on" checked[p.read_only]; " Read-only: refuse every write" }
+                    label for="allowed_namespaces" { "Namespaces people may touch (empty: all)" }
+                    input type="text" id="allowed_namespaces" name="allowed_namespaces" value=(p.allowed_namespaces.join(", ")) placeholder="web, api" aria-describedby="ns-hint";
+                    p.hint id="ns-hint" { "Comma-separated namespace names." }
+                    label for="denied_resources" { "Resources nobody may touch" }
+                    input type="text" id="denied_resources" name="denied_resources" value=(p.denied_resources.join(", ")) placeholder="secrets, pods/exec" aria-describedby="res-hint";
+                    p.hint id="res-hint" { "Comma-separated, e.g. secrets or pods/exec." }
+                    button type="submit" data-testid="save-policy" { "Save policy" }
+                }
+            }
+            section aria-labelledby="delete-h" {
+                h2 id="delete-h" { "Delete this cluster" }
+                p { "Its agent's credentials are revoked at once and its tunnels close; the audit trail keeps its events." }
+                form.card method="post" action={ "/ui/clusters/" (c.id) "/delete" } {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    label for="confirm_name" { "Type " strong { (c.name) } " to confirm" }
+                    input type="text" id="confirm_name" name="confirm_name" autocomplete="off" required;
+                    button.danger type="submit" data-testid="delete-cluster" { "Delete " (c.name) }
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dollars;
+
+    #[test]
+    fn dollars_are_grouped_and_rounded() {
+        assert_eq!(dollars(0), "$0.00");
+        assert_eq!(dollars(99_000_000), "$99.00");
+        assert_eq!(dollars(1_234_567_890), "$1,234.57");
+        assert_eq!(dollars(1_000), "$0.001");
+        assert_eq!(dollars(999_000_000_000), "$999,000.00");
+    }
 }

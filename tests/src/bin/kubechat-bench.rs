@@ -377,6 +377,12 @@ where
 }
 
 fn main() {
+    // Logging as the binaries run it (`info` unless KUBECHAT_LOG says
+    // otherwise), installed before the test platform's own capture (which
+    // keeps every TRACE line of our crates for the secret scan: a cost no
+    // deployment pays, and not KubeChat's to measure).
+    kubechat_tests::logscan::opt_out();
+    kubechat_transport::process::init_tracing();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     match args.first().map(String::as_str) {
@@ -652,7 +658,9 @@ mod kube_path {
         let (n, dur) = if quick { (300, Duration::from_secs(1)) } else { (3000, Duration::from_secs(4)) };
         let token = w.user("bench@acme.example", "tenant_admin").await;
         let user = "kubechat:user:bench@acme.example";
-        // Direct: what the agent sends kube-sim for this person.
+        // Direct: what the agent sends kube-sim for this person — the same
+        // impersonation headers (user, tenant and role groups, the request
+        // id as an extra), so kube-sim does the same work both ways.
         let direct = Target::new(
             &w.sim.url(),
             &w.sim.ca_pem,
@@ -660,7 +668,12 @@ mod kube_path {
             vec![
                 ("authorization".into(), format!("Bearer {AGENT_TOKEN}")),
                 ("impersonate-user".into(), user.into()),
+                ("impersonate-group".into(), "kubechat:tenant:acme".into()),
                 ("impersonate-group".into(), "kubechat:role:tenant_admin".into()),
+                (
+                    kubechat_protocol::headers::REQUEST_ID_EXTRA.to_ascii_lowercase(),
+                    "0f8e6b1c-4d2a-4e7b-9c3f-5a6b7c8d9e0f".into(),
+                ),
             ],
         );
         let kubechat = Target::new(
@@ -707,6 +720,23 @@ mod kube_path {
     }
 
     pub(super) async fn bench(quick: bool) {
+        // For a profiler: only the 32-connection KubeChat load, for this many
+        // seconds, after a line on stderr saying it starts.
+        if let Some(secs) = std::env::var("KUBECHAT_BENCH_PROFILE_SECS").ok().and_then(|s| s.parse::<u64>().ok()) {
+            let w = world_full(json!({}), |_| {}, limits).await;
+            let token = w.user("bench@acme.example", "tenant_admin").await;
+            let kubechat = Target::new(
+                &w.cp_url,
+                &w.cp_ca,
+                format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster),
+                vec![("authorization".into(), format!("Bearer {token}"))],
+            );
+            latency(&kubechat, 200).await;
+            eprintln!("profile: load starts for {secs} s (pid {})", std::process::id());
+            let (rps, cpu) = throughput(&kubechat, 32, Duration::from_secs(secs)).await;
+            eprintln!("profile: {rps:.0} requests/s, {:.1} µs CPU per request", cpu.as_secs_f64() * 1e6);
+            return;
+        }
         let mut all = Vec::new();
         {
             let w = world_full(json!({}), |_| {}, limits).await;
