@@ -115,6 +115,17 @@ async function main() {
     await page.getByRole('link', { name: /^Open the chat with staging/ }).click();
     const first = await ask(page, 'kubectl get namespaces');
     check('a first command on the new cluster', /\bweb\b/.test(await first.innerText()), await first.innerText());
+    // Its settings: a policy saved, then the cluster deleted by typing its name.
+    await page.getByTestId('settings').click();
+    await page.getByLabel('Resources nobody may touch').fill('secrets, pods/exec');
+    await page.getByRole('button', { name: 'Save policy' }).click();
+    await page.getByTestId('saved').waitFor();
+    check('a cluster policy is saved from its settings page', (await page.getByLabel('Resources nobody may touch').inputValue()) === 'secrets, pods/exec');
+    await shot(page, '02c-cluster-settings');
+    await page.getByLabel('Type staging to confirm').fill('staging');
+    await page.getByRole('button', { name: 'Delete staging' }).click();
+    await page.waitForURL(/\/ui\/$/);
+    check('a cluster is deleted once its name is typed back', (await page.locator('tr[data-cluster]').filter({ hasText: 'staging' }).count()) === 0);
     await page.goto(`${URL_}/ui/`);
 
     const cookies = await context.cookies();
@@ -158,6 +169,13 @@ async function main() {
     const chain = page.getByTestId('chain');
     check('the audit page shows the verified chain', /^Chain verified/.test(await chain.innerText()), await chain.innerText());
     await shot(page, '05-audit');
+    await page.getByLabel('Kind').selectOption('chat');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForURL(/kind=chat/);
+    const kinds = await page.locator('[data-testid="audit-events"] tbody tr td:nth-child(3)').allInnerTexts();
+    check('the audit filter shows only what it asks for', kinds.length > 0 && kinds.every((k) => k === 'chat'), JSON.stringify(kinds.slice(0, 5)));
+    check('the export link carries the filter', /\/ui\/audit\/export\?.*kind=chat/.test(await page.getByTestId('export').getAttribute('href')));
+    await shot(page, '05a-audit-filtered');
 
     // People and tokens: a new token is shown once.
     await page.getByRole('link', { name: 'People and tokens' }).click();
@@ -167,9 +185,20 @@ async function main() {
     check('a new API token is shown once', /^kc_[0-9a-f]{40}$/.test(created.trim()) && /viewer@demo\.example/.test(await page.locator('body').innerText()), created);
     await shot(page, '05b-people-tokens');
 
+    // Usage and billing: commands against the quota, the invoice, an upgrade.
+    await page.getByRole('link', { name: 'Usage and billing' }).click();
+    const commands = await page.getByTestId('commands').innerText();
+    check('usage shows commands against the quota', /kubectl commands\s+\d+ of 100,000/.test(commands), commands);
+    check("this month's invoice is shown", /Total\s+\$\d/.test(await page.getByTestId('invoice').innerText()));
+    await shot(page, '05c-billing');
+    await page.getByRole('button', { name: /^Upgrade to enterprise/ }).click();
+    await page.getByTestId('plan').getByText('enterprise', { exact: true }).waitFor();
+    check('an upgrade takes effect at once', (await page.getByRole('button', { name: /^Upgrade to/ }).count()) === 0);
+
     // Phone width.
     const phone = await signIn(browser, ADMIN, { width: 390, height: 844 });
     await phone.page.goto(`${URL_}/ui/clusters/${CLUSTER}`);
+    check('the chat page offers your recent lines again', /kubectl scale/.test(await phone.page.getByTestId('history').innerText()));
     await ask(phone.page, 'show pods in web');
     await shot(phone.page, '06-chat-phone');
     const overflow = await phone.page.evaluate(() => {

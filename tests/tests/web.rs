@@ -421,7 +421,7 @@ async fn usage_and_billing_show_commands_against_the_quota_invoices_and_the_upgr
     assert!(page.contains("href=\"/ui/billing\""), "admins see the link: {page}");
     assert!(page.contains("data-testid=\"plan\">Plan: <strong>team</strong>"), "{page}");
     let commands = page.split("data-testid=\"commands\"").nth(1).expect("the commands row");
-    assert!(commands.contains(" of 100000</td>"), "{commands}");
+    assert!(commands.contains(" of 100,000</td>"), "{commands}");
     assert!(page.contains("data-testid=\"invoice\"") && page.contains("team plan, "), "{page}");
     assert!(page.contains("data-testid=\"invoice-total\"><strong>$99."), "{page}");
     // Months: this one and five before; another is refused.
@@ -520,4 +520,37 @@ async fn cluster_settings_set_the_policy_kubectl_obeys_and_delete_needs_the_name
     assert_eq!(admin.get(&chat_path(&w)).await.status, 404);
     let c = w.api.get(&format!("/v1/tenants/{}/clusters/{}", w.tenant, w.cluster)).await.expect("reach");
     assert_eq!(c.status, 404, "{}", c.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_page_offers_your_own_recent_lines_again_and_runs_none() {
+    let w = world(json!({})).await;
+    let (ursula, _) = signed_in(&w, "tenant_user", "ursula@acme.example").await;
+    let (other, _) = signed_in(&w, "tenant_user", "otto@acme.example").await;
+    ask(&ursula, &w, "kubectl get pods -n web").await;
+    ask(&ursula, &w, "show deployments in web").await;
+    ask(&other, &w, "kubectl get secrets -n web").await;
+    // Written by the writer's next group commit.
+    let page = || async { ursula.get(&chat_path(&w)).await.text() };
+    kubechat_tests::wait::eventually("ursula's lines in her history", std::time::Duration::from_secs(10), || async {
+        page().await.contains("show deployments in web</code>")
+    })
+    .await;
+    let page = page().await;
+    let history = page.split("data-testid=\"history\"").nth(1).expect("a history section");
+    let newest = history.find("show deployments in web").expect("the English line");
+    let older = history.find("kubectl get pods -n web").expect("the kubectl line");
+    assert!(newest < older, "newest first: {history}");
+    assert!(
+        history.contains(&format!("href=\"/ui/clusters/{}?q=kubectl+get+pods+-n+web\"", w.cluster)),
+        "each line links back into the box: {history}"
+    );
+    assert!(!history.contains("get secrets"), "nobody else's lines: {history}");
+    // Following the link only fills the box.
+    let r = ursula.get(&format!("{}?q=kubectl+get+pods+-n+web", chat_path(&w))).await;
+    assert!(r.text().contains("value=\"kubectl get pods -n web\""), "{}", r.text());
+    assert!(!r.text().contains("<article class=\"turn"), "a GET runs nothing: {}", r.text());
+    // A person who has asked nothing has no history section.
+    let (fresh, _) = signed_in(&w, "tenant_user", "fay@acme.example").await;
+    assert!(!fresh.get(&chat_path(&w)).await.text().contains("data-testid=\"history\""));
 }

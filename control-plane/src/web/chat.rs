@@ -43,7 +43,27 @@ async fn page(
 ) -> Result<Html<String>, WebError> {
     let c = super::own_cluster(&app, &s, &id).await?;
     let tunnels = tunnels(&app, &c).await?;
-    Ok(Html(pages::chat(&s, &c, &tunnels, q.q.as_deref().unwrap_or_default(), None).into_string()))
+    let history = history(&app, &s, &c).await?;
+    let page = pages::ChatPage { tunnels: &tunnels, history: &history, prefill: q.q.as_deref().unwrap_or_default() };
+    Ok(Html(pages::chat(&s, &c, &page, None).into_string()))
+}
+
+/// How many of the person's own lines the page offers again.
+const HISTORY: i64 = 20;
+
+/// The person's latest lines on this cluster, newest first: chat's own
+/// audit records of what they typed (kept as long as the audit trail).
+async fn history(app: &App, s: &Session, c: &crate::model::Cluster) -> Result<Vec<crate::audit::AuditEntry>, WebError> {
+    let f = crate::audit::Filter {
+        cluster: Some(c.id.clone()),
+        user: Some(format!("kubechat:user:{}", s.principal.user.email)),
+        kind: Some(crate::chat::record::KIND.to_string()),
+        verb: Some("utterance".into()),
+        before: Some(i64::MAX),
+        limit: HISTORY,
+        ..Default::default()
+    };
+    Ok(crate::audit::list(&app.db, &c.tenant_id, &f).await?.0)
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,7 +107,9 @@ async fn answer(
         Ok(Html(turn.into_string()).into_response())
     } else {
         let tunnels = tunnels(app, c).await?;
-        Ok(Html(pages::chat(s, c, &tunnels, "", Some(turn)).into_string()).into_response())
+        let history = history(app, s, c).await?;
+        let page = pages::ChatPage { tunnels: &tunnels, history: &history, prefill: "" };
+        Ok(Html(pages::chat(s, c, &page, Some(turn)).into_string()).into_response())
     }
 }
 

@@ -190,7 +190,18 @@ pub(super) fn connect(s: &Session, id: &str, name: &str, helm: Option<&str>) -> 
 }
 
 /// A cluster's chat; `turn` is an answer to show (no JavaScript).
-pub(super) fn chat(s: &Session, c: &Cluster, tunnels: &[TunnelView], prefill: &str, turn: Option<Markup>) -> Markup {
+/// What a cluster's chat page shows besides a turn.
+pub(super) struct ChatPage<'a> {
+    /// The cluster's live tunnels.
+    pub(super) tunnels: &'a [TunnelView],
+    /// The person's latest lines on this cluster, newest first.
+    pub(super) history: &'a [AuditEntry],
+    /// A line to put in the box (a deep link's `q`).
+    pub(super) prefill: &'a str,
+}
+
+pub(super) fn chat(s: &Session, c: &Cluster, page: &ChatPage<'_>, turn: Option<Markup>) -> Markup {
+    let (tunnels, prefill) = (page.tunnels, page.prefill);
     let now = crate::directory::now_ms();
     let ago = |ms: i64| format!("{} s ago", ((now - ms).max(0)) / 1000);
     layout(
@@ -234,6 +245,22 @@ pub(super) fn chat(s: &Session, c: &Cluster, tunnels: &[TunnelView], prefill: &s
                     input id="line" name="line" type="text" required autocomplete="off" value=(prefill)
                         placeholder="show pods in web · kubectl get deployments -n web";
                     button type="submit" { "Send" }
+                }
+            }
+            @if !page.history.is_empty() {
+                section.history aria-labelledby="history-h" data-testid="history" {
+                    h2 id="history-h" { "Your recent lines on " (c.name) }
+                    p.hint { "Choosing one puts it in the box; nothing runs until you send it." }
+                    ol {
+                        @for e in page.history {
+                            li {
+                                a href={ "/ui/clusters/" (c.id) "?q=" (form_value(&e.kubectl_command)) } {
+                                    code { (e.kubectl_command) }
+                                }
+                                " " span.muted { (ago(e.time_ms)) }
+                            }
+                        }
+                    }
                 }
             }
         },
@@ -610,22 +637,28 @@ pub(super) struct BillingPage<'a> {
     pub(super) invoice: &'a crate::billing::Invoice,
 }
 
-/// Micro-dollars as dollars and cents (`$1,234.56`; below a cent, to the
-/// tenth of a cent).
-fn dollars(micros: i64) -> String {
-    let cents = (micros + 5_000) / 10_000;
-    if micros != 0 && cents == 0 {
-        return format!("${:.3}", micros as f64 / 1e6);
-    }
-    let whole = (cents / 100).to_string();
+/// A count with thousands separators (`10,000,000`).
+fn count(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
     let mut grouped = String::new();
-    for (i, c) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(c);
     }
-    format!("${grouped}.{:02}", cents % 100)
+    if n < 0 { format!("-{grouped}") } else { grouped }
+}
+
+/// Micro-dollars as dollars and cents (`$1,234.56`); below a cent, to the
+/// micro-dollar (`$0.00039`).
+fn dollars(micros: i64) -> String {
+    let cents = (micros + 5_000) / 10_000;
+    if micros != 0 && cents == 0 {
+        let exact = format!("{:.6}", micros as f64 / 1e6);
+        return format!("${}", exact.trim_end_matches('0'));
+    }
+    format!("${}.{:02}", count(cents / 100), cents % 100)
 }
 
 pub(super) fn billing(s: &Session, t: &Tenant, page: &BillingPage<'_>) -> Markup {
@@ -643,7 +676,7 @@ pub(super) fn billing(s: &Session, t: &Tenant, page: &BillingPage<'_>) -> Markup
         html! {
             tr data-testid=(testid) {
                 th scope="row" { (label) }
-                td { (used) " of " (max) }
+                td { (count(used)) " of " (count(max)) }
                 td { meter min="0" max=(max.max(1)) value=(used.min(max.max(1))) aria-label={ (label) ": " (used) " of " (max) } {} " " (format!("{pct:.0} %")) }
             }
         }
@@ -662,7 +695,7 @@ pub(super) fn billing(s: &Session, t: &Tenant, page: &BillingPage<'_>) -> Markup
                         (meter("kubectl commands", commands, l.max_commands_per_month, "commands"))
                         (meter("People", u.users, l.max_users, "users"))
                         (meter("Clusters", u.clusters, l.max_clusters, "clusters"))
-                        tr { th scope="row" { "Active API tokens" } td { (u.active_tokens) } td {} }
+                        tr { th scope="row" { "Active API tokens" } td { (count(u.active_tokens)) } td {} }
                         tr { th scope="row" { "Audit kept" } td { (l.max_audit_retention_days) " days" } td {} }
                     }
                 }
@@ -678,7 +711,7 @@ pub(super) fn billing(s: &Session, t: &Tenant, page: &BillingPage<'_>) -> Markup
                             button type="submit" data-testid={ "upgrade-" (p.as_str()) } {
                                 "Upgrade to " (p.as_str()) " — " (dollars(crate::billing::price(*p).base_micros)) " a month"
                             }
-                            " " span.muted { (lim.max_commands_per_month) " commands a month, " (lim.max_clusters) " clusters, " (lim.max_users) " people; effective at once." }
+                            " " span.muted { (count(lim.max_commands_per_month)) " commands a month, " (count(lim.max_clusters)) " clusters, " (count(lim.max_users)) " people; effective at once." }
                         }
                     }
                 }
@@ -710,7 +743,6 @@ pub(super) fn billing(s: &Session, t: &Tenant, page: &BillingPage<'_>) -> Markup
     )
 }
 
-
 /// A cluster's policy form and its delete form (tenant admins); `problem`
 /// is why the last submission was refused.
 pub(super) fn cluster_settings(s: &Session, c: &Cluster, saved: bool, problem: Option<&str>) -> Markup {
@@ -725,7 +757,7 @@ pub(super) fn cluster_settings(s: &Session, c: &Cluster, saved: bool, problem: O
             @if let Some(m) = problem { p.badge.down role="alert" data-testid="problem" { (m) } }
             section aria-labelledby="policy-h" {
                 h2 id="policy-h" { "Policy" }
-                p.hint { "KubeChat enforces this before a request reaches the cluster, for everyone but tenant admins (read-only and denied resources bind admins too)." }
+                p.hint { "KubeChat enforces this before a request reaches the cluster. Read-only and denied resources bind everyone, tenant admins too; allowed namespaces bind everyone but tenant admins." }
                 form.card method="post" action={ "/ui/clusters/" (c.id) "/policy" } {
                     input type="hidden" name="csrf" value=(s.csrf);
                     label { input type="checkbox" name="read_only" value="on" checked[p.read_only]; " Read-only: refuse every write" }
@@ -752,6 +784,12 @@ pub(super) fn cluster_settings(s: &Session, c: &Cluster, saved: bool, problem: O
     )
 }
 
+/// `v` encoded as a URL query value.
+fn form_value(v: &str) -> String {
+    let pair = serde_urlencoded::to_string([("q", v)]).unwrap_or_default();
+    pair.strip_prefix("q=").unwrap_or_default().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::dollars;
@@ -762,6 +800,9 @@ mod tests {
         assert_eq!(dollars(99_000_000), "$99.00");
         assert_eq!(dollars(1_234_567_890), "$1,234.57");
         assert_eq!(dollars(1_000), "$0.001");
+        assert_eq!(dollars(390), "$0.00039");
         assert_eq!(dollars(999_000_000_000), "$999,000.00");
+        assert_eq!(super::count(10_000_000), "10,000,000");
+        assert_eq!(super::count(999), "999");
     }
 }
