@@ -64,7 +64,7 @@ UI_OUT="$PWD/target/ui-screenshots"
 rm -rf "$UI_OUT"; mkdir -p "$UI_OUT"
 VIEWER_TOKEN=$(grep -o 'kc_[A-Za-z0-9_-]*' "$KUBECHAT_DEV_DIR/kubeconfig-viewer" | head -1)
 if KUBECHAT_UI_NODE="$UI_NODE" KUBECHAT_CHROMIUM="$(command -v chromium)" KUBECHAT_UI_URL="https://127.0.0.1:$KUBECHAT_DEV_CP_PORT" \
-  KUBECHAT_UI_ADMIN_TOKEN="$TENANT_TOKEN" KUBECHAT_UI_VIEWER_TOKEN="$VIEWER_TOKEN" KUBECHAT_UI_CLUSTER="$CLUSTER" KUBECHAT_UI_OUT="$UI_OUT" \
+  KUBECHAT_UI_ADMIN_TOKEN="$TENANT_TOKEN" KUBECHAT_UI_VIEWER_TOKEN="$VIEWER_TOKEN" KUBECHAT_UI_PLATFORM_TOKEN="$(cat "$KUBECHAT_DEV_DIR/admin-token")" KUBECHAT_UI_CLUSTER="$CLUSTER" KUBECHAT_UI_OUT="$UI_OUT" \
   KUBECHAT_UI_AGENT_BIN="$PWD/target/debug/kubechat-agent" KUBECHAT_UI_CA="$KUBECHAT_DEV_DIR/certs/relay-ca.crt" \
   KUBECHAT_UI_KUBECONFIG="$KUBECHAT_DEV_DIR/kube-sim/agent.kubeconfig" \
   node ui-tests/web-app.cjs; then echo "ok: the web app in a real browser"; else echo "FAILED: the web app in a real browser"; fail=1; fi

@@ -13,6 +13,7 @@ const { chromium } = require(path.join(process.env.KUBECHAT_UI_NODE, 'node_modul
 const URL_ = process.env.KUBECHAT_UI_URL; // https://127.0.0.1:PORT
 const ADMIN = process.env.KUBECHAT_UI_ADMIN_TOKEN; // a tenant admin's API token
 const VIEWER = process.env.KUBECHAT_UI_VIEWER_TOKEN; // a tenant viewer's
+const PLATFORM = process.env.KUBECHAT_UI_PLATFORM_TOKEN; // the platform admin's
 const CLUSTER = process.env.KUBECHAT_UI_CLUSTER; // the cluster id
 const OUT = process.env.KUBECHAT_UI_OUT; // screenshots
 const TIMEOUT = 30000;
@@ -183,6 +184,12 @@ async function main() {
     await page.getByRole('button', { name: 'Create token' }).click();
     const created = await page.getByTestId('new-token').innerText();
     check('a new API token is shown once', /^kc_[0-9a-f]{40}$/.test(created.trim()) && /viewer@demo\.example/.test(await page.locator('body').innerText()), created);
+    await page.getByLabel('Their email').fill('sre@partner.example');
+    await page.getByLabel(/^Their tenant/).fill('partner');
+    await page.getByLabel('Role here').selectOption('tenant_viewer');
+    await page.getByRole('button', { name: 'Grant access' }).click();
+    const access = await page.getByTestId('access').innerText();
+    check('an admin grants a person of another tenant a role', /sre@partner\.example\s+partner\s+tenant viewer/.test(access), access);
     await shot(page, '05b-people-tokens');
 
     // Usage and billing: commands against the quota, the invoice, an upgrade.
@@ -207,6 +214,15 @@ async function main() {
     });
     check('the chat reads at phone width (no sideways scrolling of the page)', overflow.px <= 1, JSON.stringify(overflow));
     await phone.context.close();
+
+    // The platform admin: every tenant, revenue, every tunnel.
+    const op = await signIn(browser, PLATFORM);
+    const tenants = await op.page.getByTestId('tenants').innerText();
+    check('the platform page lists every tenant', /Demo\s+demo\s+enterprise/.test(tenants), tenants);
+    check('the platform page shows revenue and every tunnel', /^\$[\d,]+\.\d\d a month/.test(await op.page.getByTestId('mrr').innerText())
+      && new RegExp(`demo\\s+${CLUSTER}`).test(await op.page.getByTestId('tunnels').innerText()));
+    await shot(op.page, '09-platform');
+    await op.context.close();
 
     // A viewer: no confirmation control, and a forged confirmation is refused.
     const viewer = await signIn(browser, VIEWER);

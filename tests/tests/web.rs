@@ -554,3 +554,93 @@ async fn the_chat_page_offers_your_own_recent_lines_again_and_runs_none() {
     let (fresh, _) = signed_in(&w, "tenant_user", "fay@acme.example").await;
     assert!(!fresh.get(&chat_path(&w)).await.text().contains("data-testid=\"history\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_admins_see_every_tenant_revenue_and_every_tunnel_and_no_one_else_does() {
+    let w = world(json!({})).await;
+    let mut op = WebClient::new(&w.cp_url, &w.cp_ca);
+    assert_eq!(op.sign_in(kubechat_tests::platform::ADMIN).await.status, 303);
+    let r = op.get("/ui/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.text();
+    let tenants = page.split("data-testid=\"tenants\"").nth(1).expect("the tenants table");
+    assert!(
+        tenants.contains(&format!("data-tenant=\"{}\"", w.tenant)) && tenants.contains("<td>acme</td><td>team</td>"),
+        "{tenants}"
+    );
+    // Revenue as the REST API computes it.
+    let platform = kubechat_control_plane::client::Client::new_tls(
+        &w.cp_url,
+        Some(kubechat_control_plane::Secret(kubechat_tests::platform::ADMIN.into())),
+        &w.cp_ca,
+    );
+    let mrr = platform.get("/v1/analytics/mrr").await.expect("reach");
+    assert_eq!(mrr.status, 200, "{}", mrr.body);
+    let cents = mrr.body["mrrCents"].as_i64().expect("mrrCents");
+    let shown =
+        page.split("data-testid=\"mrr\"><strong>$").nth(1).and_then(|s| s.split('<').next()).expect("MRR shown");
+    assert_eq!(shown, format!("{}.{:02}", cents / 100, cents % 100), "{page}");
+    // The tenant's connected cluster is among every tunnel.
+    let tunnels = page.split("data-testid=\"tunnels\"").nth(1).expect("the tunnels table");
+    assert!(tunnels.contains(&format!("<td>acme</td><td>{}</td>", w.cluster)), "{tunnels}");
+    // A tenant's admin sees their own clusters there, never this page.
+    let (admin, _) = signed_in(&w, "tenant_admin", "ada@acme.example").await;
+    let mine = admin.get("/ui/").await.text();
+    assert!(mine.contains("Clusters of Acme") && !mine.contains("data-testid=\"tenants\""), "{mine}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_grant_and_revoke_access_for_people_of_other_tenants() {
+    let w = world(json!({})).await;
+    let (admin, _) = signed_in(&w, "tenant_admin", "ada@acme.example").await;
+    let csrf = admin.csrf("/ui/people").await;
+    let grant = |email: &'static str, tenant: &'static str, role: &'static str, days: &'static str| {
+        let csrf = csrf.clone();
+        let admin = admin.clone();
+        async move {
+            let fields = [
+                ("csrf", csrf.as_str()),
+                ("grantee_email", email),
+                ("grantee_tenant", tenant),
+                ("role", role),
+                ("expires_in_days", days),
+            ];
+            admin.post("/ui/access", &fields, false).await
+        }
+    };
+    // Refused with why: one's own tenant, a made-up role, a bad email.
+    let r = grant("ann@acme.example", "acme", "tenant_viewer", "").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("add them as users"), "{}", r.text());
+    assert_eq!(grant("pat@partner.example", "partner", "platform_admin", "").await.status, 400);
+    assert_eq!(grant("not-an-email", "partner", "tenant_viewer", "").await.status, 400);
+    // Granted for 7 days: listed on the page and by the REST API alike.
+    let r = grant("Pat@Partner.example", "partner", "tenant_user", "7").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/people")), "{}", r.text());
+    let page = admin.get("/ui/people").await.text();
+    let table = page.split("data-testid=\"access\"").nth(1).expect("the access table");
+    assert!(table.contains("<td>pat@partner.example</td><td>partner</td>"), "{table}");
+    let listed = w.api.get(&format!("/v1/tenants/{}/cross-tenant-access", w.tenant)).await.expect("reach");
+    let items = listed.body["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{}", listed.body);
+    assert_eq!((items[0]["role"].as_str(), items[0]["expiresAt"].is_i64()), (Some("tenant_user"), true));
+    let id = items[0]["id"].as_str().expect("id").to_string();
+    // Not a tenant user's to see or make.
+    let (user, _) = signed_in(&w, "tenant_user", "ursula@acme.example").await;
+    assert!(!user.get("/ui/people").await.text().contains("People of other tenants"));
+    let theirs = user.csrf("/ui/people").await;
+    let fields = [
+        ("csrf", theirs.as_str()),
+        ("grantee_email", "eve@evil.example"),
+        ("grantee_tenant", "evil"),
+        ("role", "tenant_admin"),
+    ];
+    assert_eq!(user.post("/ui/access", &fields, false).await.status, 403);
+    assert_eq!(user.post(&format!("/ui/access/{id}/revoke"), &[("csrf", &theirs)], false).await.status, 403);
+    // Revoked by the admin: gone.
+    let r = admin.post(&format!("/ui/access/{id}/revoke"), &[("csrf", &csrf)], false).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let listed = w.api.get(&format!("/v1/tenants/{}/cross-tenant-access", w.tenant)).await.expect("reach");
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(0), "{}", listed.body);
+    assert_eq!(admin.post(&format!("/ui/access/{id}/revoke"), &[("csrf", &csrf)], false).await.status, 404);
+}

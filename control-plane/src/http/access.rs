@@ -52,8 +52,44 @@ async fn grant(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<AccessCreate>,
 ) -> Reply {
-    let t = tenant_for(&app, &p, &id).await?;
-    own_admins_only(&p, &t)?;
+    let a = grant_in(&app, &p, &id, b).await?;
+    reply(StatusCode::CREATED, json!(a))
+}
+
+/// A grant to make: a person of another tenant, the role, how long.
+#[derive(Debug, Clone)]
+pub(crate) struct AccessRequest {
+    /// Their email.
+    pub(crate) grantee_email: String,
+    /// Their tenant's slug.
+    pub(crate) grantee_tenant: String,
+    /// The role they get here.
+    pub(crate) role: Role,
+    /// Days until it ends (none: until revoked).
+    pub(crate) expires_in_days: Option<u32>,
+}
+
+/// Grants a person of another tenant a role on tenant `id` (its own
+/// admins): the REST API's and the web app's grant.
+pub(crate) async fn grant_access(
+    app: &App,
+    p: &Principal,
+    id: &str,
+    r: AccessRequest,
+) -> Result<CrossTenantAccess, ApiError> {
+    let b = AccessCreate {
+        grantee_email: r.grantee_email,
+        grantee_tenant: r.grantee_tenant,
+        role: r.role,
+        expires_in_days: r.expires_in_days,
+        expires_in_seconds: None,
+    };
+    grant_in(app, p, id, b).await
+}
+
+async fn grant_in(app: &App, p: &Principal, id: &str, b: AccessCreate) -> Result<CrossTenantAccess, ApiError> {
+    let t = tenant_for(app, p, id).await?;
+    own_admins_only(p, &t)?;
     if b.role == Role::PlatformAdmin {
         return Err(ApiError::bad_request("invalid_role", "role must be tenant_admin, tenant_user or tenant_viewer"));
     }
@@ -80,24 +116,36 @@ async fn grant(
         created_at: now(),
     };
     app.db.add_access(&a).await?;
-    reply(StatusCode::CREATED, json!(a))
+    Ok(a)
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{id}/cross-tenant-access", tag = "access",
     responses((status = 200, description = "list grants")))]
 async fn list(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<String>) -> Reply {
-    let t = tenant_for(&app, &p, &id).await?;
-    own_admins_only(&p, &t)?;
-    reply(StatusCode::OK, json!({"items": app.db.accesses(&t.id).await?}))
+    reply(StatusCode::OK, json!({"items": list_access(&app, &p, &id).await?}))
+}
+
+/// Tenant `id`'s grants to people of other tenants (its own admins).
+pub(crate) async fn list_access(app: &App, p: &Principal, id: &str) -> Result<Vec<CrossTenantAccess>, ApiError> {
+    let t = tenant_for(app, p, id).await?;
+    own_admins_only(p, &t)?;
+    Ok(app.db.accesses(&t.id).await?)
+}
+
+/// Revokes grant `gid` of tenant `id` (its own admins; another tenant's
+/// grant is a 404 like a missing one).
+pub(crate) async fn revoke_access(app: &App, p: &Principal, id: &str, gid: &str) -> Result<(), ApiError> {
+    let t = tenant_for(app, p, id).await?;
+    own_admins_only(p, &t)?;
+    if !app.db.revoke_access(&t.id, gid).await? {
+        return Err(ApiError::not_found("cross-tenant access", gid));
+    }
+    Ok(())
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{id}/cross-tenant-access/{grantId}", tag = "access",
     responses((status = 200, description = "revoke a grant")))]
 async fn revoke(State(app): State<Arc<App>>, Member(p): Member, Path((id, gid)): Path<(String, String)>) -> Reply {
-    let t = tenant_for(&app, &p, &id).await?;
-    own_admins_only(&p, &t)?;
-    if !app.db.revoke_access(&t.id, &gid).await? {
-        return Err(ApiError::not_found("cross-tenant access", &gid));
-    }
+    revoke_access(&app, &p, &id, &gid).await?;
     reply(StatusCode::OK, json!({"revoked": gid}))
 }

@@ -18,7 +18,7 @@
 
 pub mod extract;
 
-mod access;
+pub(crate) mod access;
 pub(crate) mod audit;
 pub(crate) mod billing;
 mod certificates;

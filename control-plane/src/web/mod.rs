@@ -117,6 +117,8 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/people", get(people))
         .route("/ui/tokens", post(create_token))
         .route("/ui/tokens/{id}/revoke", post(revoke_token))
+        .route("/ui/access", post(grant_access))
+        .route("/ui/access/{id}/revoke", post(revoke_access))
         .route("/ui/clusters/{id}/status", get(cluster_status))
         .merge(chat::router())
         .merge(clusters::router())
@@ -223,7 +225,7 @@ async fn logout(State(app): State<Arc<App>>, s: Session, Form(f): Form<CsrfForm>
 /// The signed-in person's clusters and whether each is connected.
 async fn home(State(app): State<Arc<App>>, s: Session) -> Result<Html<String>, WebError> {
     let Some(t) = &s.tenant else {
-        return Ok(Html(pages::platform_home(&s).into_string()));
+        return platform(&app, &s).await;
     };
     let clusters = app.db.clusters(&t.id).await?;
     let tunnels = crate::directory::tunnels(&app.db, &Scope::Tenant(t.id.clone()), None).await?;
@@ -235,6 +237,17 @@ async fn home(State(app): State<Arc<App>>, s: Session) -> Result<Html<String>, W
         })
         .collect();
     Ok(Html(pages::home(&s, t, &rows).into_string()))
+}
+
+/// The platform operator's start page: every tenant, revenue, every tunnel.
+async fn platform(app: &App, s: &Session) -> Result<Html<String>, WebError> {
+    if !s.principal.is_platform() {
+        return Err(WebError::forbidden("This account belongs to no tenant; ask a platform admin."));
+    }
+    let tenants = app.db.tenants(&Scope::Platform).await?;
+    let mrr = crate::billing::mrr(&app.db).await?;
+    let tunnels = crate::directory::tunnels(&app.db, &Scope::Platform, None).await?;
+    Ok(Html(pages::platform_home(s, &tenants, &mrr, &tunnels).into_string()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,7 +303,62 @@ async fn people_page(app: &App, s: &Session, created: Option<(String, String)>) 
     let t = s.own_tenant()?;
     let tokens = crate::http::tokens::list_tokens(app, &s.principal, &t.id).await?;
     let users = if s.is_admin() { app.db.users(&t.id).await? } else { Vec::new() };
-    Ok(Html(pages::people(s, t, &users, &tokens, created).into_string()))
+    let access =
+        if s.is_admin() { crate::http::access::list_access(app, &s.principal, &t.id).await? } else { Vec::new() };
+    Ok(Html(pages::people(s, t, &users, &tokens, &access, created).into_string()))
+}
+
+#[derive(Debug, Deserialize)]
+struct GrantForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    grantee_email: String,
+    #[serde(default)]
+    grantee_tenant: String,
+    #[serde(default)]
+    role: String,
+    /// Empty: until revoked.
+    #[serde(default)]
+    expires_in_days: String,
+}
+
+/// Grants a person of another tenant a role here (the REST API's grant).
+async fn grant_access(State(app): State<Arc<App>>, s: Session, Form(f): Form<GrantForm>) -> Result<Response, WebError> {
+    check_csrf(&s, &f.csrf)?;
+    let t = s.own_tenant()?;
+    let role = match f.role.as_str() {
+        "tenant_viewer" => crate::model::Role::TenantViewer,
+        "tenant_user" => crate::model::Role::TenantUser,
+        "tenant_admin" => crate::model::Role::TenantAdmin,
+        other => return Err(WebError::new(StatusCode::BAD_REQUEST, &format!("There is no role {other:?} to grant."))),
+    };
+    let days = match f.expires_in_days.trim() {
+        "" => None,
+        d => {
+            Some(d.parse::<u32>().map_err(|_| WebError::new(StatusCode::BAD_REQUEST, "Days must be a whole number."))?)
+        }
+    };
+    let r = crate::http::access::AccessRequest {
+        grantee_email: f.grantee_email.trim().to_string(),
+        grantee_tenant: f.grantee_tenant.trim().to_string(),
+        role,
+        expires_in_days: days,
+    };
+    crate::http::access::grant_access(&app, &s.principal, &t.id, r).await?;
+    Ok(Redirect::to("/ui/people").into_response())
+}
+
+async fn revoke_access(
+    State(app): State<Arc<App>>,
+    s: Session,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    check_csrf(&s, &f.csrf)?;
+    let t = s.own_tenant()?;
+    crate::http::access::revoke_access(&app, &s.principal, &t.id, &id).await?;
+    Ok(Redirect::to("/ui/people").into_response())
 }
 
 async fn people(State(app): State<Arc<App>>, s: Session) -> Result<Html<String>, WebError> {

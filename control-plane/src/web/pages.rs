@@ -41,7 +41,7 @@ fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
                     a.brand href="/ui/" { "KubeChat" }
                     @if let Some(s) = s {
                         nav aria-label="Main" {
-                            a href="/ui/" { "Clusters" }
+                            a href="/ui/" { @if s.tenant.is_some() { "Clusters" } @else { "Platform" } }
                             @if s.tenant.is_some() { a href="/ui/people" { "People and tokens" } }
                             @if s.is_admin() && s.tenant.is_some() { a href="/ui/billing" { "Usage and billing" } }
                             @if s.is_admin() && s.tenant.is_some() { a href="/ui/audit" { "Audit" } }
@@ -93,13 +93,66 @@ pub(super) fn login(failed: Option<&str>) -> Markup {
 }
 
 /// A platform administrator's start page.
-pub(super) fn platform_home(s: &Session) -> Markup {
+pub(super) fn platform_home(s: &Session, tenants: &[Tenant], mrr: &Value, tunnels: &[TunnelView]) -> Markup {
+    let now = crate::directory::now_ms();
+    let ago = |ms: i64| format!("{} s ago", ((now - ms).max(0)) / 1000);
+    let slug = |id: &str| tenants.iter().find(|t| t.id == id).map(|t| t.slug.clone()).unwrap_or_else(|| id.to_string());
+    let micros = |v: &Value| dollars(v.as_i64().unwrap_or_default());
     layout(
         "Platform",
         Some(s),
         html! {
             h1 { "Platform" }
-            p { "You operate the platform. Tenants, MRR and every tunnel are served by the REST API (" code { "/v1/tenants" } ", " code { "/v1/tunnels" } ")." }
+            section aria-labelledby="mrr-h" {
+                h2 id="mrr-h" { "Monthly recurring revenue" }
+                p data-testid="mrr" { strong { (micros(&mrr["mrrMicros"])) } " a month from active tenants." }
+                div.table-wrap {
+                    table.data {
+                        thead { tr { th scope="col" { "Plan" } th scope="col" { "Active tenants" } th scope="col" { "Trials" } th scope="col" { "MRR" } } }
+                        tbody {
+                            @for plan in ["free", "team", "enterprise"] {
+                                @let p = &mrr["byPlan"][plan];
+                                tr { td { (plan) } td { (p["tenants"]) } td { (p["trials"]) } td { (micros(&p["mrrMicros"])) } }
+                            }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="tenants-h" {
+                h2 id="tenants-h" { "Tenants (" (tenants.len()) ")" }
+                div.table-wrap {
+                    table.data data-testid="tenants" {
+                        thead { tr { th scope="col" { "Name" } th scope="col" { "Slug" } th scope="col" { "Plan" } th scope="col" { "Status" } th scope="col" { "Region" } th scope="col" { "Live tunnels" } } }
+                        tbody {
+                            @for t in tenants {
+                                tr data-tenant=(t.id) {
+                                    td { (t.name) } td { (t.slug) } td { (t.subscription.plan.as_str()) }
+                                    td { @if t.status == crate::model::TenantStatus::Suspended { strong { "suspended" } } @else { (t.status.as_str()) } }
+                                    td { (t.home_region) }
+                                    td { (tunnels.iter().filter(|x| x.tenant_id == t.id).count()) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="tunnels-h" {
+                h2 id="tunnels-h" { "Every tunnel (" (tunnels.len()) ")" }
+                div.table-wrap {
+                    table.data data-testid="tunnels" {
+                        thead { tr { th scope="col" { "Tenant" } th scope="col" { "Cluster" } th scope="col" { "Relay" } th scope="col" { "Transport" } th scope="col" { "RTT" } th scope="col" { "Connected" } th scope="col" { "Last heartbeat" } th scope="col" { "Agent" } } }
+                        tbody {
+                            @for x in tunnels {
+                                tr {
+                                    td { (slug(&x.tenant_id)) } td { (x.cluster_id) } td { (x.relay_id) " (" (x.region) ")" } td { (x.transport) }
+                                    td { (format!("{:.1} ms", x.rtt_us as f64 / 1000.0)) } td { (ago(x.connected_at_ms)) } td { (ago(x.last_heartbeat_ms)) } td { (x.agent_version) }
+                                }
+                            }
+                            @if tunnels.is_empty() { tr { td colspan="8" { "No agent is connected." } } }
+                        }
+                    }
+                }
+            }
         },
     )
 }
@@ -459,6 +512,7 @@ pub(super) fn people(
     t: &Tenant,
     users: &[crate::model::User],
     tokens: &[crate::model::ApiToken],
+    access: &[crate::model::CrossTenantAccess],
     created: Option<(String, String)>,
 ) -> Markup {
     let day = |secs: i64| {
@@ -511,6 +565,47 @@ pub(super) fn people(
                 label for="token-name" { "New API token for you (for kubectl, the CLI or the API)" }
                 input id="token-name" name="name" type="text" required maxlength="100" autocomplete="off";
                 button type="submit" { "Create token" }
+            }
+            @if s.is_admin() {
+                section aria-labelledby="access-h" {
+                    h2 id="access-h" { "People of other tenants" }
+                    p.hint { "A role here for someone who signs in with another tenant's account (a consultant, a vendor's SRE), until revoked or it expires." }
+                    @if !access.is_empty() {
+                        div.table-wrap {
+                            table.data data-testid="access" {
+                                thead { tr { th scope="col" { "Email" } th scope="col" { "Their tenant" } th scope="col" { "Role" } th scope="col" { "Expires" } th scope="col" {} } }
+                                tbody { @for a in access {
+                                    tr data-access=(a.id) {
+                                        td { (a.grantee_email) } td { (a.grantee_tenant) } td { (role_label(a.role)) }
+                                        td { (a.expires_at.map(day).unwrap_or_else(|| "never".into())) }
+                                        td {
+                                            form method="post" action={ "/ui/access/" (a.id) "/revoke" } {
+                                                input type="hidden" name="csrf" value=(s.csrf);
+                                                button.danger type="submit" aria-label={ "Revoke access of " (a.grantee_email) } { "Revoke" }
+                                            }
+                                        }
+                                    }
+                                } }
+                            }
+                        }
+                    }
+                    form.card method="post" action="/ui/access" {
+                        input type="hidden" name="csrf" value=(s.csrf);
+                        label for="grantee-email" { "Their email" }
+                        input id="grantee-email" name="grantee_email" type="email" required autocomplete="off";
+                        label for="grantee-tenant" { "Their tenant (its short name)" }
+                        input id="grantee-tenant" name="grantee_tenant" type="text" required autocomplete="off" placeholder="partner";
+                        label for="grantee-role" { "Role here" }
+                        select id="grantee-role" name="role" {
+                            option value="tenant_viewer" { "viewer (reads)" }
+                            option value="tenant_user" { "user (reads and writes in namespaces)" }
+                            option value="tenant_admin" { "admin" }
+                        }
+                        label for="grantee-days" { "Days until it ends (empty: until revoked)" }
+                        input id="grantee-days" name="expires_in_days" type="number" min="1" max="365";
+                        button type="submit" { "Grant access" }
+                    }
+                }
             }
         },
     )
