@@ -205,7 +205,7 @@ async function main() {
     // Phone width.
     const phone = await signIn(browser, ADMIN, { width: 390, height: 844 });
     await phone.page.goto(`${URL_}/ui/clusters/${CLUSTER}`);
-    check('the chat page offers your recent lines again', /kubectl scale/.test(await phone.page.getByTestId('history').innerText()));
+    check('the chat page offers your recent lines again', /scale deployment api in web to 2/.test(await phone.page.getByTestId('history').innerText()));
     await ask(phone.page, 'show pods in web');
     await shot(phone.page, '06-chat-phone');
     const overflow = await phone.page.evaluate(() => {
