@@ -51,7 +51,7 @@ C="$DEV/certs"
 
 ADMIN_TOKEN=kc_$(python3 -c 'import secrets; print(secrets.token_hex(20))')
 "$BIN/kubechat-control-plane" --listen "127.0.0.1:$CP_PORT" --database-url "sqlite://$DEV/cp.db?mode=rwc" \
-  --platform-admin-token "$ADMIN_TOKEN" --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" --public-ca "$C/relay-ca.crt" \
+  --platform-admin-token "$ADMIN_TOKEN" --self-service-signup --tls-cert "$C/relay.crt" --tls-key "$C/relay.key" --public-ca "$C/relay-ca.crt" \
   --internal-listen "127.0.0.1:$CP_INTERNAL_PORT" --admin-listen "127.0.0.1:$CP_ADMIN_PORT" --relay-ca "$C/relay-ca.crt" \
   --relay-client-cert "$C/internal-client.crt" --relay-client-key "$C/internal-client.key" \
   --agent-ca-cert "$C/agent-ca.crt" --agent-ca-key "$C/agent-ca.key" --enroll-relay "127.0.0.1:$QUIC_PORT#ws=$WS_PORT" \

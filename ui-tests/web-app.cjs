@@ -87,8 +87,22 @@ async function main() {
     // Sign in: the clusters page, the cluster connected.
     const loginCtx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
     const login = await loginCtx.newPage();
+    login.setDefaultTimeout(TIMEOUT);
     await login.goto(`${URL_}/ui/login`);
     await shot(login, '01-login');
+    // Self-service sign-up (the dev stack opens it): a new organisation,
+    // its admin signed in at once, the token shown once.
+    await login.getByRole('link', { name: 'Create your organisation' }).click();
+    await login.getByLabel('Organisation').fill('Gamma Labs');
+    await login.getByLabel('Short name').fill(`gamma-${Date.now() % 100000}`);
+    await login.getByLabel('Your email').fill('gil@gamma.example');
+    await login.getByRole('button', { name: 'Create organisation' }).click();
+    const welcomeToken = (await login.getByTestId('new-token').innerText()).trim();
+    check('sign-up creates an organisation and shows its token once', /^kc_[0-9a-f]{40}$/.test(welcomeToken), welcomeToken.slice(0, 3));
+    await shot(login, '01a-signup-welcome');
+    await login.getByTestId('next').click();
+    await login.getByRole('heading', { name: 'Clusters of Gamma Labs' }).waitFor();
+    check('the new admin is signed in to their own, empty organisation', (await login.locator('tr[data-cluster]').count()) === 0);
     await loginCtx.close();
     const { context, page } = await signIn(browser, ADMIN);
     const row = page.locator(`tr[data-cluster="${CLUSTER}"]`);

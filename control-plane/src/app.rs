@@ -26,6 +26,8 @@ pub struct App {
     pub signer: kubechat_protocol::grant::GrantSigner,
     /// The URL kubectl reaches this control plane at, for kubeconfigs.
     pub public_url: String,
+    /// Anyone may create a (free, trial) tenant from `/ui/signup`.
+    pub self_service_signup: bool,
     /// The CA (PEM) kubectl should trust for `public_url`, if not public.
     pub public_ca_pem: Option<String>,
     /// The agent chart reference `helm install` commands name.

@@ -121,6 +121,10 @@ pub struct RawConfig {
     /// stack and tests only) [default: false].
     #[arg(long, env = "KUBECHAT_CHAT_LLM_ALLOW_LOOPBACK", num_args = 0..=1, default_missing_value = "true")]
     pub chat_llm_allow_loopback: Option<bool>,
+    /// Let anyone create a tenant (free plan, on trial) from the web app's
+    /// sign-up page; its email is not verified [default: false].
+    #[arg(long, env = "KUBECHAT_SELF_SERVICE_SIGNUP", num_args = 0..=1, default_missing_value = "true")]
+    pub self_service_signup: Option<bool>,
 }
 
 macro_rules! merge {
@@ -162,7 +166,8 @@ impl RawConfig {
             handshake_timeout_secs,
             header_timeout_secs,
             request_timeout_secs,
-            chat_llm_allow_loopback
+            chat_llm_allow_loopback,
+            self_service_signup
         )
     }
 
@@ -240,6 +245,7 @@ impl RawConfig {
             c.request_timeout = Duration::from_secs(s);
         }
         c.chat_llm_allow_loopback = self.chat_llm_allow_loopback.unwrap_or(false);
+        c.self_service_signup = self.self_service_signup.unwrap_or(false);
         Ok(c)
     }
 

@@ -160,6 +160,8 @@ pub struct Config {
     pub request_timeout: std::time::Duration,
     /// Tenants' chat LLM endpoints may be on loopback over plain http.
     pub chat_llm_allow_loopback: bool,
+    /// Anyone may create a (free, trial) tenant from `/ui/signup`.
+    pub self_service_signup: bool,
     /// How long cached principals, tenants, clusters and grants are still
     /// trusted once the database's change log cannot be read (see
     /// [`cache::Cache::set_offline_trust`]).
@@ -190,6 +192,7 @@ impl Config {
             limits: kubechat_transport::limits::Limits::default(),
             request_timeout: std::time::Duration::from_secs(30),
             chat_llm_allow_loopback: false,
+            self_service_signup: false,
             cache_offline_trust: cache::OFFLINE_TRUST,
         }
     }
@@ -310,6 +313,7 @@ impl ControlPlane {
             default_region: config.default_region,
             relays,
             signer,
+            self_service_signup: config.self_service_signup,
             public_url: config.public_url.clone().unwrap_or_else(|| {
                 let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
                 format!("{}://{addr}", if tls.is_some() { "https" } else { "http" })

@@ -644,3 +644,78 @@ async fn admins_grant_and_revoke_access_for_people_of_other_tenants() {
     assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(0), "{}", listed.body);
     assert_eq!(admin.post(&format!("/ui/access/{id}/revoke"), &[("csrf", &csrf)], false).await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_service_sign_up_creates_a_free_tenant_and_signs_its_admin_in_only_when_open() {
+    // Closed unless the operator opens it.
+    let closed = world(json!({})).await;
+    let b = WebClient::new(&closed.cp_url, &closed.cp_ca);
+    assert_eq!(b.get("/ui/signup").await.status, 404);
+    let fields = [("name", "Beta"), ("slug", "beta"), ("email", "bo@beta.example"), ("person", "")];
+    assert_eq!(b.post("/ui/signup", &fields, false).await.status, 404);
+    assert!(!b.get("/ui/login").await.text().contains("/ui/signup"));
+
+    let w = kubechat_tests::platform::world_full(json!({}), |_| {}, |c| c.self_service_signup = true).await;
+    let mut b = WebClient::new(&w.cp_url, &w.cp_ca);
+    assert!(b.get("/ui/login").await.text().contains("href=\"/ui/signup\""));
+    assert_eq!(b.get("/ui/signup").await.status, 200);
+    // Refused with why, what was typed kept.
+    let r = b.post("/ui/signup", &[("name", "Beta"), ("slug", "Beta Corp"), ("email", "bo@beta.example")], false).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("slug must be lowercase") && r.text().contains("value=\"bo@beta.example\""),
+        "{}",
+        r.text()
+    );
+    let r =
+        b.post("/ui/signup", &[("name", "Acme again"), ("slug", "acme"), ("email", "x@acme2.example")], false).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("already exists"), "{}", r.text());
+    // Another site's form makes nothing.
+    let r = b
+        .post_with(
+            "/ui/signup",
+            &[("name", "Evil"), ("slug", "evil"), ("email", "e@evil.example")],
+            &[("Origin", "https://evil.example")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+
+    // Made: signed in at once, the token shown once, the tenant free and on trial.
+    let r = b
+        .post(
+            "/ui/signup",
+            &[("name", "Beta"), ("slug", "beta"), ("email", "Bo@Beta.example"), ("person", "Bo")],
+            false,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let set = r.header("set-cookie").expect("a session cookie").to_string();
+    assert!(
+        set.starts_with("__Host-kubechat=") && set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let page = r.text();
+    let token = page
+        .split("data-testid=\"new-token\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the token")
+        .to_string();
+    assert!(token.starts_with("kc_"), "{token}");
+    b.cookie = set.split(';').next().map(str::to_string);
+    let home = b.get("/ui/").await.text();
+    assert!(home.contains("Clusters of Beta") && home.contains("bo@beta.example"), "{home}");
+    assert!(!b.get("/ui/").await.text().contains(&token), "the token is shown only once");
+    let api = kubechat_control_plane::client::Client::new_tls(
+        &w.cp_url,
+        Some(kubechat_control_plane::Secret(token)),
+        &w.cp_ca,
+    );
+    let mine = api.get("/v1/tenants").await.expect("reach");
+    let t = mine.body["items"].as_array().and_then(|a| a.first()).cloned().expect("its tenant");
+    assert_eq!((t["slug"].as_str(), t["status"].as_str()), (Some("beta"), Some("trial")), "{t}");
+    assert_eq!(t["subscription"]["plan"], "free", "{t}");
+    // Nothing of another tenant: acme's cluster is a 404 to Beta's admin.
+    assert_eq!(b.get(&chat_path(&w)).await.status, 404);
+}

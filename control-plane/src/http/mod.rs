@@ -25,7 +25,7 @@ mod certificates;
 pub(crate) mod clusters;
 mod commands;
 mod enroll;
-mod tenants;
+pub(crate) mod tenants;
 pub(crate) mod tokens;
 mod tunnels;
 mod users;

@@ -42,22 +42,32 @@ pub(crate) fn valid_email(e: &str) -> bool {
         && !e.contains(char::is_whitespace)
 }
 
-#[derive(Deserialize)]
+/// A tenant to onboard, with its first admin.
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TenantCreate {
-    name: String,
-    slug: String,
+pub(crate) struct TenantCreate {
+    pub(crate) name: String,
+    pub(crate) slug: String,
     #[serde(default)]
-    domain: Option<String>,
+    pub(crate) domain: Option<String>,
     #[serde(default)]
-    home_region: Option<String>,
+    pub(crate) home_region: Option<String>,
     #[serde(default)]
-    plan: Option<Plan>,
+    pub(crate) plan: Option<Plan>,
     #[serde(default)]
-    status: Option<TenantStatus>,
-    admin_email: String,
+    pub(crate) status: Option<TenantStatus>,
+    pub(crate) admin_email: String,
     #[serde(default)]
-    admin_name: Option<String>,
+    pub(crate) admin_name: Option<String>,
+}
+
+/// What onboarding made: the tenant, its first admin, and the admin's API
+/// token (the secret shown once).
+pub(crate) struct Onboarded {
+    pub(crate) tenant: Tenant,
+    pub(crate) admin: User,
+    pub(crate) secret: crate::Secret,
+    pub(crate) token: ApiToken,
 }
 
 fn next_billing_date() -> String {
@@ -74,6 +84,14 @@ fn next_billing_date() -> String {
     responses((status = 201, description = "onboard a tenant (platform admin): tenant, first admin, token")))]
 async fn create(State(app): State<Arc<App>>, Member(p): Member, JsonBody(b): JsonBody<TenantCreate>) -> Reply {
     platform_only(&p, "can onboard tenants")?;
+    let Onboarded { tenant, admin, secret, token } = onboard(&app, b).await?;
+    reply(StatusCode::CREATED, json!({"tenant": tenant, "admin": admin, "token": secret.0, "apiToken": token}))
+}
+
+/// Validates and stores a new tenant with its first admin and their token:
+/// the REST API's onboarding (platform admins) and the web app's
+/// self-service sign-up.
+pub(crate) async fn onboard(app: &App, b: TenantCreate) -> Result<Onboarded, ApiError> {
     if !is_dns_label(&b.slug) {
         return Err(ApiError::bad_request(
             "invalid_slug",
@@ -133,7 +151,7 @@ async fn create(State(app): State<Arc<App>>, Member(p): Member, JsonBody(b): Jso
         }
     })?;
     tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant onboarded");
-    reply(StatusCode::CREATED, json!({"tenant": tenant, "admin": admin, "token": secret.0, "apiToken": token}))
+    Ok(Onboarded { tenant, admin, secret, token })
 }
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants",

@@ -108,6 +108,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/", get(home))
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
+        .route("/ui/signup", get(signup_page).post(signup))
         .route("/ui/audit", get(audit))
         .route("/ui/audit/export", get(audit_export))
         .route("/ui/billing", get(billing))
@@ -190,8 +191,55 @@ pub(crate) fn check_csrf(s: &Session, sent: &str) -> Result<(), WebError> {
     }
 }
 
-async fn login_page() -> Html<String> {
-    Html(pages::login(None).into_string())
+async fn login_page(State(app): State<Arc<App>>) -> Html<String> {
+    Html(pages::login(None, app.self_service_signup).into_string())
+}
+
+/// Refuses unless the operator opened self-service sign-up.
+fn signup_open(app: &App) -> Result<(), WebError> {
+    if app.self_service_signup {
+        Ok(())
+    } else {
+        Err(WebError::new(
+            StatusCode::NOT_FOUND,
+            "Sign-up is not open here; ask your platform operator for an account.",
+        ))
+    }
+}
+
+async fn signup_page(State(app): State<Arc<App>>) -> Result<Html<String>, WebError> {
+    signup_open(&app)?;
+    Ok(Html(pages::signup(&pages::SignupFields::default(), None).into_string()))
+}
+
+/// Creates a tenant (free plan, on trial) and its first admin through the
+/// REST API's onboarding, signs the admin in, and shows their token once.
+/// No session exists yet, so no CSRF token: the [`guard`]'s origin check
+/// is what refuses another site's form.
+async fn signup(State(app): State<Arc<App>>, Form(f): Form<pages::SignupFields>) -> Result<Response, WebError> {
+    signup_open(&app)?;
+    let req = crate::http::tenants::TenantCreate {
+        name: f.name.trim().to_string(),
+        slug: f.slug.trim().to_string(),
+        admin_email: f.email.trim().to_string(),
+        admin_name: Some(f.person.trim().to_string()).filter(|n| !n.is_empty()),
+        plan: Some(crate::model::Plan::Free),
+        status: Some(crate::model::TenantStatus::Trial),
+        ..Default::default()
+    };
+    let made = match crate::http::tenants::onboard(&app, req).await {
+        Ok(made) => made,
+        Err(e) if e.status.is_client_error() => {
+            let html = pages::signup(&f, Some(&e.message)).into_string();
+            return Ok((e.status, Html(html)).into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let cookie = session::open(&app, &made.secret.0).await?;
+    let s = session::Session::of_cookie(&app, &cookie).await?;
+    let mut r = Html(pages::welcome(&s, &made.tenant, &made.secret.0).into_string()).into_response();
+    r.headers_mut().insert(header::SET_COOKIE, session::set_cookie(&cookie));
+    Ok(r)
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,7 +256,8 @@ async fn login(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Respons
             r
         }
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-            (StatusCode::UNAUTHORIZED, Html(pages::login(Some(&e.message)).into_string())).into_response()
+            let page = pages::login(Some(&e.message), app.self_service_signup);
+            (StatusCode::UNAUTHORIZED, Html(page.into_string())).into_response()
         }
         Err(e) => e.into_response(),
     }

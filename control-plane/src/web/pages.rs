@@ -75,7 +75,7 @@ pub(super) fn error(status: http::StatusCode, message: &str) -> Markup {
 }
 
 /// The sign-in page, with why the last try failed.
-pub(super) fn login(failed: Option<&str>) -> Markup {
+pub(super) fn login(failed: Option<&str>, signup: bool) -> Markup {
     layout(
         "Sign in",
         None,
@@ -88,6 +88,60 @@ pub(super) fn login(failed: Option<&str>) -> Markup {
                 p.hint { "Create one with " code { "kubechat tokens create" } " or ask your tenant admin." }
                 button type="submit" { "Sign in" }
             }
+            @if signup { p { "New to KubeChat? " a href="/ui/signup" { "Create your organisation" } } }
+        },
+    )
+}
+
+/// What the sign-up form was sent with, to show it again.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct SignupFields {
+    pub(super) name: String,
+    pub(super) slug: String,
+    pub(super) email: String,
+    pub(super) person: String,
+}
+
+/// Self-service sign-up: an organisation (a tenant on the free plan, on
+/// trial) and its first admin.
+pub(super) fn signup(f: &SignupFields, problem: Option<&str>) -> Markup {
+    layout(
+        "Create your organisation",
+        None,
+        html! {
+            h1 { "Create your organisation" }
+            @if let Some(why) = problem { p.error role="alert" data-testid="problem" { (why) } }
+            form.card method="post" action="/ui/signup" {
+                label for="org-name" { "Organisation" }
+                input id="org-name" name="name" type="text" required maxlength="200" value=(f.name) placeholder="Acme Inc.";
+                label for="org-slug" { "Short name" }
+                input id="org-slug" name="slug" type="text" required maxlength="40" value=(f.slug) placeholder="acme" aria-describedby="slug-hint";
+                p.hint id="slug-hint" { "Lowercase letters, digits and '-'; it names your organisation in kubeconfigs." }
+                label for="admin-email" { "Your email" }
+                input id="admin-email" name="email" type="email" required value=(f.email);
+                label for="admin-name" { "Your name" }
+                input id="admin-name" name="person" type="text" maxlength="200" value=(f.person);
+                p.hint { "You become its admin, on the free plan (1 cluster, 1,000 commands a month); upgrade any time." }
+                button type="submit" { "Create organisation" }
+            }
+            p { "Already have an API token? " a href="/ui/login" { "Sign in" } }
+        },
+    )
+}
+
+/// After sign-up: the admin's API token, shown once, and the next step.
+pub(super) fn welcome(s: &Session, t: &Tenant, secret: &str) -> Markup {
+    layout(
+        "Welcome",
+        Some(s),
+        html! {
+            h1 { "Welcome to KubeChat, " (t.name) }
+            section.card.created role="status" aria-label="Your API token" {
+                p.ok { "Your API token (for kubectl, the CLI and the API, and to sign in again). Copy it now: it is shown only once." }
+                pre data-testid="new-token" { (secret) }
+            }
+            p { a href="/ui/" data-testid="next" { "Add your first cluster" } }
         },
     )
 }

@@ -113,7 +113,14 @@ impl FromRequestParts<Arc<App>> for Session {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, WebError> {
         let cookie = cookie_value(parts).ok_or_else(WebError::sign_in)?;
-        let id_hash = auth::hash(&cookie);
+        Self::of_cookie(app, &cookie).await
+    }
+}
+
+impl Session {
+    /// The live session a cookie value stands for (or sign in again).
+    pub(crate) async fn of_cookie(app: &App, cookie: &str) -> Result<Self, WebError> {
+        let id_hash = auth::hash(cookie);
         let s = app.db.session(&id_hash).await?.ok_or_else(WebError::sign_in)?;
         let now = now_ms();
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
@@ -153,9 +160,7 @@ impl FromRequestParts<Arc<App>> for Session {
         }
         Ok(Self { principal, tenant, csrf: s.csrf, id_hash })
     }
-}
 
-impl Session {
     /// The person's own tenant; platform administrators have none (they
     /// manage tenants through the API).
     pub fn own_tenant(&self) -> Result<&Tenant, WebError> {
