@@ -226,6 +226,8 @@ async fn serve_inner(
     );
     info!(agent_version = %tunnel.agent_version, agent_id = %tunnel.agent_id, transport = conn.kind().as_str(), "tunnel up");
 
+    // Why the agent retired the tunnel, if it said so before it closed.
+    let mut retired: Option<String> = None;
     let reason = loop {
         tokio::select! {
             msg = recv.next_control_message() => match msg {
@@ -242,6 +244,7 @@ async fn serve_inner(
                     // The agent retires this tunnel (renewed certificate,
                     // shutdown): no new streams; in-flight ones finish.
                     info!(reason = %g.reason, "agent is retiring the tunnel");
+                    retired = Some(g.reason.chars().take(200).collect());
                     tunnel.draining.store(true, Ordering::Relaxed);
                     state.presence_changed.notify_one();
                 }
@@ -272,6 +275,11 @@ async fn serve_inner(
             }
             e = conn.closed() => break e.to_string(),
         }
+    };
+    // What the agent said outranks how the connection then ended.
+    let reason = match retired {
+        Some(r) => format!("the agent retired it: {r} (then {reason})"),
+        None => reason,
     };
     state.registry.remove(&tunnel);
     state.metrics.tunnels_connected.dec();

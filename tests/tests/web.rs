@@ -719,3 +719,28 @@ async fn self_service_sign_up_creates_a_free_tenant_and_signs_its_admin_in_only_
     // Nothing of another tenant: acme's cluster is a 404 to Beta's admin.
     assert_eq!(b.get(&chat_path(&w)).await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_page_says_when_and_why_its_tunnel_last_dropped() {
+    // The relay publishes tunnel events from its spool.
+    let spool = tempfile::tempdir().expect("tempdir");
+    let dir = spool.path().to_path_buf();
+    let w = kubechat_tests::platform::world_with(json!({}), |c| c.spool_dir = Some(dir)).await;
+    let (user, _) = signed_in(&w, "tenant_user", "ursula@acme.example").await;
+    let page = user.get(&chat_path(&w)).await.text();
+    assert!(page.contains("connected") && !page.contains("data-testid=\"last-drop\""), "no drop yet: {page}");
+    // The agent goes away: the relay records why, and the page says so.
+    w.agent.shutdown.cancel();
+    kubechat_tests::wait::eventually("the drop on the cluster page", std::time::Duration::from_secs(20), || async {
+        user.get(&chat_path(&w)).await.text().contains("data-testid=\"last-drop\"")
+    })
+    .await;
+    let page = user.get(&chat_path(&w)).await.text();
+    let drop = page.split("data-testid=\"last-drop\">").nth(1).and_then(|s| s.split("</p>").next()).expect("the drop");
+    assert!(drop.starts_with("Last tunnel drop: ") && drop.contains(" on relay-"), "{drop}");
+    assert!(drop.contains("the agent retired it: agent shutting down"), "the relay's reason is shown: {drop}");
+    // The audit filter finds it as well.
+    let (admin, _) = signed_in(&w, "tenant_admin", "ada@acme.example").await;
+    let r = admin.get("/ui/audit?kind=tunnel_disconnect").await;
+    assert!(audit_rows(&r.text()).len() == 1 && r.text().contains("selected>tunnel down<"), "{}", r.text());
+}

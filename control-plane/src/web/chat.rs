@@ -44,8 +44,27 @@ async fn page(
     let c = super::own_cluster(&app, &s, &id).await?;
     let tunnels = tunnels(&app, &c).await?;
     let history = history(&app, &s, &c).await?;
-    let page = pages::ChatPage { tunnels: &tunnels, history: &history, prefill: q.q.as_deref().unwrap_or_default() };
+    let last_drop = last_drop(&app, &c).await?;
+    let page = pages::ChatPage {
+        tunnels: &tunnels,
+        history: &history,
+        last_drop: last_drop.as_ref(),
+        prefill: q.q.as_deref().unwrap_or_default(),
+    };
     Ok(Html(pages::chat(&s, &c, &page, None).into_string()))
+}
+
+/// Why the cluster's last tunnel went down, and when: the relay's own
+/// `tunnel_disconnect` record in the audit trail.
+async fn last_drop(app: &App, c: &crate::model::Cluster) -> Result<Option<crate::audit::AuditEntry>, WebError> {
+    let f = crate::audit::Filter {
+        cluster: Some(c.id.clone()),
+        kind: Some("tunnel_disconnect".into()),
+        before: Some(i64::MAX),
+        limit: 1,
+        ..Default::default()
+    };
+    Ok(crate::audit::list(&app.db, &c.tenant_id, &f).await?.0.into_iter().next())
 }
 
 /// How many of the person's own lines the page offers again.
@@ -108,7 +127,8 @@ async fn answer(
     } else {
         let tunnels = tunnels(app, c).await?;
         let history = history(app, s, c).await?;
-        let page = pages::ChatPage { tunnels: &tunnels, history: &history, prefill: "" };
+        let last_drop = last_drop(app, c).await?;
+        let page = pages::ChatPage { tunnels: &tunnels, history: &history, last_drop: last_drop.as_ref(), prefill: "" };
         Ok(Html(pages::chat(s, c, &page, Some(turn)).into_string()).into_response())
     }
 }

@@ -303,6 +303,8 @@ pub(super) struct ChatPage<'a> {
     pub(super) tunnels: &'a [TunnelView],
     /// The person's latest lines on this cluster, newest first.
     pub(super) history: &'a [AuditEntry],
+    /// The relay's record of the cluster's last tunnel going down.
+    pub(super) last_drop: Option<&'a AuditEntry>,
     /// A line to put in the box (a deep link's `q`).
     pub(super) prefill: &'a str,
 }
@@ -339,6 +341,13 @@ pub(super) fn chat(s: &Session, c: &Cluster, page: &ChatPage<'_>, turn: Option<M
                             }
                         } }
                     }
+                }
+            }
+            @if let Some(d) = page.last_drop {
+                p.hint data-testid="last-drop" {
+                    "Last tunnel drop: " (ago(d.time_ms))
+                    @if !d.relay_id.is_empty() { " on " (d.relay_id) }
+                    ": " (if d.reason.is_empty() { "no reason recorded" } else { d.reason.as_str() }) "."
                 }
             }
             section id="transcript" aria-live="polite" aria-label="Transcript" {
@@ -731,7 +740,7 @@ pub(super) fn audit(s: &Session, t: &Tenant, v: &Verification, page: &AuditPage<
                 label { "Verb" input type="text" name="verb" value=(q.verb) placeholder="get, delete, …"; }
                 label { "Resource" input type="text" name="resource" value=(q.resource) placeholder="pods, secrets, …"; }
                 (choice("decision", "Decision", &q.decision, &[("", "any"), ("allow", "allowed"), ("deny", "refused")]))
-                (choice("kind", "Kind", &q.kind, &[("", "any"), ("decision", "decisions"), ("request", "requests"), ("chat", "chat")]))
+                (choice("kind", "Kind", &q.kind, &[("", "any"), ("decision", "decisions"), ("request", "requests"), ("chat", "chat"), ("tunnel_connect", "tunnel up"), ("tunnel_disconnect", "tunnel down")]))
                 label { "From" input type="date" name="since" value=(q.since); }
                 label { "To" input type="date" name="until" value=(q.until); }
                 div.actions {
