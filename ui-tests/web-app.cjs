@@ -28,8 +28,22 @@ function check(name, ok, detail) {
   console.log(`ok: ${name}`);
 }
 
+// Every page shot is also checked by axe-core (WCAG 2.1 A and AA rules);
+// any finding fails the run at the end; all are written to accessibility.json.
+const AXE = fs.readFileSync(path.join(process.env.KUBECHAT_UI_NODE, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+const a11y = [];
+let a11yPages = 0;
+
 async function shot(page, name) {
   await page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: true });
+  // Evaluated through the driver, so the page's CSP (script-src 'self') stays as it is.
+  await page.evaluate(AXE);
+  const found = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+  });
+  a11yPages += 1;
+  for (const v of found) a11y.push({ page: name, ...v });
 }
 
 async function signIn(browser, token, viewport) {
@@ -283,6 +297,10 @@ async function main() {
     check('after sign-out the old cookie is refused', /\/ui\/login$/.test(rp.url()), rp.url());
     await replay.close();
     await context.close();
+
+    // Accessibility of every page shot above.
+    fs.writeFileSync(path.join(OUT, 'accessibility.json'), JSON.stringify(a11y, null, 2));
+    check(`no accessibility finding on ${a11yPages} pages (axe-core, WCAG 2.1 A and AA)`, a11y.length === 0, JSON.stringify(a11y.slice(0, 6)));
   } catch (e) {
     if (current) await current.screenshot({ path: path.join(OUT, '99-failure.png'), fullPage: true }).catch(() => {});
     throw e;

@@ -125,6 +125,15 @@ async fn onboarding_and_every_endpoints_happy_path() {
             .await
             .expect("reach");
         assert_eq!(r.body["policy"]["deniedResources"], json!(["secrets"]));
+        // A policy naming what no request can carry is refused, made or changed.
+        let r = admin
+            .put(&format!("/v1/tenants/{tid}/clusters/{cid}"), &json!({"policy": {"allowedNamespaces": ["Web App"]}}))
+            .await
+            .expect("reach");
+        assert_eq!((r.status, code(&r)), (400, "invalid_policy"), "{}", r.body);
+        let bad = json!({"name": "prod-us", "policy": {"deniedResources": ["Secrets!"]}});
+        let r = admin.post(&format!("/v1/tenants/{tid}/clusters"), &bad).await.expect("reach");
+        assert_eq!((r.status, code(&r)), (400, "invalid_policy"), "{}", r.body);
         assert_eq!(
             bob_client.get(&format!("/v1/tenants/{tid}/clusters/{cid}")).await.expect("reach").body["name"],
             "prod-eu"

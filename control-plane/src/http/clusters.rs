@@ -66,6 +66,7 @@ pub(crate) async fn register(app: &App, p: &auth::Principal, id: &str, b: Cluste
             "cluster name must be lowercase letters, digits and '-', at most 40 characters",
         ));
     }
+    check_policy(&b.policy)?;
     let c = Cluster {
         id: auth::new_id('c'),
         tenant_id: t.id.clone(),

@@ -160,7 +160,7 @@ pub(super) fn platform_home(s: &Session, tenants: &[Tenant], mrr: &Value, tunnel
             section aria-labelledby="mrr-h" {
                 h2 id="mrr-h" { "Monthly recurring revenue" }
                 p data-testid="mrr" { strong { (micros(&mrr["mrrMicros"])) } " a month from active tenants." }
-                div.table-wrap {
+                div.table-wrap tabindex="0" {
                     table.data {
                         thead { tr { th scope="col" { "Plan" } th scope="col" { "Active tenants" } th scope="col" { "Trials" } th scope="col" { "MRR" } } }
                         tbody {
@@ -174,7 +174,7 @@ pub(super) fn platform_home(s: &Session, tenants: &[Tenant], mrr: &Value, tunnel
             }
             section aria-labelledby="tenants-h" {
                 h2 id="tenants-h" { "Tenants (" (tenants.len()) ")" }
-                div.table-wrap {
+                div.table-wrap tabindex="0" {
                     table.data data-testid="tenants" {
                         thead { tr { th scope="col" { "Name" } th scope="col" { "Slug" } th scope="col" { "Plan" } th scope="col" { "Status" } th scope="col" { "Region" } th scope="col" { "Live tunnels" } } }
                         tbody {
@@ -192,7 +192,7 @@ pub(super) fn platform_home(s: &Session, tenants: &[Tenant], mrr: &Value, tunnel
             }
             section aria-labelledby="tunnels-h" {
                 h2 id="tunnels-h" { "Every tunnel (" (tunnels.len()) ")" }
-                div.table-wrap {
+                div.table-wrap tabindex="0" {
                     table.data data-testid="tunnels" {
                         thead { tr { th scope="col" { "Tenant" } th scope="col" { "Cluster" } th scope="col" { "Relay" } th scope="col" { "Transport" } th scope="col" { "RTT" } th scope="col" { "Connected" } th scope="col" { "Last heartbeat" } th scope="col" { "Agent" } } }
                         tbody {
@@ -237,7 +237,7 @@ pub(super) fn home(s: &Session, t: &Tenant, rows: &[ClusterRow]) -> Markup {
             @if rows.is_empty() {
                 p { "No clusters yet." }
             } @else {
-                table.data {
+                table.data tabindex="0" {
                     caption { "Your clusters and their tunnels" }
                     thead { tr { th scope="col" { "Cluster" } th scope="col" { "Status" } th scope="col" { "Tunnels" } th scope="col" { "Policy" } } }
                     tbody {
@@ -327,7 +327,7 @@ pub(super) fn chat(s: &Session, c: &Cluster, page: &ChatPage<'_>, turn: Option<M
             @if !tunnels.is_empty() {
                 details.tunnels {
                     summary { "Tunnel health (" (tunnels.len()) ")" }
-                    table.data {
+                    table.data tabindex="0" {
                         thead { tr { th scope="col" { "Relay" } th scope="col" { "Transport" } th scope="col" { "RTT" } th scope="col" { "Last heartbeat" } th scope="col" { "Connected" } th scope="col" { "Reconnects" } th scope="col" { "Agent" } } }
                         tbody { @for x in tunnels {
                             tr {
@@ -396,7 +396,7 @@ fn blocks(blocks: &Value) -> Markup {
         @for b in blocks.as_array().into_iter().flatten() {
             @match b["type"].as_str().unwrap_or_default() {
                 "table" => {
-                    table.data {
+                    table.data tabindex="0" {
                         caption { (text(&b["title"])) }
                         thead { tr { @for col in b["columns"].as_array().into_iter().flatten() { th scope="col" { (text(&col["name"])) } } } }
                         tbody { @for row in b["rows"].as_array().into_iter().flatten() {
@@ -432,7 +432,7 @@ fn requests(reqs: &Value) -> Markup {
         @if reqs.as_array().is_some_and(|r| !r.is_empty()) {
             details.requests {
                 summary { "API requests and their verdicts" }
-                table.data {
+                table.data tabindex="0" {
                     thead { tr { th scope="col" { "Request" } th scope="col" { "Verb" } th scope="col" { "Verdict" } } }
                     tbody { @for r in reqs.as_array().into_iter().flatten() {
                         tr {
@@ -597,13 +597,13 @@ pub(super) fn people(
                 }
             }
             @if !users.is_empty() {
-                table.data {
+                table.data tabindex="0" {
                     caption { "People and their roles" }
                     thead { tr { th scope="col" { "Email" } th scope="col" { "Name" } th scope="col" { "Role" } } }
                     tbody { @for u in users { tr { td { (u.email) } td { (u.name) } td { (role_label(u.role)) } } } }
                 }
             }
-            table.data {
+            table.data tabindex="0" {
                 caption { @if users.is_empty() { "Your API tokens" } @else { "API tokens" } }
                 thead { tr { th scope="col" { "Name" } th scope="col" { "Starts with" } @if !users.is_empty() { th scope="col" { "Person" } } th scope="col" { "Expires" } th scope="col" { "State" } } }
                 tbody { @for k in tokens {
@@ -614,10 +614,7 @@ pub(super) fn people(
                         td { (k.expires_at.map(day).unwrap_or_else(|| "never".into())) }
                         td {
                             @if k.revoked_at.is_some() { "revoked" } @else {
-                                form method="post" action={ "/ui/tokens/" (k.id) "/revoke" } {
-                                    input type="hidden" name="csrf" value=(s.csrf);
-                                    button.danger type="submit" aria-label={ "Revoke token " (k.name) } { "Revoke" }
-                                }
+                                (revoke_button(s, &format!("/ui/tokens/{}/revoke", k.id), &format!("Revoke token {}", k.name)))
                             }
                         }
                     }
@@ -634,7 +631,7 @@ pub(super) fn people(
                     h2 id="access-h" { "People of other tenants" }
                     p.hint { "A role here for someone who signs in with another tenant's account (a consultant, a vendor's SRE), until revoked or it expires." }
                     @if !access.is_empty() {
-                        div.table-wrap {
+                        div.table-wrap tabindex="0" {
                             table.data data-testid="access" {
                                 thead { tr { th scope="col" { "Email" } th scope="col" { "Their tenant" } th scope="col" { "Role" } th scope="col" { "Expires" } th scope="col" {} } }
                                 tbody { @for a in access {
@@ -642,10 +639,7 @@ pub(super) fn people(
                                         td { (a.grantee_email) } td { (a.grantee_tenant) } td { (role_label(a.role)) }
                                         td { (a.expires_at.map(day).unwrap_or_else(|| "never".into())) }
                                         td {
-                                            form method="post" action={ "/ui/access/" (a.id) "/revoke" } {
-                                                input type="hidden" name="csrf" value=(s.csrf);
-                                                button.danger type="submit" aria-label={ "Revoke access of " (a.grantee_email) } { "Revoke" }
-                                            }
+                                            (revoke_button(s, &format!("/ui/access/{}/revoke", a.id), &format!("Revoke access of {}", a.grantee_email)))
                                         }
                                     }
                                 } }
@@ -751,7 +745,7 @@ pub(super) fn audit(s: &Session, t: &Tenant, v: &Verification, page: &AuditPage<
                     }
                 }
             }
-            div.table-wrap {
+            div.table-wrap tabindex="0" {
                 table.data data-testid="audit-events" {
                     caption { @if filtered { "Matching events, newest first" } @else { "Events, newest first" } }
                     thead { tr { th scope="col" { "#" } th scope="col" { "Time" } th scope="col" { "Kind" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "Decision" } } }
@@ -845,7 +839,7 @@ pub(super) fn billing(s: &Session, t: &Tenant, page: &BillingPage<'_>) -> Markup
         html! {
             h1 { "Usage and billing" }
             p data-testid="plan" { "Plan: " strong { (plan.as_str()) } " — " (dollars(price.base_micros)) " a month, " (dollars(price.command_micros)) " a command." }
-            div.table-wrap {
+            div.table-wrap tabindex="0" {
                 table.data {
                     caption { "Against the plan, this month (" (crate::audit::this_month()) ")" }
                     thead { tr { th scope="col" { "What" } th scope="col" { "Used" } th scope="col" { "Share" } } }
@@ -884,7 +878,7 @@ pub(super) fn billing(s: &Session, t: &Tenant, page: &BillingPage<'_>) -> Markup
                     }
                     " " button type="submit" { "Show" }
                 }
-                div.table-wrap {
+                div.table-wrap tabindex="0" {
                     table.data data-testid="invoice" {
                         caption { "Lines of the " (page.invoice.month) " invoice, in " (page.invoice.currency) }
                         thead { tr { th scope="col" { "Line" } th scope="col" { "Quantity" } th scope="col" { "Unit price" } th scope="col" { "Amount" } } }
@@ -940,6 +934,17 @@ pub(super) fn cluster_settings(s: &Session, c: &Cluster, saved: bool, problem: O
             }
         },
     )
+}
+
+/// A "Revoke" button posting the session's CSRF token to `action`, named
+/// `label` for screen readers.
+fn revoke_button(s: &Session, action: &str, label: &str) -> Markup {
+    html! {
+        form method="post" action=(action) {
+            input type="hidden" name="csrf" value=(s.csrf);
+            button.danger type="submit" aria-label=(label) { "Revoke" }
+        }
+    }
 }
 
 /// `v` encoded as a URL query value.
