@@ -95,6 +95,19 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+/// `rows` parenthesised lists of `cols` numbered placeholders, for a
+/// multi-row `VALUES` or an `IN`: `value_lists(2, 2)` is
+/// `($1, $2), ($3, $4)`.
+fn value_lists(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How many columns [`COLUMNS`] names.
 const AUDIT_COLUMNS: usize = 30;
 /// Events per multi-row insert: 30 columns × 32 rows = 960 parameters,
@@ -285,14 +298,7 @@ pub async fn append_in(
     // Two statements a chunk (which ids are stored; the new rows), not two
     // an event: each statement is a round trip to the database.
     for chunk in entries.chunks(APPEND_CHUNK) {
-        let mut sql = String::from("SELECT id FROM audit_events WHERE id IN (");
-        for i in 1..=chunk.len() {
-            sql.push_str(if i == 1 { "$1" } else { ", $" });
-            if i > 1 {
-                sql.push_str(&i.to_string());
-            }
-        }
-        sql.push(')');
+        let sql = format!("SELECT id FROM audit_events WHERE id IN {}", value_lists(1, chunk.len()));
         let mut q = sqlx::query(&sql);
         for e in chunk {
             q = q.bind(e.id.clone());
@@ -318,18 +324,7 @@ pub async fn append_in(
         if rows.is_empty() {
             continue;
         }
-        let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
-        for r in 0..rows.len() {
-            sql.push_str(if r == 0 { "(" } else { ", (" });
-            for c in 1..=AUDIT_COLUMNS {
-                if c > 1 {
-                    sql.push_str(", ");
-                }
-                sql.push('$');
-                sql.push_str(&(r * AUDIT_COLUMNS + c).to_string());
-            }
-            sql.push(')');
-        }
+        let sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES {}", value_lists(rows.len(), AUDIT_COLUMNS));
         let mut q = sqlx::query(&sql);
         for e in &rows {
             q = q
@@ -726,26 +721,10 @@ pub async fn add_usage_rows_in(
 ) -> Result<u64, StoreError> {
     let mut added = 0;
     for chunk in rows.chunks(USAGE_CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO usage_events (id, tenant_id, cluster_id, usage_type, quantity, time_ms, month) VALUES ",
+        let sql = format!(
+            "INSERT INTO usage_events (id, tenant_id, cluster_id, usage_type, quantity, time_ms, month) VALUES {} ON CONFLICT (id) DO NOTHING",
+            value_lists(chunk.len(), 7)
         );
-        for r in 0..chunk.len() {
-            let b = r * 7;
-            if r > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7
-            ));
-        }
-        sql.push_str(" ON CONFLICT (id) DO NOTHING");
         let mut q = sqlx::query(&sql);
         for u in chunk {
             let month = time::OffsetDateTime::from_unix_timestamp(u.time_ms / 1000)
@@ -793,6 +772,12 @@ mod tests {
     #[test]
     fn the_column_count_matches_the_column_list() {
         assert_eq!(COLUMNS.split(',').count(), AUDIT_COLUMNS);
+    }
+
+    #[test]
+    fn value_lists_number_every_placeholder_once() {
+        assert_eq!(value_lists(1, 3), "($1, $2, $3)");
+        assert_eq!(value_lists(2, 2), "($1, $2), ($3, $4)");
     }
 
     #[test]

@@ -32,16 +32,17 @@ fn own_admins_only(p: &Principal, t: &Tenant) -> Result<(), ApiError> {
     }
 }
 
+/// A grant to make: a person of another tenant, the role here, how long.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AccessCreate {
-    grantee_email: String,
-    grantee_tenant: String,
-    role: Role,
+pub(crate) struct AccessCreate {
+    pub(crate) grantee_email: String,
+    pub(crate) grantee_tenant: String,
+    pub(crate) role: Role,
     #[serde(default)]
-    expires_in_days: Option<u32>,
+    pub(crate) expires_in_days: Option<u32>,
     #[serde(default)]
-    expires_in_seconds: Option<u32>,
+    pub(crate) expires_in_seconds: Option<u32>,
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{id}/cross-tenant-access", tag = "access",
@@ -52,21 +53,8 @@ async fn grant(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<AccessCreate>,
 ) -> Reply {
-    let a = grant_in(&app, &p, &id, b).await?;
+    let a = grant_access(&app, &p, &id, b).await?;
     reply(StatusCode::CREATED, json!(a))
-}
-
-/// A grant to make: a person of another tenant, the role, how long.
-#[derive(Debug, Clone)]
-pub(crate) struct AccessRequest {
-    /// Their email.
-    pub(crate) grantee_email: String,
-    /// Their tenant's slug.
-    pub(crate) grantee_tenant: String,
-    /// The role they get here.
-    pub(crate) role: Role,
-    /// Days until it ends (none: until revoked).
-    pub(crate) expires_in_days: Option<u32>,
 }
 
 /// Grants a person of another tenant a role on tenant `id` (its own
@@ -75,19 +63,8 @@ pub(crate) async fn grant_access(
     app: &App,
     p: &Principal,
     id: &str,
-    r: AccessRequest,
+    b: AccessCreate,
 ) -> Result<CrossTenantAccess, ApiError> {
-    let b = AccessCreate {
-        grantee_email: r.grantee_email,
-        grantee_tenant: r.grantee_tenant,
-        role: r.role,
-        expires_in_days: r.expires_in_days,
-        expires_in_seconds: None,
-    };
-    grant_in(app, p, id, b).await
-}
-
-async fn grant_in(app: &App, p: &Principal, id: &str, b: AccessCreate) -> Result<CrossTenantAccess, ApiError> {
     let t = tenant_for(app, p, id).await?;
     own_admins_only(p, &t)?;
     if b.role == Role::PlatformAdmin {

@@ -109,11 +109,10 @@ async fn export(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<S
 /// are ignored), as JSON Lines, oldest first, streamed by a task of the
 /// control plane's (so a client that goes away only ends the stream);
 /// metered as `audit_export`. The REST export and the web app's share it.
-pub(crate) fn export_stream(app: Arc<App>, tenant: String, only: Filter) -> Response {
+pub(crate) fn export_stream(app: Arc<App>, t: String, only: Filter) -> Response {
     let (mut tx, body) = http_body_util::Channel::<Bytes, crate::kube::BoxError>::new(8);
     let tasks = app.tasks.clone();
     tasks.spawn(async move {
-        let t = tenant;
         let mut f = Filter { limit: 1000, after: 0, before: None, ..only };
         let mut exported = 0u64;
         loop {

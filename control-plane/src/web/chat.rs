@@ -42,16 +42,23 @@ async fn page(
     Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, WebError> {
     let c = super::own_cluster(&app, &s, &id).await?;
-    let tunnels = tunnels(&app, &c).await?;
-    let history = history(&app, &s, &c).await?;
-    let last_drop = last_drop(&app, &c).await?;
-    let page = pages::ChatPage {
-        tunnels: &tunnels,
-        history: &history,
-        last_drop: last_drop.as_ref(),
-        prefill: q.q.as_deref().unwrap_or_default(),
-    };
-    Ok(Html(pages::chat(&s, &c, &page, None).into_string()))
+    chat_page(&app, &s, &c, q.q.as_deref().unwrap_or_default(), None).await
+}
+
+/// The whole chat page: tunnel health, the last drop, the person's recent
+/// lines, and `turn` (an answer, when the browser posted without htmx).
+async fn chat_page(
+    app: &App,
+    s: &Session,
+    c: &crate::model::Cluster,
+    prefill: &str,
+    turn: Option<maud::Markup>,
+) -> Result<Html<String>, WebError> {
+    let tunnels = tunnels(app, c).await?;
+    let history = history(app, s, c).await?;
+    let last_drop = last_drop(app, c).await?;
+    let page = pages::ChatPage { tunnels: &tunnels, history: &history, last_drop: last_drop.as_ref(), prefill };
+    Ok(Html(pages::chat(s, c, &page, turn).into_string()))
 }
 
 /// Why the cluster's last tunnel went down, and when: the relay's own
@@ -125,11 +132,7 @@ async fn answer(
     if htmx {
         Ok(Html(turn.into_string()).into_response())
     } else {
-        let tunnels = tunnels(app, c).await?;
-        let history = history(app, s, c).await?;
-        let last_drop = last_drop(app, c).await?;
-        let page = pages::ChatPage { tunnels: &tunnels, history: &history, last_drop: last_drop.as_ref(), prefill: "" };
-        Ok(Html(pages::chat(s, c, &page, Some(turn)).into_string()).into_response())
+        Ok(chat_page(app, s, c, "", Some(turn)).await?.into_response())
     }
 }
 

@@ -25,14 +25,8 @@ pub(super) fn router() -> Router<Arc<App>> {
         .route("/ui/clusters/{id}/delete", post(delete))
 }
 
-/// Only tenant admins change a cluster.
-fn admin(s: &Session) -> Result<(), WebError> {
-    if s.is_admin() {
-        Ok(())
-    } else {
-        Err(WebError::forbidden("Only tenant admins change a cluster's settings; ask one."))
-    }
-}
+/// What only tenant admins may do here.
+const ADMINS_ONLY: &str = "change a cluster's settings";
 
 #[derive(Debug, Default, Deserialize)]
 struct PageQuery {
@@ -45,7 +39,7 @@ async fn page(
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, WebError> {
-    admin(&s)?;
+    s.own_tenant_as_admin(ADMINS_ONLY)?;
     let c = super::own_cluster(&app, &s, &id).await?;
     Ok(Html(pages::cluster_settings(&s, &c, q.saved.is_some(), None).into_string()))
 }
@@ -83,22 +77,18 @@ async fn save_policy(
     Form(f): Form<PolicyForm>,
 ) -> Result<Response, WebError> {
     check_csrf(&s, &f.csrf)?;
-    admin(&s)?;
-    let t = s.own_tenant()?;
+    let t = s.own_tenant_as_admin(ADMINS_ONLY)?;
     let c = super::own_cluster(&app, &s, &id).await?;
     let policy = ClusterPolicy {
         read_only: f.read_only.is_some(),
         allowed_namespaces: list(&f.allowed_namespaces),
         denied_resources: list(&f.denied_resources),
     };
-    match crate::http::clusters::update_cluster(&app, &s.principal, &t.id, &c.id, None, Some(policy)).await {
+    match crate::http::clusters::update_cluster(&app, &s.principal, &t.id, &c.id, None, Some(policy.clone())).await {
         Ok(_) => Ok(Redirect::to(&format!("/ui/clusters/{}/settings?saved=1", c.id)).into_response()),
         // Shown on the form, with what was typed kept.
         Err(e) if e.status == StatusCode::BAD_REQUEST => {
-            let mut shown = c.clone();
-            shown.policy.read_only = f.read_only.is_some();
-            shown.policy.allowed_namespaces = list(&f.allowed_namespaces);
-            shown.policy.denied_resources = list(&f.denied_resources);
+            let shown = crate::model::Cluster { policy, ..c };
             let html = pages::cluster_settings(&s, &shown, false, Some(&e.message)).into_string();
             Ok((StatusCode::BAD_REQUEST, Html(html)).into_response())
         }
@@ -122,8 +112,7 @@ async fn delete(
     Form(f): Form<DeleteForm>,
 ) -> Result<Response, WebError> {
     check_csrf(&s, &f.csrf)?;
-    admin(&s)?;
-    let t = s.own_tenant()?;
+    let t = s.own_tenant_as_admin(ADMINS_ONLY)?;
     let c = super::own_cluster(&app, &s, &id).await?;
     if f.confirm_name.trim() != c.name {
         let message = format!("Type the cluster's name, {}, to delete it.", c.name);

@@ -376,23 +376,21 @@ struct GrantForm {
 async fn grant_access(State(app): State<Arc<App>>, s: Session, Form(f): Form<GrantForm>) -> Result<Response, WebError> {
     check_csrf(&s, &f.csrf)?;
     let t = s.own_tenant()?;
-    let role = match f.role.as_str() {
-        "tenant_viewer" => crate::model::Role::TenantViewer,
-        "tenant_user" => crate::model::Role::TenantUser,
-        "tenant_admin" => crate::model::Role::TenantAdmin,
-        other => return Err(WebError::new(StatusCode::BAD_REQUEST, &format!("There is no role {other:?} to grant."))),
-    };
+    // platform_admin parses, and the grant refuses it like the REST API does.
+    let role = crate::model::Role::parse(&f.role)
+        .ok_or_else(|| WebError::new(StatusCode::BAD_REQUEST, &format!("There is no role {:?} to grant.", f.role)))?;
     let days = match f.expires_in_days.trim() {
         "" => None,
         d => {
             Some(d.parse::<u32>().map_err(|_| WebError::new(StatusCode::BAD_REQUEST, "Days must be a whole number."))?)
         }
     };
-    let r = crate::http::access::AccessRequest {
+    let r = crate::http::access::AccessCreate {
         grantee_email: f.grantee_email.trim().to_string(),
         grantee_tenant: f.grantee_tenant.trim().to_string(),
         role,
         expires_in_days: days,
+        expires_in_seconds: None,
     };
     crate::http::access::grant_access(&app, &s.principal, &t.id, r).await?;
     Ok(Redirect::to("/ui/people").into_response())
@@ -538,23 +536,19 @@ async fn billing(
     s: Session,
     axum::extract::Query(q): axum::extract::Query<BillingQuery>,
 ) -> Result<Html<String>, WebError> {
-    let t = s.own_tenant()?;
-    if !s.is_admin() {
-        return Err(WebError::forbidden("Only tenant admins see usage and invoices; ask one."));
-    }
+    let t = s.own_tenant_as_admin("see usage and invoices")?;
     let months = recent_months(time::OffsetDateTime::now_utc());
     let month = if q.month.is_empty() { months[0].clone() } else { q.month.clone() };
     if !months.contains(&month) {
         return Err(WebError::new(StatusCode::NOT_FOUND, "Invoices are shown for this month and the five before it."));
     }
-    // The tenant as stored now (a plan just upgraded shows at once).
-    let tenant = app.db.tenant(&Scope::Tenant(t.id.clone()), &t.id).await?.unwrap_or_else(|| t.clone());
-    let usage = app.db.usage(&tenant).await?;
-    let this_month = crate::audit::this_month();
-    let metered = crate::audit::usage_totals(&app.db, &tenant.id, &this_month).await?;
-    let invoice = crate::billing::invoice(&app.db, &tenant, &month).await?;
+    // The session's tenant comes from the cache, which an upgrade syncs
+    // before its redirect answers: a plan just raised shows at once.
+    let usage = app.db.usage(t).await?;
+    let metered = crate::audit::usage_totals(&app.db, &t.id, &months[0]).await?;
+    let invoice = crate::billing::invoice(&app.db, t, &month).await?;
     let page = pages::BillingPage { usage: &usage, metered: &metered, months: &months, invoice: &invoice };
-    Ok(Html(pages::billing(&s, &tenant, &page).into_string()))
+    Ok(Html(pages::billing(&s, t, &page).into_string()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -569,24 +563,11 @@ struct UpgradeForm {
 async fn upgrade(State(app): State<Arc<App>>, s: Session, Form(f): Form<UpgradeForm>) -> Result<Response, WebError> {
     check_csrf(&s, &f.csrf)?;
     let t = s.own_tenant()?;
-    let plan = match f.plan.as_str() {
-        "team" => crate::model::Plan::Team,
-        "enterprise" => crate::model::Plan::Enterprise,
-        other => {
-            return Err(WebError::new(StatusCode::BAD_REQUEST, &format!("There is no plan {other:?} to upgrade to.")));
-        }
-    };
+    // A plan that is no upgrade parses, and upgrade_plan refuses it.
+    let plan = crate::model::Plan::parse(&f.plan)
+        .ok_or_else(|| WebError::new(StatusCode::BAD_REQUEST, &format!("There is no plan {:?}.", f.plan)))?;
     crate::http::billing::upgrade_plan(&app, &s.principal, &t.id, plan).await?;
     Ok(Redirect::to("/ui/billing").into_response())
-}
-
-/// Only tenant admins read the audit trail.
-fn audit_admin(s: &Session) -> Result<&crate::model::Tenant, WebError> {
-    let t = s.own_tenant()?;
-    if !s.is_admin() {
-        return Err(WebError::forbidden("Only tenant admins read the audit trail; ask one."));
-    }
-    Ok(t)
 }
 
 /// The tenant's audit trail, filtered, newest first a page at a time, and
@@ -596,7 +577,7 @@ async fn audit(
     s: Session,
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
 ) -> Result<Html<String>, WebError> {
-    let t = audit_admin(&s)?;
+    let t = s.own_tenant_as_admin("read the audit trail")?;
     let f = q.filter()?;
     let verification = crate::audit::verify(&app.db, &t.id, &app.signer).await?;
     let (items, next) = crate::audit::list(&app.db, &t.id, &f).await?;
@@ -612,7 +593,7 @@ async fn audit_export(
     s: Session,
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
 ) -> Result<Response, WebError> {
-    let t = audit_admin(&s)?;
+    let t = s.own_tenant_as_admin("read the audit trail")?;
     let f = q.filter()?;
     let mut resp = crate::http::audit::export_stream(app.clone(), t.id.clone(), f);
     let name = format!("attachment; filename=\"kubechat-audit-{}.jsonl\"", t.slug);

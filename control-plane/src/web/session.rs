@@ -176,6 +176,16 @@ impl Session {
     pub fn is_admin(&self) -> bool {
         matches!(self.principal.user.role, crate::model::Role::TenantAdmin | crate::model::Role::PlatformAdmin)
     }
+
+    /// The person's own tenant when they administer it; else a 403 saying
+    /// only tenant admins may `what` (e.g. "read the audit trail").
+    pub fn own_tenant_as_admin(&self, what: &str) -> Result<&Tenant, WebError> {
+        let t = self.own_tenant()?;
+        if !self.is_admin() {
+            return Err(WebError::forbidden(&format!("Only tenant admins {what}; ask one.")));
+        }
+        Ok(t)
+    }
 }
 
 /// Whether `sent` is the session's CSRF token (compared in constant time).
