@@ -286,6 +286,43 @@ async function main() {
     turn = await ask(page, 'kubectl get deployment api -n web -o json');
     check('nothing the other site sent acted', /"replicas": 2,/.test(await turn.innerText()));
 
+    // Keyboard only: the skip link, then the chat box, a write planned and
+    // confirmed without the mouse, every focused control outlined.
+    await page.goto(`${URL_}/ui/clusters/${CLUSTER}`);
+    current = page;
+    const focused = () => page.evaluate(() => {
+      const e = document.activeElement;
+      const st = getComputedStyle(e);
+      return { tag: e.tagName, id: e.id, text: (e.innerText || e.value || '').trim().slice(0, 60), outline: st.outlineStyle !== 'none' && parseFloat(st.outlineWidth) > 0 };
+    });
+    await page.keyboard.press('Tab');
+    const skip = await focused();
+    check('the first Tab reaches the skip link, outlined', /skip/i.test(skip.text) && skip.outline, JSON.stringify(skip));
+    await page.keyboard.press('Enter');
+    let f = await focused();
+    for (let i = 0; i < 40 && f.id !== 'line'; i += 1) {
+      await page.keyboard.press('Tab');
+      f = await focused();
+    }
+    check('Tab reaches the chat box, outlined', f.id === 'line' && f.outline, JSON.stringify(f));
+    const before = await page.locator('#transcript article').count();
+    await page.keyboard.type('kubectl scale deployment api -n web --replicas=3');
+    await page.keyboard.press('Enter');
+    const kturn = page.locator('#transcript article').nth(before);
+    await kturn.getByRole('button', { name: /^Confirm/ }).waitFor();
+    let reached = null;
+    for (let i = 0; i < 80; i += 1) {
+      await page.keyboard.press('Tab');
+      f = await focused();
+      if (f.tag === 'BUTTON' && /^Confirm/.test(f.text)) { reached = f; break; }
+    }
+    check('Tab reaches the plan\'s Confirm button, outlined', reached && reached.outline, JSON.stringify(f));
+    await page.keyboard.press('Enter');
+    await kturn.getByText('Done:').waitFor();
+    turn = await ask(page, 'kubectl get deployment api -n web -o json');
+    check('the write confirmed by keyboard is done', /"replicas": 3,/.test(await turn.innerText()), (await turn.innerText()).slice(0, 300));
+    await shot(page, '04c-chat-keyboard');
+
     // Sign out: the old cookie is refused afterwards.
     const old = (await context.cookies()).find((x) => x.name === '__Host-kubechat');
     await page.getByRole('button', { name: 'Sign out' }).click();

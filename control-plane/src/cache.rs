@@ -1,5 +1,6 @@
 //! What a warm request reads, from memory: token → owner, tenants,
-//! clusters, cross-tenant roles, and the relays holding a cluster's tunnel.
+//! clusters, cross-tenant roles, web app sessions, and the relays holding
+//! a cluster's tunnel.
 //!
 //! Invalidation is explicit. Every write that changes what an entry says
 //! (a revoked token, a deleted user, a role change, a suspended tenant, a
@@ -30,6 +31,7 @@ use sqlx::Row;
 
 use crate::directory::Route;
 use crate::model::{Cluster, Role, Tenant};
+use crate::store::sessions::StoredSession;
 use crate::store::{Db, Scope, StoreError, TokenOwner};
 
 /// How long entries are trusted once the change log cannot be read
@@ -60,6 +62,8 @@ pub enum Change {
     Cluster,
     /// Cross-tenant roles.
     Access,
+    /// One web app session (`key` its cookie's hash), ended.
+    Session,
     /// Everything (a tenant purged).
     All,
 }
@@ -71,6 +75,7 @@ impl Change {
             Self::Tenant => "tenant",
             Self::Cluster => "cluster",
             Self::Access => "access",
+            Self::Session => "session",
             Self::All => "all",
         }
     }
@@ -81,6 +86,7 @@ impl Change {
             "tenant" => Self::Tenant,
             "cluster" => Self::Cluster,
             "access" => Self::Access,
+            "session" => Self::Session,
             _ => Self::All,
         }
     }
@@ -135,6 +141,14 @@ impl<K: Eq + Hash + Clone, V: Clone> Map<K, V> {
         map.insert(k, Entry { value: v, at: Instant::now() });
     }
 
+    /// Changes the entry of `k` in place, if there is one (its age kept).
+    fn update(&self, k: &K, f: impl FnOnce(&mut V)) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = map.get_mut(k) {
+            f(&mut e.value);
+        }
+    }
+
     fn remove(&self, k: &K) {
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -164,6 +178,7 @@ pub struct Cache {
     tenants: Map<String, Option<Tenant>>,
     clusters: Map<String, Option<Cluster>>,
     access: Map<(String, String, String), Option<Role>>,
+    sessions: Map<String, Option<StoredSession>>,
     routes: Map<(String, String), Vec<Route>>,
     refreshing: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// Background refreshes, awaited when the control plane drains.
@@ -196,6 +211,7 @@ impl Cache {
             tenants: Map::new(),
             clusters: Map::new(),
             access: Map::new(),
+            sessions: Map::new(),
             routes: Map::new(),
             refreshing: Default::default(),
             tasks: tokio_util::task::TaskTracker::new(),
@@ -279,6 +295,29 @@ impl Cache {
         Ok(v)
     }
 
+    /// The web app session whose cookie hashes to `id_hash`.
+    pub async fn session(&self, id_hash: &str) -> Result<Option<StoredSession>, StoreError> {
+        if let Some((v, _)) = self.sessions.get(&id_hash.to_string(), MAX_AGE) {
+            self.hit();
+            return Ok(v);
+        }
+        self.miss();
+        let generation = self.sessions.generation();
+        let v = self.db.session(id_hash).await?;
+        self.sessions.put(id_hash.to_string(), v.clone(), generation);
+        Ok(v)
+    }
+
+    /// Session `id_hash` was used at `now_ms` (this replica's copy; the
+    /// writer stores it). Other replicas read it when their copy ages out.
+    pub fn session_seen(&self, id_hash: &str, now_ms: i64) {
+        self.sessions.update(&id_hash.to_string(), |s| {
+            if let Some(s) = s {
+                s.last_seen_ms = s.last_seen_ms.max(now_ms);
+            }
+        });
+    }
+
     /// The relays holding a live tunnel of `cluster` (leases checked when read).
     pub async fn routes(self: &Arc<Self>, tenant: &str, cluster: &str) -> Result<Vec<Route>, StoreError> {
         let key = (tenant.to_string(), cluster.to_string());
@@ -326,11 +365,13 @@ impl Cache {
                 self.routes.clear();
             }
             Change::Access => self.access.clear(),
+            Change::Session => self.sessions.remove(&key.to_string()),
             Change::All => {
                 self.tokens.clear();
                 self.tenants.clear();
                 self.clusters.clear();
                 self.access.clear();
+                self.sessions.clear();
                 self.routes.clear();
             }
         }

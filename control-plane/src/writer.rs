@@ -1,5 +1,5 @@
 //! The one task that writes what requests produce: audit decision records,
-//! usage events, events relays publish, token last-use. Requests queue
+//! usage events, events relays publish, token and web session last use. Requests queue
 //! their writes and go on; the writer takes everything queued (waiting up to
 //! 5 ms for more while nobody waits on the batch) and commits it as one
 //! transaction (group commit: one fsync for many requests). A
@@ -61,6 +61,13 @@ pub enum Write {
         token_id: String,
         /// When.
         at: i64,
+    },
+    /// A web app session was used at `at_ms` (Unix milliseconds).
+    SessionSeen {
+        /// The session's id (its cookie's hash).
+        id_hash: String,
+        /// When.
+        at_ms: i64,
     },
 }
 
@@ -240,9 +247,10 @@ async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
     for (tenant, entries) in chains {
         audit::append_in(&mut tx, db.backend(), tenant, entries).await?;
     }
-    // Usage rows in one statement; each token's latest use once.
+    // Usage rows in one statement; each token's and session's latest use once.
     let mut usage = Vec::new();
     let mut token_used: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut session_seen: BTreeMap<&str, i64> = BTreeMap::new();
     for w in writes {
         match w {
             Write::Usage { id, tenant, cluster, usage_type, quantity, time_ms } => {
@@ -251,6 +259,10 @@ async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
             Write::TokenUsed { token_id, at } => {
                 let latest = token_used.entry(token_id.as_str()).or_insert(*at);
                 *latest = (*latest).max(*at);
+            }
+            Write::SessionSeen { id_hash, at_ms } => {
+                let latest = session_seen.entry(id_hash.as_str()).or_insert(*at_ms);
+                *latest = (*latest).max(*at_ms);
             }
             Write::Audit { .. } => {}
         }
@@ -264,6 +276,13 @@ async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
         .bind(token_id.to_string())
         .execute(&mut *tx)
         .await?;
+    }
+    for (id_hash, at_ms) in session_seen {
+        sqlx::query("UPDATE ui_sessions SET last_seen_ms = $1 WHERE id_hash = $2 AND last_seen_ms < $1")
+            .bind(at_ms)
+            .bind(id_hash.to_string())
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())

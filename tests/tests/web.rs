@@ -528,6 +528,7 @@ async fn the_chat_page_offers_your_own_recent_lines_again_and_runs_none() {
     let (ursula, _) = signed_in(&w, "tenant_user", "ursula@acme.example").await;
     let (other, _) = signed_in(&w, "tenant_user", "otto@acme.example").await;
     ask(&ursula, &w, "kubectl get pods -n web").await;
+    ask(&ursula, &w, "kubectl scale deployment api -n web --replicas=2").await;
     ask(&ursula, &w, "show deployments in web").await;
     ask(&other, &w, "kubectl get secrets -n web").await;
     // Written by the writer's next group commit.
@@ -546,6 +547,11 @@ async fn the_chat_page_offers_your_own_recent_lines_again_and_runs_none() {
         "each line links back into the box: {history}"
     );
     assert!(!history.contains("get secrets"), "nobody else's lines: {history}");
+    // Each line says what became of it.
+    let line_of =
+        |needle: &str| history.split("<li>").find(|li| li.contains(needle)).map(str::to_string).unwrap_or_default();
+    assert!(line_of("kubectl get pods -n web").contains(">ran</span>"), "{history}");
+    assert!(line_of("kubectl scale deployment api").contains(">awaiting confirmation</span>"), "{history}");
     // Following the link only fills the box.
     let r = ursula.get(&format!("{}?q=kubectl+get+pods+-n+web", chat_path(&w))).await;
     assert!(r.text().contains("value=\"kubectl get pods -n web\""), "{}", r.text());

@@ -73,19 +73,8 @@ impl Db {
             .transpose()?)
     }
 
-    /// Records that the session was used at `now`.
-    pub async fn touch_session(&self, id_hash: &str, now: i64) -> Result<(), StoreError> {
-        let mut tx = self.begin(&Scope::Platform).await?;
-        sqlx::query("UPDATE ui_sessions SET last_seen_ms = $1 WHERE id_hash = $2 AND last_seen_ms < $1")
-            .bind(now)
-            .bind(id_hash.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Ends the session (logout): its cookie is refused from now on.
+    /// Ends the session (logout): its cookie is refused from now on, on
+    /// every replica once its cache reads the change log.
     pub async fn end_session(&self, id_hash: &str, now: i64) -> Result<(), StoreError> {
         let mut tx = self.begin(&Scope::Platform).await?;
         sqlx::query("UPDATE ui_sessions SET ended_at_ms = $1 WHERE id_hash = $2 AND ended_at_ms IS NULL")
@@ -93,6 +82,7 @@ impl Db {
             .bind(id_hash.to_string())
             .execute(&mut *tx)
             .await?;
+        crate::cache::note(&mut tx, crate::cache::Change::Session, id_hash).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -75,21 +75,62 @@ async fn last_drop(app: &App, c: &crate::model::Cluster) -> Result<Option<crate:
 }
 
 /// How many of the person's own lines the page offers again.
-const HISTORY: i64 = 20;
+const HISTORY: usize = 20;
+/// How many of the person's latest chat records are read to find them and
+/// what became of each (a line leaves two to four; a stream one per chunk).
+const HISTORY_STEPS: i64 = 200;
 
-/// The person's latest lines on this cluster, newest first: chat's own
-/// audit records of what they typed (kept as long as the audit trail).
-async fn history(app: &App, s: &Session, c: &crate::model::Cluster) -> Result<Vec<crate::audit::AuditEntry>, WebError> {
+/// The person's latest lines on this cluster, newest first, each with
+/// what became of it: chat's own audit records of what they typed and of
+/// its later steps (kept as long as the audit trail).
+async fn history(app: &App, s: &Session, c: &crate::model::Cluster) -> Result<Vec<pages::HistoryLine>, WebError> {
     let f = crate::audit::Filter {
         cluster: Some(c.id.clone()),
         user: Some(format!("kubechat:user:{}", s.principal.user.email)),
         kind: Some(crate::chat::record::KIND.to_string()),
-        verb: Some("utterance".into()),
         before: Some(i64::MAX),
-        limit: HISTORY,
+        limit: HISTORY_STEPS,
         ..Default::default()
     };
-    Ok(crate::audit::list(&app.db, &c.tenant_id, &f).await?.0)
+    let steps = crate::audit::list(&app.db, &c.tenant_id, &f).await?.0;
+    Ok(history_of(steps))
+}
+
+/// The utterances among `steps` (newest first), each with its request's
+/// newest later step.
+fn history_of(steps: Vec<crate::audit::AuditEntry>) -> Vec<pages::HistoryLine> {
+    let mut latest: std::collections::HashMap<String, (String, String)> = std::collections::HashMap::new();
+    let mut lines = Vec::new();
+    for e in steps {
+        if e.verb == "utterance" {
+            if lines.len() < HISTORY {
+                lines.push(e);
+            }
+        } else if !latest.contains_key(&e.request_id) {
+            latest.insert(e.request_id.clone(), (e.verb.clone(), e.decision.clone()));
+        }
+    }
+    lines
+        .into_iter()
+        .map(|e| {
+            let became = latest.get(&e.request_id).map_or("", |(verb, decision)| became(verb, decision));
+            pages::HistoryLine { entry: e, became }
+        })
+        .collect()
+}
+
+/// What a chat step says became of a line, in a word or two.
+fn became(verb: &str, decision: &str) -> &'static str {
+    match (verb, decision) {
+        ("outcome", "allow") | ("stream", _) => "ran",
+        ("outcome", _) => "failed",
+        ("plan", _) => "awaiting confirmation",
+        ("approval", _) => "approved",
+        ("confirmation", _) => "confirmed",
+        ("refused", _) => "refused",
+        ("question", _) => "asked a question",
+        _ => "",
+    }
 }
 
 #[derive(Debug, Deserialize)]

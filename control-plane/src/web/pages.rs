@@ -296,13 +296,30 @@ pub(super) fn connect(s: &Session, id: &str, name: &str, helm: Option<&str>) -> 
     )
 }
 
-/// A cluster's chat; `turn` is an answer to show (no JavaScript).
+/// One of the person's recent lines and what became of it.
+pub(super) struct HistoryLine {
+    /// Chat's record of the line as typed.
+    pub(super) entry: AuditEntry,
+    /// "ran", "refused", "awaiting confirmation", …; empty if nothing
+    /// after the line is recorded yet.
+    pub(super) became: &'static str,
+}
+
+/// The badge tone of what became of a line.
+fn tone(became: &str) -> &'static str {
+    match became {
+        "ran" | "confirmed" | "approved" => " up",
+        "failed" | "refused" => " down",
+        _ => "",
+    }
+}
+
 /// What a cluster's chat page shows besides a turn.
 pub(super) struct ChatPage<'a> {
     /// The cluster's live tunnels.
     pub(super) tunnels: &'a [TunnelView],
     /// The person's latest lines on this cluster, newest first.
-    pub(super) history: &'a [AuditEntry],
+    pub(super) history: &'a [HistoryLine],
     /// The relay's record of the cluster's last tunnel going down.
     pub(super) last_drop: Option<&'a AuditEntry>,
     /// A line to put in the box (a deep link's `q`).
@@ -368,12 +385,15 @@ pub(super) fn chat(s: &Session, c: &Cluster, page: &ChatPage<'_>, turn: Option<M
                     h2 id="history-h" { "Your recent lines on " (c.name) }
                     p.hint { "Choosing one puts it in the box; nothing runs until you send it." }
                     ol {
-                        @for e in page.history {
+                        @for h in page.history {
                             li {
-                                a href={ "/ui/clusters/" (c.id) "?q=" (form_value(&e.kubectl_command)) } {
-                                    code { (e.kubectl_command) }
+                                a href={ "/ui/clusters/" (c.id) "?q=" (form_value(&h.entry.kubectl_command)) } {
+                                    code { (h.entry.kubectl_command) }
                                 }
-                                " " span.muted { (ago(e.time_ms)) }
+                                @if !h.became.is_empty() {
+                                    " " span class={ "badge" (tone(h.became)) } { (h.became) }
+                                }
+                                " " span.muted { (ago(h.entry.time_ms)) }
                             }
                         }
                     }

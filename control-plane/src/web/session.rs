@@ -3,8 +3,15 @@
 //! The session stands for that token: revoking the token, deleting the
 //! person or changing their role takes effect on the session too (the
 //! principal is read through the same cache as API calls). Sessions end on
-//! logout (on the server: the cookie is refused afterwards), after
-//! [`IDLE`] without use and [`ABSOLUTE`] after sign-in.
+//! logout (on the server: the cookie is refused afterwards, on every
+//! replica within the cache's bound), after [`IDLE`] without use and
+//! [`ABSOLUTE`] after sign-in.
+//!
+//! A signed-in request reads its session from memory ([`crate::cache`]);
+//! last use is written through the writer at most once a minute per
+//! replica, and another replica sees it when its copy ages out
+//! ([`crate::cache::MAX_AGE`]), so the idle timeout is judged within about
+//! two minutes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +27,7 @@ use crate::auth::{self, Principal};
 use crate::directory::now_ms;
 use crate::model::{Tenant, TenantStatus};
 use crate::store::sessions::StoredSession;
+use crate::writer::Write;
 
 /// The session cookie's name (`__Host-`: Secure, path `/`, no domain).
 pub const COOKIE: &str = "__Host-kubechat";
@@ -105,6 +113,7 @@ pub(crate) async fn open(app: &App, token: &str) -> Result<String, WebError> {
 /// Ends the session (logout).
 pub(crate) async fn end(app: &App, s: &Session) -> Result<(), WebError> {
     app.db.end_session(&s.id_hash, now_ms()).await?;
+    app.cache.invalidate(crate::cache::Change::Session, &s.id_hash);
     Ok(())
 }
 
@@ -121,7 +130,7 @@ impl Session {
     /// The live session a cookie value stands for (or sign in again).
     pub(crate) async fn of_cookie(app: &App, cookie: &str) -> Result<Self, WebError> {
         let id_hash = auth::hash(cookie);
-        let s = app.db.session(&id_hash).await?.ok_or_else(WebError::sign_in)?;
+        let s = app.cache.session(&id_hash).await?.ok_or_else(WebError::sign_in)?;
         let now = now_ms();
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         if s.ended_at_ms.is_some() || now - s.last_seen_ms > ms(IDLE) || now - s.created_at_ms > ms(ABSOLUTE) {
@@ -156,7 +165,11 @@ impl Session {
             None => None,
         };
         if now - s.last_seen_ms > TOUCH_EVERY {
-            app.db.touch_session(&id_hash, now).await?;
+            app.cache.session_seen(&id_hash, now);
+            // As token last-use: never waited on; a full queue skips one.
+            if app.writer.try_queue(vec![Write::SessionSeen { id_hash: id_hash.clone(), at_ms: now }]).is_err() {
+                tracing::debug!("session last use not recorded: the writer queue is full");
+            }
         }
         Ok(Self { principal, tenant, csrf: s.csrf, id_hash })
     }

@@ -376,6 +376,10 @@ where
     rx.recv().expect("component started")
 }
 
+/// The allocator the binaries use.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // Logging as the binaries run it (`info` unless KUBECHAT_LOG says
     // otherwise), installed before the test platform's own capture (which
