@@ -230,6 +230,28 @@ impl ControlPlane {
     /// Connects the database, migrates, creates the platform admin on first
     /// start, and binds the listener.
     pub async fn bind(config: Config) -> Result<Self, ControlPlaneError> {
+        // The listeners first: a configured port is taken before anything
+        // slow (connecting and migrating the database) happens.
+        let internal = match (config.internal_listen, &config.tls, &config.relays) {
+            (None, _, _) => None,
+            (Some(addr), Some(id), Some(relays)) => {
+                let cfg = kubechat_transport::tls::internal_server_config(id, &relays.relay_ca)
+                    .map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
+                let l = TcpListener::bind(addr).await.map_err(|source| ControlPlaneError::Bind { addr, source })?;
+                Some((l, tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+            }
+            (Some(_), _, _) => {
+                return Err(ControlPlaneError::Tls(
+                    "the internal listener needs a serving certificate and the relay CA".into(),
+                ));
+            }
+        };
+        let admin_listener = match config.admin_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.map_err(|source| ControlPlaneError::Bind { addr, source })?)
+            }
+            None => None,
+        };
         let db = Db::connect(&config.database_url.0).await?;
         let token = match config.platform_admin_token.clone() {
             Some(t) if t.0.starts_with(auth::TOKEN_PREFIX) && t.0.len() >= 32 => t,
@@ -269,26 +291,6 @@ impl ControlPlane {
         };
         let tls = match &config.tls {
             Some(id) => Some(public_tls(id, config.enrollment.as_ref())?),
-            None => None,
-        };
-        let internal = match (config.internal_listen, &config.tls, &config.relays) {
-            (None, _, _) => None,
-            (Some(addr), Some(id), Some(relays)) => {
-                let cfg = kubechat_transport::tls::internal_server_config(id, &relays.relay_ca)
-                    .map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
-                let l = TcpListener::bind(addr).await.map_err(|source| ControlPlaneError::Bind { addr, source })?;
-                Some((l, tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
-            }
-            (Some(_), _, _) => {
-                return Err(ControlPlaneError::Tls(
-                    "the internal listener needs a serving certificate and the relay CA".into(),
-                ));
-            }
-        };
-        let admin = match config.admin_listen {
-            Some(addr) => {
-                Some(TcpListener::bind(addr).await.map_err(|source| ControlPlaneError::Bind { addr, source })?)
-            }
             None => None,
         };
         let relays = match &config.relays {
@@ -332,7 +334,7 @@ impl ControlPlane {
             listener,
             tls,
             internal,
-            admin,
+            admin: admin_listener,
             limits: config.limits,
             created_admin_token: (created && config.platform_admin_token.is_none()).then_some(token),
         })
