@@ -166,6 +166,18 @@ async function main() {
     await page.waitForURL(new RegExp(`/ui/clusters/${CLUSTER}$`));
     let turn = await ask(page, 'kubectl get pods -n web');
     check('get pods shows a table of pods', (await turn.locator('table tbody tr').count()) > 0 && /api-/.test(await turn.innerText()));
+    // A pod's name is a deep link: it fills the box with that pod's own read, which runs once sent.
+    const podLink = turn.locator('table tbody td a').first();
+    const podName = (await podLink.innerText()).trim();
+    await podLink.click();
+    await page.waitForURL(/\?q=/);
+    check("a pod's deep link puts its read in the box and runs nothing", (await page.getByLabel('Ask in English, or type a kubectl command').inputValue()) === `kubectl get pods ${podName} -n web -o yaml`
+      && (await page.locator('#transcript article').count()) === 0);
+    await page.getByRole('button', { name: 'Send' }).click();
+    turn = page.locator('#transcript article').last();
+    await turn.waitFor();
+    await turn.getByText(`name: ${podName}`).first().waitFor();
+    check("the pod's own read shows it", /kind: Pod/.test(await turn.innerText()), (await turn.innerText()).slice(0, 300));
     turn = await ask(page, 'show deployments in web');
     const english = await turn.innerText();
     check('an English read shows its command and result', english.includes('kubectl get deployments -n web') && /frontend/.test(english), english);

@@ -167,6 +167,12 @@ async fn chat_in_the_browser_reads_at_once_and_writes_only_on_confirmation() {
     let page = ask(&b, &w, "kubectl get pods -n web").await;
     assert!(page.contains("<table") && page.contains(&w.pod("web", "api-")), "{page}");
     assert!(page.contains("data-testid=\"kubectl\">kubectl get pods -n web<"), "{page}");
+    // Each pod links to itself: a deep link that puts its own `get` in the box.
+    let pod = w.pod("web", "api-");
+    assert!(
+        page.contains(&format!("href=\"/ui/clusters/{}?q=kubectl+get+pods+{pod}+-n+web+-o+yaml\"", w.cluster)),
+        "{page}"
+    );
     // English: the command it stands for, always shown, and the result.
     let page = ask(&b, &w, "show deployments in web").await;
     assert!(page.contains("kubectl get deployments -n web") && page.contains(">api<"), "{page}");

@@ -28,6 +28,10 @@ pub enum Block {
         /// There is more: send the command again with this `continue`.
         #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
         next: Option<String>,
+        /// The object each row is (one per row, in order), when the API
+        /// said: what a deep link to a row names.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        objects: Vec<ObjectRef>,
     },
     /// Text (logs, a description).
     Text {
@@ -56,6 +60,17 @@ pub enum Block {
         /// One per finding.
         items: Vec<Finding>,
     },
+}
+
+/// The object a table row shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    /// Its name.
+    pub name: String,
+    /// Its namespace (none for cluster-scoped objects).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// A table column.
@@ -105,6 +120,7 @@ impl Block {
             columns: columns.iter().map(|c| Column { name: c.to_string(), kind: "string".into() }).collect(),
             rows,
             next: None,
+            objects: Vec::new(),
         }
     }
 
@@ -159,7 +175,22 @@ impl Block {
             })
             .collect();
         let next = table["metadata"]["continue"].as_str().filter(|c| !c.is_empty()).map(str::to_string);
-        Self::Table { title: title.to_string(), columns, rows, next }
+        // Every row's object, or none at all (rows and objects stay in step).
+        let objects = table["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(PAGE_ROWS)
+            .map(|row| {
+                let meta = &row["object"]["metadata"];
+                Some(ObjectRef {
+                    name: meta["name"].as_str().filter(|n| !n.is_empty())?.to_string(),
+                    namespace: meta["namespace"].as_str().filter(|n| !n.is_empty()).map(str::to_string),
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        Self::Table { title: title.to_string(), columns, rows, next, objects }
     }
 }
 
@@ -275,6 +306,28 @@ mod tests {
         assert_eq!(env[0]["value"], "<redacted>");
         assert_eq!(env[1]["value"], "debug");
         assert!(env[2].get("value").is_none());
+    }
+
+    #[test]
+    fn table_rows_name_their_objects_only_when_every_row_does() {
+        let t = json!({"columnDefinitions": [{"name": "Name", "type": "string", "priority": 0}], "rows": [
+            {"cells": ["api-1"], "object": {"metadata": {"name": "api-1", "namespace": "web"}}},
+            {"cells": ["node-a"], "object": {"metadata": {"name": "node-a"}}}
+        ]});
+        let Block::Table { objects, .. } = Block::from_table("pods", &t, false, false, false) else { panic!() };
+        assert_eq!(
+            objects,
+            vec![
+                ObjectRef { name: "api-1".into(), namespace: Some("web".into()) },
+                ObjectRef { name: "node-a".into(), namespace: None }
+            ]
+        );
+        let partial = json!({"columnDefinitions": [], "rows": [
+            {"cells": [], "object": {"metadata": {"name": "a"}}},
+            {"cells": [], "object": {"metadata": {}}}
+        ]});
+        let Block::Table { objects, .. } = Block::from_table("pods", &partial, false, false, false) else { panic!() };
+        assert!(objects.is_empty(), "rows and objects must stay in step");
     }
 
     #[test]

@@ -225,7 +225,7 @@ async fn confirm(
     let who = Asker { principal: &s.principal, client_address: "" };
     let typed = f.typed_name.as_deref().filter(|t| !t.is_empty());
     let out = match chat::confirm::confirm(&app, &who, &id, &plan_id, &f.confirmation, typed).await {
-        Ok(o) => pages::outcome(&o),
+        Ok(o) => pages::outcome(&c.id, &o),
         Err(e) => pages::refusal(&e.message),
     };
     answer(&app, is_htmx(&headers), &s, &c, out).await

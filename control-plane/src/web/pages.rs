@@ -411,16 +411,38 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn blocks(blocks: &Value) -> Markup {
+/// The chat line that shows a table row's object (`kubectl get pods api-1
+/// -n web -o yaml`): what its deep link puts in the box.
+fn object_line(resource: &str, object: &Value) -> Option<String> {
+    let name = object["name"].as_str()?;
+    Some(match object["namespace"].as_str() {
+        Some(ns) => format!("kubectl get {resource} {name} -n {ns} -o yaml"),
+        None => format!("kubectl get {resource} {name} -o yaml"),
+    })
+}
+
+/// A command's output blocks; table rows whose object is known link to
+/// it (a deep link that fills the chat box of cluster `cluster`).
+fn blocks(cluster: &str, blocks: &Value) -> Markup {
     html! {
         @for b in blocks.as_array().into_iter().flatten() {
             @match b["type"].as_str().unwrap_or_default() {
                 "table" => {
+                    @let resource = text(&b["title"]);
+                    @let name_col = b["columns"].as_array().and_then(|c| c.iter().position(|c| c["name"] == "NAME"));
+                    @let objects = b["objects"].as_array().cloned().unwrap_or_default();
                     table.data tabindex="0" {
-                        caption { (text(&b["title"])) }
+                        caption { (resource) }
                         thead { tr { @for col in b["columns"].as_array().into_iter().flatten() { th scope="col" { (text(&col["name"])) } } } }
-                        tbody { @for row in b["rows"].as_array().into_iter().flatten() {
-                            tr { @for cell in row.as_array().into_iter().flatten() { td { (text(cell)) } } }
+                        tbody { @for (r, row) in b["rows"].as_array().into_iter().flatten().enumerate() {
+                            @let line = objects.get(r).and_then(|o| object_line(&resource, o));
+                            tr { @for (i, cell) in row.as_array().into_iter().flatten().enumerate() {
+                                @if let (Some(line), true) = (&line, Some(i) == name_col) {
+                                    td { a href={ "/ui/clusters/" (cluster) "?q=" (form_value(line)) } title={ "Show: " (line) } { (text(cell)) } }
+                                } @else {
+                                    td { (text(cell)) }
+                                }
+                            } }
                         } }
                     }
                     @if b["continue"].is_string() { p.hint { "More rows: ask again with --chunk-size or a narrower selector." } }
@@ -540,7 +562,7 @@ pub(super) fn turn(s: &Session, c: &Cluster, line: &str, plan: &crate::chat::Pla
                     }
                 }
             }
-            @if plan.result.is_some() { section.result aria-label="Result" { (blocks(&p["result"])) } }
+            @if plan.result.is_some() { section.result aria-label="Result" { (blocks(&c.id, &p["result"])) } }
         }
     }
 }
@@ -568,13 +590,13 @@ pub(super) fn turn_error(line: &str, message: &str, plan: Option<&crate::chat::P
 }
 
 /// What a confirmed plan did.
-pub(super) fn outcome(o: &crate::chat::Outcome) -> Markup {
+pub(super) fn outcome(cluster: &str, o: &crate::chat::Outcome) -> Markup {
     let v = serde_json::to_value(o).unwrap_or_default();
     html! {
         section.outcome aria-label="Outcome" role="status" {
             @if o.succeeded { p.ok { "Done: " code { (o.kubectl) } } } @else { p.error role="alert" { "Failed: " (o.error.clone().unwrap_or_default()) } }
             ul { @for d in &o.done { li { (d) } } }
-            @if o.result.is_some() { (blocks(&v["result"])) }
+            @if o.result.is_some() { (blocks(cluster, &v["result"])) }
         }
     }
 }
