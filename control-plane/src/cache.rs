@@ -242,70 +242,50 @@ impl Cache {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The owner of the token whose hash is `hash` (`None`: no such token).
-    pub async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>, StoreError> {
-        if let Some((v, _)) = self.tokens.get(&hash.to_string(), MAX_AGE) {
+    /// `key` from `map`, or from `load` (then kept unless `map` was
+    /// invalidated while it loaded). `load` runs only when awaited, so the
+    /// generation is read before it starts.
+    async fn read_through<K: Eq + Hash + Clone, V: Clone>(
+        &self,
+        map: &Map<K, V>,
+        key: K,
+        load: impl Future<Output = Result<V, StoreError>>,
+    ) -> Result<V, StoreError> {
+        if let Some((v, _)) = map.get(&key, MAX_AGE) {
             self.hit();
             return Ok(v);
         }
         self.miss();
-        let generation = self.tokens.generation();
-        let v = self.db.token_owner(hash).await?;
-        self.tokens.put(hash.to_string(), v.clone(), generation);
+        let generation = map.generation();
+        let v = load.await?;
+        map.put(key, v.clone(), generation);
         Ok(v)
+    }
+
+    /// The owner of the token whose hash is `hash` (`None`: no such token).
+    pub async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>, StoreError> {
+        self.read_through(&self.tokens, hash.to_string(), self.db.token_owner(hash)).await
     }
 
     /// Tenant `id` (read with platform scope: callers check access).
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        if let Some((v, _)) = self.tenants.get(&id.to_string(), MAX_AGE) {
-            self.hit();
-            return Ok(v);
-        }
-        self.miss();
-        let generation = self.tenants.generation();
-        let v = self.db.tenant(&Scope::Platform, id).await?;
-        self.tenants.put(id.to_string(), v.clone(), generation);
-        Ok(v)
+        self.read_through(&self.tenants, id.to_string(), self.db.tenant(&Scope::Platform, id)).await
     }
 
     /// Cluster `id`, of any tenant.
     pub async fn cluster(&self, id: &str) -> Result<Option<Cluster>, StoreError> {
-        if let Some((v, _)) = self.clusters.get(&id.to_string(), MAX_AGE) {
-            self.hit();
-            return Ok(v);
-        }
-        self.miss();
-        let generation = self.clusters.generation();
-        let v = self.db.cluster_by_id(id).await?;
-        self.clusters.put(id.to_string(), v.clone(), generation);
-        Ok(v)
+        self.read_through(&self.clusters, id.to_string(), self.db.cluster_by_id(id)).await
     }
 
     /// The role a cross-tenant grant of `tenant` gives `email` of tenant `home_slug`.
     pub async fn access_role(&self, tenant: &str, email: &str, home_slug: &str) -> Result<Option<Role>, StoreError> {
         let key = (tenant.to_string(), email.to_string(), home_slug.to_string());
-        if let Some((v, _)) = self.access.get(&key, MAX_AGE) {
-            self.hit();
-            return Ok(v);
-        }
-        self.miss();
-        let generation = self.access.generation();
-        let v = self.db.access_role(tenant, email, home_slug).await?;
-        self.access.put(key, v, generation);
-        Ok(v)
+        self.read_through(&self.access, key, self.db.access_role(tenant, email, home_slug)).await
     }
 
     /// The web app session whose cookie hashes to `id_hash`.
     pub async fn session(&self, id_hash: &str) -> Result<Option<StoredSession>, StoreError> {
-        if let Some((v, _)) = self.sessions.get(&id_hash.to_string(), MAX_AGE) {
-            self.hit();
-            return Ok(v);
-        }
-        self.miss();
-        let generation = self.sessions.generation();
-        let v = self.db.session(id_hash).await?;
-        self.sessions.put(id_hash.to_string(), v.clone(), generation);
-        Ok(v)
+        self.read_through(&self.sessions, id_hash.to_string(), self.db.session(id_hash)).await
     }
 
     /// Session `id_hash` was used at `now_ms` (this replica's copy; the

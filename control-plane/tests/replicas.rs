@@ -24,6 +24,22 @@ async fn replica(url: &str, shutdown: &CancellationToken) -> String {
     replica_app(url, shutdown).await.0
 }
 
+/// Onboards tenant Acme (team plan) through replica `base`: the platform
+/// admin's client there, the tenant's id, its admin's token.
+async fn acme(base: &str) -> (Client, String, String) {
+    let admin = Client::new(base, Some(Secret(ADMIN.into())));
+    let r = admin
+        .post(
+            "/v1/tenants",
+            &json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "admin@acme.example"}),
+        )
+        .await
+        .expect("reach");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tenant = r.body["tenant"]["id"].as_str().expect("id").to_string();
+    (admin, tenant, r.body["token"].as_str().expect("token").to_string())
+}
+
 /// A replica's base URL and its state (for in-process web requests).
 async fn replica_app(url: &str, shutdown: &CancellationToken) -> (String, std::sync::Arc<App>) {
     let mut cfg = Config::new(url);
@@ -68,15 +84,7 @@ async fn a_web_session_is_served_from_memory_and_signing_out_ends_it_on_every_re
     let (url, _) = common::databases().await.into_iter().nth(1).expect("postgres");
     let shutdown = CancellationToken::new();
     let ((a, app_a), (_, app_b)) = (replica_app(&url, &shutdown).await, replica_app(&url, &shutdown).await);
-    let admin = Client::new(&a, Some(Secret(ADMIN.into())));
-    let r = admin
-        .post(
-            "/v1/tenants",
-            &json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "admin@acme.example"}),
-        )
-        .await
-        .expect("reach");
-    let token = r.body["token"].as_str().expect("token").to_string();
+    let (_, _, token) = acme(&a).await;
 
     let (status, set_cookie, _) = browse(&app_a, Method::POST, "/ui/login", None, &format!("token={token}")).await;
     assert_eq!(status, 303, "signed in on a");
@@ -155,16 +163,8 @@ async fn revocations_reach_every_replica_within_the_caches_bound() {
     let (url, _) = common::databases().await.into_iter().nth(1).expect("postgres");
     let shutdown = CancellationToken::new();
     let (a, b) = (replica(&url, &shutdown).await, replica(&url, &shutdown).await);
-    let admin_a = Client::new(&a, Some(Secret(ADMIN.into())));
-    let r = admin_a
-        .post(
-            "/v1/tenants",
-            &json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "admin@acme.example"}),
-        )
-        .await
-        .expect("reach");
-    let tenant = r.body["tenant"]["id"].as_str().expect("id").to_string();
-    let owner_a = admin_a.with_token(r.body["token"].as_str().expect("token"));
+    let (admin_a, tenant, token) = acme(&a).await;
+    let owner_a = admin_a.with_token(&token);
     let person = |email: &str, role: &str| {
         let (owner, tenant) = (owner_a.clone(), tenant.clone());
         let (email, role) = (email.to_string(), role.to_string());
@@ -239,16 +239,7 @@ async fn two_replicas_sending_commands_together_never_exceed_the_quota() {
     let (url, _) = common::databases().await.into_iter().nth(1).expect("postgres");
     let shutdown = CancellationToken::new();
     let (a, b) = (replica(&url, &shutdown).await, replica(&url, &shutdown).await);
-    let admin = Client::new(&a, Some(Secret(ADMIN.into())));
-    let r = admin
-        .post(
-            "/v1/tenants",
-            &json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "admin@acme.example"}),
-        )
-        .await
-        .expect("reach");
-    let tenant = r.body["tenant"]["id"].as_str().expect("id").to_string();
-    let token = r.body["token"].as_str().expect("token").to_string();
+    let (admin, tenant, token) = acme(&a).await;
     const LIMIT: i64 = 200;
     let limits = json!({"maxUsers": 5, "maxClusters": 5, "maxCommandsPerMonth": LIMIT, "maxAuditRetentionDays": 30});
     assert_eq!(
