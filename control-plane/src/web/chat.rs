@@ -77,7 +77,8 @@ async fn last_drop(app: &App, c: &crate::model::Cluster) -> Result<Option<crate:
 /// How many of the person's own lines the page offers again.
 const HISTORY: usize = 20;
 /// How many of the person's latest chat records are read to find them and
-/// what became of each (a line leaves two to four; a stream one per chunk).
+/// what became of each (a line leaves two to four: typed, planned or
+/// refused, confirmed, done; a stream one more when it opens).
 const HISTORY_STEPS: i64 = 200;
 
 /// The person's latest lines on this cluster, newest first, each with
@@ -273,5 +274,36 @@ mod tests {
         assert_eq!(request_of("show pods in web").expect("text").text.as_deref(), Some("show pods in web"));
         assert!(request_of("kubectl").is_err());
         assert!(request_of("kubectl get 'pods").is_err());
+    }
+
+    fn step(request: &str, verb: &str, decision: &str) -> crate::audit::AuditEntry {
+        crate::audit::AuditEntry {
+            request_id: request.into(),
+            verb: verb.into(),
+            decision: decision.into(),
+            kubectl_command: format!("line {request}"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn history_says_what_became_of_each_line_from_its_newest_step() {
+        // Newest first, as the audit listing returns them.
+        let steps = vec![
+            step("c", "plan", "allow"),
+            step("b", "outcome", "deny"),
+            step("c", "utterance", "allow"),
+            step("b", "confirmation", "allow"),
+            step("a", "refused", "deny"),
+            step("b", "plan", "allow"),
+            step("b", "utterance", "allow"),
+            step("a", "utterance", "allow"),
+            step("d", "utterance", "allow"),
+        ];
+        let h = history_of(steps);
+        let got: Vec<(&str, &str)> = h.iter().map(|l| (l.entry.request_id.as_str(), l.became)).collect();
+        assert_eq!(got, vec![("c", "awaiting confirmation"), ("b", "failed"), ("a", "refused"), ("d", "")]);
+        let many = (0..30).map(|i| step(&i.to_string(), "utterance", "allow")).collect();
+        assert_eq!(history_of(many).len(), HISTORY);
     }
 }
