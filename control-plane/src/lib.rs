@@ -410,6 +410,9 @@ impl ControlPlane {
                     continue;
                 }
             };
+            // Answers stream (watches, logs, bodies relayed as they come):
+            // no Nagle wait for the caller's ACK between a head and its body.
+            let _ = tcp.set_nodelay(true);
             let handshake_timeout = self.limits.handshake_timeout;
             let (router, builder, tls, watcher) =
                 (router.clone(), builder.clone(), self.tls.clone(), graceful.watcher());

@@ -113,6 +113,7 @@ pub(crate) async fn serve(
             tracing::debug!(peer = %addr, "internal connection refused: over the connection limits");
             continue;
         };
+        let _ = tcp.set_nodelay(true);
         let (tls, server, events, shutdown) = (tls.clone(), server.clone(), events.clone(), shutdown.clone());
         tasks.spawn(async move {
             let _permit = permit;
