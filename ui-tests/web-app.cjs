@@ -322,6 +322,9 @@ async function main() {
     await page.keyboard.press('Enter');
     const kturn = page.locator('#transcript article').nth(before);
     await kturn.getByRole('button', { name: /^Confirm/ }).waitFor();
+    // htmx wires new content up when it settles (and then drops `htmx-added`);
+    // a key pressed before that would post the form without htmx.
+    await page.waitForFunction(() => !document.querySelector('.htmx-added, .htmx-settling'));
     let reached = null;
     for (let i = 0; i < 80; i += 1) {
       await page.keyboard.press('Tab');

@@ -230,6 +230,16 @@ impl ControlPlane {
     /// Connects the database, migrates, creates the platform admin on first
     /// start, and binds the listener.
     pub async fn bind(config: Config) -> Result<Self, ControlPlaneError> {
+        Self::bind_with_internal(config, None).await
+    }
+
+    /// As [`ControlPlane::bind`], with the internal listener already bound
+    /// (`internal_listen` then only says that there is one): for whoever
+    /// must hand its port to relays before the control plane starts.
+    pub async fn bind_with_internal(
+        config: Config,
+        bound: Option<std::net::TcpListener>,
+    ) -> Result<Self, ControlPlaneError> {
         // The listeners first: a configured port is taken before anything
         // slow (connecting and migrating the database) happens.
         let internal = match (config.internal_listen, &config.tls, &config.relays) {
@@ -237,7 +247,13 @@ impl ControlPlane {
             (Some(addr), Some(id), Some(relays)) => {
                 let cfg = kubechat_transport::tls::internal_server_config(id, &relays.relay_ca)
                     .map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
-                let l = TcpListener::bind(addr).await.map_err(|source| ControlPlaneError::Bind { addr, source })?;
+                let l = match bound {
+                    Some(l) => l
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpListener::from_std(l))
+                        .map_err(|source| ControlPlaneError::Bind { addr, source })?,
+                    None => TcpListener::bind(addr).await.map_err(|source| ControlPlaneError::Bind { addr, source })?,
+                };
                 Some((l, tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
             }
             (Some(_), _, _) => {

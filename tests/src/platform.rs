@@ -285,11 +285,10 @@ pub async fn platform(
     let trust = || GrantVerifier::new([("cp-1".to_string(), signer.public_key())]);
     // The relay starts first: enrollment hands out its address. It reports
     // presence to the control plane's internal port (chosen now; reports
-    // are retried until the control plane is up). The port stays held by
-    // this listener until just before the control plane binds it, so no
-    // other bind or outgoing connection of a parallel test takes it.
-    let reserved = std::net::TcpListener::bind("127.0.0.1:0").expect("reserve the internal port");
-    let internal_port = reserved.local_addr().expect("reserved address").port();
+    // are retried until the control plane is up). The control plane is
+    // handed this listener itself, so no parallel test can take the port.
+    let internal = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the internal listener");
+    let internal_port = internal.local_addr().expect("internal address").port();
     let relay = start_relay(&pki, |c| {
         c.ws_listen = Some(([127, 0, 0, 1], 0).into());
         tweak(c);
@@ -322,8 +321,7 @@ pub async fn platform(
     });
     cfg.admin_listen = Some(([127, 0, 0, 1], 0).into());
     cp_tweak(&mut cfg);
-    drop(reserved);
-    let cp = ControlPlane::bind(cfg).await.expect("control plane");
+    let cp = ControlPlane::bind_with_internal(cfg, Some(internal)).await.expect("control plane");
     let app = cp.app();
     let cp_admin = cp.admin_addr().expect("admin listener");
     let cp_url = format!("https://{}", cp.addr());

@@ -100,21 +100,21 @@ async fn history(app: &App, s: &Session, c: &crate::model::Cluster) -> Result<Ve
 /// The utterances among `steps` (newest first), each with its request's
 /// newest later step.
 fn history_of(steps: Vec<crate::audit::AuditEntry>) -> Vec<pages::HistoryLine> {
-    let mut latest: std::collections::HashMap<String, (String, String)> = std::collections::HashMap::new();
+    let mut latest: std::collections::HashMap<String, &'static str> = std::collections::HashMap::new();
     let mut lines = Vec::new();
     for e in steps {
         if e.verb == "utterance" {
             if lines.len() < HISTORY {
                 lines.push(e);
             }
-        } else if !latest.contains_key(&e.request_id) {
-            latest.insert(e.request_id.clone(), (e.verb.clone(), e.decision.clone()));
+        } else {
+            latest.entry(e.request_id.clone()).or_insert_with(|| became(&e.verb, &e.decision));
         }
     }
     lines
         .into_iter()
         .map(|e| {
-            let became = latest.get(&e.request_id).map_or("", |(verb, decision)| became(verb, decision));
+            let became = latest.get(&e.request_id).copied().unwrap_or_default();
             pages::HistoryLine { entry: e, became }
         })
         .collect()

@@ -430,12 +430,12 @@ fn blocks(cluster: &str, blocks: &Value) -> Markup {
                 "table" => {
                     @let resource = text(&b["title"]);
                     @let name_col = b["columns"].as_array().and_then(|c| c.iter().position(|c| c["name"] == "NAME"));
-                    @let objects = b["objects"].as_array().cloned().unwrap_or_default();
+                    @let objects = b["objects"].as_array();
                     table.data tabindex="0" {
                         caption { (resource) }
                         thead { tr { @for col in b["columns"].as_array().into_iter().flatten() { th scope="col" { (text(&col["name"])) } } } }
                         tbody { @for (r, row) in b["rows"].as_array().into_iter().flatten().enumerate() {
-                            @let line = objects.get(r).and_then(|o| object_line(&resource, o));
+                            @let line = objects.and_then(|o| o.get(r)).and_then(|o| object_line(&resource, o));
                             tr { @for (i, cell) in row.as_array().into_iter().flatten().enumerate() {
                                 @if let (Some(line), true) = (&line, Some(i) == name_col) {
                                     td { a href={ "/ui/clusters/" (cluster) "?q=" (form_value(line)) } title={ "Show: " (line) } { (text(cell)) } }
