@@ -110,9 +110,89 @@ fn value_lists(rows: usize, cols: usize) -> String {
 
 /// How many columns [`COLUMNS`] names.
 const AUDIT_COLUMNS: usize = 30;
-/// Events per multi-row insert: 30 columns × 32 rows = 960 parameters,
-/// under SQLite's oldest limit of 999.
-const APPEND_CHUNK: usize = 32;
+/// Events per insert. A chunk travels as one JSON parameter (SQLite finds
+/// each numbered parameter by a linear scan, so binding 30 a row made a
+/// large insert quadratic); the bound only keeps one statement's text small.
+const APPEND_CHUNK: usize = 256;
+/// The positions in [`COLUMNS`] that hold integers (seq, time_ms, status,
+/// bytes_in, bytes_out, duration_ms); the rest are text.
+const INTEGER_COLUMNS: [usize; 6] = [1, 3, 18, 19, 20, 21];
+
+/// The rows of a JSON array parameter `$1` (each row an array), as a
+/// `FROM` item whose column `value` is the row.
+fn json_rows(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "json_array_elements($1::json) AS j(value)",
+        Backend::Sqlite => "json_each($1) AS j",
+    }
+}
+
+/// The strings of a JSON array parameter `$1`, as a `FROM` item whose
+/// column `value` is each string.
+fn json_texts(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "json_array_elements_text($1::json) AS j(value)",
+        Backend::Sqlite => "json_each($1) AS j",
+    }
+}
+
+/// The select list taking [`COLUMNS`] out of one row of [`json_rows`], in
+/// order, integers cast back to integers.
+fn row_columns() -> String {
+    (0..AUDIT_COLUMNS)
+        .map(|i| {
+            if INTEGER_COLUMNS.contains(&i) {
+                format!("CAST(j.value ->> {i} AS BIGINT)")
+            } else {
+                format!("j.value ->> {i}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `rows` as the JSON array of arrays [`row_columns`] reads, each in the
+/// order of [`COLUMNS`].
+fn rows_json(rows: &[AuditEntry]) -> String {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|e| {
+            json!([
+                e.tenant_id,
+                e.seq,
+                e.id,
+                e.time_ms,
+                e.cluster_id,
+                e.relay_id,
+                e.request_id,
+                e.kind,
+                e.user,
+                serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()),
+                e.verb,
+                e.api_group,
+                e.resource,
+                e.namespace,
+                e.name,
+                e.subresource,
+                e.method,
+                e.path,
+                e.status,
+                e.bytes_in,
+                e.bytes_out,
+                e.duration_ms,
+                e.decision,
+                e.reason,
+                e.client_address,
+                e.kubectl_command,
+                e.kubectl_session,
+                if e.truncated.is_empty() { String::new() } else { json!(e.truncated).to_string() },
+                e.prev_hash,
+                e.hash,
+            ])
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
 
 const COLUMNS: &str = "tenant_id, seq, id, time_ms, cluster_id, relay_id, request_id, kind, user_name, groups_json, verb, api_group, resource, namespace, name, subresource, method, path, status, bytes_in, bytes_out, duration_ms, decision, reason, client_address, kubectl_command, kubectl_session, truncated_json, prev_hash, hash";
 
@@ -298,12 +378,10 @@ pub async fn append_in(
     // Two statements a chunk (which ids are stored; the new rows), not two
     // an event: each statement is a round trip to the database.
     for chunk in entries.chunks(APPEND_CHUNK) {
-        let sql = format!("SELECT id FROM audit_events WHERE id IN {}", value_lists(1, chunk.len()));
-        let mut q = sqlx::query(&sql);
-        for e in chunk {
-            q = q.bind(e.id.clone());
-        }
-        for row in q.fetch_all(&mut **tx).await? {
+        // The chunk's ids as one JSON array: one parameter, not one each.
+        let ids: Vec<&str> = chunk.iter().map(|e| e.id.as_str()).collect();
+        let sql = format!("SELECT id FROM audit_events WHERE id IN (SELECT j.value FROM {})", json_texts(backend));
+        for row in sqlx::query(&sql).bind(json!(ids).to_string()).fetch_all(&mut **tx).await? {
             seen.insert(row.try_get("id")?);
         }
         let mut rows = Vec::with_capacity(chunk.len());
@@ -324,42 +402,8 @@ pub async fn append_in(
         if rows.is_empty() {
             continue;
         }
-        let sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES {}", value_lists(rows.len(), AUDIT_COLUMNS));
-        let mut q = sqlx::query(&sql);
-        for e in &rows {
-            q = q
-                .bind(e.tenant_id.clone())
-                .bind(e.seq)
-                .bind(e.id.clone())
-                .bind(e.time_ms)
-                .bind(e.cluster_id.clone())
-                .bind(e.relay_id.clone())
-                .bind(e.request_id.clone())
-                .bind(e.kind.clone())
-                .bind(e.user.clone())
-                .bind(serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()))
-                .bind(e.verb.clone())
-                .bind(e.api_group.clone())
-                .bind(e.resource.clone())
-                .bind(e.namespace.clone())
-                .bind(e.name.clone())
-                .bind(e.subresource.clone())
-                .bind(e.method.clone())
-                .bind(e.path.clone())
-                .bind(e.status)
-                .bind(e.bytes_in)
-                .bind(e.bytes_out)
-                .bind(e.duration_ms)
-                .bind(e.decision.clone())
-                .bind(e.reason.clone())
-                .bind(e.client_address.clone())
-                .bind(e.kubectl_command.clone())
-                .bind(e.kubectl_session.clone())
-                .bind(if e.truncated.is_empty() { String::new() } else { json!(e.truncated).to_string() })
-                .bind(e.prev_hash.clone())
-                .bind(e.hash.clone());
-        }
-        q.execute(&mut **tx).await?;
+        let sql = format!("INSERT INTO audit_events ({COLUMNS}) SELECT {} FROM {}", row_columns(), json_rows(backend));
+        sqlx::query(&sql).bind(rows_json(&rows)).execute(&mut **tx).await?;
         added += rows.len();
     }
     sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3")

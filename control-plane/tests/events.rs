@@ -262,3 +262,71 @@ async fn retention_prunes_old_events_behind_a_signed_checkpoint_that_verify_chec
         assert!(v["firstBreak"]["problem"].as_str().expect("problem").contains("not signed"), "{v}");
     }
 }
+
+/// A batch travels to the database as one JSON parameter: every field of
+/// every event must come back exactly as it went in (quotes, backslashes,
+/// control characters, non-ASCII, integer extremes, marks), across the
+/// insert's chunk boundary, with duplicates skipped and the chain intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_field_of_a_stored_audit_event_comes_back_exactly() {
+    use kubechat_control_plane::audit::{self, AuditEntry, Filter};
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (_, tid, cid, _) = tenant_and_cluster(&env).await;
+        let awkward = "quote \" backslash \\ tab \t newline \n nul-free ünïcødé 日本 🚀 '; DROP TABLE x; --";
+        let entries: Vec<AuditEntry> = (0..300i64)
+            .map(|i| AuditEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                time_ms: 1_700_000_000_000 + i,
+                cluster_id: cid.clone(),
+                relay_id: "eu-1".into(),
+                request_id: format!("req-{i}"),
+                kind: "decision".into(),
+                user: format!("kubechat:user:{i}@acme.example"),
+                groups: vec!["kubechat:tenant:x".into(), awkward.into(), String::new()],
+                verb: "list".into(),
+                api_group: String::new(),
+                resource: "pods".into(),
+                namespace: "web".into(),
+                name: awkward.into(),
+                subresource: String::new(),
+                method: "GET".into(),
+                path: format!("/api/v1/namespaces/web/pods?labelSelector=a%3Db&i={i}"),
+                status: [0, 200, 403, 599][i as usize % 4],
+                bytes_in: i64::MAX - i,
+                bytes_out: if i % 2 == 0 { 0 } else { 1 << 40 },
+                duration_ms: i,
+                decision: "allow".into(),
+                reason: awkward.into(),
+                client_address: "[::1]:5".into(),
+                kubectl_command: "kubectl get pods".into(),
+                kubectl_session: format!("s{i}"),
+                truncated: if i % 3 == 0 { [("path".to_string(), 9000u64)].into() } else { Default::default() },
+                ..Default::default()
+            })
+            .collect();
+        let mut batch = entries.clone();
+        batch.insert(10, entries[3].clone()); // a repeat within the batch
+        assert_eq!(audit::append(&env.app.db, &tid, batch).await.expect("append"), 300);
+        // A repeat of a stored one is skipped, a new one follows it.
+        let mut again = vec![entries[299].clone()];
+        again.push(AuditEntry { id: uuid::Uuid::new_v4().to_string(), ..entries[0].clone() });
+        assert_eq!(audit::append(&env.app.db, &tid, again).await.expect("append"), 1);
+        let filter = Filter { kind: Some("decision".into()), limit: 1000, ..Default::default() };
+        let (stored, _) = audit::list(&env.app.db, &tid, &filter).await.expect("list");
+        let stored: Vec<&AuditEntry> = stored.iter().filter(|e| e.request_id.starts_with("req-")).collect();
+        assert_eq!(stored.len(), 301, "{url}");
+        for (want, got) in entries.iter().zip(&stored) {
+            let want = AuditEntry {
+                seq: got.seq,
+                tenant_id: tid.clone(),
+                prev_hash: got.prev_hash.clone(),
+                hash: got.hash.clone(),
+                ..want.clone()
+            };
+            assert_eq!(&want, *got, "{url}");
+        }
+        assert!(stored.windows(2).all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash));
+        assert_eq!(verify(&env, &tid).await["intact"], true, "{url}");
+    }
+}
