@@ -87,6 +87,7 @@ impl Presence for PresenceService {
             revocations_changed: changed,
             revoked_clusters: if changed { list.clusters } else { Vec::new() },
             revoked_certificates: if changed { list.certificates } else { Vec::new() },
+            grant_gate_key: self.app.signer.gate_key(&r.relay_id).to_vec().into(),
         }))
     }
 }

@@ -20,6 +20,12 @@ pub const MAX_VALIDITY_MS: u64 = 60_000;
 pub const CLOCK_SKEW_MS: u64 = 5_000;
 /// Header carrying the grant from the control plane to the relay.
 pub const HEADER: &str = "kubechat-grant";
+/// Header carrying the relay gate's MAC of the grant (see [`gate_mac`]).
+pub const GATE_HEADER: &str = "kubechat-grant-gate";
+/// A relay's gate key, ready to check MACs with.
+pub type GateKey = ring::hmac::Key;
+/// Domain of the key the relay gate keys are derived from.
+const GATE_DOMAIN: &[u8] = b"kubechat relay gate v1\0";
 
 /// Why a grant was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +94,8 @@ pub fn from_header(value: &str) -> Result<Vec<u8>, GrantError> {
 pub struct GrantSigner {
     key_id: String,
     pair: Ed25519KeyPair,
+    /// Derives the relay gate keys ([`GrantSigner::gate_key`]).
+    gate: ring::hmac::Key,
 }
 
 impl std::fmt::Debug for GrantSigner {
@@ -100,7 +108,11 @@ impl GrantSigner {
     /// A signer from a PKCS#8 Ed25519 private key.
     pub fn from_pkcs8(key_id: &str, pkcs8: &[u8]) -> Result<Self, GrantError> {
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| GrantError::Malformed)?;
-        Ok(Self { key_id: key_id.to_string(), pair })
+        let mut seed = ring::digest::Context::new(&ring::digest::SHA256);
+        seed.update(GATE_DOMAIN);
+        seed.update(pkcs8);
+        let gate = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.finish().as_ref());
+        Ok(Self { key_id: key_id.to_string(), pair, gate })
     }
 
     /// The key id.
@@ -124,6 +136,18 @@ impl GrantSigner {
         ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, self.pair.public_key().as_ref())
             .verify(message, signature)
             .is_ok()
+    }
+
+    /// The gate key of relay `relay_id`: a secret only that relay (told in
+    /// its presence answers) and the holders of this private key can
+    /// derive, so a gate MAC ([`gate_mac`]) under it proves the grant came
+    /// from the control plane to that relay. Every replica with the same
+    /// key derives the same gate keys.
+    pub fn gate_key(&self, relay_id: &str) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.gate, relay_id.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(tag.as_ref());
+        key
     }
 
     /// Signs `grant` (its `key_id` is set to this signer's).
@@ -171,18 +195,43 @@ impl GrantVerifier {
 
     /// Verifies `signed` at time `now_ms` for `expected`; returns the grant.
     pub fn verify(&self, signed: &[u8], now_ms: u64, expected: Expected<'_>) -> Result<Grant, GrantError> {
+        self.verify_gated(signed, None, now_ms, expected).map(|(grant, _)| grant)
+    }
+
+    /// Like [`GrantVerifier::verify`], but a grant whose `gate` MAC (the
+    /// [`GATE_HEADER`] value) verifies under the gate key passes without
+    /// its Ed25519 signature being checked; every other check is the same.
+    /// Only a relay may take this shortcut: the agent behind it checks the
+    /// signature itself. A missing or wrong MAC falls back to the signature.
+    pub fn verify_gated(
+        &self,
+        signed: &[u8],
+        gate: Option<(&GateKey, &str)>,
+        now_ms: u64,
+        expected: Expected<'_>,
+    ) -> Result<(Grant, Checked), GrantError> {
         if signed.is_empty() {
             return Err(GrantError::Missing);
         }
         let s = SignedGrant::decode(signed).map_err(|_| GrantError::Malformed)?;
         let grant = Grant::decode(s.grant.clone()).map_err(|_| GrantError::Malformed)?;
-        let key = self.keys.get(&grant.key_id).ok_or_else(|| GrantError::UnknownKey(grant.key_id.clone()))?;
-        // Strict: a non-canonical signature or a small-order key is refused.
-        let signature = ed25519_dalek::Signature::from_slice(&s.signature).map_err(|_| GrantError::BadSignature)?;
-        key.as_ref()
-            .ok_or(GrantError::BadSignature)?
-            .verify_strict(&s.grant, &signature)
-            .map_err(|_| GrantError::BadSignature)?;
+        let gated = gate.is_some_and(|(key, mac)| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(mac)
+                .is_ok_and(|mac| ring::hmac::verify(key, signed, &mac).is_ok())
+        });
+        let checked = if gated {
+            Checked::Gate
+        } else {
+            let key = self.keys.get(&grant.key_id).ok_or_else(|| GrantError::UnknownKey(grant.key_id.clone()))?;
+            // Strict: a non-canonical signature or a small-order key is refused.
+            let signature = ed25519_dalek::Signature::from_slice(&s.signature).map_err(|_| GrantError::BadSignature)?;
+            key.as_ref()
+                .ok_or(GrantError::BadSignature)?
+                .verify_strict(&s.grant, &signature)
+                .map_err(|_| GrantError::BadSignature)?;
+            Checked::Signature
+        };
         if grant.expires_at_ms < grant.issued_at_ms
             || grant.expires_at_ms - grant.issued_at_ms > MAX_VALIDITY_MS
             || grant.issued_at_ms > now_ms + CLOCK_SKEW_MS
@@ -204,8 +253,42 @@ impl GrantVerifier {
                 path: expected.path.to_string(),
             });
         }
-        Ok(grant)
+        Ok((grant, checked))
     }
+}
+
+/// How a grant's origin was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// By the relay gate's MAC.
+    Gate,
+    /// By the Ed25519 signature.
+    Signature,
+}
+
+impl Checked {
+    /// The metric label: `gate` or `signature`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Checked::Gate => "gate",
+            Checked::Signature => "signature",
+        }
+    }
+}
+
+/// The gate MAC of the signed grant `signed` under a relay's gate key
+/// (HMAC-SHA256, base64url without padding): what the control plane puts
+/// in [`GATE_HEADER`] so that relay can pass the grant with a MAC check
+/// (about a microsecond) instead of a signature check (tens).
+pub fn gate_mac(gate_key: &[u8], signed: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, gate_key);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring::hmac::sign(&key, signed).as_ref())
+}
+
+/// A relay's gate key as [`GrantVerifier::verify_gated`] takes it, if
+/// `raw` is one (32 bytes).
+pub fn gate_key(raw: &[u8]) -> Option<GateKey> {
+    (raw.len() == 32).then(|| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, raw))
 }
 
 #[cfg(test)]
@@ -255,6 +338,46 @@ mod tests {
         let wire = from_header(&to_header(&s.sign(grant(NOW)))).expect("decodes");
         let g = v.verify(&wire, NOW + 1000, OK).expect("valid");
         assert_eq!(g.user, "kubechat:user:a@b.c");
+    }
+
+    #[test]
+    fn a_gate_mac_stands_in_for_the_signature_at_its_own_relay_only() {
+        let s = signer("k1");
+        let v = GrantVerifier::new([("k1".to_string(), s.public_key())]);
+        let key_a = s.gate_key("relay-a");
+        let gate_a = gate_key(&key_a).expect("32 bytes");
+        // Same private key, same gate keys (every replica); other relays differ.
+        assert_ne!(key_a, s.gate_key("relay-b"));
+        assert_ne!(key_a, signer("k1").gate_key("relay-a"));
+        let signed = s.sign(grant(NOW));
+        let mac = gate_mac(&key_a, &signed);
+        assert_eq!(v.verify_gated(&signed, Some((&gate_a, &mac)), NOW, OK).map(|(_, c)| c), Ok(Checked::Gate));
+        // No MAC, another relay's MAC, or garbage: the signature decides.
+        let mac_b = gate_mac(&s.gate_key("relay-b"), &signed);
+        for m in [None, Some(mac_b.as_str()), Some("not base64!"), Some("")] {
+            let checked = v.verify_gated(&signed, m.map(|m| (&gate_a, m)), NOW, OK).map(|(_, c)| c);
+            assert_eq!(checked, Ok(Checked::Signature), "{m:?}");
+        }
+        // A forged grant passes the gate only with the gate key's MAC…
+        let forged = signer("k1").sign(grant(NOW));
+        assert_eq!(
+            v.verify_gated(&forged, Some((&gate_a, &mac)), NOW, OK).map(|(_, c)| c),
+            Err(GrantError::BadSignature),
+            "a MAC of another grant covers nothing else"
+        );
+        let forged_mac = gate_mac(&key_a, &forged);
+        assert_eq!(v.verify_gated(&forged, Some((&gate_a, &forged_mac)), NOW, OK).map(|(_, c)| c), Ok(Checked::Gate));
+        // …and a gated grant still meets every other check.
+        let other = Expected { cluster: "staging", ..OK };
+        assert!(matches!(
+            v.verify_gated(&signed, Some((&gate_a, &mac)), NOW, other),
+            Err(GrantError::WrongCluster { .. })
+        ));
+        assert!(matches!(
+            v.verify_gated(&signed, Some((&gate_a, &mac)), NOW + 40_000, OK),
+            Err(GrantError::Expired(_))
+        ));
+        assert!(gate_key(&key_a[..31]).is_none());
     }
 
     #[test]

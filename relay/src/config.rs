@@ -51,6 +51,10 @@ pub struct Config {
     /// carry a valid grant for its cluster, method and path, and the
     /// identity comes from the grant only.
     pub grants: kubechat_protocol::grant::GrantVerifier,
+    /// This relay's gate key to start with (32 bytes). The control plane
+    /// tells it in every presence answer, which replaces this; set here
+    /// only where there is no control plane (tests).
+    pub grant_gate_key: Option<Vec<u8>>,
     /// Where to report tunnel presence (and learn revocations) and publish
     /// events, if anywhere.
     pub presence: Option<crate::presence::PresenceTarget>,
@@ -88,6 +92,7 @@ impl Config {
             max_concurrent_handshakes: 512,
             identity_from_impersonation: false,
             grants: kubechat_protocol::grant::GrantVerifier::default(),
+            grant_gate_key: None,
             presence: None,
             spool_dir: None,
             spool_max_bytes: 256 << 20,

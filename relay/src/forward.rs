@@ -254,10 +254,16 @@ async fn forward(
             .and_then(grant::from_header)
             .and_then(|signed| {
                 let expected = grant::Expected { cluster: &cluster, method: req.method().as_str(), path: &uri };
-                state.config.grants.verify(&signed, unix_ms(), expected).map(|g| (g, Bytes::from(signed)))
+                let mac = req.headers().get(grant::GATE_HEADER).and_then(|v| v.to_str().ok());
+                let gate = state.grant_gate.read().unwrap_or_else(|p| p.into_inner());
+                let gate = gate.as_ref().zip(mac);
+                state.config.grants.verify_gated(&signed, gate, unix_ms(), expected).map(|g| (g, Bytes::from(signed)))
             });
         match verified {
-            Ok(g) => granted = Some(g),
+            Ok(((g, checked), signed)) => {
+                state.metrics.grants_checked.inc(checked.label());
+                granted = Some((g, signed));
+            }
             Err(e) => {
                 state.metrics.requests_refused.inc("grant_invalid");
                 warn!(error = %e, "request refused: invalid grant");

@@ -23,6 +23,9 @@ pub struct RelayMetrics {
     pub protocol_errors: Counter,
     /// Requests answered with an error before reaching an agent, by reason.
     pub requests_refused: LabeledCounter,
+    /// Grants passed, by how their origin was checked (`gate`: the
+    /// control plane's MAC for this relay; `signature`: Ed25519).
+    pub grants_checked: LabeledCounter,
     /// Presence reports to the control plane, by result.
     pub presence_reports: LabeledCounter,
     /// Events the control plane acknowledged as stored.
@@ -143,6 +146,12 @@ impl RelayMetrics {
                 "Requests answered with an error before reaching an agent, by reason.",
                 "reason",
                 &self.requests_refused,
+            )
+            .labeled(
+                "kubechat_relay_grants_checked_total",
+                "Grants passed, by how their origin was checked (gate MAC or Ed25519 signature).",
+                "by",
+                &self.grants_checked,
             )
             .finish()
     }

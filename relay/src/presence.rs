@@ -217,6 +217,9 @@ pub(crate) async fn run(target: PresenceTarget, state: Arc<RelayState>, internal
                 if ack.revocations_changed {
                     apply_revocations(&state, &ack);
                 }
+                if let Some(key) = kubechat_protocol::grant::gate_key(&ack.grant_gate_key) {
+                    *state.grant_gate.write().unwrap_or_else(|p| p.into_inner()) = Some(key);
+                }
             }
             Ok(Err(status)) => {
                 state.metrics.presence_reports.inc("refused");

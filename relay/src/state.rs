@@ -20,6 +20,9 @@ pub(crate) struct RelayState {
     pub(crate) tasks: TaskTracker,
     /// Clusters and certificates the control plane revoked.
     pub(crate) revocations: std::sync::RwLock<crate::presence::Revocations>,
+    /// This relay's gate key, from the control plane's latest presence
+    /// answer: grants carrying its MAC skip the signature check here.
+    pub(crate) grant_gate: std::sync::RwLock<Option<kubechat_protocol::grant::GateKey>>,
     /// Notified when a tunnel comes up, goes down or starts draining.
     pub(crate) presence_changed: tokio::sync::Notify,
     /// The event spool, when events are recorded.
@@ -36,6 +39,7 @@ impl RelayState {
         spool: Option<std::sync::Arc<crate::spool::Spool>>,
         dead_letters: Option<std::sync::Arc<crate::dead_letter::DeadLetters>>,
     ) -> Self {
+        let gate = config.grant_gate_key.as_deref().and_then(kubechat_protocol::grant::gate_key);
         Self {
             config,
             registry: Registry::default(),
@@ -43,6 +47,7 @@ impl RelayState {
             shutdown,
             tasks: TaskTracker::new(),
             revocations: std::sync::RwLock::new(crate::presence::Revocations::default()),
+            grant_gate: std::sync::RwLock::new(gate),
             presence_changed: tokio::sync::Notify::new(),
             spool,
             dead_letters,

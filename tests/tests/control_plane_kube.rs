@@ -494,6 +494,24 @@ async fn a_warm_kube_request_is_served_without_the_database() {
     assert_eq!(unknown.status, 503, "an unseen token cannot be checked, which is not a 401: {}", unknown.text());
 }
 
+/// The control plane tells each relay its gate key in the presence answer
+/// and MACs every grant for the relay it sends it to, so the relay passes
+/// warm requests by the MAC, not by a second signature check; the agent
+/// still checks the signature (`grants::the_relay_passes_a_grant_by_its_gate_mac…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_passes_the_control_planes_grants_by_their_gate_mac() {
+    let w = kubechat_tests::platform::world(json!({})).await;
+    let raw = kubechat_tests::raw::RawClient::new(&w.cp_url, &w.cp_ca);
+    let token = w.user("ursula@acme.example", "tenant_user").await;
+    let path = format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster);
+    for _ in 0..3 {
+        let r = raw.send("GET", &path, &token, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let checked = |by: &str| w.relay.handle.metrics().grants_checked.get(by);
+    assert_eq!((checked("gate"), checked("signature")), (3, 0));
+}
+
 /// Once the change log has been unreadable for longer than the offline
 /// window (here none), the cache is dropped: a replica cut off from the
 /// database stops trusting what it may since have missed (a revocation on

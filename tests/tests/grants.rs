@@ -109,3 +109,58 @@ async fn the_agent_refuses_bad_grants_on_its_own() {
     assert_refused(&s, Some(cp.sign(other_tenant)), "agent", "someone-else").await;
     assert!(s.agent.handle.metrics().stream_errors.get("grant_invalid") >= 5);
 }
+
+async fn get_gated(s: &Stack, signed: &[u8], mac: &str) -> Buffered {
+    let req = s
+        .client
+        .request("GET", CLUSTER, "/headers", false)
+        .header(grant::HEADER, grant::to_header(signed))
+        .header(grant::GATE_HEADER, mac);
+    kubechat_tests::client::buffer(s.client.send(req.body(Full::new(Bytes::new())).expect("request")).await).await
+}
+
+fn refused_by(r: &Buffered, by: &str, why: &str) {
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let msg = r.json()["message"].as_str().expect("message").to_string();
+    assert!(msg.contains(&format!("the {by} refused the request")) && msg.contains(why), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_passes_a_grant_by_its_gate_mac_and_the_agent_still_checks_the_signature() {
+    let cp = signer("cp-1");
+    let gate = cp.gate_key("relay-under-test");
+    let keys = || GrantVerifier::new([("cp-1".to_string(), cp.public_key())]);
+    let s = Stack::start_with(
+        |r| {
+            r.grants = keys();
+            r.grant_gate_key = Some(gate.to_vec());
+        },
+        |a| a.grants = keys(),
+    )
+    .await;
+    let checked = |by: &str| s.relay.handle.metrics().grants_checked.get(by);
+    // A grant and its MAC: served, passed by the gate, no signature check.
+    let signed = cp.sign(grant_for(CLUSTER, "/headers"));
+    let r = get_gated(&s, &signed, &grant::gate_mac(&gate, &signed)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["impersonate-user"], serde_json::json!(["kubechat:user:granted@example.com"]));
+    assert_eq!((checked("gate"), checked("signature")), (1, 0));
+    // Another relay's MAC: the signature decides, and it is good.
+    let r = get_gated(&s, &signed, &grant::gate_mac(&cp.gate_key("relay-elsewhere"), &signed)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!((checked("gate"), checked("signature")), (1, 1));
+    assert_eq!(s.backend.hits("/headers"), 2);
+    // A forged grant with another relay's MAC: the relay refuses it.
+    let forged = signer("cp-1").sign(grant_for(CLUSTER, "/headers"));
+    let r = get_gated(&s, &forged, &grant::gate_mac(&cp.gate_key("relay-elsewhere"), &forged)).await;
+    refused_by(&r, "relay", "signature is invalid");
+    // A forged grant with this relay's MAC (only this relay, compromised,
+    // could make one): it passes the relay, and the agent refuses it.
+    let r = get_gated(&s, &forged, &grant::gate_mac(&gate, &forged)).await;
+    refused_by(&r, "agent", "signature is invalid");
+    // A gated grant still meets the relay's other checks.
+    let other = cp.sign(grant_for("other", "/headers"));
+    let r = get_gated(&s, &other, &grant::gate_mac(&gate, &other)).await;
+    refused_by(&r, "relay", "is for cluster \"other\"");
+    assert_eq!(s.backend.hits("/headers"), 2, "a refused request reached the API server");
+}

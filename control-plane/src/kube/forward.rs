@@ -34,6 +34,8 @@ pub(super) struct Outgoing<'a> {
     pub(super) cluster: &'a Cluster,
     pub(super) groups: &'a [String],
     pub(super) meta: &'a RequestMeta,
+    /// The signed grant.
+    pub(super) signed: Vec<u8>,
     /// The signed grant, as the `kubechat-grant` header carries it.
     pub(super) grant: String,
     /// The canonical target.
@@ -132,6 +134,9 @@ pub(super) async fn send(
                 }
             };
             set(grant::HEADER, &out.grant);
+            // The relay passes the grant by this MAC under its own gate key
+            // instead of checking the signature (the agent still does).
+            set(grant::GATE_HEADER, &grant::gate_mac(&app.signer.gate_key(&route.relay_id), &out.signed));
             set("kubechat-request-id", &out.meta.request_id);
             set("kubechat-user", &out.meta.user);
             for g in out.groups {

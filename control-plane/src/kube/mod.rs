@@ -371,6 +371,7 @@ async fn pipeline(
         groups: &r.log.groups,
         meta,
         grant: grant::to_header(&signed),
+        signed,
         path_and_query: target.path_and_query(),
         upgrade,
         must_audit,
