@@ -270,8 +270,8 @@ impl Checked {
     /// The metric label: `gate` or `signature`.
     pub fn label(self) -> &'static str {
         match self {
-            Checked::Gate => "gate",
-            Checked::Signature => "signature",
+            Self::Gate => "gate",
+            Self::Signature => "signature",
         }
     }
 }
