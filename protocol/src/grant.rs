@@ -1,7 +1,10 @@
 //! Per-request grants: the control plane signs (Ed25519) exactly what one
 //! request may do — tenant, cluster, user, groups, method, path, for at most
 //! [`MAX_VALIDITY_MS`] — and the relay and the agent each verify it before
-//! the request goes further. Sans-IO: callers pass the time.
+//! the request goes further: the agent by its Ed25519 signature, the relay by
+//! the signature or by the control plane's HMAC under that relay's gate key
+//! ([`GrantSigner::gate_key`], [`GrantVerifier::verify_gated`]). Sans-IO:
+//! callers pass the time.
 //!
 //! On the wire (the `kubechat-grant` header, and `StreamOpen.grant`) a grant
 //! is a protobuf [`SignedGrant`]; in headers it is base64url without padding.
