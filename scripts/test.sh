@@ -21,6 +21,11 @@ cargo fmt --all -- --check
 echo "==> lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> fuzz targets compile (the README says how to run them)"
+# Their own lock file and crate, outside the workspace; the workspace's
+# target directory, so the dependencies clippy just built are reused.
+cargo check --manifest-path fuzz/Cargo.toml --locked --bins --target-dir "${CARGO_TARGET_DIR:-target}"
+
 echo "==> dev stack smoke test (the README's first command)"
 bash scripts/dev-smoke.sh
 
