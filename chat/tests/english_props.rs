@@ -232,6 +232,25 @@ proptest! {
     }
 }
 
+/// Found by `arbitrary_names_resolve_without_panic`: a live name with a
+/// control character became an argument that `argv::parse` refuses.
+#[test]
+fn live_names_no_object_can_have_are_never_offered() {
+    let Interpretation::Command(draft) = interpret("follow k", &discovery(), "web") else {
+        panic!("`follow k` is a command with a lookup");
+    };
+    assert!(draft.lookup.is_some());
+    let names = ["k\u{b}".to_string(), "k\u{0}x".to_string(), format!("k{}", "a".repeat(253))];
+    let resolved = resolve(draft.clone(), &names);
+    check(&resolved, &discovery()).expect("every command it gives parses");
+    assert!(matches!(&resolved, Interpretation::NotUnderstood { .. }), "{resolved:?}");
+    let with_real = resolve(draft, &[names[0].clone(), "kafka-0".to_string()]);
+    assert!(
+        matches!(&with_real, Interpretation::Command(d) if d.argv.contains(&"kafka-0".to_string())),
+        "{with_real:?}"
+    );
+}
+
 #[test]
 fn a_megabyte_of_words_is_refused_quickly() {
     let text = "delete pod api ".repeat(70_000);

@@ -25,7 +25,10 @@ pub(crate) fn resolve(draft: Draft, names: &[String]) -> Interpretation {
         Some(ns) => format!(" in {ns}"),
         None => String::new(),
     };
-    let mut live: Vec<&str> = names.iter().map(String::as_str).filter(|n| !n.is_empty()).collect();
+    // Names no object can have (an API server's bug or malice) are never
+    // offered: a control character or 254+ bytes would only be refused
+    // later, as an argument.
+    let mut live: Vec<&str> = names.iter().map(String::as_str).filter(|n| could_be_a_name(n)).collect();
     live.sort_unstable();
     live.dedup();
     let with = |name: &str| {
@@ -75,6 +78,12 @@ pub(crate) fn resolve(draft: Draft, names: &[String]) -> Interpretation {
             })
         }
     }
+}
+
+/// Whether an object could have the name `n`: 1–253 bytes, no control
+/// characters (the API server's own limit for every resource's names).
+fn could_be_a_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 253 && !n.chars().any(char::is_control)
 }
 
 /// Whether `pod` is one of workload `owner`'s pods: `owner-<hash>-<id>`
