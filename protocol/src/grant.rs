@@ -117,17 +117,17 @@ impl GrantSigner {
         // made from it must give the same public key.
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| GrantError::Malformed)?;
         let seed: [u8; 32] = match pkcs8.get(12..48) {
-            Some([0x04, 0x22, 0x04, 0x20, seed @ ..]) => seed.try_into().map_err(|_| GrantError::Malformed)?,
+            Some([0x04, 0x22, 0x04, 0x20, rest @ ..]) => rest.try_into().map_err(|_| GrantError::Malformed)?,
             _ => return Err(GrantError::Malformed),
         };
         let key = ed25519_dalek::SigningKey::from_bytes(&seed);
         if key.verifying_key().as_bytes() != pair.public_key().as_ref() {
             return Err(GrantError::Malformed);
         }
-        let mut seed = ring::digest::Context::new(&ring::digest::SHA256);
-        seed.update(GATE_DOMAIN);
-        seed.update(pkcs8);
-        let gate = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.finish().as_ref());
+        let mut gate_seed = ring::digest::Context::new(&ring::digest::SHA256);
+        gate_seed.update(GATE_DOMAIN);
+        gate_seed.update(pkcs8);
+        let gate = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, gate_seed.finish().as_ref());
         Ok(Self { key_id: key_id.to_string(), key, gate })
     }
 
