@@ -42,6 +42,11 @@ pub struct Credentials {
     pub relays: Vec<String>,
     /// Grant keys to trust, `key-id=base64url-ed25519-public-key`.
     pub grant_keys: Vec<String>,
+    /// The cluster grant key, `key-id=base64url-key`: a secret shared with
+    /// the control plane only, by which the agent checks grants without
+    /// their signature (see `kubechat_protocol::grant`). Stored next to
+    /// the private key, never in `enrollment.json`.
+    pub cluster_grant_key: Option<String>,
     /// `spiffe://kubechat/tenant/<t>/cluster/<c>`.
     pub identity: String,
     /// When the certificate expires, Unix seconds.
@@ -59,6 +64,7 @@ impl std::fmt::Debug for Credentials {
             .field("identity", &self.identity)
             .field("relays", &self.relays)
             .field("grant_keys", &self.grant_keys.len())
+            .field("cluster_grant_key", &self.cluster_grant_key.as_ref().map(|_| "***"))
             .field("expires_at", &self.expires_at)
             .field("control_plane_url", &self.control_plane_url)
             .field("key_pem", &"***")
@@ -121,13 +127,20 @@ pub(crate) fn unix_now() -> i64 {
 
 impl Credentials {
     /// Assembles a bundle from its stored parts.
-    pub(crate) fn from_parts(key_pem: String, cert_pem: String, relay_ca_pem: String, s: Summary) -> Self {
+    pub(crate) fn from_parts(
+        key_pem: String,
+        cert_pem: String,
+        relay_ca_pem: String,
+        cluster_grant_key: Option<String>,
+        s: Summary,
+    ) -> Self {
         let mut c = Self {
             key_pem,
             cert_pem,
             relay_ca_pem,
             relays: s.relays,
             grant_keys: s.grant_keys,
+            cluster_grant_key: cluster_grant_key.filter(|k| !k.trim().is_empty()),
             identity: s.identity,
             expires_at: s.expires_at.unwrap_or_default(),
             control_plane_url: s.control_plane_url,
@@ -150,9 +163,9 @@ impl Credentials {
     }
 
     /// The control plane's answer to an enrollment or a renewal (`201`),
-    /// for the key the CSR was made from. Relays, the relay CA and grant
-    /// keys an answer leaves out are kept from `previous`; a renewal must
-    /// name the same identity as `previous`.
+    /// for the key the CSR was made from. Relays, the relay CA, grant keys
+    /// and the cluster grant key an answer leaves out are kept from
+    /// `previous`; a renewal must name the same identity as `previous`.
     pub(crate) fn from_answer(
         key_pem: String,
         answer: &Value,
@@ -182,6 +195,9 @@ impl Credentials {
             relay_ca_pem,
             relays: or_previous(list("relays"), |p| &p.relays),
             grant_keys: or_previous(list("grantKeys"), |p| &p.grant_keys),
+            cluster_grant_key: Some(text("clusterGrantKey"))
+                .filter(|k| !k.trim().is_empty())
+                .or_else(|| previous.and_then(|p| p.cluster_grant_key.clone())),
             identity: text("identity"),
             expires_at: answer.get("expiresAt").and_then(Value::as_i64).unwrap_or_default(),
             control_plane_url: Some(control_plane_url.to_string()),
@@ -276,6 +292,7 @@ pub(crate) mod tests {
             cert.key_pem,
             cert.cert_pem,
             pki.relay_ca.cert_pem().to_string(),
+            Some("cp-1=BBBB".into()),
             Summary {
                 relays: vec!["relay.example:7443".into()],
                 grant_keys: vec!["cp-1=AAAA".into()],

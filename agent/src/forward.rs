@@ -162,7 +162,8 @@ async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, 
     let active = state.active();
     if !active.grants.is_empty() {
         match verify_grant(&open, &active) {
-            Ok(g) => {
+            Ok((g, checked)) => {
+                state.metrics.grants_checked.inc(checked.label());
                 // The grant alone says who the request is made as.
                 open.identity = Some(kubechat_protocol::messages::Identity { user: g.user, groups: g.groups });
                 open.request_id = g.request_id;
@@ -302,19 +303,19 @@ async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, 
 fn verify_grant(
     open: &StreamOpen,
     active: &ActiveIdentity,
-) -> Result<kubechat_protocol::messages::Grant, grant::GrantError> {
+) -> Result<(kubechat_protocol::messages::Grant, grant::Checked), grant::GrantError> {
     let own = active.cluster.as_ref().map(|i| i.cluster.as_str()).unwrap_or_default();
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let expected = grant::Expected { cluster: own, method: &open.method, path: &open.uri };
-    let g = active.grants.verify(&open.grant, now, expected)?;
+    let (g, checked) = active.grants.verify_gated(&open.grant, None, now, expected)?;
     if active.cluster.as_ref().is_some_and(|i| i.tenant != g.tenant) {
         return Err(grant::GrantError::WrongCluster {
             granted: format!("{}/{}", g.tenant, g.cluster),
             actual: own.to_string(),
         });
     }
-    Ok(g)
+    Ok((g, checked))
 }
 
 async fn end(

@@ -199,6 +199,15 @@ pub(crate) fn active_identity(config: &Config, c: &Credentials) -> Result<Active
     } else {
         config.grants.clone()
     };
+    // The cluster grant key lets the agent pass grants by their MAC; an
+    // unusable one only means every grant's signature is checked.
+    let grants = match &c.cluster_grant_key {
+        Some(spec) => grants.clone().with_cluster_key(spec).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the stored cluster grant key is unusable: grants are checked by signature until the next renewal");
+            grants
+        }),
+        None => grants,
+    };
     Ok(ActiveIdentity::new(tls, relay_ca, grants))
 }
 

@@ -19,6 +19,9 @@ pub struct AgentMetrics {
     pub streams_total: Counter,
     /// Streams that failed before or while reaching the API server, by reason.
     pub stream_errors: LabeledCounter,
+    /// Grants passed, by how their origin was checked (`cluster_key`:
+    /// their MAC under the cluster grant key; `signature`).
+    pub grants_checked: LabeledCounter,
     /// Request bytes sent to the API server.
     pub request_bytes: Counter,
     /// Response bytes read from the API server.
@@ -64,6 +67,12 @@ impl AgentMetrics {
                 "Streams that failed, by reason.",
                 "reason",
                 &self.stream_errors,
+            )
+            .labeled(
+                "kubechat_agent_grants_checked_total",
+                "Grants passed, by how their origin was checked (cluster_key: the MAC under the cluster grant key; signature).",
+                "by",
+                &self.grants_checked,
             )
             .counter(
                 "kubechat_agent_request_bytes_total",

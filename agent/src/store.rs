@@ -27,6 +27,8 @@ pub const SECRET_KEY: &str = "tls.key";
 pub const SECRET_CERT: &str = "tls.crt";
 /// Secret data key of the relay CA.
 pub const SECRET_RELAY_CA: &str = "relay-ca.crt";
+/// Secret data key (and file name, mode 0600) of the cluster grant key.
+pub const CLUSTER_GRANT_KEY: &str = "cluster-grant.key";
 /// Secret data key (and file name) of the summary: relays, grant keys,
 /// identity, expiry, control plane.
 pub const ENROLLMENT_JSON: &str = "enrollment.json";
@@ -188,7 +190,7 @@ impl CredentialStore {
     /// certificate) is stored. `StoreError::Unusable` when what is stored
     /// cannot be parsed.
     pub async fn load(&self) -> Result<Option<Credentials>, StoreError> {
-        let (key, cert, relay_ca, summary) = match &self.backend {
+        let (key, cert, relay_ca, cluster_grant_key, summary) = match &self.backend {
             Backend::Dir(dir) => {
                 let read = |f: &str| -> Result<Option<String>, StoreError> {
                     let path = dir.join(f);
@@ -198,7 +200,7 @@ impl CredentialStore {
                         Err(source) => Err(StoreError::Io { action: "read", path, source }),
                     }
                 };
-                (read(DIR_KEY)?, read(DIR_CERT)?, read(DIR_RELAY_CA)?, read(ENROLLMENT_JSON)?)
+                (read(DIR_KEY)?, read(DIR_CERT)?, read(DIR_RELAY_CA)?, read(CLUSTER_GRANT_KEY)?, read(ENROLLMENT_JSON)?)
             }
             Backend::Secret { api, name, .. } => {
                 let Some(secret) = api.get_opt(name).await.map_err(|e| self.kube_error("read", e))? else {
@@ -210,7 +212,13 @@ impl CredentialStore {
                         .map(|b| String::from_utf8(b.0.clone()).map_err(|_| self.unusable(format!("{k} is not UTF-8"))))
                         .transpose()
                 };
-                (read(SECRET_KEY)?, read(SECRET_CERT)?, read(SECRET_RELAY_CA)?, read(ENROLLMENT_JSON)?)
+                (
+                    read(SECRET_KEY)?,
+                    read(SECRET_CERT)?,
+                    read(SECRET_RELAY_CA)?,
+                    read(CLUSTER_GRANT_KEY)?,
+                    read(ENROLLMENT_JSON)?,
+                )
             }
         };
         let (Some(key), Some(cert)) = (key, cert) else { return Ok(None) };
@@ -222,7 +230,7 @@ impl CredentialStore {
                 .map_err(|e| self.unusable(format!("{ENROLLMENT_JSON} is invalid: {e}")))?,
             None => Summary::default(),
         };
-        Ok(Some(Credentials::from_parts(key, cert, relay_ca.unwrap_or_default(), summary)))
+        Ok(Some(Credentials::from_parts(key, cert, relay_ca.unwrap_or_default(), cluster_grant_key, summary)))
     }
 
     /// Makes sure a later [`save`](Self::save) can succeed, before a
@@ -269,13 +277,27 @@ impl CredentialStore {
                 write_file(&dir.join(DIR_KEY), &c.key_pem, 0o600)?;
                 write_file(&dir.join(DIR_CERT), &c.cert_pem, 0o644)?;
                 write_file(&dir.join(DIR_RELAY_CA), &c.relay_ca_pem, 0o644)?;
+                let grant_key = dir.join(CLUSTER_GRANT_KEY);
+                match &c.cluster_grant_key {
+                    Some(k) => write_file(&grant_key, k, 0o600)?,
+                    // None given: none kept from another enrollment.
+                    None => match std::fs::remove_file(&grant_key) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(StoreError::Io { action: "remove", path: grant_key, source: e });
+                        }
+                        _ => {}
+                    },
+                }
                 write_file(&dir.join(ENROLLMENT_JSON), &summary, 0o644)
             }
             Backend::Secret { api, name, .. } => {
+                // No cluster grant key given: an empty one, so none is kept
+                // from another enrollment.
                 let ours: BTreeMap<String, ByteString> = [
                     (SECRET_KEY, c.key_pem.as_str()),
                     (SECRET_CERT, c.cert_pem.as_str()),
                     (SECRET_RELAY_CA, c.relay_ca_pem.as_str()),
+                    (CLUSTER_GRANT_KEY, c.cluster_grant_key.as_deref().unwrap_or_default()),
                     (ENROLLMENT_JSON, summary.as_str()),
                 ]
                 .into_iter()
@@ -383,14 +405,20 @@ mod tests {
         let first = bundle(&pki, Duration::from_secs(3600));
         store.save(&first).await.expect("save");
         assert_eq!(store.load().await.expect("load"), Some(first.clone()));
-        let mode = std::fs::metadata(tmp.path().join("state/agent.key")).expect("key").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        for secret in ["agent.key", "cluster-grant.key"] {
+            let mode = std::fs::metadata(tmp.path().join("state").join(secret)).expect(secret).permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{secret}");
+        }
+        let summary = std::fs::read_to_string(tmp.path().join("state/enrollment.json")).expect("summary");
+        assert!(!summary.contains("BBBB"), "the cluster grant key is not in the readable summary: {summary}");
 
         let mut second = bundle(&pki, Duration::from_secs(7200));
         second.relays = vec!["a:1".into(), "b:2".into()];
         second.control_plane_ca = Some("-----BEGIN CERTIFICATE-----\n".into());
+        second.cluster_grant_key = None;
         store.save(&second).await.expect("update");
         assert_eq!(store.load().await.expect("load"), Some(second));
+        assert!(!tmp.path().join("state/cluster-grant.key").exists(), "none kept from the earlier enrollment");
         assert!(!tmp.path().join("state/agent.key.tmp").exists());
     }
 
@@ -411,6 +439,7 @@ mod tests {
         let loaded = CredentialStore::dir(tmp.path()).load().await.expect("load").expect("stored");
         assert_eq!(loaded.relays, ["r:1"]);
         assert_eq!(loaded.grant_keys, ["k=v"]);
+        assert_eq!(loaded.cluster_grant_key, None, "enrolled before cluster grant keys: signatures only");
         assert_eq!(loaded.expires_at, c.expires_at, "taken from the certificate");
         assert_eq!(loaded.control_plane_url, None);
         loaded.check(crate::credentials::unix_now()).expect("usable");

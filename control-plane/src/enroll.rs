@@ -178,6 +178,10 @@ async fn issue(app: &App, e: &Enrollment, csr: &str, identity: &ClusterIdentity)
             "relays": relays,
             "region": region,
             "grantKeys": [format!("{}={key}", app.signer.key_id())],
+            // A secret for this cluster's agents alone (this answer goes over
+            // TLS straight to the agent, never through a relay): they pass
+            // grants by its MAC instead of checking each signature.
+            "clusterGrantKey": app.signer.cluster_key_spec(&identity.tenant, &identity.cluster),
             "expiresAt": not_after,
         }),
         serial,

@@ -78,6 +78,11 @@ async fn enrollment_issues_only_the_tokens_identity_once() {
         assert_eq!(r.body["relays"], json!(["relay.eu.example:7443"]));
         assert!(r.body["relayCa"].as_str().is_some_and(|p| p.contains("BEGIN CERTIFICATE")));
         assert!(r.body["grantKeys"][0].as_str().is_some_and(|k| k.contains('=')));
+        // The cluster grant key: of the signing key's id, usable by a verifier.
+        let key_id = r.body["grantKeys"][0].as_str().and_then(|k| k.split_once('=')).expect("id=key").0;
+        let cluster_key = r.body["clusterGrantKey"].as_str().expect("a cluster grant key");
+        assert!(cluster_key.starts_with(&format!("{key_id}=")), "{cluster_key}");
+        kubechat_protocol::grant::GrantVerifier::default().with_cluster_key(cluster_key).expect("32 bytes");
         let life = r.body["expiresAt"].as_i64().expect("expiry") - time_now();
         assert!(life <= 24 * 3600 && life > 23 * 3600, "{life}");
 

@@ -1,9 +1,14 @@
 //! Per-request grants: the control plane signs (Ed25519) exactly what one
 //! request may do — tenant, cluster, user, groups, method, path, for at most
 //! [`MAX_VALIDITY_MS`] — and the relay and the agent each verify it before
-//! the request goes further: the agent by its Ed25519 signature, the relay by
-//! the signature or by the control plane's HMAC under that relay's gate key
-//! ([`GrantSigner::gate_key`], [`GrantVerifier::verify_gated`]). Sans-IO:
+//! the request goes further. The relay checks the control plane's HMAC under
+//! that relay's gate key ([`GrantSigner::gate_key`],
+//! [`GrantVerifier::verify_gated`]), else the signature. The agent checks
+//! the grant's cluster MAC under its cluster grant key
+//! ([`GrantSigner::cluster_key`], given to the cluster's agents at
+//! enrollment and renewal and never to a relay), else the signature. Either
+//! MAC costs about a microsecond against tens for a signature check, and
+//! neither key lets a relay make a grant the agent accepts. Sans-IO:
 //! callers pass the time.
 //!
 //! On the wire (the `kubechat-grant` header, and `StreamOpen.grant`) a grant
@@ -29,6 +34,8 @@ pub const GATE_HEADER: &str = "kubechat-grant-gate";
 pub type GateKey = ring::hmac::Key;
 /// Domain of the key the relay gate keys are derived from.
 const GATE_DOMAIN: &[u8] = b"kubechat relay gate v1\0";
+/// Domain of the key the cluster grant keys are derived from.
+const CLUSTER_DOMAIN: &[u8] = b"kubechat cluster grant key v1\0";
 
 /// Why a grant was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +108,8 @@ pub struct GrantSigner {
     key: ed25519_dalek::SigningKey,
     /// Derives the relay gate keys ([`GrantSigner::gate_key`]).
     gate: ring::hmac::Key,
+    /// Derives the cluster grant keys ([`GrantSigner::cluster_key`]).
+    cluster: ring::hmac::Key,
 }
 
 impl std::fmt::Debug for GrantSigner {
@@ -124,11 +133,13 @@ impl GrantSigner {
         if key.verifying_key().as_bytes() != pair.public_key().as_ref() {
             return Err(GrantError::Malformed);
         }
-        let mut gate_seed = ring::digest::Context::new(&ring::digest::SHA256);
-        gate_seed.update(GATE_DOMAIN);
-        gate_seed.update(pkcs8);
-        let gate = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, gate_seed.finish().as_ref());
-        Ok(Self { key_id: key_id.to_string(), key, gate })
+        let derive = |domain: &[u8]| {
+            let mut seed = ring::digest::Context::new(&ring::digest::SHA256);
+            seed.update(domain);
+            seed.update(pkcs8);
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.finish().as_ref())
+        };
+        Ok(Self { key_id: key_id.to_string(), key, gate: derive(GATE_DOMAIN), cluster: derive(CLUSTER_DOMAIN) })
     }
 
     /// The key id.
@@ -165,12 +176,41 @@ impl GrantSigner {
         key
     }
 
-    /// Signs `grant` (its `key_id` is set to this signer's).
+    /// The cluster grant key of `cluster` in `tenant`: a secret the
+    /// control plane gives that cluster's agents when it issues their
+    /// certificates (enrollment and renewal, over TLS straight to the
+    /// control plane), never to a relay. Every replica with the same
+    /// private key derives the same one; it changes with the key.
+    pub fn cluster_key(&self, tenant: &str, cluster: &str) -> [u8; 32] {
+        // The tenant's length first: no two (tenant, cluster) pairs give
+        // the same input.
+        let mut ctx = ring::hmac::Context::with_key(&self.cluster);
+        ctx.update(&(tenant.len() as u64).to_be_bytes());
+        ctx.update(tenant.as_bytes());
+        ctx.update(cluster.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.sign().as_ref());
+        key
+    }
+
+    /// [`GrantSigner::cluster_key`] as the agent stores and
+    /// [`GrantVerifier::with_cluster_key`] takes it:
+    /// `key-id=base64url-key`. A secret: never log it.
+    pub fn cluster_key_spec(&self, tenant: &str, cluster: &str) -> String {
+        format!("{}={}", self.key_id, to_header(&self.cluster_key(tenant, cluster)))
+    }
+
+    /// Signs `grant` (its `key_id` is set to this signer's) and MACs it
+    /// under its cluster's grant key.
     pub fn sign(&self, mut grant: Grant) -> Vec<u8> {
         grant.key_id = self.key_id.clone();
         let bytes = grant.encode_to_vec();
         let signature = ed25519_dalek::Signer::sign(&self.key, &bytes).to_bytes().to_vec();
-        SignedGrant { grant: bytes.into(), signature: signature.into() }.encode_to_vec()
+        let cluster_key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.cluster_key(&grant.tenant, &grant.cluster));
+        let cluster_mac = ring::hmac::sign(&cluster_key, &bytes).as_ref().to_vec();
+        SignedGrant { grant: bytes.into(), signature: signature.into(), cluster_mac: cluster_mac.into() }
+            .encode_to_vec()
     }
 }
 
@@ -185,12 +225,25 @@ pub struct Expected<'a> {
     pub path: &'a str,
 }
 
-/// Verifies grants against a set of control-plane public keys.
-#[derive(Debug, Clone, Default)]
+/// Verifies grants against a set of control-plane public keys (and, on an
+/// agent, its cluster grant key).
+#[derive(Clone, Default)]
 pub struct GrantVerifier {
     /// Key id → its key, decompressed once (`None`: not a valid Ed25519
     /// public key, so nothing verifies against it).
     keys: HashMap<String, Option<ed25519_dalek::VerifyingKey>>,
+    /// The cluster grant key (an agent's): the id of the signing key it
+    /// was derived from, and the key.
+    cluster_key: Option<(String, ring::hmac::Key)>,
+}
+
+impl std::fmt::Debug for GrantVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantVerifier")
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("cluster_key", &self.cluster_key.as_ref().map(|(id, _)| id))
+            .finish()
+    }
 }
 
 impl GrantVerifier {
@@ -200,12 +253,26 @@ impl GrantVerifier {
             let bytes: [u8; 32] = raw.try_into().ok()?;
             ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
         };
-        Self { keys: keys.into_iter().map(|(id, raw)| (id, parse(raw))).collect() }
+        Self { keys: keys.into_iter().map(|(id, raw)| (id, parse(raw))).collect(), cluster_key: None }
+    }
+
+    /// This verifier, also passing grants by their cluster MAC under the
+    /// cluster grant key `spec` (`key-id=base64url-32-byte-key`, as
+    /// [`GrantSigner::cluster_key_spec`] makes it) when they were signed
+    /// with that key id. Only an agent holds one.
+    pub fn with_cluster_key(mut self, spec: &str) -> Result<Self, String> {
+        let (id, key) = spec.split_once('=').ok_or("the cluster grant key is not key-id=base64url-key")?;
+        let raw = from_header(key).map_err(|_| "the cluster grant key is not base64url (no padding)")?;
+        if id.trim().is_empty() || raw.len() != 32 {
+            return Err("the cluster grant key must name a key id and 32 bytes".into());
+        }
+        self.cluster_key = Some((id.trim().to_string(), ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &raw)));
+        Ok(self)
     }
 
     /// Whether any key is configured.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.cluster_key.is_none()
     }
 
     /// Verifies `signed` at time `now_ms` for `expected`; returns the grant.
@@ -217,7 +284,11 @@ impl GrantVerifier {
     /// [`GATE_HEADER`] value) verifies under the gate key passes without
     /// its Ed25519 signature being checked; every other check is the same.
     /// Only a relay may take this shortcut: the agent behind it checks the
-    /// signature itself. A missing or wrong MAC falls back to the signature.
+    /// grant itself. A missing or wrong MAC falls back to the signature.
+    ///
+    /// With a cluster grant key ([`GrantVerifier::with_cluster_key`]), a
+    /// grant of that key id whose cluster MAC verifies passes the same way;
+    /// a missing or wrong one falls back to the signature.
     pub fn verify_gated(
         &self,
         signed: &[u8],
@@ -235,8 +306,15 @@ impl GrantVerifier {
                 .decode(mac)
                 .is_ok_and(|mac| ring::hmac::verify(key, signed, &mac).is_ok())
         });
+        let by_cluster_key = || {
+            self.cluster_key.as_ref().is_some_and(|(id, key)| {
+                *id == grant.key_id && ring::hmac::verify(key, &s.grant, &s.cluster_mac).is_ok()
+            })
+        };
         let checked = if gated {
             Checked::Gate
+        } else if by_cluster_key() {
+            Checked::ClusterKey
         } else {
             let key = self.keys.get(&grant.key_id).ok_or_else(|| GrantError::UnknownKey(grant.key_id.clone()))?;
             // Strict: a non-canonical signature or a small-order key is refused.
@@ -277,15 +355,18 @@ impl GrantVerifier {
 pub enum Checked {
     /// By the relay gate's MAC.
     Gate,
+    /// By the cluster MAC under the agent's cluster grant key.
+    ClusterKey,
     /// By the Ed25519 signature.
     Signature,
 }
 
 impl Checked {
-    /// The metric label: `gate` or `signature`.
+    /// The metric label: `gate`, `cluster_key` or `signature`.
     pub fn label(self) -> &'static str {
         match self {
             Self::Gate => "gate",
+            Self::ClusterKey => "cluster_key",
             Self::Signature => "signature",
         }
     }
@@ -412,6 +493,58 @@ mod tests {
             Err(GrantError::Expired(_))
         ));
         assert!(gate_key(&key_a[..31]).is_none());
+    }
+
+    #[test]
+    fn a_cluster_mac_stands_in_for_the_signature_at_that_cluster_s_agents_only() {
+        let s = signer("k1");
+        let public = || GrantVerifier::new([("k1".to_string(), s.public_key())]);
+        let agent = public().with_cluster_key(&s.cluster_key_spec("acme", "prod")).expect("a valid spec");
+        let checked = |v: &GrantVerifier, signed: &[u8]| v.verify_gated(signed, None, NOW, OK).map(|(_, c)| c);
+        let signed = s.sign(grant(NOW));
+        assert_eq!(checked(&agent, &signed), Ok(Checked::ClusterKey));
+        // A verifier without the key (a relay) checks the signature.
+        assert_eq!(checked(&public(), &signed), Ok(Checked::Signature));
+        // Same private key, same cluster keys (every replica); other
+        // clusters, tenants and private keys differ, however the two
+        // names split.
+        assert_eq!(s.cluster_key("acme", "prod"), s.cluster_key("acme", "prod"));
+        assert_ne!(s.cluster_key("acme", "prod"), s.cluster_key("acme", "staging"));
+        assert_ne!(s.cluster_key("acme", "prod"), s.cluster_key("globex", "prod"));
+        assert_ne!(s.cluster_key("a", "b\0c"), s.cluster_key("a\0b", "c"));
+        assert_ne!(s.cluster_key("ab", "c"), s.cluster_key("a", "bc"));
+        assert_ne!(s.cluster_key("acme", "prod"), signer("k1").cluster_key("acme", "prod"));
+        assert_ne!(s.cluster_key("acme", "prod"), s.gate_key("acme\0prod"), "cluster keys are not gate keys");
+        // Another cluster's key, or a key of another key id: the signature
+        // decides, and a forged one is refused.
+        let forged = signer("k1").sign(Grant { user: "kubechat:user:mallory@b.c".into(), ..grant(NOW) });
+        for spec in [s.cluster_key_spec("acme", "staging"), format!("k2={}", to_header(&s.cluster_key("acme", "prod")))]
+        {
+            let v = public().with_cluster_key(&spec).expect("a valid spec");
+            assert_eq!(checked(&v, &signed), Ok(Checked::Signature), "{spec}");
+            assert_eq!(checked(&v, &forged), Err(GrantError::BadSignature), "{spec}");
+        }
+        assert_eq!(checked(&agent, &forged), Err(GrantError::BadSignature), "a forger's MAC is under its own key");
+        // A MAC of another grant covers nothing else; a stripped MAC falls
+        // back to the signature.
+        let mut swapped = SignedGrant::decode(forged.as_slice()).expect("decodes");
+        swapped.cluster_mac = SignedGrant::decode(signed.as_slice()).expect("decodes").cluster_mac;
+        assert_eq!(checked(&agent, &swapped.encode_to_vec()), Err(GrantError::BadSignature));
+        let mut stripped = SignedGrant::decode(signed.as_slice()).expect("decodes");
+        stripped.cluster_mac = Default::default();
+        assert_eq!(checked(&agent, &stripped.encode_to_vec()), Ok(Checked::Signature));
+        // A grant passed by its cluster MAC still meets every other check.
+        assert!(matches!(
+            agent.verify(&signed, NOW, Expected { cluster: "staging", ..OK }),
+            Err(GrantError::WrongCluster { .. })
+        ));
+        assert!(matches!(agent.verify(&signed, NOW + 40_000, OK), Err(GrantError::Expired(_))));
+        // The key's id and 32 bytes, or nothing.
+        for bad in ["", "k1", "k1=AAAA", "=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "k1=not base64!"] {
+            assert!(public().with_cluster_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(!GrantVerifier::default().with_cluster_key(&s.cluster_key_spec("acme", "prod")).expect("ok").is_empty());
+        assert!(!format!("{agent:?}").contains(&to_header(&s.cluster_key("acme", "prod"))), "Debug shows no key");
     }
 
     #[test]

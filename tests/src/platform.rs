@@ -350,6 +350,7 @@ pub async fn platform(
         .expect("reach");
     assert_eq!(c.status, 201, "{}", c.body);
     let cluster = c.body["id"].as_str().expect("id").to_string();
+    let cluster_key = kubechat_protocol::grant::to_header(&signer.cluster_key(&tenant, &cluster));
     Platform {
         cp_ca: pki.pki.relay_ca.cert_pem().to_string(),
         pki,
@@ -370,6 +371,8 @@ pub async fn platform(
             ADMIN.to_string(),
             AGENT_TOKEN.to_string(),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref()),
+            // The demo cluster's grant key (its agent holds it).
+            cluster_key,
         ],
     }
 }
@@ -406,9 +409,13 @@ pub async fn world_full(
     .await
     .expect("kube config");
     let cert = pki.agent_cert_valid(tenant, cluster, Validity::for_duration(Duration::from_secs(3600)));
+    // What enrollment would have given it: the grant keys and its cluster
+    // grant key (a secret the log scan looks for).
+    let cluster_key = platform.app.signer.cluster_key_spec(tenant, cluster);
+    let grants = platform.grants.clone().with_cluster_key(&cluster_key).expect("a cluster grant key");
     let agent = start_agent(pki, &[relay.quic], &cert, &sim.url(), |a| {
         a.kube = kube_config;
-        a.grants = platform.grants.clone();
+        a.grants = grants;
     })
     .await;
     agent.wait_tunnels(1).await;

@@ -318,6 +318,7 @@ fn bundle(pki: &TestPki, relays: &[SocketAddr], cp: Option<&FakeControlPlane>, v
         relay_ca_pem: pki.pki.relay_ca.cert_pem().to_string(),
         relays: relays.iter().map(SocketAddr::to_string).collect(),
         grant_keys: Vec::new(),
+        cluster_grant_key: None,
         identity: format!("spiffe://kubechat/tenant/{TENANT}/cluster/{CLUSTER}"),
         expires_at: tls::certificate_not_after(&leaf[0]).expect("notAfter"),
         control_plane_url: cp.map(|c| c.url.clone()),
@@ -431,20 +432,23 @@ async fn the_secret_store_round_trips_with_only_get_and_update() {
 
     let pki = TestPki::new();
     let relay: SocketAddr = "127.0.0.1:7443".parse().expect("addr");
-    let first = bundle(&pki, &[relay], None, Validity::for_duration(Duration::from_secs(3600)));
+    let mut first = bundle(&pki, &[relay], None, Validity::for_duration(Duration::from_secs(3600)));
+    first.cluster_grant_key = Some(format!("cp-1={}", kubechat_protocol::grant::to_header(&[7; 32])));
     store.save(&first).await.expect("save");
     assert_eq!(store.load().await.expect("load"), Some(first.clone()));
 
     let secret = stored_secret(&s).expect("secret");
     let mut keys: Vec<&str> = secret["data"].as_object().expect("data").keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["enrollment.json", "relay-ca.crt", "tls.crt", "tls.key"]);
+    assert_eq!(keys, ["cluster-grant.key", "enrollment.json", "relay-ca.crt", "tls.crt", "tls.key"]);
     let b64 = |k: &str| {
         let raw =
             base64::engine::general_purpose::STANDARD.decode(secret["data"][k].as_str().expect(k)).expect("base64");
         String::from_utf8(raw).expect("utf-8")
     };
     assert_eq!(b64("tls.key"), first.key_pem);
+    assert_eq!(Some(b64("cluster-grant.key")), first.cluster_grant_key);
+    assert!(!b64("enrollment.json").contains("BwcH"), "the cluster grant key is not in the summary");
     let summary: Value = serde_json::from_str(&b64("enrollment.json")).expect("json");
     assert_eq!(summary["relays"], json!(["127.0.0.1:7443"]));
     assert_eq!(summary["identity"], json!(first.identity));
@@ -460,7 +464,7 @@ async fn the_secret_store_round_trips_with_only_get_and_update() {
     let mut second = bundle(&pki, &[relay], None, Validity::for_duration(Duration::from_secs(7200)));
     second.control_plane_url = Some("https://cp.example".into());
     store.save(&second).await.expect("update");
-    assert_eq!(store.load().await.expect("load"), Some(second.clone()));
+    assert_eq!(store.load().await.expect("load"), Some(second.clone()), "no cluster grant key kept from the first");
     assert_ne!(serial_of(&first), serial_of(&second));
     assert!(stored_secret(&s).expect("secret")["data"].get("other").is_some());
 

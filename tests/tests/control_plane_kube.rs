@@ -211,6 +211,14 @@ fn stored_credentials(sim: &kube_sim::TestSim) -> kubechat_transport::pki::Issue
     kubechat_transport::pki::IssuedCert { cert_pem: field("tls.crt"), key_pem: field("tls.key") }
 }
 
+/// One field of the agent's state Secret, decoded.
+fn stored_field(sim: &kube_sim::TestSim, key: &str) -> String {
+    let r = sim.sim.cluster.resource_by_plural("secrets").expect("secrets");
+    let s = sim.sim.cluster.store.get(&r, "kubechat", "kubechat-agent-state").expect("the state Secret");
+    let b64 = s["data"][key].as_str().unwrap_or_else(|| panic!("{key} stored"));
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")).expect("utf-8")
+}
+
 /// The agent's stored `enrollment.json`.
 fn stored_enrollment(sim: &kube_sim::TestSim) -> serde_json::Value {
     let r = sim.sim.cluster.resource_by_plural("secrets").expect("secrets");
@@ -283,6 +291,14 @@ async fn an_enrolled_agent_keeps_its_identity_in_a_secret_renews_and_its_old_cer
     .await;
     let user = w.kubectl(&w.user("ursula@acme.example", "tenant_user").await, &staging);
     assert!(user.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
+    // Enrollment gave it the cluster grant key, kept in the Secret (not in
+    // enrollment.json), by which it passes the control plane's grants
+    // without checking their signatures.
+    let checked = |by: &str| agent.metrics().grants_checked.get(by);
+    assert!(checked("cluster_key") >= 1 && checked("signature") == 0, "{} / {}", checked("cluster_key"), checked("signature"));
+    let cluster_key = stored_field(&w.sim, "cluster-grant.key");
+    assert_eq!(cluster_key, w.app.signer.cluster_key_spec(&w.tenant, &staging));
+    assert!(!stored.to_string().contains(cluster_key.split_once('=').expect("id=key").1));
 
     // Renewal: a new certificate for the same identity, stored first, then
     // every tunnel moves to it; the old one (overlap 0 here) is revoked.
@@ -299,6 +315,7 @@ async fn an_enrolled_agent_keeps_its_identity_in_a_secret_renews_and_its_old_cer
     })
     .await;
     assert!(user.ok(&["get", "pods", "-n", "web"]).await.contains("api-"));
+    assert_eq!(checked("signature"), 0, "the renewed credentials keep the cluster grant key");
 
     // The old certificate is refused by the relay from now on.
     let before = w.relay.handle.metrics().handshake_failures.get("revoked");
@@ -510,6 +527,10 @@ async fn the_relay_passes_the_control_planes_grants_by_their_gate_mac() {
     }
     let checked = |by: &str| w.relay.handle.metrics().grants_checked.get(by);
     assert_eq!((checked("gate"), checked("signature")), (3, 0));
+    // The agent, holding its cluster grant key, passes them by their
+    // cluster MAC: no signature is checked on the way.
+    let checked = |by: &str| w.agent.handle.metrics().grants_checked.get(by);
+    assert_eq!((checked("cluster_key"), checked("signature")), (3, 0));
 }
 
 /// Once the change log has been unreadable for longer than the offline

@@ -164,3 +164,43 @@ async fn the_relay_passes_a_grant_by_its_gate_mac_and_the_agent_still_checks_the
     refused_by(&r, "relay", "is for cluster \"other\"");
     assert_eq!(s.backend.hits("/headers"), 2, "a refused request reached the API server");
 }
+
+/// The agent passes the control plane's grants by their MAC under its
+/// cluster grant key, which the relay never holds: a grant a compromised
+/// relay makes (passing its own gate) carries a signature and a cluster MAC
+/// of the relay's making, and the agent refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_passes_a_grant_by_its_cluster_mac_and_no_relay_can_make_one() {
+    let cp = signer("cp-1");
+    let gate = cp.gate_key("relay-under-test");
+    let keys = || GrantVerifier::new([("cp-1".to_string(), cp.public_key())]);
+    let cluster_key = cp.cluster_key_spec(TENANT, CLUSTER);
+    let s = Stack::start_with(
+        |r| {
+            r.grants = keys();
+            r.grant_gate_key = Some(gate.to_vec());
+        },
+        |a| a.grants = keys().with_cluster_key(&cluster_key).expect("a cluster grant key"),
+    )
+    .await;
+    let checked = |by: &str| s.agent.handle.metrics().grants_checked.get(by);
+    // The control plane's grant: passed by the cluster MAC, no signature check.
+    let signed = cp.sign(grant_for(CLUSTER, "/headers"));
+    let r = get_gated(&s, &signed, &grant::gate_mac(&gate, &signed)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["impersonate-user"], serde_json::json!(["kubechat:user:granted@example.com"]));
+    assert_eq!((checked("cluster_key"), checked("signature")), (1, 0));
+    // A grant the relay makes: its own key under the control plane's key
+    // id, its own cluster MAC, its own gate MAC. The relay passes it; the
+    // agent finds the MAC wrong, checks the signature and refuses.
+    let relay_made = signer("cp-1").sign(grant_for(CLUSTER, "/headers"));
+    let r = get_gated(&s, &relay_made, &grant::gate_mac(&gate, &relay_made)).await;
+    refused_by(&r, "agent", "signature is invalid");
+    // The control plane's grant for another cluster (whose MAC is under
+    // that cluster's key) is refused as another cluster's.
+    let other = cp.sign(grant_for("other", "/headers"));
+    let r = get_gated(&s, &other, &grant::gate_mac(&gate, &other)).await;
+    refused_by(&r, "relay", "is for cluster \"other\"");
+    assert_eq!(s.backend.hits("/headers"), 1, "a refused request reached the API server");
+    assert_eq!((checked("cluster_key"), checked("signature")), (1, 0));
+}

@@ -498,18 +498,27 @@ mod kube_path {
     }
 
     pub(super) async fn latency(t: &Target, n: usize) -> Latency {
+        latency_and_cpu(t, n).await.0
+    }
+
+    /// Latency on one reused connection, and the CPU time the whole
+    /// process spent per request meanwhile: with one request in flight,
+    /// what of the latency is work (on either core) and what is waiting.
+    pub(super) async fn latency_and_cpu(t: &Target, n: usize) -> (Latency, Duration) {
         let mut conn = t.connect().await;
         for _ in 0..n / 10 {
             t.get(&mut conn).await;
         }
         let mut samples = Vec::with_capacity(n);
+        let cpu = cpu_time();
         for _ in 0..n {
             let at = Instant::now();
             t.get(&mut conn).await;
             samples.push(at.elapsed());
         }
+        let cpu = (cpu_time() - cpu) / n.max(1) as u32;
         samples.sort();
-        Latency { p50: percentile(&samples, 0.5), p99: percentile(&samples, 0.99) }
+        (Latency { p50: percentile(&samples, 0.5), p99: percentile(&samples, 0.99) }, cpu)
     }
 
     /// CPU time this process has used (every thread), from /proc/self/stat
@@ -653,6 +662,8 @@ mod kube_path {
         rps_kubechat: f64,
         cpu_direct: Duration,
         cpu_kubechat: Duration,
+        cpu_one_direct: Duration,
+        cpu_one_kubechat: Duration,
         fsyncs: Fsyncs,
         kubectl_direct: Duration,
         kubectl_kubechat: Duration,
@@ -686,8 +697,8 @@ mod kube_path {
             format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster),
             vec![("authorization".into(), format!("Bearer {token}"))],
         );
-        let d = latency(&direct, n).await;
-        let k = latency(&kubechat, n).await;
+        let (d, cpu_one_d) = latency_and_cpu(&direct, n).await;
+        let (k, cpu_one_k) = latency_and_cpu(&kubechat, n).await;
         let (rps_d, cpu_d) = throughput(&direct, 32, dur).await;
         let (rps_k, cpu_k) = throughput(&kubechat, 32, dur).await;
         let fsyncs = fsyncs_per_request(w, &kubechat, n.min(500)).await;
@@ -712,6 +723,8 @@ mod kube_path {
             rps_kubechat: rps_k,
             cpu_direct: cpu_d,
             cpu_kubechat: cpu_k,
+            cpu_one_direct: cpu_one_d,
+            cpu_one_kubechat: cpu_one_k,
             fsyncs,
             kubectl_direct: kubectl_wall(&kc_direct).await,
             kubectl_kubechat: kubectl_wall(&kc_kubechat).await,
@@ -724,9 +737,11 @@ mod kube_path {
     }
 
     pub(super) async fn bench(quick: bool) {
-        // For a profiler: only the 32-connection KubeChat load, for this many
-        // seconds, after a line on stderr saying it starts.
+        // For a profiler: only the KubeChat load (32 connections, or
+        // KUBECHAT_BENCH_PROFILE_CONNS), for this many seconds, after a line
+        // on stderr saying it starts.
         if let Some(secs) = std::env::var("KUBECHAT_BENCH_PROFILE_SECS").ok().and_then(|s| s.parse::<u64>().ok()) {
+            let conns = std::env::var("KUBECHAT_BENCH_PROFILE_CONNS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
             let w = world_full(json!({}), |_| {}, limits).await;
             let token = w.user("bench@acme.example", "tenant_admin").await;
             let kubechat = Target::new(
@@ -737,7 +752,7 @@ mod kube_path {
             );
             latency(&kubechat, 200).await;
             eprintln!("profile: load starts for {secs} s (pid {})", std::process::id());
-            let (rps, cpu) = throughput(&kubechat, 32, Duration::from_secs(secs)).await;
+            let (rps, cpu) = throughput(&kubechat, conns, Duration::from_secs(secs)).await;
             eprintln!("profile: {rps:.0} requests/s, {:.1} µs CPU per request", cpu.as_secs_f64() * 1e6);
             return;
         }
@@ -775,6 +790,7 @@ mod kube_path {
             };
             row("p50, one connection (ms)", us(f.direct.p50) / 1e3, us(f.kubechat.p50) / 1e3);
             row("p99, one connection (ms)", us(f.direct.p99) / 1e3, us(f.kubechat.p99) / 1e3);
+            row("CPU per request, one connection (ms)", us(f.cpu_one_direct) / 1e3, us(f.cpu_one_kubechat) / 1e3);
             println!(
                 "{:<12} {:<40} {:>12.0} {:>12.0} {:>11.2}x",
                 f.backend,
@@ -807,6 +823,7 @@ mod kube_path {
                 "p99_ms": {"direct": us(f.direct.p99) / 1e3, "kubechat": us(f.kubechat.p99) / 1e3},
                 "rps_32": {"direct": f.rps_direct, "kubechat": f.rps_kubechat, "ratio": f.rps_kubechat / f.rps_direct},
                 "cpu_us_per_request_32": {"direct": us(f.cpu_direct), "kubechat": us(f.cpu_kubechat)},
+                "cpu_us_per_request_one": {"direct": us(f.cpu_one_direct), "kubechat": us(f.cpu_one_kubechat)},
                 "writer_commits_per_warm_request": f.fsyncs.commits_per_request,
                 "fsyncs_per_writer_commit": f.fsyncs.per_commit,
                 "fsyncs_per_warm_request": f.fsyncs.per_commit.map(|p| p * f.fsyncs.commits_per_request),
