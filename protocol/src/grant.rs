@@ -543,7 +543,9 @@ mod tests {
         for bad in ["", "k1", "k1=AAAA", "=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "k1=not base64!"] {
             assert!(public().with_cluster_key(bad).is_err(), "{bad:?}");
         }
-        assert!(!GrantVerifier::default().with_cluster_key(&s.cluster_key_spec("acme", "prod")).expect("ok").is_empty());
+        assert!(
+            !GrantVerifier::default().with_cluster_key(&s.cluster_key_spec("acme", "prod")).expect("ok").is_empty()
+        );
         assert!(!format!("{agent:?}").contains(&to_header(&s.cluster_key("acme", "prod"))), "Debug shows no key");
     }
 

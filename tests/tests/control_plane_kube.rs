@@ -295,7 +295,12 @@ async fn an_enrolled_agent_keeps_its_identity_in_a_secret_renews_and_its_old_cer
     // enrollment.json), by which it passes the control plane's grants
     // without checking their signatures.
     let checked = |by: &str| agent.metrics().grants_checked.get(by);
-    assert!(checked("cluster_key") >= 1 && checked("signature") == 0, "{} / {}", checked("cluster_key"), checked("signature"));
+    assert!(
+        checked("cluster_key") >= 1 && checked("signature") == 0,
+        "{} / {}",
+        checked("cluster_key"),
+        checked("signature")
+    );
     let cluster_key = stored_field(&w.sim, "cluster-grant.key");
     assert_eq!(cluster_key, w.app.signer.cluster_key_spec(&w.tenant, &staging));
     assert!(!stored.to_string().contains(cluster_key.split_once('=').expect("id=key").1));
