@@ -94,6 +94,46 @@ fn record(e: &Event) -> Vec<u8> {
     out
 }
 
+/// Largest quantity one merged usage event carries.
+const MAX_MERGED_QUANTITY: f64 = 1e6;
+
+/// The usage events of one batch that differ only in id, time and request
+/// (same tenant, cluster, relay, type, and UTC hour, hence month) become
+/// one event whose quantity is their sum, in the place of the first, with
+/// the latest time. Billing sums quantities per month, so the ledger is the
+/// same with one row instead of one a request; the merged event keeps the
+/// first one's id, so a replay is still stored once. Audit events are never
+/// merged.
+pub(crate) fn merge_usage(batch: Vec<Event>) -> Vec<Event> {
+    use kubechat_protocol::events::event::Body;
+    type Key = (String, String, String, i32, i64);
+    let mut out: Vec<Event> = Vec::with_capacity(batch.len());
+    let mut open: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
+    for e in batch {
+        let Some(Body::Usage(u)) = &e.body else {
+            out.push(e);
+            continue;
+        };
+        let key = (e.tenant.clone(), e.cluster.clone(), e.relay.clone(), u.r#type, e.time_ms.div_euclid(3_600_000));
+        let quantity = u.quantity;
+        if let Some(&at) = open.get(&key)
+            && let Some(Body::Usage(into)) = &mut out[at].body
+            && into.quantity + quantity <= MAX_MERGED_QUANTITY
+        {
+            into.quantity += quantity;
+            let merged = &mut out[at];
+            merged.time_ms = merged.time_ms.max(e.time_ms);
+            if merged.request_id != e.request_id {
+                merged.request_id.clear();
+            }
+            continue;
+        }
+        open.insert(key, out.len());
+        out.push(e);
+    }
+    out
+}
+
 /// Reads the valid records of a segment; returns them and the byte length of
 /// the valid prefix (a torn or corrupt tail is not included).
 fn read_segment(path: &Path) -> Result<(Vec<Event>, u64), SpoolError> {
@@ -232,6 +272,9 @@ impl Spool {
                     break;
                 }
             }
+            // Counted by what was queued, before usage events merge.
+            let queued: u64 = batch.iter().map(|e| e.encoded_len() as u64 + 8).sum();
+            let batch = merge_usage(batch);
             let mut buf = Vec::new();
             for e in &batch {
                 buf.extend_from_slice(&record(e));
@@ -252,7 +295,6 @@ impl Spool {
                 ok
             };
             let mut s = self.lock();
-            let queued: u64 = batch.iter().map(|e| e.encoded_len() as u64 + 8).sum();
             s.queued_bytes = s.queued_bytes.saturating_sub(queued);
             if let Err(e) = ok {
                 // Not lost: kept in memory and still published; requests
@@ -378,6 +420,9 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
+    use kubechat_protocol::events::event::Body;
+    use kubechat_protocol::events::{UsageBody, UsageType};
+
     use super::*;
 
     fn event(i: u32) -> Event {
@@ -392,6 +437,77 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         panic!("events never reached the disk");
+    }
+
+    fn usage(id: &str, cluster: &str, kind: UsageType, time_ms: i64) -> Event {
+        Event {
+            id: id.into(),
+            time_ms,
+            tenant: "t".into(),
+            cluster: cluster.into(),
+            relay: "r".into(),
+            request_id: format!("req-{id}"),
+            body: Some(Body::Usage(UsageBody { r#type: kind as i32, quantity: 1.0 })),
+        }
+    }
+
+    fn quantity(e: &Event) -> f64 {
+        match &e.body {
+            Some(Body::Usage(u)) => u.quantity,
+            _ => 0.0,
+        }
+    }
+
+    #[test]
+    fn usage_events_of_one_batch_merge_into_one_per_tenant_cluster_type_and_hour() {
+        let hour = 3_600_000;
+        let audit =
+            Event { id: "audit".into(), tenant: "t".into(), body: Some(Body::Audit(Default::default())), ..event(0) };
+        let batch = vec![
+            usage("a", "c1", UsageType::ApiRequest, 10 * hour + 5),
+            audit.clone(),
+            usage("b", "c1", UsageType::ApiRequest, 10 * hour + 9),
+            usage("c", "c2", UsageType::ApiRequest, 10 * hour + 6),
+            usage("d", "c1", UsageType::CommandExecuted, 10 * hour + 7),
+            // The next hour may be the next month: not merged with the first.
+            usage("e", "c1", UsageType::ApiRequest, 11 * hour),
+            usage("f", "c1", UsageType::ApiRequest, 10 * hour + 1),
+        ];
+        let merged = merge_usage(batch);
+        let ids: Vec<&str> = merged.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "audit", "c", "d", "e"], "in the place of the first of each group");
+        assert_eq!(quantity(&merged[0]), 3.0, "a, b and f");
+        assert_eq!(merged[0].time_ms, 10 * hour + 9, "the latest time");
+        assert_eq!(merged[0].request_id, "", "several requests: none named");
+        assert_eq!(merged[1], audit, "audit events are never merged");
+        assert_eq!((quantity(&merged[2]), merged[2].request_id.as_str()), (1.0, "req-c"));
+        assert_eq!(merged.iter().map(quantity).sum::<f64>(), 6.0, "nothing counted twice or lost");
+    }
+
+    #[tokio::test]
+    async fn the_spool_keeps_the_sum_of_usage_whatever_merges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Spool::open(dir.path(), 1 << 20).expect("open");
+        for i in 0..200 {
+            assert!(s.append(usage(&format!("u{i}"), "c1", UsageType::ApiRequest, 1_000)));
+        }
+        let mut total = 0.0;
+        let mut events = 0;
+        loop {
+            let got = s.take(1000);
+            events += got.len();
+            total += got.iter().map(quantity).sum::<f64>();
+            if total >= 200.0 {
+                break;
+            }
+            // Each written batch notifies (a permit is kept if nobody waits).
+            tokio::time::timeout(std::time::Duration::from_secs(10), s.ready.notified())
+                .await
+                .expect("the usage events never reached the disk");
+        }
+        assert_eq!(total, 200.0);
+        assert!(events <= 200, "{events} events for 200 uses");
+        s.close();
     }
 
     #[tokio::test]
