@@ -104,7 +104,7 @@ const MAX_MERGED_QUANTITY: f64 = 1e6;
 /// same with one row instead of one a request; the merged event keeps the
 /// first one's id, so a replay is still stored once. Audit events are never
 /// merged.
-pub(crate) fn merge_usage(batch: Vec<Event>) -> Vec<Event> {
+fn merge_usage(batch: Vec<Event>) -> Vec<Event> {
     use kubechat_protocol::events::event::Body;
     type Key = (String, String, String, i32, i64);
     let mut out: Vec<Event> = Vec::with_capacity(batch.len());
