@@ -7,7 +7,8 @@
 //! at the end of the last segment; it is detected by its checksum and cut
 //! off on open. A segment is deleted once every event in it is acknowledged
 //! and it is no longer the one being written. Writes are group-committed by
-//! one writer thread (one fsync per batch).
+//! one writer thread (one fsync per batch; an event waits at most 5 ms for
+//! others to share it).
 //!
 //! The spool is bounded: past `max_bytes` it reports itself full (audited
 //! requests are then refused by the caller); other events may still use a
@@ -26,6 +27,10 @@ use tokio::sync::Notify;
 
 /// Largest segment before the writer starts a new one.
 const SEGMENT_BYTES: u64 = 4 << 20;
+/// Longest an event waits for others to share its batch's fsync.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+/// Most events one batch writes.
+const MAX_BATCH: usize = 4096;
 
 /// Why the spool could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -265,11 +270,16 @@ impl Spool {
 
     fn write_loop(self: Arc<Self>, rx: mpsc::Receiver<Event>) {
         while let Ok(first) = rx.recv() {
+            // Linger a moment so one fsync takes many requests' events: each
+            // costs the kernel a journal commit, and nobody waits on it (a
+            // request's record is written after it ended).
             let mut batch = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                batch.push(more);
-                if batch.len() >= 4096 {
-                    break;
+            let deadline = std::time::Instant::now() + LINGER;
+            while batch.len() < MAX_BATCH {
+                match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                    Ok(more) => batch.push(more),
+                    // Past the deadline, or closed: write what we have.
+                    Err(_) => break,
                 }
             }
             // Counted by what was queued, before usage events merge.

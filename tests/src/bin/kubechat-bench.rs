@@ -731,6 +731,14 @@ mod kube_path {
         }
     }
 
+    /// The relay as it ships: with an event spool on disk (its audit
+    /// record and usage event of every request, published to the control
+    /// plane). The directory lives until the process ends.
+    fn spool(r: &mut kubechat_relay::Config) {
+        let dir = tempfile::tempdir().expect("a spool directory").keep();
+        r.spool_dir = Some(dir);
+    }
+
     fn limits(c: &mut kubechat_control_plane::Config) {
         c.per_token_rps = 1e9;
         c.per_tenant_rps = 1e9;
@@ -742,7 +750,7 @@ mod kube_path {
         // on stderr saying it starts.
         if let Some(secs) = std::env::var("KUBECHAT_BENCH_PROFILE_SECS").ok().and_then(|s| s.parse::<u64>().ok()) {
             let conns = std::env::var("KUBECHAT_BENCH_PROFILE_CONNS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
-            let w = world_full(json!({}), |_| {}, limits).await;
+            let w = world_full(json!({}), spool, limits).await;
             let token = w.user("bench@acme.example", "tenant_admin").await;
             let kubechat = Target::new(
                 &w.cp_url,
@@ -758,20 +766,16 @@ mod kube_path {
         }
         let mut all = Vec::new();
         {
-            let w = world_full(json!({}), |_| {}, limits).await;
+            let w = world_full(json!({}), spool, limits).await;
             all.push(measure(&w, "sqlite", quick).await);
         }
         match std::env::var("KUBECHAT_TEST_POSTGRES_URL") {
             Ok(_) => {
                 let url = kubechat_tests::postgres::fresh_database("bench").await;
-                let w = world_full(
-                    json!({}),
-                    |_| {},
-                    move |c| {
-                        limits(c);
-                        c.database_url = Secret(url);
-                    },
-                )
+                let w = world_full(json!({}), spool, move |c| {
+                    limits(c);
+                    c.database_url = Secret(url);
+                })
                 .await;
                 all.push(measure(&w, "postgresql", quick).await);
             }
