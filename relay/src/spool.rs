@@ -272,13 +272,14 @@ impl Spool {
         while let Ok(first) = rx.recv() {
             // Linger a moment so one fsync takes many requests' events: each
             // costs the kernel a journal commit, and nobody waits on it (a
-            // request's record is written after it ended).
+            // request's record is written after it ended). A sleep, not a
+            // wait per event: waking this thread for each would cost more.
+            std::thread::sleep(LINGER);
             let mut batch = vec![first];
-            let deadline = std::time::Instant::now() + LINGER;
             while batch.len() < MAX_BATCH {
-                match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                match rx.try_recv() {
                     Ok(more) => batch.push(more),
-                    // Past the deadline, or closed: write what we have.
+                    // Drained, or closed: write what we have.
                     Err(_) => break,
                 }
             }
