@@ -122,7 +122,8 @@ const INTEGER_COLUMNS: [usize; 6] = [1, 3, 18, 19, 20, 21];
 /// `FROM` item whose column `value` is the row.
 fn json_rows(backend: Backend) -> &'static str {
     match backend {
-        Backend::Postgres => "json_array_elements($1::json) AS j(value)",
+        // jsonb: parsed once by the cast, not again by each `->>`.
+        Backend::Postgres => "jsonb_array_elements($1::jsonb) AS j(value)",
         Backend::Sqlite => "json_each($1) AS j",
     }
 }
@@ -131,7 +132,7 @@ fn json_rows(backend: Backend) -> &'static str {
 /// column `value` is each string.
 fn json_texts(backend: Backend) -> &'static str {
     match backend {
-        Backend::Postgres => "json_array_elements_text($1::json) AS j(value)",
+        Backend::Postgres => "jsonb_array_elements_text($1::jsonb) AS j(value)",
         Backend::Sqlite => "json_each($1) AS j",
     }
 }
