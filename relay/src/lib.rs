@@ -130,6 +130,12 @@ impl RelayHandle {
     pub fn spool_bytes(&self) -> u64 {
         self.state.spool.as_ref().map_or(0, |s| s.bytes())
     }
+
+    /// Bytes of events written to the spool, without those still queued
+    /// (which may shrink as usage events merge on the way to disk).
+    pub fn spool_written_bytes(&self) -> u64 {
+        self.state.spool.as_ref().map_or(0, |s| s.written_bytes())
+    }
 }
 
 impl Relay {

@@ -223,6 +223,13 @@ impl Spool {
         s.total_bytes + s.queued_bytes
     }
 
+    /// Bytes on disk (or held in memory after a refused write), without
+    /// what is still queued: queued usage events may merge when written,
+    /// so this is the count that only grows until events are answered.
+    pub(crate) fn written_bytes(&self) -> u64 {
+        self.lock().total_bytes
+    }
+
     /// Events waiting for an acknowledgement (on disk, sent or not).
     pub(crate) fn pending(&self) -> usize {
         self.lock().segments.values().map(|s| s.pending.len()).sum()
