@@ -108,6 +108,12 @@ fn value_lists(rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
+/// [`value_lists`] with `?` placeholders (SQLite binds them in order).
+fn positional_lists(rows: usize, cols: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(", "));
+    vec![row.as_str(); rows].join(", ")
+}
+
 /// How many columns [`COLUMNS`] names.
 const AUDIT_COLUMNS: usize = 30;
 /// Events per insert. A chunk travels as one JSON parameter (SQLite finds
@@ -158,45 +164,20 @@ async fn insert_positional(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     rows: &[AuditEntry],
 ) -> Result<(), StoreError> {
-    let row = format!("({})", vec!["?"; AUDIT_COLUMNS].join(", "));
     let mut rest = rows;
     for size in positional_chunks(rows.len()) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES {}", vec![row.as_str(); size].join(", "));
+        let sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES {}", positional_lists(size, AUDIT_COLUMNS));
         let mut q = sqlx::query(&sql);
         for e in chunk {
-            q = q
-                .bind(e.tenant_id.as_str())
-                .bind(e.seq)
-                .bind(e.id.as_str())
-                .bind(e.time_ms)
-                .bind(e.cluster_id.as_str())
-                .bind(e.relay_id.as_str())
-                .bind(e.request_id.as_str())
-                .bind(e.kind.as_str())
-                .bind(e.user.as_str())
-                .bind(serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()))
-                .bind(e.verb.as_str())
-                .bind(e.api_group.as_str())
-                .bind(e.resource.as_str())
-                .bind(e.namespace.as_str())
-                .bind(e.name.as_str())
-                .bind(e.subresource.as_str())
-                .bind(e.method.as_str())
-                .bind(e.path.as_str())
-                .bind(e.status)
-                .bind(e.bytes_in)
-                .bind(e.bytes_out)
-                .bind(e.duration_ms)
-                .bind(e.decision.as_str())
-                .bind(e.reason.as_str())
-                .bind(e.client_address.as_str())
-                .bind(e.kubectl_command.as_str())
-                .bind(e.kubectl_session.as_str())
-                .bind(if e.truncated.is_empty() { String::new() } else { json!(e.truncated).to_string() })
-                .bind(e.prev_hash.as_str())
-                .bind(e.hash.as_str());
+            for cell in cells(e) {
+                q = match cell {
+                    Cell::Text(t) => q.bind(t),
+                    Cell::Owned(t) => q.bind(t),
+                    Cell::Int(i) => q.bind(i),
+                };
+            }
         }
         q.execute(&mut **tx).await?;
     }
@@ -224,41 +205,63 @@ fn rows_json(rows: &[AuditEntry]) -> String {
     let rows: Vec<serde_json::Value> = rows
         .iter()
         .map(|e| {
-            json!([
-                e.tenant_id,
-                e.seq,
-                e.id,
-                e.time_ms,
-                e.cluster_id,
-                e.relay_id,
-                e.request_id,
-                e.kind,
-                e.user,
-                serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()),
-                e.verb,
-                e.api_group,
-                e.resource,
-                e.namespace,
-                e.name,
-                e.subresource,
-                e.method,
-                e.path,
-                e.status,
-                e.bytes_in,
-                e.bytes_out,
-                e.duration_ms,
-                e.decision,
-                e.reason,
-                e.client_address,
-                e.kubectl_command,
-                e.kubectl_session,
-                if e.truncated.is_empty() { String::new() } else { json!(e.truncated).to_string() },
-                e.prev_hash,
-                e.hash,
-            ])
+            cells(e)
+                .into_iter()
+                .map(|cell| match cell {
+                    Cell::Text(t) => json!(t),
+                    Cell::Owned(t) => json!(t),
+                    Cell::Int(i) => json!(i),
+                })
+                .collect()
         })
         .collect();
     serde_json::Value::Array(rows).to_string()
+}
+
+/// One stored value of an audit event.
+enum Cell<'a> {
+    Text(&'a str),
+    Owned(String),
+    Int(i64),
+}
+
+/// The values of `e` in the order of [`COLUMNS`]: the one place that order
+/// is spelled out for both ways of inserting (integers where
+/// [`INTEGER_COLUMNS`] says).
+fn cells(e: &AuditEntry) -> [Cell<'_>; AUDIT_COLUMNS] {
+    use Cell::{Int, Owned, Text};
+    [
+        Text(&e.tenant_id),
+        Int(e.seq),
+        Text(&e.id),
+        Int(e.time_ms),
+        Text(&e.cluster_id),
+        Text(&e.relay_id),
+        Text(&e.request_id),
+        Text(&e.kind),
+        Text(&e.user),
+        Owned(serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into())),
+        Text(&e.verb),
+        Text(&e.api_group),
+        Text(&e.resource),
+        Text(&e.namespace),
+        Text(&e.name),
+        Text(&e.subresource),
+        Text(&e.method),
+        Text(&e.path),
+        Int(e.status),
+        Int(e.bytes_in),
+        Int(e.bytes_out),
+        Int(e.duration_ms),
+        Text(&e.decision),
+        Text(&e.reason),
+        Text(&e.client_address),
+        Text(&e.kubectl_command),
+        Text(&e.kubectl_session),
+        Owned(if e.truncated.is_empty() { String::new() } else { json!(e.truncated).to_string() }),
+        Text(&e.prev_hash),
+        Text(&e.hash),
+    ]
 }
 
 const COLUMNS: &str = "tenant_id, seq, id, time_ms, cluster_id, relay_id, request_id, kind, user_name, groups_json, verb, api_group, resource, namespace, name, subresource, method, path, status, bytes_in, bytes_out, duration_ms, decision, reason, client_address, kubectl_command, kubectl_session, truncated_json, prev_hash, hash";
@@ -798,14 +801,16 @@ pub async fn add_usage(
     time_ms: i64,
 ) -> Result<bool, StoreError> {
     let mut tx = db.begin(&Scope::Platform).await?;
-    let added = add_usage_in(&mut tx, id, tenant, cluster, usage_type, quantity, time_ms).await?;
+    let added = add_usage_in(&mut tx, db.backend(), id, tenant, cluster, usage_type, quantity, time_ms).await?;
     tx.commit().await?;
     Ok(added)
 }
 
 /// Records a usage event within `tx`.
+#[allow(clippy::too_many_arguments)]
 pub async fn add_usage_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
     id: &str,
     tenant: &str,
     cluster: &str,
@@ -814,7 +819,7 @@ pub async fn add_usage_in(
     time_ms: i64,
 ) -> Result<bool, StoreError> {
     let one = UsageRow { id, tenant, cluster, usage_type, quantity, time_ms };
-    Ok(add_usage_rows_in(tx, &[one]).await? > 0)
+    Ok(add_usage_rows_in(tx, backend, &[one]).await? > 0)
 }
 
 /// One usage event to store (see [`add_usage_rows_in`]).
@@ -841,13 +846,19 @@ const USAGE_CHUNK: usize = 128;
 /// statement per [`USAGE_CHUNK`] rows. Returns how many were new.
 pub async fn add_usage_rows_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
     rows: &[UsageRow<'_>],
 ) -> Result<u64, StoreError> {
     let mut added = 0;
     for chunk in rows.chunks(USAGE_CHUNK) {
+        // The same parameters in the same order either way; SQLite takes
+        // `?` without looking each `$n` up by name.
+        let values = match backend {
+            Backend::Postgres => value_lists(chunk.len(), 7),
+            Backend::Sqlite => positional_lists(chunk.len(), 7),
+        };
         let sql = format!(
-            "INSERT INTO usage_events (id, tenant_id, cluster_id, usage_type, quantity, time_ms, month) VALUES {} ON CONFLICT (id) DO NOTHING",
-            value_lists(chunk.len(), 7)
+            "INSERT INTO usage_events (id, tenant_id, cluster_id, usage_type, quantity, time_ms, month) VALUES {values} ON CONFLICT (id) DO NOTHING"
         );
         let mut q = sqlx::query(&sql);
         for u in chunk {
@@ -899,6 +910,20 @@ mod tests {
     }
 
     #[test]
+    fn an_events_values_are_integers_exactly_where_the_columns_are() {
+        let e = AuditEntry { seq: 7, status: 200, ..AuditEntry::default() };
+        let ints: Vec<usize> =
+            cells(&e).iter().enumerate().filter(|(_, c)| matches!(c, Cell::Int(_))).map(|(i, _)| i).collect();
+        assert_eq!(ints, INTEGER_COLUMNS);
+        let names: Vec<&str> = COLUMNS.split(", ").collect();
+        assert_eq!(
+            INTEGER_COLUMNS.map(|i| names[i]),
+            ["seq", "time_ms", "status", "bytes_in", "bytes_out", "duration_ms"]
+        );
+        assert!(matches!(cells(&e)[1], Cell::Int(7)) && matches!(cells(&e)[18], Cell::Int(200)));
+    }
+
+    #[test]
     fn positional_inserts_take_few_statement_shapes_and_every_row() {
         assert_eq!(positional_chunks(0), Vec::<usize>::new());
         assert_eq!(positional_chunks(1), [1]);
@@ -913,6 +938,7 @@ mod tests {
     fn value_lists_number_every_placeholder_once() {
         assert_eq!(value_lists(1, 3), "($1, $2, $3)");
         assert_eq!(value_lists(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(positional_lists(2, 2), "(?, ?), (?, ?)");
     }
 
     #[test]

@@ -55,6 +55,22 @@ pub enum Write {
         /// Unix milliseconds.
         time_ms: i64,
     },
+    /// A usage the control plane measured itself (a command it counted).
+    /// Nobody retries it, so it needs no id of its own: the batch sums those
+    /// of one tenant, cluster, type and hour into one stored event (a row
+    /// per batch, not per command; usage is billed by its sum).
+    Meter {
+        /// Tenant.
+        tenant: String,
+        /// Cluster ("" if none).
+        cluster: String,
+        /// One of [`audit::USAGE_TYPES`].
+        usage_type: String,
+        /// Quantity.
+        quantity: f64,
+        /// Unix milliseconds.
+        time_ms: i64,
+    },
     /// An API token was used at `at` (Unix seconds).
     TokenUsed {
         /// The token's id.
@@ -247,14 +263,22 @@ async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
     for (tenant, entries) in chains {
         audit::append_in(&mut tx, db.backend(), tenant, entries).await?;
     }
-    // Usage rows in one statement; each token's and session's latest use once.
+    // Usage rows in one statement (metered usage summed per tenant,
+    // cluster, type and hour); each token's and session's latest use once.
     let mut usage = Vec::new();
+    let mut metered: BTreeMap<(&str, &str, &str, i64), (f64, i64)> = BTreeMap::new();
     let mut token_used: BTreeMap<&str, i64> = BTreeMap::new();
     let mut session_seen: BTreeMap<&str, i64> = BTreeMap::new();
     for w in writes {
         match w {
             Write::Usage { id, tenant, cluster, usage_type, quantity, time_ms } => {
                 usage.push(audit::UsageRow { id, tenant, cluster, usage_type, quantity: *quantity, time_ms: *time_ms })
+            }
+            Write::Meter { tenant, cluster, usage_type, quantity, time_ms } => {
+                let hour = time_ms.div_euclid(3_600_000);
+                let sum = metered.entry((tenant, cluster, usage_type, hour)).or_insert((0.0, *time_ms));
+                sum.0 += quantity;
+                sum.1 = sum.1.max(*time_ms);
             }
             Write::TokenUsed { token_id, at } => {
                 let latest = token_used.entry(token_id.as_str()).or_insert(*at);
@@ -267,7 +291,11 @@ async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
             Write::Audit { .. } => {}
         }
     }
-    audit::add_usage_rows_in(&mut tx, &usage).await?;
+    let metered_ids: Vec<String> = metered.keys().map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for (((tenant, cluster, usage_type, _), (quantity, time_ms)), id) in metered.iter().zip(&metered_ids) {
+        usage.push(audit::UsageRow { id, tenant, cluster, usage_type, quantity: *quantity, time_ms: *time_ms });
+    }
+    audit::add_usage_rows_in(&mut tx, db.backend(), &usage).await?;
     for (token_id, at) in token_used {
         sqlx::query(
             "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",

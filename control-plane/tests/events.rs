@@ -330,3 +330,50 @@ async fn every_field_of_a_stored_audit_event_comes_back_exactly() {
         assert_eq!(verify(&env, &tid).await["intact"], true, "{url}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metered_usage_is_summed_into_one_row_per_tenant_cluster_type_and_hour_of_a_batch() {
+    use kubechat_control_plane::writer::Write;
+    use std::time::Duration;
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (_, tid, _, _) = tenant_and_cluster(&env).await;
+        let hour = 1_700_000_000_000 / 3_600_000 * 3_600_000;
+        let meter = |cluster: &str, time_ms: i64, quantity: f64| Write::Meter {
+            tenant: tid.clone(),
+            cluster: cluster.into(),
+            usage_type: "command_executed".into(),
+            quantity,
+            time_ms,
+        };
+        let mut batch: Vec<Write> = (0..50).map(|i| meter("c1", hour + i * 1000, 1.0)).collect();
+        batch.extend((0..3).map(|_| meter("c2", hour + 5, 2.0)));
+        batch.extend((0..2).map(|_| meter("c1", hour + 3_600_000, 1.0)));
+        // One job is one batch.
+        env.app.writer.commit(batch, Duration::from_secs(10)).await.expect("commit");
+        let rows = |cluster: &str| {
+            format!("SELECT COUNT(*) AS n FROM usage_events WHERE tenant_id = '{tid}' AND cluster_id = '{cluster}'")
+        };
+        assert_eq!(count(&env, &rows("c1")).await, 2, "{url}: one row per hour");
+        assert_eq!(count(&env, &rows("c2")).await, 1, "{url}");
+        let sums = platform_sql(
+            &env,
+            &format!(
+                "SELECT cluster_id, CAST(SUM(quantity) AS BIGINT) AS q, MAX(time_ms) AS t FROM usage_events WHERE tenant_id = '{tid}' GROUP BY cluster_id ORDER BY cluster_id"
+            ),
+        )
+        .await;
+        let got: Vec<(String, i64, i64)> = sums
+            .iter()
+            .map(|r| (r.try_get("cluster_id").expect("c"), r.try_get("q").expect("q"), r.try_get("t").expect("t")))
+            .collect();
+        assert_eq!(got, [("c1".to_string(), 52, hour + 3_600_000), ("c2".to_string(), 6, hour + 5)], "{url}");
+        // A later batch adds a row of its own; nothing is lost or counted twice.
+        env.app.writer.commit(vec![meter("c2", hour + 9, 1.0)], Duration::from_secs(10)).await.expect("commit");
+        assert_eq!(count(&env, &rows("c2")).await, 2, "{url}");
+        let month = time::OffsetDateTime::from_unix_timestamp(hour / 1000).expect("time");
+        let month = format!("{:04}-{:02}", month.year(), u8::from(month.month()));
+        let totals = kubechat_control_plane::audit::usage_totals(&env.app.db, &tid, &month).await.expect("totals");
+        assert_eq!(totals, [("command_executed".to_string(), 59.0)], "{url}");
+    }
+}

@@ -458,8 +458,7 @@ pub(crate) async fn count_command(
 ) -> Result<(), ApiOrQuota> {
     match app.quota.count(&app.db, tenant, session).await.map_err(|e| ApiOrQuota::Api(e.into()))? {
         Ok(true) => {
-            let write = Write::Usage {
-                id: uuid::Uuid::now_v7().to_string(),
+            let write = Write::Meter {
                 tenant: tenant.id.clone(),
                 cluster: cluster_id.to_string(),
                 usage_type: "command_executed".into(),
