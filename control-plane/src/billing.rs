@@ -9,8 +9,12 @@
 //! reserved from a per-tenant, per-month counter ([`Quota`]), so replicas
 //! sharing a database never overshoot and a warm request does not touch it.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde::Serialize;
 use sqlx::Row;
+use tokio_util::task::TaskTracker;
 
 use crate::audit;
 use crate::model::{Plan, Tenant};
@@ -94,24 +98,46 @@ struct Window {
 ///
 /// Each replica holds an allotment per tenant and month, reserved from the
 /// database's counter in one conditional statement that never raises it
-/// past the limit; a command spends one from the allotment, and only an
-/// empty allotment goes to the database, for at most 1/16 of what remains
-/// (≤ 50). So replicas together never exceed a quota (the bound is 0).
-/// The price: a replica may hold up to 50 reserved commands it does not
-/// use (spent if it stops), so near the limit a tenant may be refused up
-/// to 50 commands early per replica that served it. Usage billed is what
-/// ran (`command_executed` events), not what was reserved.
+/// past the limit; a command spends one from the allotment. When an
+/// allotment falls to [`RESERVE_AHEAD`], a task of the control plane's
+/// reserves more in the background (no request waits for it, none can
+/// cancel it); only an empty allotment makes a request go to the database
+/// itself (the first command of a month on a replica, or a burst faster
+/// than a reservation). A reservation takes at most 1/16 of what remains,
+/// and never brings what the replica holds past 50. So replicas together
+/// never exceed a quota (the bound is 0). The price: a replica may hold up
+/// to 50 reserved commands it does not use (spent if it stops), so near the
+/// limit a tenant may be refused up to 50 commands early per replica that
+/// served it. Usage billed is what ran (`command_executed` events), not what
+/// was reserved.
 ///
 /// Sessions are counted per replica: kubectl keeps one connection, so one
 /// invocation meets one replica; if a load balancer splits one, each
 /// replica counts it once (counting more, never less).
 #[derive(Debug, Default)]
 pub struct Quota {
-    allotments: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
-    sessions: std::sync::Mutex<std::collections::HashMap<(String, String), Window>>,
-    /// Reservations go one at a time.
-    reserving: tokio::sync::Mutex<()>,
+    allotments: Arc<std::sync::Mutex<HashMap<Slot, Allotment>>>,
+    sessions: std::sync::Mutex<HashMap<Slot, Window>>,
+    /// Reservations go one at a time (ahead of time or not).
+    reserving: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// A tenant id and a month.
+type Slot = (String, String);
+
+/// What a replica holds of one tenant's quota for one month.
+#[derive(Debug, Clone, Copy, Default)]
+struct Allotment {
+    /// Commands reserved and not spent.
+    left: i64,
+    /// A reservation ahead of time is running, or the last one found the
+    /// quota used up: do not start another (a request that finds the
+    /// allotment empty still reserves, and clears this when it is granted).
+    ahead: bool,
+}
+
+/// Reserve more in the background once an allotment falls to this.
+pub const RESERVE_AHEAD: i64 = RESERVE_MAX / 2;
 
 impl Quota {
     /// Counts a command for `tenant` unless this month's quota is used up.
@@ -120,10 +146,12 @@ impl Quota {
     /// command for at most [`SESSION_WINDOW_MS`] or
     /// [`SESSION_WINDOW_REQUESTS`] requests, then the session counts again.
     /// Returns `Ok(true)` when a new command was counted, `Ok(false)` for a
-    /// request of a command already counted.
+    /// request of a command already counted. Reservations ahead of time run
+    /// on `tasks` (the control plane's, awaited when it drains).
     pub async fn count(
         &self,
         db: &Db,
+        tasks: &TaskTracker,
         tenant: &Tenant,
         session: &str,
     ) -> Result<Result<bool, QuotaExhausted>, StoreError> {
@@ -142,18 +170,27 @@ impl Quota {
         }
         let month = audit::this_month();
         let slot = (tenant.id.clone(), month.clone());
-        if !self.take(&slot) {
-            let _one_at_a_time = self.reserving.lock().await;
-            if !self.take(&slot) {
-                let limit = tenant.subscription.limits.max_commands_per_month;
-                match reserve(db, &tenant.id, &month, limit).await? {
-                    0 => {
-                        let (resets_at, _) = month_reset(&month);
-                        return Ok(Err(QuotaExhausted { plan: tenant.subscription.plan, limit, month, resets_at }));
-                    }
-                    granted => {
-                        let mut a = self.allotments.lock().unwrap_or_else(|p| p.into_inner());
-                        *a.entry(slot).or_insert(0) += granted - 1;
+        let limit = tenant.subscription.limits.max_commands_per_month;
+        match self.take(&slot) {
+            Some(ahead) => {
+                if ahead {
+                    self.reserve_ahead(db, tasks, slot, limit);
+                }
+            }
+            None => {
+                let _one_at_a_time = self.reserving.lock().await;
+                if self.take(&slot).is_none() {
+                    match reserve(db, &tenant.id, &month, limit, RESERVE_MAX).await? {
+                        0 => {
+                            let (resets_at, _) = month_reset(&month);
+                            return Ok(Err(QuotaExhausted { plan: tenant.subscription.plan, limit, month, resets_at }));
+                        }
+                        granted => {
+                            let mut a = self.allotments.lock().unwrap_or_else(|p| p.into_inner());
+                            let a = a.entry(slot).or_default();
+                            a.left += granted - 1;
+                            a.ahead = false;
+                        }
                     }
                 }
             }
@@ -168,22 +205,54 @@ impl Quota {
         Ok(Ok(true))
     }
 
-    /// Spends one command of the allotment, if there is one.
-    fn take(&self, slot: &(String, String)) -> bool {
+    /// Spends one command of the allotment, if there is one: `Some(true)`
+    /// when the allotment is now low and a reservation ahead should start
+    /// (it is marked as started).
+    fn take(&self, slot: &Slot) -> Option<bool> {
         let mut a = self.allotments.lock().unwrap_or_else(|p| p.into_inner());
         match a.get_mut(slot) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                true
+            Some(a) if a.left > 0 => {
+                a.left -= 1;
+                let ahead = a.left <= RESERVE_AHEAD && !a.ahead;
+                a.ahead |= ahead;
+                Some(ahead)
             }
-            _ => false,
+            _ => None,
         }
+    }
+
+    /// Reserves more of `slot` in a task of its own, topping what the
+    /// replica holds up to at most [`RESERVE_MAX`].
+    fn reserve_ahead(&self, db: &Db, tasks: &TaskTracker, slot: Slot, limit: i64) {
+        let (db, allotments, reserving) = (db.clone(), self.allotments.clone(), self.reserving.clone());
+        tasks.spawn(async move {
+            let _one_at_a_time = reserving.lock().await;
+            let held = allotments.lock().unwrap_or_else(|p| p.into_inner()).get(&slot).map_or(0, |a| a.left);
+            let room = RESERVE_MAX - held;
+            let granted = if room > 0 { reserve(&db, &slot.0, &slot.1, limit, room).await } else { Ok(0) };
+            let mut a = allotments.lock().unwrap_or_else(|p| p.into_inner());
+            let a = a.entry(slot).or_default();
+            match granted {
+                Ok(n) if n > 0 => {
+                    a.left += n;
+                    a.ahead = false;
+                }
+                Ok(_) if room <= 0 => a.ahead = false,
+                // Used up: stays marked until a request is granted some.
+                Ok(_) => {}
+                Err(e) => {
+                    a.ahead = false;
+                    tracing::warn!(error = %e, "could not reserve commands ahead; a request will when the allotment is empty");
+                }
+            }
+        });
     }
 }
 
-/// Reserves commands of `tenant`'s quota for `month`: the number granted
-/// (0: the quota is used up). The counter never passes `limit`.
-async fn reserve(db: &Db, tenant: &str, month: &str, limit: i64) -> Result<i64, StoreError> {
+/// Reserves up to `max` commands of `tenant`'s quota for `month`: the
+/// number granted (0: the quota is used up). The counter never passes
+/// `limit`.
+async fn reserve(db: &Db, tenant: &str, month: &str, limit: i64, max: i64) -> Result<i64, StoreError> {
     let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
     sqlx::query("INSERT INTO command_counters (tenant_id, month, commands) VALUES ($1, $2, 0) ON CONFLICT (tenant_id, month) DO NOTHING")
         .bind(tenant.to_string())
@@ -202,7 +271,7 @@ async fn reserve(db: &Db, tenant: &str, month: &str, limit: i64) -> Result<i64, 
             tx.commit().await?;
             return Ok(0);
         }
-        let k = (remaining / RESERVE_SHARE).clamp(1, RESERVE_MAX);
+        let k = (remaining / RESERVE_SHARE).clamp(1, max.max(1));
         let raised = sqlx::query(
             "UPDATE command_counters SET commands = commands + $3 WHERE tenant_id = $1 AND month = $2 AND commands = $4 AND commands + $3 <= $5",
         )
@@ -317,6 +386,79 @@ pub async fn mrr(db: &Db) -> Result<serde_json::Value, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tenant(limit: i64) -> Tenant {
+        let mut limits = Plan::Team.limits();
+        limits.max_commands_per_month = limit;
+        Tenant {
+            id: "tquota".into(),
+            name: "Quota".into(),
+            slug: "quota".into(),
+            domain: None,
+            status: crate::model::TenantStatus::Active,
+            home_region: "local".into(),
+            settings: serde_json::json!({}),
+            subscription: crate::model::Subscription {
+                plan: Plan::Team,
+                limits,
+                billing_cycle: "monthly".into(),
+                next_billing_date: "2027-01-01".into(),
+            },
+            created_at: 0,
+        }
+    }
+
+    async fn counter(db: &Db) -> i64 {
+        let mut tx = db.begin(&Scope::Platform).await.expect("begin");
+        let n = sqlx::query("SELECT commands FROM command_counters WHERE tenant_id = 'tquota'")
+            .fetch_optional(&mut *tx)
+            .await
+            .expect("select")
+            .map_or(0, |r| r.try_get::<i64, _>("commands").expect("commands"));
+        tx.commit().await.expect("commit");
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_reserve_ahead_in_the_background_and_never_hold_more_than_the_bound() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("q.db").display())).await.expect("db");
+        let (quota, tasks, t) = (Quota::default(), TaskTracker::new(), tenant(1_000_000));
+        // The first command reserves (the allotment is empty) ...
+        assert_eq!(quota.count(&db, &tasks, &t, "").await.expect("count"), Ok(true));
+        assert_eq!(counter(&db).await, RESERVE_MAX);
+        // ... and the command that leaves RESERVE_AHEAD starts a reservation
+        // no request waits for, topping the allotment back up to the bound.
+        for _ in 0..(RESERVE_MAX - 1 - RESERVE_AHEAD) {
+            assert_eq!(quota.count(&db, &tasks, &t, "").await.expect("count"), Ok(true));
+        }
+        tasks.close();
+        tasks.wait().await;
+        let spent = RESERVE_MAX - RESERVE_AHEAD;
+        assert_eq!(counter(&db).await, spent + RESERVE_MAX, "reserved ahead up to what one replica may hold");
+        // Many more commands: the counter stays ahead of them, by at most the bound.
+        let tasks = TaskTracker::new();
+        for i in 1..=500 {
+            assert_eq!(quota.count(&db, &tasks, &t, "").await.expect("count"), Ok(true));
+            let held = counter(&db).await - (spent + i);
+            assert!((0..=RESERVE_MAX).contains(&held), "after {} commands the replica holds {held}", spent + i);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_last_commands_of_a_quota_pass_and_the_next_is_refused() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("q.db").display())).await.expect("db");
+        let (quota, tasks, t) = (Quota::default(), TaskTracker::new(), tenant(120));
+        for i in 0..120 {
+            assert_eq!(quota.count(&db, &tasks, &t, "").await.expect("count"), Ok(true), "command {i}");
+        }
+        let refused = quota.count(&db, &tasks, &t, "").await.expect("count");
+        assert!(matches!(refused, Err(QuotaExhausted { limit: 120, .. })), "{refused:?}");
+        assert_eq!(counter(&db).await, 120);
+    }
 
     #[test]
     fn the_quota_resets_on_the_first_of_next_month() {

@@ -456,7 +456,7 @@ pub(crate) async fn count_command(
     cluster_id: &str,
     session: &str,
 ) -> Result<(), ApiOrQuota> {
-    match app.quota.count(&app.db, tenant, session).await.map_err(|e| ApiOrQuota::Api(e.into()))? {
+    match app.quota.count(&app.db, &app.tasks, tenant, session).await.map_err(|e| ApiOrQuota::Api(e.into()))? {
         Ok(true) => {
             let write = Write::Meter {
                 tenant: tenant.id.clone(),

@@ -731,6 +731,33 @@ mod kube_path {
         }
     }
 
+    /// The `/metrics` text of an admin listener.
+    async fn metrics_text(admin: std::net::SocketAddr) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(admin).await.expect("connect to an admin listener");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    /// Each request-duration histogram series with more than 1,000
+    /// observations, and its mean in seconds.
+    fn mean_durations(metrics: &str) -> Vec<(String, f64)> {
+        let value = |line: &str| line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let mut out = Vec::new();
+        for line in metrics.lines().filter(|l| l.contains("request_duration_seconds_sum")) {
+            let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+            let count_series = series.replacen("_sum", "_count", 1);
+            let count =
+                metrics.lines().find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == count_series)).map_or(0.0, value);
+            if count > 1000.0 {
+                out.push((series.replacen("_sum", "", 1), value(line) / count));
+            }
+        }
+        out
+    }
+
     /// The relay as it ships: with an event spool on disk (its audit
     /// record and usage event of every request, published to the control
     /// plane). The directory lives until the process ends.
@@ -762,6 +789,13 @@ mod kube_path {
             eprintln!("profile: load starts for {secs} s (pid {})", std::process::id());
             let (rps, cpu) = throughput(&kubechat, conns, Duration::from_secs(secs)).await;
             eprintln!("profile: {rps:.0} requests/s, {:.1} µs CPU per request", cpu.as_secs_f64() * 1e6);
+            // Where a request's time goes: each component's mean time
+            // inside it (its own work plus everything downstream).
+            for (name, admin) in [("control plane", w.cp_admin), ("relay", w.relay.admin), ("agent", w.agent.admin)] {
+                for (series, mean) in mean_durations(&metrics_text(admin).await) {
+                    eprintln!("profile: {name}: {series} mean {:.1} µs", mean * 1e6);
+                }
+            }
             return;
         }
         let mut all = Vec::new();
