@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::audit::{self, AuditEntry};
@@ -112,6 +112,8 @@ struct Job {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    /// Ends the linger when an urgent job is queued.
+    urgent: Arc<Notify>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
     stats: Arc<Stats>,
 }
@@ -132,8 +134,9 @@ impl Writer {
     pub fn start(db: Db) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
-        let task = tokio::spawn(run(db, rx, stats.clone()));
-        Self { tx, task: Arc::new(Mutex::new(Some(task))), stats }
+        let urgent = Arc::new(Notify::new());
+        let task = tokio::spawn(run(db, rx, urgent.clone(), stats.clone()));
+        Self { tx, urgent, task: Arc::new(Mutex::new(Some(task))), stats }
     }
 
     /// The writer's counters.
@@ -172,6 +175,9 @@ impl Writer {
         let job = Job { writes, done: Some(done), urgent, stop: false };
         let wait = async {
             self.tx.send(job).await.map_err(|_| WriteError::Stopped)?;
+            if urgent {
+                self.urgent.notify_one();
+            }
             committed.await.map_err(|_| WriteError::Stopped)
         };
         tokio::time::timeout(within, wait).await.map_err(|_| WriteError::Timeout(within))?
@@ -182,32 +188,34 @@ impl Writer {
     pub async fn close(&self) {
         let Some(task) = self.task.lock().await.take() else { return };
         let _ = self.tx.send(Job { writes: Vec::new(), done: None, urgent: true, stop: true }).await;
+        self.urgent.notify_one();
         let _ = task.await;
     }
 }
 
-async fn run(db: Db, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
+async fn run(db: Db, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>, stats: Arc<Stats>) {
     while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        let mut n = jobs[0].writes.len();
         // Nobody in a hurry: linger a moment so one commit takes many
-        // requests' writes. An urgent waiter (a must-audit request, a
-        // refusal) ends the wait at once.
-        let deadline = tokio::time::Instant::now() + LINGER;
-        let mut waiting = jobs[0].urgent || jobs[0].stop;
+        // requests' writes. A sleep, not a receive per job: queueing a
+        // write then wakes nobody. An urgent waiter (a must-audit request,
+        // a refusal) ends the wait at once. (A stale notification only
+        // ends some later linger early.)
+        if !(first.urgent || first.stop) {
+            tokio::select! {
+                () = tokio::time::sleep(LINGER) => {}
+                () = urgent.notified() => {}
+            }
+        }
+        let mut n = first.writes.len();
+        let mut jobs = vec![first];
         while n < MAX_BATCH {
-            let next = if waiting {
-                rx.try_recv().ok()
-            } else {
-                tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
-            };
-            match next {
-                Some(job) => {
-                    waiting |= job.urgent || job.stop;
+            match rx.try_recv() {
+                Ok(job) => {
                     n += job.writes.len();
                     jobs.push(job);
                 }
-                None => break,
+                // Drained, or closed: commit what we have.
+                Err(_) => break,
             }
         }
         let stop = jobs.iter().any(|j| j.stop);
