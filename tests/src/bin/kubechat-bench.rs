@@ -777,7 +777,17 @@ mod kube_path {
         // on stderr saying it starts.
         if let Some(secs) = std::env::var("KUBECHAT_BENCH_PROFILE_SECS").ok().and_then(|s| s.parse::<u64>().ok()) {
             let conns = std::env::var("KUBECHAT_BENCH_PROFILE_CONNS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
-            let w = world_full(json!({}), spool, limits).await;
+            // SQLite, or PostgreSQL with KUBECHAT_BENCH_PROFILE_DB=postgresql.
+            let w = if std::env::var("KUBECHAT_BENCH_PROFILE_DB").is_ok_and(|d| d == "postgresql") {
+                let url = kubechat_tests::postgres::fresh_database("bench").await;
+                world_full(json!({}), spool, move |c| {
+                    limits(c);
+                    c.database_url = Secret(url);
+                })
+                .await
+            } else {
+                world_full(json!({}), spool, limits).await
+            };
             let token = w.user("bench@acme.example", "tenant_admin").await;
             let kubechat = Target::new(
                 &w.cp_url,
