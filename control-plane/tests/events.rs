@@ -377,3 +377,43 @@ async fn metered_usage_is_summed_into_one_row_per_tenant_cluster_type_and_hour_o
         assert_eq!(totals, [("command_executed".to_string(), 59.0)], "{url}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_plans_the_audit_dedupe_with_the_table_as_it_is() {
+    use kubechat_control_plane::audit::{self, AuditEntry};
+    // A prepared dedupe query soon runs a generic plan made while the table
+    // was small (a sequential scan of every stored event) and keeps it as
+    // the table grows; unprepared, it is planned each time, with the index.
+    let (url, _) = databases().await.into_iter().nth(1).expect("postgres");
+    let env = start(&url).await;
+    let (_, tid, cid, _) = tenant_and_cluster(&env).await;
+    let mut tx = env.app.db.begin(&Scope::Platform).await.expect("begin");
+    for round in 0..8 {
+        let entries: Vec<AuditEntry> = (0..3)
+            .map(|i| AuditEntry {
+                id: format!("dedupe-{round}-{i}"),
+                tenant_id: tid.clone(),
+                cluster_id: cid.clone(),
+                kind: "request".into(),
+                time_ms: 1_700_000_000_000,
+                ..AuditEntry::default()
+            })
+            .collect();
+        let added = audit::append_in(&mut tx, env.app.db.backend(), &tid, entries.clone()).await.expect("append");
+        assert_eq!(added, 3);
+        // The same ids again: found by the dedupe, none stored twice.
+        assert_eq!(audit::append_in(&mut tx, env.app.db.backend(), &tid, entries).await.expect("append"), 0);
+    }
+    // This connection's prepared statements: the inserts are (so the view
+    // shows what sqlx prepares), the dedupe is not.
+    let prepared: Vec<String> = sqlx::query("SELECT statement FROM pg_prepared_statements")
+        .fetch_all(&mut *tx)
+        .await
+        .expect("prepared statements")
+        .iter()
+        .map(|r| r.try_get("statement").expect("statement"))
+        .collect();
+    tx.rollback().await.expect("rollback");
+    assert!(prepared.iter().any(|s| s.starts_with("INSERT INTO audit_events")), "{prepared:#?}");
+    assert!(!prepared.iter().any(|s| s.starts_with("SELECT id FROM audit_events")), "{prepared:#?}");
+}
