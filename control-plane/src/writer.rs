@@ -219,7 +219,8 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>, stats: Ar
             }
         }
         let stop = jobs.iter().any(|j| j.stop);
-        let writes: Vec<&Write> = jobs.iter().flat_map(|j| j.writes.iter()).collect();
+        let summed = sum_metered(jobs.iter().flat_map(|j| j.writes.iter()));
+        let writes = batch(jobs.iter().flat_map(|j| j.writes.iter()), &summed);
         if !writes.is_empty() {
             let mut backoff = Duration::from_millis(20);
             // Kept until it commits: nothing queued is ever dropped.
@@ -230,7 +231,8 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>, stats: Ar
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.writes.fetch_add(writes.len() as u64, Ordering::Relaxed);
+            // As queued (a batch's meters count each, not once per sum).
+            stats.writes.fetch_add(n as u64, Ordering::Relaxed);
         }
         for job in jobs {
             if let Some(done) = job.done {
@@ -244,7 +246,8 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>, stats: Ar
             while let Ok(job) = rx.try_recv() {
                 rest.push(job);
             }
-            let writes: Vec<&Write> = rest.iter().flat_map(|j| j.writes.iter()).collect();
+            let summed = sum_metered(rest.iter().flat_map(|j| j.writes.iter()));
+            let writes = batch(rest.iter().flat_map(|j| j.writes.iter()), &summed);
             if !writes.is_empty() && commit(&db, &writes).await.is_err() {
                 tracing::error!(writes = writes.len(), "writes queued at shutdown were not committed");
             }
@@ -256,6 +259,37 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>, stats: Ar
             return;
         }
     }
+}
+
+/// The batch's [`Write::Meter`]s summed per tenant, cluster, type and UTC
+/// hour, as usage events with ids of their own. Made once a batch, before
+/// its first try: a commit that went through but was reported failed is
+/// retried with the same ids, so it is not counted twice.
+fn sum_metered<'a>(writes: impl Iterator<Item = &'a Write>) -> Vec<Write> {
+    let mut sums: BTreeMap<(&str, &str, &str, i64), (f64, i64)> = BTreeMap::new();
+    for w in writes {
+        if let Write::Meter { tenant, cluster, usage_type, quantity, time_ms } = w {
+            let sum =
+                sums.entry((tenant, cluster, usage_type, time_ms.div_euclid(3_600_000))).or_insert((0.0, *time_ms));
+            sum.0 += quantity;
+            sum.1 = sum.1.max(*time_ms);
+        }
+    }
+    sums.into_iter()
+        .map(|((tenant, cluster, usage_type, _), (quantity, time_ms))| Write::Usage {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: tenant.to_string(),
+            cluster: cluster.to_string(),
+            usage_type: usage_type.to_string(),
+            quantity,
+            time_ms,
+        })
+        .collect()
+}
+
+/// The writes a batch commits: `writes` but their meters, then `summed`.
+fn batch<'a>(writes: impl Iterator<Item = &'a Write>, summed: &'a [Write]) -> Vec<&'a Write> {
+    writes.filter(|w| !matches!(w, Write::Meter { .. })).chain(summed).collect()
 }
 
 /// One transaction for the whole batch.
@@ -271,10 +305,8 @@ async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
     for (tenant, entries) in chains {
         audit::append_in(&mut tx, db.backend(), tenant, entries).await?;
     }
-    // Usage rows in one statement (metered usage summed per tenant,
-    // cluster, type and hour); each token's and session's latest use once.
+    // Usage rows in one statement; each token's and session's latest use once.
     let mut usage = Vec::new();
-    let mut metered: BTreeMap<(&str, &str, &str, i64), (f64, i64)> = BTreeMap::new();
     let mut token_used: BTreeMap<&str, i64> = BTreeMap::new();
     let mut session_seen: BTreeMap<&str, i64> = BTreeMap::new();
     for w in writes {
@@ -282,12 +314,8 @@ async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
             Write::Usage { id, tenant, cluster, usage_type, quantity, time_ms } => {
                 usage.push(audit::UsageRow { id, tenant, cluster, usage_type, quantity: *quantity, time_ms: *time_ms })
             }
-            Write::Meter { tenant, cluster, usage_type, quantity, time_ms } => {
-                let hour = time_ms.div_euclid(3_600_000);
-                let sum = metered.entry((tenant, cluster, usage_type, hour)).or_insert((0.0, *time_ms));
-                sum.0 += quantity;
-                sum.1 = sum.1.max(*time_ms);
-            }
+            // Summed into usage events before the batch (`sum_metered`).
+            Write::Meter { .. } => {}
             Write::TokenUsed { token_id, at } => {
                 let latest = token_used.entry(token_id.as_str()).or_insert(*at);
                 *latest = (*latest).max(*at);
@@ -298,10 +326,6 @@ async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
             }
             Write::Audit { .. } => {}
         }
-    }
-    let metered_ids: Vec<String> = metered.keys().map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    for (((tenant, cluster, usage_type, _), (quantity, time_ms)), id) in metered.iter().zip(&metered_ids) {
-        usage.push(audit::UsageRow { id, tenant, cluster, usage_type, quantity: *quantity, time_ms: *time_ms });
     }
     audit::add_usage_rows_in(&mut tx, db.backend(), &usage).await?;
     for (token_id, at) in token_used {
@@ -322,4 +346,60 @@ async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter(cluster: &str, time_ms: i64, quantity: f64) -> Write {
+        Write::Meter {
+            tenant: "t1".into(),
+            cluster: cluster.into(),
+            usage_type: "command_executed".into(),
+            quantity,
+            time_ms,
+        }
+    }
+
+    #[test]
+    fn meters_are_summed_per_cluster_and_hour_and_the_rest_goes_as_queued() {
+        let hour = 3_600_000;
+        let relay_usage = Write::Usage {
+            id: "from-a-relay".into(),
+            tenant: "t1".into(),
+            cluster: "c1".into(),
+            usage_type: "api_request".into(),
+            quantity: 1.0,
+            time_ms: 10,
+        };
+        let writes = vec![
+            meter("c1", 10, 1.0),
+            meter("c1", 20, 2.0),
+            relay_usage,
+            meter("c2", 30, 1.0),
+            meter("c1", hour + 5, 1.0),
+            Write::TokenUsed { token_id: "k".into(), at: 1 },
+        ];
+        let summed = sum_metered(writes.iter());
+        let got: Vec<(String, f64, i64)> = summed
+            .iter()
+            .map(|w| match w {
+                Write::Usage { cluster, quantity, time_ms, .. } => (cluster.clone(), *quantity, *time_ms),
+                other => panic!("not a usage event: {other:?}"),
+            })
+            .collect();
+        assert_eq!(got, [("c1".into(), 3.0, 20), ("c1".into(), 1.0, hour + 5), ("c2".into(), 1.0, 30)]);
+        // Each summed event has an id of its own.
+        let ids: std::collections::HashSet<&str> = summed
+            .iter()
+            .filter_map(|w| if let Write::Usage { id, .. } = w { Some(id.as_str()) } else { None })
+            .collect();
+        assert_eq!(ids.len(), 3);
+        // The batch: no meter, the relay's event as sent, the token, the sums.
+        let batch = batch(writes.iter(), &summed);
+        assert_eq!(batch.len(), 2 + 3);
+        assert!(!batch.iter().any(|w| matches!(w, Write::Meter { .. })));
+        assert!(batch.iter().any(|w| matches!(w, Write::Usage { id, .. } if id == "from-a-relay")));
+    }
 }
