@@ -373,7 +373,7 @@ mod tests {
             quantity: 1.0,
             time_ms: 10,
         };
-        let writes = vec![
+        let writes = [
             meter("c1", 10, 1.0),
             meter("c1", 20, 2.0),
             relay_usage,
