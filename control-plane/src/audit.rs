@@ -430,17 +430,17 @@ pub async fn append_in(
     tenant: &str,
     entries: Vec<AuditEntry>,
 ) -> Result<usize, StoreError> {
-    // A write first: on SQLite it takes the database's write lock for the
+    // The head, created if need be, in one statement that writes it: on
+    // PostgreSQL the upsert locks the row until commit (as `FOR UPDATE`
+    // would), on SQLite the write takes the database's write lock for the
     // whole transaction, so two appenders never read the same head.
-    sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, '') ON CONFLICT (tenant_id) DO NOTHING")
-        .bind(tenant.to_string())
-        .execute(&mut **tx)
-        .await?;
-    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-    let head = sqlx::query(&format!("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1{lock}"))
-        .bind(tenant.to_string())
-        .fetch_one(&mut **tx)
-        .await?;
+    let head = sqlx::query(
+        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, '') \
+         ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_heads.seq RETURNING seq, hash",
+    )
+    .bind(tenant.to_string())
+    .fetch_one(&mut **tx)
+    .await?;
     let (mut seq, mut prev): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
     let mut added = 0;
     // Ids seen in this batch: a repeat within it is skipped like a stored one.
@@ -496,12 +496,14 @@ pub async fn append_in(
         }
         added += rows.len();
     }
-    sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3")
-        .bind(seq)
-        .bind(prev)
-        .bind(tenant.to_string())
-        .execute(&mut **tx)
-        .await?;
+    if added > 0 {
+        sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3")
+            .bind(seq)
+            .bind(prev)
+            .bind(tenant.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(added)
 }
 

@@ -417,3 +417,39 @@ async fn postgres_plans_the_audit_dedupe_with_the_table_as_it_is() {
     assert!(prepared.iter().any(|s| s.starts_with("INSERT INTO audit_events")), "{prepared:#?}");
     assert!(!prepared.iter().any(|s| s.starts_with("SELECT id FROM audit_events")), "{prepared:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appenders_on_two_connections_never_read_the_same_head() {
+    use kubechat_control_plane::audit::{self, AuditEntry};
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (_, tid, cid, _) = tenant_and_cluster(&env).await;
+        // Two appenders of one tenant's chain at once, each in transactions
+        // of its own (as two replicas' writers are): a head read twice
+        // would give two events one position, which the key refuses.
+        let mut appenders = tokio::task::JoinSet::new();
+        for who in 0..2 {
+            let (db, tid, cid) = (env.app.db.clone(), tid.clone(), cid.clone());
+            appenders.spawn(async move {
+                for round in 0..20 {
+                    let entries: Vec<AuditEntry> = (0..5)
+                        .map(|i| AuditEntry {
+                            id: format!("appender-{who}-{round}-{i}"),
+                            time_ms: 1_700_000_000_000,
+                            cluster_id: cid.clone(),
+                            kind: "request".into(),
+                            ..AuditEntry::default()
+                        })
+                        .collect();
+                    assert_eq!(audit::append(&db, &tid, entries).await.expect("append"), 5);
+                }
+            });
+        }
+        while let Some(done) = appenders.join_next().await {
+            done.expect("an appender failed");
+        }
+        let v = verify(&env, &tid).await;
+        assert_eq!(v["intact"], true, "{url}: {v}");
+        assert_eq!(v["headSeq"], 200, "{url}: {v}");
+    }
+}
