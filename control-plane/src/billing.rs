@@ -408,6 +408,14 @@ mod tests {
         }
     }
 
+    /// A fresh SQLite database (kept while the directory lives).
+    async fn sqlite() -> (tempfile::TempDir, Db) {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("q.db").display())).await.expect("db");
+        (dir, db)
+    }
+
     async fn counter(db: &Db) -> i64 {
         let mut tx = db.begin(&Scope::Platform).await.expect("begin");
         let n = sqlx::query("SELECT commands FROM command_counters WHERE tenant_id = 'tquota'")
@@ -421,9 +429,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commands_reserve_ahead_in_the_background_and_never_hold_more_than_the_bound() {
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("q.db").display())).await.expect("db");
+        let (_dir, db) = sqlite().await;
         let (quota, tasks, t) = (Quota::default(), TaskTracker::new(), tenant(1_000_000));
         // The first command reserves (the allotment is empty) ...
         assert_eq!(quota.count(&db, &tasks, &t, "").await.expect("count"), Ok(true));
@@ -448,9 +454,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_last_commands_of_a_quota_pass_and_the_next_is_refused() {
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("q.db").display())).await.expect("db");
+        let (_dir, db) = sqlite().await;
         let (quota, tasks, t) = (Quota::default(), TaskTracker::new(), tenant(120));
         for i in 0..120 {
             assert_eq!(quota.count(&db, &tasks, &t, "").await.expect("count"), Ok(true), "command {i}");

@@ -230,12 +230,7 @@ impl Platform {
 
     /// The control plane's Prometheus metrics.
     pub async fn cp_metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.cp_admin).await.expect("connect");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.expect("read");
-        out
+        admin_metrics(self.cp_admin).await
     }
 
     /// Another relay `relay_id` of `region` (QUIC on `quic_port`, 0 for any),
@@ -430,4 +425,14 @@ pub async fn world_full(
     })
     .await;
     World { platform, sim, agent }
+}
+
+/// The `/metrics` answer (head and text) of the admin listener at `admin`.
+pub async fn admin_metrics(admin: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.expect("connect to an admin listener");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
 }

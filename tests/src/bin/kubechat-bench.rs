@@ -731,16 +731,6 @@ mod kube_path {
         }
     }
 
-    /// The `/metrics` text of an admin listener.
-    async fn metrics_text(admin: std::net::SocketAddr) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(admin).await.expect("connect to an admin listener");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.expect("read");
-        out
-    }
-
     /// Each request-duration histogram series with more than 1,000
     /// observations, and its mean in seconds.
     fn mean_durations(metrics: &str) -> Vec<(String, f64)> {
@@ -802,7 +792,7 @@ mod kube_path {
             // Where a request's time goes: each component's mean time
             // inside it (its own work plus everything downstream).
             for (name, admin) in [("control plane", w.cp_admin), ("relay", w.relay.admin), ("agent", w.agent.admin)] {
-                for (series, mean) in mean_durations(&metrics_text(admin).await) {
+                for (series, mean) in mean_durations(&kubechat_tests::platform::admin_metrics(admin).await) {
                     eprintln!("profile: {name}: {series} mean {:.1} µs", mean * 1e6);
                 }
             }
