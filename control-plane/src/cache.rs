@@ -201,7 +201,7 @@ pub struct Cache {
 impl Cache {
     /// An empty cache over `db`, positioned at the end of its change log.
     pub async fn new(db: Db) -> Result<Arc<Self>, StoreError> {
-        let mut tx = db.begin(&Scope::Platform).await?;
+        let mut tx = db.read(&Scope::Platform).await?;
         let seen: Option<i64> =
             sqlx::query("SELECT MAX(seq) AS s FROM cache_changes").fetch_one(&mut *tx).await?.try_get("s")?;
         tx.commit().await?;
@@ -382,7 +382,7 @@ impl Cache {
     /// Applies the change log since the last position read; returns how
     /// many changes were applied.
     pub async fn sync(&self) -> Result<usize, StoreError> {
-        let mut tx = self.db.begin(&Scope::Platform).await?;
+        let mut tx = self.db.read(&Scope::Platform).await?;
         // Also the last few seconds again: on PostgreSQL a row can commit
         // after a later-numbered one was read (invalidating twice is harmless).
         let rows = sqlx::query(

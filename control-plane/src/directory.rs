@@ -168,7 +168,7 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<Applied, StoreE
 
 /// Relays with a live lease that hold a tunnel of `cluster`.
 pub async fn routes(db: &Db, tenant_id: &str, cluster_id: &str) -> Result<Vec<Route>, StoreError> {
-    let mut tx = db.begin(&Scope::Tenant(tenant_id.to_string())).await?;
+    let mut tx = db.read(&Scope::Tenant(tenant_id.to_string())).await?;
     let rows = sqlx::query(
         "SELECT DISTINCT r.relay_id, r.region, r.internal_address FROM relay_tunnels t JOIN relays r ON r.relay_id = t.relay_id \
          WHERE t.tenant_id = $1 AND t.cluster_id = $2 AND r.lease_expires_at_ms > $3 ORDER BY r.relay_id",
@@ -194,7 +194,7 @@ pub async fn routes(db: &Db, tenant_id: &str, cluster_id: &str) -> Result<Vec<Ro
 /// Live tunnels, of one tenant (and optionally one cluster) or, with
 /// `Scope::Platform`, of everyone.
 pub async fn tunnels(db: &Db, scope: &Scope, cluster_id: Option<&str>) -> Result<Vec<TunnelView>, StoreError> {
-    let mut tx = db.begin(scope).await?;
+    let mut tx = db.read(scope).await?;
     // An empty tenant or cluster filter matches every row.
     let sql = "SELECT t.*, r.region, r.lease_expires_at_ms FROM relay_tunnels t JOIN relays r ON r.relay_id = t.relay_id \
                WHERE r.lease_expires_at_ms > $1 AND ($2 = '' OR t.tenant_id = $2) AND ($3 = '' OR t.cluster_id = $3) \

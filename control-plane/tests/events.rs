@@ -379,17 +379,19 @@ async fn metered_usage_is_summed_into_one_row_per_tenant_cluster_type_and_hour_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_plans_the_audit_dedupe_with_the_table_as_it_is() {
+async fn postgres_dedupes_audit_appends_by_the_id_index_with_a_plan_it_keeps() {
     use kubechat_control_plane::audit::{self, AuditEntry};
-    // A prepared dedupe query soon runs a generic plan made while the table
-    // was small (a sequential scan of every stored event) and keeps it as
-    // the table grows; unprepared, it is planned each time, with the index.
+    // The dedupe query is prepared (planned once a connection, not once a
+    // batch). PostgreSQL soon switches it to a generic plan it keeps; one
+    // made while the table was small would scan every stored event, and go
+    // on doing so as the table grows (414 full scans in one benchmark run).
     let (url, _) = databases().await.into_iter().nth(1).expect("postgres");
     let env = start(&url).await;
     let (_, tid, cid, _) = tenant_and_cluster(&env).await;
+    let backend = env.app.db.backend();
     let mut tx = env.app.db.begin(&Scope::Platform).await.expect("begin");
-    for round in 0..8 {
-        let entries: Vec<AuditEntry> = (0..3)
+    let entries = |round: usize| -> Vec<AuditEntry> {
+        (0..3)
             .map(|i| AuditEntry {
                 id: format!("dedupe-{round}-{i}"),
                 tenant_id: tid.clone(),
@@ -398,24 +400,65 @@ async fn postgres_plans_the_audit_dedupe_with_the_table_as_it_is() {
                 time_ms: 1_700_000_000_000,
                 ..AuditEntry::default()
             })
-            .collect();
-        let added = audit::append_in(&mut tx, env.app.db.backend(), &tid, entries.clone()).await.expect("append");
-        assert_eq!(added, 3);
+            .collect()
+    };
+    // While the table is small: eight batches, and each again.
+    for round in 0..8 {
+        assert_eq!(audit::append_in(&mut tx, backend, &tid, entries(round)).await.expect("append"), 3);
         // The same ids again: found by the dedupe, none stored twice.
-        assert_eq!(audit::append_in(&mut tx, env.app.db.backend(), &tid, entries).await.expect("append"), 0);
+        assert_eq!(audit::append_in(&mut tx, backend, &tid, entries(round)).await.expect("append"), 0);
     }
-    // This connection's prepared statements: the inserts are (so the view
-    // shows what sqlx prepares), the dedupe is not.
-    let prepared: Vec<String> = sqlx::query("SELECT statement FROM pg_prepared_statements")
-        .fetch_all(&mut *tx)
+    // The table grows ...
+    sqlx::query(
+        "INSERT INTO audit_events (tenant_id, seq, id, time_ms, cluster_id, relay_id, request_id, kind, user_name, \
+         groups_json, verb, api_group, resource, namespace, name, subresource, method, path, status, bytes_in, bytes_out, \
+         duration_ms, decision, reason, client_address, kubectl_command, kubectl_session, prev_hash, hash) \
+         SELECT $1, 1000000 + g, 'grown-' || g, 0, '', '', '', 'request', '', '[]', '', '', '', '', '', '', '', '', 0, 0, 0, \
+         0, '', '', '', '', '', '', '' FROM generate_series(1, 30000) AS g",
+    )
+    .bind(tid.clone())
+    .execute(&mut *tx)
+    .await
+    .expect("grow the table");
+    // ... (a plan made earlier is not made again for that: only analysing
+    // the table would) and this transaction's scans of it are counted.
+    // Sequential scans of the table; scans of its id index, and the index
+    // entries they read.
+    async fn scans(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> (i64, i64, i64) {
+        let r = sqlx::query(
+            "SELECT COALESCE(seq_scan, 0) AS seq, pg_stat_get_xact_numscans('audit_events_id_key'::regclass) AS idx, \
+             pg_stat_get_xact_tuples_returned('audit_events_id_key'::regclass) AS read \
+             FROM pg_stat_xact_user_tables WHERE relname = 'audit_events'",
+        )
+        .fetch_one(&mut **tx)
         .await
-        .expect("prepared statements")
-        .iter()
-        .map(|r| r.try_get("statement").expect("statement"))
-        .collect();
+        .expect("scans");
+        (r.try_get("seq").expect("seq"), r.try_get("idx").expect("idx"), r.try_get("read").expect("read"))
+    }
+    let (seq_before, idx_before, read_before) = scans(&mut tx).await;
+    for round in 0..3 {
+        assert_eq!(audit::append_in(&mut tx, backend, &tid, entries(round)).await.expect("append"), 0, "all stored");
+        assert_eq!(audit::append_in(&mut tx, backend, &tid, entries(100 + round)).await.expect("append"), 3);
+    }
+    let (seq_after, idx_after, read_after) = scans(&mut tx).await;
+    // Prepared, and run with a generic plan by now.
+    let dedupe: Vec<(i64, i64)> = sqlx::query(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'SELECT id FROM audit_events%'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .expect("prepared statements")
+    .iter()
+    .map(|r| (r.try_get("generic_plans").expect("generic"), r.try_get("custom_plans").expect("custom")))
+    .collect();
     tx.rollback().await.expect("rollback");
-    assert!(prepared.iter().any(|s| s.starts_with("INSERT INTO audit_events")), "{prepared:#?}");
-    assert!(!prepared.iter().any(|s| s.starts_with("SELECT id FROM audit_events")), "{prepared:#?}");
+    assert_eq!(dedupe.len(), 1, "the dedupe is one prepared statement: {dedupe:?}");
+    assert!(dedupe[0].0 > 0, "PostgreSQL runs the dedupe with its generic plan by now: {dedupe:?}");
+    assert_eq!(seq_after - seq_before, 0, "the dedupe scanned the whole table");
+    assert!(idx_after - idx_before >= 6, "the dedupe looks ids up by index ({} index scans)", idx_after - idx_before);
+    // Six lookups of three ids: a few dozen index entries, not a walk
+    // through the whole index (a merge join would read all 30,000).
+    assert!(read_after - read_before < 1000, "the dedupe read {} index entries", read_after - read_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,6 +160,10 @@ impl Db {
                     // against power loss too), not several of the database.
                     sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                    // Statement journals (a multi-row insert's undo within
+                    // a transaction) in memory rather than in a temporary
+                    // file: they are thrown away at the statement's end.
+                    sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await?;
                     Ok(())
                 })
             });
@@ -184,6 +188,36 @@ impl Db {
         migrations::run(&self.pool, self.backend).await
     }
 
+    /// A read-only transaction limited to `scope`. On SQLite it takes no
+    /// lock (write-ahead log: it reads a snapshot), so it never waits for
+    /// the writer's commit nor makes the writer wait, as
+    /// [`begin`](Self::begin)'s `BEGIN IMMEDIATE` would; on PostgreSQL it is
+    /// `READ ONLY`, so a write through it fails.
+    pub async fn read(&self, scope: &Scope) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN DEFERRED").await?,
+            Backend::Postgres => self.pool.begin_with("BEGIN READ ONLY").await?,
+        };
+        if self.backend == Backend::Postgres {
+            self.set_scope(&mut tx, scope).await?;
+        }
+        Ok(tx)
+    }
+
+    /// Sets the row-level security scope of a PostgreSQL transaction.
+    async fn set_scope(&self, tx: &mut Transaction<'static, sqlx::Any>, scope: &Scope) -> Result<(), sqlx::Error> {
+        let (tenant, platform) = match scope {
+            Scope::Tenant(t) => (t.as_str(), "off"),
+            Scope::Platform => ("", "on"),
+        };
+        sqlx::query("SELECT set_config('kubechat.tenant', $1, true), set_config('kubechat.platform', $2, true)")
+            .bind(tenant.to_string())
+            .bind(platform.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// A transaction limited to `scope`.
     pub async fn begin(&self, scope: &Scope) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
         // On SQLite a transaction that reads and then writes fails at once
@@ -195,15 +229,7 @@ impl Db {
             Backend::Postgres => self.pool.begin().await?,
         };
         if self.backend == Backend::Postgres {
-            let (tenant, platform) = match scope {
-                Scope::Tenant(t) => (t.as_str(), "off"),
-                Scope::Platform => ("", "on"),
-            };
-            sqlx::query("SELECT set_config('kubechat.tenant', $1, true), set_config('kubechat.platform', $2, true)")
-                .bind(tenant.to_string())
-                .bind(platform.to_string())
-                .execute(&mut *tx)
-                .await?;
+            self.set_scope(&mut tx, scope).await?;
         }
         Ok(tx)
     }

@@ -732,17 +732,25 @@ mod kube_path {
     }
 
     /// Each request-duration histogram series with more than 1,000
-    /// observations, and its mean in seconds.
-    fn mean_durations(metrics: &str) -> Vec<(String, f64)> {
+    /// observations: its mean in seconds, and the shares of observations
+    /// over 1.6 ms and over 3.2 ms (two of its bucket bounds: where the
+    /// tail is made).
+    fn mean_durations(metrics: &str) -> Vec<(String, f64, f64, f64)> {
         let value = |line: &str| line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let find = |series: &str| metrics.lines().find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == series));
         let mut out = Vec::new();
         for line in metrics.lines().filter(|l| l.contains("request_duration_seconds_sum")) {
             let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
-            let count_series = series.replacen("_sum", "_count", 1);
-            let count =
-                metrics.lines().find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == count_series)).map_or(0.0, value);
+            let count = find(&series.replacen("_sum", "_count", 1)).map_or(0.0, value);
             if count > 1000.0 {
-                out.push((series.replacen("_sum", "", 1), value(line) / count));
+                // `name_bucket{le="0.0016",labels}`.
+                let bucket = |le: &str| {
+                    let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+                    let name = name.replacen("_sum", "_bucket", 1);
+                    find(&format!("{name}{{le=\"{le}\",{labels}")).map_or(f64::NAN, value)
+                };
+                let over = |le: &str| 1.0 - bucket(le) / count;
+                out.push((series.replacen("_sum", "", 1), value(line) / count, over("0.0016"), over("0.0032")));
             }
         }
         out
@@ -785,15 +793,27 @@ mod kube_path {
                 format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster),
                 vec![("authorization".into(), format!("Bearer {token}"))],
             );
-            latency(&kubechat, 200).await;
+            // The full run's one-connection latency (3,000 requests on a
+            // fresh world), then again once warm.
+            for when in ["fresh", "warm"] {
+                let l = latency(&kubechat, 3000).await;
+                eprintln!("profile: one connection, {when}: p50 {:.0} µs, p99 {:.0} µs", us(l.p50), us(l.p99));
+            }
             eprintln!("profile: load starts for {secs} s (pid {})", std::process::id());
             let (rps, cpu) = throughput(&kubechat, conns, Duration::from_secs(secs)).await;
             eprintln!("profile: {rps:.0} requests/s, {:.1} µs CPU per request", cpu.as_secs_f64() * 1e6);
             // Where a request's time goes: each component's mean time
             // inside it (its own work plus everything downstream).
             for (name, admin) in [("control plane", w.cp_admin), ("relay", w.relay.admin), ("agent", w.agent.admin)] {
-                for (series, mean) in mean_durations(&kubechat_tests::platform::admin_metrics(admin).await) {
-                    eprintln!("profile: {name}: {series} mean {:.1} µs", mean * 1e6);
+                for (series, mean, over_1_6, over_3_2) in
+                    mean_durations(&kubechat_tests::platform::admin_metrics(admin).await)
+                {
+                    eprintln!(
+                        "profile: {name}: {series} mean {:.1} µs, {:.2} % over 1.6 ms, {:.2} % over 3.2 ms",
+                        mean * 1e6,
+                        over_1_6 * 100.0,
+                        over_3_2 * 100.0
+                    );
                 }
             }
             return;
