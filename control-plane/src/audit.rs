@@ -469,9 +469,12 @@ pub async fn append_in(
             // and a generic plan may make it a merge join reading the whole
             // index: 14.5 ms a batch in one run).
             Backend::Postgres => {
-                "SELECT id FROM audit_events WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))".to_string()
+                "SELECT id FROM audit_events WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))"
+                    .to_string()
             }
-            Backend::Sqlite => format!("SELECT id FROM audit_events WHERE id IN (SELECT j.value FROM {})", json_texts(backend)),
+            Backend::Sqlite => {
+                format!("SELECT id FROM audit_events WHERE id IN (SELECT j.value FROM {})", json_texts(backend))
+            }
         };
         for row in sqlx::query(&sql).bind(json!(ids).to_string()).fetch_all(&mut **tx).await? {
             seen.insert(row.try_get("id")?);

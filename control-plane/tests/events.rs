@@ -496,3 +496,41 @@ async fn appenders_on_two_connections_never_read_the_same_head() {
         assert_eq!(v["headSeq"], 200, "{url}: {v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_transaction_neither_waits_for_a_writer_nor_writes() {
+    use kubechat_control_plane::store::Backend;
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let db = &env.app.db;
+        let count = |n: sqlx::any::AnyRow| n.try_get::<i64, _>("n").expect("count");
+        // A writer holds its transaction open (on SQLite: the write lock).
+        let mut write = db.begin(&Scope::Platform).await.expect("begin");
+        sqlx::query("INSERT INTO cache_changes (kind, key, at_ms) VALUES ('tokens', 'read-test', 0)")
+            .execute(&mut *write)
+            .await
+            .expect("insert");
+        // A read meanwhile goes through at once (a `BEGIN IMMEDIATE` would
+        // wait for the lock, then fail: database is locked) and sees what
+        // was committed, not the open write.
+        let mut read = db.read(&Scope::Platform).await.expect("a read transaction while a write is open");
+        let seen = sqlx::query("SELECT COUNT(*) AS n FROM cache_changes WHERE key = 'read-test'")
+            .fetch_one(&mut *read)
+            .await
+            .map(count)
+            .expect("read while a write is open");
+        assert_eq!(seen, 0, "{url}: the read saw an uncommitted write");
+        read.commit().await.expect("end the read");
+        write.commit().await.expect("commit");
+        if db.backend() == Backend::Postgres {
+            // And a read transaction cannot write.
+            let mut read = db.read(&Scope::Platform).await.expect("read");
+            let refused = sqlx::query("DELETE FROM cache_changes WHERE key = 'read-test'").execute(&mut *read).await;
+            let code = refused
+                .expect_err("a write in a read transaction")
+                .into_database_error()
+                .and_then(|e| e.code().map(|c| c.to_string()));
+            assert_eq!(code.as_deref(), Some("25006"), "read_only_sql_transaction");
+        }
+    }
+}
