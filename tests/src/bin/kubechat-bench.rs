@@ -564,6 +564,86 @@ mod kube_path {
         (rps, cpu)
     }
 
+    /// The same GET as the control plane sends it to the relay, without the
+    /// control plane: `concurrency` requests at a time on its pooled HTTP/2
+    /// client to the relay's internal listener, each with a grant the
+    /// control plane's signer made and the relay's gate MAC (one grant per
+    /// task, renewed every 20 s). What is left is the relay, QUIC, the agent
+    /// and kube-sim — the floor the control plane sits on.
+    async fn relay_floor_throughput(w: &World, concurrency: usize, dur: Duration) -> (f64, Duration) {
+        use kubechat_protocol::grant;
+        use kubechat_protocol::messages::Grant;
+        let relays = w.app.relays.clone().expect("the control plane's relay client");
+        let route = w.app.cache.routes(&w.tenant, &w.cluster).await.expect("routes").pop().expect("a route");
+        let gate_key = w.app.signer.gate_key(&route.relay_id);
+        let path = "/api/v1/namespaces/web/pods";
+        let uri = format!("https://{}/v1/clusters/{}/k8s{path}", route.internal_address, w.cluster);
+        let mint = {
+            let (app, tenant, cluster) = (w.app.clone(), w.tenant.clone(), w.cluster.clone());
+            move || {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+                let now = now.as_millis() as u64;
+                let signed = app.signer.sign(Grant {
+                    request_id: format!("bench-floor-grant-{now}"),
+                    tenant: tenant.clone(),
+                    cluster: cluster.clone(),
+                    user: "kubechat:user:bench@acme.example".into(),
+                    groups: vec!["kubechat:tenant:acme".into(), "kubechat:role:tenant_admin".into()],
+                    method: "GET".into(),
+                    path: path.into(),
+                    issued_at_ms: now,
+                    expires_at_ms: now + grant::MAX_VALIDITY_MS,
+                    key_id: String::new(),
+                    client_address: "127.0.0.1".into(),
+                    must_audit: false,
+                });
+                (grant::to_header(&signed), grant::gate_mac(&gate_key, &signed), Instant::now())
+            }
+        };
+        // Request ids unique in the process (the relay's records carry them).
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let ids = &IDS;
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (relays, uri, mint, done, stop) =
+                (relays.clone(), uri.clone(), mint.clone(), done.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut minted = mint();
+                while !stop.load(Ordering::Relaxed) {
+                    if minted.2.elapsed() > Duration::from_secs(20) {
+                        minted = mint();
+                    }
+                    let req = Request::builder()
+                        .uri(&uri)
+                        .header(grant::HEADER, &minted.0)
+                        .header(grant::GATE_HEADER, &minted.1)
+                        .header("kubechat-request-id", format!("bench-floor-{}", ids.fetch_add(1, Ordering::Relaxed)))
+                        .body(Full::new(Bytes::new()))
+                        .expect("request");
+                    let resp = relays.send(req).await.expect("the relay answers");
+                    let status = resp.status();
+                    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+                    assert!(status.is_success(), "status {status}: {}", String::from_utf8_lossy(&bytes));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        tokio::time::sleep(dur / 5).await;
+        let start = done.load(Ordering::Relaxed);
+        let (at, cpu) = (Instant::now(), cpu_time());
+        tokio::time::sleep(dur).await;
+        let n = done.load(Ordering::Relaxed) - start;
+        let rps = n as f64 / at.elapsed().as_secs_f64();
+        let cpu = (cpu_time() - cpu) / n.max(1) as u32;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        (rps, cpu)
+    }
+
     /// How warm requests cost fsyncs. strace slows every system call, so
     /// the requests it watches come slower and each group commit takes
     /// fewer of them; hence two measurements: the writer's commits per
@@ -662,6 +742,10 @@ mod kube_path {
         rps_kubechat: f64,
         cpu_direct: Duration,
         cpu_kubechat: Duration,
+        /// The relay, QUIC, the agent and kube-sim without the control
+        /// plane ([`relay_floor_throughput`]): requests/s and CPU per request.
+        rps_floor: f64,
+        cpu_floor: Duration,
         cpu_one_direct: Duration,
         cpu_one_kubechat: Duration,
         fsyncs: Fsyncs,
@@ -701,6 +785,7 @@ mod kube_path {
         let (k, cpu_one_k) = latency_and_cpu(&kubechat, n).await;
         let (rps_d, cpu_d) = throughput(&direct, 32, dur).await;
         let (rps_k, cpu_k) = throughput(&kubechat, 32, dur).await;
+        let (rps_floor, cpu_floor) = relay_floor_throughput(w, 32, dur).await;
         let fsyncs = fsyncs_per_request(w, &kubechat, n.min(500)).await;
         let kc_direct = kubechat_tests::kubectl::Kubectl::new(
             &kube_sim::kubeconfig::KubeconfigSpec {
@@ -723,6 +808,8 @@ mod kube_path {
             rps_kubechat: rps_k,
             cpu_direct: cpu_d,
             cpu_kubechat: cpu_k,
+            rps_floor,
+            cpu_floor,
             cpu_one_direct: cpu_one_d,
             cpu_one_kubechat: cpu_one_k,
             fsyncs,
@@ -865,6 +952,22 @@ mod kube_path {
                 us(f.cpu_kubechat),
                 us(f.cpu_kubechat) / us(f.cpu_direct)
             );
+            println!(
+                "{:<12} {:<40} {:>12.0} {:>12.0} {:>11.2}x",
+                f.backend,
+                "32 streams, relay floor (no CP), req/s",
+                f.rps_direct,
+                f.rps_floor,
+                f.rps_floor / f.rps_direct
+            );
+            println!(
+                "{:<12} {:<40} {:>12.0} {:>12.0} {:>11.2}x",
+                f.backend,
+                "CPU per request, relay floor (us)",
+                us(f.cpu_direct),
+                us(f.cpu_floor),
+                us(f.cpu_floor) / us(f.cpu_direct)
+            );
             let single = |m: &str, v: String| println!("{:<12} {:<40} {:>12} {:>12}", f.backend, m, "", v);
             single("writer commits per warm request", format!("{:.3}", f.fsyncs.commits_per_request));
             match f.fsyncs.per_commit {
@@ -881,6 +984,7 @@ mod kube_path {
                 "p99_ms": {"direct": us(f.direct.p99) / 1e3, "kubechat": us(f.kubechat.p99) / 1e3},
                 "rps_32": {"direct": f.rps_direct, "kubechat": f.rps_kubechat, "ratio": f.rps_kubechat / f.rps_direct},
                 "cpu_us_per_request_32": {"direct": us(f.cpu_direct), "kubechat": us(f.cpu_kubechat)},
+                "relay_floor_32": {"rps": f.rps_floor, "ratio": f.rps_floor / f.rps_direct, "cpu_us_per_request": us(f.cpu_floor)},
                 "cpu_us_per_request_one": {"direct": us(f.cpu_one_direct), "kubechat": us(f.cpu_one_kubechat)},
                 "writer_commits_per_warm_request": f.fsyncs.commits_per_request,
                 "fsyncs_per_writer_commit": f.fsyncs.per_commit,
