@@ -106,10 +106,12 @@ struct Window {
 /// than a reservation). A reservation takes at most 1/16 of what remains,
 /// and never brings what the replica holds past 50. So replicas together
 /// never exceed a quota (the bound is 0). The price: a replica may hold up
-/// to 50 reserved commands it does not use (spent if it stops), so near the
-/// limit a tenant may be refused up to 50 commands early per replica that
-/// served it. Usage billed is what ran (`command_executed` events), not what
-/// was reserved.
+/// to 50 reserved commands it does not use, so near the limit a tenant may
+/// be refused up to 50 commands early per replica that served it. A replica
+/// that drains gives back what it holds ([`Quota::release`]), so a restart
+/// or a rolling deploy costs no tenant any of its quota; a replica that
+/// crashes loses what it held (at most 50 a tenant). Usage billed is what
+/// ran (`command_executed` events), not what was reserved.
 ///
 /// Sessions are counted per replica: kubectl keeps one connection, so one
 /// invocation meets one replica; if a load balancer splits one, each
@@ -247,6 +249,51 @@ impl Quota {
             }
         });
     }
+}
+
+impl Quota {
+    /// Gives back to the database every command this replica reserved and
+    /// did not spend, and holds none afterwards: the last step of a drain,
+    /// once no request and no reservation ahead is running (a request after
+    /// it reserves afresh). Returns how many commands went back; a tenant
+    /// whose commands cannot be given back (the database is down) keeps
+    /// them reserved until the month ends, and is logged.
+    pub async fn release(&self, db: &Db) -> i64 {
+        let _one_at_a_time = self.reserving.lock().await;
+        let held: Vec<(Slot, i64)> = {
+            let mut a = self.allotments.lock().unwrap_or_else(|p| p.into_inner());
+            a.drain().filter(|(_, a)| a.left > 0).map(|(slot, a)| (slot, a.left)).collect()
+        };
+        let mut released = 0;
+        for ((tenant, month), left) in held {
+            match give_back(db, &tenant, &month, left).await {
+                Ok(true) => released += left,
+                Ok(false) => {
+                    tracing::warn!(%tenant, %month, left, "the command counter is below what this replica held; nothing given back")
+                }
+                Err(e) => {
+                    tracing::warn!(%tenant, %month, left, error = %e, "could not give back reserved commands; they stay spent this month")
+                }
+            }
+        }
+        released
+    }
+}
+
+/// Lowers `tenant`'s counter for `month` by `n` (never below 0): whether it
+/// was lowered.
+async fn give_back(db: &Db, tenant: &str, month: &str, n: i64) -> Result<bool, StoreError> {
+    let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
+    let lowered = sqlx::query(
+        "UPDATE command_counters SET commands = commands - $3 WHERE tenant_id = $1 AND month = $2 AND commands >= $3",
+    )
+    .bind(tenant.to_string())
+    .bind(month.to_string())
+    .bind(n)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(lowered.rows_affected() == 1)
 }
 
 /// Reserves up to `max` commands of `tenant`'s quota for `month`: the
@@ -462,6 +509,27 @@ mod tests {
         let refused = quota.count(&db, &tasks, &t, "").await.expect("count");
         assert!(matches!(refused, Err(QuotaExhausted { limit: 120, .. })), "{refused:?}");
         assert_eq!(counter(&db).await, 120);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drained_replica_gives_back_what_it_reserved_and_did_not_spend() {
+        let (_dir, db) = sqlite().await;
+        let (quota, tasks, t) = (Quota::default(), TaskTracker::new(), tenant(1_000));
+        for _ in 0..30 {
+            assert_eq!(quota.count(&db, &tasks, &t, "").await.expect("count"), Ok(true));
+        }
+        tasks.close();
+        tasks.wait().await;
+        assert!(counter(&db).await > 30, "reserved ahead of the 30 commands spent");
+        let held = counter(&db).await - 30;
+        assert_eq!(quota.release(&db).await, held);
+        assert_eq!(counter(&db).await, 30, "only what ran stays counted");
+        // It holds nothing now: a second release gives back nothing, and
+        // the next command reserves afresh.
+        assert_eq!(quota.release(&db).await, 0);
+        assert_eq!(counter(&db).await, 30);
+        assert_eq!(quota.count(&db, &TaskTracker::new(), &t, "").await.expect("count"), Ok(true));
+        assert!(counter(&db).await > 31, "reserved again");
     }
 
     #[test]

@@ -483,6 +483,12 @@ impl ControlPlane {
         tasks.close();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.app.tasks.wait()).await;
         tasks.wait().await;
+        // No request runs any more: give back the commands reserved and not
+        // spent, so a restart costs no tenant any of its quota.
+        let released = self.app.quota.release(&self.app.db).await;
+        if released > 0 {
+            tracing::info!(commands = released, "gave back reserved commands this replica did not spend");
+        }
         // Last: what the drained requests queued.
         self.app.writer.close().await;
     }
