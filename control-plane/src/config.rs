@@ -117,6 +117,10 @@ pub struct RawConfig {
     /// Seconds a REST request may take to be answered [default: 30].
     #[arg(long, env = "KUBECHAT_REQUEST_TIMEOUT_SECS")]
     pub request_timeout_secs: Option<u64>,
+    /// Seconds open requests may run after a shutdown signal before the
+    /// connections still open (watches, logs -f) are closed [default: 10].
+    #[arg(long, env = "KUBECHAT_GRACE_PERIOD_SECS")]
+    pub grace_period_secs: Option<u64>,
     /// Let tenants' chat LLM endpoints be on loopback over plain http (dev
     /// stack and tests only) [default: false].
     #[arg(long, env = "KUBECHAT_CHAT_LLM_ALLOW_LOOPBACK", num_args = 0..=1, default_missing_value = "true")]
@@ -166,6 +170,7 @@ impl RawConfig {
             handshake_timeout_secs,
             header_timeout_secs,
             request_timeout_secs,
+            grace_period_secs,
             chat_llm_allow_loopback,
             self_service_signup
         )
@@ -243,6 +248,9 @@ impl RawConfig {
         if let Some(s) = self.request_timeout_secs {
             anyhow::ensure!(s > 0, "--request-timeout-secs must be at least 1");
             c.request_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = self.grace_period_secs {
+            c.grace_period = Duration::from_secs(s);
         }
         c.chat_llm_allow_loopback = self.chat_llm_allow_loopback.unwrap_or(false);
         c.self_service_signup = self.self_service_signup.unwrap_or(false);

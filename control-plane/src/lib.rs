@@ -158,6 +158,12 @@ pub struct Config {
     /// Longest a REST request (not the kube path, not the audit export's
     /// streamed body) may take to be answered.
     pub request_timeout: std::time::Duration,
+    /// How long a draining control plane lets its open requests run after
+    /// the shutdown signal; then it closes the connections still open
+    /// (watches, `logs -f`, exec: kubectl re-connects to another replica)
+    /// and commits what they queued. Keep it well under the pod's
+    /// `terminationGracePeriodSeconds`.
+    pub grace_period: std::time::Duration,
     /// Tenants' chat LLM endpoints may be on loopback over plain http.
     pub chat_llm_allow_loopback: bool,
     /// Anyone may create a (free, trial) tenant from `/ui/signup`.
@@ -191,6 +197,7 @@ impl Config {
             breaker_cooldown: std::time::Duration::from_secs(10),
             limits: kubechat_transport::limits::Limits::default(),
             request_timeout: std::time::Duration::from_secs(30),
+            grace_period: std::time::Duration::from_secs(10),
             chat_llm_allow_loopback: false,
             self_service_signup: false,
             cache_offline_trust: cache::OFFLINE_TRUST,
@@ -221,6 +228,7 @@ pub struct ControlPlane {
     internal: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     admin: Option<TcpListener>,
     limits: kubechat_transport::limits::Limits,
+    grace_period: std::time::Duration,
     /// The platform admin token, if this start generated it (one given in
     /// the configuration is never echoed: it would end up in pod logs).
     pub created_admin_token: Option<Secret>,
@@ -352,6 +360,7 @@ impl ControlPlane {
             internal,
             admin: admin_listener,
             limits: config.limits,
+            grace_period: config.grace_period,
             created_admin_token: (created && config.platform_admin_token.is_none()).then_some(token),
         })
     }
@@ -413,6 +422,8 @@ impl ControlPlane {
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout);
         let admission = kubechat_transport::limits::Admission::new(self.limits);
         let router = http::router(self.app.clone());
+        // Cancelled when the grace period is over: closes what is still open.
+        let force = CancellationToken::new();
         loop {
             let (tcp, client) = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -430,9 +441,9 @@ impl ControlPlane {
             // no Nagle wait for the caller's ACK between a head and its body.
             let _ = tcp.set_nodelay(true);
             let handshake_timeout = self.limits.handshake_timeout;
-            let (router, builder, tls, watcher) =
-                (router.clone(), builder.clone(), self.tls.clone(), graceful.watcher());
-            tasks.spawn(async move {
+            let (router, builder, tls, watcher, force) =
+                (router.clone(), builder.clone(), self.tls.clone(), graceful.watcher(), force.clone());
+            tasks.spawn(force.run_until_cancelled_owned(async move {
                 let _permit = permit;
                 // What every request of this connection carries: the TCP
                 // peer, and the agent certificate it presented, if any.
@@ -475,22 +486,33 @@ impl ControlPlane {
                         let _ = watcher.watch(conn.into_owned()).await;
                     }
                 }
-            });
+            }));
         }
         drop(self.listener);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+        // Requests finish within the grace period; a connection still open
+        // then (a watch, `logs -f`) is closed, and kubectl re-connects.
+        if tokio::time::timeout(self.grace_period, graceful.shutdown()).await.is_err() {
+            tracing::info!(
+                grace_secs = self.grace_period.as_secs_f64(),
+                "grace period over; closing the connections still open"
+            );
+        }
+        force.cancel();
         self.app.tasks.close();
         tasks.close();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.app.tasks.wait()).await;
+        // Handlers (detached from their connections) and upgraded streams.
+        let _ = tokio::time::timeout(self.grace_period, self.app.tasks.wait()).await;
         tasks.wait().await;
-        // No request runs any more: give back the commands reserved and not
-        // spent, so a restart costs no tenant any of its quota.
-        let released = self.app.quota.release(&self.app.db).await;
-        if released > 0 {
-            tracing::info!(commands = released, "gave back reserved commands this replica did not spend");
-        }
-        // Last: what the drained requests queued.
+        // What the drained requests queued: the audit trail first.
         self.app.writer.close().await;
+        // Then give back the commands reserved and not spent, so a restart
+        // costs no tenant any of its quota (bounded: a database that does
+        // not answer must not keep the process from exiting).
+        match tokio::time::timeout(std::time::Duration::from_secs(5), self.app.quota.release(&self.app.db)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(commands = n, "gave back reserved commands this replica did not spend"),
+            Err(_) => tracing::warn!("giving back reserved commands timed out; the rest stay spent this month"),
+        }
     }
 }
 

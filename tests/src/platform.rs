@@ -44,6 +44,8 @@ pub struct Platform {
     pub dir: tempfile::TempDir,
     /// Stops the control plane.
     pub shutdown: CancellationToken,
+    /// The control plane's `run`: it ends once a shutdown has drained.
+    pub cp_run: Option<tokio::task::JoinHandle<()>>,
     /// The tenant id.
     pub tenant: String,
     /// The cluster id.
@@ -322,7 +324,7 @@ pub async fn platform(
     let cp_url = format!("https://{}", cp.addr());
     let http_api = cp_url.clone();
     let shutdown = CancellationToken::new();
-    tokio::spawn(cp.run(shutdown.clone()));
+    let cp_run = Some(tokio::spawn(cp.run(shutdown.clone())));
 
     let api_admin = kubechat_control_plane::client::Client::new_tls(
         &http_api,
@@ -354,6 +356,7 @@ pub async fn platform(
         relay,
         dir,
         shutdown,
+        cp_run,
         tenant,
         cluster,
         registration: c.body,

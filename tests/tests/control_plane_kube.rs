@@ -559,3 +559,59 @@ async fn past_the_offline_window_a_cut_off_replica_stops_trusting_its_cache() {
     let r = raw.send("GET", &path, &token, &[]).await;
     assert_eq!(r.status, 503, "storage unavailable, not a credentials problem: {}", r.text());
 }
+
+/// A control plane told to stop lets open requests run for its grace
+/// period, then closes the connections still open (a watch: kubectl
+/// re-connects to another replica) instead of waiting for them until the
+/// pod is killed, and only then commits what they queued: the watch's
+/// decision record is in the audit trail once `run` has returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_control_plane_closes_open_watches_after_its_grace_period_and_keeps_their_audit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut w = kubechat_tests::platform::world_full(
+        json!({}),
+        |_| {},
+        |c| {
+            c.grace_period = Duration::from_millis(300);
+        },
+    )
+    .await;
+    let raw = kubechat_tests::raw::RawClient::new(&w.cp_url, &w.cp_ca);
+    let token = w.user("ursula@acme.example", "tenant_user").await;
+    let path = format!("/k8s/clusters/{}/api/v1/namespaces/web/pods?watch=1", w.cluster);
+    let mut watch = raw.open().await;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n", raw.addr());
+    watch.write_all(head.as_bytes()).await.expect("write");
+    watch.flush().await.expect("flush");
+    // The head and the first events (the pods there are) arrive ...
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !String::from_utf8_lossy(&seen).contains("\"ADDED\"") {
+        let n = watch.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed before the first event: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+
+    // ... then the control plane is told to stop. The watch would run on
+    // (kube-sim keeps it open); the grace period ends it. (The timeout only
+    // turns a hang into a failure.)
+    w.shutdown.cancel();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(120), watch.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the control plane kept the watch open past its grace period");
+    let run = w.cp_run.take().expect("the control plane runs");
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the control plane's drain never ended")
+        .expect("run");
+
+    let mut tx = w.app.db.begin(&kubechat_control_plane::store::Scope::Platform).await.expect("tx");
+    let watches: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE verb = 'watch' AND decision = 'allow'")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("count");
+    tx.commit().await.expect("commit");
+    assert_eq!(watches, 1, "the watch's decision record was committed before the process ended");
+}
