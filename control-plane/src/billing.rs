@@ -269,7 +269,7 @@ impl Quota {
             match give_back(db, &tenant, &month, left).await {
                 Ok(true) => released += left,
                 Ok(false) => {
-                    tracing::warn!(%tenant, %month, left, "the command counter is below what this replica held; nothing given back")
+                    tracing::warn!(%tenant, %month, left, "the command counter is gone or below what this replica held; nothing given back")
                 }
                 Err(e) => {
                     tracing::warn!(%tenant, %month, left, error = %e, "could not give back reserved commands; they stay spent this month")
@@ -280,8 +280,8 @@ impl Quota {
     }
 }
 
-/// Lowers `tenant`'s counter for `month` by `n` (never below 0): whether it
-/// was lowered.
+/// Lowers `tenant`'s counter for `month` by `n`, unless the row is gone
+/// (the tenant was purged) or below `n`: whether it was lowered.
 async fn give_back(db: &Db, tenant: &str, month: &str, n: i64) -> Result<bool, StoreError> {
     let mut tx = db.begin(&Scope::Tenant(tenant.to_string())).await?;
     let lowered = sqlx::query(
