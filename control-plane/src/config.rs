@@ -250,6 +250,7 @@ impl RawConfig {
             c.request_timeout = Duration::from_secs(s);
         }
         if let Some(s) = self.grace_period_secs {
+            anyhow::ensure!(s > 0, "--grace-period-secs must be at least 1");
             c.grace_period = Duration::from_secs(s);
         }
         c.chat_llm_allow_loopback = self.chat_llm_allow_loopback.unwrap_or(false);

@@ -160,9 +160,10 @@ pub struct Config {
     pub request_timeout: std::time::Duration,
     /// How long a draining control plane lets its open requests run after
     /// the shutdown signal; then it closes the connections still open
-    /// (watches, `logs -f`, exec: kubectl re-connects to another replica)
-    /// and commits what they queued. Keep it well under the pod's
-    /// `terminationGracePeriodSeconds`.
+    /// (watches, `logs -f`: the client sees the stream end, as when an API
+    /// server restarts), gives upgraded streams (exec, port-forward) the
+    /// same time again, and commits what was queued. Keep it under a third
+    /// of the pod's `terminationGracePeriodSeconds`.
     pub grace_period: std::time::Duration,
     /// Tenants' chat LLM endpoints may be on loopback over plain http.
     pub chat_llm_allow_loopback: bool,
@@ -490,7 +491,7 @@ impl ControlPlane {
         }
         drop(self.listener);
         // Requests finish within the grace period; a connection still open
-        // then (a watch, `logs -f`) is closed, and kubectl re-connects.
+        // then (a watch, `logs -f`) is closed.
         if tokio::time::timeout(self.grace_period, graceful.shutdown()).await.is_err() {
             tracing::info!(
                 grace_secs = self.grace_period.as_secs_f64(),

@@ -40,4 +40,11 @@ fn check_config_validates_file_environment_and_flags() {
     assert!(out.contains("go together"), "{out}");
     let (code, _) = check(&["--max-connections", "0"], &[]);
     assert_eq!(code, Some(64));
+    // The drain's grace period: a file key, and never zero.
+    std::fs::write(&file, "grace-period-secs = 8\n").expect("write");
+    let (code, out) = check(&["--config", &f], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = check(&["--grace-period-secs", "0"], &[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("--grace-period-secs must be at least 1"), "{out}");
 }
