@@ -391,7 +391,9 @@ impl ControlPlane {
         self.app.clone()
     }
 
-    /// Serves until `shutdown`, then lets in-flight requests finish.
+    /// Serves until `shutdown`, then drains: in-flight requests get the
+    /// grace period, connections still open then are closed, the writer
+    /// commits what was queued and unspent quota goes back.
     pub async fn run(self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
         if let Some((listener, acceptor)) = self.internal {
