@@ -108,8 +108,9 @@ struct Window {
 /// never exceed a quota (the bound is 0). The price: a replica may hold up
 /// to 50 reserved commands it does not use, so near the limit a tenant may
 /// be refused up to 50 commands early per replica that served it. A replica
-/// that drains gives back what it holds ([`Quota::release`]), so a restart
-/// or a rolling deploy costs no tenant any of its quota; a replica that
+/// that drains gives back what it holds ([`Quota::release`]) and from then
+/// on reserves only what a late command spends, so a restart or a rolling
+/// deploy costs no tenant any of its quota; a replica that
 /// crashes loses what it held (at most 50 a tenant). Usage billed is what
 /// ran (`command_executed` events), not what was reserved.
 ///
@@ -122,6 +123,9 @@ pub struct Quota {
     sessions: std::sync::Mutex<HashMap<Slot, Window>>,
     /// Reservations go one at a time (ahead of time or not).
     reserving: Arc<tokio::sync::Mutex<()>>,
+    /// Set by [`Quota::release`]: from then on nothing is reserved ahead,
+    /// and a late command reserves only itself, so nothing is left held.
+    released: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A tenant id and a month.
@@ -182,7 +186,8 @@ impl Quota {
             None => {
                 let _one_at_a_time = self.reserving.lock().await;
                 if self.take(&slot).is_none() {
-                    match reserve(db, &tenant.id, &month, limit, RESERVE_MAX).await? {
+                    let max = if self.released.load(std::sync::atomic::Ordering::Acquire) { 1 } else { RESERVE_MAX };
+                    match reserve(db, &tenant.id, &month, limit, max).await? {
                         0 => {
                             let (resets_at, _) = month_reset(&month);
                             return Ok(Err(QuotaExhausted { plan: tenant.subscription.plan, limit, month, resets_at }));
@@ -226,9 +231,14 @@ impl Quota {
     /// Reserves more of `slot` in a task of its own, topping what the
     /// replica holds up to at most [`RESERVE_MAX`].
     fn reserve_ahead(&self, db: &Db, tasks: &TaskTracker, slot: Slot, limit: i64) {
-        let (db, allotments, reserving) = (db.clone(), self.allotments.clone(), self.reserving.clone());
+        let (db, allotments, reserving, released) =
+            (db.clone(), self.allotments.clone(), self.reserving.clone(), self.released.clone());
         tasks.spawn(async move {
             let _one_at_a_time = reserving.lock().await;
+            if released.load(std::sync::atomic::Ordering::Acquire) {
+                // Queued behind the release: reserving now would be lost.
+                return;
+            }
             let held = allotments.lock().unwrap_or_else(|p| p.into_inner()).get(&slot).map_or(0, |a| a.left);
             let room = RESERVE_MAX - held;
             let granted = if room > 0 { reserve(&db, &slot.0, &slot.1, limit, room).await } else { Ok(0) };
@@ -260,6 +270,7 @@ impl Quota {
     /// them reserved until the month ends, and is logged.
     pub async fn release(&self, db: &Db) -> i64 {
         let _one_at_a_time = self.reserving.lock().await;
+        self.released.store(true, std::sync::atomic::Ordering::Release);
         let held: Vec<(Slot, i64)> = {
             let mut a = self.allotments.lock().unwrap_or_else(|p| p.into_inner());
             a.drain().filter(|(_, a)| a.left > 0).map(|(slot, a)| (slot, a.left)).collect()
@@ -525,11 +536,17 @@ mod tests {
         assert_eq!(quota.release(&db).await, held);
         assert_eq!(counter(&db).await, 30, "only what ran stays counted");
         // It holds nothing now: a second release gives back nothing, and
-        // the next command reserves afresh.
+        // a late command reserves only itself.
         assert_eq!(quota.release(&db).await, 0);
         assert_eq!(counter(&db).await, 30);
         assert_eq!(quota.count(&db, &TaskTracker::new(), &t, "").await.expect("count"), Ok(true));
-        assert!(counter(&db).await > 31, "reserved again");
+        assert_eq!(counter(&db).await, 31, "a late command holds nothing back");
+        // A reservation ahead queued behind the release reserves nothing.
+        let (tasks_after, slot) = (TaskTracker::new(), (t.id.clone(), audit::this_month()));
+        quota.reserve_ahead(&db, &tasks_after, slot, 1_000);
+        tasks_after.close();
+        tasks_after.wait().await;
+        assert_eq!(counter(&db).await, 31, "nothing reserved ahead after the release");
     }
 
     #[test]
