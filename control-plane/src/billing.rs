@@ -259,15 +259,14 @@ impl Quota {
             }
         });
     }
-}
 
-impl Quota {
     /// Gives back to the database every command this replica reserved and
     /// did not spend, and holds none afterwards: the last step of a drain,
-    /// once no request and no reservation ahead is running (a request after
-    /// it reserves afresh). Returns how many commands went back; a tenant
-    /// whose commands cannot be given back (the database is down) keeps
-    /// them reserved until the month ends, and is logged.
+    /// once no request and no reservation ahead is running (from then on a
+    /// late command reserves only itself, and nothing is reserved ahead).
+    /// Returns how many commands went back; a tenant whose commands cannot
+    /// be given back (the database is down) keeps them reserved until the
+    /// month ends, and is logged.
     pub async fn release(&self, db: &Db) -> i64 {
         let _one_at_a_time = self.reserving.lock().await;
         self.released.store(true, std::sync::atomic::Ordering::Release);

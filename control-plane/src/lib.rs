@@ -221,6 +221,9 @@ pub struct RelayTls {
     pub relay_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
+/// Longest a drain spends giving back unspent quota.
+const QUOTA_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A bound control plane.
 pub struct ControlPlane {
     app: Arc<App>,
@@ -511,7 +514,7 @@ impl ControlPlane {
         // Then give back the commands reserved and not spent, so a restart
         // costs no tenant any of its quota (bounded: a database that does
         // not answer must not keep the process from exiting).
-        match tokio::time::timeout(std::time::Duration::from_secs(5), self.app.quota.release(&self.app.db)).await {
+        match tokio::time::timeout(QUOTA_RELEASE_TIMEOUT, self.app.quota.release(&self.app.db)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(commands = n, "gave back reserved commands this replica did not spend"),
             Err(_) => tracing::warn!("giving back reserved commands timed out; the rest stay spent this month"),
