@@ -121,6 +121,12 @@ pub struct RawConfig {
     /// connections still open (watches, logs -f) are closed [default: 10].
     #[arg(long, env = "KUBECHAT_GRACE_PERIOD_SECS")]
     pub grace_period_secs: Option<u64>,
+    /// Directory where a drain spools the audit records and usage the
+    /// database has not taken by the end of the grace period; the next start
+    /// on it commits them. Keep it on a volume that outlives the process
+    /// [default: none: a drain waits for the database].
+    #[arg(long, env = "KUBECHAT_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
     /// Let tenants' chat LLM endpoints be on loopback over plain http (dev
     /// stack and tests only) [default: false].
     #[arg(long, env = "KUBECHAT_CHAT_LLM_ALLOW_LOOPBACK", num_args = 0..=1, default_missing_value = "true")]
@@ -171,6 +177,7 @@ impl RawConfig {
             header_timeout_secs,
             request_timeout_secs,
             grace_period_secs,
+            spool_dir,
             chat_llm_allow_loopback,
             self_service_signup
         )
@@ -253,6 +260,10 @@ impl RawConfig {
             anyhow::ensure!(s > 0, "--grace-period-secs must be at least 1");
             c.grace_period = Duration::from_secs(s);
         }
+        if let Some(dir) = &self.spool_dir {
+            anyhow::ensure!(!dir.is_file(), "--spool-dir {} is a file, not a directory", dir.display());
+        }
+        c.spool_dir = self.spool_dir.clone();
         c.chat_llm_allow_loopback = self.chat_llm_allow_loopback.unwrap_or(false);
         c.self_service_signup = self.self_service_signup.unwrap_or(false);
         Ok(c)

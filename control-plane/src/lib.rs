@@ -106,6 +106,15 @@ pub enum ControlPlaneError {
     /// A given bootstrap token is not a `kc_` token.
     #[error("the platform admin token must start with kc_ and be at least 32 characters")]
     BadBootstrapToken,
+    /// The writer's spool directory cannot be created.
+    #[error("cannot create the spool directory {dir}: {source} (set --spool-dir to a writable directory)")]
+    Spool {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Control-plane settings.
@@ -165,6 +174,11 @@ pub struct Config {
     /// same time again, and commits what was queued. Keep it under a third
     /// of the pod's `terminationGracePeriodSeconds`.
     pub grace_period: std::time::Duration,
+    /// Where a drain keeps the writes the database has not taken by the end
+    /// of its grace period (committed by the next start on the same
+    /// directory: keep it on a volume that outlives the process). Without
+    /// one, a drain waits for the database however long it takes.
+    pub spool_dir: Option<std::path::PathBuf>,
     /// Tenants' chat LLM endpoints may be on loopback over plain http.
     pub chat_llm_allow_loopback: bool,
     /// Anyone may create a (free, trial) tenant from `/ui/signup`.
@@ -199,6 +213,7 @@ impl Config {
             limits: kubechat_transport::limits::Limits::default(),
             request_timeout: std::time::Duration::from_secs(30),
             grace_period: std::time::Duration::from_secs(10),
+            spool_dir: None,
             chat_llm_allow_loopback: false,
             self_service_signup: false,
             cache_offline_trust: cache::OFFLINE_TRUST,
@@ -332,7 +347,10 @@ impl ControlPlane {
             .map_err(|source| ControlPlaneError::Bind { addr: config.listen, source })?;
         let cache = cache::Cache::new(db.clone()).await?;
         cache.set_offline_trust(config.cache_offline_trust);
-        let writer = writer::Writer::start(db.clone());
+        if let Some(dir) = &config.spool_dir {
+            std::fs::create_dir_all(dir).map_err(|source| ControlPlaneError::Spool { dir: dir.clone(), source })?;
+        }
+        let writer = writer::Writer::start(db.clone(), config.spool_dir.clone());
         let app = Arc::new(App {
             cache,
             writer,
@@ -509,8 +527,10 @@ impl ControlPlane {
         // Handlers (detached from their connections) and upgraded streams.
         let _ = tokio::time::timeout(self.grace_period, self.app.tasks.wait()).await;
         tasks.wait().await;
-        // What the drained requests queued: the audit trail first.
-        self.app.writer.close().await;
+        // What the drained requests queued: the audit trail first. With a
+        // spool directory, what the database has not taken within the grace
+        // period is spooled there for the next start.
+        self.app.writer.close(self.grace_period).await;
         // Then give back the commands reserved and not spent, so a restart
         // costs no tenant any of its quota (bounded: a database that does
         // not answer must not keep the process from exiting).

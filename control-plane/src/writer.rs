@@ -11,14 +11,25 @@
 //! that disconnects cannot cancel a write half-way. A batch the database
 //! refuses (unreachable, busy) is kept and retried until it commits; waiters
 //! give up after their own deadline and say so.
+//!
+//! At shutdown the writer commits what is queued. With a spool directory,
+//! a batch the database still refuses when the drain's time is up is
+//! written to disk instead ([`spool`]), and committed by the next start on
+//! that directory: an audit event is never dropped because the database
+//! was down when a replica stopped.
+
+mod spool;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, AuditEntry};
 use crate::store::{Db, Scope, StoreError};
@@ -31,7 +42,8 @@ const LINGER: Duration = Duration::from_millis(5);
 const QUEUE: usize = 65_536;
 
 /// One write.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
 pub enum Write {
     /// An audit event appended to `tenant`'s chain (skipped if its id is stored).
     Audit {
@@ -116,6 +128,10 @@ pub struct Writer {
     urgent: Arc<Notify>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
     stats: Arc<Stats>,
+    /// Whether it has a spool directory.
+    spooling: bool,
+    /// Tells the task to spool what it holds and stop.
+    spool_now: CancellationToken,
 }
 
 /// Counters of the writer, for metrics.
@@ -130,13 +146,17 @@ pub struct Stats {
 }
 
 impl Writer {
-    /// Starts the writer task of `db`.
-    pub fn start(db: Db) -> Self {
+    /// Starts the writer task of `db`. With `spool`, it first commits what
+    /// an earlier drain spooled there, and a drain spools there what the
+    /// database has not taken in time ([`close`](Self::close)).
+    pub fn start(db: Db, spool: Option<PathBuf>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
         let urgent = Arc::new(Notify::new());
-        let task = tokio::spawn(run(db, rx, urgent.clone(), stats.clone()));
-        Self { tx, urgent, task: Arc::new(Mutex::new(Some(task))), stats }
+        let spool_now = CancellationToken::new();
+        let spooling = spool.is_some();
+        let task = tokio::spawn(run(db, rx, urgent.clone(), stats.clone(), spool, spool_now.clone()));
+        Self { tx, urgent, task: Arc::new(Mutex::new(Some(task))), stats, spooling, spool_now }
     }
 
     /// The writer's counters.
@@ -184,17 +204,57 @@ impl Writer {
     }
 
     /// Commits everything queued, then stops the task (at shutdown, after
-    /// the listeners drained). Writes queued later are refused.
-    pub async fn close(&self) {
-        let Some(task) = self.task.lock().await.take() else { return };
-        let _ = self.tx.send(Job { writes: Vec::new(), done: None, urgent: true, stop: true }).await;
-        self.urgent.notify_one();
-        let _ = task.await;
+    /// the listeners drained). Writes queued later are refused. With a
+    /// spool directory, what the database has not taken `within` is written
+    /// there instead (for the next start to commit); without one, this
+    /// waits for the database however long it takes.
+    pub async fn close(&self, within: Duration) {
+        let Some(mut task) = self.task.lock().await.take() else { return };
+        let stop = async {
+            // Waits while the queue is full (the database down for long).
+            let _ = self.tx.send(Job { writes: Vec::new(), done: None, urgent: true, stop: true }).await;
+            self.urgent.notify_one();
+            let _ = (&mut task).await;
+        };
+        if !self.spooling {
+            stop.await;
+        } else if tokio::time::timeout(within, stop).await.is_err() {
+            self.spool_now.cancel();
+            let _ = task.await;
+        }
     }
 }
 
-async fn run(db: Db, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>, stats: Arc<Stats>) {
-    while let Some(first) = rx.recv().await {
+async fn run(
+    db: Db,
+    mut rx: mpsc::Receiver<Job>,
+    urgent: Arc<Notify>,
+    stats: Arc<Stats>,
+    spool: Option<PathBuf>,
+    spool_now: CancellationToken,
+) {
+    // What the last drain spooled, before anything queued since.
+    for (path, writes) in spool.as_deref().map(spool::load).unwrap_or_default() {
+        let writes = Arc::new(writes);
+        if !commit_until(&db, &writes, &stats, &spool_now).await {
+            // Stopped before the database answered: the file stays.
+            spool_rest(&mut rx, &[], spool.as_deref());
+            return;
+        }
+        tracing::info!(file = %path.display(), writes = writes.len(), "committed the writes an earlier drain spooled");
+        spool::remove(&path);
+    }
+    loop {
+        let first = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+            () = spool_now.cancelled() => {
+                spool_rest(&mut rx, &[], spool.as_deref());
+                return;
+            }
+        };
         // Nobody in a hurry: linger a moment so one commit takes many
         // requests' writes. A sleep, not a receive per job: queueing a
         // write then wakes nobody. An urgent waiter (a must-audit request,
@@ -219,16 +279,12 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>, stats: Ar
             }
         }
         let stop = jobs.iter().any(|j| j.stop);
-        let summed = sum_metered(jobs.iter().flat_map(|j| j.writes.iter()));
-        let writes = batch(jobs.iter().flat_map(|j| j.writes.iter()), &summed);
+        let writes = Arc::new(take_batch(&mut jobs));
         if !writes.is_empty() {
-            let mut backoff = Duration::from_millis(20);
             // Kept until it commits: nothing queued is ever dropped.
-            while let Err(e) = commit(&db, &writes).await {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, writes = writes.len(), "a batch of writes was not committed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+            if !commit_until(&db, &writes, &stats, &spool_now).await {
+                spool_rest(&mut rx, &writes, spool.as_deref());
+                return;
             }
             stats.batches.fetch_add(1, Ordering::Relaxed);
             // As queued (a batch's meters count each, not once per sum).
@@ -246,10 +302,10 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>, stats: Ar
             while let Ok(job) = rx.try_recv() {
                 rest.push(job);
             }
-            let summed = sum_metered(rest.iter().flat_map(|j| j.writes.iter()));
-            let writes = batch(rest.iter().flat_map(|j| j.writes.iter()), &summed);
-            if !writes.is_empty() && commit(&db, &writes).await.is_err() {
-                tracing::error!(writes = writes.len(), "writes queued at shutdown were not committed");
+            let writes = Arc::new(take_batch(&mut rest));
+            if !writes.is_empty() && !commit_until(&db, &writes, &stats, &spool_now).await {
+                spool_rest(&mut rx, &writes, spool.as_deref());
+                return;
             }
             for job in rest {
                 if let Some(done) = job.done {
@@ -258,6 +314,67 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>, stats: Ar
             }
             return;
         }
+    }
+}
+
+/// Commits `writes`, retrying until it does (true) or until told to spool
+/// (false). Each try runs in a task of its own, which finishes even when
+/// nobody waits for it any more: no transaction is left half-way. (A try
+/// that commits after all, its batch spooled too, is harmless: the next
+/// start's commit of the spool stores nothing twice.)
+async fn commit_until(db: &Db, writes: &Arc<Vec<Write>>, stats: &Stats, spool_now: &CancellationToken) -> bool {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let attempt = tokio::spawn({
+            let (db, writes) = (db.clone(), writes.clone());
+            async move { commit(&db, &writes).await }
+        });
+        let error = tokio::select! {
+            biased;
+            result = attempt => match result {
+                Ok(Ok(())) => return true,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            },
+            () = spool_now.cancelled() => return false,
+        };
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %error, writes = writes.len(), "a batch of writes was not committed; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = spool_now.cancelled() => return false,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// At the drain's end, the database still refusing: writes `current` (a
+/// batch not committed) and everything still queued to the spool. Their
+/// waiters are told the writer stopped.
+fn spool_rest(rx: &mut mpsc::Receiver<Job>, current: &[Write], dir: Option<&std::path::Path>) {
+    rx.close();
+    let mut rest = Vec::new();
+    while let Ok(job) = rx.try_recv() {
+        rest.push(job);
+    }
+    let rest = take_batch(&mut rest);
+    let writes: Vec<&Write> = current.iter().chain(&rest).collect();
+    if writes.is_empty() {
+        return;
+    }
+    match dir.map(|d| (d, spool::save(d, &writes))) {
+        Some((_, Ok(path))) => tracing::warn!(
+            file = %path.display(),
+            writes = writes.len(),
+            "the database did not take these writes before the drain ended; spooled for the next start to commit"
+        ),
+        Some((d, Err(e))) => tracing::error!(
+            dir = %d.display(),
+            error = %e,
+            writes = writes.len(),
+            "writes LOST: the database did not take them before the drain ended and they could not be spooled"
+        ),
+        None => tracing::error!(writes = writes.len(), "writes LOST: no spool directory (--spool-dir)"),
     }
 }
 
@@ -287,13 +404,21 @@ fn sum_metered<'a>(writes: impl Iterator<Item = &'a Write>) -> Vec<Write> {
         .collect()
 }
 
-/// The writes a batch commits: `writes` but their meters, then `summed`.
-fn batch<'a>(writes: impl Iterator<Item = &'a Write>, summed: &'a [Write]) -> Vec<&'a Write> {
-    writes.filter(|w| !matches!(w, Write::Meter { .. })).chain(summed).collect()
+/// The writes `jobs` leave to commit (taken out of them): all but their
+/// meters, then the meters summed ([`sum_metered`]).
+fn take_batch(jobs: &mut [Job]) -> Vec<Write> {
+    let summed = sum_metered(jobs.iter().flat_map(|j| j.writes.iter()));
+    let mut writes: Vec<Write> = jobs
+        .iter_mut()
+        .flat_map(|j| std::mem::take(&mut j.writes))
+        .filter(|w| !matches!(w, Write::Meter { .. }))
+        .collect();
+    writes.extend(summed);
+    writes
 }
 
 /// One transaction for the whole batch.
-async fn commit(db: &Db, writes: &[&Write]) -> Result<(), StoreError> {
+async fn commit(db: &Db, writes: &[Write]) -> Result<(), StoreError> {
     let mut tx = db.begin(&Scope::Platform).await?;
     // Audit events per tenant, in queue order within each chain.
     let mut chains: BTreeMap<&str, Vec<AuditEntry>> = BTreeMap::new();
@@ -382,6 +507,7 @@ mod tests {
             Write::TokenUsed { token_id: "k".into(), at: 1 },
         ];
         let summed = sum_metered(writes.iter());
+        let mut jobs = [Job { writes: writes.to_vec(), done: None, urgent: false, stop: false }];
         let got: Vec<(String, f64, i64)> = summed
             .iter()
             .map(|w| match w {
@@ -397,9 +523,85 @@ mod tests {
             .collect();
         assert_eq!(ids.len(), 3);
         // The batch: no meter, the relay's event as sent, the token, the sums.
-        let batch = batch(writes.iter(), &summed);
+        let batch = take_batch(&mut jobs);
         assert_eq!(batch.len(), 2 + 3);
+        assert!(jobs[0].writes.is_empty(), "taken out of the job");
         assert!(!batch.iter().any(|w| matches!(w, Write::Meter { .. })));
         assert!(batch.iter().any(|w| matches!(w, Write::Usage { id, .. } if id == "from-a-relay")));
+    }
+
+    fn audit(id: &str) -> Write {
+        Write::Audit {
+            tenant: "t1".into(),
+            entry: Box::new(AuditEntry {
+                id: id.into(),
+                tenant_id: "t1".into(),
+                kind: "decision".into(),
+                decision: "allow".into(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    async fn stored_ids(db: &Db) -> Vec<String> {
+        sqlx::query_scalar("SELECT id FROM audit_events WHERE tenant_id = 't1' ORDER BY seq")
+            .fetch_all(db.pool())
+            .await
+            .expect("audit events")
+    }
+
+    /// The database goes away while requests go on queueing writes (a warm
+    /// request needs none), then the replica drains: what the database did
+    /// not take is spooled, and the next start commits it, once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drain_with_the_database_down_spools_its_writes_and_the_next_start_commits_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
+        let spool_dir = dir.path().join("spool");
+        let db = Db::connect(&url).await.expect("database");
+        let writer = Writer::start(db.clone(), Some(spool_dir.clone()));
+        writer.commit(vec![audit("before")], Duration::from_secs(10)).await.expect("committed while up");
+
+        // Closing the pool fails every later transaction at once.
+        drop(db.pool().close());
+        writer.queue(vec![audit("e1"), audit("e2"), meter("c1", 10, 1.0), meter("c1", 20, 2.0)]).await.expect("queued");
+        let waited = writer.commit(vec![audit("e3")], Duration::from_millis(100)).await;
+        assert_eq!(waited, Err(WriteError::Timeout(Duration::from_millis(100))), "a waiter is told, not hung");
+        writer.close(Duration::from_millis(200)).await;
+        assert!(writer.stats().failures.load(Ordering::Relaxed) > 0, "the database refused the batch");
+        assert!(writer.queue(vec![audit("late")]).await.is_err(), "a write after the close is refused");
+
+        let spooled = spool::load(&spool_dir);
+        assert_eq!(spooled.len(), 1, "one file for the drain");
+        let kinds: Vec<&str> = spooled[0]
+            .1
+            .iter()
+            .map(|w| match w {
+                Write::Audit { entry, .. } => entry.id.as_str(),
+                Write::Usage { quantity, .. } => {
+                    assert_eq!(*quantity, 3.0, "the meters, summed");
+                    "usage"
+                }
+                other => panic!("unexpected write {other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["e1", "e2", "e3", "usage"]);
+        // The same file twice (as when a commit went through but was
+        // reported failed, and was spooled too).
+        let again: Vec<&Write> = spooled[0].1.iter().collect();
+        spool::save(&spool_dir, &again).expect("spooled again");
+
+        // The next start on the same directory commits it before anything else.
+        let db = Db::connect(&url).await.expect("database");
+        let writer = Writer::start(db.clone(), Some(spool_dir.clone()));
+        writer.commit(vec![audit("after")], Duration::from_secs(10)).await.expect("committed");
+        assert_eq!(stored_ids(&db).await, ["before", "e1", "e2", "e3", "after"], "each once, in order");
+        let usage: Vec<f64> = sqlx::query_scalar("SELECT quantity FROM usage_events WHERE tenant_id = 't1'")
+            .fetch_all(db.pool())
+            .await
+            .expect("usage");
+        assert_eq!(usage, [3.0], "the summed meter, stored once");
+        assert!(spool::load(&spool_dir).is_empty(), "committed files are deleted");
+        writer.close(Duration::from_secs(10)).await;
     }
 }

@@ -324,3 +324,76 @@ async fn a_drained_replica_gives_back_the_commands_it_did_not_spend() {
         rest.cancel();
     }
 }
+
+/// How many audit records `tenant` has (read with the platform's scope:
+/// PostgreSQL's row-level security hides them otherwise).
+async fn audit_records(app: &App, tenant: &str) -> i64 {
+    let mut tx = app.db.read(&kubechat_control_plane::store::Scope::Platform).await.expect("read");
+    sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE tenant_id = $1")
+        .bind(tenant.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .expect("count")
+}
+
+/// The database goes away under a warm replica, which goes on answering
+/// kube requests from memory and queueing their audit records; then it
+/// drains. What the database did not take is spooled, and the next start
+/// on the same spool directory commits it: no record is lost, none is
+/// stored twice, and the chain still verifies. SQLite and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_draining_with_the_database_down_spools_its_audit_records_for_the_next_start() {
+    for (url, _dir) in common::databases().await {
+        let spool = tempfile::tempdir().expect("spool dir");
+        let mut cfg = config(&url);
+        cfg.spool_dir = Some(spool.path().to_path_buf());
+        cfg.grace_period = Duration::from_secs(1);
+        let first = CancellationToken::new();
+        let cp = ControlPlane::bind(cfg.clone()).await.expect("replica");
+        let a = format!("http://{}", cp.addr());
+        let app = cp.app();
+        let running = tokio::spawn(cp.run(first.clone()));
+        let (admin, tenant, token) = acme(&a).await;
+        let owner = admin.with_token(&token);
+        let c = owner.post(&format!("/v1/tenants/{tenant}/clusters"), &json!({"name": "prod"})).await.expect("reach");
+        let path = format!("/k8s/clusters/{}/api/v1/pods", c.body["id"].as_str().expect("cluster"));
+        // Warm: the caches and the quota's allotment. Its records committed.
+        let warm = owner.get(&path).await.expect("reach");
+        assert_eq!(warm.status, 503, "{url}");
+        app.writer.commit(Vec::new(), Duration::from_secs(10)).await.expect("committed");
+        let per_request = audit_records(&app, &tenant).await;
+        assert!(per_request > 0, "the request left a record ({url})");
+
+        // Every transaction fails from now on.
+        drop(app.db.pool().close());
+        let (r1, r2) = tokio::join!(owner.get(&path), owner.get(&path));
+        for r in [r1, r2] {
+            let r = r.expect("reach");
+            assert_eq!(r.status, 503, "{url}");
+            // As before the outage (no relay in this test), not "storage unavailable".
+            assert_eq!(r.body["message"], warm.body["message"], "served from memory ({url})");
+        }
+        first.cancel();
+        running.await.expect("the replica drained");
+        let files: Vec<_> =
+            std::fs::read_dir(spool.path()).expect("spool").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(files.len(), 1, "one spool file: {files:?} ({url})");
+
+        // The next start commits it before anything else it writes.
+        let rest = CancellationToken::new();
+        let cp = ControlPlane::bind(cfg).await.expect("replica");
+        let b = format!("http://{}", cp.addr());
+        let next = cp.app();
+        tokio::spawn(cp.run(rest.clone()));
+        next.writer.commit(Vec::new(), Duration::from_secs(10)).await.expect("committed");
+        let stored = audit_records(&next, &tenant).await;
+        assert_eq!(stored, 3 * per_request, "every record of the three requests, each once ({url})");
+        assert_eq!(std::fs::read_dir(spool.path()).expect("spool").count(), 0, "the spool file is deleted ({url})");
+        let owner = Client::new(&b, Some(Secret(token.clone())));
+        let v = owner.get(&format!("/v1/tenants/{tenant}/audit/verify")).await.expect("reach");
+        assert_eq!(v.status, 200, "{}", v.body);
+        assert_eq!(v.body["intact"], true, "the chain verifies after the spool's commit ({url}): {}", v.body);
+        assert_eq!(v.body["events"], stored, "{}", v.body);
+        rest.cancel();
+    }
+}
