@@ -171,8 +171,9 @@ pub struct Config {
     /// the shutdown signal; then it closes the connections still open
     /// (watches, `logs -f`: the client sees the stream end, as when an API
     /// server restarts), gives upgraded streams (exec, port-forward) the
-    /// same time again, and commits what was queued. Keep it under a third
-    /// of the pod's `terminationGracePeriodSeconds`.
+    /// same time again, and commits what was queued (the database down:
+    /// for as long again, then it spools to `spool_dir`). Keep three grace
+    /// periods plus 10 s under the pod's `terminationGracePeriodSeconds`.
     pub grace_period: std::time::Duration,
     /// Where a drain keeps the writes the database has not taken by the end
     /// of its grace period (committed by the next start on the same
@@ -414,7 +415,8 @@ impl ControlPlane {
 
     /// Serves until `shutdown`, then drains: in-flight requests get the
     /// grace period, connections still open then are closed, the writer
-    /// commits what was queued and unspent quota goes back.
+    /// commits what was queued (or, the database down past another grace
+    /// period, spools it to the spool directory) and unspent quota goes back.
     pub async fn run(self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
         if let Some((listener, acceptor)) = self.internal {

@@ -47,4 +47,12 @@ fn check_config_validates_file_environment_and_flags() {
     let (code, out) = check(&["--grace-period-secs", "0"], &[]);
     assert_eq!(code, Some(64), "{out}");
     assert!(out.contains("--grace-period-secs must be at least 1"), "{out}");
+    // The writer's spool: a directory (a file key or the environment), not a file.
+    let spool = dir.path().join("spool");
+    std::fs::write(&file, format!("spool-dir = {:?}\n", spool.display().to_string())).expect("write");
+    let (code, out) = check(&["--config", &f], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = check(&[], &[("KUBECHAT_SPOOL_DIR", &f)]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("is a file, not a directory"), "{out}");
 }

@@ -120,8 +120,17 @@ async fn the_control_plane_and_relay_charts_run_from_their_pod_specs() {
     });
     c.install(NS, "kubechat-control-plane", &helm::repo().join("charts/kubechat-control-plane"), &cp_values)
         .unwrap_or_else(|e| panic!("helm install of the control plane failed: {e}"));
-    let cp_deploy = &c.get(&["-n", NS, "get", "deployment", "kubechat-control-plane"]).await[0];
-    let cps = run(&c, cp_deploy, env!("CARGO_BIN_EXE_test-control-plane")).await;
+    let cp_set = &c.get(&["-n", NS, "get", "statefulset", "kubechat-control-plane"]).await[0];
+    // Each replica keeps a spool volume of its own, where a drain with the
+    // database down leaves what its next start commits.
+    assert_eq!(cp_set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "spool");
+    let cp_pod = &cp_set["spec"]["template"]["spec"];
+    let args: Vec<&str> =
+        cp_pod["containers"][0]["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
+    assert!(args.contains(&"--spool-dir=/var/lib/kubechat/spool"), "{args:?}");
+    assert!(args.contains(&"--grace-period-secs=10"), "{args:?}");
+    assert_eq!(cp_pod["terminationGracePeriodSeconds"], 45, "three grace periods and the quota's release");
+    let cps = run(&c, cp_set, env!("CARGO_BIN_EXE_test-control-plane")).await;
     // The admin token from the Secret works on every replica; a wrong one does not.
     let port = |pod: &RunningPod, p: u16| *pod.ports.get(&p).unwrap_or_else(|| panic!("no port {p}"));
     for cp in &cps {
