@@ -43,7 +43,7 @@ wait_for() { # what, command...
 }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-rm -rf "$DEV/kube-sim" "$DEV/certs" "$DEV/cp.db"* "$DEV/relay-spool"
+rm -rf "$DEV/kube-sim" "$DEV/certs" "$DEV/cp.db"* "$DEV/cp-spool" "$DEV/relay-spool"
 "$BIN/kube-sim" --listen "127.0.0.1:$SIM_PORT" --out-dir "$DEV/kube-sim" 2> "$DEV/kube-sim.log" > "$DEV/kube-sim.out" &
 PIDS+=($!)
 "$BIN/kubechat-relay" dev-certs --out "$DEV/certs" > /dev/null
@@ -55,7 +55,7 @@ ADMIN_TOKEN=kc_$(python3 -c 'import secrets; print(secrets.token_hex(20))')
   --internal-listen "127.0.0.1:$CP_INTERNAL_PORT" --admin-listen "127.0.0.1:$CP_ADMIN_PORT" --relay-ca "$C/relay-ca.crt" \
   --relay-client-cert "$C/internal-client.crt" --relay-client-key "$C/internal-client.key" \
   --agent-ca-cert "$C/agent-ca.crt" --agent-ca-key "$C/agent-ca.key" --enroll-relay "127.0.0.1:$QUIC_PORT#ws=$WS_PORT" \
-  --agent-chart ./charts/kubechat-agent \
+  --agent-chart ./charts/kubechat-agent --spool-dir "$DEV/cp-spool" \
   2> "$DEV/control-plane.log" > "$DEV/control-plane.out" &
 PIDS+=($!)
 CP="https://127.0.0.1:$CP_PORT"
