@@ -24,9 +24,14 @@ fn command_lines(text: &str) -> Vec<String> {
 
 /// The long flags a command line gives to `bin`, with the subcommand if any.
 fn flags_for(line: &str, bin: &str) -> Option<(Option<String>, Vec<String>)> {
-    let mut words = line.split_whitespace().map(|w| w.trim_matches(|c| c == '"' || c == '[' || c == ']'));
-    words.find(|w| w.ends_with(&format!("/{bin}")) || *w == bin)?;
-    let rest: Vec<&str> = words.collect();
+    let words: Vec<&str> =
+        line.split_whitespace().map(|w| w.trim_matches(|c| c == '"' || c == '[' || c == ']')).collect();
+    // The binary as a command, not as a flag's value (`--agent-chart
+    // ./charts/kubechat-agent` runs no agent).
+    let at = (0..words.len()).find(|&i| {
+        (words[i].ends_with(&format!("/{bin}")) || words[i] == bin) && (i == 0 || !words[i - 1].starts_with("--"))
+    })?;
+    let rest = &words[at + 1..];
     let sub = rest.first().filter(|w| !w.starts_with('-')).map(|w| (*w).to_string());
     let flags = rest
         .iter()
