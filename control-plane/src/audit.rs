@@ -85,8 +85,9 @@ pub struct AuditEntry {
     pub kubectl_command: String,
     /// kubectl's `Kubectl-Session`.
     pub kubectl_session: String,
-    /// Fields cut short to fit (camelCase name → original length in bytes,
-    /// or for `groups` the original number of groups). Part of the hash.
+    /// Fields cut short to fit, or holding NUL characters now U+FFFD
+    /// (camelCase name → original length in bytes, or for `groups` the
+    /// original number of groups). Part of the hash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub truncated: BTreeMap<String, u64>,
     /// Hash of the previous event ("" for the first).
@@ -273,11 +274,19 @@ pub const MAX_FIELD: usize = 4096;
 /// Most groups kept in an audit event.
 pub const MAX_GROUPS: usize = 64;
 
+/// Makes `field` storable within `limit` bytes: NUL characters (which
+/// PostgreSQL's text and jsonb cannot hold, so one would fail its whole
+/// batch) become U+FFFD, then it is cut at a character boundary. Its
+/// original length in bytes if it changed.
 fn cut(field: &mut String, limit: usize) -> Option<u64> {
-    if field.len() <= limit {
-        return None;
-    }
     let original = field.len() as u64;
+    let had_nul = field.contains('\0');
+    if had_nul {
+        *field = field.replace('\0', "\u{fffd}");
+    }
+    if field.len() <= limit {
+        return had_nul.then_some(original);
+    }
     let mut end = limit;
     while !field.is_char_boundary(end) {
         end -= 1;
@@ -288,7 +297,9 @@ fn cut(field: &mut String, limit: usize) -> Option<u64> {
 
 /// Cuts every over-long field of `e` to its limit and marks it in
 /// `truncated`: an event is never refused for its size, so no caller can
-/// keep their request out of the log by making it large.
+/// keep their request out of the log by making it large. A NUL character
+/// becomes U+FFFD, the field marked the same way (its original length):
+/// stored as it came, it would fail its batch on PostgreSQL again and again.
 pub fn bound(e: &mut AuditEntry) {
     let mut marks = Vec::new();
     if let Some(n) = cut(&mut e.path, MAX_PATH) {

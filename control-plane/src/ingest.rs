@@ -14,7 +14,7 @@ use kubechat_protocol::events::{BatchAck, Event, EventBatch, Rejected, UsageType
 
 use crate::app::App;
 use crate::audit::AuditEntry;
-use crate::writer::Write;
+use crate::writer::{Write, WriteError};
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 5000;
@@ -54,6 +54,11 @@ fn validate(e: &Event, relay: &str) -> Result<Valid, String> {
     for (name, v) in [("tenant", &e.tenant), ("cluster", &e.cluster), ("request_id", &e.request_id)] {
         if v.len() > 256 {
             return Err(format!("{name} is longer than 256 bytes"));
+        }
+        // They place the event (and name rows), so they are not stored
+        // altered, as the rest of an audit body may be (`audit::bound`).
+        if v.chars().any(char::is_control) {
+            return Err(format!("{name} holds a control character"));
         }
     }
     match &e.body {
@@ -155,7 +160,25 @@ pub async fn ingest(app: &App, relay: &str, batch: Vec<Event>) -> Result<BatchAc
         writes.push(Write::Usage { id, tenant, cluster, usage_type: usage_type.to_string(), quantity, time_ms });
     }
     if !writes.is_empty() {
-        app.writer.commit_batched(writes, COMMIT_TIMEOUT).await.map_err(|e| Unstored(e.to_string()))?;
+        match app.writer.commit_batched(writes, COMMIT_TIMEOUT).await {
+            Ok(()) => {}
+            // Stored but these (in `accepted`'s order, which is the writes'),
+            // refused for what they hold: the relay keeps them in its dead
+            // letters instead of sending them again and again.
+            Err(WriteError::Refused(which)) => {
+                let mut accepted = Vec::new();
+                for (i, id) in std::mem::take(&mut ack.accepted).into_iter().enumerate() {
+                    if which.contains(&i) {
+                        let reason = "the control plane's database refused it (also set aside in its dead letters)";
+                        ack.rejected.push(Rejected { id, reason: reason.into() });
+                    } else {
+                        accepted.push(id);
+                    }
+                }
+                ack.accepted = accepted;
+            }
+            Err(e) => return Err(Unstored(e.to_string())),
+        }
     }
     Ok(ack)
 }

@@ -113,6 +113,11 @@ impl AdminHandler for CpAdmin {
                 "Commits the database refused (each batch is retried until it commits).",
                 w.failures.load(Relaxed),
             )
+            .counter(
+                "kubechat_cp_writer_set_aside_total",
+                "Writes the database refused for what they hold, set aside in the dead letters.",
+                w.set_aside.load(Relaxed),
+            )
             .counter("kubechat_cp_cache_hits_total", "Reads answered from memory.", c.hits.load(Relaxed))
             .counter("kubechat_cp_cache_misses_total", "Reads that went to the database.", c.misses.load(Relaxed))
             .finish()

@@ -9,8 +9,12 @@
 //!
 //! The task belongs to the control plane, not to any request, so a client
 //! that disconnects cannot cancel a write half-way. A batch the database
-//! refuses (unreachable, busy) is kept and retried until it commits; waiters
-//! give up after their own deadline and say so.
+//! cannot take (unreachable, busy) is kept and retried until it commits;
+//! waiters give up after their own deadline and say so. A batch it refuses
+//! for what it holds (a constraint, a value it cannot store) is committed
+//! in halves, down to the one write refused, which is set aside in the
+//! dead letters and its waiter told: one bad write never holds back every
+//! tenant's records behind it.
 //!
 //! At shutdown the writer commits what is queued. With a spool directory,
 //! a batch the database still refuses when the drain's time is up is
@@ -109,11 +113,16 @@ pub enum WriteError {
     /// database is unreachable or slow); it stays queued and will commit.
     #[error("the batch was not committed within {0:?}")]
     Timeout(Duration),
+    /// The database refused these writes (their indices among those
+    /// given) for what they hold, each tried alone three times; they are
+    /// set aside in the dead letters, not stored. The others committed.
+    #[error("the database refused {} of the writes; they are set aside in the writer's dead letters", .0.len())]
+    Refused(Vec<usize>),
 }
 
 struct Job {
     writes: Vec<Write>,
-    done: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Sender<Result<(), WriteError>>>,
     /// Commit without lingering (a request is waiting on it).
     urgent: bool,
     /// The last job: commit and stop.
@@ -143,6 +152,8 @@ pub struct Stats {
     pub writes: AtomicU64,
     /// Commits the database refused (each retried).
     pub failures: AtomicU64,
+    /// Writes the database refused for what they hold, set aside.
+    pub set_aside: AtomicU64,
 }
 
 impl Writer {
@@ -155,7 +166,8 @@ impl Writer {
         let urgent = Arc::new(Notify::new());
         let spool_now = CancellationToken::new();
         let spooling = spool.is_some();
-        let task = tokio::spawn(run(db, rx, urgent.clone(), stats.clone(), spool, spool_now.clone()));
+        let task = Task { db, stats: stats.clone(), spool, spool_now: spool_now.clone() };
+        let task = tokio::spawn(run(task, rx, urgent.clone()));
         Self { tx, urgent, task: Arc::new(Mutex::new(Some(task))), stats, spooling, spool_now }
     }
 
@@ -198,7 +210,7 @@ impl Writer {
             if urgent {
                 self.urgent.notify_one();
             }
-            committed.await.map_err(|_| WriteError::Stopped)
+            committed.await.map_err(|_| WriteError::Stopped)?
         };
         tokio::time::timeout(within, wait).await.map_err(|_| WriteError::Timeout(within))?
     }
@@ -225,23 +237,49 @@ impl Writer {
     }
 }
 
-async fn run(
+/// What the writer task holds.
+struct Task {
     db: Db,
-    mut rx: mpsc::Receiver<Job>,
-    urgent: Arc<Notify>,
     stats: Arc<Stats>,
+    /// The spool directory (also where refused writes are set aside).
     spool: Option<PathBuf>,
+    /// Spool what is held and stop.
     spool_now: CancellationToken,
-) {
+}
+
+/// Where a write came from: its job's index in the batch, and its index
+/// among that job's writes.
+type Origin = (usize, usize);
+
+/// The origin of a write that no job waits on (a sum of meters, a spooled write).
+const NO_JOB: Origin = (usize::MAX, 0);
+
+/// Times one write the database refuses is tried before it is set aside
+/// (a refusal may be a race, e.g. two replicas on one row).
+const REFUSED_TRIES: u32 = 3;
+
+/// How one try at committing some writes ended.
+enum Try {
+    Committed,
+    /// The database refused them for what they hold (a constraint, a value
+    /// it cannot store): tried again as they are, they would fail again.
+    Refused(String),
+    /// Told to spool before they committed.
+    Interrupted,
+}
+
+async fn run(task: Task, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>) {
     // What the last drain spooled, before anything queued since.
-    for (path, writes) in spool.as_deref().map(spool::load).unwrap_or_default() {
-        let writes = Arc::new(writes);
-        if !commit_until(&db, &writes, &stats, &spool_now).await {
-            // Stopped before the database answered: the file stays.
-            spool_rest(&mut rx, &[], spool.as_deref());
+    for (path, writes) in task.spool.as_deref().map(spool::load).unwrap_or_default() {
+        let n = writes.len();
+        if let Err(rest) = task.commit_all(writes, vec![NO_JOB; n]).await {
+            // Stopped before the database answered: the file stays, and
+            // what is queued joins a new one.
+            drop(rest);
+            task.spool_rest(&mut rx, &[]);
             return;
         }
-        tracing::info!(file = %path.display(), writes = writes.len(), "committed the writes an earlier drain spooled");
+        tracing::info!(file = %path.display(), writes = n, "committed the writes an earlier drain spooled");
         spool::remove(&path);
     }
     loop {
@@ -250,8 +288,8 @@ async fn run(
                 Some(job) => job,
                 None => return,
             },
-            () = spool_now.cancelled() => {
-                spool_rest(&mut rx, &[], spool.as_deref());
+            () = task.spool_now.cancelled() => {
+                task.spool_rest(&mut rx, &[]);
                 return;
             }
         };
@@ -279,21 +317,9 @@ async fn run(
             }
         }
         let stop = jobs.iter().any(|j| j.stop);
-        let writes = Arc::new(take_batch(&mut jobs));
-        if !writes.is_empty() {
-            // Kept until it commits: nothing queued is ever dropped.
-            if !commit_until(&db, &writes, &stats, &spool_now).await {
-                spool_rest(&mut rx, &writes, spool.as_deref());
-                return;
-            }
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            // As queued (a batch's meters count each, not once per sum).
-            stats.writes.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        for job in jobs {
-            if let Some(done) = job.done {
-                let _ = done.send(());
-            }
+        if let Err(rest) = task.process(jobs).await {
+            task.spool_rest(&mut rx, &rest);
+            return;
         }
         if stop {
             rx.close();
@@ -302,79 +328,188 @@ async fn run(
             while let Ok(job) = rx.try_recv() {
                 rest.push(job);
             }
-            let writes = Arc::new(take_batch(&mut rest));
-            if !writes.is_empty() && !commit_until(&db, &writes, &stats, &spool_now).await {
-                spool_rest(&mut rx, &writes, spool.as_deref());
-                return;
-            }
-            for job in rest {
-                if let Some(done) = job.done {
-                    let _ = done.send(());
-                }
+            if let Err(rest) = task.process(rest).await {
+                task.spool_rest(&mut rx, &rest);
             }
             return;
         }
     }
 }
 
-/// Commits `writes`, retrying until it does (true) or until told to spool
-/// (false). Each try runs in a task of its own, which finishes even when
-/// nobody waits for it any more: no transaction is left half-way. (A try
-/// that commits after all, its batch spooled too, is harmless: the next
-/// start's commit of the spool stores nothing twice.)
-async fn commit_until(db: &Db, writes: &Arc<Vec<Write>>, stats: &Stats, spool_now: &CancellationToken) -> bool {
-    let mut backoff = Duration::from_millis(20);
-    loop {
-        let attempt = tokio::spawn({
-            let (db, writes) = (db.clone(), writes.clone());
-            async move { commit(&db, &writes).await }
-        });
-        let error = tokio::select! {
-            biased;
-            result = attempt => match result {
-                Ok(Ok(())) => return true,
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-            },
-            () = spool_now.cancelled() => return false,
-        };
-        stats.failures.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(error = %error, writes = writes.len(), "a batch of writes was not committed; retrying");
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = spool_now.cancelled() => return false,
+impl Task {
+    /// Commits the writes of `jobs` (kept until they commit: nothing queued
+    /// is ever dropped) and tells their waiters. `Err`: told to spool
+    /// first, with the writes not committed (their waiters are told the
+    /// writer stopped).
+    async fn process(&self, mut jobs: Vec<Job>) -> Result<(), Vec<Write>> {
+        // As queued (a batch's meters count each, not once per sum).
+        let queued: usize = jobs.iter().map(|j| j.writes.len()).sum();
+        let (writes, origins) = take_batch(&mut jobs);
+        let refused = if writes.is_empty() { Vec::new() } else { self.commit_all(writes, origins).await? };
+        if queued > 0 {
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.writes.fetch_add(queued as u64, Ordering::Relaxed);
         }
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        for (i, job) in jobs.into_iter().enumerate() {
+            if let Some(done) = job.done {
+                let mine: Vec<usize> = refused.iter().filter(|(j, _)| *j == i).map(|(_, w)| *w).collect();
+                let _ = done.send(if mine.is_empty() { Ok(()) } else { Err(WriteError::Refused(mine)) });
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `writes` (`origins`: the job each came from), retrying while
+    /// the database is unreachable. A part it refuses for what it holds is
+    /// split in halves, committed in order, down to the one write refused,
+    /// which is set aside ([`Self::set_aside`]): one bad write never holds
+    /// back the others. The origins of the writes set aside; `Err`: told to
+    /// spool first, with the writes not committed.
+    async fn commit_all(&self, writes: Vec<Write>, origins: Vec<Origin>) -> Result<Vec<Origin>, Vec<Write>> {
+        let mut parts = std::collections::VecDeque::from([(Arc::new(writes), origins)]);
+        let mut set_aside = Vec::new();
+        let mut refusals = 0;
+        while let Some((part, origins)) = parts.pop_front() {
+            match self.commit_until(&part).await {
+                Try::Committed => refusals = 0,
+                Try::Interrupted => {
+                    let mut rest = Arc::unwrap_or_clone(part);
+                    rest.extend(parts.into_iter().flat_map(|(p, _)| Arc::unwrap_or_clone(p)));
+                    return Err(rest);
+                }
+                Try::Refused(why) if part.len() > 1 => {
+                    tracing::warn!(error = %why, writes = part.len(), "the database refused a batch; committing it in halves");
+                    let mut first = Arc::unwrap_or_clone(part);
+                    let second = first.split_off(first.len() / 2);
+                    let mut first_origins = origins;
+                    let second_origins = first_origins.split_off(first.len());
+                    parts.push_front((Arc::new(second), second_origins));
+                    parts.push_front((Arc::new(first), first_origins));
+                }
+                Try::Refused(why) => {
+                    refusals += 1;
+                    if refusals < REFUSED_TRIES {
+                        parts.push_front((part, origins));
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                            () = self.spool_now.cancelled() => {}
+                        }
+                        continue;
+                    }
+                    refusals = 0;
+                    self.set_aside(&part[0], &why);
+                    set_aside.extend(origins.into_iter().filter(|&o| o != NO_JOB));
+                }
+            }
+        }
+        Ok(set_aside)
+    }
+
+    /// Tries `writes` until they commit, the database refuses them, or the
+    /// writer is told to spool. Each try runs in a task of its own, which
+    /// finishes even when nobody waits for it any more: no transaction is
+    /// left half-way. (A try that commits after all, its writes spooled
+    /// too, is harmless: the next start's commit of the spool stores
+    /// nothing twice.)
+    async fn commit_until(&self, writes: &Arc<Vec<Write>>) -> Try {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let attempt = tokio::spawn({
+                let (db, writes) = (self.db.clone(), writes.clone());
+                async move { commit(&db, &writes).await }
+            });
+            let error = tokio::select! {
+                biased;
+                result = attempt => match result {
+                    Ok(Ok(())) => return Try::Committed,
+                    Ok(Err(e)) if refused(&e, self.db.backend()) => return Try::Refused(e.to_string()),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                },
+                () = self.spool_now.cancelled() => return Try::Interrupted,
+            };
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %error, writes = writes.len(), "a batch of writes was not committed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = self.spool_now.cancelled() => return Try::Interrupted,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Keeps a write the database refused, tried alone, out of the way:
+    /// appended to `dead-letters.jsonl` in the spool directory (fsynced),
+    /// or, without one, logged whole (audit records and usage hold no
+    /// secrets). Counted in `kubechat_cp_writer_set_aside_total`.
+    fn set_aside(&self, write: &Write, why: &str) {
+        self.stats.set_aside.fetch_add(1, Ordering::Relaxed);
+        let kept = self.spool.as_deref().map(|d| spool::set_aside(d, write, why));
+        match kept {
+            Some(Ok(path)) => tracing::error!(
+                file = %path.display(),
+                error = %why,
+                "the database refused a write; it is set aside in the dead letters"
+            ),
+            Some(Err(_)) | None => tracing::error!(
+                write = %serde_json::to_string(write).unwrap_or_default(),
+                error = %why,
+                set_aside_error = %kept.and_then(Result::err).map(|e| e.to_string()).unwrap_or_default(),
+                "the database refused a write and no spool directory keeps it; it is logged here"
+            ),
+        }
+    }
+
+    /// At the drain's end, the database still not answering: writes
+    /// `current` (writes not committed) and everything still queued to the
+    /// spool. Their waiters are told the writer stopped.
+    fn spool_rest(&self, rx: &mut mpsc::Receiver<Job>, current: &[Write]) {
+        rx.close();
+        let mut rest = Vec::new();
+        while let Ok(job) = rx.try_recv() {
+            rest.push(job);
+        }
+        let (rest, _) = take_batch(&mut rest);
+        let writes: Vec<&Write> = current.iter().chain(&rest).collect();
+        if writes.is_empty() {
+            return;
+        }
+        let dir = self.spool.as_deref();
+        match dir.map(|d| (d, spool::save(d, &writes))) {
+            Some((_, Ok(path))) => tracing::warn!(
+                file = %path.display(),
+                writes = writes.len(),
+                "the database did not take these writes before the drain ended; spooled for the next start to commit"
+            ),
+            Some((d, Err(e))) => tracing::error!(
+                dir = %d.display(),
+                error = %e,
+                writes = writes.len(),
+                "writes LOST: the database did not take them before the drain ended and they could not be spooled"
+            ),
+            None => tracing::error!(writes = writes.len(), "writes LOST: no spool directory (--spool-dir)"),
+        }
     }
 }
 
-/// At the drain's end, the database still refusing: writes `current` (a
-/// batch not committed) and everything still queued to the spool. Their
-/// waiters are told the writer stopped.
-fn spool_rest(rx: &mut mpsc::Receiver<Job>, current: &[Write], dir: Option<&std::path::Path>) {
-    rx.close();
-    let mut rest = Vec::new();
-    while let Ok(job) = rx.try_recv() {
-        rest.push(job);
-    }
-    let rest = take_batch(&mut rest);
-    let writes: Vec<&Write> = current.iter().chain(&rest).collect();
-    if writes.is_empty() {
-        return;
-    }
-    match dir.map(|d| (d, spool::save(d, &writes))) {
-        Some((_, Ok(path))) => tracing::warn!(
-            file = %path.display(),
-            writes = writes.len(),
-            "the database did not take these writes before the drain ended; spooled for the next start to commit"
-        ),
-        Some((d, Err(e))) => tracing::error!(
-            dir = %d.display(),
-            error = %e,
-            writes = writes.len(),
-            "writes LOST: the database did not take them before the drain ended and they could not be spooled"
-        ),
-        None => tracing::error!(writes = writes.len(), "writes LOST: no spool directory (--spool-dir)"),
+/// Whether the database refused a commit for what it holds (a constraint,
+/// a value it cannot store, a limit), so that trying the same writes again
+/// would fail again — not for being unreachable, busy or shutting down.
+fn refused(e: &StoreError, backend: crate::store::Backend) -> bool {
+    match e {
+        StoreError::Conflict { .. } | StoreError::LimitReached { .. } | StoreError::Corrupt(_) => true,
+        StoreError::Unavailable(sqlx::Error::Database(d)) => {
+            !matches!(d.kind(), sqlx::error::ErrorKind::Other)
+                || d.code().is_some_and(|code| match backend {
+                    // SQLSTATE classes 22 (data exception), 23 (integrity
+                    // constraint violation), 54 (program limit exceeded).
+                    crate::store::Backend::Postgres => ["22", "23", "54"].iter().any(|c| code.starts_with(c)),
+                    // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH,
+                    // their extended codes included.
+                    crate::store::Backend::Sqlite => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 18..=20)),
+                })
+        }
+        StoreError::Unavailable(_) => false,
     }
 }
 
@@ -405,16 +540,23 @@ fn sum_metered<'a>(writes: impl Iterator<Item = &'a Write>) -> Vec<Write> {
 }
 
 /// The writes `jobs` leave to commit (taken out of them): all but their
-/// meters, then the meters summed ([`sum_metered`]).
-fn take_batch(jobs: &mut [Job]) -> Vec<Write> {
+/// meters, then the meters summed ([`sum_metered`]); and where each came
+/// from ([`NO_JOB`] for the sums).
+fn take_batch(jobs: &mut [Job]) -> (Vec<Write>, Vec<Origin>) {
     let summed = sum_metered(jobs.iter().flat_map(|j| j.writes.iter()));
-    let mut writes: Vec<Write> = jobs
-        .iter_mut()
-        .flat_map(|j| std::mem::take(&mut j.writes))
-        .filter(|w| !matches!(w, Write::Meter { .. }))
-        .collect();
+    let mut writes = Vec::new();
+    let mut origins = Vec::new();
+    for (i, job) in jobs.iter_mut().enumerate() {
+        for (k, w) in std::mem::take(&mut job.writes).into_iter().enumerate() {
+            if !matches!(w, Write::Meter { .. }) {
+                writes.push(w);
+                origins.push((i, k));
+            }
+        }
+    }
+    origins.resize(writes.len() + summed.len(), NO_JOB);
     writes.extend(summed);
-    writes
+    (writes, origins)
 }
 
 /// One transaction for the whole batch.
@@ -523,8 +665,9 @@ mod tests {
             .collect();
         assert_eq!(ids.len(), 3);
         // The batch: no meter, the relay's event as sent, the token, the sums.
-        let batch = take_batch(&mut jobs);
+        let (batch, origins) = take_batch(&mut jobs);
         assert_eq!(batch.len(), 2 + 3);
+        assert_eq!(origins, [(0, 2), (0, 5), NO_JOB, NO_JOB, NO_JOB], "the sums belong to no job");
         assert!(jobs[0].writes.is_empty(), "taken out of the job");
         assert!(!batch.iter().any(|w| matches!(w, Write::Meter { .. })));
         assert!(batch.iter().any(|w| matches!(w, Write::Usage { id, .. } if id == "from-a-relay")));
@@ -603,5 +746,57 @@ mod tests {
         assert_eq!(usage, [3.0], "the summed meter, stored once");
         assert!(spool::load(&spool_dir).is_empty(), "committed files are deleted");
         writer.close(Duration::from_secs(10)).await;
+    }
+
+    /// One write the database refuses (a trigger here) among others that
+    /// two jobs queued: the others commit, only the refused one's waiter is
+    /// told (with its index), it is set aside in the dead letters, and the
+    /// writer goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_write_is_set_aside_alone_and_only_its_waiter_is_told() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
+        let spool_dir = dir.path().join("spool");
+        let db = Db::connect(&url).await.expect("database");
+        sqlx::query(
+            "CREATE TRIGGER poison BEFORE INSERT ON usage_events WHEN NEW.cluster_id = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'a poisoned row'); END",
+        )
+        .execute(db.pool())
+        .await
+        .expect("trigger");
+        let writer = Writer::start(db.clone(), Some(spool_dir.clone()));
+        let usage = |id: &str, cluster: &str| Write::Usage {
+            id: id.into(),
+            tenant: "t1".into(),
+            cluster: cluster.into(),
+            usage_type: "api_request".into(),
+            quantity: 1.0,
+            time_ms: 10,
+        };
+        let within = Duration::from_secs(10);
+        let (a, b) = tokio::join!(
+            writer.commit_batched(vec![audit("a1"), usage("u1", "c1")], within),
+            writer.commit_batched(vec![usage("u2", "c1"), usage("u3", "poison"), audit("b1")], within),
+        );
+        assert_eq!(a, Ok(()));
+        assert_eq!(b, Err(WriteError::Refused(vec![1])), "the second job's second write");
+        let mut ids = stored_ids(&db).await;
+        ids.sort();
+        assert_eq!(ids, ["a1", "b1"]);
+        let usage_ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM usage_events ORDER BY id").fetch_all(db.pool()).await.expect("usage");
+        assert_eq!(usage_ids, ["u1", "u2"]);
+        assert_eq!(writer.stats().set_aside.load(Ordering::Relaxed), 1);
+        let letters = std::fs::read_to_string(spool_dir.join(spool::DEAD_LETTERS)).expect("dead letters");
+        let lines: Vec<serde_json::Value> =
+            letters.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+        assert_eq!(lines.len(), 1, "{letters}");
+        assert_eq!(lines[0]["write"]["id"], "u3", "{letters}");
+        assert!(lines[0]["error"].as_str().is_some_and(|e| e.contains("poisoned")), "{letters}");
+        // Not a spool file to commit at the next start.
+        assert!(spool::load(&spool_dir).is_empty());
+        writer.commit(vec![audit("after")], within).await.expect("the writer goes on");
+        writer.close(within).await;
     }
 }

@@ -534,3 +534,122 @@ async fn a_read_transaction_neither_waits_for_a_writer_nor_writes() {
         }
     }
 }
+
+/// A NUL character, which PostgreSQL's text and jsonb cannot hold, in a
+/// field of an audit record (a chat utterance is recorded as typed; a relay
+/// sends what it saw) is stored as U+FFFD, the field marked like a cut one;
+/// a relay's event naming its tenant, cluster or request with one is
+/// refused. Before, on PostgreSQL, one such record failed its whole batch
+/// for ever: the writer retried it, every tenant's records queued behind
+/// it, and every request that must be audited first was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_in_an_audit_record_is_stored_replaced_and_marked_and_wedges_no_batch() {
+    use kubechat_control_plane::audit::{self, AuditEntry, Filter};
+    use kubechat_control_plane::writer::Write;
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (_, tid, cid, _) = tenant_and_cluster(&env).await;
+        let entry = |request: &str, text: &str| AuditEntry {
+            id: uuid::Uuid::now_v7().to_string(),
+            time_ms: 1_700_000_000_000,
+            cluster_id: cid.clone(),
+            request_id: request.into(),
+            kind: "chat".into(),
+            user: "kubechat:user:a@acme.example".into(),
+            groups: vec![format!("g{text}")],
+            verb: "utterance".into(),
+            decision: "allow".into(),
+            reason: text.into(),
+            kubectl_command: format!("get pods{text} -A"),
+            ..Default::default()
+        };
+        let writes = vec![
+            Write::Audit { tenant: tid.clone(), entry: Box::new(entry("req-nul", "\0")) },
+            Write::Audit { tenant: tid.clone(), entry: Box::new(entry("req-after", "")) },
+        ];
+        env.app
+            .writer
+            .commit(writes, std::time::Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("the batch did not commit ({url}): {e}"));
+        let (stored, _) =
+            audit::list(&env.app.db, &tid, &Filter { limit: 100, ..Default::default() }).await.expect("list");
+        let got = stored.iter().find(|e| e.request_id == "req-nul").expect("stored");
+        assert_eq!(got.kubectl_command, "get pods\u{fffd} -A", "{url}");
+        assert_eq!(got.reason, "\u{fffd}", "{url}");
+        assert_eq!(got.groups, ["g\u{fffd}"], "{url}");
+        let marked: Vec<&str> = got.truncated.keys().map(String::as_str).collect();
+        assert_eq!(marked, ["groups", "kubectlCommand", "reason"], "{url}");
+        assert_eq!(got.truncated["kubectlCommand"], "get pods\0 -A".len() as u64);
+        assert!(stored.iter().any(|e| e.request_id == "req-after"), "the rest of the batch ({url})");
+        assert_eq!(verify(&env, &tid).await["intact"], true, "{url}");
+
+        // From a relay: a NUL in what it saw is kept replaced; in the names
+        // that place the event, refused with a reason.
+        let mut relay = events_client(&env, "eu-1");
+        let seen = audit(&tid, &cid, "eu-1", "kubechat:user:\0", "get");
+        let mut misplaced = audit(&tid, &cid, "eu-1", "u", "get");
+        misplaced.request_id = "r\0".into();
+        let ack = relay.publish(EventBatch { events: vec![seen.clone(), misplaced.clone()] }).await.expect("publish");
+        let ack = ack.into_inner();
+        assert_eq!(ack.accepted, std::slice::from_ref(&seen.id), "{ack:?}");
+        assert!(ack.rejected.iter().any(|r| r.id == misplaced.id && r.reason.contains("control character")), "{ack:?}");
+        let (stored, _) =
+            audit::list(&env.app.db, &tid, &Filter { limit: 100, ..Default::default() }).await.expect("list");
+        assert!(stored.iter().any(|e| e.user == "kubechat:user:\u{fffd}"), "{url}");
+    }
+}
+
+/// A write the database refuses for what it holds (here a trigger refuses
+/// one usage row: a stand-in for any constraint or value a future change
+/// gets wrong) is set aside alone: the rest of its batch is stored, the
+/// relay is told which event was refused (it keeps it in its dead
+/// letters), and the writer goes on. Before, the batch was retried for
+/// ever and every tenant's records waited behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_database_refuses_is_set_aside_alone_and_the_rest_of_its_batch_is_stored() {
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (_, tid, cid, _) = tenant_and_cluster(&env).await;
+        if url.starts_with("postgres") {
+            platform_sql(
+                &env,
+                "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.cluster_id = 'poison' THEN \
+                 RAISE EXCEPTION 'a poisoned row' USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$ \
+                 LANGUAGE plpgsql",
+            )
+            .await;
+            platform_sql(
+                &env,
+                "CREATE TRIGGER poison BEFORE INSERT ON usage_events FOR EACH ROW EXECUTE FUNCTION poison()",
+            )
+            .await;
+        } else {
+            platform_sql(
+                &env,
+                "CREATE TRIGGER poison BEFORE INSERT ON usage_events WHEN NEW.cluster_id = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'a poisoned row'); END",
+            )
+            .await;
+        }
+        let mut relay = events_client(&env, "eu-1");
+        let good = audit(&tid, &cid, "eu-1", "kubechat:user:a@acme.example", "list");
+        let mut poisoned = usage(&tid, "eu-1", UsageType::ApiRequest);
+        poisoned.cluster = "poison".into();
+        let fine = usage(&tid, "eu-1", UsageType::ApiRequest);
+        let batch = vec![good.clone(), poisoned.clone(), fine.clone()];
+        let ack = relay.publish(EventBatch { events: batch }).await.expect("publish").into_inner();
+        assert_eq!(ack.accepted, [good.id.clone(), fine.id.clone()], "{url}: {ack:?}");
+        assert_eq!(ack.rejected.len(), 1, "{ack:?}");
+        assert_eq!(ack.rejected[0].id, poisoned.id);
+        assert!(ack.rejected[0].reason.contains("refused"), "{ack:?}");
+        assert_eq!(count(&env, &format!("SELECT COUNT(*) AS n FROM audit_events WHERE id = '{}'", good.id)).await, 1);
+        assert_eq!(count(&env, &format!("SELECT COUNT(*) AS n FROM usage_events WHERE id = '{}'", fine.id)).await, 1);
+        assert_eq!(env.app.writer.stats().set_aside.load(std::sync::atomic::Ordering::Relaxed), 1, "{url}");
+        // The writer goes on.
+        let next = audit(&tid, &cid, "eu-1", "kubechat:user:a@acme.example", "get");
+        let ack = relay.publish(EventBatch { events: vec![next.clone()] }).await.expect("publish").into_inner();
+        assert_eq!(ack.accepted, std::slice::from_ref(&next.id), "{ack:?}");
+        assert_eq!(verify(&env, &tid).await["intact"], true, "{url}");
+    }
+}

@@ -91,6 +91,28 @@ pub(crate) fn load(dir: &Path) -> Vec<(PathBuf, Vec<Write>)> {
     out
 }
 
+/// The file, in a spool directory, of the writes the database refused for
+/// what they hold: one JSON line each, `{"timeMs", "error", "write"}`.
+pub(crate) const DEAD_LETTERS: &str = "dead-letters.jsonl";
+
+/// Appends `write`, refused with `why`, to the dead letters in `dir`
+/// (created if need be), durably.
+pub(crate) fn set_aside(dir: &Path, write: &Write, why: &str) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join(DEAD_LETTERS);
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let mut line = serde_json::to_vec(&serde_json::json!({"timeMs": time_ms, "error": why, "write": write}))
+        .map_err(io::Error::other)?;
+    line.push(b'\n');
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    f.write_all(&line)?;
+    f.sync_all()?;
+    Ok(path)
+}
+
 /// Deletes a file whose writes committed.
 pub(crate) fn remove(path: &Path) {
     if let Err(e) = fs::remove_file(path) {
