@@ -147,3 +147,32 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
     assert_eq!(operations, declared, "every declared operation is in the document");
     assert!(operations >= 40, "only {operations} operations");
 }
+
+/// A NUL character anywhere in a JSON body is a 400 naming where it is,
+/// the same on either backend (PostgreSQL cannot store one: it would have
+/// been a 503 "storage unavailable" there and stored on SQLite); a body
+/// that only spells a backslash before `u0000` is fine.
+#[tokio::test]
+async fn a_nul_character_in_a_json_body_is_refused_where_it_is() {
+    let (app, _dir) = app().await;
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        Some(ADMIN),
+        Some(json!({"name": "Acme\u{0}", "slug": "acme", "adminEmail": "a@acme.example"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v.to_string().contains("NUL character") && v.to_string().contains("/name"), "{v}");
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        Some(ADMIN),
+        Some(json!({"name": "Acme \\u0000", "slug": "acme", "adminEmail": "a@acme.example"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["tenant"]["name"], "Acme \\u0000");
+}

@@ -130,9 +130,40 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         let body = http_body_util::Limited::new(req.into_body(), MAX_BODY);
         let bytes = body.collect().await.map_err(|_| ApiError::too_large(MAX_BODY))?.to_bytes();
-        serde_json::from_slice(&bytes)
-            .map(Self)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("the request body is not valid: {e}")))
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// `bytes` as a `T`, refusing a NUL character in any string or key: neither
+/// backend should be asked to store one (PostgreSQL's text cannot hold it,
+/// so it would come back as "storage unavailable" instead of this 400).
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the request body is not valid: {e}")))?;
+    // A NUL can only be spelled `\u0000` (JSON forbids it raw); most bodies
+    // do not hold that sequence at all, and are not looked at twice.
+    if bytes.windows(6).any(|w| w == b"\\u0000") {
+        let tree: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+        if let Some(at) = nul_at(&tree, String::new()) {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                format!("the request body holds a NUL character (\\u0000) at {at:?}; remove it"),
+            ));
+        }
+    }
+    Ok(value)
+}
+
+/// The JSON pointer of the first string or key holding a NUL in `v`.
+fn nul_at(v: &serde_json::Value, at: String) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => Some(if at.is_empty() { "/".into() } else { at }),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, x)| nul_at(x, format!("{at}/{i}"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, x)| {
+            let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+            if k.contains('\0') { Some(here) } else { nul_at(x, here) }
+        }),
+        _ => None,
     }
 }
 
@@ -150,9 +181,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for CommandBody<T> {
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         let body = http_body_util::Limited::new(req.into_body(), MAX_COMMAND_BODY);
         let bytes = body.collect().await.map_err(|_| ApiError::too_large(MAX_COMMAND_BODY))?.to_bytes();
-        serde_json::from_slice(&bytes)
-            .map(Self)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("the request body is not valid: {e}")))
+        parse_json(&bytes).map(Self)
     }
 }
 
