@@ -26,7 +26,7 @@ use crate::store::{Backend, Db, Scope};
 
 /// One audit event, as stored and shown.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct AuditEntry {
     /// Position in the tenant's chain (1, 2, …); set when stored.
     pub seq: i64,

@@ -106,8 +106,8 @@ pub enum ControlPlaneError {
     /// A given bootstrap token is not a `kc_` token.
     #[error("the platform admin token must start with kc_ and be at least 32 characters")]
     BadBootstrapToken,
-    /// The writer's spool directory cannot be created.
-    #[error("cannot create the spool directory {dir}: {source} (set --spool-dir to a writable directory)")]
+    /// The writer's spool directory cannot be created or written to.
+    #[error("cannot write to the spool directory {dir}: {source} (set --spool-dir to a writable directory)")]
     Spool {
         /// The directory.
         dir: std::path::PathBuf,
@@ -349,7 +349,8 @@ impl ControlPlane {
         let cache = cache::Cache::new(db.clone()).await?;
         cache.set_offline_trust(config.cache_offline_trust);
         if let Some(dir) = &config.spool_dir {
-            std::fs::create_dir_all(dir).map_err(|source| ControlPlaneError::Spool { dir: dir.clone(), source })?;
+            // Found unwritable now, not at the drain that needs it.
+            writer::check_spool_dir(dir).map_err(|source| ControlPlaneError::Spool { dir: dir.clone(), source })?;
         }
         let writer = writer::Writer::start(db.clone(), config.spool_dir.clone());
         let app = Arc::new(App {
@@ -526,9 +527,15 @@ impl ControlPlane {
         force.cancel();
         self.app.tasks.close();
         tasks.close();
-        // Handlers (detached from their connections) and upgraded streams.
-        let _ = tokio::time::timeout(self.grace_period, self.app.tasks.wait()).await;
-        tasks.wait().await;
+        // Handlers (detached from their connections), upgraded streams and
+        // the listeners' own tasks, all within one more grace period (the
+        // cache's follower may be inside a database call that only gives up
+        // after the pool's acquire timeout, 30 s, when the database is down).
+        let _ = tokio::time::timeout(self.grace_period, async {
+            self.app.tasks.wait().await;
+            tasks.wait().await;
+        })
+        .await;
         // What the drained requests queued: the audit trail first. With a
         // spool directory, what the database has not taken within the grace
         // period is spooled there for the next start.

@@ -130,6 +130,7 @@ async fn the_control_plane_and_relay_charts_run_from_their_pod_specs() {
     assert!(args.contains(&"--spool-dir=/var/lib/kubechat/spool"), "{args:?}");
     assert!(args.contains(&"--grace-period-secs=10"), "{args:?}");
     assert_eq!(cp_pod["terminationGracePeriodSeconds"], 45, "three grace periods and the quota's release");
+    assert_eq!(cp_pod["securityContext"]["fsGroup"], 65532, "the claim's files writable by the pod's user");
     let cps = run(&c, cp_set, env!("CARGO_BIN_EXE_test-control-plane")).await;
     // The admin token from the Secret works on every replica; a wrong one does not.
     let port = |pod: &RunningPod, p: u16| *pod.ports.get(&p).unwrap_or_else(|| panic!("no port {p}"));

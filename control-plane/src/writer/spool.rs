@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::Write;
 
 /// The format's version; a file of another version is set aside, not read.
+/// Fields added later are read as their defaults from older files (every
+/// field of [`Write`] and of its audit entry has one), so only a change that
+/// older files cannot be read under needs a new version.
 const VERSION: u32 = 1;
 
 #[derive(Serialize)]
@@ -33,6 +36,34 @@ struct Loaded {
     writes: Vec<Write>,
 }
 
+/// A new file, readable and writable by this user only (the files hold
+/// audit records, token ids and session id hashes).
+fn create_private(path: &Path, append: bool) -> io::Result<File> {
+    let mut o = fs::OpenOptions::new();
+    o.create(true).write(true);
+    if append {
+        o.append(true);
+    } else {
+        o.truncate(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)
+}
+
+/// Creates `dir` if need be and checks that a file can be written, synced
+/// and removed there (at start: an unwritable spool would otherwise show
+/// only at the drain that needs it).
+pub fn check_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".probe-{}", uuid::Uuid::now_v7()));
+    let mut f = create_private(&probe, false)?;
+    f.write_all(b"probe")?;
+    f.sync_all()?;
+    drop(f);
+    fs::remove_file(&probe)
+}
+
 /// Writes `writes` to a new file in `dir` (created if need be), durably.
 pub(crate) fn save(dir: &Path, writes: &[&Write]) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
@@ -40,12 +71,16 @@ pub(crate) fn save(dir: &Path, writes: &[&Write]) -> io::Result<PathBuf> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
     let body = serde_json::to_vec(&Spooled { version: VERSION, writes }).map_err(io::Error::other)?;
-    let mut f = File::create(&tmp)?;
+    let mut f = create_private(&tmp, false)?;
     f.write_all(&body)?;
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, &path)?;
-    File::open(dir)?.sync_all()?;
+    // The file is there whole; only its name may not survive a power loss
+    // if the directory cannot be synced. Not a reason to call it lost.
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "the spool directory could not be synced");
+    }
     Ok(path)
 }
 
@@ -70,8 +105,15 @@ pub(crate) fn load(dir: &Path) -> Vec<(PathBuf, Vec<Write>)> {
     paths.sort();
     let mut out = Vec::new();
     for path in paths {
-        let loaded = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
-            let l: Loaded = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            // Perhaps passing (EIO, EACCES): left as it is for the next start.
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "a spooled batch of writes cannot be read now; it is left for the next start");
+                continue;
+            }
+        };
+        let loaded = serde_json::from_slice::<Loaded>(&bytes).map_err(|e| e.to_string()).and_then(|l| {
             if l.version == VERSION { Ok(l.writes) } else { Err(format!("version {} is not {VERSION}", l.version)) }
         });
         match loaded {
@@ -107,7 +149,7 @@ pub(crate) fn set_aside(dir: &Path, write: &Write, why: &str) -> io::Result<Path
     let mut line = serde_json::to_vec(&serde_json::json!({"timeMs": time_ms, "error": why, "write": write}))
         .map_err(io::Error::other)?;
     line.push(b'\n');
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut f = create_private(&path, true)?;
     f.write_all(&line)?;
     f.sync_all()?;
     Ok(path)
@@ -154,5 +196,50 @@ mod tests {
             .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
             .collect();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    }
+
+    /// A file in the format this version writes, as a later version will
+    /// find it: it loads, a field it does not know is ignored, and one it
+    /// lacks reads as its default.
+    #[test]
+    fn a_file_in_the_first_format_loads_with_unknown_fields_ignored_and_missing_ones_defaulted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = r#"{"version":1,"writes":[
+            {"type":"audit","tenant":"t1","entry":{"id":"e1","timeMs":5,"kind":"decision","user":"kubechat:user:a@b.c","addedLater":1}},
+            {"type":"usage","id":"u1","tenant":"t1","cluster":"c1","usage_type":"api_request","quantity":2.5,"time_ms":7},
+            {"type":"meter","tenant":"t1","usage_type":"command_executed","quantity":1.0,"time_ms":1},
+            {"type":"tokenUsed","token_id":"k1","at":3},
+            {"type":"sessionSeen","id_hash":"h1","at_ms":4}
+        ]}"#;
+        std::fs::write(dir.path().join("writes-0.json"), file).expect("write");
+        let loaded = load(dir.path());
+        assert_eq!(loaded.len(), 1, "the file loads");
+        let w = &loaded[0].1;
+        assert!(
+            matches!(&w[0], Write::Audit { tenant, entry } if tenant == "t1" && entry.id == "e1" && entry.time_ms == 5 && entry.namespace.is_empty())
+        );
+        assert!(matches!(&w[1], Write::Usage { id, quantity, time_ms: 7, .. } if id == "u1" && *quantity == 2.5));
+        assert!(matches!(&w[2], Write::Meter { cluster, .. } if cluster.is_empty()), "a missing field: its default");
+        assert!(matches!(&w[3], Write::TokenUsed { token_id, at: 3 } if token_id == "k1"));
+        assert!(matches!(&w[4], Write::SessionSeen { id_hash, at_ms: 4 } if id_hash == "h1"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn spool_files_are_private_and_an_unwritable_directory_is_found_at_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let w = [Write::TokenUsed { token_id: "k1".into(), at: 5 }];
+        let path = save(dir.path(), &w.iter().collect::<Vec<_>>()).expect("save");
+        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        let letters = set_aside(dir.path(), &w[0], "refused").expect("set aside");
+        assert_eq!(std::fs::metadata(&letters).expect("meta").permissions().mode() & 0o777, 0o600);
+        check_dir(&dir.path().join("fresh")).expect("a fresh directory is writable");
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).expect("mkdir");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+        // Root may write anyway (CI might run as root): only then is it fine.
+        let root = std::fs::write(locked.join("x"), b"x").is_ok();
+        assert_eq!(check_dir(&locked).is_ok(), root, "an unwritable directory is an error at start");
     }
 }
