@@ -679,6 +679,10 @@ async fn self_service_sign_up_creates_a_free_tenant_and_signs_its_admin_in_only_
         "{}",
         r.text()
     );
+    // A NUL character (which PostgreSQL cannot store) is refused as such.
+    let r = b.post("/ui/signup", &[("name", "Beta\0"), ("slug", "beta"), ("email", "bo@beta.example")], false).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("NUL character"), "{}", r.text());
     let r =
         b.post("/ui/signup", &[("name", "Acme again"), ("slug", "acme"), ("email", "x@acme2.example")], false).await;
     assert_eq!(r.status, 409, "{}", r.text());

@@ -159,6 +159,19 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     if writes && origin.is_none() && fetch_site.is_empty() {
         return refuse("a form post must name its origin");
     }
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let req = if writes && form {
+        match no_nul(req).await {
+            Ok(req) => req,
+            Err(resp) => return resp,
+        }
+    } else {
+        req
+    };
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(
@@ -173,6 +186,29 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     resp
+}
+
+/// Largest form the web app reads (a chat command's pasted manifest).
+const MAX_FORM: usize = crate::http::extract::MAX_COMMAND_BODY;
+
+/// Refuses a posted form (URL-encoded) holding a NUL character (`%00`: in it, a
+/// literal `%` is always `%25`, so `%00` is only ever a NUL), which neither
+/// backend should be asked to store (PostgreSQL cannot: it would be
+/// "storage unavailable" there); the request as it came otherwise.
+async fn no_nul(req: Request) -> Result<Request, Response> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| {
+        WebError::new(StatusCode::PAYLOAD_TOO_LARGE, &format!("The form is larger than {} MiB.", MAX_FORM >> 20))
+            .into_response()
+    })?;
+    if bytes.windows(3).any(|w| w == b"%00") {
+        return Err(WebError::new(
+            StatusCode::BAD_REQUEST,
+            "The form holds a NUL character (%00); remove it and send it again.",
+        )
+        .into_response());
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 /// A form posted with the session's CSRF token.
