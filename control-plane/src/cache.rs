@@ -196,6 +196,11 @@ pub struct Cache {
     pub misses: AtomicU64,
     /// Polls of the change log that failed.
     pub sync_failures: AtomicU64,
+    /// Times the whole cache was dropped because the change log could not
+    /// be read for longer than the offline window.
+    pub drops: AtomicU64,
+    /// Dropped since the last read of the change log.
+    dropped: std::sync::atomic::AtomicBool,
 }
 
 impl Cache {
@@ -221,6 +226,8 @@ impl Cache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             sync_failures: AtomicU64::new(0),
+            drops: AtomicU64::new(0),
+            dropped: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -394,6 +401,7 @@ impl Cache {
         .await?;
         tx.commit().await?;
         self.synced_at_ms.fetch_max(crate::directory::now_ms(), Ordering::AcqRel);
+        self.dropped.store(false, Ordering::Release);
         for r in &rows {
             let (seq, kind, key): (i64, String, String) = (r.try_get("seq")?, r.try_get("kind")?, r.try_get("key")?);
             self.invalidate(Change::parse(&kind), &key);
@@ -407,31 +415,63 @@ impl Cache {
     pub async fn follow(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut prune_at = Instant::now();
         loop {
-            if let Err(e) = self.sync().await {
-                // Unreadable log: entries are trusted for the offline
-                // window after the last read, then dropped.
-                self.sync_failures.fetch_add(1, Ordering::Relaxed);
-                let since = crate::directory::now_ms() - self.synced_at_ms.load(Ordering::Acquire);
-                if since > self.offline_trust_ms.load(Ordering::Acquire) {
-                    tracing::warn!(error = %e, since_ms = since, "cannot read the cache change log; dropping the cache");
-                    self.invalidate(Change::All, "");
-                } else {
-                    tracing::debug!(error = %e, since_ms = since, "cannot read the cache change log; trusting the cache a little longer");
+            // Each read in a task of its own, checked on at every poll: a
+            // database that does not answer at all (a partition; the pool
+            // waits up to its acquire timeout for a connection) must not
+            // hold the trust window open while the read hangs.
+            let mut read = tokio::spawn({
+                let cache = self.clone();
+                async move { cache.sync().await }
+            });
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut read => break r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())),
+                    () = tokio::time::sleep(POLL_INTERVAL) => self.distrust_if_stale("the change log has not answered"),
+                    () = shutdown.cancelled() => return,
                 }
+            };
+            if let Err(e) = outcome {
+                self.sync_failures.fetch_add(1, Ordering::Relaxed);
+                self.distrust_if_stale(&e);
             }
             if prune_at.elapsed() > Duration::from_secs(60) {
                 prune_at = Instant::now();
-                let cutoff = crate::directory::now_ms() - 600_000;
-                if let Ok(mut tx) = self.db.begin(&Scope::Platform).await {
-                    let _ =
-                        sqlx::query("DELETE FROM cache_changes WHERE at_ms < $1").bind(cutoff).execute(&mut *tx).await;
-                    let _ = tx.commit().await;
-                }
+                // Not waited for: a database that does not answer must not
+                // stop the reads above (the next prune is a minute away).
+                let db = self.db.clone();
+                self.tasks.spawn(async move {
+                    let cutoff = crate::directory::now_ms() - 600_000;
+                    if let Ok(mut tx) = db.begin(&Scope::Platform).await {
+                        let _ = sqlx::query("DELETE FROM cache_changes WHERE at_ms < $1")
+                            .bind(cutoff)
+                            .execute(&mut *tx)
+                            .await;
+                        let _ = tx.commit().await;
+                    }
+                });
             }
             tokio::select! {
                 () = tokio::time::sleep(POLL_INTERVAL) => {}
                 () = shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// Drops the whole cache if the change log was last read longer ago
+    /// than the offline window (`why`: what the last read did): entries
+    /// are trusted for that window after the last read, then dropped.
+    fn distrust_if_stale(&self, why: &str) {
+        let since = crate::directory::now_ms() - self.synced_at_ms.load(Ordering::Acquire);
+        if since <= self.offline_trust_ms.load(Ordering::Acquire) {
+            tracing::debug!(error = %why, since_ms = since, "cannot read the cache change log; trusting the cache a little longer");
+            return;
+        }
+        // Logged and counted once an outage; dropped at every check (what a
+        // miss reads back meanwhile is not trusted either).
+        if !self.dropped.swap(true, Ordering::AcqRel) {
+            self.drops.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %why, since_ms = since, "cannot read the cache change log; dropping the cache");
+        }
+        self.invalidate(Change::All, "");
     }
 }

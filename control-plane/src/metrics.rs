@@ -120,6 +120,11 @@ impl AdminHandler for CpAdmin {
             )
             .counter("kubechat_cp_cache_hits_total", "Reads answered from memory.", c.hits.load(Relaxed))
             .counter("kubechat_cp_cache_misses_total", "Reads that went to the database.", c.misses.load(Relaxed))
+            .counter(
+                "kubechat_cp_cache_drops_total",
+                "Times the cache was dropped whole: its change log unreadable for longer than the offline window.",
+                c.drops.load(Relaxed),
+            )
             .finish()
     }
 }

@@ -400,3 +400,99 @@ async fn a_replica_draining_with_the_database_down_spools_its_audit_records_for_
         rest.cancel();
     }
 }
+
+/// A TCP forwarder to PostgreSQL that can go silent: connections stay open
+/// and nothing sent on them is answered (a partition, a database host
+/// switched off: no refusal, no reset).
+struct Silencer {
+    addr: std::net::SocketAddr,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    quiet: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if quiet.load(std::sync::atomic::Ordering::Relaxed) {
+            // Swallowed, the connection held open: the sender waits for ever.
+            let _held = (from, to);
+            std::future::pending::<()>().await;
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn silencer(target: &str) -> Silencer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (quiet, target) = (silent.clone(), target.to_string());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (quiet, target) = (quiet.clone(), target.clone());
+            tokio::spawn(async move {
+                if quiet.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Accepted, never answered.
+                    let _held = &client;
+                    std::future::pending::<()>().await;
+                }
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { return };
+                let ((cr, cw), (sr, sw)) = (client.into_split(), server.into_split());
+                tokio::join!(pipe(cr, sw, quiet.clone()), pipe(sr, cw, quiet));
+            });
+        }
+    });
+    Silencer { addr, silent }
+}
+
+/// The database goes silent under a warm replica (it neither answers nor
+/// refuses; the pool would wait 30 s for a connection): the replica still
+/// stops trusting its cache once the offline window (1 s) is over, as when
+/// the database refuses at once. Before, the change-log read hung for the
+/// pool's whole acquire timeout and the cache was trusted for 30 s, past
+/// the documented revocation bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_database_goes_silent_stops_trusting_its_cache_after_the_offline_window() {
+    let (pg, _) = common::databases().await.pop().expect("PostgreSQL");
+    let (head, rest) = pg.split_once("@").expect("user@host");
+    let (target, db) = rest.split_once('/').expect("host/db");
+    let fwd = silencer(target).await;
+    let url = format!("{head}@{}/{db}", fwd.addr);
+    let stop = CancellationToken::new();
+    let cp = ControlPlane::bind(config(&url)).await.expect("replica");
+    let a = format!("http://{}", cp.addr());
+    let app = cp.app();
+    tokio::spawn(cp.run(stop.clone()));
+    let (admin, tenant, token) = acme(&a).await;
+    let owner = admin.with_token(&token);
+    let c = owner.post(&format!("/v1/tenants/{tenant}/clusters"), &json!({"name": "prod"})).await.expect("reach");
+    let path = format!("/k8s/clusters/{}/api/v1/pods", c.body["id"].as_str().expect("cluster"));
+    assert_eq!(owner.get(&path).await.expect("reach").status, 503, "warm (no relay here)");
+    let drops = app.cache.drops.load(std::sync::atomic::Ordering::Relaxed);
+    fwd.silent.store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    while app.cache.drops.load(std::sync::atomic::Ordering::Relaxed) == drops {
+        assert!(started.elapsed() < Duration::from_secs(10), "the cache is still trusted with the database silent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("cache dropped {:?} after the database went silent (offline window 1 s)", started.elapsed());
+    // The token must now be read: storage unavailable, within the pool's
+    // acquire timeout (not a hang, not a 401).
+    let started = Instant::now();
+    let r = owner.get(&path).await.expect("reach");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.to_string().contains("storage unavailable"), "{}", r.body);
+    println!("a request needing the silent database answered 503 after {:?}", started.elapsed());
+    stop.cancel();
+}

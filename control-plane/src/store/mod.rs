@@ -143,13 +143,22 @@ pub struct TokenOwner {
     pub revoked_at: Option<i64>,
 }
 
+/// Longest a transaction waits for a pooled connection (connecting and
+/// checking it included) before the caller is told storage is unavailable.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Db {
     /// Connects (`sqlite://file.db?mode=rwc`, `sqlite::memory:`,
     /// `postgres://…`) and applies migrations.
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
-        let mut opts = AnyPoolOptions::new().max_connections(if url.contains(":memory:") { 1 } else { 8 });
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(if url.contains(":memory:") { 1 } else { 8 })
+            // A database that does not answer is "storage unavailable"
+            // within this, not sqlx's 30 s (above SQLite's 5 s busy
+            // timeout, so waiting for the write lock under load is not it).
+            .acquire_timeout(ACQUIRE_TIMEOUT);
         if backend == Backend::Sqlite {
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
