@@ -530,7 +530,7 @@ impl ControlPlane {
         // Handlers (detached from their connections), upgraded streams and
         // the listeners' own tasks, all within one more grace period (the
         // cache's follower may be inside a database call that only gives up
-        // after the pool's acquire timeout, 30 s, when the database is down).
+        // after the pool's 10 s acquire timeout when the database is down).
         let _ = tokio::time::timeout(self.grace_period, async {
             self.app.tasks.wait().await;
             tasks.wait().await;

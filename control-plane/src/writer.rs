@@ -134,7 +134,7 @@ pub enum WriteError {
     #[error("the batch was not committed within {0:?}")]
     Timeout(Duration),
     /// The database refused these writes (their indices among those
-    /// given) for what they hold, each tried alone three times; they are
+    /// given) for what they hold, each tried alone; they are
     /// set aside in the dead letters, not stored. The others committed.
     #[error("the database refused {} of the writes; they are set aside in the writer's dead letters", .0.len())]
     Refused(Vec<usize>),
@@ -274,9 +274,11 @@ type Origin = (usize, usize);
 /// The origin of a write that no job waits on (a sum of meters, a spooled write).
 const NO_JOB: Origin = (usize::MAX, 0);
 
-/// Times one write the database refuses is tried before it is set aside
-/// (a refusal may be a race, e.g. two replicas on one row).
-const REFUSED_TRIES: u32 = 3;
+/// Times one write the database refuses is tried alone before it is set
+/// aside. Once: none of the writer's statements can be refused by a race
+/// (no foreign keys, the chain head row-locked, inserts `ON CONFLICT DO
+/// NOTHING`), and every try holds up every tenant's writes.
+const REFUSED_TRIES: u32 = 1;
 
 /// How one try at committing some writes ended.
 enum Try {

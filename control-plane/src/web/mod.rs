@@ -201,7 +201,8 @@ async fn no_nul(req: Request) -> Result<Request, Response> {
         WebError::new(StatusCode::PAYLOAD_TOO_LARGE, &format!("The form is larger than {} MiB.", MAX_FORM >> 20))
             .into_response()
     })?;
-    if bytes.windows(3).any(|w| w == b"%00") {
+    // A raw NUL byte too: the form decoder keeps raw bytes as they are.
+    if bytes.contains(&0) || bytes.windows(3).any(|w| w == b"%00") {
         return Err(WebError::new(
             StatusCode::BAD_REQUEST,
             "The form holds a NUL character (%00); remove it and send it again.",
