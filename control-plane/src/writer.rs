@@ -274,12 +274,6 @@ type Origin = (usize, usize);
 /// The origin of a write that no job waits on (a sum of meters, a spooled write).
 const NO_JOB: Origin = (usize::MAX, 0);
 
-/// Times one write the database refuses is tried alone before it is set
-/// aside. Once: none of the writer's statements can be refused by a race
-/// (no foreign keys, the chain head row-locked, inserts `ON CONFLICT DO
-/// NOTHING`), and every try holds up every tenant's writes.
-const REFUSED_TRIES: u32 = 1;
-
 /// How one try at committing some writes ended.
 enum Try {
     Committed,
@@ -396,10 +390,9 @@ impl Task {
     async fn commit_all(&self, writes: Vec<Write>, origins: Vec<Origin>) -> Result<Vec<Origin>, Vec<Write>> {
         let mut parts = std::collections::VecDeque::from([(Arc::new(writes), origins)]);
         let mut set_aside = Vec::new();
-        let mut refusals = 0;
         while let Some((part, origins)) = parts.pop_front() {
             match self.commit_until(&part).await {
-                Try::Committed => refusals = 0,
+                Try::Committed => {}
                 Try::Interrupted => {
                     let mut rest = Arc::unwrap_or_clone(part);
                     rest.extend(parts.into_iter().flat_map(|(p, _)| Arc::unwrap_or_clone(p)));
@@ -414,17 +407,11 @@ impl Task {
                     parts.push_front((Arc::new(second), second_origins));
                     parts.push_front((Arc::new(first), first_origins));
                 }
+                // Tried alone once: none of the writer's statements can be
+                // refused by a race (no foreign keys, the chain head
+                // row-locked, inserts `ON CONFLICT DO NOTHING`), and every
+                // try holds up every tenant's writes.
                 Try::Refused(why) => {
-                    refusals += 1;
-                    if refusals < REFUSED_TRIES {
-                        parts.push_front((part, origins));
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                            () = self.spool_now.cancelled() => {}
-                        }
-                        continue;
-                    }
-                    refusals = 0;
                     self.set_aside(&part[0], &why);
                     set_aside.extend(origins.into_iter().filter(|&o| o != NO_JOB));
                 }
@@ -528,16 +515,16 @@ impl Task {
 fn refused(e: &StoreError, backend: crate::store::Backend) -> bool {
     match e {
         StoreError::Conflict { .. } | StoreError::LimitReached { .. } | StoreError::Corrupt(_) => true,
+        // (sqlx's constraint kinds are all class 23 / SQLITE_CONSTRAINT.)
         StoreError::Unavailable(sqlx::Error::Database(d)) => {
-            !matches!(d.kind(), sqlx::error::ErrorKind::Other)
-                || d.code().is_some_and(|code| match backend {
-                    // SQLSTATE classes 22 (data exception), 23 (integrity
-                    // constraint violation), 54 (program limit exceeded).
-                    crate::store::Backend::Postgres => ["22", "23", "54"].iter().any(|c| code.starts_with(c)),
-                    // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH,
-                    // their extended codes included.
-                    crate::store::Backend::Sqlite => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 18..=20)),
-                })
+            d.code().is_some_and(|code| match backend {
+                // SQLSTATE classes 22 (data exception), 23 (integrity
+                // constraint violation), 54 (program limit exceeded).
+                crate::store::Backend::Postgres => ["22", "23", "54"].iter().any(|c| code.starts_with(c)),
+                // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH,
+                // their extended codes included.
+                crate::store::Backend::Sqlite => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 18..=20)),
+            })
         }
         StoreError::Unavailable(_) => false,
     }
@@ -723,15 +710,20 @@ mod tests {
             .expect("audit events")
     }
 
+    /// A SQLite database and a spool directory under `dir`.
+    async fn database_and_spool(dir: &std::path::Path) -> (String, PathBuf, Db) {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("cp.db").display());
+        let db = Db::connect(&url).await.expect("database");
+        (url, dir.join("spool"), db)
+    }
+
     /// The database goes away while requests go on queueing writes (a warm
     /// request needs none), then the replica drains: what the database did
     /// not take is spooled, and the next start commits it, once, in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_drain_with_the_database_down_spools_its_writes_and_the_next_start_commits_them() {
         let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
-        let spool_dir = dir.path().join("spool");
-        let db = Db::connect(&url).await.expect("database");
+        let (url, spool_dir, db) = database_and_spool(dir.path()).await;
         let writer = Writer::start(db.clone(), Some(spool_dir.clone()));
         writer.commit(vec![audit("before")], Duration::from_secs(10)).await.expect("committed while up");
 
@@ -788,9 +780,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_write_is_set_aside_alone_and_only_its_waiter_is_told() {
         let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
-        let spool_dir = dir.path().join("spool");
-        let db = Db::connect(&url).await.expect("database");
+        let (_, spool_dir, db) = database_and_spool(dir.path()).await;
         sqlx::query(
             "CREATE TRIGGER poison BEFORE INSERT ON usage_events WHEN NEW.cluster_id = 'poison' \
              BEGIN SELECT RAISE(ABORT, 'a poisoned row'); END",
