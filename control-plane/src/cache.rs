@@ -39,6 +39,12 @@ use crate::store::{Db, Scope, StoreError, TokenOwner};
 pub const OFFLINE_TRUST: Duration = Duration::from_secs(1);
 /// How often each replica reads the change log.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long one read of the change log may take before another is started
+/// beside it (the first may hang on a connection that went silent
+/// mid-query, which nothing but TCP's own give-up, ~15 min, would end).
+/// Twice the offline window: a read that slow has already cost the cache.
+pub const READ_DEADLINE: Duration = Duration::from_secs(2);
 /// Longest an entry is trusted without being read again.
 pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// Age after which routes are refreshed in the background.
@@ -186,7 +192,12 @@ pub struct Cache {
     /// The last change-log position applied.
     seen: AtomicI64,
     /// When the change log was last read (Unix ms).
+    /// When the last change-log read that succeeded *started*, in ms of
+    /// [`Cache::epoch`] (a monotonic clock: a wall clock stepped back must
+    /// not extend the trust window).
     synced_at_ms: AtomicI64,
+    /// The origin of [`Cache::synced_at_ms`].
+    epoch: Instant,
     /// How long entries are trusted while the change log cannot be read
     /// (ms); see [`Cache::set_offline_trust`].
     offline_trust_ms: AtomicI64,
@@ -199,6 +210,8 @@ pub struct Cache {
     /// Times the whole cache was dropped because the change log could not
     /// be read for longer than the offline window.
     pub drops: AtomicU64,
+    /// Change-log reads left behind past [`READ_DEADLINE`].
+    pub stragglers: AtomicU64,
     /// Dropped since the last read of the change log.
     dropped: std::sync::atomic::AtomicBool,
 }
@@ -206,6 +219,7 @@ pub struct Cache {
 impl Cache {
     /// An empty cache over `db`, positioned at the end of its change log.
     pub async fn new(db: Db) -> Result<Arc<Self>, StoreError> {
+        let epoch = Instant::now();
         let mut tx = db.read(&Scope::Platform).await?;
         let seen: Option<i64> =
             sqlx::query("SELECT MAX(seq) AS s FROM cache_changes").fetch_one(&mut *tx).await?.try_get("s")?;
@@ -221,12 +235,14 @@ impl Cache {
             refreshing: Default::default(),
             tasks: tokio_util::task::TaskTracker::new(),
             seen: AtomicI64::new(seen.unwrap_or(0)),
-            synced_at_ms: AtomicI64::new(crate::directory::now_ms()),
+            synced_at_ms: AtomicI64::new(0),
+            epoch,
             offline_trust_ms: AtomicI64::new(OFFLINE_TRUST.as_millis() as i64),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             sync_failures: AtomicU64::new(0),
             drops: AtomicU64::new(0),
+            stragglers: AtomicU64::new(0),
             dropped: std::sync::atomic::AtomicBool::new(false),
         }))
     }
@@ -389,6 +405,9 @@ impl Cache {
     /// Applies the change log since the last position read; returns how
     /// many changes were applied.
     pub async fn sync(&self) -> Result<usize, StoreError> {
+        // What the read sees is as of its start (or later): the trust
+        // window counts from here, so a slow read does not stretch it.
+        let started = self.mono_ms();
         let mut tx = self.db.read(&Scope::Platform).await?;
         // Also the last few seconds again: on PostgreSQL a row can commit
         // after a later-numbered one was read (invalidating twice is harmless).
@@ -400,8 +419,10 @@ impl Cache {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.synced_at_ms.fetch_max(crate::directory::now_ms(), Ordering::AcqRel);
-        self.dropped.store(false, Ordering::Release);
+        // A straggler finishing after a later read changes nothing here.
+        if self.synced_at_ms.fetch_max(started, Ordering::AcqRel) <= started {
+            self.dropped.store(false, Ordering::Release);
+        }
         for r in &rows {
             let (seq, kind, key): (i64, String, String) = (r.try_get("seq")?, r.try_get("kind")?, r.try_get("key")?);
             self.invalidate(Change::parse(&kind), &key);
@@ -414,6 +435,11 @@ impl Cache {
     /// ten minutes (any replica may; every replica has read them by then).
     pub async fn follow(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut prune_at = Instant::now();
+        // A read past its deadline, left to finish on its own (never
+        // aborted mid-query); at most one, so a connection that went silent
+        // mid-query (nothing ever answers on it) holds one of the pool's
+        // connections, not all of them.
+        let mut straggler: Option<tokio::task::JoinHandle<Result<usize, StoreError>>> = None;
         loop {
             // Each read in a task of its own, checked on at every poll: a
             // database that does not answer at all (a partition; the pool
@@ -423,14 +449,26 @@ impl Cache {
                 let cache = self.clone();
                 async move { cache.sync().await }
             });
+            let started = Instant::now();
             let outcome = loop {
                 tokio::select! {
-                    r = &mut read => break r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())),
-                    () = tokio::time::sleep(POLL_INTERVAL) => self.distrust_if_stale("the change log has not answered"),
+                    r = &mut read => break Some(r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()))),
+                    _ = async { straggler.as_mut().expect("guarded").await }, if straggler.is_some() => straggler = None,
+                    () = tokio::time::sleep(POLL_INTERVAL) => {
+                        self.distrust_if_stale("the change log has not answered");
+                        // Past its deadline: start another read beside it
+                        // (on another connection) unless one already hangs.
+                        if started.elapsed() >= READ_DEADLINE && straggler.is_none() {
+                            tracing::warn!(after = ?started.elapsed(), "a read of the cache change log hangs; reading beside it");
+                            self.stragglers.fetch_add(1, Ordering::Relaxed);
+                            straggler = Some(read);
+                            break None;
+                        }
+                    }
                     () = shutdown.cancelled() => return,
                 }
             };
-            if let Err(e) = outcome {
+            if let Some(Err(e)) = outcome {
                 self.sync_failures.fetch_add(1, Ordering::Relaxed);
                 self.distrust_if_stale(&e);
             }
@@ -457,11 +495,22 @@ impl Cache {
         }
     }
 
+    /// How long ago the last change-log read that succeeded started (what
+    /// the cache has missed at most, were a change made now elsewhere).
+    pub fn change_log_age(&self) -> Duration {
+        Duration::from_millis((self.mono_ms() - self.synced_at_ms.load(Ordering::Acquire)).max(0) as u64)
+    }
+
+    /// Milliseconds since [`Cache::epoch`].
+    fn mono_ms(&self) -> i64 {
+        self.epoch.elapsed().as_millis() as i64
+    }
+
     /// Drops the whole cache if the change log was last read longer ago
     /// than the offline window (`why`: what the last read did): entries
     /// are trusted for that window after the last read, then dropped.
     fn distrust_if_stale(&self, why: &str) {
-        let since = crate::directory::now_ms() - self.synced_at_ms.load(Ordering::Acquire);
+        let since = self.mono_ms() - self.synced_at_ms.load(Ordering::Acquire);
         if since <= self.offline_trust_ms.load(Ordering::Acquire) {
             tracing::debug!(error = %why, since_ms = since, "cannot read the cache change log; trusting the cache a little longer");
             return;

@@ -125,6 +125,11 @@ impl AdminHandler for CpAdmin {
                 "Times the cache was dropped whole: its change log unreadable for longer than the offline window.",
                 c.drops.load(Relaxed),
             )
+            .counter(
+                "kubechat_cp_cache_stragglers_total",
+                "Change-log reads past their deadline, left to finish while another read went beside them.",
+                c.stragglers.load(Relaxed),
+            )
             .finish()
     }
 }

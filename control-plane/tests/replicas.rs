@@ -406,7 +406,23 @@ async fn a_replica_draining_with_the_database_down_spools_its_audit_records_for_
 /// switched off: no refusal, no reset).
 struct Silencer {
     addr: std::net::SocketAddr,
-    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The flag of connections opened from now on (each keeps the one it
+    /// was opened under).
+    current: std::sync::Arc<std::sync::Mutex<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
+}
+
+impl Silencer {
+    /// Every connection, open or to come, goes silent.
+    fn silence(&self) {
+        self.current.lock().expect("flag").store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// New connections are answered again; those open stay silent (what a
+    /// failed-over database host, or a partition whose NAT state was lost,
+    /// leaves behind).
+    fn answer_new_connections(&self) {
+        *self.current.lock().expect("flag") = Default::default();
+    }
 }
 
 async fn pipe(
@@ -436,11 +452,11 @@ async fn pipe(
 async fn silencer(target: &str) -> Silencer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (quiet, target) = (silent.clone(), target.to_string());
+    let current: std::sync::Arc<std::sync::Mutex<std::sync::Arc<std::sync::atomic::AtomicBool>>> = Default::default();
+    let (flags, target) = (current.clone(), target.to_string());
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let (quiet, target) = (quiet.clone(), target.clone());
+            let (quiet, target) = (flags.lock().expect("flag").clone(), target.clone());
             tokio::spawn(async move {
                 if quiet.load(std::sync::atomic::Ordering::Relaxed) {
                     // Accepted, never answered.
@@ -453,7 +469,34 @@ async fn silencer(target: &str) -> Silencer {
             });
         }
     });
-    Silencer { addr, silent }
+    Silencer { addr, current }
+}
+
+/// A replica behind a [`Silencer`] forwarder, warm: its app, the address,
+/// the owner's client, the tenant and a kube path that needs no database.
+async fn warm_replica_behind(
+    fwd: &Silencer,
+    pg: &str,
+    stop: &CancellationToken,
+) -> (std::sync::Arc<App>, Client, String, String) {
+    let (head, rest) = pg.split_once("@").expect("user@host");
+    let (_, db) = rest.split_once('/').expect("host/db");
+    let url = format!("{head}@{}/{db}", fwd.addr);
+    let cp = ControlPlane::bind(config(&url)).await.expect("replica");
+    let a = format!("http://{}", cp.addr());
+    let app = cp.app();
+    tokio::spawn(cp.run(stop.clone()));
+    let (admin, tenant, token) = acme(&a).await;
+    let owner = admin.with_token(&token);
+    let c = owner.post(&format!("/v1/tenants/{tenant}/clusters"), &json!({"name": "prod"})).await.expect("reach");
+    let path = format!("/k8s/clusters/{}/api/v1/pods", c.body["id"].as_str().expect("cluster"));
+    assert_eq!(owner.get(&path).await.expect("reach").status, 503, "warm (no relay here)");
+    (app, owner, tenant, path)
+}
+
+fn postgres_target(pg: &str) -> &str {
+    let (_, rest) = pg.split_once("@").expect("user@host");
+    rest.split_once('/').expect("host/db").0
 }
 
 /// The database goes silent under a warm replica (it neither answers nor
@@ -465,22 +508,11 @@ async fn silencer(target: &str) -> Silencer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_database_goes_silent_stops_trusting_its_cache_after_the_offline_window() {
     let (pg, _) = common::databases().await.pop().expect("PostgreSQL");
-    let (head, rest) = pg.split_once("@").expect("user@host");
-    let (target, db) = rest.split_once('/').expect("host/db");
-    let fwd = silencer(target).await;
-    let url = format!("{head}@{}/{db}", fwd.addr);
+    let fwd = silencer(postgres_target(&pg)).await;
     let stop = CancellationToken::new();
-    let cp = ControlPlane::bind(config(&url)).await.expect("replica");
-    let a = format!("http://{}", cp.addr());
-    let app = cp.app();
-    tokio::spawn(cp.run(stop.clone()));
-    let (admin, tenant, token) = acme(&a).await;
-    let owner = admin.with_token(&token);
-    let c = owner.post(&format!("/v1/tenants/{tenant}/clusters"), &json!({"name": "prod"})).await.expect("reach");
-    let path = format!("/k8s/clusters/{}/api/v1/pods", c.body["id"].as_str().expect("cluster"));
-    assert_eq!(owner.get(&path).await.expect("reach").status, 503, "warm (no relay here)");
+    let (app, owner, _, path) = warm_replica_behind(&fwd, &pg, &stop).await;
     let drops = app.cache.drops.load(std::sync::atomic::Ordering::Relaxed);
-    fwd.silent.store(true, std::sync::atomic::Ordering::Relaxed);
+    fwd.silence();
     let started = Instant::now();
     while app.cache.drops.load(std::sync::atomic::Ordering::Relaxed) == drops {
         assert!(started.elapsed() < Duration::from_secs(10), "the cache is still trusted with the database silent");
@@ -495,4 +527,84 @@ async fn a_replica_whose_database_goes_silent_stops_trusting_its_cache_after_the
     assert!(r.body.to_string().contains("storage unavailable"), "{}", r.body);
     println!("a request needing the silent database answered 503 after {:?}", started.elapsed());
     stop.cancel();
+}
+
+/// A change-log read hangs mid-query on a connection that then goes silent
+/// for good, while new connections are answered again (a failed-over
+/// database host). Before, nothing ended that read until TCP gave up
+/// (~15 min): the cache was dropped at every poll all that time, so every
+/// request went to the database. Now a read past its deadline is left
+/// behind (one at most) and another is started beside it, and an idle
+/// connection that does not answer its ping is discarded within 1 s, not
+/// waited on for the pool's whole acquire timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_change_log_read_hangs_mid_query_reads_it_again_beside_it() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (pg, _) = common::databases().await.pop().expect("PostgreSQL");
+    let fwd = silencer(postgres_target(&pg)).await;
+    let stop = CancellationToken::new();
+    let (app, owner, tenant, _) = warm_replica_behind(&fwd, &pg, &stop).await;
+    // Hold the change log locked (directly, not through the forwarder)
+    // until the replica's read waits on it: that read is then mid-query.
+    let mut direct = sqlx::AnyConnection::connect(&pg).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut direct).await.expect("begin");
+    sqlx::query("LOCK TABLE cache_changes IN ACCESS EXCLUSIVE MODE").execute(&mut direct).await.expect("lock");
+    // (Watched from another connection: one inside a transaction sees the
+    // activity as of its first look.)
+    let mut watch = sqlx::AnyConnection::connect(&pg).await.expect("connect");
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM cache_changes%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the replica's change-log read never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Its answer will never arrive; new connections are answered.
+    let drops = app.cache.drops.load(Relaxed);
+    fwd.silence();
+    sqlx::query("COMMIT").execute(&mut direct).await.expect("unlock");
+    fwd.answer_new_connections();
+    let healed = Instant::now();
+    while app.cache.drops.load(Relaxed) == drops {
+        assert!(healed.elapsed() < Duration::from_secs(10), "the cache is still trusted with its read hung");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while app.cache.change_log_age() > Duration::from_millis(500) {
+        assert!(
+            // Its deadline (2 s) plus a 1 s ping per silent idle connection;
+            // waiting out the pool's acquire timeout per connection, as
+            // sqlx's own unbounded ping does, takes over 20 s.
+            healed.elapsed() < Duration::from_secs(15),
+            "the change log is not read again beside the hung read ({} reads left behind)",
+            app.cache.stragglers.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("change log read again {:?} after its read hung mid-query", healed.elapsed());
+    assert_eq!(app.cache.stragglers.load(Relaxed), 1, "the hung read was left behind, once");
+    // A request that needs the database (the cache was dropped meanwhile)
+    // is served on a new connection, the silent idle ones discarded.
+    let started = Instant::now();
+    let r = owner.get(&format!("/v1/tenants/{tenant}/clusters")).await.expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    println!("a request needing the database answered 200 after {:?}", started.elapsed());
+    // And the cache stays trusted from then on: no further drop.
+    let drops = app.cache.drops.load(Relaxed);
+    let r = owner.get(&format!("/v1/tenants/{tenant}/clusters")).await.expect("reach");
+    assert_eq!(r.status, 200, "{}", r.body);
+    tokio::time::sleep(cache_offline_window_and_a_poll()).await;
+    assert_eq!(app.cache.drops.load(Relaxed), drops, "the cache is dropped again with the change log readable");
+    stop.cancel();
+}
+
+/// Long enough for a cache that cannot read its change log to be dropped.
+fn cache_offline_window_and_a_poll() -> Duration {
+    kubechat_control_plane::cache::OFFLINE_TRUST + 2 * kubechat_control_plane::cache::POLL_INTERVAL
 }

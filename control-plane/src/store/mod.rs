@@ -147,6 +147,10 @@ pub struct TokenOwner {
 /// checking it included) before the caller is told storage is unavailable.
 pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long an idle PostgreSQL connection may take to answer the ping that
+/// checks it before use; past it the connection is discarded, not waited on.
+pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Db {
     /// Connects (`sqlite://file.db?mode=rwc`, `sqlite::memory:`,
     /// `postgres://…`) and applies migrations.
@@ -159,6 +163,22 @@ impl Db {
             // within this, not sqlx's 30 s (above SQLite's 5 s busy
             // timeout, so waiting for the write lock under load is not it).
             .acquire_timeout(ACQUIRE_TIMEOUT);
+        if backend == Backend::Postgres {
+            // sqlx's own check of an idle connection (a ping) waits as long
+            // as the acquire does: a connection gone silent (a partition, a
+            // failed-over host; sqlx has no TCP keepalive) would cost every
+            // caller that draws it the whole acquire timeout, one after the
+            // other. A bounded ping discards it and draws the next.
+            opts = opts.test_before_acquire(false).before_acquire(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    match tokio::time::timeout(PING_TIMEOUT, conn.ping()).await {
+                        Ok(r) => r.map(|()| true),
+                        Err(_) => Err(sqlx::Error::Protocol(format!("no answer to a ping within {PING_TIMEOUT:?}"))),
+                    }
+                })
+            });
+        }
         if backend == Backend::Sqlite {
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
