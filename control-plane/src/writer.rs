@@ -140,6 +140,17 @@ pub enum WriteError {
     Refused(Vec<usize>),
 }
 
+impl WriteError {
+    /// What became of the writes, for a log line ("…; {fate}").
+    pub fn fate(&self) -> &'static str {
+        match self {
+            Self::Stopped => "it was not queued: the writer has stopped",
+            Self::Timeout(_) => "it stays queued and will commit",
+            Self::Refused(_) => "the database refused it; it is set aside in the writer's dead letters, not stored",
+        }
+    }
+}
+
 struct Job {
     writes: Vec<Write>,
     done: Option<oneshot::Sender<Result<(), WriteError>>>,

@@ -653,3 +653,56 @@ async fn a_write_the_database_refuses_is_set_aside_alone_and_the_rest_of_its_bat
         assert_eq!(verify(&env, &tid).await["intact"], true, "{url}");
     }
 }
+
+/// A kube write whose audit record the database refuses (a trigger stands
+/// in for any value a future change gets wrong) is not sent, and kubectl is
+/// told it is KubeChat's fault with the request id to report: a 500, not
+/// the 503 "retry" a database that is down gets (a retry would be refused
+/// the same). The record is set aside; the next request goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kube_write_whose_audit_record_is_refused_is_not_sent_and_names_its_request_id() {
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (ta, tid, cid, _) = tenant_and_cluster(&env).await;
+        if url.starts_with("postgres") {
+            platform_sql(
+                &env,
+                "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.name = 'poison' THEN \
+                 RAISE EXCEPTION 'a poisoned row' USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$ \
+                 LANGUAGE plpgsql",
+            )
+            .await;
+            platform_sql(
+                &env,
+                "CREATE TRIGGER poison BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION poison()",
+            )
+            .await;
+        } else {
+            platform_sql(
+                &env,
+                "CREATE TRIGGER poison BEFORE INSERT ON audit_events WHEN NEW.name = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'a poisoned row'); END",
+            )
+            .await;
+        }
+        // A relay says it holds the tunnel (nothing listens at its address).
+        let mut presence = relay_client(&env, &relay_identity(&env, "eu-1"));
+        let mut held = report("eu-1", "e1", 1, true, vec![tunnel(7, &tid, &cid)], 60_000);
+        held.region = "local".into();
+        presence.report(held).await.expect("report");
+        let path = |name: &str| format!("/k8s/clusters/{cid}/api/v1/namespaces/default/configmaps/{name}");
+        let r = ta.delete(&path("poison")).await.expect("reach");
+        assert_eq!(r.status, 500, "{url}: {}", r.body);
+        assert_eq!(r.body["kind"], "Status", "{}", r.body);
+        assert_eq!(r.body["reason"], "InternalError", "{}", r.body);
+        let message = r.body["message"].as_str().expect("message");
+        assert!(message.contains("was not sent") && message.contains("report request"), "{message}");
+        // Its decision record and the refusal's own (both name the object).
+        assert_eq!(env.app.writer.stats().set_aside.load(std::sync::atomic::Ordering::Relaxed), 2, "{url}");
+        // Another write's record is stored: it gets as far as the relay
+        // (none holds this cluster's tunnel here).
+        let r = ta.delete(&path("fine")).await.expect("reach");
+        assert_eq!(r.status, 503, "{url}: {}", r.body);
+        assert!(r.body["message"].as_str().expect("message").contains("can be reached"), "{}", r.body);
+    }
+}

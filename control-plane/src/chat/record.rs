@@ -17,7 +17,8 @@ const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// `approval`, `confirmation`, `outcome`, `stream`. `durable` waits until
 /// it is committed (before a write runs); otherwise it joins the next
 /// group commit. Never dropped: the writer retries until it commits.
-/// `false`: a durable step did not commit in time (it stays queued).
+/// `false`: a durable step did not commit (in time, or at all: see
+/// [`crate::writer::WriteError::fate`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn step(
     app: &App,
@@ -52,7 +53,7 @@ pub async fn step(
     match done {
         Ok(()) => true,
         Err(e) => {
-            tracing::error!(error = %e, step, plan = plan_id, "a chat step's audit record is not committed yet; it stays queued");
+            tracing::error!(error = %e, step, plan = plan_id, "a chat step's audit record is not committed; {}", e.fate());
             false
         }
     }

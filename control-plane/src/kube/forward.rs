@@ -20,7 +20,7 @@ use crate::app::App;
 use crate::directory::Route;
 use crate::model::{Cluster, Tenant};
 use crate::relays::RelayClients;
-use crate::writer::Write;
+use crate::writer::{Write, WriteError};
 
 /// Largest request body forwarded on the kube path.
 pub const MAX_REQUEST_BODY: usize = 16 << 20;
@@ -98,11 +98,22 @@ pub(super) async fn send(
     let recorded =
         if out.must_audit { app.writer.commit(write, RECORD_TIMEOUT).await } else { app.writer.queue(write).await };
     if let Err(e) = recorded {
-        tracing::error!(error = %e, "the decision record could not be written; the request is refused");
-        return Err(Refusal::unavailable(
-            "KubeChat cannot write the audit record of this request right now, so it was not sent; retry",
-        )
-        .logged(log));
+        tracing::error!(error = %e, "the decision record could not be written; the request is refused; {}", e.fate());
+        let refusal = match e {
+            // Retrying would be refused again: this record cannot be stored.
+            WriteError::Refused(_) => Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!(
+                    "KubeChat could not store the audit record of this request, so it was not sent; report request {} to your KubeChat operator",
+                    out.meta.request_id
+                ),
+            ),
+            WriteError::Stopped | WriteError::Timeout(_) => Refusal::unavailable(
+                "KubeChat cannot write the audit record of this request right now, so it was not sent; retry",
+            ),
+        };
+        return Err(refusal.logged(log));
     }
     let relay_path = format!("/v1/clusters/{}/k8s{}", out.cluster.id, out.path_and_query);
     let build = |route: &Route| {

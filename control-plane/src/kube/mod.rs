@@ -110,7 +110,7 @@ impl Refusal {
             // of refusals waits its turn instead of growing the queue).
             let write = Write::Audit { tenant: place.tenant.clone(), entry: Box::new(entry) };
             if let Err(e) = app.writer.commit(vec![write], REFUSAL_RECORD_TIMEOUT).await {
-                tracing::error!(error = %e, "a refusal was not committed to the audit log in time; it stays queued");
+                tracing::error!(error = %e, "a refusal was not committed to the audit log; {}", e.fate());
             }
         }
         let mut r = status(self.status, self.reason, self.message);
