@@ -448,11 +448,10 @@ impl Task {
             });
             let error = tokio::select! {
                 biased;
-                result = attempt => match result {
-                    Ok(Ok(())) => return Try::Committed,
-                    Ok(Err(e)) if refused(&e, self.db.backend()) => return Try::Refused(e.to_string()),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => e.to_string(),
+                result = attempt => match classify(result, self.db.backend()) {
+                    Ok(()) => return Try::Committed,
+                    Err(Failure::Refused(why)) => return Try::Refused(why),
+                    Err(Failure::Transient(error)) => error,
                 },
                 () = self.spool_now.cancelled() => return Try::Interrupted,
             };
@@ -517,6 +516,39 @@ impl Task {
             ),
             None => tracing::error!(writes = writes.len(), "writes LOST: no spool directory (--spool-dir)"),
         }
+    }
+}
+
+/// Why a commit try failed.
+#[derive(Debug)]
+enum Failure {
+    /// Trying the same writes again would fail again.
+    Refused(String),
+    /// The database is unreachable, busy or shutting down: retried.
+    Transient(String),
+}
+
+/// How a commit try's task ended. A panic inside it is a refusal: the same
+/// writes would panic the same way, and retrying them for ever would hold
+/// back every tenant's writes (they are split and set aside instead).
+fn classify(
+    result: Result<Result<(), StoreError>, tokio::task::JoinError>,
+    backend: crate::store::Backend,
+) -> Result<(), Failure> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if refused(&e, backend) => Err(Failure::Refused(e.to_string())),
+        Ok(Err(e)) => Err(Failure::Transient(e.to_string())),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Failure::Refused(format!("committing these writes panicked: {what}")))
+        }
+        Err(e) => Err(Failure::Transient(e.to_string())),
     }
 }
 
@@ -655,6 +687,27 @@ mod tests {
             quantity,
             time_ms,
         }
+    }
+
+    /// A commit try that panics is a refusal (split, set aside), not a
+    /// failure to retry for ever; one cancelled, or a database that does
+    /// not answer, is retried.
+    #[tokio::test]
+    async fn a_commit_try_that_panics_is_refused_and_one_that_cannot_reach_the_database_is_retried() {
+        use crate::store::Backend::Sqlite;
+        let panicked = tokio::spawn(async { panic!("an index out of range") }).await;
+        match classify(panicked, Sqlite) {
+            Err(Failure::Refused(why)) => assert!(why.contains("panicked: an index out of range"), "{why}"),
+            other => panic!("a panic is not a refusal: {other:?}"),
+        }
+        let formatted = tokio::spawn(async { panic!("{} out of range", 7) }).await;
+        assert!(matches!(classify(formatted, Sqlite), Err(Failure::Refused(why)) if why.contains("7 out of range")));
+        let down = Ok(Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)));
+        assert!(matches!(classify(down, Sqlite), Err(Failure::Transient(_))));
+        let never = tokio::spawn(std::future::pending::<Result<(), StoreError>>());
+        never.abort();
+        assert!(matches!(classify(never.await, Sqlite), Err(Failure::Transient(_))));
+        assert!(classify(Ok(Ok(())), Sqlite).is_ok());
     }
 
     #[test]
