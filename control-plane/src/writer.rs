@@ -423,7 +423,7 @@ impl Task {
                 // row-locked, inserts `ON CONFLICT DO NOTHING`), and every
                 // try holds up every tenant's writes.
                 Try::Refused(why) => {
-                    self.set_aside(&part[0], &why);
+                    self.set_aside(&part[0], &why).await;
                     set_aside.extend(origins.into_iter().filter(|&o| o != NO_JOB));
                 }
             }
@@ -469,9 +469,20 @@ impl Task {
     /// appended to `dead-letters.jsonl` in the spool directory (fsynced),
     /// or, without one, logged whole (audit records and usage hold no
     /// secrets). Counted in `kubechat_cp_writer_set_aside_total`.
-    fn set_aside(&self, write: &Write, why: &str) {
+    async fn set_aside(&self, write: &Write, why: &str) {
         self.stats.set_aside.fetch_add(1, Ordering::Relaxed);
-        let kept = self.spool.as_deref().map(|d| spool::set_aside(d, write, why));
+        // (The fsync off the runtime's threads.)
+        let kept = match self.spool.clone() {
+            Some(dir) => {
+                let (line, why) = (write.clone(), why.to_string());
+                let appended = tokio::task::spawn_blocking(move || {
+                    spool::set_aside(&dir, &line, &why, spool::DEAD_LETTERS_MAX)
+                })
+                .await;
+                Some(appended.unwrap_or_else(|e| Err(std::io::Error::other(e))))
+            }
+            None => None,
+        };
         match kept {
             Some(Ok(path)) => tracing::error!(
                 file = %path.display(),

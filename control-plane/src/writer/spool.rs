@@ -137,9 +137,15 @@ pub(crate) fn load(dir: &Path) -> Vec<(PathBuf, Vec<Write>)> {
 /// what they hold: one JSON line each, `{"timeMs", "error", "write"}`.
 pub(crate) const DEAD_LETTERS: &str = "dead-letters.jsonl";
 
+/// The most the dead letters may grow to: past it a refused write is
+/// logged whole instead (the file shares the spool's volume, which a drain
+/// must still be able to write to).
+pub(crate) const DEAD_LETTERS_MAX: u64 = 64 << 20;
+
 /// Appends `write`, refused with `why`, to the dead letters in `dir`
-/// (created if need be), durably.
-pub(crate) fn set_aside(dir: &Path, write: &Write, why: &str) -> io::Result<PathBuf> {
+/// (created if need be), durably; an error if that would take the file
+/// past `max` bytes.
+pub(crate) fn set_aside(dir: &Path, write: &Write, why: &str, max: u64) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let path = dir.join(DEAD_LETTERS);
     let time_ms = std::time::SystemTime::now()
@@ -150,6 +156,13 @@ pub(crate) fn set_aside(dir: &Path, write: &Write, why: &str) -> io::Result<Path
         .map_err(io::Error::other)?;
     line.push(b'\n');
     let mut f = create_private(&path, true)?;
+    let size = f.metadata()?.len();
+    if size + line.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!("{} holds {size} bytes, at its cap of {max}; read and remove it", path.display()),
+        ));
+    }
     f.write_all(&line)?;
     f.sync_all()?;
     Ok(path)
@@ -232,7 +245,7 @@ mod tests {
         let w = [Write::TokenUsed { token_id: "k1".into(), at: 5 }];
         let path = save(dir.path(), &w.iter().collect::<Vec<_>>()).expect("save");
         assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
-        let letters = set_aside(dir.path(), &w[0], "refused").expect("set aside");
+        let letters = set_aside(dir.path(), &w[0], "refused", DEAD_LETTERS_MAX).expect("set aside");
         assert_eq!(std::fs::metadata(&letters).expect("meta").permissions().mode() & 0o777, 0o600);
         check_dir(&dir.path().join("fresh")).expect("a fresh directory is writable");
         let locked = dir.path().join("locked");
@@ -241,5 +254,25 @@ mod tests {
         // Root may write anyway (CI might run as root): only then is it fine.
         let root = std::fs::write(locked.join("x"), b"x").is_ok();
         assert_eq!(check_dir(&locked).is_ok(), root, "an unwritable directory is an error at start");
+    }
+
+    /// The dead letters grow to their cap and no further: the write that
+    /// would pass it is an error (the writer then logs it whole), and what
+    /// the file holds stays whole lines.
+    #[test]
+    fn the_dead_letters_stop_at_their_cap() {
+        let dir = tempfile::tempdir().expect("dir");
+        let w = Write::TokenUsed { token_id: "k1".into(), at: 5 };
+        let path = set_aside(dir.path(), &w, "refused", 1 << 20).expect("first");
+        let line = std::fs::metadata(&path).expect("meta").len();
+        let cap = 3 * line + line / 2;
+        set_aside(dir.path(), &w, "refused", cap).expect("second");
+        set_aside(dir.path(), &w, "refused", cap).expect("third");
+        let full = set_aside(dir.path(), &w, "refused", cap).expect_err("a fourth passes the cap");
+        assert_eq!(full.kind(), io::ErrorKind::StorageFull);
+        assert!(full.to_string().contains("read and remove it"), "{full}");
+        let held = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(held.lines().count(), 3);
+        assert!(held.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{held}");
     }
 }
