@@ -143,7 +143,10 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // A NUL can only be spelled `\u0000` (JSON forbids it raw); most bodies
     // do not hold that sequence at all, and are not looked at twice.
     if bytes.windows(6).any(|w| w == b"\\u0000") {
-        let tree: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+        // (A body that parsed as `T` but not as a tree, e.g. a lone
+        // surrogate in a field `T` ignores, is not let through unchecked.)
+        let tree: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("the request body is not valid: {e}")))?;
         if let Some(at) = nul_at(&tree, String::new()) {
             return Err(ApiError::bad_request(
                 "invalid_json",
@@ -242,4 +245,29 @@ pub(crate) type Reply = Result<(StatusCode, axum::Json<serde_json::Value>), ApiE
 /// A successful answer.
 pub(crate) fn reply(status: StatusCode, v: serde_json::Value) -> Reply {
     Ok((status, axum::Json(v)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Named {
+        #[allow(dead_code)]
+        name: String,
+    }
+
+    /// A NUL is refused wherever it is, also in a body that parses as the
+    /// handler's type but not as a JSON tree (a lone surrogate in a field
+    /// the type ignores): before, that body skipped the check.
+    #[test]
+    fn a_nul_is_refused_even_beside_a_field_only_the_handlers_type_ignores() {
+        let plain = br#"{"name":"a\u0000b"}"#;
+        let e = parse_json::<Named>(plain).expect_err("a NUL");
+        assert!(format!("{e:?}").contains("NUL"), "{e:?}");
+        let sneaky = br#"{"name":"a\u0000b","junk":"\ud800"}"#;
+        assert!(serde_json::from_slice::<Named>(sneaky).is_ok(), "the handler's type alone would take it");
+        assert!(parse_json::<Named>(sneaky).is_err(), "let through unchecked");
+        assert!(parse_json::<Named>(br#"{"name":"fine","junk":"\ud800"}"#).is_ok(), "no NUL, no second look");
+    }
 }
