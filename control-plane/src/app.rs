@@ -45,4 +45,8 @@ pub struct App {
     /// Work a request starts that outlives it (upgraded connections,
     /// exports), awaited when the control plane drains.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Cancelled when a drain's grace period is over: upgraded streams
+    /// (exec, attach, port-forward) still open then are closed, as open
+    /// connections are, not left until the process exits.
+    pub closing: tokio_util::sync::CancellationToken,
 }

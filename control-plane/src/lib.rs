@@ -374,6 +374,7 @@ impl ControlPlane {
             breakers: breaker::Breakers::new(config.breaker_threshold, config.breaker_cooldown),
             metrics: metrics::CpMetrics::default(),
             tasks: TaskTracker::new(),
+            closing: CancellationToken::new(),
             request_timeout: config.request_timeout,
             chat: chat::ChatState { llm_allow_loopback: config.chat_llm_allow_loopback, ..Default::default() },
         });
@@ -450,7 +451,7 @@ impl ControlPlane {
         let admission = kubechat_transport::limits::Admission::new(self.limits);
         let router = http::router(self.app.clone());
         // Cancelled when the grace period is over: closes what is still open.
-        let force = CancellationToken::new();
+        let force = self.app.closing.clone();
         loop {
             let (tcp, client) = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -517,15 +518,22 @@ impl ControlPlane {
         }
         drop(self.listener);
         // Requests finish within the grace period; a connection still open
-        // then (a watch, `logs -f`) is closed.
-        if tokio::time::timeout(self.grace_period, graceful.shutdown()).await.is_err() {
+        // then (a watch, `logs -f`) is closed, and so is an upgraded stream
+        // (exec, attach, port-forward: no longer hyper's connections, they
+        // are the app's tasks).
+        let grace_over = tokio::time::Instant::now() + self.grace_period;
+        self.app.tasks.close();
+        let drained = async {
+            graceful.shutdown().await;
+            self.app.tasks.wait().await;
+        };
+        if tokio::time::timeout_at(grace_over, drained).await.is_err() {
             tracing::info!(
                 grace_secs = self.grace_period.as_secs_f64(),
-                "grace period over; closing the connections still open"
+                "grace period over; closing the connections and sessions still open"
             );
         }
         force.cancel();
-        self.app.tasks.close();
         tasks.close();
         // Handlers (detached from their connections), upgraded streams and
         // the listeners' own tasks, all within one more grace period (the

@@ -212,9 +212,26 @@ pub(super) async fn send(
     app.breakers.record(&out.tenant.id, ours && resp.status().is_server_error(), now);
     if let Some(client_upgrade) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
         let relay_upgrade = hyper::upgrade::on(&mut resp);
+        let closing = app.closing.clone();
         app.tasks.spawn(async move {
-            if let (Ok(c), Ok(r)) = (client_upgrade.await, relay_upgrade.await) {
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(r)).await;
+            let streams = async { tokio::try_join!(client_upgrade, relay_upgrade) };
+            let (c, r) = tokio::select! {
+                upgraded = streams => match upgraded { Ok(both) => both, Err(_) => return },
+                () = closing.cancelled() => return,
+            };
+            let (mut c, mut r) = (TokioIo::new(c), TokioIo::new(r));
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut c, &mut r) => {}
+                // The drain's grace period is over: both ends are told the
+                // stream is done (kubectl sees its session end, the relay
+                // and agent close theirs and record its outcome).
+                () = closing.cancelled() => {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                        tokio::join!(c.shutdown(), r.shutdown())
+                    })
+                    .await;
+                }
             }
         });
     }
