@@ -40,6 +40,25 @@ pub const OFFLINE_TRUST: Duration = Duration::from_secs(1);
 /// How often each replica reads the change log.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long a read on a miss may take (waiting for a connection included)
+/// before the request gets 503 "storage unavailable; retry": a query whose
+/// connection went silent mid-way (a failed-over database host) would
+/// otherwise wait for TCP's own give-up, ~15 min.
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `load`, or a storage error once [`LOAD_TIMEOUT`] is over (the connection
+/// it held is then released, and discarded when its ping on release does
+/// not answer: see `store::PING_TIMEOUT`).
+async fn bounded<V>(load: impl Future<Output = Result<V, StoreError>>) -> Result<V, StoreError> {
+    match tokio::time::timeout(LOAD_TIMEOUT, load).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the database did not answer within {LOAD_TIMEOUT:?}"),
+        )))),
+    }
+}
+
 /// How long one read of the change log may take before another is started
 /// beside it (the first may hang on a connection that went silent
 /// mid-query, which nothing but TCP's own give-up, ~15 min, would end).
@@ -280,7 +299,7 @@ impl Cache {
         }
         self.miss();
         let generation = map.generation();
-        let v = load.await?;
+        let v = bounded(load).await?;
         map.put(key, v.clone(), generation);
         Ok(v)
     }
@@ -333,7 +352,7 @@ impl Cache {
         }
         self.miss();
         let generation = self.routes.generation();
-        let v = crate::directory::routes(&self.db, tenant, cluster).await?;
+        let v = bounded(crate::directory::routes(&self.db, tenant, cluster)).await?;
         self.routes.put(key, v.clone(), generation);
         Ok(v)
     }
@@ -349,7 +368,7 @@ impl Cache {
         let cache = self.clone();
         self.tasks.spawn(async move {
             let generation = cache.routes.generation();
-            match crate::directory::routes(&cache.db, &key.0, &key.1).await {
+            match bounded(crate::directory::routes(&cache.db, &key.0, &key.1)).await {
                 Ok(v) => cache.routes.put(key.clone(), v, generation),
                 Err(e) => tracing::debug!(error = %e, "routes not refreshed"),
             }

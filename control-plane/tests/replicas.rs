@@ -552,20 +552,7 @@ async fn a_replica_whose_change_log_read_hangs_mid_query_reads_it_again_beside_i
     // (Watched from another connection: one inside a transaction sees the
     // activity as of its first look.)
     let mut watch = sqlx::AnyConnection::connect(&pg).await.expect("connect");
-    let started = Instant::now();
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM cache_changes%' AND pid <> pg_backend_pid()",
-        )
-        .fetch_one(&mut watch)
-        .await
-        .expect("activity");
-        if waiting > 0 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "the replica's change-log read never waited on the lock");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_waiting_on(&mut watch, "FROM cache_changes").await;
     // Its answer will never arrive; new connections are answered.
     let drops = app.cache.drops.load(Relaxed);
     fwd.silence();
@@ -601,6 +588,73 @@ async fn a_replica_whose_change_log_read_hangs_mid_query_reads_it_again_beside_i
     assert_eq!(r.status, 200, "{}", r.body);
     tokio::time::sleep(cache_offline_window_and_a_poll()).await;
     assert_eq!(app.cache.drops.load(Relaxed), drops, "the cache is dropped again with the change log readable");
+    stop.cancel();
+}
+
+/// Waits until a query on `table` waits for its lock (seen from `watch`, a
+/// connection outside any transaction).
+async fn until_waiting_on(watch: &mut sqlx::AnyConnection, table: &str) {
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(format!("%{table}%"))
+        .fetch_one(&mut *watch)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no query waited on the lock of {table}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A kube request whose token must be read (not cached yet) has that read
+/// hang mid-query: its connection goes silent for good. The request gets
+/// 503 "storage unavailable; retry" once the read's deadline is over
+/// (`cache::LOAD_TIMEOUT`, 15 s), not a hang until TCP gives up (~15 min;
+/// kubectl sets no timeout of its own), and the next request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kube_request_whose_read_hangs_mid_query_answers_503_at_the_reads_deadline() {
+    let (pg, _) = common::databases().await.pop().expect("PostgreSQL");
+    let fwd = silencer(postgres_target(&pg)).await;
+    let stop = CancellationToken::new();
+    let (_app, owner, tenant, path) = warm_replica_behind(&fwd, &pg, &stop).await;
+    let u = owner
+        .post(&format!("/v1/tenants/{tenant}/users"), &json!({"email": "u@acme.example", "role": "tenant_user"}))
+        .await
+        .expect("reach");
+    let uid = u.body["id"].as_str().expect("user id").to_string();
+    let t = owner.post(&format!("/v1/tenants/{tenant}/tokens"), &json!({"name": "t", "userId": uid})).await.expect("reach");
+    let fresh = owner.with_token(t.body["token"].as_str().expect("token"));
+    // The users table held locked until the token's read waits on it.
+    let mut direct = sqlx::AnyConnection::connect(&pg).await.expect("connect");
+    let mut watch = sqlx::AnyConnection::connect(&pg).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut direct).await.expect("begin");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").execute(&mut direct).await.expect("lock");
+    let request = tokio::spawn({
+        let (fresh, path) = (fresh.clone(), path.clone());
+        async move { fresh.get(&path).await }
+    });
+    until_waiting_on(&mut watch, "FROM api_tokens").await;
+    fwd.silence();
+    sqlx::query("COMMIT").execute(&mut direct).await.expect("unlock");
+    fwd.answer_new_connections();
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(60), request)
+        .await
+        .expect("the request hangs with its read")
+        .expect("task")
+        .expect("reach");
+    println!("the request whose read hung answered {} after {:?}", r.status, started.elapsed());
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.to_string().contains("storage unavailable"), "{}", r.body);
+    // Retried, it is served (no relay holds the tunnel: 503 of another kind).
+    let r = fresh.get(&path).await.expect("reach");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(!r.body.to_string().contains("storage unavailable"), "{}", r.body);
     stop.cancel();
 }
 

@@ -151,6 +151,16 @@ pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// checks it before use; past it the connection is discarded, not waited on.
 pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A ping answered within [`PING_TIMEOUT`] (`true`), or an error: the
+/// pool then drops the connection without waiting on it further.
+async fn bounded_ping(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    match tokio::time::timeout(PING_TIMEOUT, conn.ping()).await {
+        Ok(r) => r.map(|()| true),
+        Err(_) => Err(sqlx::Error::Protocol(format!("no answer to a ping within {PING_TIMEOUT:?}"))),
+    }
+}
+
 impl Db {
     /// Connects (`sqlite://file.db?mode=rwc`, `sqlite::memory:`,
     /// `postgres://…`) and applies migrations.
@@ -169,15 +179,14 @@ impl Db {
             // failed-over host; sqlx has no TCP keepalive) would cost every
             // caller that draws it the whole acquire timeout, one after the
             // other. A bounded ping discards it and draws the next.
-            opts = opts.test_before_acquire(false).before_acquire(|conn, _| {
-                Box::pin(async move {
-                    use sqlx::Connection;
-                    match tokio::time::timeout(PING_TIMEOUT, conn.ping()).await {
-                        Ok(r) => r.map(|()| true),
-                        Err(_) => Err(sqlx::Error::Protocol(format!("no answer to a ping within {PING_TIMEOUT:?}"))),
-                    }
-                })
-            });
+            // Likewise on release: sqlx pings a connection it takes back
+            // (unbounded); one dropped mid-query on a silent connection
+            // would hold its pool slot for as long. A bounded ping first
+            // discards it.
+            opts = opts
+                .test_before_acquire(false)
+                .before_acquire(|conn, _| Box::pin(bounded_ping(conn)))
+                .after_release(|conn, _| Box::pin(bounded_ping(conn)));
         }
         if backend == Backend::Sqlite {
             opts = opts.after_connect(|conn, _| {
