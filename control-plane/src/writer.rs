@@ -282,6 +282,10 @@ struct Task {
 /// among that job's writes.
 type Origin = (usize, usize);
 
+/// How long one commit try may go unanswered before another is started
+/// beside it (see [`Task::commit_until`]).
+pub const TRY_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The origin of a write that no job waits on (a sum of meters, a spooled write).
 const NO_JOB: Origin = (usize::MAX, 0);
 
@@ -439,21 +443,43 @@ impl Task {
     /// inside one. (A try that commits after all, its writes spooled too,
     /// is harmless: the next start's commit of the spool stores nothing
     /// twice.)
+    ///
+    /// A try with no answer within [`TRY_DEADLINE`] (its connection gone
+    /// silent mid-transaction: only TCP's own give-up, ~15 min, would end
+    /// it) is left to finish on its own and another is started beside it;
+    /// at most one is left behind at a time, and if it commits after all,
+    /// so have these writes.
     async fn commit_until(&self, writes: &Arc<Vec<Write>>) -> Try {
         let mut backoff = Duration::from_millis(20);
+        let mut straggler: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
         loop {
-            let attempt = tokio::spawn({
+            let mut attempt = tokio::spawn({
                 let (db, writes) = (self.db.clone(), writes.clone());
                 async move { commit(&db, &writes).await }
             });
-            let error = tokio::select! {
-                biased;
-                result = attempt => match classify(result, self.db.backend()) {
-                    Ok(()) => return Try::Committed,
-                    Err(Failure::Refused(why)) => return Try::Refused(why),
-                    Err(Failure::Transient(error)) => error,
-                },
-                () = self.spool_now.cancelled() => return Try::Interrupted,
+            let deadline = tokio::time::Instant::now() + TRY_DEADLINE;
+            let error = loop {
+                tokio::select! {
+                    biased;
+                    result = &mut attempt => break match classify(result, self.db.backend()) {
+                        Ok(()) => return Try::Committed,
+                        Err(Failure::Refused(why)) => return Try::Refused(why),
+                        Err(Failure::Transient(error)) => error,
+                    },
+                    result = async { straggler.as_mut().expect("guarded").await }, if straggler.is_some() => {
+                        straggler = None;
+                        // Committed late: so are these writes (the try
+                        // under way stores nothing twice).
+                        if classify(result, self.db.backend()).is_ok() {
+                            return Try::Committed;
+                        }
+                    }
+                    () = tokio::time::sleep_until(deadline), if straggler.is_none() => {
+                        straggler = Some(attempt);
+                        break format!("no answer within {TRY_DEADLINE:?}; trying again beside it");
+                    }
+                    () = self.spool_now.cancelled() => return Try::Interrupted,
+                }
             };
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %error, writes = writes.len(), "a batch of writes was not committed; retrying");

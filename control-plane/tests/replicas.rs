@@ -477,11 +477,12 @@ async fn silencer(target: &str) -> Silencer {
 async fn warm_replica_behind(
     fwd: &Silencer,
     pg: &str,
+    query: &str,
     stop: &CancellationToken,
 ) -> (std::sync::Arc<App>, Client, String, String) {
     let (head, rest) = pg.split_once("@").expect("user@host");
     let (_, db) = rest.split_once('/').expect("host/db");
-    let url = format!("{head}@{}/{db}", fwd.addr);
+    let url = format!("{head}@{}/{db}{query}", fwd.addr);
     let cp = ControlPlane::bind(config(&url)).await.expect("replica");
     let a = format!("http://{}", cp.addr());
     let app = cp.app();
@@ -510,7 +511,7 @@ async fn a_replica_whose_database_goes_silent_stops_trusting_its_cache_after_the
     let (pg, _) = common::databases().await.pop().expect("PostgreSQL");
     let fwd = silencer(postgres_target(&pg)).await;
     let stop = CancellationToken::new();
-    let (app, owner, _, path) = warm_replica_behind(&fwd, &pg, &stop).await;
+    let (app, owner, _, path) = warm_replica_behind(&fwd, &pg, "", &stop).await;
     let drops = app.cache.drops.load(std::sync::atomic::Ordering::Relaxed);
     fwd.silence();
     let started = Instant::now();
@@ -543,7 +544,8 @@ async fn a_replica_whose_change_log_read_hangs_mid_query_reads_it_again_beside_i
     let (pg, _) = common::databases().await.pop().expect("PostgreSQL");
     let fwd = silencer(postgres_target(&pg)).await;
     let stop = CancellationToken::new();
-    let (app, owner, tenant, _) = warm_replica_behind(&fwd, &pg, &stop).await;
+    let (app, owner, tenant, _) = warm_replica_behind(&fwd, &pg, "", &stop).await;
+    assert_eq!(setting(&app, "idle_in_transaction_session_timeout").await, "1min", "the control plane's default");
     // Hold the change log locked (directly, not through the forwarder)
     // until the replica's read waits on it: that read is then mid-query.
     let mut direct = sqlx::AnyConnection::connect(&pg).await.expect("connect");
@@ -621,7 +623,7 @@ async fn a_kube_request_whose_read_hangs_mid_query_answers_503_at_the_reads_dead
     let (pg, _) = common::databases().await.pop().expect("PostgreSQL");
     let fwd = silencer(postgres_target(&pg)).await;
     let stop = CancellationToken::new();
-    let (_app, owner, tenant, path) = warm_replica_behind(&fwd, &pg, &stop).await;
+    let (_app, owner, tenant, path) = warm_replica_behind(&fwd, &pg, "", &stop).await;
     let u = owner
         .post(&format!("/v1/tenants/{tenant}/users"), &json!({"email": "u@acme.example", "role": "tenant_user"}))
         .await
@@ -655,6 +657,72 @@ async fn a_kube_request_whose_read_hangs_mid_query_answers_503_at_the_reads_dead
     let r = fresh.get(&path).await.expect("reach");
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(!r.body.to_string().contains("storage unavailable"), "{}", r.body);
+    stop.cancel();
+}
+
+/// The database's setting `name` as a session of `app`'s pool sees it.
+async fn setting(app: &App, name: &str) -> String {
+    let mut conn = app.db.pool().acquire().await.expect("acquire");
+    sqlx::query_scalar(&format!("SHOW {name}")).fetch_one(&mut *conn).await.expect("show")
+}
+
+/// The writer's commit hangs mid-transaction: its connection goes silent
+/// for good after its statement waited on a lock. Before, the writer
+/// waited on that try for ever (until TCP gave up, ~15 min), every
+/// tenant's records queued behind it and every must-audit request got 503.
+/// Now the try is left behind after `writer::TRY_DEADLINE` (10 s) and
+/// another started beside it; the server ends the orphaned transaction
+/// (its row locks with it) after `idle_in_transaction_session_timeout`
+/// (60 s by default, 3 s here), and the records are stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_commit_that_hangs_mid_transaction_is_tried_again_beside_it() {
+    use kubechat_control_plane::audit::AuditEntry;
+    use kubechat_control_plane::writer::Write;
+    let (pg, _) = common::databases().await.pop().expect("PostgreSQL");
+    let fwd = silencer(postgres_target(&pg)).await;
+    let stop = CancellationToken::new();
+    let quick = "?options=-c%20idle_in_transaction_session_timeout%3D3s";
+    let (app, owner, tenant, _) = warm_replica_behind(&fwd, &pg, quick, &stop).await;
+    assert_eq!(setting(&app, "idle_in_transaction_session_timeout").await, "3s", "the URL's own setting wins");
+    let mut direct = sqlx::AnyConnection::connect(&pg).await.expect("connect");
+    let mut watch = sqlx::AnyConnection::connect(&pg).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut direct).await.expect("begin");
+    sqlx::query("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE").execute(&mut direct).await.expect("lock");
+    let id = uuid::Uuid::now_v7().to_string();
+    let entry = AuditEntry {
+        id: id.clone(),
+        time_ms: 1,
+        tenant_id: tenant.clone(),
+        kind: "decision".into(),
+        verb: "delete".into(),
+        decision: "allow".into(),
+        ..Default::default()
+    };
+    let commit = tokio::spawn({
+        let (app, tenant) = (app.clone(), tenant.clone());
+        async move {
+            let write = Write::Audit { tenant, entry: Box::new(entry) };
+            app.writer.commit(vec![write], Duration::from_secs(600)).await
+        }
+    });
+    until_waiting_on(&mut watch, "audit_events").await;
+    fwd.silence();
+    sqlx::query("COMMIT").execute(&mut direct).await.expect("unlock");
+    fwd.answer_new_connections();
+    let started = Instant::now();
+    let done = tokio::time::timeout(Duration::from_secs(120), commit).await.expect("the writer hangs with its try");
+    done.expect("task").expect("committed");
+    println!("the record whose commit hung was committed {:?} later", started.elapsed());
+    let mut tx = app.db.begin(&kubechat_control_plane::store::Scope::Platform).await.expect("begin");
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("count");
+    tx.commit().await.expect("commit");
+    assert_eq!(stored, 1);
+    let v = owner.get(&format!("/v1/tenants/{tenant}/audit/verify")).await.expect("reach");
+    assert_eq!(v.body["intact"], true, "{}", v.body);
     stop.cancel();
 }
 

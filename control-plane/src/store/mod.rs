@@ -151,6 +151,23 @@ pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// checks it before use; past it the connection is discarded, not waited on.
 pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long PostgreSQL keeps a transaction of ours whose client has gone
+/// quiet inside it (`idle_in_transaction_session_timeout`): none of ours
+/// waits between statements, and one whose connection went silent (a
+/// partition) would otherwise hold its row locks, e.g. an audit chain's
+/// head, until the server's TCP gives up, ~15 min.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
+
+/// `url` with [`IDLE_IN_TRANSACTION_TIMEOUT`] set for every session, ahead
+/// of the URL's own `options` (a later `-c` of the same name wins).
+fn with_session_defaults(url: &str) -> String {
+    let ours = format!("options=-c%20idle_in_transaction_session_timeout%3D{IDLE_IN_TRANSACTION_TIMEOUT}");
+    match url.split_once('?') {
+        Some((base, query)) => format!("{base}?{ours}&{query}"),
+        None => format!("{url}?{ours}"),
+    }
+}
+
 /// A ping answered within [`PING_TIMEOUT`] (`true`), or an error: the
 /// pool then drops the connection without waiting on it further.
 async fn bounded_ping(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
@@ -206,7 +223,8 @@ impl Db {
                 })
             });
         }
-        let pool = opts.connect(url).await?;
+        let url = if backend == Backend::Postgres { with_session_defaults(url) } else { url.to_string() };
+        let pool = opts.connect(&url).await?;
         let db = Self { pool, backend };
         db.migrate().await?;
         Ok(db)
