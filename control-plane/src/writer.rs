@@ -501,10 +501,9 @@ impl Task {
         let kept = match self.spool.clone() {
             Some(dir) => {
                 let (line, why) = (write.clone(), why.to_string());
-                let appended = tokio::task::spawn_blocking(move || {
-                    spool::set_aside(&dir, &line, &why, spool::DEAD_LETTERS_MAX)
-                })
-                .await;
+                let appended =
+                    tokio::task::spawn_blocking(move || spool::set_aside(&dir, &line, &why, spool::DEAD_LETTERS_MAX))
+                        .await;
                 Some(appended.unwrap_or_else(|e| Err(std::io::Error::other(e))))
             }
             None => None,

@@ -176,3 +176,71 @@ async fn a_nul_character_in_a_json_body_is_refused_where_it_is() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["tenant"]["name"], "Acme \\u0000");
 }
+
+/// An audit export the client walks away from mid-stream is metered for
+/// what it was handed (before, only an export read to its end was: leaving
+/// one page early exported all but the last page for free).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_export_cut_short_is_metered_for_what_was_sent() {
+    use kubechat_control_plane::audit::AuditEntry;
+    use kubechat_control_plane::writer::Write;
+    let (app, _dir) = app().await;
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        Some(ADMIN),
+        Some(json!({"name": "Acme", "slug": "acme", "plan": "team", "adminEmail": "a@acme.example"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let tenant = v["tenant"]["id"].as_str().expect("id").to_string();
+    let token = v["token"].as_str().expect("token").to_string();
+    // More pages (1,000 events each) than the stream buffers (8).
+    let writes: Vec<Write> = (0..12_000)
+        .map(|i| Write::Audit {
+            tenant: tenant.clone(),
+            entry: Box::new(AuditEntry {
+                id: format!("e{i:06}"),
+                time_ms: i,
+                tenant_id: tenant.clone(),
+                kind: "decision".into(),
+                verb: "get".into(),
+                decision: "allow".into(),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    app.writer.commit(writes, std::time::Duration::from_secs(120)).await.expect("stored");
+    let req = Request::get(format!("/v1/tenants/{tenant}/audit/export"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request");
+    let resp = kubechat_control_plane::http::router(app.clone()).oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let first = body.frame().await.expect("a frame").expect("data").into_data().expect("data");
+    assert_eq!(first.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(), 1000, "a page");
+    drop(body);
+    // The export's usage, metered through the writer.
+    let metered = || async {
+        let mut tx = app.db.begin(&kubechat_control_plane::store::Scope::Platform).await.expect("begin");
+        let q: Option<f64> =
+            sqlx::query_scalar("SELECT SUM(quantity) FROM usage_events WHERE usage_type = 'audit_export' AND tenant_id = $1")
+                .bind(tenant.clone())
+                .fetch_one(&mut *tx)
+                .await
+                .expect("sum");
+        tx.commit().await.expect("commit");
+        q
+    };
+    let started = std::time::Instant::now();
+    let exported = loop {
+        if let Some(q) = metered().await {
+            break q;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the cut export was never metered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(exported >= 1000.0 && exported < 12_000.0, "metered {exported} of the 12,000 events");
+}

@@ -629,7 +629,8 @@ async fn a_kube_request_whose_read_hangs_mid_query_answers_503_at_the_reads_dead
         .await
         .expect("reach");
     let uid = u.body["id"].as_str().expect("user id").to_string();
-    let t = owner.post(&format!("/v1/tenants/{tenant}/tokens"), &json!({"name": "t", "userId": uid})).await.expect("reach");
+    let t =
+        owner.post(&format!("/v1/tenants/{tenant}/tokens"), &json!({"name": "t", "userId": uid})).await.expect("reach");
     let fresh = owner.with_token(t.body["token"].as_str().expect("token"));
     // The users table held locked until the token's read waits on it.
     let mut direct = sqlx::AnyConnection::connect(&pg).await.expect("connect");

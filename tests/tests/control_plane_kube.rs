@@ -605,9 +605,8 @@ async fn a_draining_control_plane_ends_open_exec_sessions_after_its_grace_period
     // Told to stop, the stdin still open: the session would run on.
     let stopped = std::time::Instant::now();
     w.shutdown.cancel();
-    let status = kubechat_tests::wait::within("kubectl exec ends with the drain", LONG, child.wait())
-        .await
-        .expect("wait");
+    let status =
+        kubechat_tests::wait::within("kubectl exec ends with the drain", LONG, child.wait()).await.expect("wait");
     assert!(stopped.elapsed() >= GRACE, "the session was cut before its grace period ended");
     let run = w.cp_run.take().expect("the control plane runs");
     kubechat_tests::wait::within("the control plane's drain ends", LONG, run).await.expect("run");

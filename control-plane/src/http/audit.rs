@@ -17,6 +17,7 @@ use super::extract::{Member, Reply, admin_tenant, reply};
 use crate::app::App;
 use crate::audit::Filter;
 use crate::error::ApiError;
+use crate::writer::Write;
 
 /// The audit router.
 pub(crate) fn router() -> OpenApiRouter<Arc<App>> {
@@ -108,40 +109,69 @@ async fn export(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<S
 /// Every event of `tenant` that `only` selects (its cursors and page size
 /// are ignored), as JSON Lines, oldest first, streamed by a task of the
 /// control plane's (so a client that goes away only ends the stream);
-/// metered as `audit_export`. The REST export and the web app's share it.
+/// metered as `audit_export`, through the writer, for the events handed to
+/// the client however the stream ends (complete, the client gone, a
+/// storage failure, the drain's grace period over). A stream that does not
+/// end complete ends with an error, never a clean end that would pass for
+/// a whole export. The REST export and the web app's share it.
+/// Sends the pages of the export into `tx`, counting the events handed
+/// over in `exported`; `Err`: why it could not go on (the client is told).
+/// The client gone is `Ok` (nobody to tell).
+async fn export_pages(
+    app: &App,
+    t: &str,
+    only: Filter,
+    tx: &mut http_body_util::channel::Sender<Bytes, crate::kube::BoxError>,
+    exported: &mut u64,
+) -> Result<(), &'static str> {
+    let mut f = Filter { limit: 1000, after: 0, before: None, ..only };
+    loop {
+        let (items, next) = match crate::audit::list(&app.db, t, &f).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit export failed");
+                return Err("storage failure during the export; export again");
+            }
+        };
+        let mut chunk = Vec::new();
+        for e in &items {
+            chunk.extend_from_slice(&serde_json::to_vec(e).unwrap_or_default());
+            chunk.push(b'\n');
+        }
+        if tx.send_data(Bytes::from(chunk)).await.is_err() {
+            return Ok(());
+        }
+        *exported += items.len() as u64;
+        match next {
+            Some(n) => f.after = n,
+            None => return Ok(()),
+        }
+    }
+}
+
 pub(crate) fn export_stream(app: Arc<App>, t: String, only: Filter) -> Response {
     let (mut tx, body) = http_body_util::Channel::<Bytes, crate::kube::BoxError>::new(8);
     let tasks = app.tasks.clone();
     tasks.spawn(async move {
-        let mut f = Filter { limit: 1000, after: 0, before: None, ..only };
         let mut exported = 0u64;
-        loop {
-            let (items, next) = match crate::audit::list(&app.db, &t, &f).await {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit export failed");
-                    tx.abort("storage failure during the export".into());
-                    return;
-                }
-            };
-            let mut chunk = Vec::new();
-            for e in &items {
-                chunk.extend_from_slice(&serde_json::to_vec(e).unwrap_or_default());
-                chunk.push(b'\n');
-            }
-            exported += items.len() as u64;
-            if tx.send_data(Bytes::from(chunk)).await.is_err() {
-                return;
-            }
-            match next {
-                Some(n) => f.after = n,
-                None => break,
-            }
+        let closing = app.closing.clone();
+        let outcome = tokio::select! {
+            r = export_pages(&app, &t, only, &mut tx, &mut exported) => r,
+            () = closing.cancelled() => Err("the control plane is shutting down; export again"),
+        };
+        if let Err(why) = outcome {
+            tx.abort(why.into());
         }
-        let id = uuid::Uuid::now_v7().to_string();
-        let now = crate::directory::now_ms();
-        if let Err(e) = crate::audit::add_usage(&app.db, &id, &t, "", "audit_export", exported as f64, now).await {
-            tracing::warn!(error = %e, "audit export not metered");
+        let usage = Write::Usage {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: t.clone(),
+            cluster: String::new(),
+            usage_type: "audit_export".into(),
+            quantity: exported as f64,
+            time_ms: crate::directory::now_ms(),
+        };
+        if let Err(e) = app.writer.queue(vec![usage]).await {
+            tracing::error!(error = %e, tenant = %t, events = exported, "an audit export is not metered; {}", e.fate());
         }
     });
     let mut resp = Response::new(Body::new(body));
