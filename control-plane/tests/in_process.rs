@@ -225,12 +225,13 @@ async fn an_audit_export_cut_short_is_metered_for_what_was_sent() {
     // The export's usage, metered through the writer.
     let metered = || async {
         let mut tx = app.db.begin(&kubechat_control_plane::store::Scope::Platform).await.expect("begin");
-        let q: Option<f64> =
-            sqlx::query_scalar("SELECT SUM(quantity) FROM usage_events WHERE usage_type = 'audit_export' AND tenant_id = $1")
-                .bind(tenant.clone())
-                .fetch_one(&mut *tx)
-                .await
-                .expect("sum");
+        let q: Option<f64> = sqlx::query_scalar(
+            "SELECT SUM(quantity) FROM usage_events WHERE usage_type = 'audit_export' AND tenant_id = $1",
+        )
+        .bind(tenant.clone())
+        .fetch_one(&mut *tx)
+        .await
+        .expect("sum");
         tx.commit().await.expect("commit");
         q
     };
