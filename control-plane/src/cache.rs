@@ -210,7 +210,6 @@ pub struct Cache {
     tasks: tokio_util::task::TaskTracker,
     /// The last change-log position applied.
     seen: AtomicI64,
-    /// When the change log was last read (Unix ms).
     /// When the last change-log read that succeeded *started*, in ms of
     /// [`Cache::epoch`] (a monotonic clock: a wall clock stepped back must
     /// not extend the trust window).
@@ -233,6 +232,8 @@ pub struct Cache {
     pub stragglers: AtomicU64,
     /// Dropped since the last read of the change log.
     dropped: std::sync::atomic::AtomicBool,
+    /// When it was last dropped, in ms of [`Cache::epoch`].
+    dropped_at_ms: AtomicI64,
 }
 
 impl Cache {
@@ -263,6 +264,7 @@ impl Cache {
             drops: AtomicU64::new(0),
             stragglers: AtomicU64::new(0),
             dropped: std::sync::atomic::AtomicBool::new(false),
+            dropped_at_ms: AtomicI64::new(0),
         }))
     }
 
@@ -421,13 +423,21 @@ impl Cache {
         self.routes.age_out(ROUTES_FRESH + Duration::from_millis(1));
     }
 
+    /// [`Cache::sync`] within [`LOAD_TIMEOUT`] (after a write, before its
+    /// answer: a silent connection must not hold the answer).
+    pub async fn bounded_sync(&self) -> Result<usize, StoreError> {
+        bounded(self.sync()).await
+    }
+
     /// Applies the change log since the last position read; returns how
     /// many changes were applied.
     pub async fn sync(&self) -> Result<usize, StoreError> {
-        // What the read sees is as of its start (or later): the trust
-        // window counts from here, so a slow read does not stretch it.
-        let started = self.mono_ms();
         let mut tx = self.db.read(&Scope::Platform).await?;
+        // What the read sees is as of its transaction's start (or later):
+        // the trust window counts from here, so a slow read does not
+        // stretch it (and waiting for a pooled connection does not count:
+        // a busy pool must not make every read "stale").
+        let started = self.mono_ms();
         // Also the last few seconds again: on PostgreSQL a row can commit
         // after a later-numbered one was read (invalidating twice is harmless).
         let rows = sqlx::query(
@@ -438,8 +448,11 @@ impl Cache {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        // A straggler finishing after a later read changes nothing here.
-        if self.synced_at_ms.fetch_max(started, Ordering::AcqRel) <= started {
+        // A straggler finishing after a later read, or one that started
+        // before the cache was last dropped, changes nothing here.
+        if self.synced_at_ms.fetch_max(started, Ordering::AcqRel) <= started
+            && started >= self.dropped_at_ms.load(Ordering::Acquire)
+        {
             self.dropped.store(false, Ordering::Release);
         }
         for r in &rows {
@@ -537,6 +550,7 @@ impl Cache {
         // Logged and counted once an outage; dropped at every check (what a
         // miss reads back meanwhile is not trusted either).
         if !self.dropped.swap(true, Ordering::AcqRel) {
+            self.dropped_at_ms.store(self.mono_ms(), Ordering::Release);
             self.drops.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %why, since_ms = since, "cannot read the cache change log; dropping the cache");
         }

@@ -146,7 +146,9 @@ impl WriteError {
         match self {
             Self::Stopped => "it was not queued: the writer has stopped",
             Self::Timeout(_) => "it stays queued and will commit",
-            Self::Refused(_) => "the database refused it; it is set aside in the writer's dead letters, not stored",
+            Self::Refused(_) => {
+                "the database refused it; it is set aside (the dead letters, or logged whole), not stored"
+            }
         }
     }
 }
@@ -284,7 +286,9 @@ type Origin = (usize, usize);
 
 /// How long one commit try may go unanswered before another is started
 /// beside it (see [`Task::commit_until`]).
-pub const TRY_DEADLINE: Duration = Duration::from_secs(10);
+/// Above the pool's acquire timeout, so a database that cannot be reached
+/// fails a try with its own error first.
+pub const TRY_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The origin of a write that no job waits on (a sum of meters, a spooled write).
 const NO_JOB: Origin = (usize::MAX, 0);
@@ -470,8 +474,11 @@ impl Task {
                         straggler = None;
                         // Committed late: so are these writes (the try
                         // under way stores nothing twice).
-                        if classify(result, self.db.backend()).is_ok() {
-                            return Try::Committed;
+                        match classify(result, self.db.backend()) {
+                            Ok(()) => return Try::Committed,
+                            Err(Failure::Refused(e) | Failure::Transient(e)) => {
+                                tracing::warn!(error = %e, "a commit try left behind failed; the one beside it goes on");
+                            }
                         }
                     }
                     () = tokio::time::sleep_until(deadline), if straggler.is_none() => {
@@ -518,7 +525,7 @@ impl Task {
                 write = %serde_json::to_string(write).unwrap_or_default(),
                 error = %why,
                 set_aside_error = %kept.and_then(Result::err).map(|e| e.to_string()).unwrap_or_default(),
-                "the database refused a write and no spool directory keeps it; it is logged here"
+                "the database refused a write and the dead letters cannot keep it (no spool directory, or set_aside_error says why); it is logged here"
             ),
         }
     }

@@ -167,7 +167,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     if writes && (resp.status().is_success() || resp.status().is_redirection()) {
         // What this write invalidated is dropped here before the answer
         // (other replicas follow within the cache's poll interval).
-        if let Err(e) = app.cache.sync().await {
+        if let Err(e) = app.cache.bounded_sync().await {
             tracing::warn!(error = %e, "cache not synced after a write");
             app.cache.invalidate(crate::cache::Change::All, "");
         }

@@ -42,6 +42,10 @@ pub enum Scope {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// The scope statement each PostgreSQL transaction starts with (it
+    /// also sets [`IDLE_IN_TRANSACTION_TIMEOUT`] unless the URL's `options`
+    /// set that themselves).
+    scope_sql: std::sync::Arc<str>,
 }
 
 /// Tables holding a tenant's rows, in the order a purge deletes them.
@@ -149,24 +153,19 @@ pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// How long an idle PostgreSQL connection may take to answer the ping that
 /// checks it before use; past it the connection is discarded, not waited on.
-pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An idle connection released (and pinged) less than this ago is not
+/// pinged again before use.
+const RECENTLY_PINGED: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long PostgreSQL keeps a transaction of ours whose client has gone
-/// quiet inside it (`idle_in_transaction_session_timeout`): none of ours
-/// waits between statements, and one whose connection went silent (a
-/// partition) would otherwise hold its row locks, e.g. an audit chain's
-/// head, until the server's TCP gives up, ~15 min.
+/// quiet inside it (`idle_in_transaction_session_timeout`, set in each
+/// transaction's first statement): none of ours waits between statements,
+/// and one whose connection went silent (a partition) would otherwise hold
+/// its row locks, e.g. an audit chain's head, until the server's TCP gives
+/// up, ~15 min. A database URL whose `options` set it keeps its own.
 pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
-
-/// `url` with [`IDLE_IN_TRANSACTION_TIMEOUT`] set for every session, ahead
-/// of the URL's own `options` (a later `-c` of the same name wins).
-fn with_session_defaults(url: &str) -> String {
-    let ours = format!("options=-c%20idle_in_transaction_session_timeout%3D{IDLE_IN_TRANSACTION_TIMEOUT}");
-    match url.split_once('?') {
-        Some((base, query)) => format!("{base}?{ours}&{query}"),
-        None => format!("{url}?{ours}"),
-    }
-}
 
 /// A ping answered within [`PING_TIMEOUT`] (`true`), or an error: the
 /// pool then drops the connection without waiting on it further.
@@ -202,7 +201,12 @@ impl Db {
             // discards it.
             opts = opts
                 .test_before_acquire(false)
-                .before_acquire(|conn, _| Box::pin(bounded_ping(conn)))
+                // (Not again for one released, and so pinged, just now.)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for < RECENTLY_PINGED { Ok(true) } else { bounded_ping(conn).await }
+                    })
+                })
                 .after_release(|conn, _| Box::pin(bounded_ping(conn)));
         }
         if backend == Backend::Sqlite {
@@ -223,9 +227,18 @@ impl Db {
                 })
             });
         }
-        let url = if backend == Backend::Postgres { with_session_defaults(url) } else { url.to_string() };
-        let pool = opts.connect(&url).await?;
-        let db = Self { pool, backend };
+        let pool = opts.connect(url).await?;
+        // Set per transaction, in the statement each starts with anyway (no
+        // round trip of its own; through PgBouncer too, which refuses a
+        // startup `options` it does not know).
+        let mut scope_sql =
+            "SELECT set_config('kubechat.tenant', $1, true), set_config('kubechat.platform', $2, true)".to_string();
+        if !url.contains("idle_in_transaction_session_timeout") {
+            scope_sql +=
+                &format!(", set_config('idle_in_transaction_session_timeout', '{IDLE_IN_TRANSACTION_TIMEOUT}', true)");
+        }
+        let scope_sql = scope_sql.into();
+        let db = Self { pool, backend, scope_sql };
         db.migrate().await?;
         Ok(db)
     }
@@ -266,11 +279,7 @@ impl Db {
             Scope::Tenant(t) => (t.as_str(), "off"),
             Scope::Platform => ("", "on"),
         };
-        sqlx::query("SELECT set_config('kubechat.tenant', $1, true), set_config('kubechat.platform', $2, true)")
-            .bind(tenant.to_string())
-            .bind(platform.to_string())
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(&self.scope_sql).bind(tenant.to_string()).bind(platform.to_string()).execute(&mut **tx).await?;
         Ok(())
     }
 
