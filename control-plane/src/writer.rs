@@ -312,9 +312,14 @@ async fn run(task: Task, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>) {
     for (path, writes) in spooled {
         let n = writes.len();
         if let Err(rest) = task.commit_all(writes, vec![NO_JOB; n]).await {
-            // Stopped before the database answered: the file stays, and
-            // what is queued joins a new one.
-            drop(rest);
+            // Stopped before the database answered: the file stays, with
+            // only what is left of it, and what is queued joins a new one.
+            if rest.len() < n {
+                if let Err(e) = spool::replace(&path, &rest.iter().collect::<Vec<_>>()) {
+                    // Kept whole: tried whole again (nothing is lost).
+                    tracing::warn!(file = %path.display(), error = %e, "a spool file could not be cut to what is left of it");
+                }
+            }
             task.spool_rest(&mut rx, &[]);
             return;
         }
@@ -884,6 +889,67 @@ mod tests {
     /// two jobs queued: the others commit, only the refused one's waiter is
     /// told (with its index), it is set aside in the dead letters, and the
     /// writer goes on.
+    /// A spooled file whose replay sets a write aside and is then cut
+    /// short (the database stops answering, the writer is closed) keeps
+    /// only what is left: the next start commits that and sets nothing
+    /// aside twice. Before, the file stayed whole and its refused write was
+    /// appended to the dead letters again at every start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_replay_keeps_only_what_is_left_and_sets_nothing_aside_twice() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_, spool_dir, db) = database_and_spool(dir.path()).await;
+        let usage = |id: &str, cluster: &str| Write::Usage {
+            id: id.into(),
+            tenant: "t1".into(),
+            cluster: cluster.into(),
+            usage_type: "api_request".into(),
+            quantity: 1.0,
+            time_ms: 10,
+        };
+        let spooled = [usage("u1", "poison"), usage("u2", "flaky")];
+        let path = spool::save(&spool_dir, &spooled.iter().collect::<Vec<_>>()).expect("save");
+        // One write refused for what it holds; one that fails as if the
+        // database were unreachable (an error at run time that is not a
+        // refusal: an integer overflow), until the trigger goes.
+        for trigger in [
+            "CREATE TRIGGER poison BEFORE INSERT ON usage_events WHEN NEW.cluster_id = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'a poisoned row'); END",
+            "CREATE TRIGGER flaky BEFORE INSERT ON usage_events WHEN NEW.cluster_id = 'flaky' \
+             BEGIN SELECT abs(-9223372036854775807 - 1); END",
+        ] {
+            sqlx::query(trigger).execute(db.pool()).await.expect("trigger");
+        }
+        let writer = Writer::start(db.clone(), Some(spool_dir.clone()));
+        let started = std::time::Instant::now();
+        while writer.stats().set_aside.load(Ordering::Relaxed) == 0 {
+            assert!(started.elapsed() < Duration::from_secs(30), "the refused write was never set aside");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        writer.close(Duration::from_millis(200)).await;
+        let left = spool::load(&spool_dir);
+        assert_eq!(left.len(), 1, "one file");
+        assert_eq!(left[0].0, path, "under its own name (its place in the order)");
+        let ids: Vec<String> = left[0]
+            .1
+            .iter()
+            .map(|w| match w {
+                Write::Usage { id, .. } => id.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, ["u2"], "only what is left");
+        sqlx::query("DROP TRIGGER flaky").execute(db.pool()).await.expect("drop");
+        let writer = Writer::start(db.clone(), Some(spool_dir.clone()));
+        writer.commit(vec![audit("after")], Duration::from_secs(10)).await.expect("committed");
+        writer.close(Duration::from_secs(10)).await;
+        let usage_ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM usage_events ORDER BY id").fetch_all(db.pool()).await.expect("usage");
+        assert_eq!(usage_ids, ["u2"]);
+        let letters = std::fs::read_to_string(spool_dir.join(spool::DEAD_LETTERS)).expect("dead letters");
+        assert_eq!(letters.lines().count(), 1, "set aside once: {letters}");
+        assert!(spool::load(&spool_dir).is_empty());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_write_is_set_aside_alone_and_only_its_waiter_is_told() {
         let dir = tempfile::tempdir().expect("dir");

@@ -67,7 +67,22 @@ pub fn check_dir(dir: &Path) -> io::Result<()> {
 /// Writes `writes` to a new file in `dir` (created if need be), durably.
 pub(crate) fn save(dir: &Path, writes: &[&Write]) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
-    let name = format!("writes-{}.json", uuid::Uuid::now_v7());
+    write_as(dir, &format!("writes-{}.json", uuid::Uuid::now_v7()), writes)
+}
+
+/// Replaces the spooled file at `path` with one of `writes` only (what its
+/// interrupted commit left), durably, under the same name: it keeps its
+/// place, and the writes already committed or set aside are not tried
+/// again (which would set aside again, twice in the dead letters).
+pub(crate) fn replace(path: &Path, writes: &[&Write]) -> io::Result<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a spool file", path.display())));
+    };
+    write_as(dir, name, writes)
+}
+
+/// Writes `writes` as `dir/name`: a temporary file, synced, renamed.
+fn write_as(dir: &Path, name: &str, writes: &[&Write]) -> io::Result<PathBuf> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
     let body = serde_json::to_vec(&Spooled { version: VERSION, writes }).map_err(io::Error::other)?;
