@@ -314,11 +314,11 @@ async fn run(task: Task, mut rx: mpsc::Receiver<Job>, urgent: Arc<Notify>) {
         if let Err(rest) = task.commit_all(writes, vec![NO_JOB; n]).await {
             // Stopped before the database answered: the file stays, with
             // only what is left of it, and what is queued joins a new one.
-            if rest.len() < n {
-                if let Err(e) = spool::replace(&path, &rest.iter().collect::<Vec<_>>()) {
-                    // Kept whole: tried whole again (nothing is lost).
-                    tracing::warn!(file = %path.display(), error = %e, "a spool file could not be cut to what is left of it");
-                }
+            if rest.len() < n
+                && let Err(e) = spool::replace(&path, &rest.iter().collect::<Vec<_>>())
+            {
+                // Kept whole: tried whole again (nothing is lost).
+                tracing::warn!(file = %path.display(), error = %e, "a spool file could not be cut to what is left of it");
             }
             task.spool_rest(&mut rx, &[]);
             return;
