@@ -118,6 +118,11 @@ impl AdminHandler for CpAdmin {
                 "Writes the database refused for what they hold, set aside in the dead letters.",
                 w.set_aside.load(Relaxed),
             )
+            .counter(
+                "kubechat_cp_writer_stragglers_total",
+                "Commit tries unanswered past their deadline, left to finish while another went beside them.",
+                w.stragglers.load(Relaxed),
+            )
             .counter("kubechat_cp_cache_hits_total", "Reads answered from memory.", c.hits.load(Relaxed))
             .counter("kubechat_cp_cache_misses_total", "Reads that went to the database.", c.misses.load(Relaxed))
             .counter(

@@ -187,6 +187,8 @@ pub struct Stats {
     pub failures: AtomicU64,
     /// Writes the database refused for what they hold, set aside.
     pub set_aside: AtomicU64,
+    /// Commit tries left behind past [`TRY_DEADLINE`].
+    pub stragglers: AtomicU64,
 }
 
 impl Writer {
@@ -487,6 +489,7 @@ impl Task {
                         }
                     }
                     () = tokio::time::sleep_until(deadline), if straggler.is_none() => {
+                        self.stats.stragglers.fetch_add(1, Ordering::Relaxed);
                         straggler = Some(attempt);
                         break format!("no answer within {TRY_DEADLINE:?}; trying again beside it");
                     }

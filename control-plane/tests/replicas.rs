@@ -712,6 +712,7 @@ async fn a_writer_commit_that_hangs_mid_transaction_is_tried_again_beside_it() {
     let started = Instant::now();
     let done = tokio::time::timeout(Duration::from_secs(120), commit).await.expect("the writer hangs with its try");
     done.expect("task").expect("committed");
+    assert!(app.writer.stats().stragglers.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the hung try left behind");
     println!("the record whose commit hung was committed {:?} later", started.elapsed());
     let mut tx = app.db.begin(&kubechat_control_plane::store::Scope::Platform).await.expect("begin");
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE id = $1")
