@@ -46,16 +46,18 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// otherwise wait for TCP's own give-up, ~15 min.
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// `load`, or a storage error once [`LOAD_TIMEOUT`] is over (the connection
-/// it held is then released, and discarded when its ping on release does
-/// not answer: see `store::PING_TIMEOUT`).
-async fn bounded<V>(load: impl Future<Output = Result<V, StoreError>>) -> Result<V, StoreError> {
-    match tokio::time::timeout(LOAD_TIMEOUT, load).await {
-        Ok(r) => r,
-        Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("the database did not answer within {LOAD_TIMEOUT:?}"),
-        )))),
+/// `load`, or a storage error once [`LOAD_TIMEOUT`] is over. The read runs
+/// in a task of its own: given up on, it still ends on its own (answered,
+/// or failed when its connection does), never dropped half-way (sqlx's
+/// `begin` is not cancel-safe, transact-rs/sqlx#4394).
+async fn bounded<V: Send + 'static>(
+    load: impl Future<Output = Result<V, StoreError>> + Send + 'static,
+) -> Result<V, StoreError> {
+    let failed = |why: String| StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(why)));
+    match tokio::time::timeout(LOAD_TIMEOUT, tokio::spawn(load)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(failed(format!("the read failed: {e}"))),
+        Err(_) => Err(failed(format!("the database did not answer within {LOAD_TIMEOUT:?}"))),
     }
 }
 
@@ -287,49 +289,55 @@ impl Cache {
     }
 
     /// `key` from `map`, or from `load` (then kept unless `map` was
-    /// invalidated while it loaded). `load` runs only when awaited, so the
-    /// generation is read before it starts.
-    async fn read_through<K: Eq + Hash + Clone, V: Clone>(
+    /// invalidated while it loaded), `load` given the database and the key
+    /// after the generation is read.
+    async fn read_through<K, V, F>(
         &self,
         map: &Map<K, V>,
         key: K,
-        load: impl Future<Output = Result<V, StoreError>>,
-    ) -> Result<V, StoreError> {
+        load: impl FnOnce(Db, K) -> F,
+    ) -> Result<V, StoreError>
+    where
+        K: Eq + Hash + Clone,
+        V: Clone + Send + 'static,
+        F: Future<Output = Result<V, StoreError>> + Send + 'static,
+    {
         if let Some((v, _)) = map.get(&key, MAX_AGE) {
             self.hit();
             return Ok(v);
         }
         self.miss();
         let generation = map.generation();
-        let v = bounded(load).await?;
+        let v = bounded(load(self.db.clone(), key.clone())).await?;
         map.put(key, v.clone(), generation);
         Ok(v)
     }
 
     /// The owner of the token whose hash is `hash` (`None`: no such token).
     pub async fn token_owner(&self, hash: &str) -> Result<Option<TokenOwner>, StoreError> {
-        self.read_through(&self.tokens, hash.to_string(), self.db.token_owner(hash)).await
+        self.read_through(&self.tokens, hash.to_string(), |db, h| async move { db.token_owner(&h).await }).await
     }
 
     /// Tenant `id` (read with platform scope: callers check access).
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        self.read_through(&self.tenants, id.to_string(), self.db.tenant(&Scope::Platform, id)).await
+        self.read_through(&self.tenants, id.to_string(), |db, id| async move { db.tenant(&Scope::Platform, &id).await })
+            .await
     }
 
     /// Cluster `id`, of any tenant.
     pub async fn cluster(&self, id: &str) -> Result<Option<Cluster>, StoreError> {
-        self.read_through(&self.clusters, id.to_string(), self.db.cluster_by_id(id)).await
+        self.read_through(&self.clusters, id.to_string(), |db, id| async move { db.cluster_by_id(&id).await }).await
     }
 
     /// The role a cross-tenant grant of `tenant` gives `email` of tenant `home_slug`.
     pub async fn access_role(&self, tenant: &str, email: &str, home_slug: &str) -> Result<Option<Role>, StoreError> {
         let key = (tenant.to_string(), email.to_string(), home_slug.to_string());
-        self.read_through(&self.access, key, self.db.access_role(tenant, email, home_slug)).await
+        self.read_through(&self.access, key, |db, (t, e, h)| async move { db.access_role(&t, &e, &h).await }).await
     }
 
     /// The web app session whose cookie hashes to `id_hash`.
     pub async fn session(&self, id_hash: &str) -> Result<Option<StoredSession>, StoreError> {
-        self.read_through(&self.sessions, id_hash.to_string(), self.db.session(id_hash)).await
+        self.read_through(&self.sessions, id_hash.to_string(), |db, h| async move { db.session(&h).await }).await
     }
 
     /// Session `id_hash` was used at `now_ms` (this replica's copy; the
@@ -354,7 +362,8 @@ impl Cache {
         }
         self.miss();
         let generation = self.routes.generation();
-        let v = bounded(crate::directory::routes(&self.db, tenant, cluster)).await?;
+        let (db, (t, c)) = (self.db.clone(), key.clone());
+        let v = bounded(async move { crate::directory::routes(&db, &t, &c).await }).await?;
         self.routes.put(key, v.clone(), generation);
         Ok(v)
     }
@@ -370,7 +379,8 @@ impl Cache {
         let cache = self.clone();
         self.tasks.spawn(async move {
             let generation = cache.routes.generation();
-            match bounded(crate::directory::routes(&cache.db, &key.0, &key.1)).await {
+            let (db, (t, c)) = (cache.db.clone(), key.clone());
+            match bounded(async move { crate::directory::routes(&db, &t, &c).await }).await {
                 Ok(v) => cache.routes.put(key.clone(), v, generation),
                 Err(e) => tracing::debug!(error = %e, "routes not refreshed"),
             }
@@ -425,8 +435,9 @@ impl Cache {
 
     /// [`Cache::sync`] within [`LOAD_TIMEOUT`] (after a write, before its
     /// answer: a silent connection must not hold the answer).
-    pub async fn bounded_sync(&self) -> Result<usize, StoreError> {
-        bounded(self.sync()).await
+    pub async fn bounded_sync(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let cache = self.clone();
+        bounded(async move { cache.sync().await }).await
     }
 
     /// Applies the change log since the last position read; returns how
@@ -542,7 +553,7 @@ impl Cache {
     /// than the offline window (`why`: what the last read did): entries
     /// are trusted for that window after the last read, then dropped.
     fn distrust_if_stale(&self, why: &str) {
-        let since = self.mono_ms() - self.synced_at_ms.load(Ordering::Acquire);
+        let since = self.change_log_age().as_millis() as i64;
         if since <= self.offline_trust_ms.load(Ordering::Acquire) {
             tracing::debug!(error = %why, since_ms = since, "cannot read the cache change log; trusting the cache a little longer");
             return;

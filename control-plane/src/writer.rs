@@ -805,6 +805,18 @@ mod tests {
         assert!(batch.iter().any(|w| matches!(w, Write::Usage { id, .. } if id == "from-a-relay")));
     }
 
+    /// One API request of tenant t1 on `cluster`, with its own id.
+    fn usage(id: &str, cluster: &str) -> Write {
+        Write::Usage {
+            id: id.into(),
+            tenant: "t1".into(),
+            cluster: cluster.into(),
+            usage_type: "api_request".into(),
+            quantity: 1.0,
+            time_ms: 10,
+        }
+    }
+
     fn audit(id: &str) -> Write {
         Write::Audit {
             tenant: "t1".into(),
@@ -901,14 +913,6 @@ mod tests {
     async fn an_interrupted_replay_keeps_only_what_is_left_and_sets_nothing_aside_twice() {
         let dir = tempfile::tempdir().expect("dir");
         let (_, spool_dir, db) = database_and_spool(dir.path()).await;
-        let usage = |id: &str, cluster: &str| Write::Usage {
-            id: id.into(),
-            tenant: "t1".into(),
-            cluster: cluster.into(),
-            usage_type: "api_request".into(),
-            quantity: 1.0,
-            time_ms: 10,
-        };
         let spooled = [usage("u1", "poison"), usage("u2", "flaky")];
         let path = spool::save(&spool_dir, &spooled.iter().collect::<Vec<_>>()).expect("save");
         // One write refused for what it holds; one that fails as if the
@@ -965,14 +969,6 @@ mod tests {
         .await
         .expect("trigger");
         let writer = Writer::start(db.clone(), Some(spool_dir.clone()));
-        let usage = |id: &str, cluster: &str| Write::Usage {
-            id: id.into(),
-            tenant: "t1".into(),
-            cluster: cluster.into(),
-            usage_type: "api_request".into(),
-            quantity: 1.0,
-            time_ms: 10,
-        };
         let within = Duration::from_secs(10);
         let (a, b) = tokio::join!(
             writer.commit_batched(vec![audit("a1"), usage("u1", "c1")], within),

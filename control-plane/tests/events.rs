@@ -600,6 +600,37 @@ async fn a_nul_character_in_an_audit_record_is_stored_replaced_and_marked_and_we
     }
 }
 
+/// Has the database refuse (a constraint violation, from a trigger) a row
+/// of `table` whose `column` is `'poison'`: a stand-in for any value a
+/// future change gets wrong.
+async fn poison(env: &Env, url: &str, table: &str, column: &str) {
+    if url.starts_with("postgres") {
+        platform_sql(
+            env,
+            &format!(
+                "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.{column} = 'poison' THEN \
+                 RAISE EXCEPTION 'a poisoned row' USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$ \
+                 LANGUAGE plpgsql"
+            ),
+        )
+        .await;
+        platform_sql(
+            env,
+            &format!("CREATE TRIGGER poison BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION poison()"),
+        )
+        .await;
+    } else {
+        platform_sql(
+            env,
+            &format!(
+                "CREATE TRIGGER poison BEFORE INSERT ON {table} WHEN NEW.{column} = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'a poisoned row'); END"
+            ),
+        )
+        .await;
+    }
+}
+
 /// A write the database refuses for what it holds (here a trigger refuses
 /// one usage row: a stand-in for any constraint or value a future change
 /// gets wrong) is set aside alone: the rest of its batch is stored, the
@@ -611,27 +642,7 @@ async fn a_write_the_database_refuses_is_set_aside_alone_and_the_rest_of_its_bat
     for (url, _dir) in databases().await {
         let env = start(&url).await;
         let (_, tid, cid, _) = tenant_and_cluster(&env).await;
-        if url.starts_with("postgres") {
-            platform_sql(
-                &env,
-                "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.cluster_id = 'poison' THEN \
-                 RAISE EXCEPTION 'a poisoned row' USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$ \
-                 LANGUAGE plpgsql",
-            )
-            .await;
-            platform_sql(
-                &env,
-                "CREATE TRIGGER poison BEFORE INSERT ON usage_events FOR EACH ROW EXECUTE FUNCTION poison()",
-            )
-            .await;
-        } else {
-            platform_sql(
-                &env,
-                "CREATE TRIGGER poison BEFORE INSERT ON usage_events WHEN NEW.cluster_id = 'poison' \
-                 BEGIN SELECT RAISE(ABORT, 'a poisoned row'); END",
-            )
-            .await;
-        }
+        poison(&env, &url, "usage_events", "cluster_id").await;
         let mut relay = events_client(&env, "eu-1");
         let good = audit(&tid, &cid, "eu-1", "kubechat:user:a@acme.example", "list");
         let mut poisoned = usage(&tid, "eu-1", UsageType::ApiRequest);
@@ -664,27 +675,7 @@ async fn a_kube_write_whose_audit_record_is_refused_is_not_sent_and_names_its_re
     for (url, _dir) in databases().await {
         let env = start(&url).await;
         let (ta, tid, cid, _) = tenant_and_cluster(&env).await;
-        if url.starts_with("postgres") {
-            platform_sql(
-                &env,
-                "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.name = 'poison' THEN \
-                 RAISE EXCEPTION 'a poisoned row' USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$ \
-                 LANGUAGE plpgsql",
-            )
-            .await;
-            platform_sql(
-                &env,
-                "CREATE TRIGGER poison BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION poison()",
-            )
-            .await;
-        } else {
-            platform_sql(
-                &env,
-                "CREATE TRIGGER poison BEFORE INSERT ON audit_events WHEN NEW.name = 'poison' \
-                 BEGIN SELECT RAISE(ABORT, 'a poisoned row'); END",
-            )
-            .await;
-        }
+        poison(&env, &url, "audit_events", "name").await;
         // A relay says it holds the tunnel (nothing listens at its address).
         let mut presence = relay_client(&env, &relay_identity(&env, "eu-1"));
         let mut held = report("eu-1", "e1", 1, true, vec![tunnel(7, &tid, &cid)], 60_000);

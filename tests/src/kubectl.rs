@@ -95,6 +95,34 @@ impl Kubectl {
         c
     }
 
+    /// `kubectl exec -i <pod> -n <namespace> -- cat`, live: a line written
+    /// to it has come back. The session stays open while the stdin
+    /// returned is (a dropped stdin ends it); the child is for its end.
+    pub async fn cat_session(&self, pod: &str, namespace: &str) -> (tokio::process::Child, tokio::process::ChildStdin) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut child = self
+            .command(&["exec", "-i", pod, "-n", namespace, "--", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl exec");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        stdin.write_all(b"still here\n").await.expect("write");
+        let mut got = Vec::new();
+        crate::wait::within("the exec session echoes", std::time::Duration::from_secs(60), async {
+            let mut buf = [0u8; 64];
+            while !String::from_utf8_lossy(&got).contains("still here") {
+                let n = stdout.read(&mut buf).await.expect("read");
+                assert!(n > 0, "kubectl exec ended early");
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        (child, stdin)
+    }
+
     /// Runs kubectl to completion.
     pub async fn run(&self, args: &[&str]) -> Run {
         let out = crate::wait::within(

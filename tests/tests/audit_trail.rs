@@ -5,7 +5,6 @@
 //! event the control plane still refuses is kept in the relay's dead-letter
 //! file, counted and listed, never forgotten.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use kubechat_tests::platform::{World, world, world_with};
@@ -13,7 +12,6 @@ use kubechat_tests::raw::RawClient;
 use kubechat_tests::stack::start_agent;
 use kubechat_tests::wait::{eventually, within};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -124,27 +122,7 @@ async fn a_relay_killed_during_kubectl_exec_leaves_the_decision_record_and_the_c
     // kubectl exec -i … cat: a session that stays open while stdin does.
     let pod = w.pod("web", "api-");
     let token = w.user("ursula@acme.example", "tenant_user").await;
-    let user = w.kubectl(&token, &cluster);
-    let mut child = user
-        .command(&["exec", "-i", &pod, "-n", "web", "--", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl exec");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = child.stdout.take().expect("stdout");
-    stdin.write_all(b"still here\n").await.expect("write");
-    let mut got = Vec::new();
-    within("the exec session echoes", LONG, async {
-        let mut buf = [0u8; 64];
-        while !String::from_utf8_lossy(&got).contains("still here") {
-            let n = stdout.read(&mut buf).await.expect("read");
-            assert!(n > 0, "kubectl exec ended early");
-            got.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
+    let (mut child, _stdin) = w.kubectl(&token, &cluster).cat_session(&pod, "web").await;
     // The session is live: its decision is on record already.
     let r = w
         .api

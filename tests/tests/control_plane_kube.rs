@@ -560,6 +560,11 @@ async fn past_the_offline_window_a_cut_off_replica_stops_trusting_its_cache() {
     assert_eq!(r.status, 503, "storage unavailable, not a credentials problem: {}", r.text());
 }
 
+/// The whole stack, its control plane draining within `grace` when stopped.
+async fn world_draining_within(grace: Duration) -> kubechat_tests::platform::World {
+    kubechat_tests::platform::world_full(json!({}), |_| {}, |c| c.grace_period = grace).await
+}
+
 /// A control plane told to stop lets an open `kubectl exec -i` session run
 /// for its grace period too, then ends it: kubectl sees its session end,
 /// and the drain runs to the end. Before, an upgraded stream (no longer
@@ -567,40 +572,12 @@ async fn past_the_offline_window_a_cut_off_replica_stops_trusting_its_cache() {
 /// drain (until the process exited under it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_control_plane_ends_open_exec_sessions_after_its_grace_period() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const GRACE: Duration = Duration::from_millis(500);
     const LONG: Duration = Duration::from_secs(60);
-    let mut w = kubechat_tests::platform::world_full(
-        json!({}),
-        |_| {},
-        |c| {
-            c.grace_period = GRACE;
-        },
-    )
-    .await;
+    let mut w = world_draining_within(GRACE).await;
     let pod = w.pod("web", "api-");
     let token = w.user("ursula@acme.example", "tenant_user").await;
-    let user = w.kubectl(&token, &w.cluster);
-    let mut child = user
-        .command(&["exec", "-i", &pod, "-n", "web", "--", "cat"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl exec");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = child.stdout.take().expect("stdout");
-    stdin.write_all(b"still here\n").await.expect("write");
-    let mut got = Vec::new();
-    kubechat_tests::wait::within("the exec session echoes", LONG, async {
-        let mut buf = [0u8; 64];
-        while !String::from_utf8_lossy(&got).contains("still here") {
-            let n = stdout.read(&mut buf).await.expect("read");
-            assert!(n > 0, "kubectl exec ended early");
-            got.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
+    let (mut child, stdin) = w.kubectl(&token, &w.cluster).cat_session(&pod, "web").await;
 
     // Told to stop, the stdin still open: the session would run on.
     let stopped = std::time::Instant::now();
@@ -622,14 +599,7 @@ async fn a_draining_control_plane_ends_open_exec_sessions_after_its_grace_period
 async fn a_draining_control_plane_closes_open_watches_after_its_grace_period() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const GRACE: Duration = Duration::from_millis(300);
-    let mut w = kubechat_tests::platform::world_full(
-        json!({}),
-        |_| {},
-        |c| {
-            c.grace_period = GRACE;
-        },
-    )
-    .await;
+    let mut w = world_draining_within(GRACE).await;
     let raw = kubechat_tests::raw::RawClient::new(&w.cp_url, &w.cp_ca);
     let token = w.user("ursula@acme.example", "tenant_user").await;
     let path = format!("/k8s/clusters/{}/api/v1/namespaces/web/pods?watch=1", w.cluster);

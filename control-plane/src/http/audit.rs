@@ -116,7 +116,9 @@ async fn export(State(app): State<Arc<App>>, Member(p): Member, Path(id): Path<S
 /// a whole export. The REST export and the web app's share it.
 /// Sends the pages of the export into `tx`, counting the events handed
 /// over in `exported`; `Err`: why it could not go on (the client is told).
-/// The client gone is `Ok` (nobody to tell).
+/// The client gone is `Ok` (nobody to tell). The drain's end
+/// (`App::closing`) stops it between pages or while the client is slow to
+/// take one, never inside a page's read.
 async fn export_pages(
     app: &App,
     t: &str,
@@ -124,8 +126,12 @@ async fn export_pages(
     tx: &mut http_body_util::channel::Sender<Bytes, crate::kube::BoxError>,
     exported: &mut u64,
 ) -> Result<(), &'static str> {
+    const CLOSING: &str = "the control plane is shutting down; export again";
     let mut f = Filter { limit: 1000, after: 0, before: None, ..only };
     loop {
+        if app.closing.is_cancelled() {
+            return Err(CLOSING);
+        }
         let (items, next) = match crate::audit::list(&app.db, t, &f).await {
             Ok(page) => page,
             Err(e) => {
@@ -138,8 +144,9 @@ async fn export_pages(
             chunk.extend_from_slice(&serde_json::to_vec(e).unwrap_or_default());
             chunk.push(b'\n');
         }
-        if tx.send_data(Bytes::from(chunk)).await.is_err() {
-            return Ok(());
+        tokio::select! {
+            sent = tx.send_data(Bytes::from(chunk)) => if sent.is_err() { return Ok(()) },
+            () = app.closing.cancelled() => return Err(CLOSING),
         }
         *exported += items.len() as u64;
         match next {
@@ -154,12 +161,7 @@ pub(crate) fn export_stream(app: Arc<App>, t: String, only: Filter) -> Response 
     let tasks = app.tasks.clone();
     tasks.spawn(async move {
         let mut exported = 0u64;
-        let closing = app.closing.clone();
-        let outcome = tokio::select! {
-            r = export_pages(&app, &t, only, &mut tx, &mut exported) => r,
-            () = closing.cancelled() => Err("the control plane is shutting down; export again"),
-        };
-        if let Err(why) = outcome {
+        if let Err(why) = export_pages(&app, &t, only, &mut tx, &mut exported).await {
             tx.abort(why.into());
         }
         let usage = Write::Usage {
