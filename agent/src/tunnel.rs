@@ -215,6 +215,7 @@ async fn connect_via(
             capabilities: version::CAPABILITIES.iter().map(|c| (*c).to_string()).collect(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             agent_id: state.config.agent_id.clone(),
+            cluster_grant_key_id: active.grants.cluster_key_id().unwrap_or_default().to_string(),
         });
         send.send_control_message(hello).await.map_err(|e| ConnectError::Hello(e.to_string()))?;
         match recv.next_control_message().await {

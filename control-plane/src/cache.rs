@@ -411,11 +411,18 @@ impl Cache {
         }
     }
 
-    /// A relay reported a tunnel of `cluster`: cached routes that do not
-    /// name that relay are dropped (read again on next use).
-    pub fn saw_tunnel(&self, tenant: &str, cluster: &str, relay_id: &str) {
+    /// A relay reported a tunnel of `cluster` whose agent holds the cluster
+    /// grant key of `key_id` (empty: none): cached routes that do not name
+    /// that relay are dropped (read again on next use), and so are routes
+    /// through it that carry unsigned grants of another key id (the new
+    /// tunnel's agent could not check them).
+    pub fn saw_tunnel(&self, tenant: &str, cluster: &str, relay_id: &str, key_id: &str) {
         let key = (tenant.to_string(), cluster.to_string());
-        let known = self.routes.get(&key, Duration::MAX).is_some_and(|(v, _)| v.iter().any(|r| r.relay_id == relay_id));
+        let still_true = |r: &Route| r.mac_key_id.as_ref().is_none_or(|id| id == key_id);
+        let known = self
+            .routes
+            .get(&key, Duration::MAX)
+            .is_some_and(|(v, _)| v.iter().any(|r| r.relay_id == relay_id && still_true(r)));
         if !known {
             self.routes.remove(&key);
         }

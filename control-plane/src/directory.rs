@@ -26,6 +26,31 @@ pub struct Route {
     pub region: String,
     /// `host:port` of its internal listener.
     pub internal_address: String,
+    /// The signing key id whose grants may go to this relay, for this
+    /// cluster, without their Ed25519 signature: the relay holds that key
+    /// id's gate key and every tunnel of the cluster there names it as its
+    /// cluster grant key's. `None`: sign.
+    pub mac_key_id: Option<String>,
+}
+
+impl Route {
+    /// Whether grants of signing key `key_id` may go by this route without
+    /// a signature (see [`Route::mac_key_id`]).
+    pub fn macs_suffice(&self, key_id: &str) -> bool {
+        self.mac_key_id.as_deref() == Some(key_id)
+    }
+}
+
+/// The gate key ids of a report as the `relays` table keeps them:
+/// space-separated, an id with whitespace left out (it names no key).
+fn gate_key_ids(r: &PresenceReport) -> String {
+    let ids: Vec<&str> = r
+        .gate_key_ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !id.is_empty() && !id.contains(char::is_whitespace))
+        .collect();
+    ids.join(" ")
 }
 
 /// One live tunnel, as the API shows it.
@@ -81,6 +106,9 @@ pub enum Applied {
         /// (lookups meanwhile saw none of its tunnels), so cached routes
         /// should be read again.
         lapsed: bool,
+        /// The relay's gate key ids changed, so which of its routes may
+        /// carry unsigned grants did too: cached routes should be read again.
+        rekeyed: bool,
     },
 }
 
@@ -88,7 +116,9 @@ pub enum Applied {
 pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<Applied, StoreError> {
     let mut tx = db.begin(&Scope::Platform).await?;
     let mut lapsed = false;
-    let known = sqlx::query("SELECT epoch, seq, lease_expires_at_ms FROM relays WHERE relay_id = $1")
+    let gate_keys = gate_key_ids(r);
+    let mut rekeyed = false;
+    let known = sqlx::query("SELECT epoch, seq, lease_expires_at_ms, gate_key_ids FROM relays WHERE relay_id = $1")
         .bind(r.relay_id.clone())
         .fetch_optional(&mut *tx)
         .await?;
@@ -97,6 +127,7 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<Applied, StoreE
             let epoch: String = row.try_get("epoch")?;
             let lease: i64 = row.try_get("lease_expires_at_ms")?;
             lapsed = lease < now_ms();
+            rekeyed = row.try_get::<String, _>("gate_key_ids")? != gate_keys;
             let seq: i64 = row.try_get("seq")?;
             epoch == r.epoch && i64::try_from(r.seq).unwrap_or(i64::MAX) > seq
         }
@@ -110,8 +141,8 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<Applied, StoreE
     }
     let lease = now_ms() + i64::from(r.lease_ms);
     sqlx::query(
-        "INSERT INTO relays (relay_id, region, internal_address, epoch, seq, lease_expires_at_ms, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (relay_id) DO UPDATE SET region = excluded.region, internal_address = excluded.internal_address, epoch = excluded.epoch, seq = excluded.seq, lease_expires_at_ms = excluded.lease_expires_at_ms, updated_at = excluded.updated_at",
+        "INSERT INTO relays (relay_id, region, internal_address, epoch, seq, lease_expires_at_ms, updated_at, gate_key_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (relay_id) DO UPDATE SET region = excluded.region, internal_address = excluded.internal_address, epoch = excluded.epoch, seq = excluded.seq, lease_expires_at_ms = excluded.lease_expires_at_ms, updated_at = excluded.updated_at, gate_key_ids = excluded.gate_key_ids",
     )
     .bind(r.relay_id.clone())
     .bind(r.region.clone())
@@ -120,6 +151,7 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<Applied, StoreE
     .bind(i64::try_from(r.seq).unwrap_or(i64::MAX))
     .bind(lease)
     .bind(now())
+    .bind(gate_keys)
     .execute(&mut *tx)
     .await?;
     for t in &r.down {
@@ -131,8 +163,8 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<Applied, StoreE
     }
     for t in &r.up {
         sqlx::query(
-            "INSERT INTO relay_tunnels (relay_id, tunnel_id, tenant_id, cluster_id, agent_id, agent_version, transport, remote_addr, connected_at_ms, certificate_serial, rtt_us, open_streams, bytes_to_agent, bytes_from_agent, last_heartbeat_ms, reconnects) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-             ON CONFLICT (relay_id, tunnel_id) DO UPDATE SET tenant_id = excluded.tenant_id, cluster_id = excluded.cluster_id, agent_id = excluded.agent_id, agent_version = excluded.agent_version, transport = excluded.transport, remote_addr = excluded.remote_addr, connected_at_ms = excluded.connected_at_ms, certificate_serial = excluded.certificate_serial, rtt_us = excluded.rtt_us, open_streams = excluded.open_streams, bytes_to_agent = excluded.bytes_to_agent, bytes_from_agent = excluded.bytes_from_agent, last_heartbeat_ms = excluded.last_heartbeat_ms, reconnects = excluded.reconnects",
+            "INSERT INTO relay_tunnels (relay_id, tunnel_id, tenant_id, cluster_id, agent_id, agent_version, transport, remote_addr, connected_at_ms, certificate_serial, rtt_us, open_streams, bytes_to_agent, bytes_from_agent, last_heartbeat_ms, reconnects, cluster_grant_key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             ON CONFLICT (relay_id, tunnel_id) DO UPDATE SET tenant_id = excluded.tenant_id, cluster_id = excluded.cluster_id, agent_id = excluded.agent_id, agent_version = excluded.agent_version, transport = excluded.transport, remote_addr = excluded.remote_addr, connected_at_ms = excluded.connected_at_ms, certificate_serial = excluded.certificate_serial, rtt_us = excluded.rtt_us, open_streams = excluded.open_streams, bytes_to_agent = excluded.bytes_to_agent, bytes_from_agent = excluded.bytes_from_agent, last_heartbeat_ms = excluded.last_heartbeat_ms, reconnects = excluded.reconnects, cluster_grant_key_id = excluded.cluster_grant_key_id",
         )
         .bind(r.relay_id.clone())
         .bind(i64::try_from(t.tunnel_id).unwrap_or(i64::MAX))
@@ -150,6 +182,7 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<Applied, StoreE
         .bind(i64::try_from(t.bytes_from_agent).unwrap_or(i64::MAX))
         .bind(t.last_heartbeat_ms)
         .bind(i64::try_from(t.reconnects).unwrap_or(i64::MAX))
+        .bind(t.cluster_grant_key_id.clone())
         .execute(&mut *tx)
         .await?;
     }
@@ -163,15 +196,17 @@ pub async fn apply_report(db: &Db, r: &PresenceReport) -> Result<Applied, StoreE
     .await?;
     sqlx::query("DELETE FROM relays WHERE lease_expires_at_ms < $1").bind(stale).execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(Applied::Stored { lapsed })
+    Ok(Applied::Stored { lapsed, rekeyed })
 }
 
 /// Relays with a live lease that hold a tunnel of `cluster`.
 pub async fn routes(db: &Db, tenant_id: &str, cluster_id: &str) -> Result<Vec<Route>, StoreError> {
     let mut tx = db.read(&Scope::Tenant(tenant_id.to_string())).await?;
     let rows = sqlx::query(
-        "SELECT DISTINCT r.relay_id, r.region, r.internal_address FROM relay_tunnels t JOIN relays r ON r.relay_id = t.relay_id \
-         WHERE t.tenant_id = $1 AND t.cluster_id = $2 AND r.lease_expires_at_ms > $3 ORDER BY r.relay_id",
+        "SELECT r.relay_id, r.region, r.internal_address, r.gate_key_ids, MIN(t.cluster_grant_key_id) AS key_min, MAX(t.cluster_grant_key_id) AS key_max \
+         FROM relay_tunnels t JOIN relays r ON r.relay_id = t.relay_id \
+         WHERE t.tenant_id = $1 AND t.cluster_id = $2 AND r.lease_expires_at_ms > $3 \
+         GROUP BY r.relay_id, r.region, r.internal_address, r.gate_key_ids ORDER BY r.relay_id",
     )
     .bind(tenant_id.to_string())
     .bind(cluster_id.to_string())
@@ -182,10 +217,16 @@ pub async fn routes(db: &Db, tenant_id: &str, cluster_id: &str) -> Result<Vec<Ro
     Ok(rows
         .iter()
         .map(|r| {
+            let (gates, min, max): (String, String, String) =
+                (r.try_get("gate_key_ids")?, r.try_get("key_min")?, r.try_get("key_max")?);
+            // One key id for every tunnel there, and the relay's gate key of it.
+            let every_tunnel = !min.is_empty() && min == max;
+            let mac_key_id = (every_tunnel && gates.split(' ').any(|id| id == min)).then_some(min);
             Ok(Route {
                 relay_id: r.try_get("relay_id")?,
                 region: r.try_get("region")?,
                 internal_address: r.try_get("internal_address")?,
+                mac_key_id,
             })
         })
         .collect::<Result<_, sqlx::Error>>()?)

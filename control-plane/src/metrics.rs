@@ -26,6 +26,10 @@ pub struct CpMetrics {
     /// Connections the public listener closed at once, by reason
     /// (`connection_cap`, `address_cap`).
     pub connections_refused: LabeledCounter,
+    /// Kube-path grants issued, by how they are sealed: `signed` (Ed25519
+    /// and the cluster MAC) or `macs_only` (the relay and agents on every
+    /// route pass it by a MAC; see `Route::mac_key_id`).
+    pub grants_issued: LabeledCounter,
     /// Requests until their response head, by route, verb and code.
     pub request_durations: RequestDurations,
 }
@@ -77,6 +81,12 @@ impl CpMetrics {
             "Presence reports from relays, by result.",
             "result",
             &self.presence_reports,
+        )
+        .labeled(
+            "kubechat_cp_grants_issued_total",
+            "Kube-path grants issued, by seal: signed, or macs_only where every hop passes them by a MAC.",
+            "seal",
+            &self.grants_issued,
         )
         .labeled(
             "kubechat_cp_connections_refused_total",

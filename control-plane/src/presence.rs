@@ -65,17 +65,20 @@ impl Presence for PresenceService {
         if applied {
             // This replica's cached routes follow at once; others within
             // the routes' refresh age.
-            let lapsed = outcome == (directory::Applied::Stored { lapsed: true });
+            let (lapsed, rekeyed) = match outcome {
+                directory::Applied::Stored { lapsed, rekeyed } => (lapsed, rekeyed),
+                directory::Applied::NeedFull => (false, false),
+            };
             if lapsed {
                 tracing::warn!(relay = %r.relay_id, "a relay's presence lease had run out before its report came; its tunnels were unroutable meanwhile");
             }
-            if lapsed || !r.down.is_empty() {
+            if lapsed || rekeyed || !r.down.is_empty() {
                 self.app.cache.invalidate_all_routes();
             } else if r.full {
                 self.app.cache.refresh_all_routes();
             }
             for t in &r.up {
-                self.app.cache.saw_tunnel(&t.tenant, &t.cluster, &r.relay_id);
+                self.app.cache.saw_tunnel(&t.tenant, &t.cluster, &r.relay_id, &t.cluster_grant_key_id);
             }
         }
         self.app.metrics.presence_reports.inc(if applied { "applied" } else { "resend_full" });
@@ -88,6 +91,7 @@ impl Presence for PresenceService {
             revoked_clusters: if changed { list.clusters } else { Vec::new() },
             revoked_certificates: if changed { list.certificates } else { Vec::new() },
             grant_gate_key: self.app.signer.gate_key(&r.relay_id).to_vec().into(),
+            grant_key_id: self.app.signer.key_id().to_string(),
         }))
     }
 }

@@ -8,9 +8,75 @@ use std::time::Duration;
 
 use common::*;
 use kubechat_control_plane::client::Client;
+use kubechat_protocol::presence::TunnelInfo;
 use kubechat_transport::pki::{self, DevPki, LeafSpec, Validity};
 use kubechat_transport::tls::{self, Identity};
 use serde_json::json;
+
+/// A route carries grants without their Ed25519 signature only while the
+/// relay reports the gate key of the control plane's signing key and every
+/// tunnel of the cluster there names that key's cluster grant key; a report
+/// that breaks either makes this replica's next grant signed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_carries_unsigned_grants_only_where_the_relay_and_every_agent_there_hold_the_keys() {
+    for (url, _dir) in databases().await {
+        let env = start(&url).await;
+        let (_, tid, cid, _) = tenant_and_cluster(&env).await;
+        let key_id = env.app.signer.key_id().to_string();
+        let mut relay = relay_client(&env, &relay_identity(&env, "eu-1"));
+        let with_key = |id: u64, key: &str| TunnelInfo { cluster_grant_key_id: key.into(), ..tunnel(id, &tid, &cid) };
+        let routes = || async { env.app.cache.routes(&tid, &cid).await.expect("routes") };
+        let mac_ids = |routes: Vec<kubechat_control_plane::directory::Route>| {
+            routes.into_iter().map(|r| (r.relay_id, r.mac_key_id)).collect::<Vec<_>>()
+        };
+
+        // The agent holds the key, but the relay has no gate key yet: sign.
+        let ack = relay
+            .report(report("eu-1", "e1", 1, true, vec![with_key(7, &key_id)], 60_000))
+            .await
+            .expect("report")
+            .into_inner();
+        assert_eq!(mac_ids(routes().await), [("eu-1".to_string(), None)]);
+        // The answer gave the relay its gate key and named the key it derives from.
+        assert_eq!(ack.grant_key_id, key_id);
+        assert_eq!(ack.grant_gate_key.to_vec(), env.app.signer.gate_key("eu-1").to_vec());
+        // The relay reports holding it: the cached route follows at once.
+        let mut r = report("eu-1", "e1", 2, false, vec![], 60_000);
+        r.gate_key_ids = vec![key_id.clone()];
+        relay.report(r).await.expect("report");
+        let now = routes().await;
+        assert!(now[0].macs_suffice(&key_id) && !now[0].macs_suffice("another-key"));
+        // An agent without the key (enrolled before cluster grant keys)
+        // comes up there: sign again.
+        let mut r = report("eu-1", "e1", 3, false, vec![with_key(8, "")], 60_000);
+        r.gate_key_ids = vec![key_id.clone()];
+        relay.report(r).await.expect("report");
+        assert_eq!(mac_ids(routes().await), [("eu-1".to_string(), None)]);
+        // It leaves: unsigned again.
+        let mut r = report("eu-1", "e1", 4, false, vec![], 60_000);
+        r.down = vec![with_key(8, "")];
+        r.gate_key_ids = vec![key_id.clone()];
+        relay.report(r).await.expect("report");
+        assert_eq!(mac_ids(routes().await), [("eu-1".to_string(), Some(key_id.clone()))]);
+        // An agent holding another signing key's cluster grant key: sign.
+        let mut r = report("eu-1", "e1", 5, false, vec![with_key(9, "an-older-key")], 60_000);
+        r.gate_key_ids = vec![key_id.clone()];
+        relay.report(r).await.expect("report");
+        assert_eq!(mac_ids(routes().await), [("eu-1".to_string(), None)]);
+        // The relay's gate keys no longer include the signer's: sign.
+        let mut r = report("eu-1", "e2", 1, true, vec![with_key(7, &key_id)], 60_000);
+        r.gate_key_ids = vec!["an-older-key".into(), "with space".into()];
+        relay.report(r).await.expect("report");
+        assert_eq!(mac_ids(routes().await), [("eu-1".to_string(), None)]);
+        // Each relay's route is decided on its own.
+        let mut r = report("eu-1", "e2", 2, false, vec![], 60_000);
+        r.gate_key_ids = vec!["an-older-key".into(), key_id.clone()];
+        relay.report(r).await.expect("report");
+        let mut other = relay_client(&env, &relay_identity(&env, "eu-2"));
+        other.report(report("eu-2", "f1", 1, true, vec![with_key(1, &key_id)], 60_000)).await.expect("report");
+        assert_eq!(mac_ids(routes().await), [("eu-1".to_string(), Some(key_id.clone())), ("eu-2".to_string(), None)]);
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_reports_build_a_directory_with_leases() {

@@ -285,10 +285,17 @@ mod tests {
                 proptest::collection::vec(any::<u32>(), 0..4),
                 proptest::collection::vec("[a-z-]{0,12}", 0..4),
                 ".{0,20}",
-                ".{0,20}"
+                ".{0,20}",
+                ".{0,8}"
             )
-                .prop_map(|(versions, capabilities, agent_version, agent_id)| {
-                    control_message::Kind::Hello(Hello { versions, capabilities, agent_version, agent_id })
+                .prop_map(|(versions, capabilities, agent_version, agent_id, cluster_grant_key_id)| {
+                    control_message::Kind::Hello(Hello {
+                        versions,
+                        capabilities,
+                        agent_version,
+                        agent_id,
+                        cluster_grant_key_id,
+                    })
                 }),
             (any::<u32>(), proptest::collection::vec("[a-z-]{0,12}", 0..4), ".{0,20}", any::<u32>()).prop_map(
                 |(version, capabilities, relay_id, heartbeat_interval_ms)| {

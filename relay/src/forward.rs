@@ -255,9 +255,13 @@ async fn forward(
             .and_then(|signed| {
                 let expected = grant::Expected { cluster: &cluster, method: req.method().as_str(), path: &uri };
                 let mac = req.headers().get(grant::GATE_HEADER).and_then(|v| v.to_str().ok());
-                let gate = state.grant_gate.read().unwrap_or_else(|p| p.into_inner());
-                let gate = gate.as_ref().zip(mac);
-                state.config.grants.verify_gated(&signed, gate, unix_ms(), expected).map(|g| (g, Bytes::from(signed)))
+                let gates = state.grant_gate.read().unwrap_or_else(|p| p.into_inner());
+                let gate = |key_id: &str| gates.for_key(key_id).zip(mac);
+                state
+                    .config
+                    .grants
+                    .verify_gated_by(&signed, gate, unix_ms(), expected)
+                    .map(|g| (g, Bytes::from(signed)))
             });
         match verified {
             Ok(((g, checked), signed)) => {
@@ -337,8 +341,24 @@ async fn forward(
         );
     }
 
-    let (tunnel, permit) = match state.registry.pick(&cluster) {
+    // A grant without a signature goes only to an agent that passes it by
+    // its cluster MAC (any other refuses it).
+    let key_holder = granted.as_ref().filter(|(_, signed)| !grant::is_signed(signed)).map(|(g, _)| g.key_id.as_str());
+    let (tunnel, permit) = match state.registry.pick(&cluster, key_holder) {
         Ok(t) => t,
+        Err(PickError::NoKeyHolder { key_id }) => {
+            refuse(&state, audit, "no_key_holder");
+            let mut r = status_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!(
+                    "cluster {cluster}'s agents on relay {} hold no cluster grant key {key_id:?} to check this unsigned grant with (an older agent connected since the control plane last read this relay's tunnels); retry",
+                    state.config.relay_id
+                ),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
         Err(PickError::NoTunnel { last_seen }) => {
             refuse(&state, audit, "no_tunnel");
             let since = match last_seen {

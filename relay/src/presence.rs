@@ -113,6 +113,7 @@ fn snapshot(state: &RelayState) -> HashMap<u64, TunnelInfo> {
                 remote_addr: t.conn.remote_addr().to_string(),
                 connected_at_ms: t.connected_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
                 certificate_serial: t.certificate_serial.clone(),
+                cluster_grant_key_id: t.cluster_grant_key_id.clone(),
                 rtt_us: t.conn.rtt().as_micros() as u64,
                 open_streams: u32::try_from(t.open_streams()).unwrap_or(u32::MAX),
                 bytes_to_agent: t.bytes_to_agent.load(std::sync::atomic::Ordering::Relaxed),
@@ -199,6 +200,7 @@ pub(crate) async fn run(target: PresenceTarget, state: Arc<RelayState>, internal
             down,
             lease_ms: if last { 0 } else { u32::try_from(lease.as_millis()).unwrap_or(u32::MAX) },
             revocations_version: state.revocations.read().unwrap_or_else(|p| p.into_inner()).version,
+            gate_key_ids: state.grant_gate.read().unwrap_or_else(|p| p.into_inner()).key_ids(),
         };
         match tokio::time::timeout(target.interval.max(Duration::from_secs(1)) * 2, grpc.report(report)).await {
             Ok(Ok(resp)) => {
@@ -218,7 +220,13 @@ pub(crate) async fn run(target: PresenceTarget, state: Arc<RelayState>, internal
                     apply_revocations(&state, &ack);
                 }
                 if let Some(key) = kubechat_protocol::grant::gate_key(&ack.grant_gate_key) {
-                    *state.grant_gate.write().unwrap_or_else(|p| p.into_inner()) = Some(key);
+                    let mut gates = state.grant_gate.write().unwrap_or_else(|p| p.into_inner());
+                    if !ack.grant_key_id.is_empty() && !gates.key_ids().contains(&ack.grant_key_id) {
+                        // Reported at once: grants of this key id may now
+                        // come here without their signature.
+                        state.presence_changed.notify_one();
+                    }
+                    gates.learn(&ack.grant_key_id, key);
                 }
             }
             Ok(Err(status)) => {

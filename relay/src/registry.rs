@@ -20,6 +20,10 @@ pub(crate) enum PickError {
     NoTunnel { last_seen: Option<SystemTime> },
     /// Every tunnel of the cluster is at its stream limit.
     Busy { limit: usize },
+    /// The grant carries no signature and no live tunnel of the cluster
+    /// holds the cluster grant key of its key id (an agent that does not
+    /// came up since the control plane last read this relay's tunnels).
+    NoKeyHolder { key_id: String },
 }
 
 #[derive(Default)]
@@ -64,14 +68,26 @@ impl Registry {
         }
     }
 
-    /// Picks a tunnel for `cluster` and reserves a stream slot on it.
-    pub(crate) fn pick(&self, cluster: &str) -> Result<(Arc<Tunnel>, OwnedSemaphorePermit), PickError> {
+    /// Picks a tunnel for `cluster` and reserves a stream slot on it; with
+    /// `key_holder`, only among tunnels whose agent holds the cluster grant
+    /// key of that key id (for a grant without a signature).
+    pub(crate) fn pick(
+        &self,
+        cluster: &str,
+        key_holder: Option<&str>,
+    ) -> Result<(Arc<Tunnel>, OwnedSemaphorePermit), PickError> {
         let Some(entry) = self.clusters.get(cluster) else {
             return Err(PickError::NoTunnel { last_seen: None });
         };
-        let live: Vec<&Arc<Tunnel>> = entry.tunnels.iter().filter(|t| !t.is_draining()).collect();
+        let mut live: Vec<&Arc<Tunnel>> = entry.tunnels.iter().filter(|t| !t.is_draining()).collect();
         if live.is_empty() {
             return Err(PickError::NoTunnel { last_seen: entry.last_seen });
+        }
+        if let Some(id) = key_holder {
+            live.retain(|t| t.cluster_grant_key_id == id);
+            if live.is_empty() {
+                return Err(PickError::NoKeyHolder { key_id: id.to_string() });
+            }
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..live.len() {

@@ -18,6 +18,8 @@ use crate::state::RelayState;
 const MAX_CONTROL_FRAME: usize = 64 * 1024;
 /// How long an agent has to open the control stream and say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest cluster grant key id a Hello may name.
+const MAX_KEY_ID: usize = 128;
 
 /// A live tunnel.
 pub(crate) struct Tunnel {
@@ -37,6 +39,10 @@ pub(crate) struct Tunnel {
     pub(crate) agent_version: String,
     /// The agent's instance id (from Hello).
     pub(crate) agent_id: String,
+    /// The signing key id of the agent's cluster grant key (from Hello;
+    /// empty: none). Grants sent without a signature go only to tunnels
+    /// whose key id is theirs.
+    pub(crate) cluster_grant_key_id: String,
     /// Hex serial of the agent certificate (for per-certificate revocation).
     pub(crate) certificate_serial: String,
     /// Request bytes carried to the agent.
@@ -188,6 +194,12 @@ async fn serve_inner(
         connected_at: SystemTime::now(),
         agent_version: hello.agent_version,
         agent_id: hello.agent_id,
+        // A key id is short; anything longer names no key of ours.
+        cluster_grant_key_id: if hello.cluster_grant_key_id.len() <= MAX_KEY_ID {
+            hello.cluster_grant_key_id
+        } else {
+            String::new()
+        },
         certificate_serial,
         bytes_to_agent: AtomicU64::new(0),
         bytes_from_agent: AtomicU64::new(0),

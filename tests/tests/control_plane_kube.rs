@@ -9,6 +9,7 @@ use kubechat_control_plane::Secret;
 use kubechat_control_plane::client::Client;
 use kubechat_tests::platform::{ADMIN, world};
 use kubechat_tests::stack::start_agent;
+use kubechat_transport::pki::Validity;
 use kubechat_transport::tls;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -536,6 +537,69 @@ async fn the_relay_passes_the_control_planes_grants_by_their_gate_mac() {
     // cluster MAC: no signature is checked on the way.
     let checked = |by: &str| w.agent.handle.metrics().grants_checked.get(by);
     assert_eq!((checked("cluster_key"), checked("signature")), (3, 0));
+}
+
+/// Where the relay holds the control plane's gate key and every agent of
+/// the cluster there its cluster grant key, grants go without their
+/// Ed25519 signature (the largest single cost of the control plane's path)
+/// and each hop passes them by its MAC. An agent without the key (enrolled
+/// before cluster grant keys) joining the cluster makes the next grants
+/// signed again, and no request is refused meanwhile: the relay sends an
+/// unsigned grant only to an agent that can check it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_go_without_their_signature_only_where_every_hop_passes_them_by_a_mac() {
+    let w = world(json!({})).await;
+    let raw = kubechat_tests::raw::RawClient::new(&w.cp_url, &w.cp_ca);
+    let token = w.user("ursula@acme.example", "tenant_user").await;
+    let path = format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster);
+    let issued = |seal: &str| w.app.metrics.grants_issued.get(seal);
+    let get = || async {
+        let r = raw.send("GET", &path, &token, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    // Once the relay reported the gate key the control plane's answer gave it.
+    kubechat_tests::wait::eventually("a grant without its signature", Duration::from_secs(10), || async {
+        get().await;
+        issued("macs_only") >= 1
+    })
+    .await;
+    let relay_checked = |by: &str| w.relay.handle.metrics().grants_checked.get(by);
+    let agent_checked = |by: &str| w.agent.handle.metrics().grants_checked.get(by);
+    let before = (issued("signed"), issued("macs_only"), relay_checked("gate"), agent_checked("cluster_key"));
+    for _ in 0..3 {
+        get().await;
+    }
+    let after = (issued("signed"), issued("macs_only"), relay_checked("gate"), agent_checked("cluster_key"));
+    assert_eq!(after, (before.0, before.1 + 3, before.2 + 3, before.3 + 3));
+    assert_eq!((relay_checked("signature"), agent_checked("signature")), (0, 0));
+
+    // A second agent of the cluster, without the cluster grant key.
+    let cert = w.pki.agent_cert_valid(&w.tenant, &w.cluster, Validity::for_duration(Duration::from_secs(3600)));
+    let kube = w.agent_kube_config().await;
+    let grants = w.grants.clone();
+    let old = start_agent(&w.pki, &[w.relay.quic], &cert, &w.sim.url(), |a| {
+        a.kube = kube;
+        a.grants = grants;
+    })
+    .await;
+    old.wait_tunnels(1).await;
+    let signed_from = issued("signed");
+    kubechat_tests::wait::eventually("grants signed again", Duration::from_secs(10), || async {
+        get().await;
+        issued("signed") > signed_from
+    })
+    .await;
+    // From then on every grant is signed, every request served, and the
+    // relay spreads them over both agents.
+    let unsigned = issued("macs_only");
+    for _ in 0..20 {
+        get().await;
+    }
+    assert_eq!(issued("macs_only"), unsigned);
+    let old_checked = |by: &str| old.handle.metrics().grants_checked.get(by);
+    assert!(old_checked("signature") >= 1, "the older agent served none of 20 requests");
+    assert_eq!(old_checked("cluster_key"), 0);
+    assert_eq!(w.relay.handle.metrics().requests_refused.get("no_key_holder"), 0);
 }
 
 /// Once the change log has been unreadable for longer than the offline

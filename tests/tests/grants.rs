@@ -204,3 +204,53 @@ async fn the_agent_passes_a_grant_by_its_cluster_mac_and_no_relay_can_make_one()
     assert_eq!(s.backend.hits("/headers"), 1, "a refused request reached the API server");
     assert_eq!((checked("cluster_key"), checked("signature")), (1, 0));
 }
+
+/// A grant without its signature passes the relay by its gate MAC and goes
+/// only to an agent holding the cluster grant key of its key id; with none
+/// connected the relay answers 503 (retry), never sends it to an agent that
+/// would refuse it, and never passes it without its gate MAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_sends_a_grant_without_its_signature_only_to_an_agent_that_holds_its_cluster_key() {
+    let cp = signer("cp-1");
+    let gate = cp.gate_key("relay-under-test");
+    let keys = || GrantVerifier::new([("cp-1".to_string(), cp.public_key())]);
+    // An agent enrolled before cluster grant keys.
+    let s = Stack::start_with(
+        |r| {
+            r.grants = keys();
+            r.grant_gate_key = Some(gate.to_vec());
+        },
+        |a| a.grants = keys(),
+    )
+    .await;
+    let unsigned = cp.sign_macs_only(grant_for(CLUSTER, "/headers"));
+    let r = get_gated(&s, &unsigned, &grant::gate_mac(&gate, &unsigned)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    let msg = r.json()["message"].as_str().expect("message").to_string();
+    assert!(msg.contains("hold no cluster grant key \"cp-1\"") && msg.contains("retry"), "{msg}");
+    assert_eq!(s.relay.handle.metrics().requests_refused.get("no_key_holder"), 1);
+    // The same grant signed is served by that agent.
+    let signed = cp.sign(grant_for(CLUSTER, "/headers"));
+    let r = get_gated(&s, &signed, &grant::gate_mac(&gate, &signed)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(s.backend.hits("/headers"), 1);
+
+    // An agent holding the key is sent it and passes it by its cluster MAC.
+    let cluster_key = cp.cluster_key_spec(TENANT, CLUSTER);
+    let s = Stack::start_with(
+        |r| {
+            r.grants = keys();
+            r.grant_gate_key = Some(gate.to_vec());
+        },
+        |a| a.grants = keys().with_cluster_key(&cluster_key).expect("a cluster grant key"),
+    )
+    .await;
+    let r = get_gated(&s, &unsigned, &grant::gate_mac(&gate, &unsigned)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let checked = |by: &str| s.agent.handle.metrics().grants_checked.get(by);
+    assert_eq!((checked("cluster_key"), checked("signature")), (1, 0));
+    // Without its gate MAC the relay cannot check it and refuses it.
+    let r = get_gated(&s, &unsigned, &grant::gate_mac(&cp.gate_key("relay-elsewhere"), &unsigned)).await;
+    refused_by(&r, "relay", "carries no signature");
+    assert_eq!(s.backend.hits("/headers"), 1, "a refused request reached the API server");
+}

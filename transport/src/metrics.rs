@@ -63,7 +63,13 @@ impl LabeledCounter {
     /// Adds one for `label`.
     pub fn inc(&self, label: &str) {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(label.to_string()).or_default() += 1;
+        // No allocation once the label is there (most calls, on hot paths).
+        match m.get_mut(label) {
+            Some(n) => *n += 1,
+            None => {
+                m.insert(label.to_string(), 1);
+            }
+        }
     }
     /// The count for `label`.
     pub fn get(&self, label: &str) -> u64 {

@@ -30,12 +30,14 @@ macro_rules! files {
 pub const SQLITE: Files = files!("sqlite":
     1 "0001" "tenancy", 2 "0002" "directory", 3 "0003" "audit", 4 "0004" "quotas",
     5 "0005" "tunnel_figures", 6 "0006" "audit_marks", 7 "0007" "cache_changes", 8 "0008" "sessions_in_memory", 9 "0009" "chat_plans", 10 "0010" "ui_sessions",
+    11 "0011" "grant_key_ids",
 );
 
 /// PostgreSQL's migrations (the same tables, tenant rows under row-level security).
 pub const POSTGRES: Files = files!("postgres":
     1 "0001" "tenancy", 2 "0002" "directory", 3 "0003" "audit", 4 "0004" "quotas",
     5 "0005" "tunnel_figures", 6 "0006" "audit_marks", 7 "0007" "cache_changes", 8 "0008" "sessions_in_memory", 9 "0009" "chat_plans", 10 "0010" "ui_sessions",
+    11 "0011" "grant_key_ids",
 );
 
 /// The versions the pre-file migrator knew (`schema_migrations`).

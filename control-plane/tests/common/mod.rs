@@ -123,6 +123,7 @@ pub fn report(relay: &str, epoch: &str, seq: u64, full: bool, up: Vec<TunnelInfo
         down: Vec::new(),
         lease_ms,
         revocations_version: 0,
+        gate_key_ids: Vec::new(),
     }
 }
 

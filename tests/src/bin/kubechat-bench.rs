@@ -576,6 +576,8 @@ mod kube_path {
         let relays = w.app.relays.clone().expect("the control plane's relay client");
         let route = w.app.cache.routes(&w.tenant, &w.cluster).await.expect("routes").pop().expect("a route");
         let gate_key = w.app.signer.gate_key(&route.relay_id);
+        // Sealed as the control plane seals it for this route.
+        let macs_suffice = route.macs_suffice(w.app.signer.key_id());
         let path = "/api/v1/namespaces/web/pods";
         let uri = format!("https://{}/v1/clusters/{}/k8s{path}", route.internal_address, w.cluster);
         let mint = {
@@ -583,20 +585,28 @@ mod kube_path {
             move || {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
                 let now = now.as_millis() as u64;
-                let signed = app.signer.sign(Grant {
-                    request_id: format!("bench-floor-grant-{now}"),
-                    tenant: tenant.clone(),
-                    cluster: cluster.clone(),
-                    user: "kubechat:user:bench@acme.example".into(),
-                    groups: vec!["kubechat:tenant:acme".into(), "kubechat:role:tenant_admin".into()],
-                    method: "GET".into(),
-                    path: path.into(),
-                    issued_at_ms: now,
-                    expires_at_ms: now + grant::MAX_VALIDITY_MS,
-                    key_id: String::new(),
-                    client_address: "127.0.0.1".into(),
-                    must_audit: false,
-                });
+                let seal = if macs_suffice {
+                    kubechat_protocol::grant::GrantSigner::sign_macs_only
+                } else {
+                    kubechat_protocol::grant::GrantSigner::sign
+                };
+                let signed = seal(
+                    &app.signer,
+                    Grant {
+                        request_id: format!("bench-floor-grant-{now}"),
+                        tenant: tenant.clone(),
+                        cluster: cluster.clone(),
+                        user: "kubechat:user:bench@acme.example".into(),
+                        groups: vec!["kubechat:tenant:acme".into(), "kubechat:role:tenant_admin".into()],
+                        method: "GET".into(),
+                        path: path.into(),
+                        issued_at_ms: now,
+                        expires_at_ms: now + grant::MAX_VALIDITY_MS,
+                        key_id: String::new(),
+                        client_address: "127.0.0.1".into(),
+                        must_audit: false,
+                    },
+                );
                 (grant::to_header(&signed), grant::gate_mac(&gate_key, &signed), Instant::now())
             }
         };
@@ -751,10 +761,15 @@ mod kube_path {
         fsyncs: Fsyncs,
         kubectl_direct: Duration,
         kubectl_kubechat: Duration,
+        /// Share of the run's kube-path grants sealed without a signature
+        /// (every hop passes them by a MAC).
+        unsigned_grants: f64,
     }
 
     async fn measure(w: &World, backend: &'static str, quick: bool) -> Figures {
         let (n, dur) = if quick { (300, Duration::from_secs(1)) } else { (3000, Duration::from_secs(4)) };
+        let issued = |seal: &str| w.app.metrics.grants_issued.get(seal) as f64;
+        let (signed_before, unsigned_before) = (issued("signed"), issued("macs_only"));
         let token = w.user("bench@acme.example", "tenant_admin").await;
         let user = "kubechat:user:bench@acme.example";
         // Direct: what the agent sends kube-sim for this person — the same
@@ -800,6 +815,9 @@ mod kube_path {
             .to_yaml(),
         );
         let kc_kubechat = w.kubectl(&token, &w.cluster);
+        let (kubectl_direct, kubectl_kubechat) = (kubectl_wall(&kc_direct).await, kubectl_wall(&kc_kubechat).await);
+        let unsigned = issued("macs_only") - unsigned_before;
+        let unsigned_grants = unsigned / (unsigned + issued("signed") - signed_before).max(1.0);
         Figures {
             backend,
             direct: d,
@@ -813,8 +831,9 @@ mod kube_path {
             cpu_one_direct: cpu_one_d,
             cpu_one_kubechat: cpu_one_k,
             fsyncs,
-            kubectl_direct: kubectl_wall(&kc_direct).await,
-            kubectl_kubechat: kubectl_wall(&kc_kubechat).await,
+            kubectl_direct,
+            kubectl_kubechat,
+            unsigned_grants,
         }
     }
 
@@ -978,7 +997,9 @@ mod kube_path {
                 None => single("fsyncs per writer commit", "no strace".into()),
             }
             row("kubectl get pods -A, wall (ms)", us(f.kubectl_direct) / 1e3, us(f.kubectl_kubechat) / 1e3);
+            single("grants sent without a signature", format!("{:.1} %", f.unsigned_grants * 100.0));
             json.push(json!({
+                "unsigned_grants_share": f.unsigned_grants,
                 "database": f.backend,
                 "p50_ms": {"direct": us(f.direct.p50) / 1e3, "kubechat": us(f.kubechat.p50) / 1e3},
                 "p99_ms": {"direct": us(f.direct.p99) / 1e3, "kubechat": us(f.kubechat.p99) / 1e3},

@@ -97,6 +97,7 @@ async fn agent(dial: Dial, up: Arc<AtomicUsize>, gate: Arc<Semaphore>, stop: Can
                 capabilities: vec![],
                 agent_version: "loadgen".into(),
                 agent_id: "loadgen".into(),
+                ..Default::default()
             });
             send.send_control_message(hello).await.map_err(|e| e.to_string())?;
             match recv.next_control_message().await {
