@@ -34,8 +34,11 @@ impl Refusal {
     }
 }
 
-/// Serves one relay-opened stream to completion.
-pub(crate) async fn serve_stream(stream: BiStream, state: Arc<AgentState>) {
+/// Serves one relay-opened stream to completion, checking its grant with the
+/// keys of `identity`: those its tunnel was opened with (and named in its
+/// Hello), not a renewal's installed since, whose cluster grant key may be
+/// of another signing key than the grants this tunnel's relay sends it.
+pub(crate) async fn serve_stream(stream: BiStream, state: Arc<AgentState>, identity: Arc<ActiveIdentity>) {
     let mut recv = FramedRecv::new(stream.recv, state.config.max_frame_size);
     let mut send = FramedSend::new(stream.send);
     let open = match recv.next_stream_message("the request head").await {
@@ -73,7 +76,7 @@ pub(crate) async fn serve_stream(stream: BiStream, state: Arc<AgentState>) {
         tracing::info_span!("stream", request_id = %open.request_id, method = %open.method, trace_id = %trace_id);
     state.metrics.streams_open.inc();
     state.metrics.streams_total.inc();
-    forward(open, recv, &mut send, &state).instrument(span).await;
+    forward(open, recv, &mut send, &state, &identity).instrument(span).await;
     state.metrics.streams_open.dec();
 }
 
@@ -156,12 +159,17 @@ fn response_head(status: StatusCode, headers: &http::HeaderMap) -> stream_messag
     })
 }
 
-async fn forward(open: StreamOpen, mut recv: FramedRecv, send: &mut FramedSend, state: &AgentState) {
+async fn forward(
+    open: StreamOpen,
+    mut recv: FramedRecv,
+    send: &mut FramedSend,
+    state: &AgentState,
+    active: &ActiveIdentity,
+) {
     let started = Instant::now();
     let mut open = open;
-    let active = state.active();
     if !active.grants.is_empty() {
-        match verify_grant(&open, &active) {
+        match verify_grant(&open, active) {
             Ok((g, checked)) => {
                 state.metrics.grants_checked.inc(checked.label());
                 // The grant alone says who the request is made as.

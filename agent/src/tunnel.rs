@@ -65,6 +65,9 @@ pub(crate) struct Session {
     not_after: Option<i64>,
     /// The relay accepts GoAway from the agent.
     relay_takes_goaway: bool,
+    /// The identity this session was opened with: its streams' grants are
+    /// checked with its keys (those its Hello named).
+    identity: Arc<ActiveIdentity>,
 }
 
 impl Session {
@@ -164,7 +167,11 @@ async fn dial_quic(
         .map_err(|e| ConnectError::Handshake(e.to_string()))
 }
 
-async fn connect(relay: &RelayEndpoint, state: &AgentState, active: &ActiveIdentity) -> Result<Session, ConnectError> {
+async fn connect(
+    relay: &RelayEndpoint,
+    state: &AgentState,
+    active: &Arc<ActiveIdentity>,
+) -> Result<Session, ConnectError> {
     connect_via(relay, state, active, false).await
 }
 
@@ -173,7 +180,7 @@ async fn connect(relay: &RelayEndpoint, state: &AgentState, active: &ActiveIdent
 async fn connect_via(
     relay: &RelayEndpoint,
     state: &AgentState,
-    active: &ActiveIdentity,
+    active: &Arc<ActiveIdentity>,
     quic_only: bool,
 ) -> Result<Session, ConnectError> {
     // With a WebSocket fallback, QUIC gets a short chance (UDP may be
@@ -263,6 +270,7 @@ async fn connect_via(
         serial: active.serial.clone(),
         not_after: active.validity.map(|v| v.not_after),
         relay_takes_goaway: ack.capabilities.iter().any(|c| c == version::CAP_AGENT_GOAWAY),
+        identity: active.clone(),
     })
 }
 
@@ -307,11 +315,11 @@ async fn run_session(
             stream = s.conn.accept_stream() => match stream {
                 Ok(stream) => {
                     close_at = None;
-                    let st = state.clone();
+                    let (st, identity) = (state.clone(), s.identity.clone());
                     let open = streams.open();
                     state.tasks.spawn(
                         async move {
-                            forward::serve_stream(stream, st).await;
+                            forward::serve_stream(stream, st, identity).await;
                             drop(open);
                         }
                         .in_current_span(),

@@ -428,6 +428,12 @@ impl Cache {
         }
     }
 
+    /// Drops the cached routes of `cluster` (a relay answered that one of
+    /// them no longer holds): read again on next use.
+    pub fn forget_routes(&self, tenant: &str, cluster: &str) {
+        self.routes.remove(&(tenant.to_string(), cluster.to_string()));
+    }
+
     /// Drops every cached route (a relay's tunnels went away: reports name
     /// them by id only).
     pub fn invalidate_all_routes(&self) {

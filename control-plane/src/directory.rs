@@ -41,15 +41,24 @@ impl Route {
     }
 }
 
-/// The gate key ids of a report as the `relays` table keeps them:
+/// Whether a grant of signing key `key_id` that may go by any of `routes`
+/// may go without its signature: only if there is a route and every one
+/// passes it by MACs (the request may end up on any of them).
+pub fn macs_suffice_on_all(routes: &[Route], key_id: &str) -> bool {
+    !routes.is_empty() && routes.iter().all(|r| r.macs_suffice(key_id))
+}
+
+/// The gate key ids of a report as the `relays` table keeps them: sorted,
 /// space-separated, an id with whitespace left out (it names no key).
 fn gate_key_ids(r: &PresenceReport) -> String {
-    let ids: Vec<&str> = r
+    let mut ids: Vec<&str> = r
         .gate_key_ids
         .iter()
         .map(String::as_str)
         .filter(|id| !id.is_empty() && !id.contains(char::is_whitespace))
         .collect();
+    ids.sort_unstable();
+    ids.dedup();
     ids.join(" ")
 }
 
@@ -324,4 +333,28 @@ pub async fn revocations(db: &Db) -> Result<RevocationList, StoreError> {
     let mut v = [0u8; 8];
     v.copy_from_slice(&digest[..8]);
     Ok(RevocationList { clusters, certificates, version: u64::from_be_bytes(v).max(1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(relay: &str, mac_key_id: Option<&str>) -> Route {
+        Route {
+            relay_id: relay.into(),
+            region: "eu".into(),
+            internal_address: "127.0.0.1:1".into(),
+            mac_key_id: mac_key_id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_grant_goes_unsigned_only_if_every_route_it_may_take_passes_it_by_macs() {
+        assert!(macs_suffice_on_all(&[route("a", Some("k1")), route("b", Some("k1"))], "k1"));
+        assert!(!macs_suffice_on_all(&[route("a", Some("k1")), route("b", None)], "k1"));
+        assert!(!macs_suffice_on_all(&[route("a", None), route("b", Some("k1"))], "k1"));
+        assert!(!macs_suffice_on_all(&[route("a", Some("k1")), route("b", Some("k0"))], "k1"));
+        assert!(!macs_suffice_on_all(&[route("a", Some("k0"))], "k1"));
+        assert!(!macs_suffice_on_all(&[], "k1"), "no route: nothing to say it may");
+    }
 }

@@ -27,8 +27,9 @@ pub struct CpMetrics {
     /// (`connection_cap`, `address_cap`).
     pub connections_refused: LabeledCounter,
     /// Kube-path grants issued, by how they are sealed: `signed` (Ed25519
-    /// and the cluster MAC) or `macs_only` (the relay and agents on every
-    /// route pass it by a MAC; see `Route::mac_key_id`).
+    /// and the cluster MAC), `macs_only` (the relay and agents on every
+    /// route pass it by a MAC; see `Route::mac_key_id`), or `resent_signed`
+    /// (a `macs_only` grant the relay asked to have again signed).
     pub grants_issued: LabeledCounter,
     /// Requests until their response head, by route, verb and code.
     pub request_durations: RequestDurations,
@@ -84,7 +85,7 @@ impl CpMetrics {
         )
         .labeled(
             "kubechat_cp_grants_issued_total",
-            "Kube-path grants issued, by seal: signed, or macs_only where every hop passes them by a MAC.",
+            "Kube-path grants issued, by seal: signed, macs_only where every hop passes them by a MAC, resent_signed when a relay asked for the signature.",
             "seal",
             &self.grants_issued,
         )

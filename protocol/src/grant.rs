@@ -30,6 +30,11 @@ pub const CLOCK_SKEW_MS: u64 = 5_000;
 pub const HEADER: &str = "kubechat-grant";
 /// Header carrying the relay gate's MAC of the grant (see [`gate_mac`]).
 pub const GATE_HEADER: &str = "kubechat-grant-gate";
+/// Header on a relay's 503 for a grant without its signature that it could
+/// not pass or route (no gate key of its key id, no agent holding its
+/// cluster key): the request went no further, and the control plane sends it
+/// again with its signature ([`GrantSigner::sign_again`]).
+pub const RESEND_SIGNED_HEADER: &str = "kubechat-grant-resend-signed";
 /// A relay's gate key, ready to check MACs with.
 pub type GateKey = ring::hmac::Key;
 /// Domain of the key the relay gate keys are derived from.
@@ -221,6 +226,14 @@ impl GrantSigner {
         self.seal(grant, false)
     }
 
+    /// The grant in `sealed` (as this signer sealed it) again, with its
+    /// signature; `None` if it is not a grant of this signer's key.
+    pub fn sign_again(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        let s = SignedGrant::decode(sealed).ok()?;
+        let grant = Grant::decode(s.grant).ok()?;
+        (grant.key_id == self.key_id).then(|| self.sign(grant))
+    }
+
     fn seal(&self, mut grant: Grant, with_signature: bool) -> Vec<u8> {
         grant.key_id = self.key_id.clone();
         let bytes = grant.encode_to_vec();
@@ -297,6 +310,12 @@ impl GrantVerifier {
         }
         self.cluster_key = Some((id.trim().to_string(), ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &raw)));
         Ok(self)
+    }
+
+    /// Whether grants of signing key `key_id` may verify here by signature
+    /// (one of the configured public keys).
+    pub fn trusts(&self, key_id: &str) -> bool {
+        self.keys.contains_key(key_id)
     }
 
     /// The signing key id of the cluster grant key, if this verifier holds
@@ -628,6 +647,19 @@ mod tests {
         // One a relay makes (its own cluster MAC) is refused by the agent.
         let forged = signer("k1").sign_macs_only(Grant { user: "kubechat:user:mallory@b.c".into(), ..grant(NOW) });
         assert_eq!(checked(&agent, &forged, None), Err(GrantError::Unsigned));
+        // Signed again, it passes the signature check, as the same grant.
+        let again = s.sign_again(&unsigned).expect("the signer's own grant");
+        assert!(is_signed(&again));
+        let (g, by) = public().verify_gated(&again, None, NOW, OK).expect("signed");
+        assert_eq!((g.request_id.as_str(), by), ("r1", Checked::Signature));
+        assert!(signer("k2").sign_again(&unsigned).is_none(), "another key's grant");
+        assert!(s.sign_again(b"not a grant").is_none());
+        // The relay's gate key is chosen by the grant's key id.
+        let by_id = |id: &str| (id == "k1").then_some((&gate_a, mac.as_str()));
+        assert_eq!(public().verify_gated_by(&unsigned, by_id, NOW, OK).map(|(_, c)| c), Ok(Checked::Gate));
+        let by_other = |id: &str| (id == "k2").then_some((&gate_a, mac.as_str()));
+        assert_eq!(public().verify_gated_by(&unsigned, by_other, NOW, OK), Err(GrantError::Unsigned));
+        assert!(public().trusts("k1") && !public().trusts("k2"));
         // A MAC passes only the grant it was made for: the unsigned grant
         // is still checked for everything else.
         assert!(matches!(

@@ -48,6 +48,16 @@ pub const REQUEST_ID_HEADER: &str = "kubechat-request-id";
 /// How long to wait for the agent to accept a new stream.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A 503 for a grant sent without its signature that this relay cannot
+/// pass or route: it never went further, and [`grant::RESEND_SIGNED_HEADER`]
+/// tells the control plane to send it again signed.
+fn resend_signed(message: String) -> Response<RespBody> {
+    let mut r = status_response(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut().insert(grant::RESEND_SIGNED_HEADER, HeaderValue::from_static("1"));
+    r
+}
+
 /// A response with a Kubernetes `Status` body.
 pub(crate) fn status_response(code: StatusCode, reason: &str, message: impl Into<String>) -> Response<RespBody> {
     let body = Status::failure(code.as_u16(), reason, message).to_json();
@@ -256,7 +266,9 @@ async fn forward(
                 let expected = grant::Expected { cluster: &cluster, method: req.method().as_str(), path: &uri };
                 let mac = req.headers().get(grant::GATE_HEADER).and_then(|v| v.to_str().ok());
                 let gates = state.grant_gate.read().unwrap_or_else(|p| p.into_inner());
-                let gate = |key_id: &str| gates.for_key(key_id).zip(mac);
+                // A gate MAC stands in for the signature of a key this relay
+                // trusts only.
+                let gate = |key_id: &str| gates.for_key(key_id).filter(|_| state.config.grants.trusts(key_id)).zip(mac);
                 state
                     .config
                     .grants
@@ -267,6 +279,16 @@ async fn forward(
             Ok(((g, checked), signed)) => {
                 state.metrics.grants_checked.inc(checked.label());
                 granted = Some((g, signed));
+            }
+            // A grant without its signature whose MAC this relay holds no
+            // key for (restarted, not yet told its gate key): the control
+            // plane resends it signed.
+            Err(grant::GrantError::Unsigned) => {
+                state.metrics.requests_refused.inc("grant_unsigned");
+                return resend_signed(format!(
+                    "relay {} holds no gate key for this grant, which carries no signature; retry",
+                    state.config.relay_id
+                ));
             }
             Err(e) => {
                 state.metrics.requests_refused.inc("grant_invalid");
@@ -348,16 +370,10 @@ async fn forward(
         Ok(t) => t,
         Err(PickError::NoKeyHolder { key_id }) => {
             refuse(&state, audit, "no_key_holder");
-            let mut r = status_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!(
-                    "cluster {cluster}'s agents on relay {} hold no cluster grant key {key_id:?} to check this unsigned grant with (an older agent connected since the control plane last read this relay's tunnels); retry",
-                    state.config.relay_id
-                ),
-            );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
+            return resend_signed(format!(
+                "cluster {cluster}'s agents on relay {} hold no cluster grant key {key_id:?} to check this unsigned grant with (an older agent connected since the control plane last read this relay's tunnels); retry",
+                state.config.relay_id
+            ));
         }
         Err(PickError::NoTunnel { last_seen }) => {
             refuse(&state, audit, "no_tunnel");

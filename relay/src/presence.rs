@@ -200,7 +200,13 @@ pub(crate) async fn run(target: PresenceTarget, state: Arc<RelayState>, internal
             down,
             lease_ms: if last { 0 } else { u32::try_from(lease.as_millis()).unwrap_or(u32::MAX) },
             revocations_version: state.revocations.read().unwrap_or_else(|p| p.into_inner()).version,
-            gate_key_ids: state.grant_gate.read().unwrap_or_else(|p| p.into_inner()).key_ids(),
+            // Only a relay that checks grants may be sent them unsigned: one
+            // that does not would send them to any agent.
+            gate_key_ids: if state.config.grants.is_empty() {
+                Vec::new()
+            } else {
+                state.grant_gate.read().unwrap_or_else(|p| p.into_inner()).key_ids()
+            },
         };
         match tokio::time::timeout(target.interval.max(Duration::from_secs(1)) * 2, grpc.report(report)).await {
             Ok(Ok(resp)) => {

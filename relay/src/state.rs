@@ -84,24 +84,31 @@ impl GateKeys {
         self.learnt.iter().find(|(id, _)| id == key_id).map(|(_, k)| k).or(self.configured.as_ref())
     }
 
-    /// Learns (or replaces) the gate key of signing key `key_id`; one of
-    /// no key id (a control plane from before key ids were sent) stands for
-    /// any, like a configured one.
+    /// Learns (or replaces, in its place) the gate key of signing key
+    /// `key_id`; one of no key id (a control plane from before key ids were
+    /// sent) stands for any, like a configured one.
     pub(crate) fn learn(&mut self, key_id: &str, key: GateKey) {
         if key_id.is_empty() {
             self.configured = Some(key);
             return;
         }
-        self.learnt.retain(|(id, _)| id != key_id);
-        self.learnt.push((key_id.to_string(), key));
-        if self.learnt.len() > MAX_GATE_KEYS {
-            self.learnt.remove(0);
+        match self.learnt.iter_mut().find(|(id, _)| id == key_id) {
+            Some((_, held)) => *held = key,
+            None => {
+                self.learnt.push((key_id.to_string(), key));
+                if self.learnt.len() > MAX_GATE_KEYS {
+                    self.learnt.remove(0);
+                }
+            }
         }
     }
 
-    /// The key ids learnt, for the presence report.
+    /// The key ids learnt, sorted, for the presence report (the same list
+    /// whichever replica answered last, so the directory sees no change).
     pub(crate) fn key_ids(&self) -> Vec<String> {
-        self.learnt.iter().map(|(id, _)| id.clone()).collect()
+        let mut ids: Vec<String> = self.learnt.iter().map(|(id, _)| id.clone()).collect();
+        ids.sort();
+        ids
     }
 }
 
@@ -126,23 +133,26 @@ mod tests {
         assert_eq!(tag(g.for_key("k1")), tag(Some(&key(1))));
         assert_eq!(tag(g.for_key("k2")), tag(Some(&key(2))));
         assert!(g.for_key("k3").is_none());
-        // A key id answered again with another key replaces its key.
+        // A key id answered again with another key replaces its key, in
+        // its place: answers alternating between replicas change nothing.
         g.learn("k1", key(9));
         assert_eq!(tag(g.for_key("k1")), tag(Some(&key(9))));
-        assert_eq!(g.key_ids(), ["k2", "k1"]);
-        // At most four; the oldest goes first.
-        for id in ["k3", "k4", "k5"] {
+        assert_eq!(g.key_ids(), ["k1", "k2"]);
+        g.learn("k2", key(2));
+        assert_eq!(g.key_ids(), ["k1", "k2"]);
+        // At most four; the first learnt goes first.
+        for id in ["k5", "k4", "k3"] {
             g.learn(id, key(3));
         }
-        assert_eq!(g.key_ids(), ["k1", "k3", "k4", "k5"]);
-        assert!(g.for_key("k2").is_none());
+        assert_eq!(g.key_ids(), ["k2", "k3", "k4", "k5"]);
+        assert!(g.for_key("k1").is_none());
         // A configured key stands for any key id not learnt, and is not named.
         let g = GateKeys { configured: Some(key(7)), ..g };
-        assert_eq!(tag(g.for_key("k2")), tag(Some(&key(7))));
-        assert_eq!(tag(g.for_key("k1")), tag(Some(&key(9))));
+        assert_eq!(tag(g.for_key("k1")), tag(Some(&key(7))));
+        assert_eq!(tag(g.for_key("k2")), tag(Some(&key(2))));
         let mut g = g;
         g.learn("", key(8));
-        assert_eq!(tag(g.for_key("k2")), tag(Some(&key(8))));
-        assert_eq!(g.key_ids(), ["k1", "k3", "k4", "k5"]);
+        assert_eq!(tag(g.for_key("k1")), tag(Some(&key(8))));
+        assert_eq!(g.key_ids(), ["k2", "k3", "k4", "k5"]);
     }
 }

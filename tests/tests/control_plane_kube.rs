@@ -602,6 +602,54 @@ async fn grants_go_without_their_signature_only_where_every_hop_passes_them_by_a
     assert_eq!(w.relay.handle.metrics().requests_refused.get("no_key_holder"), 0);
 }
 
+/// A relay that cannot route a grant sent without its signature (the only
+/// agent of the cluster left there holds no cluster grant key, and the
+/// control plane has not read the report saying so: presence reports
+/// cannot be stored while the database is held) answers 503 with the
+/// resend header, and the control plane sends the same request again
+/// signed; the caller sees only the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_the_relay_cannot_route_unsigned_is_sent_again_signed() {
+    let w = world(json!({})).await;
+    let raw = kubechat_tests::raw::RawClient::new(&w.cp_url, &w.cp_ca);
+    let token = w.user("ursula@acme.example", "tenant_user").await;
+    let path = format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster);
+    let issued = |seal: &str| w.app.metrics.grants_issued.get(seal);
+    kubechat_tests::wait::eventually("a grant without its signature", Duration::from_secs(10), || async {
+        let r = raw.send("GET", &path, &token, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        issued("macs_only") >= 1
+    })
+    .await;
+    // Held from here on: the directory keeps saying the agent there holds
+    // the key.
+    let held = w.app.db.begin(&kubechat_control_plane::store::Scope::Platform).await.expect("the write lock");
+    let cert = w.pki.agent_cert_valid(&w.tenant, &w.cluster, Validity::for_duration(Duration::from_secs(3600)));
+    let kube = w.agent_kube_config().await;
+    let grants = w.grants.clone();
+    let old = start_agent(&w.pki, &[w.relay.quic], &cert, &w.sim.url(), |a| {
+        a.kube = kube;
+        a.grants = grants;
+    })
+    .await;
+    old.wait_tunnels(1).await;
+    w.agent.shutdown.cancel();
+    let relay = w.relay.handle.clone();
+    kubechat_tests::wait::eventually("only the older agent at the relay", Duration::from_secs(20), || {
+        let relay = relay.clone();
+        async move { relay.tunnel_count() == 1 }
+    })
+    .await;
+    let before = (issued("macs_only"), issued("resent_signed"));
+    let r = raw.send("GET", &path, &token, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header(kubechat_protocol::grant::RESEND_SIGNED_HEADER).is_none());
+    assert_eq!((issued("macs_only"), issued("resent_signed")), (before.0 + 1, before.1 + 1));
+    assert_eq!(w.relay.handle.metrics().requests_refused.get("no_key_holder"), 1);
+    assert_eq!(old.handle.metrics().grants_checked.get("signature"), 1);
+    held.commit().await.expect("released");
+}
+
 /// Once the change log has been unreadable for longer than the offline
 /// window (here none), the cache is dropped: a replica cut off from the
 /// database stops trusting what it may since have missed (a revocation on

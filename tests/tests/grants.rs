@@ -10,7 +10,7 @@ use http_body_util::Full;
 use kubechat_protocol::grant::{self, GrantSigner, GrantVerifier};
 use kubechat_protocol::messages::Grant;
 use kubechat_tests::client::Buffered;
-use kubechat_tests::stack::{CLUSTER, Stack, TENANT};
+use kubechat_tests::stack::{CLUSTER, Stack, TENANT, start_agent};
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
 
@@ -158,6 +158,11 @@ async fn the_relay_passes_a_grant_by_its_gate_mac_and_the_agent_still_checks_the
     // could make one): it passes the relay, and the agent refuses it.
     let r = get_gated(&s, &forged, &grant::gate_mac(&gate, &forged)).await;
     refused_by(&r, "agent", "signature is invalid");
+    // A grant of a key this relay does not trust: its MAC stands in for
+    // nothing, and the relay refuses it.
+    let untrusted = signer("cp-9").sign(grant_for(CLUSTER, "/headers"));
+    let r = get_gated(&s, &untrusted, &grant::gate_mac(&gate, &untrusted)).await;
+    refused_by(&r, "relay", "unknown key \"cp-9\"");
     // A gated grant still meets the relay's other checks.
     let other = cp.sign(grant_for("other", "/headers"));
     let r = get_gated(&s, &other, &grant::gate_mac(&gate, &other)).await;
@@ -206,9 +211,10 @@ async fn the_agent_passes_a_grant_by_its_cluster_mac_and_no_relay_can_make_one()
 }
 
 /// A grant without its signature passes the relay by its gate MAC and goes
-/// only to an agent holding the cluster grant key of its key id; with none
-/// connected the relay answers 503 (retry), never sends it to an agent that
-/// would refuse it, and never passes it without its gate MAC.
+/// only to an agent holding the cluster grant key of its key id, however
+/// many agents without it the cluster also has; with none connected, or
+/// without its gate MAC, the relay answers 503 with the header that has the
+/// control plane send it again signed, and sends it nowhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_sends_a_grant_without_its_signature_only_to_an_agent_that_holds_its_cluster_key() {
     let cp = signer("cp-1");
@@ -223,34 +229,50 @@ async fn the_relay_sends_a_grant_without_its_signature_only_to_an_agent_that_hol
         |a| a.grants = keys(),
     )
     .await;
+    let resend = |r: &Buffered| {
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+        assert_eq!(r.headers.get(grant::RESEND_SIGNED_HEADER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        assert_eq!(r.headers.get(http::header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        r.json()["message"].as_str().expect("message").to_string()
+    };
     let unsigned = cp.sign_macs_only(grant_for(CLUSTER, "/headers"));
-    let r = get_gated(&s, &unsigned, &grant::gate_mac(&gate, &unsigned)).await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
-    let msg = r.json()["message"].as_str().expect("message").to_string();
+    let msg = resend(&get_gated(&s, &unsigned, &grant::gate_mac(&gate, &unsigned)).await);
     assert!(msg.contains("hold no cluster grant key \"cp-1\"") && msg.contains("retry"), "{msg}");
     assert_eq!(s.relay.handle.metrics().requests_refused.get("no_key_holder"), 1);
     // The same grant signed is served by that agent.
-    let signed = cp.sign(grant_for(CLUSTER, "/headers"));
+    let signed = cp.sign_again(&unsigned).expect("the signer's own grant");
+    assert!(grant::is_signed(&signed));
     let r = get_gated(&s, &signed, &grant::gate_mac(&gate, &signed)).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(s.backend.hits("/headers"), 1);
 
-    // An agent holding the key is sent it and passes it by its cluster MAC.
+    // A second agent of the cluster holding the key: every unsigned grant
+    // goes to it, none to the first.
     let cluster_key = cp.cluster_key_spec(TENANT, CLUSTER);
-    let s = Stack::start_with(
-        |r| {
-            r.grants = keys();
-            r.grant_gate_key = Some(gate.to_vec());
-        },
-        |a| a.grants = keys().with_cluster_key(&cluster_key).expect("a cluster grant key"),
-    )
+    let holder = start_agent(&s.pki, &[s.relay.quic], &s.pki.agent_cert(TENANT, CLUSTER), &s.backend.url(), |a| {
+        a.grants = keys().with_cluster_key(&cluster_key).expect("a cluster grant key")
+    })
     .await;
-    let r = get_gated(&s, &unsigned, &grant::gate_mac(&gate, &unsigned)).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let checked = |by: &str| s.agent.handle.metrics().grants_checked.get(by);
-    assert_eq!((checked("cluster_key"), checked("signature")), (1, 0));
-    // Without its gate MAC the relay cannot check it and refuses it.
-    let r = get_gated(&s, &unsigned, &grant::gate_mac(&cp.gate_key("relay-elsewhere"), &unsigned)).await;
-    refused_by(&r, "relay", "carries no signature");
-    assert_eq!(s.backend.hits("/headers"), 1, "a refused request reached the API server");
+    holder.wait_tunnels(1).await;
+    for _ in 0..12 {
+        let unsigned = cp.sign_macs_only(grant_for(CLUSTER, "/headers"));
+        let r = get_gated(&s, &unsigned, &grant::gate_mac(&gate, &unsigned)).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    let checked = |a: &kubechat_tests::stack::TestAgent, by: &str| a.handle.metrics().grants_checked.get(by);
+    assert_eq!((checked(&holder, "cluster_key"), checked(&holder, "signature")), (12, 0));
+    assert_eq!((checked(&s.agent, "cluster_key"), checked(&s.agent, "signature")), (0, 1));
+    // Signed grants still go to either.
+    for _ in 0..12 {
+        let signed = cp.sign(grant_for(CLUSTER, "/headers"));
+        let r = get_gated(&s, &signed, &grant::gate_mac(&gate, &signed)).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    assert!(checked(&s.agent, "signature") > 1, "the relay sent no signed grant to the first agent");
+    // Without its gate MAC the relay cannot check it: sent again signed.
+    let before = s.backend.hits("/headers");
+    let msg = resend(&get_gated(&s, &unsigned, &grant::gate_mac(&cp.gate_key("relay-elsewhere"), &unsigned)).await);
+    assert!(msg.contains("holds no gate key for this grant"), "{msg}");
+    assert_eq!(s.relay.handle.metrics().requests_refused.get("grant_unsigned"), 1);
+    assert_eq!(s.backend.hits("/headers"), before, "a refused request reached the API server");
 }

@@ -116,7 +116,8 @@ pub(super) async fn send(
         return Err(refusal.logged(log));
     }
     let relay_path = format!("/v1/clusters/{}/k8s{}", out.cluster.id, out.path_and_query);
-    let build = |route: &Route| {
+    let (mut signed, mut grant_header) = (out.signed, out.grant);
+    let build = |route: &Route, signed: &[u8], grant_header: &str| {
         let uri =
             if out.upgrade { relay_path.clone() } else { format!("https://{}{relay_path}", route.internal_address) };
         let mut r = http::Request::builder().method(parts.method.clone()).uri(uri);
@@ -144,10 +145,10 @@ pub(super) async fn send(
                     h.append(n, v);
                 }
             };
-            set(grant::HEADER, &out.grant);
+            set(grant::HEADER, grant_header);
             // The relay passes the grant by this MAC under its own gate key
             // instead of checking the signature (the agent still does).
-            set(grant::GATE_HEADER, &grant::gate_mac(&app.signer.gate_key(&route.relay_id), &out.signed));
+            set(grant::GATE_HEADER, &grant::gate_mac(&app.signer.gate_key(&route.relay_id), signed));
             set("kubechat-request-id", &out.meta.request_id);
             set("kubechat-user", &out.meta.user);
             for g in out.groups {
@@ -157,8 +158,10 @@ pub(super) async fn send(
         r.body(Full::new(body.clone()))
     };
     let mut sent = None;
-    for route in candidates {
-        let Ok(req) = build(route) else {
+    let mut resent_signed = false;
+    let mut next = 0;
+    while let Some(route) = candidates.get(next) {
+        let Ok(req) = build(route, &signed, &grant_header) else {
             return Err(
                 Refusal::new(StatusCode::BAD_REQUEST, "BadRequest", "the request could not be forwarded").logged(log)
             );
@@ -171,9 +174,28 @@ pub(super) async fn send(
         } else {
             relays.send(req).await.map_err(|e| (!e.is_connect(), e.to_string()))
         };
+        // The relay could not pass or route the grant without its signature
+        // (it has no gate key of its key id yet, or an agent without the
+        // cluster key came up there since the routes were read): the
+        // request went no further, so it goes again signed, and the
+        // cluster's routes are read again.
+        if let Ok(r) = &attempt
+            && r.headers().contains_key(grant::RESEND_SIGNED_HEADER)
+            && !resent_signed
+            && let Some(again) = app.signer.sign_again(&signed)
+        {
+            tracing::info!(relay = %route.relay_id, "the relay asked for the grant with its signature; sending it again signed");
+            app.metrics.grants_issued.inc("resent_signed");
+            app.cache.forget_routes(&out.tenant.id, &out.cluster.id);
+            grant_header = grant::to_header(&again);
+            signed = again;
+            resent_signed = true;
+            continue;
+        }
         match attempt {
             Err((false, e)) => {
                 tracing::warn!(relay = %route.relay_id, error = %e, "cannot reach the relay; trying another");
+                next += 1;
             }
             other => {
                 sent = Some((route.relay_id.clone(), other));
@@ -208,6 +230,7 @@ pub(super) async fn send(
     // Only KubeChat's own path counts against the breaker: an answer the
     // relay made itself (no tunnel, agent failed, API server unreachable),
     // never the API server's own 5xx (an unavailable aggregated API).
+    resp.headers_mut().remove(grant::RESEND_SIGNED_HEADER);
     let ours = resp.headers_mut().remove(status::ORIGIN_HEADER).is_some();
     app.breakers.record(&out.tenant.id, ours && resp.status().is_server_error(), now);
     if let Some(client_upgrade) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {

@@ -353,7 +353,7 @@ async fn pipeline(
     // No signature where every relay it may go to, and the agents there,
     // pass it by a MAC: the Ed25519 signature is the largest single cost
     // of the control plane's path.
-    let macs_suffice = !candidates.is_empty() && candidates.iter().all(|r| r.macs_suffice(app.signer.key_id()));
+    let macs_suffice = crate::directory::macs_suffice_on_all(&candidates, app.signer.key_id());
     let seal = if macs_suffice { GrantSigner::sign_macs_only } else { GrantSigner::sign };
     app.metrics.grants_issued.inc(if macs_suffice { "macs_only" } else { "signed" });
     let signed = seal(
