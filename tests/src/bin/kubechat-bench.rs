@@ -766,22 +766,17 @@ mod kube_path {
         unsigned_grants: f64,
     }
 
-    async fn measure(w: &World, backend: &'static str, quick: bool) -> Figures {
-        let (n, dur) = if quick { (300, Duration::from_secs(1)) } else { (3000, Duration::from_secs(4)) };
-        let issued = |seal: &str| w.app.metrics.grants_issued.get(seal) as f64;
-        let (signed_before, unsigned_before) = (issued("signed"), issued("macs_only"));
-        let token = w.user("bench@acme.example", "tenant_admin").await;
-        let user = "kubechat:user:bench@acme.example";
-        // Direct: what the agent sends kube-sim for this person — the same
-        // impersonation headers (user, tenant and role groups, the request
-        // id as an extra), so kube-sim does the same work both ways.
-        let direct = Target::new(
+    /// Direct: what the agent sends kube-sim for the bench's person — the
+    /// same impersonation headers (user, tenant and role groups, the
+    /// request id as an extra), so kube-sim does the same work both ways.
+    fn direct_target(w: &World) -> Target {
+        Target::new(
             &w.sim.url(),
             &w.sim.ca_pem,
             "/api/v1/namespaces/web/pods".into(),
             vec![
                 ("authorization".into(), format!("Bearer {AGENT_TOKEN}")),
-                ("impersonate-user".into(), user.into()),
+                ("impersonate-user".into(), "kubechat:user:bench@acme.example".into()),
                 ("impersonate-group".into(), "kubechat:tenant:acme".into()),
                 ("impersonate-group".into(), "kubechat:role:tenant_admin".into()),
                 (
@@ -789,7 +784,16 @@ mod kube_path {
                     "0f8e6b1c-4d2a-4e7b-9c3f-5a6b7c8d9e0f".into(),
                 ),
             ],
-        );
+        )
+    }
+
+    async fn measure(w: &World, backend: &'static str, quick: bool) -> Figures {
+        let (n, dur) = if quick { (300, Duration::from_secs(1)) } else { (3000, Duration::from_secs(4)) };
+        let issued = |seal: &str| w.app.metrics.grants_issued.get(seal) as f64;
+        let (signed_before, unsigned_before) = (issued("signed"), issued("macs_only"));
+        let token = w.user("bench@acme.example", "tenant_admin").await;
+        let user = "kubechat:user:bench@acme.example";
+        let direct = direct_target(w);
         let kubechat = Target::new(
             &w.cp_url,
             &w.cp_ca,
@@ -893,12 +897,18 @@ mod kube_path {
                 world_full(json!({}), spool, limits).await
             };
             let token = w.user("bench@acme.example", "tenant_admin").await;
-            let kubechat = Target::new(
-                &w.cp_url,
-                &w.cp_ca,
-                format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster),
-                vec![("authorization".into(), format!("Bearer {token}"))],
-            );
+            let kubechat = if std::env::var("KUBECHAT_BENCH_PROFILE_TARGET").is_ok_and(|t| t == "direct") {
+                // The same load straight to kube-sim, as the full run's
+                // *direct* sends it (to compare profiles).
+                direct_target(&w)
+            } else {
+                Target::new(
+                    &w.cp_url,
+                    &w.cp_ca,
+                    format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster),
+                    vec![("authorization".into(), format!("Bearer {token}"))],
+                )
+            };
             // The full run's one-connection latency (3,000 requests on a
             // fresh world), then again once warm.
             for when in ["fresh", "warm"] {
