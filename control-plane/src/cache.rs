@@ -362,8 +362,7 @@ impl Cache {
         }
         self.miss();
         let generation = self.routes.generation();
-        let (db, (t, c)) = (self.db.clone(), key.clone());
-        let v = bounded(async move { crate::directory::routes(&db, &t, &c).await }).await?;
+        let v = self.read_routes(&key).await?;
         self.routes.put(key, v.clone(), generation);
         Ok(v)
     }
@@ -379,8 +378,7 @@ impl Cache {
         let cache = self.clone();
         self.tasks.spawn(async move {
             let generation = cache.routes.generation();
-            let (db, (t, c)) = (cache.db.clone(), key.clone());
-            match bounded(async move { crate::directory::routes(&db, &t, &c).await }).await {
+            match cache.read_routes(&key).await {
                 Ok(v) => cache.routes.put(key.clone(), v, generation),
                 Err(e) => tracing::debug!(error = %e, "routes not refreshed"),
             }
@@ -409,6 +407,13 @@ impl Cache {
                 self.routes.clear();
             }
         }
+    }
+
+    /// The routes of `(tenant, cluster)` from the database, bounded by
+    /// [`LOAD_TIMEOUT`].
+    async fn read_routes(&self, key: &(String, String)) -> Result<Vec<Route>, StoreError> {
+        let (db, (t, c)) = (self.db.clone(), key.clone());
+        bounded(async move { crate::directory::routes(&db, &t, &c).await }).await
     }
 
     /// A relay reported a tunnel of `cluster` whose agent holds the cluster

@@ -350,7 +350,7 @@ impl GrantVerifier {
         now_ms: u64,
         expected: Expected<'_>,
     ) -> Result<(Grant, Checked), GrantError> {
-        self.verify_gated_by(signed, |_| gate, now_ms, expected)
+        self.verify_gated_by(signed, |_| gate, now_ms, expected).map(|v| (v.grant, v.checked))
     }
 
     /// [`GrantVerifier::verify_gated`] with the gate key and MAC chosen by
@@ -361,7 +361,7 @@ impl GrantVerifier {
         gate: impl FnOnce(&str) -> Option<(&'k GateKey, &'k str)>,
         now_ms: u64,
         expected: Expected<'_>,
-    ) -> Result<(Grant, Checked), GrantError> {
+    ) -> Result<Verified, GrantError> {
         if signed.is_empty() {
             return Err(GrantError::Missing);
         }
@@ -415,8 +415,20 @@ impl GrantVerifier {
                 path: expected.path.to_string(),
             });
         }
-        Ok((grant, checked))
+        Ok(Verified { signed: !s.signature.is_empty(), grant, checked })
     }
+}
+
+/// A grant [`GrantVerifier::verify_gated_by`] passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// The grant.
+    pub grant: Grant,
+    /// How its origin was checked.
+    pub checked: Checked,
+    /// Whether it carries an Ed25519 signature (see
+    /// [`GrantSigner::sign_macs_only`]).
+    pub signed: bool,
 }
 
 /// How a grant's origin was checked.
@@ -656,7 +668,8 @@ mod tests {
         assert!(s.sign_again(b"not a grant").is_none());
         // The relay's gate key is chosen by the grant's key id.
         let by_id = |id: &str| (id == "k1").then_some((&gate_a, mac.as_str()));
-        assert_eq!(public().verify_gated_by(&unsigned, by_id, NOW, OK).map(|(_, c)| c), Ok(Checked::Gate));
+        let v = public().verify_gated_by(&unsigned, by_id, NOW, OK).expect("passed by the gate");
+        assert_eq!((v.checked, v.signed), (Checked::Gate, false));
         let by_other = |id: &str| (id == "k2").then_some((&gate_a, mac.as_str()));
         assert_eq!(public().verify_gated_by(&unsigned, by_other, NOW, OK), Err(GrantError::Unsigned));
         assert!(public().trusts("k1") && !public().trusts("k2"));

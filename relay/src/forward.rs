@@ -255,6 +255,8 @@ async fn forward(
     }
     // With grant keys configured, the grant alone says who and what.
     let mut granted: Option<(kubechat_protocol::messages::Grant, Bytes)> = None;
+    // The grant carries no signature (only a MAC).
+    let mut unsigned = false;
     if !state.config.grants.is_empty() {
         let verified = req
             .headers()
@@ -276,9 +278,10 @@ async fn forward(
                     .map(|g| (g, Bytes::from(signed)))
             });
         match verified {
-            Ok(((g, checked), signed)) => {
-                state.metrics.grants_checked.inc(checked.label());
-                granted = Some((g, signed));
+            Ok((v, signed)) => {
+                state.metrics.grants_checked.inc(v.checked.label());
+                unsigned = !v.signed;
+                granted = Some((v.grant, signed));
             }
             // A grant without its signature whose MAC this relay holds no
             // key for (restarted, not yet told its gate key): the control
@@ -365,7 +368,7 @@ async fn forward(
 
     // A grant without a signature goes only to an agent that passes it by
     // its cluster MAC (any other refuses it).
-    let key_holder = granted.as_ref().filter(|(_, signed)| !grant::is_signed(signed)).map(|(g, _)| g.key_id.as_str());
+    let key_holder = granted.as_ref().filter(|_| unsigned).map(|(g, _)| g.key_id.as_str());
     let (tunnel, permit) = match state.registry.pick(&cluster, key_holder) {
         Ok(t) => t,
         Err(PickError::NoKeyHolder { key_id }) => {

@@ -539,6 +539,37 @@ async fn the_relay_passes_the_control_planes_grants_by_their_gate_mac() {
     assert_eq!((checked("cluster_key"), checked("signature")), (3, 0));
 }
 
+/// Sends `GET path` until the control plane seals a grant without its
+/// signature (once the relay reported the gate key its answer gave it).
+async fn until_grants_go_unsigned(
+    w: &kubechat_tests::platform::World,
+    raw: &kubechat_tests::raw::RawClient,
+    path: &str,
+    token: &str,
+) {
+    kubechat_tests::wait::eventually("a grant without its signature", Duration::from_secs(10), || async {
+        let r = raw.send("GET", path, token, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        w.app.metrics.grants_issued.get("macs_only") >= 1
+    })
+    .await;
+}
+
+/// A second agent of the world's cluster, enrolled before cluster grant
+/// keys (it checks grants by their signature), once its tunnel is up.
+async fn agent_without_cluster_key(w: &kubechat_tests::platform::World) -> kubechat_tests::stack::TestAgent {
+    let cert = w.pki.agent_cert_valid(&w.tenant, &w.cluster, Validity::for_duration(Duration::from_secs(3600)));
+    let kube = w.agent_kube_config().await;
+    let grants = w.grants.clone();
+    let agent = start_agent(&w.pki, &[w.relay.quic], &cert, &w.sim.url(), |a| {
+        a.kube = kube;
+        a.grants = grants;
+    })
+    .await;
+    agent.wait_tunnels(1).await;
+    agent
+}
+
 /// Where the relay holds the control plane's gate key and every agent of
 /// the cluster there its cluster grant key, grants go without their
 /// Ed25519 signature (the largest single cost of the control plane's path)
@@ -558,11 +589,7 @@ async fn grants_go_without_their_signature_only_where_every_hop_passes_them_by_a
         assert_eq!(r.status, 200, "{}", r.text());
     };
     // Once the relay reported the gate key the control plane's answer gave it.
-    kubechat_tests::wait::eventually("a grant without its signature", Duration::from_secs(10), || async {
-        get().await;
-        issued("macs_only") >= 1
-    })
-    .await;
+    until_grants_go_unsigned(&w, &raw, &path, &token).await;
     let relay_checked = |by: &str| w.relay.handle.metrics().grants_checked.get(by);
     let agent_checked = |by: &str| w.agent.handle.metrics().grants_checked.get(by);
     let before = (issued("signed"), issued("macs_only"), relay_checked("gate"), agent_checked("cluster_key"));
@@ -574,15 +601,7 @@ async fn grants_go_without_their_signature_only_where_every_hop_passes_them_by_a
     assert_eq!((relay_checked("signature"), agent_checked("signature")), (0, 0));
 
     // A second agent of the cluster, without the cluster grant key.
-    let cert = w.pki.agent_cert_valid(&w.tenant, &w.cluster, Validity::for_duration(Duration::from_secs(3600)));
-    let kube = w.agent_kube_config().await;
-    let grants = w.grants.clone();
-    let old = start_agent(&w.pki, &[w.relay.quic], &cert, &w.sim.url(), |a| {
-        a.kube = kube;
-        a.grants = grants;
-    })
-    .await;
-    old.wait_tunnels(1).await;
+    let old = agent_without_cluster_key(&w).await;
     let signed_from = issued("signed");
     kubechat_tests::wait::eventually("grants signed again", Duration::from_secs(10), || async {
         get().await;
@@ -615,24 +634,11 @@ async fn a_grant_the_relay_cannot_route_unsigned_is_sent_again_signed() {
     let token = w.user("ursula@acme.example", "tenant_user").await;
     let path = format!("/k8s/clusters/{}/api/v1/namespaces/web/pods", w.cluster);
     let issued = |seal: &str| w.app.metrics.grants_issued.get(seal);
-    kubechat_tests::wait::eventually("a grant without its signature", Duration::from_secs(10), || async {
-        let r = raw.send("GET", &path, &token, &[]).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        issued("macs_only") >= 1
-    })
-    .await;
+    until_grants_go_unsigned(&w, &raw, &path, &token).await;
     // Held from here on: the directory keeps saying the agent there holds
     // the key.
     let held = w.app.db.begin(&kubechat_control_plane::store::Scope::Platform).await.expect("the write lock");
-    let cert = w.pki.agent_cert_valid(&w.tenant, &w.cluster, Validity::for_duration(Duration::from_secs(3600)));
-    let kube = w.agent_kube_config().await;
-    let grants = w.grants.clone();
-    let old = start_agent(&w.pki, &[w.relay.quic], &cert, &w.sim.url(), |a| {
-        a.kube = kube;
-        a.grants = grants;
-    })
-    .await;
-    old.wait_tunnels(1).await;
+    let old = agent_without_cluster_key(&w).await;
     w.agent.shutdown.cancel();
     let relay = w.relay.handle.clone();
     kubechat_tests::wait::eventually("only the older agent at the relay", Duration::from_secs(20), || {

@@ -125,19 +125,27 @@ fn refused_by(r: &Buffered, by: &str, why: &str) {
     assert!(msg.contains(&format!("the {by} refused the request")) && msg.contains(why), "{msg}");
 }
 
+/// A stack whose relay trusts `cp`'s key and holds its gate key for the
+/// relay under test, and whose agent checks grants with `agent_grants`.
+async fn gated_stack(cp: &GrantSigner, agent_grants: GrantVerifier) -> Stack {
+    let gate = cp.gate_key("relay-under-test");
+    let keys = GrantVerifier::new([("cp-1".to_string(), cp.public_key())]);
+    Stack::start_with(
+        |r| {
+            r.grants = keys;
+            r.grant_gate_key = Some(gate.to_vec());
+        },
+        |a| a.grants = agent_grants,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_passes_a_grant_by_its_gate_mac_and_the_agent_still_checks_the_signature() {
     let cp = signer("cp-1");
     let gate = cp.gate_key("relay-under-test");
     let keys = || GrantVerifier::new([("cp-1".to_string(), cp.public_key())]);
-    let s = Stack::start_with(
-        |r| {
-            r.grants = keys();
-            r.grant_gate_key = Some(gate.to_vec());
-        },
-        |a| a.grants = keys(),
-    )
-    .await;
+    let s = gated_stack(&cp, keys()).await;
     let checked = |by: &str| s.relay.handle.metrics().grants_checked.get(by);
     // A grant and its MAC: served, passed by the gate, no signature check.
     let signed = cp.sign(grant_for(CLUSTER, "/headers"));
@@ -180,14 +188,7 @@ async fn the_agent_passes_a_grant_by_its_cluster_mac_and_no_relay_can_make_one()
     let gate = cp.gate_key("relay-under-test");
     let keys = || GrantVerifier::new([("cp-1".to_string(), cp.public_key())]);
     let cluster_key = cp.cluster_key_spec(TENANT, CLUSTER);
-    let s = Stack::start_with(
-        |r| {
-            r.grants = keys();
-            r.grant_gate_key = Some(gate.to_vec());
-        },
-        |a| a.grants = keys().with_cluster_key(&cluster_key).expect("a cluster grant key"),
-    )
-    .await;
+    let s = gated_stack(&cp, keys().with_cluster_key(&cluster_key).expect("a cluster grant key")).await;
     let checked = |by: &str| s.agent.handle.metrics().grants_checked.get(by);
     // The control plane's grant: passed by the cluster MAC, no signature check.
     let signed = cp.sign(grant_for(CLUSTER, "/headers"));
@@ -221,14 +222,7 @@ async fn the_relay_sends_a_grant_without_its_signature_only_to_an_agent_that_hol
     let gate = cp.gate_key("relay-under-test");
     let keys = || GrantVerifier::new([("cp-1".to_string(), cp.public_key())]);
     // An agent enrolled before cluster grant keys.
-    let s = Stack::start_with(
-        |r| {
-            r.grants = keys();
-            r.grant_gate_key = Some(gate.to_vec());
-        },
-        |a| a.grants = keys(),
-    )
-    .await;
+    let s = gated_stack(&cp, keys()).await;
     let resend = |r: &Buffered| {
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
         assert_eq!(r.headers.get(grant::RESEND_SIGNED_HEADER).map(|v| v.as_bytes()), Some(&b"1"[..]));
